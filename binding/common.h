@@ -1,0 +1,93 @@
+// Glue shared by the binding: C++ exceptions become JS Errors, argument checks, async jobs.
+// The binding converts and dispatches; the math lives in native/.
+#pragma once
+
+#include <napi.h>
+#include <torch/torch.h>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "common/torch_compat.h"
+
+namespace rlora::binding {
+
+// Runs f; any C++ exception leaves as a JS Error with its message (never a crash).
+template <typename F>
+auto guarded(const Napi::Env& env, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const c10::Error& e) {
+    throw Napi::Error::New(env, compat::error_message(e));
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+}
+
+// Argument checks: each names the argument and what was expected.
+std::string describe(const Napi::Value& v);
+[[noreturn]] void type_error(const Napi::Env& env, const std::string& what, const std::string& expected,
+                             const Napi::Value& got);
+std::string get_string(const Napi::Value& v, const std::string& what);
+double get_number(const Napi::Value& v, const std::string& what);
+int64_t get_integer(const Napi::Value& v, const std::string& what);
+bool get_bool(const Napi::Value& v, const std::string& what);
+std::vector<int64_t> get_shape(const Napi::Value& v, const std::string& what);
+Napi::Array shape_to_js(const Napi::Env& env, c10::IntArrayRef sizes);
+
+// Intra-op threads every native job uses (set at the start of each job: the setting is per thread).
+extern std::atomic<int> g_num_threads;
+
+// Runs `work` on the libuv pool and settles a Promise with `convert(result)` on the JS thread.
+template <typename R>
+class PromiseWorker : public Napi::AsyncWorker {
+ public:
+  PromiseWorker(Napi::Env env, std::function<R()> work, std::function<Napi::Value(Napi::Env, R&)> convert)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)),
+        convert_(std::move(convert)) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    try {
+      if (at::get_num_threads() != g_num_threads.load()) at::set_num_threads(g_num_threads.load());
+      result_ = work_();
+    } catch (const c10::Error& e) {
+      SetError(compat::error_message(e));
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    try {
+      deferred_.Resolve(convert_(env, result_));
+    } catch (const Napi::Error& e) {
+      deferred_.Reject(e.Value());
+    } catch (const std::exception& e) {
+      deferred_.Reject(Napi::Error::New(env, e.what()).Value());
+    }
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::function<R()> work_;
+  std::function<Napi::Value(Napi::Env, R&)> convert_;
+  R result_{};
+};
+
+template <typename R>
+Napi::Promise run_async(Napi::Env env, std::function<R()> work, std::function<Napi::Value(Napi::Env, R&)> convert) {
+  auto* worker = new PromiseWorker<R>(env, std::move(work), std::move(convert));
+  Napi::Promise p = worker->promise();
+  worker->Queue();
+  return p;
+}
+
+}  // namespace rlora::binding

@@ -1,0 +1,72 @@
+// Loads the native addon (native/ math + binding/ glue) and types what it exports.
+import * as path from 'path';
+
+// libgomp reads this when it loads: without it the first multi-threaded job can stall for
+// seconds on a small machine (NOTES.md). Users may set their own.
+process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
+
+export type DtypeName = 'float32' | 'float64' | 'bfloat16' | 'float16' | 'int32' | 'int64' | 'uint8' | 'bool';
+
+export interface NativeTensor {
+  readonly shape: number[];
+  readonly dtype: DtypeName;
+  readonly device: string;
+  data(): Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array;
+  bytes(): Buffer;
+  to(dtype: DtypeName | null, device: string | null): NativeTensor;
+}
+
+export interface NativeTensorStatic {
+  fromTypedArray(
+    data: Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array,
+    shape: number[],
+    dtype: DtypeName,
+    device: string,
+  ): NativeTensor;
+  fromBytes(bytes: Uint8Array, dtype: DtypeName, shape: number[]): NativeTensor;
+}
+
+export interface NativeVjp {
+  output: NativeTensor;
+  gradInput: NativeTensor;
+  grads: Record<string, NativeTensor>;
+}
+
+export interface NativeLoraLinear {
+  forward(x: NativeTensor): Promise<NativeTensor>;
+  vjp(x: NativeTensor, gradOutput: NativeTensor): Promise<NativeVjp>;
+  setTraining(on: boolean): void;
+  readonly training: boolean;
+  readonly options: unknown;
+  stateDict(): Record<string, NativeTensor>;
+  loadStateDict(tensors: Record<string, NativeTensor>): void;
+  headSimilarity(): NativeTensor;
+  baseWeight(): NativeTensor;
+  parameterCount(): number;
+}
+
+export interface NativeAddon {
+  NativeTensor: NativeTensorStatic & (new (...args: never[]) => NativeTensor);
+  NativeLoraLinear: new (weight: NativeTensor, bias: NativeTensor | null, options: object) => NativeLoraLinear;
+  setNumThreads(n: number): void;
+  getNumThreads(): number;
+  buildInfo: { torchVersion: string; torchSource: string; cudaAvailable: boolean; cudaDeviceCount: number };
+}
+
+function load(): NativeAddon {
+  const root = path.resolve(__dirname, '..');
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const nodeGypBuild = require('node-gyp-build') as (dir: string) => NativeAddon;
+    return nodeGypBuild(root);
+  } catch (e) {
+    const why = e instanceof Error ? e.message.split('\n')[0] : String(e);
+    throw new Error(
+      `rlora: the native addon could not be loaded (${why}).\n` +
+        `  Build it from source: npx cmake-js compile --out build  (needs cmake, g++ and libtorch;\n` +
+        `  on Debian: sudo apt-get install -y cmake g++ libtorch-dev libopenblas0-pthread)`,
+    );
+  }
+}
+
+export const native: NativeAddon = load();

@@ -1,0 +1,197 @@
+// Tensor: a handle to a libtorch tensor, with conversion to and from JS data.
+import * as util from 'util';
+
+import { DtypeName, native, NativeTensor } from './native';
+
+export type Dtype = DtypeName;
+export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
+export type TypedData = Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array;
+export type NestedNumbers = number | NestedNumbers[];
+export type TensorData = TypedData | NestedNumbers[] | bigint[];
+
+export interface TensorOptions {
+  /** Element type. Default: float32 for JS numbers, the typed array's own type otherwise. */
+  dtype?: Dtype;
+  /** Default: 'cpu'. */
+  device?: Device;
+}
+
+const DTYPES: readonly Dtype[] = ['float32', 'float64', 'bfloat16', 'float16', 'int32', 'int64', 'uint8', 'bool'];
+const INTEGER_DTYPES = new Set<Dtype>(['int32', 'int64', 'uint8', 'bool']);
+
+function typedDtype(data: TypedData): Dtype {
+  if (data instanceof Float32Array) return 'float32';
+  if (data instanceof Float64Array) return 'float64';
+  if (data instanceof Int32Array) return 'int32';
+  if (data instanceof BigInt64Array) return 'int64';
+  return 'uint8';
+}
+
+function inferShape(data: NestedNumbers[]): number[] {
+  const shape: number[] = [data.length];
+  let probe: NestedNumbers = data[0];
+  while (Array.isArray(probe)) {
+    shape.push(probe.length);
+    probe = probe[0];
+  }
+  return shape;
+}
+
+function flatten(data: NestedNumbers[], shape: number[]): Float64Array {
+  const out = new Float64Array(shape.reduce((a, b) => a * b, 1));
+  let k = 0;
+  const walk = (v: NestedNumbers, depth: number, where: string): void => {
+    if (depth === shape.length) {
+      if (typeof v !== 'number') throw new TypeError(`Tensor.from: element ${where} must be a number, got ${util.inspect(v)}`);
+      out[k++] = v;
+      return;
+    }
+    if (!Array.isArray(v) || v.length !== shape[depth]) {
+      throw new RangeError(
+        `Tensor.from: ragged data at ${where || 'top level'}: expected an array of length ${shape[depth]}, got ${
+          Array.isArray(v) ? `length ${v.length}` : util.inspect(v)
+        }`,
+      );
+    }
+    v.forEach((x, i) => walk(x, depth + 1, `${where}[${i}]`));
+  };
+  walk(data, 0, '');
+  return out;
+}
+
+export class Tensor {
+  /** @internal The libtorch tensor behind this handle. */
+  readonly native: NativeTensor;
+
+  /** @internal Use Tensor.from(). */
+  constructor(handle: NativeTensor) {
+    this.native = handle;
+  }
+
+  /**
+   * A new tensor holding a copy of `data`.
+   * - `data`: a typed array (flat, `shape` required unless 1-D), a flat or nested array of numbers
+   *   (the shape of a nested array is inferred), or an array of bigints (int64).
+   * - `shape`: the dimensions; its product must equal the number of elements.
+   */
+  static from(data: TensorData, shape?: number[], options: TensorOptions = {}): Tensor {
+    let flat: TypedData;
+    let dims = shape;
+    let dtype = options.dtype;
+    if (dtype !== undefined && !DTYPES.includes(dtype)) {
+      throw new TypeError(`Tensor.from: unknown dtype ${util.inspect(dtype)}; expected one of ${DTYPES.join(', ')}`);
+    }
+    if (ArrayBuffer.isView(data)) {
+      flat = data as TypedData;
+      dims ??= [flat.length];
+      dtype ??= typedDtype(flat);
+    } else if (Array.isArray(data)) {
+      if (data.length > 0 && typeof data[0] === 'bigint') {
+        flat = BigInt64Array.from(data as bigint[]);
+        dims ??= [flat.length];
+        dtype ??= 'int64';
+      } else {
+        const nested = data as NestedNumbers[];
+        const inferred = inferShape(nested);
+        flat = flatten(nested, inferred);
+        dims ??= inferred;
+        dtype ??= 'float32';
+      }
+    } else {
+      throw new TypeError(`Tensor.from: data must be an array or a typed array, got ${util.inspect(data)}`);
+    }
+    if (INTEGER_DTYPES.has(dtype) && flat instanceof Float64Array) {
+      const bad = flat.findIndex((v) => !Number.isInteger(v));
+      if (bad >= 0) throw new RangeError(`Tensor.from: element ${bad} is ${flat[bad]}, not an integer, for dtype ${dtype}`);
+    }
+    return new Tensor(native.NativeTensor.fromTypedArray(flat, dims, dtype, options.device ?? 'cpu'));
+  }
+
+  /** @internal */
+  static fromBytes(bytes: Uint8Array, dtype: Dtype, shape: number[]): Tensor {
+    return new Tensor(native.NativeTensor.fromBytes(bytes, dtype, shape));
+  }
+
+  get shape(): number[] {
+    return this.native.shape;
+  }
+  get dtype(): Dtype {
+    return this.native.dtype;
+  }
+  get device(): string {
+    return this.native.device;
+  }
+  /** Number of elements. */
+  get numel(): number {
+    return this.shape.reduce((a, b) => a * b, 1);
+  }
+
+  /** A copy of the elements, flat, as a typed array (bfloat16 and float16 widen to Float32Array). */
+  data(): TypedData {
+    return this.native.data();
+  }
+
+  /** A copy of the elements as nested arrays of numbers (int64 beyond 2^53 loses precision). */
+  toArray(): NestedNumbers {
+    const flat = this.data();
+    const get = (i: number): number => Number(flat[i]);
+    const shape = this.shape;
+    if (shape.length === 0) return get(0);
+    let k = 0;
+    const build = (depth: number): NestedNumbers[] => {
+      const n = shape[depth];
+      const out: NestedNumbers[] = new Array(n);
+      for (let i = 0; i < n; i++) out[i] = depth === shape.length - 1 ? get(k++) : build(depth + 1);
+      return out;
+    };
+    return build(0);
+  }
+
+  /** The value of a one-element tensor. */
+  item(): number {
+    if (this.numel !== 1) throw new RangeError(`item() needs a tensor of one element, this one has shape [${this.shape.join(', ')}]`);
+    return Number(this.data()[0]);
+  }
+
+  /** A copy converted to another dtype and/or device. */
+  to(target: Dtype | Device | TensorOptions): Tensor {
+    const o: TensorOptions =
+      typeof target === 'string'
+        ? (DTYPES as readonly string[]).includes(target)
+          ? { dtype: target as Dtype }
+          : { device: target as Device }
+        : target;
+    return new Tensor(this.native.to(o.dtype ?? null, o.device ?? null));
+  }
+
+  [util.inspect.custom](depth: number, options: util.InspectOptionsStylized): string {
+    const head = `Tensor(shape=[${this.shape.join(', ')}], dtype=${this.dtype}, device=${this.device})`;
+    if (depth < 0) return options.stylize(head, 'special');
+    return `${options.stylize(head, 'special')} ${preview(this)}`;
+  }
+
+  toString(): string {
+    return `Tensor(shape=[${this.shape.join(', ')}], dtype=${this.dtype}, device=${this.device}) ${preview(this)}`;
+  }
+}
+
+// A few values per dimension: [[0.1, 0.2, ..., 0.9], ...]
+function preview(t: Tensor, edge = 3): string {
+  const flat = t.data();
+  const shape = t.shape;
+  const fmt = (i: number): string => {
+    const v = Number(flat[i]);
+    return Number.isInteger(v) ? String(v) : v.toPrecision(4);
+  };
+  if (shape.length === 0) return fmt(0);
+  const strides = shape.map((_, d) => shape.slice(d + 1).reduce((a, b) => a * b, 1));
+  const render = (depth: number, offset: number): string => {
+    const n = shape[depth];
+    const idx = n <= 2 * edge ? [...Array(n).keys()] : [...Array(edge).keys(), -1, ...Array.from({ length: edge }, (_, i) => n - edge + i)];
+    const parts = idx.map((i) =>
+      i < 0 ? '...' : depth === shape.length - 1 ? fmt(offset + i) : render(depth + 1, offset + i * strides[depth]),
+    );
+    return `[${parts.join(', ')}]`;
+  };
+  return render(0, 0);
+}
