@@ -1,0 +1,33 @@
+// Runs a Python torch script as an independent reference (Debian's python3-torch: /usr/bin/python3).
+import { execFileSync } from 'child_process';
+import * as fs from 'fs';
+
+/** The interpreter that has torch (CI installs python3-torch); the python3 first on PATH may not. */
+export const PYTHON = process.env.RLORA_TEST_PYTHON ?? '/usr/bin/python3';
+
+export function hasTorchPython(): boolean {
+  if (!fs.existsSync(PYTHON)) return false;
+  try {
+    execFileSync(PYTHON, ['-c', 'import torch'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Runs `script` with `input` available as the JSON variable `INP`; the script must print one JSON
+ * document (its result) as its last stdout line. Doubles cross as JSON text, which round-trips
+ * float64 exactly.
+ */
+export function runPython<T>(script: string, input: unknown): T {
+  const prelude = 'import json, sys\nINP = json.loads(sys.stdin.read())\n';
+  const out = execFileSync(PYTHON, ['-c', prelude + script], {
+    input: JSON.stringify(input),
+    encoding: 'utf8',
+    maxBuffer: 256 * 1024 * 1024,
+    env: { ...process.env, OMP_NUM_THREADS: '1' },
+  });
+  const lines = out.trim().split('\n');
+  return JSON.parse(lines[lines.length - 1]) as T;
+}
