@@ -215,7 +215,10 @@ MultiHeadLoraLinear::MultiHeadLoraLinear(torch::Tensor weight, torch::Tensor bia
     a.mul_(std::pow(f, static_cast<double>(N)));
     for (int64_t i = 0; i < N; ++i) heads[i].mul_(std::pow(f, static_cast<double>(N - i)));
   }
-  auto to_layer = [&](const Tensor& t) { return t.to(weight_.device(), weight_.scalar_type()).contiguous(); };
+  // copy = true: float64 CPU parameters must not alias each other (A and its offset start equal).
+  auto to_layer = [&](const Tensor& t) {
+    return t.to(weight_.device(), weight_.scalar_type(), /*non_blocking=*/false, /*copy=*/true).contiguous();
+  };
   if (ini.offset) {
     off_a_ = to_layer(a);
     off_b_ = to_layer(torch::stack(heads, 0).mean(0));
