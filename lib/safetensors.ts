@@ -47,6 +47,11 @@ export interface SafetensorsHeader {
   metadata: Record<string, string>;
 }
 
+/** Sets an own, enumerable property (plain assignment of "__proto__" would change the prototype instead). */
+function defineEntry(obj: object, key: string, value: unknown): void {
+  Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true });
+}
+
 function fail(path: string, what: string): never {
   throw new Error(`safetensors file ${path}: ${what}`);
 }
@@ -91,7 +96,7 @@ function parseHeader(path: string, text: string, dataStart: number, dataSize: nu
       if (typeof info !== 'object' || info === null) fail(path, '__metadata__ must be an object of strings');
       for (const [k, v] of Object.entries(info as Record<string, unknown>)) {
         if (typeof v !== 'string') fail(path, `__metadata__.${k} must be a string, got ${JSON.stringify(v)}`);
-        metadata[k] = v;
+        defineEntry(metadata, k, v);
       }
       continue;
     }
@@ -148,7 +153,8 @@ export function loadSafetensors(path: string): Record<string, Tensor> {
         if (got === 0) fail(path, `unexpected end of file while reading "${e.name}"`);
         read += got;
       }
-      out[e.name] = Tensor.fromBytes(buf, e.dtype, e.shape);
+      // defineProperty, not assignment: a tensor named "__proto__" must stay an own entry.
+      defineEntry(out, e.name, Tensor.fromBytes(buf, e.dtype, e.shape));
     }
   } finally {
     fs.closeSync(fd);
@@ -182,7 +188,7 @@ export function saveSafetensors(path: string, tensors: Record<string, Tensor>, m
     if (!(t instanceof Tensor)) throw new TypeError(`saveSafetensors: tensors["${name}"] must be a Tensor`);
     if (name === '__metadata__') throw new TypeError('saveSafetensors: "__metadata__" is reserved');
     const bytes = t.native.bytes();
-    header[name] = { dtype: DTYPE_TO_FORMAT[t.dtype], shape: t.shape, data_offsets: [offset, offset + bytes.length] };
+    defineEntry(header, name, { dtype: DTYPE_TO_FORMAT[t.dtype], shape: t.shape, data_offsets: [offset, offset + bytes.length] });
     offset += bytes.length;
     blobs.push(bytes);
   }

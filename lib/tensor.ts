@@ -17,7 +17,12 @@ export interface TensorOptions {
 }
 
 const DTYPES: readonly Dtype[] = ['float32', 'float64', 'bfloat16', 'float16', 'int32', 'int64', 'uint8', 'bool'];
-const INTEGER_DTYPES = new Set<Dtype>(['int32', 'int64', 'uint8', 'bool']);
+const INTEGER_RANGE: Partial<Record<Dtype, [number, number]>> = {
+  int32: [-(2 ** 31), 2 ** 31 - 1],
+  int64: [-(2 ** 53), 2 ** 53], // numbers are exact up to 2^53; beyond, pass bigints
+  uint8: [0, 255],
+  // bool takes any number, as torch does: zero is false, anything else true
+};
 
 function typedDtype(data: TypedData): Dtype {
   if (data instanceof Float32Array) return 'float32';
@@ -100,9 +105,15 @@ export class Tensor {
     } else {
       throw new TypeError(`Tensor.from: data must be an array or a typed array, got ${util.inspect(data)}`);
     }
-    if (INTEGER_DTYPES.has(dtype) && flat instanceof Float64Array) {
-      const bad = flat.findIndex((v) => !Number.isInteger(v));
-      if (bad >= 0) throw new RangeError(`Tensor.from: element ${bad} is ${flat[bad]}, not an integer, for dtype ${dtype}`);
+    const range = INTEGER_RANGE[dtype];
+    if (range && !(flat instanceof BigInt64Array)) {
+      // Integers of the dtype's range only: a silent wrap or truncation is a wrong result.
+      const [lo, hi] = range;
+      const values = flat as Exclude<TypedData, BigInt64Array>;
+      const bad = values.findIndex((v) => !Number.isInteger(v) || v < lo || v > hi);
+      if (bad >= 0) {
+        throw new RangeError(`Tensor.from: element ${bad} is ${values[bad]}, not an integer in [${lo}, ${hi}] as dtype ${dtype} needs`);
+      }
     }
     return new Tensor(native.NativeTensor.fromTypedArray(flat, dims, dtype, options.device ?? 'cpu'));
   }

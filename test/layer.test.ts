@@ -211,26 +211,31 @@ print(json.dumps(out))
 describe('finite differences through dropout masks (float64)', () => {
   // Two layers built with one seed draw the same masks on their first forward, so the loss of a
   // fresh layer with a perturbed state is a finite difference of the same masked function.
-  const inF = 4, outF = 3, r = 2, N = 3, lead = [3];
-  const variants: { name: string; opts: LoraOptions }[] = [
-    { name: 'rank, one mask per head', opts: { method: 'rlora', dropoutOn: 'rank', multiHeadDropout: true } },
-    { name: 'rank, one shared mask', opts: { method: 'rlora', dropoutOn: 'rank', multiHeadDropout: false } },
-    { name: 'input, one mask per head', opts: { method: 'hydralora', dropoutOn: 'input', multiHeadDropout: true } },
-    { name: 'input, one shared mask', opts: { method: 'hydralora', dropoutOn: 'input', multiHeadDropout: false } },
+  const inF = 4, outF = 3, r = 2, lead = [3];
+  const variants: { name: string; N: number; opts: LoraOptions }[] = [
+    { name: 'rank, one mask per head', N: 3, opts: { method: 'rlora', dropoutOn: 'rank', multiHeadDropout: true } },
+    { name: 'rank, one shared mask', N: 3, opts: { method: 'rlora', dropoutOn: 'rank', multiHeadDropout: false } },
+    { name: 'input, one mask per head', N: 3, opts: { method: 'hydralora', dropoutOn: 'input', multiHeadDropout: true } },
+    { name: 'input, one shared mask', N: 3, opts: { method: 'hydralora', dropoutOn: 'input', multiHeadDropout: false } },
+    { name: 'input, plain LoRA (one head, no router)', N: 1, opts: { method: 'lora', dropoutOn: 'input' } },
+    { name: 'rank, plain LoRA (one head, no router)', N: 1, opts: { method: 'lora', dropoutOn: 'rank' } },
   ];
-  it.each(variants)('$name', async ({ opts }) => {
+  it.each(variants)('$name', async ({ N, opts }) => {
     const W0 = Tensor.from(randn(outF * inF, 1), [outF, inF], { dtype: 'float64' });
     const full: LoraOptions = { ...opts, rank: r, heads: N, dropout: 0.5, seed: 77 };
     const state: Record<string, F64> = {
       'lora_A.weight': randn(r * inF, 2),
-      'lora_route.weight': randn(N * inF, 3),
-      ...Object.fromEntries(Array.from({ length: N }, (_, i) => [`lora_B${i}.weight`, randn(outF * r, 10 + i)])),
+      ...(N > 1 ? { 'lora_route.weight': randn(N * inF, 3) } : {}),
+      ...Object.fromEntries(Array.from({ length: N }, (_, i) => [bName(N, i), randn(outF * r, 10 + i)])),
     };
     const shapes: Record<string, number[]> = { 'lora_A.weight': [r, inF], 'lora_route.weight': [N, inF] };
-    for (let i = 0; i < N; i++) shapes[`lora_B${i}.weight`] = [outF, r];
+    for (let i = 0; i < N; i++) shapes[bName(N, i)] = [outF, r];
     const make = (st: Record<string, F64>): MultiHeadLoraLinear => {
       const l = new MultiHeadLoraLinear({ weight: W0 }, full);
-      const extra = l.options.init.offset ? { 'lora_offset_A.weight': l.stateDict()['lora_offset_A.weight'], 'lora_offset_B.weight': l.stateDict()['lora_offset_B.weight'] } : {};
+      const init = l.stateDict();
+      const extra: Record<string, Tensor> = l.options.init.offset
+        ? { 'lora_offset_A.weight': init['lora_offset_A.weight'], 'lora_offset_B.weight': init['lora_offset_B.weight'] }
+        : {};
       l.loadStateDict({ ...Object.fromEntries(Object.entries(st).map(([k, v]) => [k, Tensor.from(v, shapes[k], { dtype: 'float64' })])), ...extra });
       return l;
     };

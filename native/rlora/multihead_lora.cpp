@@ -20,17 +20,19 @@ using torch::autograd::variable_list;
 
 enum DropoutMode : int64_t { kNoDropout = 0, kRankDropout = 1, kInputDropout = 2 };
 
-// Row-stack of the defined tensors (all [*, in]); a single one is returned as is.
+// Row-stack of the defined tensors (all [*, in]); a single one is returned as is, none gives undefined.
 Tensor stack_rows(std::initializer_list<Tensor> parts) {
   std::vector<Tensor> defined;
   for (const auto& t : parts)
     if (t.defined()) defined.push_back(t);
+  if (defined.empty()) return Tensor();
   return defined.size() == 1 ? defined[0] : torch::cat(defined, 0);
 }
 Tensor stack_cols(std::initializer_list<Tensor> parts) {
   std::vector<Tensor> defined;
   for (const auto& t : parts)
     if (t.defined()) defined.push_back(t);
+  if (defined.empty()) return Tensor();
   return defined.size() == 1 ? defined[0] : torch::cat(defined, 1);
 }
 
@@ -45,11 +47,13 @@ torch::ScalarType router_dtype(torch::ScalarType t) {
 
 // The layer as one autograd function: forward keeps only x (a reference), the per-head rank
 // activations v [T, M, r], the router weights w [T, N] and the byte masks; backward needs no
-// out-wide activation. M = N for independent masks, 1 when the heads share one.
+// out-wide activation. M = N for independent masks, 1 when the heads share one. Masks hold true
+// where an entry is DROPPED (masked_fill_ on a reused buffer is ~10x faster than a mixed-dtype
+// multiply here, and every new in-wide tensor costs page faults).
 class LoraFunction : public torch::autograd::Function<LoraFunction> {
  public:
   // x [T, in]; a [r, in]; router [N, in] or undefined; b [out, N r]; weight [out, in]; bias [out] or
-  // undefined; off_a [r, in], off_b [out, r] or undefined; mask: bool [T, M, r] (rank dropout) or
+  // undefined; off_a [r, in], off_b [out, r] or undefined; drop: bool [T, M, r] (rank dropout) or
   // [M, T, in] (input dropout) or undefined.
   static Tensor forward(AutogradContext* ctx, Tensor x, Tensor a, Tensor router_in, Tensor b, Tensor weight,
                         Tensor bias_in, Tensor off_a_in, Tensor off_b_in, Tensor mask_in, int64_t mode,
@@ -62,17 +66,19 @@ class LoraFunction : public torch::autograd::Function<LoraFunction> {
 
     // One product reads x for every clean down-projection: [A; W_g; offA] x.
     Tensor down = stack_rows({input_dropout ? Tensor() : a, router, off_a});
-    Tensor p = torch::mm(x, down.t());
+    Tensor p = down.defined() ? torch::mm(x, down.t()) : Tensor();  // undefined: LoRA with input dropout
     int64_t col = 0;
     Tensor v;  // [T, M, r]
     if (!input_dropout) {
       Tensor u = p.narrow(1, 0, r);
       col = r;
-      v = mode == kRankDropout ? u.unsqueeze(1) * mask * keep_scale : u.unsqueeze(1);
+      v = mode == kRankDropout ? (u.unsqueeze(1) * keep_scale).expand({T, mask.size(1), r}).masked_fill(mask, 0)
+                               : u.unsqueeze(1);
     } else {
       std::vector<Tensor> us;
-      for (int64_t m = 0; m < mask.size(0); ++m) us.push_back(torch::mm(x * mask[m] * keep_scale, a.t()));
-      v = torch::stack(us, 1);
+      Tensor xd = torch::empty_like(x);  // one in-wide buffer, reused by every head
+      for (int64_t m = 0; m < mask.size(0); ++m) us.push_back(torch::mm(xd.copy_(x).masked_fill_(mask[m], 0), a.t()));
+      v = torch::stack(us, 1) * keep_scale;
     }
     Tensor w;  // [T, N]
     if (router.defined()) {
@@ -130,7 +136,8 @@ class LoraFunction : public torch::autograd::Function<LoraFunction> {
     Tensor du;
     std::vector<Tensor> du_heads;
     if (mode == kRankDropout) {
-      du = mask.size(1) == N ? (dv * mask).sum(1) * keep_scale : dv.sum(1) * mask.select(1, 0) * keep_scale;
+      du = (mask.size(1) == N ? dv.masked_fill(mask, 0).sum(1) : dv.sum(1).masked_fill(mask.select(1, 0), 0)) *
+           keep_scale;
     } else if (mode == kNoDropout) {
       du = dv.sum(1);
     } else if (mask.size(0) == N) {
@@ -159,10 +166,11 @@ class LoraFunction : public torch::autograd::Function<LoraFunction> {
     }
     if (input_dropout) {
       da = torch::zeros_like(a);
+      Tensor buf = torch::empty_like(x);  // one in-wide buffer, reused by every head
       for (size_t m = 0; m < du_heads.size(); ++m) {
-        Tensor keep = mask[static_cast<int64_t>(m)];
-        da.addmm_(du_heads[m].t(), x * keep * keep_scale);
-        if (dx.defined()) dx.add_(torch::mm(du_heads[m], a) * keep * keep_scale);
+        Tensor drop = mask[static_cast<int64_t>(m)];
+        da.addmm_(du_heads[m].t(), buf.copy_(x).masked_fill_(drop, 0), 1.0, keep_scale);
+        if (dx.defined()) dx.add_(torch::mm_out(buf, du_heads[m], a).masked_fill_(drop, 0), keep_scale);
       }
     }
     // One gradient per forward argument: x, a, router, b, weight, bias, off_a, off_b, mask, mode, keep, s.
@@ -249,7 +257,7 @@ torch::Tensor MultiHeadLoraLinear::forward(const torch::Tensor& x) {
     mode = on_rank ? kRankDropout : kInputDropout;
     std::vector<int64_t> mshape = on_rank ? std::vector<int64_t>{T, M, r} : std::vector<int64_t>{M, T, in};
     // Masks come from the layer's CPU generator: the same seed gives the same masks on every device.
-    mask = torch::empty(mshape, torch::kBool).bernoulli_(1.0 - p, gen_).to(device());
+    mask = torch::empty(mshape, torch::kBool).bernoulli_(p, gen_).to(device());  // true = dropped
   }
   const auto o = x2.options();
   Tensor y = LoraFunction::apply(x2, a_, or_empty(router_, o), b_, weight_, or_empty(bias_, o), or_empty(off_a_, o),
