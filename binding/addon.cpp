@@ -2,11 +2,12 @@
 #include <napi.h>
 
 #include "common.h"
+#include "layer.h"
 #include "tensor.h"
 
 namespace rlora::binding {
 
-void InitLayer(Napi::Env env, Napi::Object exports);
+void InitTrain(Napi::Env env, Napi::Object exports);
 
 namespace {
 
@@ -35,6 +36,7 @@ Napi::Object BuildInfo(Napi::Env env) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   JsTensor::Init(env, exports);
   InitLayer(env, exports);
+  InitTrain(env, exports);
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads));
   exports.Set("buildInfo", BuildInfo(env));

@@ -3,9 +3,10 @@
 #include <memory>
 #include <set>
 
+#include "layer.h"
+
 #include "common.h"
 #include "common/format.h"
-#include "rlora/multihead_lora.h"
 #include "tensor.h"
 
 namespace rlora::binding {
@@ -110,7 +111,14 @@ class JsLoraLinear : public Napi::ObjectWrap<JsLoraLinear> {
          InstanceMethod("headSimilarity", &JsLoraLinear::HeadSimilarity),
          InstanceMethod("baseWeight", &JsLoraLinear::BaseWeight),
          InstanceMethod("parameterCount", &JsLoraLinear::ParameterCount)});
+    constructor_ = new Napi::FunctionReference(Napi::Persistent(cls));
     exports.Set("NativeLoraLinear", cls);
+  }
+
+  static std::shared_ptr<MultiHeadLoraLinear> FromValue(const Napi::Value& v, const std::string& what) {
+    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(constructor_->Value()))
+      type_error(v.Env(), what, "a MultiHeadLoraLinear", v);
+    return Napi::ObjectWrap<JsLoraLinear>::Unwrap(v.As<Napi::Object>())->layer_;
   }
 
   // new NativeLoraLinear(weight, bias | null, options)
@@ -126,6 +134,7 @@ class JsLoraLinear : public Napi::ObjectWrap<JsLoraLinear> {
   }
 
  private:
+  static Napi::FunctionReference* constructor_;
   std::shared_ptr<MultiHeadLoraLinear> layer_;
 
   Napi::Value Forward(const Napi::CallbackInfo& info) {
@@ -220,6 +229,12 @@ class JsLoraLinear : public Napi::ObjectWrap<JsLoraLinear> {
   }
 };
 
+Napi::FunctionReference* JsLoraLinear::constructor_ = nullptr;
+
 void InitLayer(Napi::Env env, Napi::Object exports) { JsLoraLinear::Init(env, exports); }
+
+std::shared_ptr<MultiHeadLoraLinear> layer_from_value(const Napi::Value& v, const std::string& what) {
+  return JsLoraLinear::FromValue(v, what);
+}
 
 }  // namespace rlora::binding

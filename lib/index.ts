@@ -6,6 +6,8 @@ export type { Dtype, Device, TensorData, TensorOptions, TypedData, NestedNumbers
 export { loadSafetensors, saveSafetensors, readSafetensorsHeader, loadSafetensorsMetadata, MAX_HEADER_BYTES } from './safetensors';
 export type { SafetensorsEntry, SafetensorsHeader } from './safetensors';
 export { MultiHeadLoraLinear } from './layer';
+export { AdamW, fitStep } from './optim';
+export type { AdamWOptions, FitStepResult, Schedule } from './optim';
 export type { LoraOptions, InitOptions, InitScheme, InitScale, Method, ResolvedLoraOptions, BaseLinear, VjpResult } from './layer';
 
 /** Threads each native job uses for its matrix products (default 1). */

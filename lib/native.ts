@@ -45,7 +45,21 @@ export interface NativeLoraLinear {
   parameterCount(): number;
 }
 
+export interface NativeAdamW {
+  readonly stepsTaken: number;
+  lrAt(step: number): number;
+}
+
+export interface NativeFitResult {
+  loss: number;
+  rowLoss: NativeTensor;
+  lr: number;
+  gradNorm: number;
+}
+
 export interface NativeAddon {
+  NativeAdamW: new (modules: NativeLoraLinear[], options: object) => NativeAdamW;
+  fitLayerStep(layer: NativeLoraLinear, x: NativeTensor, target: NativeTensor, optimizer: NativeAdamW): Promise<NativeFitResult>;
   NativeTensor: NativeTensorStatic & (new (...args: never[]) => NativeTensor);
   NativeLoraLinear: new (weight: NativeTensor, bias: NativeTensor | null, options: object) => NativeLoraLinear;
   setNumThreads(n: number): void;

@@ -1,0 +1,133 @@
+// JS class NativeAdamW and the layer fitting step: argument checks and dispatch to native/train.
+#include <memory>
+#include <mutex>
+#include <set>
+
+#include "common.h"
+#include "layer.h"
+#include "tensor.h"
+#include "train/layer_fit.h"
+#include "train/optimizer.h"
+
+namespace rlora::binding {
+
+namespace {
+
+train::AdamWOptions parse_adamw(const Napi::Value& v) {
+  train::AdamWOptions o;
+  if (v.IsUndefined() || v.IsNull()) return o;
+  if (!v.IsObject()) type_error(v.Env(), "options", "an object", v);
+  auto obj = v.As<Napi::Object>();
+  auto has = [&](const char* k) { return obj.Has(k) && !obj.Get(k).IsUndefined(); };
+  auto names = obj.GetPropertyNames();
+  const std::set<std::string> known{"lr", "betas", "eps", "weightDecay", "maxGradNorm", "schedule", "warmupSteps", "totalSteps"};
+  for (uint32_t i = 0; i < names.Length(); ++i) {
+    std::string k = names.Get(i).ToString().Utf8Value();
+    if (!known.count(k))
+      throw Napi::TypeError::New(v.Env(), "unknown option " + k + "; expected one of betas, eps, lr, maxGradNorm, schedule, "
+                                          "totalSteps, warmupSteps, weightDecay");
+  }
+  if (has("lr")) o.lr = get_number(obj.Get("lr"), "lr");
+  if (has("betas")) {
+    Napi::Value b = obj.Get("betas");
+    if (!b.IsArray() || b.As<Napi::Array>().Length() != 2) type_error(v.Env(), "betas", "an array of two numbers", b);
+    o.beta1 = get_number(b.As<Napi::Array>().Get(0u), "betas[0]");
+    o.beta2 = get_number(b.As<Napi::Array>().Get(1u), "betas[1]");
+  }
+  if (has("eps")) o.eps = get_number(obj.Get("eps"), "eps");
+  if (has("weightDecay")) o.weight_decay = get_number(obj.Get("weightDecay"), "weightDecay");
+  if (has("maxGradNorm")) o.max_grad_norm = get_number(obj.Get("maxGradNorm"), "maxGradNorm");
+  if (has("schedule")) o.schedule.kind = train::parse_schedule(get_string(obj.Get("schedule"), "schedule"));
+  if (has("warmupSteps")) o.schedule.warmup_steps = get_integer(obj.Get("warmupSteps"), "warmupSteps");
+  if (has("totalSteps")) o.schedule.total_steps = get_integer(obj.Get("totalSteps"), "totalSteps");
+  return o;
+}
+
+}  // namespace
+
+class JsAdamW : public Napi::ObjectWrap<JsAdamW> {
+ public:
+  static void Init(Napi::Env env, Napi::Object exports) {
+    Napi::Function cls = DefineClass(env, "NativeAdamW",
+                                     {InstanceAccessor("stepsTaken", &JsAdamW::StepsTaken, nullptr),
+                                      InstanceMethod("lrAt", &JsAdamW::LrAt)});
+    constructor_ = new Napi::FunctionReference(Napi::Persistent(cls));
+    exports.Set("NativeAdamW", cls);
+  }
+
+  static std::shared_ptr<train::AdamW> FromValue(const Napi::Value& v, const std::string& what) {
+    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(constructor_->Value())) type_error(v.Env(), what, "an AdamW", v);
+    return Napi::ObjectWrap<JsAdamW>::Unwrap(v.As<Napi::Object>())->opt_;
+  }
+
+  // new NativeAdamW(layers: NativeLoraLinear[], options)
+  explicit JsAdamW(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsAdamW>(info) {
+    Napi::Env env = info.Env();
+    guarded(env, [&] {
+      if (!info[0].IsArray() || info[0].As<Napi::Array>().Length() == 0)
+        type_error(env, "modules", "a non-empty array of MultiHeadLoraLinear", info[0]);
+      auto arr = info[0].As<Napi::Array>();
+      std::vector<torch::Tensor> params;
+      for (uint32_t i = 0; i < arr.Length(); ++i) {
+        auto layer = layer_from_value(arr.Get(i), "modules[" + std::to_string(i) + "]");
+        layers_.push_back(layer);
+        for (auto& p : layer->parameters()) params.push_back(p);
+      }
+      opt_ = std::make_shared<train::AdamW>(params, parse_adamw(info[1]));
+    });
+  }
+
+ private:
+  Napi::Value StepsTaken(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(opt_->steps_taken()));
+  }
+  Napi::Value LrAt(const Napi::CallbackInfo& info) {
+    int64_t step = get_integer(info[0], "step");
+    return Napi::Number::New(info.Env(), train::scheduled_lr(opt_->options().lr, opt_->options().schedule, step));
+  }
+
+  static Napi::FunctionReference* constructor_;
+  std::vector<std::shared_ptr<MultiHeadLoraLinear>> layers_;  // keeps the parameters' owners alive
+  std::shared_ptr<train::AdamW> opt_;
+};
+
+Napi::FunctionReference* JsAdamW::constructor_ = nullptr;
+
+namespace {
+
+// fitLayerStep(layer, x, target, optimizer) -> Promise<{loss, rowLoss, lr, gradNorm}>
+Napi::Value FitLayerStep(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    auto layer = layer_from_value(info[0], "layer");
+    torch::Tensor x = JsTensor::FromValue(info[1], "input");
+    torch::Tensor y = JsTensor::FromValue(info[2], "target");
+    auto opt = JsAdamW::FromValue(info[3], "optimizer");
+    bool owned = false;
+    for (const auto& p : opt->params()) owned = owned || p.is_same(layer->parameters()[0]);
+    if (!owned) throw std::invalid_argument("the optimizer was not created with this layer's parameters");
+    return run_async<train::FitResult>(
+        env,
+        [layer, x, y, opt] {
+          std::scoped_lock lock(layer->mutex(), opt->mutex());
+          return train::fit_step(*layer, x, y, *opt);
+        },
+        [](Napi::Env e, train::FitResult& r) -> Napi::Value {
+          auto o = Napi::Object::New(e);
+          o.Set("loss", r.loss);
+          o.Set("rowLoss", JsTensor::Wrap(e, r.row_loss));
+          o.Set("lr", r.stats.lr);
+          o.Set("gradNorm", r.stats.grad_norm);
+          return o;
+        });
+  });
+}
+
+}  // namespace
+
+void InitTrain(Napi::Env env, Napi::Object exports) {
+  JsAdamW::Init(env, exports);
+  exports.Set("fitLayerStep", Napi::Function::New(env, FitLayerStep));
+}
+
+}  // namespace rlora::binding

@@ -1,0 +1,84 @@
+#include "train/optimizer.h"
+
+#include <cmath>
+#include <stdexcept>
+
+namespace rlora::train {
+
+double scheduled_lr(double base_lr, const ScheduleOptions& s, int64_t step) {
+  if (step < s.warmup_steps) return base_lr * static_cast<double>(step) / static_cast<double>(std::max<int64_t>(1, s.warmup_steps));
+  if (s.kind == ScheduleKind::Constant) return base_lr;
+  const double progress = static_cast<double>(step - s.warmup_steps) /
+                          static_cast<double>(std::max<int64_t>(1, s.total_steps - s.warmup_steps));
+  if (s.kind == ScheduleKind::Linear) return base_lr * std::max(0.0, 1.0 - progress);
+  return base_lr * std::max(0.0, 0.5 * (1.0 + std::cos(M_PI * progress)));
+}
+
+ScheduleKind parse_schedule(const std::string& name) {
+  if (name == "constant") return ScheduleKind::Constant;
+  if (name == "linear") return ScheduleKind::Linear;
+  if (name == "cosine") return ScheduleKind::Cosine;
+  throw std::invalid_argument("schedule must be one of \"constant\", \"linear\", \"cosine\"; got \"" + name + "\"");
+}
+
+const char* to_string(ScheduleKind k) {
+  switch (k) {
+    case ScheduleKind::Constant: return "constant";
+    case ScheduleKind::Linear: return "linear";
+    case ScheduleKind::Cosine: return "cosine";
+  }
+  return "?";
+}
+
+void validate(const AdamWOptions& o) {
+  auto bad = [](const std::string& m) { throw std::invalid_argument(m); };
+  if (!(o.lr >= 0) || !std::isfinite(o.lr)) bad("lr must be a finite number >= 0, got " + std::to_string(o.lr));
+  if (!(o.beta1 >= 0 && o.beta1 < 1)) bad("betas[0] must be in [0, 1), got " + std::to_string(o.beta1));
+  if (!(o.beta2 >= 0 && o.beta2 < 1)) bad("betas[1] must be in [0, 1), got " + std::to_string(o.beta2));
+  if (!(o.eps > 0)) bad("eps must be > 0, got " + std::to_string(o.eps));
+  if (!(o.weight_decay >= 0)) bad("weightDecay must be >= 0, got " + std::to_string(o.weight_decay));
+  if (!(o.max_grad_norm >= 0)) bad("maxGradNorm must be >= 0 (0: no clipping), got " + std::to_string(o.max_grad_norm));
+  if (o.schedule.warmup_steps < 0) bad("warmupSteps must be >= 0, got " + std::to_string(o.schedule.warmup_steps));
+  if (o.schedule.kind != ScheduleKind::Constant && o.schedule.total_steps <= o.schedule.warmup_steps)
+    bad(std::string("a ") + to_string(o.schedule.kind) + " schedule needs totalSteps > warmupSteps, got totalSteps " +
+        std::to_string(o.schedule.total_steps) + " and warmupSteps " + std::to_string(o.schedule.warmup_steps));
+}
+
+AdamW::AdamW(std::vector<torch::Tensor> params, const AdamWOptions& options)
+    : options_(options), params_(std::move(params)) {
+  validate(options_);
+  if (params_.empty()) throw std::invalid_argument("AdamW needs at least one parameter");
+  torch::optim::AdamWOptions o(options_.lr);
+  o.betas({options_.beta1, options_.beta2}).eps(options_.eps).weight_decay(options_.weight_decay);
+  impl_ = std::make_unique<torch::optim::AdamW>(params_, o);
+}
+
+void AdamW::zero_grad() {
+  for (auto& p : params_)
+    if (p.grad().defined()) p.mutable_grad() = torch::Tensor();
+}
+
+StepStats AdamW::step() {
+  StepStats st;
+  st.lr = scheduled_lr(options_.lr, options_.schedule, steps_);
+  {
+    torch::NoGradGuard no_grad;
+    std::vector<torch::Tensor> norms;
+    for (auto& p : params_)
+      if (p.grad().defined()) norms.push_back(p.grad().detach().to(torch::kFloat64).norm());
+    st.grad_norm = norms.empty() ? 0.0 : torch::stack(norms).norm().item<double>();
+    if (options_.max_grad_norm > 0) {
+      // As torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1.
+      const double coef = options_.max_grad_norm / (st.grad_norm + 1e-6);
+      if (coef < 1.0)
+        for (auto& p : params_)
+          if (p.grad().defined()) p.mutable_grad().mul_(coef);
+    }
+  }
+  for (auto& group : impl_->param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(st.lr);
+  impl_->step();
+  ++steps_;
+  return st;
+}
+
+}  // namespace rlora::train

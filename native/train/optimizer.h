@@ -1,0 +1,62 @@
+// AdamW with decoupled weight decay and bias correction (as PyTorch defines it), global gradient
+// norm clipping, and the learning-rate schedule, stepped as one unit.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace rlora::train {
+
+enum class ScheduleKind { Constant, Linear, Cosine };
+
+struct ScheduleOptions {
+  ScheduleKind kind = ScheduleKind::Constant;
+  int64_t warmup_steps = 0;   // linear warm-up from 0 to the base rate
+  int64_t total_steps = 0;    // linear/cosine decay to 0 at total_steps (needed for those kinds)
+};
+
+// Learning rate at optimizer step `step` (0-based), as transformers' get_{constant,linear,cosine}_schedule_with_warmup.
+double scheduled_lr(double base_lr, const ScheduleOptions& s, int64_t step);
+ScheduleKind parse_schedule(const std::string& name);
+const char* to_string(ScheduleKind k);
+
+struct AdamWOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9, beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.01;
+  double max_grad_norm = 0.0;  // 0: no clipping
+  ScheduleOptions schedule;
+};
+void validate(const AdamWOptions& o);
+
+struct StepStats {
+  double lr = 0.0;         // the rate this step used
+  double grad_norm = 0.0;  // global L2 norm before clipping
+};
+
+class AdamW {
+ public:
+  AdamW(std::vector<torch::Tensor> params, const AdamWOptions& options);
+
+  void zero_grad();
+  // Clip (when max_grad_norm > 0), then one AdamW update at the scheduled rate.
+  StepStats step();
+  int64_t steps_taken() const { return steps_; }
+  const AdamWOptions& options() const { return options_; }
+  const std::vector<torch::Tensor>& params() const { return params_; }
+  std::mutex& mutex() { return mutex_; }
+
+ private:
+  AdamWOptions options_;
+  std::vector<torch::Tensor> params_;
+  std::unique_ptr<torch::optim::AdamW> impl_;
+  int64_t steps_ = 0;
+  std::mutex mutex_;
+};
+
+}  // namespace rlora::train
