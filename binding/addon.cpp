@@ -1,7 +1,11 @@
 // Module entry: registers the binding's classes and the process-wide settings.
 #include <napi.h>
 
+#include <cstdlib>
+#include <cstring>
+
 #include "common.h"
+#include "common/cpu_allocator.h"
 #include "layer.h"
 #include "tensor.h"
 
@@ -22,6 +26,42 @@ Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), g_num_threads.load());
 }
 
+// memoryStats(): the CPU caching allocator's counters.
+Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
+  auto s = cpu_allocator::stats();
+  auto o = Napi::Object::New(info.Env());
+  o.Set("cpuCaching", s.enabled);
+  o.Set("allocatedBytes", static_cast<double>(s.allocated_bytes));
+  o.Set("peakAllocatedBytes", static_cast<double>(s.peak_allocated_bytes));
+  o.Set("cachedBytes", static_cast<double>(s.cached_bytes));
+  o.Set("cacheLimitBytes", static_cast<double>(s.cache_limit_bytes));
+  o.Set("cacheHits", static_cast<double>(s.hits));
+  o.Set("cacheMisses", static_cast<double>(s.misses));
+  return o;
+}
+
+Napi::Value SetCpuCaching(const Napi::CallbackInfo& info) {
+  cpu_allocator::set_enabled(get_bool(info[0], "enabled"));
+  return info.Env().Undefined();
+}
+
+Napi::Value SetCpuCacheLimit(const Napi::CallbackInfo& info) {
+  int64_t bytes = get_integer(info[0], "bytes");
+  if (bytes < 0) type_error(info.Env(), "bytes", "a non-negative integer", info[0]);
+  cpu_allocator::set_cache_limit(static_cast<size_t>(bytes));
+  return info.Env().Undefined();
+}
+
+Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
+  cpu_allocator::empty_cache();
+  return info.Env().Undefined();
+}
+
+Napi::Value ResetPeakMemory(const Napi::CallbackInfo& info) {
+  cpu_allocator::reset_peak();
+  return info.Env().Undefined();
+}
+
 Napi::Object BuildInfo(Napi::Env env) {
   auto o = Napi::Object::New(env);
   o.Set("torchVersion", compat::torch_version());
@@ -40,6 +80,14 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads));
   exports.Set("buildInfo", BuildInfo(env));
+  exports.Set("memoryStats", Napi::Function::New(env, MemoryStats));
+  exports.Set("setCpuCaching", Napi::Function::New(env, SetCpuCaching));
+  exports.Set("setCpuCacheLimit", Napi::Function::New(env, SetCpuCacheLimit));
+  exports.Set("emptyCache", Napi::Function::New(env, EmptyCache));
+  exports.Set("resetPeakMemory", Napi::Function::New(env, ResetPeakMemory));
+  // On by default (RLORA_CPU_CACHING=0 turns it off): large CPU blocks are reused, not re-faulted.
+  const char* caching = std::getenv("RLORA_CPU_CACHING");
+  cpu_allocator::set_enabled(!(caching && std::strcmp(caching, "0") == 0));
   return exports;
 }
 

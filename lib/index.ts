@@ -1,5 +1,7 @@
 // rlora: R-LoRA multi-task fine-tuning of language models for Node.js.
-import { native } from './native';
+import { MemoryStats, native } from './native';
+
+export type { MemoryStats } from './native';
 
 export { Tensor } from './tensor';
 export type { Dtype, Device, TensorData, TensorOptions, TypedData, NestedNumbers } from './tensor';
@@ -16,6 +18,29 @@ export function setNumThreads(n: number): void {
 }
 export function getNumThreads(): number {
   return native.getNumThreads();
+}
+
+/**
+ * CPU memory: libtorch's CPU tensors of 1 MiB or more come from a caching allocator (freed blocks
+ * are reused instead of being returned to the system and faulted in again). These read and
+ * steer it; set RLORA_CPU_CACHING=0 in the environment to start without it.
+ */
+export function memoryStats(): MemoryStats {
+  return native.memoryStats();
+}
+export function setCpuCaching(enabled: boolean): void {
+  native.setCpuCaching(enabled);
+}
+/** The most bytes the cache keeps (default: a quarter of physical memory). */
+export function setCpuCacheLimit(bytes: number): void {
+  native.setCpuCacheLimit(bytes);
+}
+/** Returns every cached block to the system. */
+export function emptyCache(): void {
+  native.emptyCache();
+}
+export function resetPeakMemory(): void {
+  native.resetPeakMemory();
 }
 
 /** What the loaded binary was built against: libtorch version and where it came from, CUDA. */

@@ -57,6 +57,20 @@ export interface NativeFitResult {
   gradNorm: number;
 }
 
+export interface MemoryStats {
+  /** Whether the CPU caching allocator is installed (default; RLORA_CPU_CACHING=0 turns it off). */
+  cpuCaching: boolean;
+  /** Live CPU tensor blocks of 1 MiB or more, in bytes (size classes). */
+  allocatedBytes: number;
+  /** Highest allocatedBytes since the last resetPeakMemory(). */
+  peakAllocatedBytes: number;
+  /** Freed blocks kept for reuse. */
+  cachedBytes: number;
+  cacheLimitBytes: number;
+  cacheHits: number;
+  cacheMisses: number;
+}
+
 export interface NativeAddon {
   NativeAdamW: new (modules: NativeLoraLinear[], options: object) => NativeAdamW;
   fitLayerStep(layer: NativeLoraLinear, x: NativeTensor, target: NativeTensor, optimizer: NativeAdamW): Promise<NativeFitResult>;
@@ -64,6 +78,11 @@ export interface NativeAddon {
   NativeLoraLinear: new (weight: NativeTensor, bias: NativeTensor | null, options: object) => NativeLoraLinear;
   setNumThreads(n: number): void;
   getNumThreads(): number;
+  memoryStats(): MemoryStats;
+  setCpuCaching(enabled: boolean): void;
+  setCpuCacheLimit(bytes: number): void;
+  emptyCache(): void;
+  resetPeakMemory(): void;
   buildInfo: { torchVersion: string; torchSource: string; cudaAvailable: boolean; cudaDeviceCount: number };
 }
 
