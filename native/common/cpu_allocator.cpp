@@ -59,22 +59,21 @@ class Cache {
     return p;
   }
 
-  void release(void* p) {
+  // Takes back a large block; returns false when p is not one (a small block: the caller frees it).
+  bool release(void* p) {
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = live_.find(p);
-    if (it == live_.end()) {  // not ours (cannot happen): give it back to the system
-      std::free(p);
-      return;
-    }
+    if (it == live_.end()) return false;
     const size_t sz = it->second;
     live_.erase(it);
     allocated_ -= sz;
     if (cached_ + sz > limit()) {
       std::free(p);
-      return;
+      return true;
     }
     free_[sz].push_back(p);
     cached_ += sz;
+    return true;
   }
 
   void empty() {
@@ -128,6 +127,10 @@ class Cache {
 
 void delete_small(void* p) { std::free(p); }
 void delete_large(void* p) { Cache::instance().release(p); }
+// For libtorch's raw_allocate/raw_deallocate (oneDNN's bfloat16 kernels use them): any block.
+void delete_any(void* p) {
+  if (!Cache::instance().release(p)) std::free(p);
+}
 
 struct CachingAllocator final : public c10::Allocator {
   // libtorch 1.13 declares allocate() const; 2.3 and later non-const with a pure copy_data().
@@ -143,6 +146,8 @@ struct CachingAllocator final : public c10::Allocator {
     return {p, p, &delete_large, c10::Device(c10::DeviceType::CPU)};
   }
   c10::DataPtr allocate(size_t n) { return static_cast<const CachingAllocator*>(this)->allocate(n); }
+  // Context == data for every block, so the raw interface works (libtorch aborts without it).
+  c10::DeleterFnPtr raw_deleter() const override { return &delete_any; }
   void copy_data(void* dest, const void* src, std::size_t count) const { std::memcpy(dest, src, count); }
 };
 
