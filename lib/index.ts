@@ -11,6 +11,8 @@ export { MultiHeadLoraLinear } from './layer';
 export { AdamW, fitStep } from './optim';
 export type { AdamWOptions, FitStepResult, Schedule } from './optim';
 export type { LoraOptions, InitOptions, InitScheme, InitScale, Method, ResolvedLoraOptions, BaseLinear, VjpResult } from './layer';
+export { Tokenizer, ByteTokenizer } from './tokenizer';
+export type { TextTokenizer, EncodeOptions, DecodeOptions, TokenizerConfig, TokenizerFileOptions, SpecialTokenValue, ByteTokenizerOptions } from './tokenizer';
 
 /** Threads each native job uses for its matrix products (default 1). */
 export function setNumThreads(n: number): void {
