@@ -12,6 +12,7 @@
 namespace rlora::binding {
 
 void InitTrain(Napi::Env env, Napi::Object exports);
+void InitModel(Napi::Env env, Napi::Object exports);
 
 namespace {
 
@@ -77,6 +78,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   JsTensor::Init(env, exports);
   InitLayer(env, exports);
   InitTrain(env, exports);
+  InitModel(env, exports);
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads));
   exports.Set("buildInfo", BuildInfo(env));

@@ -110,6 +110,7 @@ class JsLoraLinear : public Napi::ObjectWrap<JsLoraLinear> {
          InstanceMethod("loadStateDict", &JsLoraLinear::LoadStateDict),
          InstanceMethod("headSimilarity", &JsLoraLinear::HeadSimilarity),
          InstanceMethod("baseWeight", &JsLoraLinear::BaseWeight),
+         InstanceMethod("mergedWeight", &JsLoraLinear::MergedWeight),
          InstanceMethod("parameterCount", &JsLoraLinear::ParameterCount)});
     constructor_ = new Napi::FunctionReference(Napi::Persistent(cls));
     exports.Set("NativeLoraLinear", cls);
@@ -219,6 +220,13 @@ class JsLoraLinear : public Napi::ObjectWrap<JsLoraLinear> {
     return guarded(info.Env(), [&]() -> Napi::Value {
       std::lock_guard<std::mutex> lock(layer_->mutex());
       return JsTensor::Wrap(info.Env(), layer_->base_weight());
+    });
+  }
+
+  Napi::Value MergedWeight(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      std::lock_guard<std::mutex> lock(layer_->mutex());
+      return JsTensor::Wrap(info.Env(), layer_->merged_weight());
     });
   }
 

@@ -8,6 +8,8 @@ export type { Dtype, Device, TensorData, TensorOptions, TypedData, NestedNumbers
 export { loadSafetensors, saveSafetensors, readSafetensorsHeader, loadSafetensorsMetadata, MAX_HEADER_BYTES } from './safetensors';
 export type { SafetensorsEntry, SafetensorsHeader } from './safetensors';
 export { MultiHeadLoraLinear } from './layer';
+export { Model, SUPPORTED_ARCHITECTURES, normalizeConfig } from './model';
+export type { Architecture, HFConfig, ModelOptions, TokenBatch, ForwardOptions, GenerateOptions } from './model';
 export { AdamW, fitStep } from './optim';
 export type { AdamWOptions, FitStepResult, Schedule } from './optim';
 export type { LoraOptions, InitOptions, InitScheme, InitScale, Method, ResolvedLoraOptions, BaseLinear, VjpResult } from './layer';

@@ -136,15 +136,19 @@ function parseHeader(path: string, text: string, dataStart: number, dataSize: nu
 }
 
 /**
- * Loads every tensor of a safetensors file (on the CPU, in the file's dtypes). Reads one tensor at a
- * time, so it holds at most one extra copy of one tensor besides the result.
+ * Calls `visit` with each tensor of a safetensors file (CPU, the file's dtype) in file order,
+ * reading one tensor at a time; `wanted` picks which entries are read at all.
  */
-export function loadSafetensors(path: string): Record<string, Tensor> {
+export function forEachSafetensor(
+  path: string,
+  visit: (entry: SafetensorsEntry, tensor: Tensor) => void,
+  wanted: (entry: SafetensorsEntry) => boolean = () => true,
+): SafetensorsHeader {
   const header = readSafetensorsHeader(path);
-  const out: Record<string, Tensor> = {};
   const fd = fs.openSync(path, 'r');
   try {
     for (const e of header.entries) {
+      if (!wanted(e)) continue;
       const n = e.dataOffsets[1] - e.dataOffsets[0];
       const buf = Buffer.allocUnsafe(n);
       let read = 0;
@@ -153,12 +157,22 @@ export function loadSafetensors(path: string): Record<string, Tensor> {
         if (got === 0) fail(path, `unexpected end of file while reading "${e.name}"`);
         read += got;
       }
-      // defineProperty, not assignment: a tensor named "__proto__" must stay an own entry.
-      defineEntry(out, e.name, Tensor.fromBytes(buf, e.dtype, e.shape));
+      visit(e, Tensor.fromBytes(buf, e.dtype, e.shape));
     }
   } finally {
     fs.closeSync(fd);
   }
+  return header;
+}
+
+/**
+ * Loads every tensor of a safetensors file (on the CPU, in the file's dtypes). Reads one tensor at a
+ * time, so it holds at most one extra copy of one tensor besides the result.
+ */
+export function loadSafetensors(path: string): Record<string, Tensor> {
+  const out: Record<string, Tensor> = {};
+  // defineProperty, not assignment: a tensor named "__proto__" must stay an own entry.
+  forEachSafetensor(path, (e, t) => defineEntry(out, e.name, t));
   return out;
 }
 

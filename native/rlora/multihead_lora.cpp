@@ -381,4 +381,15 @@ torch::Tensor MultiHeadLoraLinear::base_weight() const {
   return weight_ - torch::mm(off_b_, off_a_) * options_.scaling();
 }
 
+torch::Tensor MultiHeadLoraLinear::merged_weight() const {
+  if (options_.heads != 1)
+    throw std::invalid_argument("only a single-head (lora) adapter can be merged: with heads = " +
+                                std::to_string(options_.heads) + " the router makes the update depend on the input");
+  torch::NoGradGuard no_grad;
+  const double s = options_.scaling();
+  Tensor delta = torch::mm(b_.to(torch::kFloat64), a_.to(torch::kFloat64)) * s;
+  if (has_offset()) delta -= torch::mm(off_b_.to(torch::kFloat64), off_a_.to(torch::kFloat64)) * s;
+  return (weight_.to(torch::kFloat64) + delta).to(weight_.scalar_type());
+}
+
 }  // namespace rlora

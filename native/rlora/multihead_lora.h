@@ -69,6 +69,9 @@ class MultiHeadLoraLinear {
   torch::Tensor head_similarity() const;
   // The frozen weight as the layer uses it: W0 - s * offB offA (W0 itself without offset).
   torch::Tensor base_weight() const;
+  // W0 + s * B A - s * offB offA: the base weight with a single-head adapter folded in. Throws for
+  // heads > 1 (the router makes the update depend on the input).
+  torch::Tensor merged_weight() const;
   const torch::Tensor& weight() const { return weight_; }
   const torch::Tensor& bias() const { return bias_; }
 

@@ -1,0 +1,208 @@
+// JS class NativeModel: argument checks and dispatch to rlora::model::DecoderModel.
+#include <memory>
+
+#include "common.h"
+#include "common/format.h"
+#include "layer.h"
+#include "model/decoder.h"
+#include "tensor.h"
+
+namespace rlora::binding {
+
+namespace {
+
+// The normalised config lib/model.ts builds from config.json (every field present).
+model::ModelConfig parse_config(const Napi::Value& v) {
+  if (!v.IsObject()) type_error(v.Env(), "config", "an object", v);
+  auto o = v.As<Napi::Object>();
+  auto num = [&](const char* k) { return get_number(o.Get(k), std::string("config.") + k); };
+  auto integer = [&](const char* k) { return get_integer(o.Get(k), std::string("config.") + k); };
+  auto flag = [&](const char* k) { return get_bool(o.Get(k), std::string("config.") + k); };
+  model::ModelConfig c;
+  c.architecture = get_string(o.Get("architecture"), "config.architecture");
+  c.vocab_size = integer("vocabSize");
+  c.hidden_size = integer("hiddenSize");
+  c.intermediate_size = integer("intermediateSize");
+  c.num_hidden_layers = integer("numHiddenLayers");
+  c.num_attention_heads = integer("numAttentionHeads");
+  c.num_key_value_heads = integer("numKeyValueHeads");
+  c.head_dim = integer("headDim");
+  c.rms_norm_eps = num("rmsNormEps");
+  c.rope_theta = num("ropeTheta");
+  c.qkv_bias = flag("qkvBias");
+  c.attention_bias = flag("attentionBias");
+  c.mlp_bias = flag("mlpBias");
+  c.tie_word_embeddings = flag("tieWordEmbeddings");
+  c.initializer_range = num("initializerRange");
+  c.sliding_window = integer("slidingWindow");
+  Napi::Value rs = o.Get("ropeScaling");
+  if (!rs.IsNull() && !rs.IsUndefined()) {
+    if (!rs.IsObject()) type_error(v.Env(), "config.ropeScaling", "an object or null", rs);
+    auto r = rs.As<Napi::Object>();
+    c.rope_scaling.llama3 = true;
+    c.rope_scaling.factor = get_number(r.Get("factor"), "config.rope_scaling.factor");
+    c.rope_scaling.low_freq_factor = get_number(r.Get("lowFreqFactor"), "config.rope_scaling.low_freq_factor");
+    c.rope_scaling.high_freq_factor = get_number(r.Get("highFreqFactor"), "config.rope_scaling.high_freq_factor");
+    c.rope_scaling.original_max_position_embeddings =
+        get_integer(r.Get("originalMaxPositionEmbeddings"), "config.rope_scaling.original_max_position_embeddings");
+  }
+  return c;
+}
+
+torch::Tensor optional_tensor(const Napi::Value& v, const std::string& what) {
+  if (v.IsUndefined() || v.IsNull()) return torch::Tensor();
+  return JsTensor::FromValue(v, what);
+}
+
+}  // namespace
+
+class JsModel : public Napi::ObjectWrap<JsModel> {
+ public:
+  static void Init(Napi::Env env, Napi::Object exports) {
+    Napi::Function cls = DefineClass(
+        env, "NativeModel",
+        {InstanceMethod("parameterSpecs", &JsModel::ParameterSpecs), InstanceMethod("setParameter", &JsModel::SetParameter),
+         InstanceMethod("parameter", &JsModel::Parameter), InstanceMethod("initRandom", &JsModel::InitRandom),
+         InstanceMethod("parameterCount", &JsModel::ParameterCount), InstanceMethod("linearNames", &JsModel::LinearNames),
+         InstanceMethod("setAdapter", &JsModel::SetAdapter), InstanceMethod("forward", &JsModel::Forward),
+         InstanceMethod("generate", &JsModel::Generate), InstanceAccessor("dtype", &JsModel::Dtype, nullptr),
+         InstanceAccessor("device", &JsModel::Device, nullptr)});
+    exports.Set("NativeModel", cls);
+  }
+
+  // new NativeModel(config, dtype, device)
+  explicit JsModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsModel>(info) {
+    Napi::Env env = info.Env();
+    guarded(env, [&] {
+      model::ModelConfig c = parse_config(info[0]);
+      torch::ScalarType dtype = parse_dtype(get_string(info[1], "dtype"));
+      torch::Device device = parse_device(get_string(info[2], "device"));
+      model_ = std::make_shared<model::DecoderModel>(c, dtype, device);
+    });
+  }
+
+ private:
+  std::shared_ptr<model::DecoderModel> model_;
+
+  Napi::Value ParameterSpecs(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const auto& specs = model_->parameter_specs();
+    auto arr = Napi::Array::New(env, specs.size());
+    for (size_t i = 0; i < specs.size(); ++i) {
+      auto o = Napi::Object::New(env);
+      o.Set("name", specs[i].name);
+      o.Set("shape", shape_to_js(env, specs[i].shape));
+      arr.Set(static_cast<uint32_t>(i), o);
+    }
+    return arr;
+  }
+
+  Napi::Value SetParameter(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      std::string name = get_string(info[0], "name");
+      torch::Tensor t = JsTensor::FromValue(info[1], name);
+      std::lock_guard<std::mutex> lock(model_->mutex());
+      model_->set_parameter(name, t);
+      return env.Undefined();
+    });
+  }
+
+  Napi::Value Parameter(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      return JsTensor::Wrap(info.Env(), model_->parameter(get_string(info[0], "name")));
+    });
+  }
+
+  Napi::Value InitRandom(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      int64_t seed = get_integer(info[0], "seed");
+      if (seed < 0) type_error(info.Env(), "seed", "a non-negative integer", info[0]);
+      std::lock_guard<std::mutex> lock(model_->mutex());
+      model_->init_random(static_cast<uint64_t>(seed));
+      return info.Env().Undefined();
+    });
+  }
+
+  Napi::Value ParameterCount(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(model_->parameter_count()));
+  }
+
+  Napi::Value LinearNames(const Napi::CallbackInfo& info) {
+    auto names = model_->linear_names();
+    auto arr = Napi::Array::New(info.Env(), names.size());
+    for (size_t i = 0; i < names.size(); ++i) arr.Set(static_cast<uint32_t>(i), names[i]);
+    return arr;
+  }
+
+  // setAdapter(module, layer | null)
+  Napi::Value SetAdapter(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      std::string module = get_string(info[0], "module");
+      std::shared_ptr<MultiHeadLoraLinear> layer;
+      if (!info[1].IsNull() && !info[1].IsUndefined()) layer = layer_from_value(info[1], "layer");
+      std::lock_guard<std::mutex> lock(model_->mutex());
+      model_->set_adapter(module, layer);
+      return env.Undefined();
+    });
+  }
+
+  // forward(ids, mask | null) -> Promise<logits>
+  Napi::Value Forward(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      torch::Tensor ids = JsTensor::FromValue(info[0], "inputIds");
+      torch::Tensor mask = optional_tensor(info[1], "attentionMask");
+      auto m = model_;
+      return run_async<torch::Tensor>(
+          env,
+          [m, ids, mask] {
+            std::lock_guard<std::mutex> lock(m->mutex());
+            torch::NoGradGuard no_grad;
+            return m->forward(ids, mask);
+          },
+          [](Napi::Env e, torch::Tensor& y) -> Napi::Value { return JsTensor::Wrap(e, y); });
+    });
+  }
+
+  // generate(ids, mask | null, {maxNewTokens, temperature, topK, topP, eosTokenIds, padTokenId, seed}) -> Promise<ids>
+  Napi::Value Generate(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      torch::Tensor ids = JsTensor::FromValue(info[0], "inputIds");
+      torch::Tensor mask = optional_tensor(info[1], "attentionMask");
+      if (!info[2].IsObject()) type_error(env, "options", "an object", info[2]);
+      auto o = info[2].As<Napi::Object>();
+      model::GenerateOptions g;
+      g.max_new_tokens = get_integer(o.Get("maxNewTokens"), "maxNewTokens");
+      g.temperature = get_number(o.Get("temperature"), "temperature");
+      g.top_k = get_integer(o.Get("topK"), "topK");
+      g.top_p = get_number(o.Get("topP"), "topP");
+      g.pad_token_id = get_integer(o.Get("padTokenId"), "padTokenId");
+      int64_t seed = get_integer(o.Get("seed"), "seed");
+      if (seed < 0) type_error(env, "seed", "a non-negative integer", o.Get("seed"));
+      g.seed = static_cast<uint64_t>(seed);
+      Napi::Value eos = o.Get("eosTokenIds");
+      if (!eos.IsArray()) type_error(env, "eosTokenIds", "an array of integers", eos);
+      for (uint32_t i = 0; i < eos.As<Napi::Array>().Length(); ++i)
+        g.eos_token_ids.push_back(get_integer(eos.As<Napi::Array>().Get(i), "eosTokenIds[" + std::to_string(i) + "]"));
+      auto m = model_;
+      return run_async<torch::Tensor>(
+          env,
+          [m, ids, mask, g] {
+            std::lock_guard<std::mutex> lock(m->mutex());
+            torch::NoGradGuard no_grad;
+            return m->generate(ids, mask, g);
+          },
+          [](Napi::Env e, torch::Tensor& y) -> Napi::Value { return JsTensor::Wrap(e, y); });
+    });
+  }
+
+  Napi::Value Dtype(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), dtype_str(model_->dtype())); }
+  Napi::Value Device(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), model_->device().str()); }
+};
+
+void InitModel(Napi::Env env, Napi::Object exports) { JsModel::Init(env, exports); }
+
+}  // namespace rlora::binding

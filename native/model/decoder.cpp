@@ -1,0 +1,310 @@
+#include "model/decoder.h"
+
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+
+#include "common/format.h"
+#include "common/torch_compat.h"
+
+namespace rlora::model {
+
+using torch::Tensor;
+namespace F = torch::nn::functional;
+
+void validate(const ModelConfig& c) {
+  auto positive = [](int64_t v, const char* name) {
+    if (v < 1) throw std::invalid_argument(std::string("config.") + name + " must be an integer >= 1, got " + std::to_string(v));
+  };
+  positive(c.vocab_size, "vocab_size");
+  positive(c.hidden_size, "hidden_size");
+  positive(c.intermediate_size, "intermediate_size");
+  positive(c.num_hidden_layers, "num_hidden_layers");
+  positive(c.num_attention_heads, "num_attention_heads");
+  positive(c.num_key_value_heads, "num_key_value_heads");
+  positive(c.head_dim, "head_dim");
+  if (c.num_attention_heads % c.num_key_value_heads != 0)
+    throw std::invalid_argument("config.num_attention_heads (" + std::to_string(c.num_attention_heads) +
+                                ") must be a multiple of num_key_value_heads (" + std::to_string(c.num_key_value_heads) + ")");
+  if (c.head_dim % 2 != 0) throw std::invalid_argument("config.head_dim must be even for rotary embeddings, got " + std::to_string(c.head_dim));
+  if (!(c.rms_norm_eps > 0)) throw std::invalid_argument("config.rms_norm_eps must be > 0");
+  if (!(c.rope_theta > 0)) throw std::invalid_argument("config.rope_theta must be > 0");
+  if (c.rope_scaling.llama3 && !(c.rope_scaling.factor > 0 && c.rope_scaling.high_freq_factor > c.rope_scaling.low_freq_factor))
+    throw std::invalid_argument("config.rope_scaling (llama3) needs factor > 0 and high_freq_factor > low_freq_factor");
+}
+
+DecoderModel::DecoderModel(const ModelConfig& config, torch::ScalarType dtype, torch::Device device)
+    : config_(config), dtype_(dtype), device_(device) {
+  validate(config_);
+  if (!c10::isFloatingType(dtype)) throw std::invalid_argument("model dtype must be a floating point type, got " + dtype_str(dtype));
+  const auto& c = config_;
+  const int64_t H = c.hidden_size, D = c.head_dim, I = c.intermediate_size;
+  add_param("model.embed_tokens.weight", {c.vocab_size, H});
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    add_param(p + "input_layernorm.weight", {H});
+    add_linear(p + "self_attn.q_proj", c.num_attention_heads * D, H, c.qkv_bias || c.attention_bias);
+    add_linear(p + "self_attn.k_proj", c.num_key_value_heads * D, H, c.qkv_bias || c.attention_bias);
+    add_linear(p + "self_attn.v_proj", c.num_key_value_heads * D, H, c.qkv_bias || c.attention_bias);
+    add_linear(p + "self_attn.o_proj", H, c.num_attention_heads * D, c.attention_bias);
+    add_param(p + "post_attention_layernorm.weight", {H});
+    add_linear(p + "mlp.gate_proj", I, H, c.mlp_bias);
+    add_linear(p + "mlp.up_proj", I, H, c.mlp_bias);
+    add_linear(p + "mlp.down_proj", H, I, c.mlp_bias);
+  }
+  add_param("model.norm.weight", {H});
+  if (!c.tie_word_embeddings) add_linear("lm_head", c.vocab_size, H, false);
+
+  // Rotary inverse frequencies, as transformers' default and llama3 rope initialisation.
+  Tensor inv = 1.0 / torch::pow(c.rope_theta, torch::arange(0, D, 2, torch::kFloat64) / static_cast<double>(D));
+  if (c.rope_scaling.llama3) {
+    const auto& s = c.rope_scaling;
+    const double old_ctx = static_cast<double>(s.original_max_position_embeddings);
+    const double low_wavelen = old_ctx / s.low_freq_factor, high_wavelen = old_ctx / s.high_freq_factor;
+    Tensor wavelen = 2 * M_PI / inv;
+    Tensor scaled = torch::where(wavelen > low_wavelen, inv / s.factor, inv);
+    Tensor smooth = (old_ctx / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+    Tensor smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled;
+    Tensor medium = (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
+    inv = torch::where(medium, smoothed, scaled);
+  }
+  inv_freq_ = inv.to(torch::kFloat32).to(device_);
+}
+
+void DecoderModel::add_param(const std::string& name, std::vector<int64_t> shape) {
+  specs_.push_back({name, shape});
+  params_[name] = torch::empty(shape, torch::TensorOptions().dtype(dtype_).device(device_));
+}
+
+void DecoderModel::add_linear(const std::string& module, int64_t out, int64_t in, bool bias) {
+  add_param(module + ".weight", {out, in});
+  if (bias) add_param(module + ".bias", {out});
+  linears_[module] = Linear{module + ".weight", bias ? module + ".bias" : "", nullptr};
+}
+
+void DecoderModel::set_parameter(const std::string& name, const Tensor& value) {
+  auto it = params_.find(name);
+  if (it == params_.end()) throw std::invalid_argument("the model has no parameter named " + name);
+  if (!value.defined() || value.sizes() != it->second.sizes())
+    throw std::invalid_argument(name + " has shape " + shape_str(value) + " in the checkpoint, the model expects " +
+                                shape_str(it->second));
+  if (!value.is_floating_point())
+    throw std::invalid_argument(name + " must be floating point, got " + dtype_str(value.scalar_type()));
+  torch::NoGradGuard no_grad;
+  it->second.copy_(value);
+}
+
+Tensor DecoderModel::parameter(const std::string& name) const {
+  auto it = params_.find(name);
+  if (it == params_.end()) throw std::invalid_argument("the model has no parameter named " + name);
+  return it->second;
+}
+
+void DecoderModel::init_random(uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  at::Generator gen = compat::make_cpu_generator(seed);
+  for (const auto& spec : specs_) {
+    Tensor& p = params_[spec.name];
+    const bool norm = spec.name.find("norm.weight") != std::string::npos;
+    const bool bias = spec.name.size() > 5 && spec.name.compare(spec.name.size() - 5, 5, ".bias") == 0;
+    if (norm) {
+      p.fill_(1.0);
+    } else if (bias) {
+      p.zero_();
+    } else {
+      p.copy_(torch::empty(spec.shape, torch::kFloat32).normal_(0.0, config_.initializer_range, gen));
+    }
+  }
+}
+
+int64_t DecoderModel::parameter_count() const {
+  int64_t n = 0;
+  for (const auto& [name, p] : params_) n += p.numel();
+  return n;
+}
+
+std::vector<std::string> DecoderModel::linear_names() const {
+  std::vector<std::string> out;
+  for (const auto& spec : specs_) {
+    const std::string& n = spec.name;
+    if (n.size() > 7 && n.compare(n.size() - 7, 7, ".weight") == 0) {
+      std::string module = n.substr(0, n.size() - 7);
+      if (linears_.count(module)) out.push_back(module);
+    }
+  }
+  return out;
+}
+
+bool DecoderModel::is_linear(const std::string& module) const { return linears_.count(module) > 0; }
+
+void DecoderModel::set_adapter(const std::string& module, std::shared_ptr<MultiHeadLoraLinear> layer) {
+  auto it = linears_.find(module);
+  if (it == linears_.end()) throw std::invalid_argument(module + " is not a linear module of this model");
+  if (layer) {
+    const Tensor& w = params_.at(it->second.weight);
+    if (!layer->weight().is_same(w))
+      throw std::invalid_argument("the adapter layer for " + module + " was not made from that module's weight");
+  }
+  it->second.lora = std::move(layer);
+}
+
+std::shared_ptr<MultiHeadLoraLinear> DecoderModel::adapter(const std::string& module) const {
+  auto it = linears_.find(module);
+  return it == linears_.end() ? nullptr : it->second.lora;
+}
+
+Tensor DecoderModel::linear(const std::string& module, const Tensor& x) const {
+  const Linear& l = linears_.at(module);
+  if (l.lora) return l.lora->forward(x);
+  return torch::linear(x, params_.at(l.weight), l.bias.empty() ? Tensor() : params_.at(l.bias));
+}
+
+Tensor DecoderModel::rms_norm(const Tensor& x, const std::string& weight) const {
+  Tensor h = x.to(torch::kFloat32);
+  h = h * torch::rsqrt(h.pow(2).mean(-1, true) + config_.rms_norm_eps);
+  return params_.at(weight) * h.to(x.scalar_type());
+}
+
+namespace {
+Tensor rotate_half(const Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+}  // namespace
+
+void DecoderModel::check_ids(const Tensor& ids, const Tensor& mask) const {
+  if (!ids.defined() || ids.dim() != 2) throw std::invalid_argument("input ids must be a 2-D [batch, sequence] tensor, got " + shape_str(ids));
+  if (ids.size(0) == 0 || ids.size(1) == 0) throw std::invalid_argument("input ids must not be empty, got shape " + shape_str(ids));
+  if (ids.scalar_type() != torch::kInt64) throw std::invalid_argument("input ids must be int64, got " + dtype_str(ids.scalar_type()));
+  const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
+  if (lo < 0 || hi >= config_.vocab_size)
+    throw std::invalid_argument("token id " + std::to_string(lo < 0 ? lo : hi) + " is outside the vocabulary [0, " +
+                                std::to_string(config_.vocab_size) + ")");
+  if (mask.defined() && mask.sizes() != ids.sizes())
+    throw std::invalid_argument("attention mask has shape " + shape_str(mask) + ", the input ids " + shape_str(ids));
+}
+
+Tensor DecoderModel::run(const Tensor& ids_in, const Tensor& mask_in, Cache* cache) {
+  const auto& c = config_;
+  Tensor ids = ids_in.to(device_);
+  const int64_t B = ids.size(0), S = ids.size(1), D = c.head_dim;
+  const int64_t nH = c.num_attention_heads, nKV = c.num_key_value_heads;
+  Tensor mask = mask_in.defined() ? mask_in.to(device_, torch::kInt64) : torch::ones({B, S}, ids.options());
+
+  // Positions count real tokens: left padding does not shift them.
+  Tensor pos = (cache && cache->next_pos.defined()) ? cache->next_pos.unsqueeze(1) + (mask.cumsum(1) - 1).clamp_min(0)
+                                                     : (mask.cumsum(1) - 1).clamp_min(0);
+  Tensor full_mask = (cache && cache->mask.defined()) ? torch::cat({cache->mask, mask}, 1) : mask;
+  const int64_t T = full_mask.size(1), past = T - S;
+
+  Tensor freqs = pos.to(torch::kFloat32).unsqueeze(-1) * inv_freq_;  // [B, S, D/2]
+  Tensor emb = torch::cat({freqs, freqs}, -1);
+  Tensor cos = emb.cos().to(dtype_).unsqueeze(1), sin = emb.sin().to(dtype_).unsqueeze(1);  // [B, 1, S, D]
+
+  // Additive mask [B, 1, S, T]: query i (at past + i) sees key j <= past + i that is not padding.
+  Tensor qi = torch::arange(S, ids.options()).unsqueeze(1) + past, kj = torch::arange(T, ids.options()).unsqueeze(0);
+  Tensor causal = kj <= qi;
+  if (c.sliding_window > 0) causal = causal.logical_and(kj > qi - c.sliding_window);
+  Tensor allowed = causal.unsqueeze(0).logical_and(full_mask.unsqueeze(1).to(torch::kBool));  // [B, S, T]
+  // A fully masked row (a padding query) attends to itself only, so softmax stays finite.
+  allowed = allowed.logical_or((kj == qi).unsqueeze(0).expand_as(allowed).logical_and(allowed.any(-1, true).logical_not()));
+  const float neg = -std::numeric_limits<float>::infinity();
+  Tensor bias = torch::zeros({B, 1, S, T}, torch::TensorOptions().dtype(torch::kFloat32).device(device_))
+                    .masked_fill(allowed.unsqueeze(1).logical_not(), neg);
+
+  Tensor h = torch::embedding(params_.at("model.embed_tokens.weight"), ids);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    Tensor x = rms_norm(h, p + "input_layernorm.weight");
+    Tensor q = linear(p + "self_attn.q_proj", x).view({B, S, nH, D}).transpose(1, 2);
+    Tensor k = linear(p + "self_attn.k_proj", x).view({B, S, nKV, D}).transpose(1, 2);
+    Tensor v = linear(p + "self_attn.v_proj", x).view({B, S, nKV, D}).transpose(1, 2);
+    q = q * cos + rotate_half(q) * sin;
+    k = k * cos + rotate_half(k) * sin;
+    if (cache) {
+      if (static_cast<int64_t>(cache->k.size()) > l) {
+        k = torch::cat({cache->k[l], k}, 2);
+        v = torch::cat({cache->v[l], v}, 2);
+        cache->k[l] = k;
+        cache->v[l] = v;
+      } else {
+        cache->k.push_back(k);
+        cache->v.push_back(v);
+      }
+    }
+    if (nKV != nH) {  // grouped-query attention: each key/value head serves nH / nKV query heads
+      k = k.unsqueeze(2).expand({B, nKV, nH / nKV, T, D}).reshape({B, nH, T, D});
+      v = v.unsqueeze(2).expand({B, nKV, nH / nKV, T, D}).reshape({B, nH, T, D});
+    }
+    Tensor scores = torch::matmul(q, k.transpose(2, 3)) * scale + bias.to(q.scalar_type());
+    Tensor attn = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
+    Tensor o = torch::matmul(attn, v).transpose(1, 2).reshape({B, S, nH * D});
+    h = h + linear(p + "self_attn.o_proj", o);
+    x = rms_norm(h, p + "post_attention_layernorm.weight");
+    h = h + linear(p + "mlp.down_proj", torch::silu(linear(p + "mlp.gate_proj", x)) * linear(p + "mlp.up_proj", x));
+  }
+  h = rms_norm(h, "model.norm.weight");
+  if (cache) {
+    cache->mask = full_mask;
+    cache->next_pos = pos.select(1, S - 1) + 1;
+  }
+  return c.tie_word_embeddings ? torch::matmul(h, params_.at("model.embed_tokens.weight").t()) : linear("lm_head", h);
+}
+
+Tensor DecoderModel::forward(const Tensor& ids, const Tensor& mask) {
+  check_ids(ids, mask);
+  return run(ids, mask, nullptr);
+}
+
+Tensor DecoderModel::generate(const Tensor& ids, const Tensor& mask, const GenerateOptions& o) {
+  check_ids(ids, mask);
+  if (o.max_new_tokens < 0) throw std::invalid_argument("maxNewTokens must be >= 0, got " + std::to_string(o.max_new_tokens));
+  if (!(o.temperature >= 0)) throw std::invalid_argument("temperature must be >= 0, got " + std::to_string(o.temperature));
+  if (o.top_k < 0) throw std::invalid_argument("topK must be >= 0, got " + std::to_string(o.top_k));
+  if (!(o.top_p > 0 && o.top_p <= 1)) throw std::invalid_argument("topP must be in (0, 1], got " + std::to_string(o.top_p));
+  if (mask.defined()) {
+    // Left padding only: once a row has a token, it has no padding after it.
+    Tensor m = mask.to(torch::kCPU, torch::kInt64);
+    Tensor after = (m.cumsum(1) > 0).logical_and(m == 0);
+    if (after.any().item<bool>())
+      throw std::invalid_argument("generate needs left padding: the attention mask has padding after a token");
+  }
+  const int64_t B = ids.size(0);
+  Cache cache;
+  at::Generator gen = compat::make_cpu_generator(o.seed);
+  Tensor out = ids.to(torch::kCPU);
+  Tensor done = torch::zeros({B}, torch::kBool);
+  Tensor step_ids = ids, step_mask = mask.defined() ? mask : torch::ones_like(ids);
+  for (int64_t t = 0; t < o.max_new_tokens; ++t) {
+    Tensor logits = run(step_ids, step_mask, &cache).select(1, step_ids.size(1) - 1).to(torch::kCPU, torch::kFloat32);
+    Tensor next;
+    if (o.temperature == 0) {
+      next = logits.argmax(-1);
+    } else {
+      logits = logits / o.temperature;
+      if (o.top_k > 0 && o.top_k < logits.size(-1)) {
+        Tensor kth = std::get<0>(logits.topk(o.top_k, -1)).select(-1, o.top_k - 1).unsqueeze(-1);
+        logits = logits.masked_fill(logits < kth, -std::numeric_limits<float>::infinity());
+      }
+      if (o.top_p < 1.0) {
+        auto sorted = logits.sort(-1, /*descending=*/true);
+        Tensor probs = torch::softmax(std::get<0>(sorted), -1);
+        Tensor cum = probs.cumsum(-1);
+        Tensor drop = (cum - probs) > o.top_p;  // keep the smallest prefix whose mass reaches top_p
+        Tensor drop_orig = torch::zeros_like(drop).scatter(-1, std::get<1>(sorted), drop);
+        logits = logits.masked_fill(drop_orig, -std::numeric_limits<float>::infinity());
+      }
+      next = torch::multinomial(torch::softmax(logits, -1), 1, false, gen).squeeze(1);
+    }
+    next = torch::where(done, torch::full_like(next, o.pad_token_id), next);
+    out = torch::cat({out, next.unsqueeze(1)}, 1);
+    for (int64_t e : o.eos_token_ids) done = done.logical_or(next == e);
+    if (done.all().item<bool>()) break;
+    step_ids = next.unsqueeze(1).to(device_);
+    step_mask = torch::ones({B, 1}, torch::TensorOptions().dtype(torch::kInt64).device(device_));
+  }
+  return out;
+}
+
+}  // namespace rlora::model

@@ -1,0 +1,105 @@
+// A decoder-only transformer with the Hugging Face conventions of LlamaForCausalLM,
+// Qwen2ForCausalLM and MistralForCausalLM (DESIGN.md section 3): RMSNorm in float32, rotary
+// embeddings (rotate-half, optional llama3 scaling), grouped-query attention, causal and padding
+// masks, SwiGLU MLP, tied or separate lm_head. Parameters carry the Hugging Face names, and any
+// linear module can be wrapped by a MultiHeadLoraLinear.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "rlora/multihead_lora.h"
+
+namespace rlora::model {
+
+struct ParamSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+
+struct GenerateOptions {
+  int64_t max_new_tokens = 32;
+  double temperature = 0.0;  // 0: greedy
+  int64_t top_k = 0;         // 0: off
+  double top_p = 1.0;        // 1: off
+  std::vector<int64_t> eos_token_ids;
+  int64_t pad_token_id = 0;  // written after a row has finished
+  uint64_t seed = 0;
+};
+
+class DecoderModel {
+ public:
+  // Parameters are allocated (uninitialised) in `dtype` on `device`; fill them with
+  // init_random() or set_parameter().
+  DecoderModel(const ModelConfig& config, torch::ScalarType dtype, torch::Device device);
+
+  const ModelConfig& config() const { return config_; }
+  torch::ScalarType dtype() const { return dtype_; }
+  torch::Device device() const { return device_; }
+
+  // Every parameter with its Hugging Face name and shape, in a fixed order.
+  const std::vector<ParamSpec>& parameter_specs() const { return specs_; }
+  // Copies (converting dtype and device) into a parameter; throws naming the name or both shapes.
+  void set_parameter(const std::string& name, const torch::Tensor& value);
+  // The parameter itself (shares storage).
+  torch::Tensor parameter(const std::string& name) const;
+  // Hugging Face initialisation: N(0, initializer_range) for linear and embedding weights, zero
+  // biases, unit norms. Drawn on the CPU from `seed`.
+  void init_random(uint64_t seed);
+  int64_t parameter_count() const;
+
+  // Linear module names ("model.layers.0.self_attn.q_proj", ..., "lm_head" unless tied).
+  std::vector<std::string> linear_names() const;
+  bool is_linear(const std::string& module) const;
+  // Wraps (or, with nullptr, unwraps) a linear module. The layer must have been made from that
+  // module's weight.
+  void set_adapter(const std::string& module, std::shared_ptr<MultiHeadLoraLinear> layer);
+  std::shared_ptr<MultiHeadLoraLinear> adapter(const std::string& module) const;
+
+  // ids [B, S] int64 in [0, vocab); mask [B, S] (1 = token, 0 = padding) or undefined. Positions
+  // count real tokens only, so left padding does not shift them. Returns logits [B, S, vocab].
+  torch::Tensor forward(const torch::Tensor& ids, const torch::Tensor& mask);
+
+  // Greedy (temperature 0) or sampled continuation with a key/value cache: each new token costs
+  // one position. Batches must be left-padded. Returns [B, S + new] int64.
+  torch::Tensor generate(const torch::Tensor& ids, const torch::Tensor& mask, const GenerateOptions& options);
+
+  // Runs one job at a time (adapters and the cache are shared state).
+  std::mutex& mutex() const { return mutex_; }
+
+ private:
+  struct Linear {
+    std::string weight, bias;  // parameter names (bias empty when none)
+    std::shared_ptr<MultiHeadLoraLinear> lora;
+  };
+  struct Cache {
+    std::vector<torch::Tensor> k, v;  // per layer [B, n_kv, T, D]
+    torch::Tensor mask;               // [B, T] of everything seen
+    torch::Tensor next_pos;           // [B] position of the next token
+  };
+
+  void add_param(const std::string& name, std::vector<int64_t> shape);
+  void add_linear(const std::string& module, int64_t out, int64_t in, bool bias);
+  torch::Tensor linear(const std::string& module, const torch::Tensor& x) const;
+  torch::Tensor rms_norm(const torch::Tensor& x, const std::string& weight) const;
+  torch::Tensor run(const torch::Tensor& ids, const torch::Tensor& mask, Cache* cache);
+  void check_ids(const torch::Tensor& ids, const torch::Tensor& mask) const;
+
+  ModelConfig config_;
+  torch::ScalarType dtype_;
+  torch::Device device_;
+  std::vector<ParamSpec> specs_;
+  std::map<std::string, torch::Tensor> params_;
+  std::map<std::string, Linear> linears_;
+  torch::Tensor inv_freq_;  // [D/2] float32
+  mutable std::mutex mutex_;
+};
+
+}  // namespace rlora::model
