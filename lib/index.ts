@@ -9,6 +9,8 @@ export { loadSafetensors, saveSafetensors, readSafetensorsHeader, loadSafetensor
 export type { SafetensorsEntry, SafetensorsHeader } from './safetensors';
 export { MultiHeadLoraLinear } from './layer';
 export { Model, SUPPORTED_ARCHITECTURES, normalizeConfig } from './model';
+export { Adapter } from './adapter';
+export type { AdapterOptions } from './adapter';
 export type { Architecture, HFConfig, ModelOptions, TokenBatch, ForwardOptions, GenerateOptions } from './model';
 export { AdamW, fitStep } from './optim';
 export type { AdamWOptions, FitStepResult, Schedule } from './optim';

@@ -176,6 +176,15 @@ describe('dtypes, shards and sampling', () => {
     expect(stopped[0].slice(0, firstStop + 1)).toEqual(greedy[0].slice(0, firstStop + 1));
   });
 
+  it('takes ids as nested arrays, a typed array with a shape, or an integer Tensor', async () => {
+    const m = Model.fromConfig(cfg, { seed: 8 });
+    const want = (await m.forward([[1, 2, 3], [4, 5, 6]])).data();
+    expect((await m.forward(Int32Array.from([1, 2, 3, 4, 5, 6]), { shape: [2, 3] })).data()).toEqual(want);
+    expect((await m.forward(Tensor.from([[1, 2, 3], [4, 5, 6]], undefined, { dtype: 'int32' }))).data()).toEqual(want);
+    expect((await m.forward(Tensor.from([[1, 2, 3], [4, 5, 6]], undefined, { dtype: 'int64' }))).data()).toEqual(want);
+    await expect(m.forward(Int32Array.from([1, 2]))).rejects.toThrow(/a typed array needs options.shape/);
+  });
+
   it('describes itself', () => {
     const m = Model.fromConfig(CONFIGS.qwen2, { seed: 1 });
     expect(require('util').inspect(m)).toMatch(/Model\(Qwen2ForCausalLM, layers=2, hidden=32, intermediate=48, heads=4\/2 kv, vocab=61, parameters=[\d,]+, dtype=float32, device=cpu\)/);

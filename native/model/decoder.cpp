@@ -142,7 +142,8 @@ void DecoderModel::set_adapter(const std::string& module, std::shared_ptr<MultiH
   if (it == linears_.end()) throw std::invalid_argument(module + " is not a linear module of this model");
   if (layer) {
     const Tensor& w = params_.at(it->second.weight);
-    if (!layer->weight().is_same(w))
+    // The same memory (the layer holds a detached handle of the module's weight).
+    if (layer->weight().data_ptr() != w.data_ptr() || layer->weight().sizes() != w.sizes())
       throw std::invalid_argument("the adapter layer for " + module + " was not made from that module's weight");
   }
   it->second.lora = std::move(layer);

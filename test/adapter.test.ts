@@ -1,0 +1,154 @@
+// Adapter: attach, forward, save, load into a fresh model, detach, merge, PEFT conventions, errors.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+import { Adapter, HFConfig, loadSafetensors, Model, Tensor } from '../lib';
+import { maxAbsDiff, randn } from './helpers/math';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rlora-adapter-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+const CONFIG: HFConfig = {
+  architectures: ['LlamaForCausalLM'], vocab_size: 53, hidden_size: 32, intermediate_size: 40,
+  num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2,
+};
+const IDS = [[3, 14, 15, 9, 26, 5], [0, 0, 35, 8, 9, 7]];
+const MASK = [[1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1]];
+const baseDir = path.join(tmp, 'base');
+Model.fromConfig(CONFIG, { seed: 11 }).save(baseDir);
+
+const logits = async (m: Model): Promise<Float32Array> => (await m.forward(IDS, { attentionMask: MASK })).data() as Float32Array;
+
+/** Gives every adapter tensor random values so the adapter changes the output visibly. */
+function randomize(a: Adapter, seed: number): void {
+  let s = seed;
+  for (const layer of a.layers.values()) {
+    const st = layer.stateDict();
+    const next: Record<string, Tensor> = {};
+    for (const [k, v] of Object.entries(st)) next[k] = k.includes('offset') ? v : Tensor.from(Float32Array.from(randn(v.numel, s++, 0.2)), v.shape);
+    layer.loadStateDict(next);
+  }
+}
+
+describe.each(['rlora', 'hydralora', 'lora'] as const)('%s adapter', (method) => {
+  it('changes the output, saves, loads into a fresh model with the same logits, and detaches bit for bit', async () => {
+    const model = await Model.fromPretrained(baseDir);
+    const before = await logits(model);
+    const adapter = Adapter.attach(model, { method, targetModules: ['gate_proj', 'up_proj', 'down_proj'], rank: 4, seed: 2 });
+    expect([...adapter.layers.keys()]).toEqual([
+      'model.layers.0.mlp.gate_proj', 'model.layers.0.mlp.up_proj', 'model.layers.0.mlp.down_proj',
+      'model.layers.1.mlp.gate_proj', 'model.layers.1.mlp.up_proj', 'model.layers.1.mlp.down_proj',
+    ]);
+    randomize(adapter, 100);
+    adapter.eval();
+    const adapted = await logits(model);
+    expect(maxAbsDiff(adapted, before)).toBeGreaterThan(1e-2);
+
+    const dir = path.join(tmp, `adapter-${method}`);
+    adapter.save(dir);
+    const fresh = await Model.fromPretrained(baseDir);
+    const loaded = await Adapter.load(fresh, dir);
+    loaded.eval();
+    expect(await logits(fresh)).toEqual(adapted);
+    expect(loaded.options).toEqual(adapter.options);
+
+    adapter.detach();
+    expect(await logits(model)).toEqual(before);
+    const w = model.linearParameters('model.layers.1.mlp.up_proj').weight.data() as Float32Array;
+    const orig = loadSafetensors(path.join(baseDir, 'model.safetensors'))['model.layers.1.mlp.up_proj.weight'].data() as Float32Array;
+    expect(Buffer.from(w.buffer).equals(Buffer.from(orig.buffer))).toBe(true);
+  });
+});
+
+describe('PEFT conventions and merge', () => {
+  it('a lora adapter uses PEFT names, shapes and config keys', async () => {
+    const model = await Model.fromPretrained(baseDir);
+    const a = Adapter.attach(model, { method: 'lora', targetModules: ['q_proj', 'v_proj'], rank: 8, alpha: 16, dropout: 0.05 });
+    const dir = path.join(tmp, 'peft');
+    a.save(dir);
+    const st = loadSafetensors(path.join(dir, 'adapter_model.safetensors'));
+    expect(Object.keys(st).sort()).toEqual(
+      [0, 1].flatMap((l) => ['q_proj', 'v_proj'].flatMap((m) => ['lora_A', 'lora_B'].map((p) => `base_model.model.model.layers.${l}.self_attn.${m}.${p}.weight`))).sort(),
+    );
+    expect(st['base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight'].shape).toEqual([8, 32]);
+    expect(st['base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight'].shape).toEqual([16, 8]); // 2 kv heads x 8
+    const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'adapter_config.json'), 'utf8'));
+    expect(cfg).toMatchObject({ peft_type: 'LORA', task_type: 'CAUSAL_LM', r: 8, lora_alpha: 16, lora_dropout: 0.05, target_modules: ['q_proj', 'v_proj'], use_rslora: false, bias: 'none', base_model_name_or_path: baseDir });
+    a.detach();
+  });
+
+  it('loads a LoRA adapter written with PEFT keys only (no rlora section)', async () => {
+    const model = await Model.fromPretrained(baseDir);
+    const a = Adapter.attach(model, { method: 'lora', targetModules: ['o_proj'], rank: 2 });
+    randomize(a, 7);
+    a.eval();
+    const want = await logits(model);
+    const dir = path.join(tmp, 'peft-only');
+    a.save(dir);
+    a.detach();
+    const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'adapter_config.json'), 'utf8'));
+    delete cfg.rlora;
+    fs.writeFileSync(path.join(dir, 'adapter_config.json'), JSON.stringify(cfg));
+    const b = await Adapter.load(model, dir);
+    b.eval();
+    expect(await logits(model)).toEqual(want);
+  });
+
+  it('merge folds a lora adapter into the weights with the same logits (1e-5)', async () => {
+    const model = await Model.fromPretrained(baseDir);
+    const a = Adapter.attach(model, { method: 'lora', targetModules: /self_attn\.(q|k|v|o)_proj$/, rank: 4 });
+    randomize(a, 9);
+    a.eval();
+    const want = await logits(model);
+    a.merge();
+    expect(Adapter.of(model)).toBeUndefined();
+    expect(maxAbsDiff(await logits(model), want)).toBeLessThan(1e-5);
+  });
+
+  it('reports head similarity per module and trainable counts', async () => {
+    const model = await Model.fromPretrained(baseDir);
+    const h = Adapter.attach(model, { method: 'hydralora', heads: 3, targetModules: ['up_proj'], rank: 4 });
+    const sims = h.headSimilarity();
+    expect(Object.keys(sims)).toEqual(['model.layers.0.mlp.up_proj', 'model.layers.1.mlp.up_proj']);
+    expect(Array.from(sims['model.layers.0.mlp.up_proj'].data() as Float64Array)).toEqual(new Array(9).fill(1));
+    // per module: A 4x32, 3 heads of 40x4, router 3x32
+    expect(h.trainableParameterCount()).toBe(2 * (4 * 32 + 3 * 40 * 4 + 3 * 32));
+    expect(require('util').inspect(h)).toMatch(/Adapter\(method=hydralora, rank=4, heads=3, modules=2, trainable=1,[0-9]{3}\)/);
+    h.detach();
+  });
+});
+
+describe('bad input', () => {
+  it('names what matched nothing, what is not linear, and refuses double attach and multi-head merge', async () => {
+    const model = await Model.fromPretrained(baseDir);
+    expect(() => Adapter.attach(model, { targetModules: ['qkv'] })).toThrow(/target module "qkv" matches no module of this model; the linear modules are q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, lm_head/);
+    expect(() => Adapter.attach(model, { targetModules: ['input_layernorm'] })).toThrow(/target module "input_layernorm" is not a linear layer \(model.layers.0.input_layernorm\)/);
+    expect(() => Adapter.attach(model, { targetModules: ['embed_tokens'] })).toThrow(/is not a linear layer/);
+    expect(() => Adapter.attach(model, { targetModules: /nothing/ })).toThrow(/matches no module; the linear modules are/);
+    expect(() => Adapter.attach(model, { targetModules: [] })).toThrow(/non-empty array/);
+    const a = Adapter.attach(model, { targetModules: ['up_proj'], heads: 2 });
+    expect(() => Adapter.attach(model, { targetModules: ['down_proj'] })).toThrow(/already has an adapter attached/);
+    expect(() => a.merge()).toThrow(/only a single-head \(lora\) adapter can be merged: this one has 2 heads/);
+    a.detach();
+    expect(() => a.save(tmp)).toThrow(/detached/);
+  });
+
+  it('refuses an adapter saved for a different model shape, and leaves nothing attached', async () => {
+    const model = await Model.fromPretrained(baseDir);
+    const a = Adapter.attach(model, { targetModules: ['up_proj'], rank: 4 });
+    const dir = path.join(tmp, 'other-shape');
+    a.save(dir);
+    a.detach();
+    const bigger = Model.fromConfig({ ...CONFIG, intermediate_size: 48 }, { seed: 1 });
+    await expect(Adapter.load(bigger, dir)).rejects.toThrow(/saved for a different model: intermediate_size 40 there, 48 here/);
+    // a PEFT-only config gives the shape error from the tensors themselves
+    const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'adapter_config.json'), 'utf8'));
+    delete cfg.rlora;
+    cfg.peft_type = 'LORA';
+    fs.writeFileSync(path.join(dir, 'adapter_config.json'), JSON.stringify(cfg));
+    await expect(Adapter.load(bigger, dir)).rejects.toThrow(/module model.layers.0.mlp.up_proj: .*has shape \[40, 4\], expected \[48, 4\]/);
+    expect(Adapter.of(bigger)).toBeUndefined();
+    await expect(Adapter.load(bigger, path.join(tmp, 'nowhere'))).rejects.toThrow(/no adapter_config.json in/);
+  });
+});
