@@ -1,5 +1,5 @@
 // Loads the native addon (native/ math + binding/ glue) and types what it exports.
-import * as path from 'path';
+import { loadAddon } from './loader';
 
 // libgomp reads this when it loads: without it the first multi-threaded job can stall for
 // seconds on a small machine (NOTES.md). Users may set their own.
@@ -86,20 +86,6 @@ export interface NativeAddon {
   buildInfo: { torchVersion: string; torchSource: string; cudaAvailable: boolean; cudaDeviceCount: number };
 }
 
-function load(): NativeAddon {
-  const root = path.resolve(__dirname, '..');
-  try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const nodeGypBuild = require('node-gyp-build') as (dir: string) => NativeAddon;
-    return nodeGypBuild(root);
-  } catch (e) {
-    const why = e instanceof Error ? e.message.split('\n')[0] : String(e);
-    throw new Error(
-      `rlora: the native addon could not be loaded (${why}).\n` +
-        `  Build it from source: npx cmake-js compile --out build  (needs cmake, g++ and libtorch;\n` +
-        `  on Debian: sudo apt-get install -y cmake g++ libtorch-dev libopenblas0-pthread)`,
-    );
-  }
-}
-
-export const native: NativeAddon = load();
+// Which binary: a prebuild matching the libtorch found at run time, else a local build, else an
+// error saying what to install or run (loader.ts).
+export const native: NativeAddon = loadAddon() as NativeAddon;
