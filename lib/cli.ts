@@ -1,0 +1,302 @@
+#!/usr/bin/env node
+// The `rlora` command: `rlora <subcommand> [options]`.
+//
+// Adding a subcommand: one entry in `commands` below. Import what it needs (the addon, models)
+// inside its run(), not at the top of this file: `rlora build` and `rlora doctor` must work when
+// the addon cannot be loaded.
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+import { isUsable, Libtorch, readElfDynamic, Unusable } from './libtorch';
+import { buildTools, inspectLibtorch, listLocalBuilds, listPrebuilds, loadReport, mappedLibraries, nvidiaSmi, PACKAGE_ROOT, RloraLoadError } from './loader';
+
+export interface Subcommand {
+  /** One line for `rlora --help`. */
+  summary: string;
+  /** Usage and options, shown by `rlora <name> --help`. */
+  help: string;
+  /** Runs with the arguments after the subcommand's name; resolves to the exit code. */
+  run(args: string[]): Promise<number> | number;
+}
+
+function version(): string {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** --name, --name=value and --name value; the rest are positional. Throws on an option not in `known`. */
+export function parseArgs(args: string[], known: Record<string, 'flag' | 'value'>): { opts: Record<string, string | boolean>; rest: string[] } {
+  const opts: Record<string, string | boolean> = {};
+  const rest: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === '--') {
+      rest.push(...args.slice(i + 1));
+      break;
+    }
+    if (!a.startsWith('--')) {
+      rest.push(a);
+      continue;
+    }
+    const eq = a.indexOf('=');
+    const name = a.slice(2, eq < 0 ? undefined : eq);
+    const kind = known[name];
+    if (!kind) throw new UsageError(`unknown option --${name}`);
+    if (kind === 'flag') {
+      if (eq >= 0) throw new UsageError(`--${name} takes no value`);
+      opts[name] = true;
+    } else if (eq >= 0) opts[name] = a.slice(eq + 1);
+    else if (i + 1 < args.length) opts[name] = args[++i];
+    else throw new UsageError(`--${name} needs a value`);
+  }
+  return { opts, rest };
+}
+
+export class UsageError extends Error {}
+
+// ---------------------------------------------------------------------------------------------
+// rlora build
+
+const build: Subcommand = {
+  summary: 'compile the native addon from source against your libtorch (cmake-js)',
+  help: `rlora build [--clean] [--debug] [--parallel N]
+
+Compiles native/ and binding/ with cmake-js into ${path.join('build', 'Release', 'rlora.node')} of the
+installed package; \`require('rlora')\` then loads it. Needs cmake >= 3.18, a C++17 compiler and
+libtorch with its headers, found as CMake looks for it: LIBTORCH (an unpacked libtorch folder),
+Torch_DIR, python3's torch package (pip install torch; brings CUDA builds), the system's
+(Debian/Ubuntu: sudo apt-get install -y cmake g++ libtorch-dev libopenblas0-pthread).
+
+  --clean        configure from scratch (after changing libtorch)
+  --debug        debug build (build/Debug)
+  --parallel N   compile jobs`,
+  run(args) {
+    const { opts, rest } = parseArgs(args, { clean: 'flag', debug: 'flag', parallel: 'value' });
+    if (rest.length) throw new UsageError(`unexpected argument ${rest[0]}`);
+    const root = PACKAGE_ROOT;
+    if (!fs.existsSync(path.join(root, 'CMakeLists.txt'))) {
+      console.error(`rlora build: ${root} has no CMakeLists.txt: this copy of rlora has no sources to build.`);
+      return 1;
+    }
+    const tools = buildTools();
+    if (!tools.cmake || !tools.cxx) {
+      const missing = [!tools.cmake && 'cmake', !tools.cxx && 'a C++ compiler (c++, g++ or clang++; or set CXX)'].filter(Boolean).join(' and ');
+      console.error(
+        `rlora build: ${missing} not found on PATH.\n` +
+          'Install the build tools and libtorch with its headers, then run `npx rlora build` again:\n' +
+          '  sudo apt-get install -y cmake g++ libtorch-dev libopenblas0-pthread   (Debian/Ubuntu)\n' +
+          '  (or pip install torch for python3, or LIBTORCH=/path/to/libtorch, instead of libtorch-dev)',
+      );
+      return 1;
+    }
+    let cmakeJs: string;
+    try {
+      cmakeJs = path.join(path.dirname(require.resolve('cmake-js/package.json', { paths: [root] })), 'bin', 'cmake-js');
+    } catch {
+      console.error('rlora build: the cmake-js package is missing; reinstall rlora (npm install rlora).');
+      return 1;
+    }
+    const cmd = [cmakeJs, opts.clean ? 'rebuild' : 'compile', '--out', 'build'];
+    if (opts.debug) cmd.push('--debug');
+    if (typeof opts.parallel === 'string') cmd.push('--parallel', opts.parallel);
+    console.error(`rlora build: in ${root}\n  cmake-js ${cmd.slice(1).join(' ')}`);
+    const r = spawnSync(process.execPath, cmd, { cwd: root, stdio: 'inherit' });
+    if (r.status !== 0) {
+      console.error(`rlora build: cmake-js failed (exit ${r.status ?? r.signal}); its output above says why.`);
+      return 1;
+    }
+    // what `require('rlora')` loads now, in a fresh process
+    const check = spawnSync(process.execPath, [__filename, 'doctor'], { stdio: 'inherit' });
+    return check.status ?? 1;
+  },
+};
+
+// ---------------------------------------------------------------------------------------------
+// rlora doctor
+
+function describe(lt: Libtorch | Unusable): string {
+  if (!isUsable(lt)) return `${lt.where}: ${lt.problem}`;
+  const bits = [lt.version ?? 'version unknown', lt.compute, lt.abi === 'cxx11' ? 'C++11 ABI' : lt.abi === 'precxx11' ? 'pre-C++11 ABI' : null, lt.sonames === 'versioned' ? 'versioned sonames' : null];
+  return `${bits.filter(Boolean).join(', ')}  tag ${lt.tag ?? `none (${lt.problem})`}\n${' '.repeat(14)}${lt.where}`;
+}
+
+function blasOf(libs: string[]): string {
+  const openblas = libs.find((f) => /libopenblas/.test(path.basename(f))) ?? libs.find((f) => /openblas/.test(f));
+  if (openblas) return `OpenBLAS${/pthread/.test(openblas) ? ' (pthread)' : /openmp/.test(openblas) ? ' (OpenMP)' : ''}  ${openblas}`;
+  const mkl = libs.find((f) => /libmkl/.test(path.basename(f)));
+  if (mkl) return `MKL  ${mkl}`;
+  const blis = libs.find((f) => /libblis/.test(path.basename(f)));
+  if (blis) return `BLIS  ${blis}`;
+  const ref = libs.find((f) => /libblas\.so/.test(path.basename(f)));
+  if (ref) return `${ref}: the reference BLAS, about 30 times slower; sudo apt-get install -y libopenblas0-pthread`;
+  return "none loaded as a shared library (PyTorch's own builds link MKL into libtorch_cpu)";
+}
+
+const doctor: Subcommand = {
+  summary: 'print what rlora finds: Node, libtorch, prebuilds, the binary it loads, CUDA, BLAS, threads',
+  help: `rlora doctor [--json]
+
+Prints Node, the libtorch installs found (with their prebuild tags), the prebuilt binaries of this
+package, the local build, which binary \`require('rlora')\` loads and why, CUDA devices, the BLAS
+library in use and thread settings. Exits 1 when no binary loads, with what to install or run.
+
+  --json   the same as one JSON object`,
+  run(args) {
+    const { opts, rest } = parseArgs(args, { json: 'flag' });
+    if (rest.length) throw new UsageError(`unexpected argument ${rest[0]}`);
+    const info: Record<string, unknown> = {
+      rlora: version(),
+      package: PACKAGE_ROOT,
+      node: process.version,
+      napi: process.versions.napi,
+      platform: `${process.platform}-${process.arch}`,
+    };
+    let error: string | null = null;
+    let native: typeof import('./native')['native'] | null = null;
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      native = (require('./native') as typeof import('./native')).native;
+    } catch (e) {
+      error = e instanceof RloraLoadError ? e.message : e instanceof Error ? (e.stack ?? e.message) : String(e);
+    }
+    const report = loadReport();
+    const libtorch = inspectLibtorch();
+    const prebuilds = listPrebuilds();
+    const locals = listLocalBuilds();
+    const mapped = mappedLibraries();
+    const torchInUse = mapped.filter((f) => /libtorch_cpu\.so/.test(f));
+    info.libtorch = libtorch;
+    info.prebuilds = prebuilds.prebuilds.map((p) => ({ ...p, matches: libtorch.filter(isUsable).filter((l) => l.tag === p.tag).map((l) => l.where) }));
+    info.localBuilds = locals.map((f) => ({ file: f, mtime: fs.statSync(f).mtime.toISOString(), needed: readElfDynamic(f)?.needed.filter((n) => /torch|c10/.test(n)) ?? [] }));
+    info.attempts = report?.attempts ?? [];
+    info.loaded = report?.loaded ? { kind: report.loaded.kind, file: report.loaded.file, libtorch: report.loaded.libtorch?.where ?? null } : null;
+    info.libtorchInUse = torchInUse;
+    const gpus = nvidiaSmi();
+    if (native) {
+      info.buildInfo = native.buildInfo;
+      info.cuda = { available: native.buildInfo.cudaAvailable, devices: native.buildInfo.cudaDeviceCount, nvidiaSmi: gpus };
+      info.blas = blasOf(mapped);
+      info.threads = {
+        rlora: native.getNumThreads(),
+        cores: os.availableParallelism(),
+        OMP_NUM_THREADS: process.env.OMP_NUM_THREADS ?? null,
+        OPENBLAS_NUM_THREADS: process.env.OPENBLAS_NUM_THREADS ?? null,
+        MKL_NUM_THREADS: process.env.MKL_NUM_THREADS ?? null,
+        OMP_WAIT_POLICY: process.env.OMP_WAIT_POLICY ?? null,
+      };
+    } else {
+      info.cuda = { available: null, devices: null, nvidiaSmi: gpus };
+    }
+    info.error = error;
+    if (opts.json) {
+      console.log(JSON.stringify(info, null, 2));
+      return error ? 1 : 0;
+    }
+
+    const pad = (k: string) => k.padEnd(13) + ' ';
+    const out: string[] = [];
+    const line = (k: string, v: string) => out.push(pad(k) + v);
+    line('rlora', `${info.rlora}  ${PACKAGE_ROOT}`);
+    line('node', `${process.version} (N-API ${process.versions.napi}), ${info.platform}`);
+    if (libtorch.length === 0) line('libtorch', "none found (LIBTORCH, Torch_DIR, system library folders, python3's torch)");
+    libtorch.forEach((l, i) => line(i === 0 ? 'libtorch' : '', describe(l)));
+    if (prebuilds.prebuilds.length === 0) line('prebuilds', `none in ${prebuilds.dir}`);
+    (info.prebuilds as { file: string; tag: string | null; matches: string[] }[]).forEach((p, i) =>
+      line(i === 0 ? 'prebuilds' : '', `${path.basename(p.file)}${p.matches.length ? '  (matches the libtorch found)' : ''}`),
+    );
+    if (locals.length === 0) line('local build', 'none (`npx rlora build` makes one)');
+    (info.localBuilds as { file: string; mtime: string; needed: string[] }[]).forEach((b, i) => line(i === 0 ? 'local build' : '', `${b.file}  (${b.mtime}; links ${b.needed.join(' ')})`));
+    for (const a of report?.attempts ?? []) if (a.error) line('tried', `${a.kind} ${a.file}: ${a.error}`);
+    if (report?.loaded) {
+      const l = report.loaded;
+      line('loaded', `${l.kind} ${l.file}`);
+      if (l.libtorch) line('', `with the libtorch of ${l.libtorch.where}`);
+    } else line('loaded', 'nothing');
+    if (native) {
+      const b = native.buildInfo;
+      line('built with', `libtorch ${b.torchVersion} (${b.torchSource})`);
+      line('in use', torchInUse.join(', ') || 'unknown');
+      const cuda = b.cudaAvailable ? `${b.cudaDeviceCount} device${b.cudaDeviceCount === 1 ? '' : 's'}` : 'not available to this libtorch';
+      line('CUDA', cuda + (gpus && !b.cudaAvailable ? `; nvidia-smi sees: ${gpus.split('\n').join('; ')} (a CUDA libtorch and binary would use it)` : ''));
+      line('BLAS', info.blas as string);
+      const t = info.threads as Record<string, unknown>;
+      line('threads', `rlora ${t.rlora} per job (setNumThreads), ${t.cores} cores; OMP_NUM_THREADS=${t.OMP_NUM_THREADS ?? 'unset'}, OPENBLAS_NUM_THREADS=${t.OPENBLAS_NUM_THREADS ?? 'unset'}, OMP_WAIT_POLICY=${t.OMP_WAIT_POLICY ?? 'unset'}`);
+    } else {
+      if (gpus) line('CUDA', `nvidia-smi sees: ${gpus.split('\n').join('; ')}`);
+      out.push('', error ?? '');
+    }
+    console.log(out.join('\n'));
+    return error ? 1 : 0;
+  },
+};
+
+// ---------------------------------------------------------------------------------------------
+
+export const commands: Record<string, Subcommand> = { build, doctor };
+
+function usage(): string {
+  const width = Math.max(...Object.keys(commands).map((k) => k.length));
+  return [
+    `rlora ${version()}: R-LoRA multi-head LoRA fine-tuning for Node.js, computed by libtorch`,
+    '',
+    'Usage: rlora <command> [options]',
+    '',
+    'Commands:',
+    ...Object.entries(commands).map(([k, c]) => `  ${k.padEnd(width)}  ${c.summary}`),
+    '',
+    '`rlora <command> --help` shows a command\'s options.',
+  ].join('\n');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...args] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    const topic = name === 'help' ? args[0] : undefined;
+    if (topic && commands[topic]) console.log(commands[topic].help);
+    else console.log(usage());
+    return 0;
+  }
+  if (name === '--version' || name === '-v') {
+    console.log(version());
+    return 0;
+  }
+  const cmd = commands[name];
+  if (!cmd) {
+    console.error(`rlora: unknown command "${name}"\n\n${usage()}`);
+    return 2;
+  }
+  if (args.includes('--help') || args.includes('-h')) {
+    console.log(cmd.help);
+    return 0;
+  }
+  try {
+    return await cmd.run(args);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      console.error(`rlora ${name}: ${e.message}\n\n${cmd.help}`);
+      return 2;
+    }
+    if (e instanceof RloraLoadError) {
+      console.error(e.message);
+      return 1;
+    }
+    throw e;
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (e) => {
+      console.error(e instanceof Error ? e.stack : e);
+      process.exitCode = 1;
+    },
+  );
+}
