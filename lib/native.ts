@@ -42,7 +42,53 @@ export interface NativeLoraLinear {
   loadStateDict(tensors: Record<string, NativeTensor>): void;
   headSimilarity(): NativeTensor;
   baseWeight(): NativeTensor;
+  mergedWeight(): NativeTensor;
   parameterCount(): number;
+}
+
+/** The config lib/model.ts normalises from config.json: every field present. */
+export interface NativeModelConfig {
+  architecture: string;
+  vocabSize: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  numHiddenLayers: number;
+  numAttentionHeads: number;
+  numKeyValueHeads: number;
+  headDim: number;
+  rmsNormEps: number;
+  ropeTheta: number;
+  ropeScaling: { factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number } | null;
+  qkvBias: boolean;
+  attentionBias: boolean;
+  mlpBias: boolean;
+  tieWordEmbeddings: boolean;
+  initializerRange: number;
+  slidingWindow: number;
+}
+
+export interface NativeGenerateOptions {
+  maxNewTokens: number;
+  temperature: number;
+  topK: number;
+  topP: number;
+  eosTokenIds: number[];
+  padTokenId: number;
+  seed: number;
+}
+
+export interface NativeModel {
+  parameterSpecs(): { name: string; shape: number[] }[];
+  setParameter(name: string, value: NativeTensor): void;
+  parameter(name: string): NativeTensor;
+  initRandom(seed: number): void;
+  parameterCount(): number;
+  linearNames(): string[];
+  setAdapter(module: string, layer: NativeLoraLinear | null): void;
+  forward(ids: NativeTensor, mask: NativeTensor | null): Promise<NativeTensor>;
+  generate(ids: NativeTensor, mask: NativeTensor | null, options: NativeGenerateOptions): Promise<NativeTensor>;
+  readonly dtype: DtypeName;
+  readonly device: string;
 }
 
 export interface NativeAdamW {
@@ -72,6 +118,7 @@ export interface MemoryStats {
 }
 
 export interface NativeAddon {
+  NativeModel: new (config: NativeModelConfig, dtype: DtypeName, device: string) => NativeModel;
   NativeAdamW: new (modules: NativeLoraLinear[], options: object) => NativeAdamW;
   fitLayerStep(layer: NativeLoraLinear, x: NativeTensor, target: NativeTensor, optimizer: NativeAdamW): Promise<NativeFitResult>;
   NativeTensor: NativeTensorStatic & (new (...args: never[]) => NativeTensor);
