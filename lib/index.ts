@@ -17,6 +17,8 @@ export type { AdamWOptions, FitStepResult, Schedule } from './optim';
 export type { LoraOptions, InitOptions, InitScheme, InitScale, Method, ResolvedLoraOptions, BaseLinear, VjpResult } from './layer';
 export { Tokenizer, ByteTokenizer } from './tokenizer';
 export type { TextTokenizer, EncodeOptions, DecodeOptions, TokenizerConfig, TokenizerFileOptions, SpecialTokenValue, ByteTokenizerOptions } from './tokenizer';
+export { MultiTaskDataset, BatchSampler, promptBatch } from './data';
+export type { Example, DatasetOptions, EncodedExample, Sampling, SamplerOptions, Batch, SamplerState } from './data';
 
 /** Threads each native job uses for its matrix products (default 1). */
 export function setNumThreads(n: number): void {
