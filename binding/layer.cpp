@@ -111,6 +111,8 @@ class JsLoraLinear : public Napi::ObjectWrap<JsLoraLinear> {
          InstanceMethod("headSimilarity", &JsLoraLinear::HeadSimilarity),
          InstanceMethod("baseWeight", &JsLoraLinear::BaseWeight),
          InstanceMethod("mergedWeight", &JsLoraLinear::MergedWeight),
+         InstanceMethod("generatorState", &JsLoraLinear::GeneratorState),
+         InstanceMethod("setGeneratorState", &JsLoraLinear::SetGeneratorState),
          InstanceMethod("parameterCount", &JsLoraLinear::ParameterCount)});
     constructor_ = new Napi::FunctionReference(Napi::Persistent(cls));
     exports.Set("NativeLoraLinear", cls);
@@ -227,6 +229,22 @@ class JsLoraLinear : public Napi::ObjectWrap<JsLoraLinear> {
     return guarded(info.Env(), [&]() -> Napi::Value {
       std::lock_guard<std::mutex> lock(layer_->mutex());
       return JsTensor::Wrap(info.Env(), layer_->merged_weight());
+    });
+  }
+
+  Napi::Value GeneratorState(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      std::lock_guard<std::mutex> lock(layer_->mutex());
+      return JsTensor::Wrap(info.Env(), layer_->generator_state());
+    });
+  }
+
+  Napi::Value SetGeneratorState(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      torch::Tensor t = JsTensor::FromValue(info[0], "state");
+      std::lock_guard<std::mutex> lock(layer_->mutex());
+      layer_->set_generator_state(t);
+      return info.Env().Undefined();
     });
   }
 

@@ -1,10 +1,11 @@
 // JS class NativeModel: argument checks and dispatch to rlora::model::DecoderModel.
 #include <memory>
 
+#include "model.h"
+
 #include "common.h"
 #include "common/format.h"
 #include "layer.h"
-#include "model/decoder.h"
 #include "tensor.h"
 
 namespace rlora::binding {
@@ -67,7 +68,13 @@ class JsModel : public Napi::ObjectWrap<JsModel> {
          InstanceMethod("setAdapter", &JsModel::SetAdapter), InstanceMethod("forward", &JsModel::Forward),
          InstanceMethod("generate", &JsModel::Generate), InstanceAccessor("dtype", &JsModel::Dtype, nullptr),
          InstanceAccessor("device", &JsModel::Device, nullptr)});
+    constructor_ = new Napi::FunctionReference(Napi::Persistent(cls));
     exports.Set("NativeModel", cls);
+  }
+
+  static std::shared_ptr<model::DecoderModel> FromValue(const Napi::Value& v, const std::string& what) {
+    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(constructor_->Value())) type_error(v.Env(), what, "a Model", v);
+    return Napi::ObjectWrap<JsModel>::Unwrap(v.As<Napi::Object>())->model_;
   }
 
   // new NativeModel(config, dtype, device)
@@ -82,6 +89,7 @@ class JsModel : public Napi::ObjectWrap<JsModel> {
   }
 
  private:
+  static Napi::FunctionReference* constructor_;
   std::shared_ptr<model::DecoderModel> model_;
 
   Napi::Value ParameterSpecs(const Napi::CallbackInfo& info) {
@@ -203,6 +211,12 @@ class JsModel : public Napi::ObjectWrap<JsModel> {
   Napi::Value Device(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), model_->device().str()); }
 };
 
+Napi::FunctionReference* JsModel::constructor_ = nullptr;
+
 void InitModel(Napi::Env env, Napi::Object exports) { JsModel::Init(env, exports); }
+
+std::shared_ptr<model::DecoderModel> model_from_value(const Napi::Value& v, const std::string& what) {
+  return JsModel::FromValue(v, what);
+}
 
 }  // namespace rlora::binding

@@ -5,8 +5,10 @@
 
 #include "common.h"
 #include "layer.h"
+#include "model.h"
 #include "tensor.h"
 #include "train/layer_fit.h"
+#include "train/lm_step.h"
 #include "train/optimizer.h"
 
 namespace rlora::binding {
@@ -50,7 +52,8 @@ class JsAdamW : public Napi::ObjectWrap<JsAdamW> {
   static void Init(Napi::Env env, Napi::Object exports) {
     Napi::Function cls = DefineClass(env, "NativeAdamW",
                                      {InstanceAccessor("stepsTaken", &JsAdamW::StepsTaken, nullptr),
-                                      InstanceMethod("lrAt", &JsAdamW::LrAt)});
+                                      InstanceMethod("lrAt", &JsAdamW::LrAt), InstanceMethod("state", &JsAdamW::State),
+                                      InstanceMethod("setState", &JsAdamW::SetState)});
     constructor_ = new Napi::FunctionReference(Napi::Persistent(cls));
     exports.Set("NativeAdamW", cls);
   }
@@ -81,6 +84,50 @@ class JsAdamW : public Napi::ObjectWrap<JsAdamW> {
   Napi::Value StepsTaken(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(opt_->steps_taken()));
   }
+  // state() -> {steps, params: [{step, expAvg, expAvgSq}]} (copies)
+  Napi::Value State(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      std::lock_guard<std::mutex> lock(opt_->mutex());
+      auto o = Napi::Object::New(env);
+      o.Set("steps", static_cast<double>(opt_->steps_taken()));
+      const auto& st = opt_->state();
+      auto arr = Napi::Array::New(env, st.size());
+      for (size_t i = 0; i < st.size(); ++i) {
+        auto p = Napi::Object::New(env);
+        p.Set("step", static_cast<double>(st[i].step));
+        p.Set("expAvg", JsTensor::Wrap(env, st[i].exp_avg.clone()));
+        p.Set("expAvgSq", JsTensor::Wrap(env, st[i].exp_avg_sq.clone()));
+        arr.Set(static_cast<uint32_t>(i), p);
+      }
+      o.Set("params", arr);
+      return o;
+    });
+  }
+
+  Napi::Value SetState(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      if (!info[0].IsObject()) type_error(env, "state", "an object", info[0]);
+      auto o = info[0].As<Napi::Object>();
+      int64_t steps = get_integer(o.Get("steps"), "state.steps");
+      Napi::Value pv = o.Get("params");
+      if (!pv.IsArray()) type_error(env, "state.params", "an array", pv);
+      auto arr = pv.As<Napi::Array>();
+      std::vector<train::AdamWParamState> st;
+      for (uint32_t i = 0; i < arr.Length(); ++i) {
+        Napi::Value e = arr.Get(i);
+        if (!e.IsObject()) type_error(env, "state.params[" + std::to_string(i) + "]", "an object", e);
+        auto eo = e.As<Napi::Object>();
+        st.push_back({get_integer(eo.Get("step"), "step"), JsTensor::FromValue(eo.Get("expAvg"), "expAvg"),
+                      JsTensor::FromValue(eo.Get("expAvgSq"), "expAvgSq")});
+      }
+      std::lock_guard<std::mutex> lock(opt_->mutex());
+      opt_->set_state(steps, st);
+      return env.Undefined();
+    });
+  }
+
   Napi::Value LrAt(const Napi::CallbackInfo& info) {
     int64_t step = get_integer(info[0], "step");
     return Napi::Number::New(info.Env(), train::scheduled_lr(opt_->options().lr, opt_->options().schedule, step));
@@ -123,11 +170,71 @@ Napi::Value FitLayerStep(const Napi::CallbackInfo& info) {
   });
 }
 
+train::LmBatch parse_lm_batch(const Napi::Value& v, const std::string& what) {
+  if (!v.IsObject()) type_error(v.Env(), what, "an object {ids, mask, labels}", v);
+  auto o = v.As<Napi::Object>();
+  return {JsTensor::FromValue(o.Get("ids"), what + ".ids"), JsTensor::FromValue(o.Get("mask"), what + ".mask"),
+          JsTensor::FromValue(o.Get("labels"), what + ".labels")};
+}
+
+Napi::Object lm_loss_to_js(Napi::Env env, train::LmLoss& l) {
+  auto o = Napi::Object::New(env);
+  o.Set("lossSum", JsTensor::Wrap(env, l.loss_sum));
+  o.Set("tokens", JsTensor::Wrap(env, l.tokens));
+  return o;
+}
+
+// lmTrainStep(model, microBatches, optimizer) -> Promise<{loss, finite, rows, lr, gradNorm}>
+Napi::Value LmTrainStep(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    auto m = model_from_value(info[0], "model");
+    if (!info[1].IsArray()) type_error(env, "microBatches", "an array", info[1]);
+    auto arr = info[1].As<Napi::Array>();
+    std::vector<train::LmBatch> micro;
+    for (uint32_t i = 0; i < arr.Length(); ++i) micro.push_back(parse_lm_batch(arr.Get(i), "microBatches[" + std::to_string(i) + "]"));
+    auto opt = JsAdamW::FromValue(info[2], "optimizer");
+    return run_async<train::LmStepResult>(
+        env,
+        [m, micro, opt] {
+          std::scoped_lock lock(m->mutex(), opt->mutex());
+          return train::lm_train_step(*m, micro, *opt);
+        },
+        [](Napi::Env e, train::LmStepResult& r) -> Napi::Value {
+          auto o = Napi::Object::New(e);
+          o.Set("loss", r.loss);
+          o.Set("finite", r.finite);
+          o.Set("rows", lm_loss_to_js(e, r.rows));
+          o.Set("lr", r.stats.lr);
+          o.Set("gradNorm", r.stats.grad_norm);
+          return o;
+        });
+  });
+}
+
+// lmEvalLoss(model, batch) -> Promise<{lossSum, tokens}>
+Napi::Value LmEvalLoss(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    auto m = model_from_value(info[0], "model");
+    train::LmBatch b = parse_lm_batch(info[1], "batch");
+    return run_async<train::LmLoss>(
+        env,
+        [m, b] {
+          std::lock_guard<std::mutex> lock(m->mutex());
+          return train::lm_eval_loss(*m, b);
+        },
+        [](Napi::Env e, train::LmLoss& l) -> Napi::Value { return lm_loss_to_js(e, l); });
+  });
+}
+
 }  // namespace
 
 void InitTrain(Napi::Env env, Napi::Object exports) {
   JsAdamW::Init(env, exports);
   exports.Set("fitLayerStep", Napi::Function::New(env, FitLayerStep));
+  exports.Set("lmTrainStep", Napi::Function::New(env, LmTrainStep));
+  exports.Set("lmEvalLoss", Napi::Function::New(env, LmEvalLoss));
 }
 
 }  // namespace rlora::binding

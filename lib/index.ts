@@ -10,6 +10,8 @@ export type { SafetensorsEntry, SafetensorsHeader } from './safetensors';
 export { MultiHeadLoraLinear } from './layer';
 export { Model, SUPPORTED_ARCHITECTURES, normalizeConfig } from './model';
 export { Adapter } from './adapter';
+export { Trainer } from './trainer';
+export type { TrainerOptions, StepRecord, TaskEval, EvalRecord, History, FitOptions } from './trainer';
 export type { AdapterOptions } from './adapter';
 export type { Architecture, HFConfig, ModelOptions, TokenBatch, ForwardOptions, GenerateOptions } from './model';
 export { AdamW, fitStep } from './optim';

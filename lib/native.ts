@@ -43,6 +43,8 @@ export interface NativeLoraLinear {
   headSimilarity(): NativeTensor;
   baseWeight(): NativeTensor;
   mergedWeight(): NativeTensor;
+  generatorState(): NativeTensor;
+  setGeneratorState(state: NativeTensor): void;
   parameterCount(): number;
 }
 
@@ -91,9 +93,37 @@ export interface NativeModel {
   readonly device: string;
 }
 
+export interface NativeAdamWState {
+  steps: number;
+  params: { step: number; expAvg: NativeTensor; expAvgSq: NativeTensor }[];
+}
+
 export interface NativeAdamW {
   readonly stepsTaken: number;
   lrAt(step: number): number;
+  state(): NativeAdamWState;
+  setState(state: NativeAdamWState): void;
+}
+
+export interface NativeLmBatch {
+  ids: NativeTensor;
+  mask: NativeTensor;
+  labels: NativeTensor;
+}
+
+export interface NativeLmLoss {
+  /** [rows] float64 summed cross-entropy of each row's labelled tokens. */
+  lossSum: NativeTensor;
+  /** [rows] int64 labelled tokens of each row. */
+  tokens: NativeTensor;
+}
+
+export interface NativeLmStep {
+  loss: number;
+  finite: boolean;
+  rows: NativeLmLoss;
+  lr: number;
+  gradNorm: number;
 }
 
 export interface NativeFitResult {
@@ -121,6 +151,8 @@ export interface NativeAddon {
   NativeModel: new (config: NativeModelConfig, dtype: DtypeName, device: string) => NativeModel;
   NativeAdamW: new (modules: NativeLoraLinear[], options: object) => NativeAdamW;
   fitLayerStep(layer: NativeLoraLinear, x: NativeTensor, target: NativeTensor, optimizer: NativeAdamW): Promise<NativeFitResult>;
+  lmTrainStep(model: NativeModel, microBatches: NativeLmBatch[], optimizer: NativeAdamW): Promise<NativeLmStep>;
+  lmEvalLoss(model: NativeModel, batch: NativeLmBatch): Promise<NativeLmLoss>;
   NativeTensor: NativeTensorStatic & (new (...args: never[]) => NativeTensor);
   NativeLoraLinear: new (weight: NativeTensor, bias: NativeTensor | null, options: object) => NativeLoraLinear;
   setNumThreads(n: number): void;

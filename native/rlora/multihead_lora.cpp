@@ -381,6 +381,20 @@ torch::Tensor MultiHeadLoraLinear::base_weight() const {
   return weight_ - torch::mm(off_b_, off_a_) * options_.scaling();
 }
 
+torch::Tensor MultiHeadLoraLinear::generator_state() const {
+  std::lock_guard<std::mutex> lock(gen_.mutex());
+  return gen_.get_state();
+}
+
+void MultiHeadLoraLinear::set_generator_state(const torch::Tensor& state) {
+  Tensor current = generator_state();
+  require(state.defined() && state.scalar_type() == torch::kUInt8 && state.sizes() == current.sizes(),
+          "generator state must be a uint8 tensor of shape " + shape_str(current) + ", got " +
+              (state.defined() ? dtype_str(state.scalar_type()) + " " + shape_str(state) : "nothing"));
+  std::lock_guard<std::mutex> lock(gen_.mutex());
+  gen_.set_state(state.cpu());
+}
+
 torch::Tensor MultiHeadLoraLinear::merged_weight() const {
   if (options_.heads != 1)
     throw std::invalid_argument("only a single-head (lora) adapter can be merged: with heads = " +

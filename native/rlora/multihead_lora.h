@@ -77,6 +77,8 @@ class MultiHeadLoraLinear {
 
   // The generator of dropout masks (its state belongs in checkpoints).
   at::Generator& generator() { return gen_; }
+  torch::Tensor generator_state() const;
+  void set_generator_state(const torch::Tensor& state);
   // Jobs on one layer run one at a time (forward draws from the generator).
   std::mutex& mutex() const { return mutex_; }
 
@@ -88,7 +90,7 @@ class MultiHeadLoraLinear {
   torch::Tensor a_, b_, router_;    // trainable (router undefined when N = 1)
   torch::Tensor off_a_, off_b_;     // frozen offset pair, undefined without offset
   bool training_ = true;
-  at::Generator gen_;
+  mutable at::Generator gen_;
   mutable std::mutex mutex_;
 };
 

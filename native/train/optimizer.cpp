@@ -48,9 +48,27 @@ AdamW::AdamW(std::vector<torch::Tensor> params, const AdamWOptions& options)
     : options_(options), params_(std::move(params)) {
   validate(options_);
   if (params_.empty()) throw std::invalid_argument("AdamW needs at least one parameter");
-  torch::optim::AdamWOptions o(options_.lr);
-  o.betas({options_.beta1, options_.beta2}).eps(options_.eps).weight_decay(options_.weight_decay);
-  impl_ = std::make_unique<torch::optim::AdamW>(params_, o);
+  for (const auto& p : params_) {
+    torch::NoGradGuard no_grad;
+    state_.push_back({0, torch::zeros_like(p, at::MemoryFormat::Contiguous), torch::zeros_like(p, at::MemoryFormat::Contiguous)});
+  }
+}
+
+void AdamW::set_state(int64_t steps, const std::vector<AdamWParamState>& state) {
+  if (state.size() != params_.size())
+    throw std::invalid_argument("optimizer state has " + std::to_string(state.size()) + " parameters, this optimizer " +
+                                std::to_string(params_.size()));
+  for (size_t i = 0; i < state.size(); ++i) {
+    if (state[i].exp_avg.sizes() != params_[i].sizes() || state[i].exp_avg_sq.sizes() != params_[i].sizes())
+      throw std::invalid_argument("optimizer state of parameter " + std::to_string(i) + " does not match its shape");
+  }
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < state.size(); ++i) {
+    state_[i].step = state[i].step;
+    state_[i].exp_avg.copy_(state[i].exp_avg);
+    state_[i].exp_avg_sq.copy_(state[i].exp_avg_sq);
+  }
+  steps_ = steps;
 }
 
 void AdamW::zero_grad() {
@@ -75,8 +93,23 @@ StepStats AdamW::step() {
           if (p.grad().defined()) p.mutable_grad().mul_(coef);
     }
   }
-  for (auto& group : impl_->param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(st.lr);
-  impl_->step();
+  // torch.optim.AdamW (decoupled weight decay, bias correction), one parameter at a time.
+  torch::NoGradGuard no_grad;
+  const double b1 = options_.beta1, b2 = options_.beta2;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    torch::Tensor& p = params_[i];
+    if (!p.grad().defined()) continue;
+    const torch::Tensor& g = p.grad();
+    AdamWParamState& s = state_[i];
+    s.step += 1;
+    p.mul_(1.0 - st.lr * options_.weight_decay);
+    s.exp_avg.mul_(b1).add_(g, 1.0 - b1);
+    s.exp_avg_sq.mul_(b2).addcmul_(g, g, 1.0 - b2);
+    const double bias1 = 1.0 - std::pow(b1, static_cast<double>(s.step));
+    const double bias2 = 1.0 - std::pow(b2, static_cast<double>(s.step));
+    torch::Tensor denom = (s.exp_avg_sq.sqrt() / std::sqrt(bias2)).add_(options_.eps);
+    p.addcdiv_(s.exp_avg, denom, -st.lr / bias1);
+  }
   ++steps_;
   return st;
 }

@@ -39,22 +39,35 @@ struct StepStats {
   double grad_norm = 0.0;  // global L2 norm before clipping
 };
 
+// The state of one parameter, as torch.optim.AdamW keeps it.
+struct AdamWParamState {
+  int64_t step = 0;
+  torch::Tensor exp_avg, exp_avg_sq;
+};
+
 class AdamW {
  public:
   AdamW(std::vector<torch::Tensor> params, const AdamWOptions& options);
 
   void zero_grad();
-  // Clip (when max_grad_norm > 0), then one AdamW update at the scheduled rate.
+  // Clip (when max_grad_norm > 0), then one AdamW update at the scheduled rate. Parameters
+  // without a gradient are left alone (their own step count does not advance), as in PyTorch.
   StepStats step();
+  // Optimizer steps taken (the schedule's position).
   int64_t steps_taken() const { return steps_; }
   const AdamWOptions& options() const { return options_; }
   const std::vector<torch::Tensor>& params() const { return params_; }
   std::mutex& mutex() { return mutex_; }
 
+  // For checkpoints: the per-parameter state, in parameter order, and the step count.
+  const std::vector<AdamWParamState>& state() const { return state_; }
+  // Restores a state taken from an optimizer over parameters of the same shapes (copied in).
+  void set_state(int64_t steps, const std::vector<AdamWParamState>& state);
+
  private:
   AdamWOptions options_;
   std::vector<torch::Tensor> params_;
-  std::unique_ptr<torch::optim::AdamW> impl_;
+  std::vector<AdamWParamState> state_;
   int64_t steps_ = 0;
   std::mutex mutex_;
 };

@@ -29,7 +29,7 @@ def llama3_inv_freq(inv, rs):
     medium = ~(wavelen < high_wavelen) * ~(wavelen > low_wavelen)
     return torch.where(medium, smoothed, inv_l)
 
-def decoder_forward(W, cfg, ids, mask):
+def decoder_forward(W, cfg, ids, mask, lora=None):
     arch = cfg['architectures'][0]
     B, S = ids.shape
     H, nH, L = cfg['hidden_size'], cfg['num_attention_heads'], cfg['num_hidden_layers']
@@ -44,6 +44,8 @@ def decoder_forward(W, cfg, ids, mask):
         y = x @ W[name + '.weight'].T
         if name + '.bias' in W:
             y = y + W[name + '.bias']
+        if lora and name in lora:
+            y = y + lora[name](x)
         return y
     inv = 1.0 / (cfg.get('rope_theta', 10000.0) ** (torch.arange(0, D, 2, dtype=torch.int64).float() / D))
     rs = cfg.get('rope_scaling')

@@ -1,0 +1,75 @@
+#include "train/lm_step.h"
+
+#include <cmath>
+#include <stdexcept>
+
+#include "common/format.h"
+
+namespace rlora::train {
+
+namespace {
+void check_batch(const LmBatch& b, size_t i) {
+  if (!b.labels.defined() || b.labels.sizes() != b.ids.sizes())
+    throw std::invalid_argument("micro-batch " + std::to_string(i) + ": labels have shape " + shape_str(b.labels) +
+                                ", the input ids " + shape_str(b.ids));
+  if (b.labels.scalar_type() != torch::kInt64)
+    throw std::invalid_argument("micro-batch " + std::to_string(i) + ": labels must be int64, got " +
+                                dtype_str(b.labels.scalar_type()));
+}
+}  // namespace
+
+torch::Tensor causal_lm_loss_rows(const torch::Tensor& logits, const torch::Tensor& labels, torch::Tensor* tokens) {
+  const int64_t B = logits.size(0), S = logits.size(1), V = logits.size(2);
+  torch::Tensor l = logits.narrow(1, 0, S - 1).reshape({-1, V});
+  l = l.scalar_type() == torch::kFloat64 ? l : l.to(torch::kFloat32);
+  torch::Tensor y = labels.to(logits.device()).narrow(1, 1, S - 1).reshape({-1});
+  torch::Tensor per_token = torch::nn::functional::cross_entropy(
+      l, y, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kNone));
+  torch::Tensor labelled = (y != -100).view({B, S - 1});
+  if (tokens) *tokens = labelled.sum(1).to(torch::kCPU, torch::kInt64);
+  return per_token.view({B, S - 1}).sum(1);
+}
+
+LmStepResult lm_train_step(model::DecoderModel& model, const std::vector<LmBatch>& micro, AdamW& opt) {
+  if (micro.empty()) throw std::invalid_argument("a training step needs at least one micro-batch");
+  int64_t total = 0;
+  for (size_t i = 0; i < micro.size(); ++i) {
+    check_batch(micro[i], i);
+    total += (micro[i].labels.narrow(1, 1, micro[i].labels.size(1) - 1) != -100).sum().item<int64_t>();
+  }
+  if (total == 0) throw std::invalid_argument("the batch has no labelled token: every label is -100");
+  torch::AutoGradMode grad_on(true);
+  opt.zero_grad();
+  LmStepResult r;
+  std::vector<torch::Tensor> sums, counts;
+  double loss_sum = 0.0;
+  for (const auto& b : micro) {
+    torch::Tensor tokens;
+    torch::Tensor rows = causal_lm_loss_rows(model.forward(b.ids, b.mask), b.labels, &tokens);
+    torch::Tensor loss = rows.sum() / static_cast<double>(total);
+    loss.backward();
+    sums.push_back(rows.detach().to(torch::kCPU, torch::kFloat64));
+    counts.push_back(tokens);
+    loss_sum += sums.back().sum().item<double>();
+  }
+  r.rows = {torch::cat(sums), torch::cat(counts)};
+  r.loss = loss_sum / static_cast<double>(total);
+  r.finite = std::isfinite(r.loss);
+  if (!r.finite) {
+    opt.zero_grad();
+    return r;
+  }
+  r.stats = opt.step();
+  return r;
+}
+
+LmLoss lm_eval_loss(model::DecoderModel& model, const LmBatch& batch) {
+  check_batch(batch, 0);
+  torch::NoGradGuard no_grad;
+  LmLoss out;
+  out.loss_sum = causal_lm_loss_rows(model.forward(batch.ids, batch.mask), batch.labels, &out.tokens)
+                     .to(torch::kCPU, torch::kFloat64);
+  return out;
+}
+
+}  // namespace rlora::train

@@ -1,0 +1,43 @@
+// The training step of a causal language model with adapters: forward, cross-entropy on the
+// labelled tokens, backward, clipping, AdamW and the schedule, over one or more micro-batches
+// (gradient accumulation) in one call.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <vector>
+
+#include "model/decoder.h"
+#include "train/optimizer.h"
+
+namespace rlora::train {
+
+// ids [B, S] int64; mask [B, S] (1 token, 0 padding); labels [B, S] int64, -100 where no loss
+// (Hugging Face convention: the model predicts labels[:, t + 1] from position t).
+struct LmBatch {
+  torch::Tensor ids, mask, labels;
+};
+
+struct LmLoss {
+  torch::Tensor loss_sum;  // [B] float64: summed cross-entropy of each row's labelled tokens
+  torch::Tensor tokens;    // [B] int64: labelled tokens of each row
+};
+
+struct LmStepResult {
+  double loss = 0.0;  // mean over every labelled token of every micro-batch
+  bool finite = true; // false: no update was made
+  LmLoss rows;        // every micro-batch's rows, in order
+  StepStats stats;
+};
+
+// Cross-entropy per row, in float32 at least, differentiable (the caller chooses grad mode).
+torch::Tensor causal_lm_loss_rows(const torch::Tensor& logits, const torch::Tensor& labels, torch::Tensor* tokens);
+
+// Gradients accumulate over the micro-batches, normalised by their total labelled tokens, so the
+// update equals one step on their union. A non-finite loss makes no update (grads are cleared).
+LmStepResult lm_train_step(model::DecoderModel& model, const std::vector<LmBatch>& micro, AdamW& opt);
+
+// Loss without gradients (evaluation).
+LmLoss lm_eval_loss(model::DecoderModel& model, const LmBatch& batch);
+
+}  // namespace rlora::train

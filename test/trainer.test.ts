@@ -1,0 +1,262 @@
+// Trainer: AdamW, clipping, the schedule and gradient accumulation against PyTorch step by step;
+// exact resume; the event loop; loss on response tokens only; NaN, abort, atomic checkpoints.
+import { spawn } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+import { Adapter, BatchSampler, ByteTokenizer, HFConfig, loadSafetensors, Model, MultiTaskDataset, Tensor, Trainer } from '../lib';
+import { maxAbs, maxAbsDiff } from './helpers/math';
+import { PY_DECODER, PY_SAFETENSORS } from './helpers/pymodel';
+import { hasTorchPython, runPython } from './helpers/python';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rlora-trainer-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+const tok = new ByteTokenizer();
+const CFG: HFConfig = {
+  architectures: ['LlamaForCausalLM'], vocab_size: tok.vocabSize, hidden_size: 16, intermediate_size: 24,
+  num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 1,
+};
+const EXAMPLES = [
+  ...['cat', 'dog', 'fish', 'bird', 'cow', 'ant', 'bee'].map((w) => ({ task: 'upper', prompt: `up ${w}:`, response: w.toUpperCase() })),
+  ...['12', '7', '345', '9', '60'].map((n) => ({ task: 'reverse', prompt: `rev ${n}:`, response: [...n].reverse().join('') })),
+];
+const dataset = (): MultiTaskDataset => MultiTaskDataset.fromArray(EXAMPLES, { tokenizer: tok, maxLength: 24 });
+const stateBytes = (a: Adapter): Record<string, Buffer> =>
+  Object.fromEntries(Object.entries(a.stateDict()).map(([k, v]) => [k, v.native.bytes()]));
+
+describe('one step at a time against PyTorch (float64, dropout 0)', () => {
+  it('losses and adapter weights agree for 10 steps with accumulation, clipping, decay and warm-up cosine (1e-8)', async () => {
+    if (!hasTorchPython()) throw new Error('this test needs Python torch at /usr/bin/python3: apt-get install python3-torch');
+    const model = Model.fromConfig(CFG, { seed: 1, dtype: 'float64' });
+    const baseDir = path.join(tmp, 'py-base');
+    model.save(baseDir);
+    const adapter = Adapter.attach(model, { method: 'rlora', heads: 3, rank: 2, dropout: 0, targetModules: ['gate_proj', 'up_proj', 'down_proj'], seed: 5 });
+    const initDir = path.join(tmp, 'py-init');
+    adapter.save(initDir);
+    const ds = dataset();
+    const opts = { learningRate: 1e-2, maxSteps: 10, batchSize: 3, gradientAccumulation: 2, schedule: 'cosine' as const, warmupSteps: 2, weightDecay: 0.1, maxGradNorm: 0.02, seed: 3, progress: false };
+    // the same batches the trainer will draw
+    const sampler = new BatchSampler(ds, { batchSize: 3, sampling: 'proportional', seed: 3 }, tok.padTokenId!);
+    const batches = Array.from({ length: 20 }, () => sampler.next());
+    const history = await new Trainer(model, adapter, opts).fit(ds);
+    expect(history.steps.map((s) => s.step)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    const finalDir = path.join(tmp, 'py-final');
+    adapter.save(finalDir);
+
+    const py = runPython<{ losses: number[]; lrs: number[]; norms: number[]; final: Record<string, number[]> }>(
+      `${PY_SAFETENSORS}\n${PY_DECODER}
+torch.set_default_dtype(torch.float64)
+W = load_safetensors(INP['base'] + '/model.safetensors')
+cfg = json.load(open(INP['base'] + '/config.json'))
+A = load_safetensors(INP['init'] + '/adapter_model.safetensors')
+acfg = json.load(open(INP['init'] + '/adapter_config.json'))
+s = acfg['lora_alpha'] / math.sqrt(acfg['r'])
+N = acfg['rlora']['heads']
+P = {k: v.clone().requires_grad_(not ('offset' in k)) for k, v in A.items()}
+params = [v for k, v in P.items() if 'offset' not in k]
+def make(m):
+    g = lambda n: P['base_model.model.' + m + '.' + n + '.weight']
+    def f(x):   # the published per-head loop, plus the offset
+        w = torch.softmax(x @ g('lora_route').T, -1)
+        y = -s * (x @ g('lora_offset_A').T) @ g('lora_offset_B').T
+        for h in range(N):
+            y = y + s * w[..., h:h+1] * ((x @ g('lora_A').T) @ g('lora_B%d' % h).T)
+        return y
+    return f
+lora = {m: make(m) for m in acfg['rlora']['modules']}
+o = INP['opts']
+opt = torch.optim.AdamW(params, lr=o['learningRate'], weight_decay=o['weightDecay'])
+def lam(step):
+    if step < o['warmupSteps']:
+        return step / max(1, o['warmupSteps'])
+    prog = (step - o['warmupSteps']) / max(1, o['maxSteps'] - o['warmupSteps'])
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * prog)))
+sched = torch.optim.lr_scheduler.LambdaLR(opt, lam)
+losses, lrs, norms = [], [], []
+B = INP['batches']
+for step in range(o['maxSteps']):
+    micro = B[2 * step: 2 * step + 2]
+    total = sum((torch.tensor(b['labels'])[:, 1:] != -100).sum().item() for b in micro)
+    opt.zero_grad()
+    loss_sum = 0.0
+    for b in micro:
+        ids, mask, labels = torch.tensor(b['inputIds']), torch.tensor(b['attentionMask']), torch.tensor(b['labels'])
+        logits = decoder_forward(W, cfg, ids, mask, lora)
+        l = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100, reduction='sum')
+        (l / total).backward()
+        loss_sum += l.item()
+    losses.append(loss_sum / total)
+    lrs.append(opt.param_groups[0]['lr'])
+    norms.append(torch.nn.utils.clip_grad_norm_(params, o['maxGradNorm']).item())
+    opt.step()
+    sched.step()
+print(json.dumps({'losses': losses, 'lrs': lrs, 'norms': norms, 'final': {k: v.detach().flatten().tolist() for k, v in P.items()}}))`,
+      { base: baseDir, init: initDir, opts, batches },
+    );
+    history.steps.forEach((s, i) => {
+      expect(Math.abs(s.loss - py.losses[i])).toBeLessThan(1e-8 * py.losses[i]);
+      expect(Math.abs(s.lr - py.lrs[i])).toBeLessThan(1e-15);
+      expect(Math.abs(s.gradNorm - py.norms[i])).toBeLessThan(1e-8 * py.norms[i]);
+    });
+    expect(py.losses[9]).toBeLessThan(py.losses[0]); // it learned something
+    expect(history.steps.some((s) => s.gradNorm > 0.02)).toBe(true); // clipping was active
+    const final = loadSafetensors(path.join(finalDir, 'adapter_model.safetensors'));
+    for (const [k, v] of Object.entries(py.final)) {
+      const got = final[k].data() as Float64Array;
+      expect({ k, ok: maxAbsDiff(got, v) <= 1e-8 * Math.max(1, maxAbs(v)) }).toEqual({ k, ok: true });
+    }
+  });
+});
+
+describe('checkpoints and resume', () => {
+  const baseDir = path.join(tmp, 'f32-base');
+  beforeAll(() => Model.fromConfig(CFG, { seed: 2 }).save(baseDir));
+  const attach = (m: Model): Adapter => Adapter.attach(m, { method: 'rlora', heads: 3, rank: 4, dropout: 0.1, targetModules: ['gate_proj', 'up_proj', 'down_proj', 'q_proj'], seed: 4 });
+  const opts = { learningRate: 5e-3, maxSteps: 12, batchSize: 2, seed: 7, progress: false, sampling: 'temperature' as const };
+
+  it('stopping at step 5 and resuming gives the same adapter bytes as never stopping (float32, dropout on)', async () => {
+    const a = await Model.fromPretrained(baseDir);
+    const adapterA = attach(a);
+    const dirA = path.join(tmp, 'run-a');
+    const histA = await new Trainer(a, adapterA, { ...opts, saveEvery: 5, outputDir: dirA }).fit(dataset());
+    expect(fs.readdirSync(dirA).filter((f) => f.startsWith('checkpoint-')).sort()).toEqual(['checkpoint-10', 'checkpoint-12', 'checkpoint-5']);
+    const b = await Model.fromPretrained(baseDir);
+    const trainerB = await Trainer.resume(path.join(dirA, 'checkpoint-5'), b, { outputDir: path.join(tmp, 'run-b') });
+    expect(trainerB.step).toBe(5);
+    const histB = await trainerB.fit(dataset());
+    expect(histB.steps.map((s) => s.step)).toEqual([6, 7, 8, 9, 10, 11, 12]);
+    expect(histB.steps.map((s) => s.loss)).toEqual(histA.steps.slice(5).map((s) => s.loss));
+    expect(stateBytes(Adapter.of(b)!)).toEqual(stateBytes(adapterA));
+    // the log has one line per step and the checkpoint files are all there
+    const log = fs.readFileSync(path.join(dirA, 'log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(log.filter((r) => r.type !== 'eval').map((r) => r.step)).toEqual([...Array(12).keys()].map((i) => i + 1));
+    expect(Object.keys(log[0]).sort()).toEqual(['epoch', 'gradNorm', 'loss', 'lr', 'step', 'taskLoss', 'tokens', 'tokensPerSecond']);
+    expect(fs.readdirSync(path.join(dirA, 'checkpoint-5')).sort()).toEqual(
+      ['adapter_config.json', 'adapter_model.safetensors', 'optimizer.safetensors', 'rng.safetensors', 'trainer_state.json'],
+    );
+  });
+
+  it('refuses to resume on different data', async () => {
+    const m = await Model.fromPretrained(baseDir);
+    const t = await Trainer.resume(path.join(tmp, 'run-a', 'checkpoint-5'), m, {});
+    const other = MultiTaskDataset.fromArray(EXAMPLES.slice(0, 9), { tokenizer: tok, maxLength: 24 });
+    await expect(t.fit(other)).rejects.toThrow(/trained on 12 examples of tasks reverse, upper; this training set has 9/);
+  });
+
+  it('an abort signal stops after the current step and writes a checkpoint', async () => {
+    const m = await Model.fromPretrained(baseDir);
+    const ctl = new AbortController();
+    const dir = path.join(tmp, 'abort');
+    const h = await new Trainer(m, attach(m), { ...opts, outputDir: dir }).fit(dataset(), { signal: ctl.signal, onStep: (s) => s.step === 3 && ctl.abort() });
+    expect(h.stopped).toBe('aborted');
+    expect(h.steps).toHaveLength(3);
+    expect(h.lastCheckpoint).toBe(path.join(dir, 'checkpoint-3'));
+    expect(JSON.parse(fs.readFileSync(path.join(dir, 'checkpoint-3', 'trainer_state.json'), 'utf8')).step).toBe(3);
+  });
+
+  it('a checkpoint folder is complete or absent after the process is killed while saving', async () => {
+    const dir = path.join(tmp, 'killed');
+    const script = path.join(tmp, 'saver.ts');
+    fs.writeFileSync(script, `
+import { Adapter, ByteTokenizer, Model, MultiTaskDataset, Trainer } from ${JSON.stringify(path.resolve(__dirname, '..', 'lib'))};
+const tok = new ByteTokenizer();
+const m = Model.fromConfig({ architectures: ['LlamaForCausalLM'], vocab_size: 259, hidden_size: 128, intermediate_size: 256, num_hidden_layers: 2, num_attention_heads: 4 }, { seed: 1 });
+const a = Adapter.attach(m, { targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], rank: 64, heads: 5 });
+const ds = MultiTaskDataset.fromArray([{ task: 't', prompt: 'a', response: 'b' }], { tokenizer: tok });
+const t = new Trainer(m, a, { maxSteps: 300, batchSize: 1, saveEvery: 1, keepCheckpoints: 2, outputDir: ${JSON.stringify(dir)}, progress: false });
+t.fit(ds, { onStep: (s) => s.step === 2 && console.log('saving') });
+`);
+    // node itself (not the tsx launcher) so that the kill reaches the process that writes
+    const child = spawn(process.execPath, ['--import', 'tsx', script], { cwd: path.resolve(__dirname, '..'), stdio: ['ignore', 'pipe', 'inherit'] });
+    const exited = new Promise((r) => child.on('exit', r));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error('the saving process did not start within 30 s')), 30000);
+        child.stdout!.on('data', () => (clearTimeout(t), resolve()));
+        child.on('exit', (code) => (clearTimeout(t), reject(new Error(`the saving process exited early (${code})`))));
+      });
+      await new Promise((r) => setTimeout(r, 700 + Math.random() * 300));
+    } finally {
+      child.kill('SIGKILL');
+      await exited;
+    }
+    expect(fs.readdirSync(dir).filter((f) => f.startsWith('.checkpoint-')).length).toBeLessThanOrEqual(1); // at most the one being written
+    const done = fs.readdirSync(dir).filter((f) => f.startsWith('checkpoint-'));
+    expect(done.length).toBeGreaterThan(0);
+    expect(done.length).toBeLessThanOrEqual(3); // keepCheckpoints: 2, plus one complete before the old ones are removed
+    for (const c of done) {
+      const files = fs.readdirSync(path.join(dir, c)).sort();
+      expect(files).toEqual(['adapter_config.json', 'adapter_model.safetensors', 'optimizer.safetensors', 'rng.safetensors', 'trainer_state.json']);
+      JSON.parse(fs.readFileSync(path.join(dir, c, 'trainer_state.json'), 'utf8'));
+      expect(Object.keys(loadSafetensors(path.join(dir, c, 'adapter_model.safetensors'))).length).toBeGreaterThan(0);
+      expect(Object.keys(loadSafetensors(path.join(dir, c, 'optimizer.safetensors'))).length).toBeGreaterThan(0);
+    }
+  }, 60000);
+});
+
+describe('losses, NaN, the event loop', () => {
+  it('the loss counts response tokens only (checked against logits by hand)', async () => {
+    const m = Model.fromConfig(CFG, { seed: 3, dtype: 'float64' });
+    const a = Adapter.attach(m, { targetModules: ['up_proj'], rank: 2 });
+    const ds = dataset();
+    const t = new Trainer(m, a, { batchSize: 5, progress: false });
+    const ev = await t.evaluate(ds);
+    expect(Object.keys(ev)).toEqual(['reverse', 'upper']);
+    const sum: Record<string, number> = {}, count: Record<string, number> = {};
+    for (let i = 0; i < ds.size; i++) {
+      const e = ds.get(i);
+      const logits = (await m.forward([e.inputIds])).data() as Float64Array;
+      const V = tok.vocabSize;
+      for (let p = e.promptLength; p < e.inputIds.length; p++) {
+        const row = logits.subarray((p - 1) * V, p * V); // position p - 1 predicts token p
+        const mx = Math.max(...row);
+        const lse = mx + Math.log(row.reduce((acc, v) => acc + Math.exp(v - mx), 0));
+        sum[e.task] = (sum[e.task] ?? 0) + lse - row[e.inputIds[p]];
+        count[e.task] = (count[e.task] ?? 0) + 1;
+      }
+    }
+    for (const task of ['reverse', 'upper']) {
+      expect(Math.abs(ev[task].loss - sum[task] / count[task])).toBeLessThan(1e-10);
+      expect(ev[task].count).toBe(ds.countByTask[task]);
+      expect(ev[task].accuracy).toBe(0); // an untrained model
+    }
+  });
+
+  it('stops with an error naming the step on a NaN loss, or skips such steps when asked', async () => {
+    const m = Model.fromConfig(CFG, { seed: 4 });
+    const a = Adapter.attach(m, { targetModules: ['down_proj'], rank: 2, heads: 2 });
+    const layer = a.layers.get('model.layers.0.mlp.down_proj')!;
+    const st = layer.stateDict();
+    const bad = new Float32Array(st['lora_B0.weight'].numel).fill(NaN);
+    layer.loadStateDict({ ...st, 'lora_B0.weight': Tensor.from(bad, st['lora_B0.weight'].shape) });
+    const before = stateBytes(a);
+    await expect(new Trainer(m, a, { maxSteps: 3, batchSize: 2, progress: false }).fit(dataset())).rejects.toThrow(
+      /the loss became NaN at step 1; no update was made. Last good checkpoint: none/,
+    );
+    expect(stateBytes(a)).toEqual(before);
+    const h = await new Trainer(m, a, { maxSteps: 3, batchSize: 2, progress: false, skipNonFinite: true }).fit(dataset());
+    expect(h.steps.map((s) => s.skipped)).toEqual([true, true, true]);
+    expect(stateBytes(a)).toEqual(before);
+  });
+
+  it('the event loop keeps serving timers during fit', async () => {
+    const m = Model.fromConfig({ ...CFG, hidden_size: 64, intermediate_size: 128 }, { seed: 5 });
+    const a = Adapter.attach(m, { targetModules: ['gate_proj', 'up_proj', 'down_proj'], rank: 8 });
+    let ticks = 0, last = Date.now(), gap = 0;
+    const timer = setInterval(() => {
+      const now = Date.now();
+      gap = Math.max(gap, now - last);
+      last = now;
+      ticks++;
+    }, 5);
+    const t0 = Date.now();
+    await new Trainer(m, a, { maxSteps: 30, batchSize: 8, progress: false }).fit(dataset());
+    clearInterval(timer);
+    const elapsed = Date.now() - t0;
+    expect(elapsed).toBeGreaterThan(100);
+    expect(ticks).toBeGreaterThan(elapsed / 5 / 4);
+    expect(gap).toBeLessThan(250);
+  });
+});
