@@ -6,7 +6,7 @@ import * as path from 'path';
 
 import { HFConfig, loadSafetensors, Model, saveSafetensors, Tensor } from '../lib';
 import { maxAbs, maxAbsDiff } from './helpers/math';
-import { PY_DECODER, PY_SAFETENSORS } from './helpers/pymodel';
+import { PY_REFERENCE } from './helpers/pymodel';
 import { hasTorchPython, runPython } from './helpers/python';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rlora-model-'));
@@ -54,7 +54,7 @@ describe.each(Object.keys(CONFIGS))('%s', (name) => {
     const logits = await model.forward(IDS, { attentionMask: MASK });
     expect(logits.shape).toEqual([3, 7, 61]);
     const py = runPython<number[]>(
-      `${PY_SAFETENSORS}\n${PY_DECODER}
+      `${PY_REFERENCE}
 W = load_safetensors(INP['weights'])
 cfg = json.load(open(INP['config']))
 out = decoder_forward(W, cfg, torch.tensor(INP['ids']), torch.tensor(INP['mask']))

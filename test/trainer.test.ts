@@ -7,7 +7,7 @@ import * as path from 'path';
 
 import { Adapter, BatchSampler, ByteTokenizer, HFConfig, loadSafetensors, Model, MultiTaskDataset, Tensor, Trainer } from '../lib';
 import { maxAbs, maxAbsDiff } from './helpers/math';
-import { PY_DECODER, PY_SAFETENSORS } from './helpers/pymodel';
+import { PY_REFERENCE } from './helpers/pymodel';
 import { hasTorchPython, runPython } from './helpers/python';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rlora-trainer-'));
@@ -46,7 +46,7 @@ describe('one step at a time against PyTorch (float64, dropout 0)', () => {
     adapter.save(finalDir);
 
     const py = runPython<{ losses: number[]; lrs: number[]; norms: number[]; final: Record<string, number[]> }>(
-      `${PY_SAFETENSORS}\n${PY_DECODER}
+      `${PY_REFERENCE}
 torch.set_default_dtype(torch.float64)
 W = load_safetensors(INP['base'] + '/model.safetensors')
 cfg = json.load(open(INP['base'] + '/config.json'))

@@ -1,0 +1,82 @@
+"""An independent decoder forward in Python torch, written from the Hugging Face modeling code
+(modeling_llama / modeling_qwen2 / modeling_mistral, eager attention), and a safetensors reader.
+Tests compare rlora against it; benchmarks/train_baseline.py trains with it."""
+import json, struct, torch
+def load_safetensors(path):
+    b = open(path, 'rb').read()
+    n = struct.unpack('<Q', b[:8])[0]
+    header = json.loads(b[8:8 + n])
+    data = b[8 + n:]
+    dt = {'F32': torch.float32, 'F64': torch.float64, 'BF16': torch.bfloat16, 'F16': torch.float16, 'I64': torch.int64, 'I32': torch.int32}
+    out = {}
+    for k, v in header.items():
+        if k == '__metadata__':
+            continue
+        s, e = v['data_offsets']
+        out[k] = torch.frombuffer(bytearray(data[s:e]), dtype=dt[v['dtype']]).reshape(v['shape']).clone()
+    return out
+import math, torch
+def llama3_inv_freq(inv, rs):
+    factor, low, high, old = rs['factor'], rs['low_freq_factor'], rs['high_freq_factor'], rs['original_max_position_embeddings']
+    low_wavelen, high_wavelen = old / low, old / high
+    wavelen = 2 * math.pi / inv
+    inv_l = torch.where(wavelen > low_wavelen, inv / factor, inv)
+    smooth = (old / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * inv_l / factor + smooth * inv_l
+    medium = ~(wavelen < high_wavelen) * ~(wavelen > low_wavelen)
+    return torch.where(medium, smoothed, inv_l)
+
+def decoder_forward(W, cfg, ids, mask, lora=None):
+    arch = cfg['architectures'][0]
+    B, S = ids.shape
+    H, nH, L = cfg['hidden_size'], cfg['num_attention_heads'], cfg['num_hidden_layers']
+    nKV = cfg.get('num_key_value_heads') or nH
+    D = cfg.get('head_dim') or H // nH
+    eps = cfg.get('rms_norm_eps', 1e-6)
+    def rms(x, w):
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+        return w * xf.to(x.dtype)
+    def lin(x, name):
+        y = x @ W[name + '.weight'].T
+        if name + '.bias' in W:
+            y = y + W[name + '.bias']
+        if lora and name in lora:
+            y = y + lora[name](x)
+        return y
+    inv = 1.0 / (cfg.get('rope_theta', 10000.0) ** (torch.arange(0, D, 2, dtype=torch.int64).float() / D))
+    rs = cfg.get('rope_scaling')
+    if rs and rs.get('rope_type', rs.get('type')) == 'llama3':
+        inv = llama3_inv_freq(inv, rs)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    freqs = pos[..., None].float() * inv
+    emb = torch.cat((freqs, freqs), -1)
+    cos, sin = emb.cos()[:, None], emb.sin()[:, None]
+    rot = lambda x: torch.cat((-x[..., D // 2:], x[..., :D // 2]), -1)
+    i = torch.arange(S)
+    allowed = i[None, :] <= i[:, None]
+    win = cfg.get('sliding_window') if (arch == 'MistralForCausalLM' or cfg.get('use_sliding_window')) else None
+    if win:
+        allowed = allowed & (i[None, :] > i[:, None] - win)
+    allowed = allowed[None] & mask[:, None, :].bool()
+    allowed = allowed | (torch.eye(S, dtype=torch.bool)[None] & ~allowed.any(-1, keepdim=True))
+    h = W['model.embed_tokens.weight'][ids]
+    for l in range(L):
+        p = 'model.layers.%d.' % l
+        x = rms(h, W[p + 'input_layernorm.weight'])
+        q = lin(x, p + 'self_attn.q_proj').view(B, S, nH, D).transpose(1, 2)
+        k = lin(x, p + 'self_attn.k_proj').view(B, S, nKV, D).transpose(1, 2)
+        v = lin(x, p + 'self_attn.v_proj').view(B, S, nKV, D).transpose(1, 2)
+        q, k = q * cos + rot(q) * sin, k * cos + rot(k) * sin
+        k = k.repeat_interleave(nH // nKV, dim=1)
+        v = v.repeat_interleave(nH // nKV, dim=1)
+        s = (q @ k.transpose(2, 3)) / math.sqrt(D)
+        s = s.masked_fill(~allowed[:, None], float('-inf'))
+        a = torch.softmax(s.float(), -1).to(q.dtype)
+        o = (a @ v).transpose(1, 2).reshape(B, S, nH * D)
+        h = h + lin(o, p + 'self_attn.o_proj')
+        x = rms(h, W[p + 'post_attention_layernorm.weight'])
+        h = h + lin(torch.nn.functional.silu(lin(x, p + 'mlp.gate_proj')) * lin(x, p + 'mlp.up_proj'), p + 'mlp.down_proj')
+    h = rms(h, W['model.norm.weight'])
+    head = W['model.embed_tokens.weight'] if cfg.get('tie_word_embeddings') else W['lm_head.weight']
+    return h @ head.T
