@@ -1,0 +1,84 @@
+// benchmarks/train: tokens per second and peak memory of a training step, rlora (Trainer.fit)
+// against a Python torch baseline (same model shape and batches, R-LoRA written the way the
+// published code does), each in its own process, on a LLaMA-shaped model of about 20M parameters.
+// Usage: npm run bench:train [-- --steps 5]
+import { execFileSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+import { BatchSampler, ByteTokenizer, Model, MultiTaskDataset } from '../lib';
+import { TRAIN_SHAPE } from './train-shape';
+
+interface Result {
+  variant: string;
+  times: number[];
+  tokens: number[];
+  peakBytes: number;
+  trainable: number;
+}
+
+const PYTHON = process.env.RLORA_BENCH_PYTHON ?? '/usr/bin/python3';
+const timed = Number(process.argv[process.argv.indexOf('--steps') + 1] || 5) || 5;
+// as benchmarks/layer.ts: times with default settings, memory from runs where freed large blocks
+// go back to the kernel (rlora's cache off) so resident memory follows live tensors
+const memoryEnv = { ...process.env, MALLOC_MMAP_THRESHOLD_: '131072', RLORA_CPU_CACHING: '0' };
+// and Python once more with glibc keeping freed memory: no page faults for reused blocks
+const retainEnv = { ...process.env, MALLOC_MMAP_MAX_: '0', MALLOC_TRIM_THRESHOLD_: String(2 ** 36) };
+
+function once(cmd: string, args: string[], env: NodeJS.ProcessEnv): Result {
+  const out = execFileSync(cmd, args, { env, encoding: 'utf8', cwd: path.resolve(__dirname, '..'), maxBuffer: 1 << 24 });
+  return JSON.parse(out.trim().split('\n').pop()!) as Result;
+}
+
+function run(cmd: string, args: string[]): Result {
+  const t = once(cmd, args, process.env);
+  return { ...t, peakBytes: once(cmd, args, memoryEnv).peakBytes };
+}
+
+function randomText(rng: () => number, n: number): string {
+  return Array.from({ length: n }, () => String.fromCharCode(97 + Math.floor(rng() * 26))).join('');
+}
+
+async function main(): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rlora-bench-train-'));
+  try {
+    const model = Model.fromConfig(TRAIN_SHAPE.config, { seed: 1 });
+    model.save(dir);
+    let a = 12345;
+    const rng = (): number => ((a = (Math.imul(a, 1664525) + 1013904223) >>> 0) / 4294967296);
+    // two tasks; 64 prompt bytes and 62 response bytes: bos + 126 + eos = 128 tokens
+    const examples = Array.from({ length: 64 }, (_, i) => ({ task: i % 2 ? 'odd' : 'even', prompt: randomText(rng, 64), response: randomText(rng, 62) }));
+    const tok = new ByteTokenizer();
+    const data = MultiTaskDataset.fromArray(examples, { tokenizer: tok, maxLength: TRAIN_SHAPE.sequence });
+    const sampler = new BatchSampler(data, { batchSize: TRAIN_SHAPE.batchSize, seed: 3 }, tok.padTokenId!);
+    const batches = Array.from({ length: TRAIN_SHAPE.warmup + timed }, () => sampler.next());
+    const shared = path.join(dir, 'batches.json');
+    fs.writeFileSync(shared, JSON.stringify({ examples, seed: 3, batches }));
+    const tsx = path.resolve(__dirname, '..', 'node_modules', '.bin', 'tsx');
+    const pyArgs = [path.join(__dirname, 'train_baseline.py'), dir, shared, String(timed), JSON.stringify(TRAIN_SHAPE)];
+    const py = run(PYTHON, pyArgs);
+    const pyKept = { ...once(PYTHON, pyArgs, retainEnv), variant: 'torch published loop, kept', peakBytes: NaN };
+    const ours = run(tsx, [path.join(__dirname, 'train-child.ts'), dir, shared, String(timed)]);
+    const tps = (r: Result): number => r.tokens.reduce((x, y) => x + y, 0) / r.times.reduce((x, y) => x + y, 0);
+    const mb = (b: number): string => (b / 2 ** 20).toFixed(0);
+    console.log(
+      `training step, ${TRAIN_SHAPE.config.num_hidden_layers}-layer LLaMA shape (${model.parameterCount().toLocaleString('en-US')} parameters), ` +
+        `R-LoRA r=${TRAIN_SHAPE.adapter.rank} N=${TRAIN_SHAPE.adapter.heads} on ${TRAIN_SHAPE.adapter.targetModules.join('/')}, ` +
+        `batch ${TRAIN_SHAPE.batchSize} x ${TRAIN_SHAPE.sequence}, float32 CPU, ${timed} timed steps after ${TRAIN_SHAPE.warmup}`,
+    );
+    console.log('variant                    trainable   tokens/s   peak MB');
+    for (const r of [py, pyKept, ours]) console.log(`${r.variant.padEnd(25)} ${String(r.trainable).padStart(10)} ${tps(r).toFixed(0).padStart(10)} ${mb(r.peakBytes).padStart(9)}`);
+    console.log(
+      `\nrlora: ${(tps(ours) / tps(py)).toFixed(2)} x the baseline's tokens/s (${(tps(ours) / tps(pyKept)).toFixed(2)} x with glibc keeping freed memory; target >= 1.3), ` +
+        `${(ours.peakBytes / py.peakBytes).toFixed(2)} x its peak memory (target <= 1)`,
+    );
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -1,0 +1,91 @@
+"""Python torch baseline of benchmarks/train.ts: the same model (the reference decoder of the
+tests, eager attention), the same batches, R-LoRA written the way the published code does it:
+for each head, B_i(dropout_i(A(x))) with A x recomputed, mixed by the softmax router; the initial
+product subtracted from the frozen weight; AdamW; clipping at 1.
+Usage: python3 train_baseline.py <model dir> <batches.json> <timed steps> <json shape>
+"""
+import json
+import math
+import os
+import re
+import sys
+import time
+
+import torch
+from torch import nn
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'test', 'helpers'))
+from reference_decoder import decoder_forward, load_safetensors  # noqa: E402
+
+
+def status_kb(field):
+    with open('/proc/self/status') as f:
+        return int(re.search(r'^%s:\s+(\d+) kB' % field, f.read(), re.M).group(1))
+
+
+def reset_peak():
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')
+    return status_kb('VmRSS') * 1024
+
+
+class PublishedRLoRA(nn.Module):
+    def __init__(self, weight, r, n, alpha, p):
+        super().__init__()
+        out, inp = weight.shape
+        self.s = alpha / math.sqrt(r)
+        self.lora_A = nn.Linear(inp, r, bias=False)
+        self.lora_B = nn.ModuleList([nn.Linear(r, out, bias=False) for _ in range(n)])
+        self.lora_route = nn.Linear(inp, n, bias=False)
+        self.drop = nn.ModuleList([nn.Dropout(p) for _ in range(n)])
+        with torch.no_grad():
+            scale = r ** 0.25 / 8.0
+            nn.init.normal_(self.lora_A.weight, std=1 / math.sqrt(inp)).mul_(scale)
+            for b in self.lora_B:
+                nn.init.normal_(b.weight, std=1 / math.sqrt(out)).mul_(scale)
+            mean_b = torch.stack([b.weight for b in self.lora_B]).mean(0)
+            weight.sub_(self.s * mean_b @ self.lora_A.weight)   # the published code edits the base weight
+
+    def forward(self, x):
+        w = torch.softmax(self.lora_route(x), dim=-1, dtype=torch.float32).to(x.dtype)
+        y = 0
+        for i, b in enumerate(self.lora_B):
+            y = y + w[..., i:i + 1] * b(self.drop[i](self.lora_A(x))) * self.s
+        return y
+
+
+def main():
+    model_dir, batches_path, timed, shape = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
+    torch.manual_seed(0)
+    W = load_safetensors(os.path.join(model_dir, 'model.safetensors'))
+    cfg = json.load(open(os.path.join(model_dir, 'config.json')))
+    a = shape['adapter']
+    mods = {}
+    for name in W:
+        m = name[:-len('.weight')]
+        if name.endswith('.weight') and m.split('.')[-1] in a['targetModules']:
+            mods[m] = PublishedRLoRA(W[name], a['rank'], a['heads'], a['alpha'], a['dropout'])
+    params = [p for m in mods.values() for p in m.parameters()]
+    opt = torch.optim.AdamW(params, lr=shape['learningRate'], weight_decay=0.0)
+    batches = json.load(open(batches_path))['batches']
+    times, tokens, peak, base = [], [], 0, 0
+    for step, b in enumerate(batches[:shape['warmup'] + timed]):
+        if step == shape['warmup']:
+            base = reset_peak()
+        t0 = time.perf_counter()
+        ids, mask, labels = torch.tensor(b['inputIds']), torch.tensor(b['attentionMask']), torch.tensor(b['labels'])
+        logits = decoder_forward(W, cfg, ids, mask, mods)
+        loss = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if step >= shape['warmup']:
+            times.append(time.perf_counter() - t0)
+            tokens.append(int(mask.sum()))
+            peak = max(peak, status_kb('VmHWM') * 1024 - base)
+    print(json.dumps({'variant': 'torch published loop', 'times': times, 'tokens': tokens, 'peakBytes': peak,
+                      'trainable': sum(p.numel() for p in params)}))
+
+
+main()
