@@ -63,10 +63,21 @@ class JsAdamW : public Napi::ObjectWrap<JsAdamW> {
     return Napi::ObjectWrap<JsAdamW>::Unwrap(v.As<Napi::Object>())->opt_;
   }
 
-  // new NativeAdamW(layers: NativeLoraLinear[], options)
+  // new NativeAdamW(layers: NativeLoraLinear[] | model: NativeModel, options); a model's every
+  // parameter becomes trainable (full training).
   explicit JsAdamW(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsAdamW>(info) {
     Napi::Env env = info.Env();
     guarded(env, [&] {
+      if (info[0].IsObject() && !info[0].IsArray()) {
+        model_ = model_from_value(info[0], "modules");
+        std::vector<torch::Tensor> params;
+        {
+          std::lock_guard<std::mutex> lock(model_->mutex());
+          params = model_->set_trainable(true);
+        }
+        opt_ = std::make_shared<train::AdamW>(params, parse_adamw(info[1]));
+        return;
+      }
       if (!info[0].IsArray() || info[0].As<Napi::Array>().Length() == 0)
         type_error(env, "modules", "a non-empty array of MultiHeadLoraLinear", info[0]);
       auto arr = info[0].As<Napi::Array>();
@@ -135,6 +146,7 @@ class JsAdamW : public Napi::ObjectWrap<JsAdamW> {
 
   static Napi::FunctionReference* constructor_;
   std::vector<std::shared_ptr<MultiHeadLoraLinear>> layers_;  // keeps the parameters' owners alive
+  std::shared_ptr<model::DecoderModel> model_;
   std::shared_ptr<train::AdamW> opt_;
 };
 

@@ -149,7 +149,7 @@ export interface MemoryStats {
 
 export interface NativeAddon {
   NativeModel: new (config: NativeModelConfig, dtype: DtypeName, device: string) => NativeModel;
-  NativeAdamW: new (modules: NativeLoraLinear[], options: object) => NativeAdamW;
+  NativeAdamW: new (modules: NativeLoraLinear[] | NativeModel, options: object) => NativeAdamW;
   fitLayerStep(layer: NativeLoraLinear, x: NativeTensor, target: NativeTensor, optimizer: NativeAdamW): Promise<NativeFitResult>;
   lmTrainStep(model: NativeModel, microBatches: NativeLmBatch[], optimizer: NativeAdamW): Promise<NativeLmStep>;
   lmEvalLoss(model: NativeModel, batch: NativeLmBatch): Promise<NativeLmLoss>;

@@ -2,6 +2,7 @@
 import * as util from 'util';
 
 import { MultiHeadLoraLinear } from './layer';
+import { Model } from './model';
 import { native, NativeAdamW } from './native';
 import { Tensor } from './tensor';
 
@@ -37,13 +38,20 @@ export interface FitStepResult {
   gradNorm: number;
 }
 
-/** AdamW over the trainable parameters of the given layers. */
+/**
+ * AdamW over the trainable parameters of the given layers, or over every parameter of a Model
+ * (full training, e.g. pretraining a small model: this makes the model's parameters trainable).
+ */
 export class AdamW {
   /** @internal */
   readonly native: NativeAdamW;
 
-  constructor(modules: MultiHeadLoraLinear[], options: AdamWOptions = {}) {
-    if (!Array.isArray(modules)) throw new TypeError(`AdamW: modules must be an array of MultiHeadLoraLinear, got ${util.inspect(modules, { depth: 0 })}`);
+  constructor(modules: MultiHeadLoraLinear[] | Model, options: AdamWOptions = {}) {
+    if (modules instanceof Model) {
+      this.native = new native.NativeAdamW(modules.native, options);
+      return;
+    }
+    if (!Array.isArray(modules)) throw new TypeError(`AdamW: modules must be an array of MultiHeadLoraLinear or a Model, got ${util.inspect(modules, { depth: 0 })}`);
     this.native = new native.NativeAdamW(
       modules.map((m, i) => {
         if (!(m instanceof MultiHeadLoraLinear)) throw new TypeError(`AdamW: modules[${i}] must be a MultiHeadLoraLinear`);

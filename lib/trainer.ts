@@ -53,6 +53,8 @@ export interface TrainerOptions {
   progress?: boolean;
   /** 'float32' only for now. */
   precision?: 'float32';
+  /** Where training runs: the model's device (load the model there); given, it must match. */
+  device?: string;
   /** Skip a step whose loss is NaN or infinite (no update) instead of stopping. Default false. */
   skipNonFinite?: boolean;
   /** Longest greedy generation in evaluate() beyond the response length. Default 4 tokens more. */
@@ -141,6 +143,37 @@ function toLmBatch(b: Pick<Batch, 'inputIds' | 'attentionMask' | 'labels'>): Nat
   return { ids: t(b.inputIds).native, mask: t(b.attentionMask).native, labels: t(b.labels).native };
 }
 
+export interface TrainStepResult {
+  /** Mean cross-entropy per labelled token over all the micro-batches. */
+  loss: number;
+  /** false: the loss was NaN or infinite and no update was made. */
+  finite: boolean;
+  lr: number;
+  gradNorm: number;
+  /** Summed loss and labelled tokens of each row, micro-batches in order. */
+  rowLoss: Float64Array;
+  rowTokens: number[];
+}
+
+/**
+ * One optimizer step over one or more micro-batches (gradient accumulation): forward, masked
+ * cross-entropy, backward, clipping, AdamW and the schedule, in one native call off the JS thread.
+ * The building block of Trainer.fit, for custom loops (e.g. pretraining with an AdamW over a Model).
+ */
+export async function trainStep(model: Model, batches: Pick<Batch, 'inputIds' | 'attentionMask' | 'labels'>[], optimizer: AdamW): Promise<TrainStepResult> {
+  if (!(model instanceof Model)) throw new TypeError('trainStep: model must be a Model');
+  if (!(optimizer instanceof AdamW)) throw new TypeError('trainStep: optimizer must be an AdamW');
+  const r = await native.lmTrainStep(model.native, batches.map(toLmBatch), optimizer.native);
+  return {
+    loss: r.loss,
+    finite: r.finite,
+    lr: r.lr,
+    gradNorm: r.gradNorm,
+    rowLoss: new Tensor(r.rows.lossSum).data() as Float64Array,
+    rowTokens: Array.from(new Tensor(r.rows.tokens).data() as BigInt64Array, Number),
+  };
+}
+
 /** Writes a folder atomically: fill a temporary sibling, fsync, rename. */
 function writeAtomically(dir: string, fill: (tmp: string) => void): void {
   const parent = path.dirname(dir);
@@ -165,7 +198,7 @@ function writeAtomically(dir: string, fill: (tmp: string) => void): void {
 export class Trainer {
   readonly model: Model;
   readonly adapter: Adapter;
-  readonly options: Required<Omit<TrainerOptions, 'maxSteps' | 'warmupSteps' | 'outputDir' | 'progress' | 'precision'>> & TrainerOptions;
+  readonly options: Required<Omit<TrainerOptions, 'maxSteps' | 'warmupSteps' | 'outputDir' | 'progress' | 'precision' | 'device'>> & TrainerOptions;
   /** Optimizer steps taken so far. */
   step = 0;
   private optimizer?: AdamW;
@@ -182,6 +215,9 @@ export class Trainer {
     if (!(adapter instanceof Adapter) || adapter.model !== model) throw new TypeError('Trainer: second argument must be an Adapter attached to that model');
     if (options.precision !== undefined && options.precision !== 'float32') {
       throw new RangeError(`precision ${JSON.stringify(options.precision)} is not supported yet; use 'float32' (or load the model in bfloat16)`);
+    }
+    if (options.device !== undefined && options.device !== model.device) {
+      throw new RangeError(`device ${JSON.stringify(options.device)} differs from the model's (${model.device}): load the model with {device: ${JSON.stringify(options.device)}}`);
     }
     this.model = model;
     this.adapter = adapter;
@@ -247,7 +283,7 @@ export class Trainer {
         const micro: Batch[] = [];
         for (let k = 0; k < o.gradientAccumulation; k++) micro.push(this.sampler.next());
         const t0 = process.hrtime.bigint();
-        const r = await native.lmTrainStep(this.model.native, micro.map(toLmBatch), this.optimizer.native);
+        const r = await trainStep(this.model, micro, this.optimizer);
         const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
         const tokens = micro.reduce((a, b) => a + b.attentionMask.flat().reduce((x, y) => x + y, 0), 0);
         if (!r.finite && !o.skipNonFinite) {
@@ -257,12 +293,12 @@ export class Trainer {
           );
         }
         this.step += 1;
-        const sums = new Tensor(r.rows.lossSum).data() as Float64Array;
-        const counts = new Tensor(r.rows.tokens).data() as BigInt64Array;
+        const sums = r.rowLoss;
+        const counts = r.rowTokens;
         const taskSum: Record<string, number> = {}, taskCount: Record<string, number> = {};
         micro.flatMap((b) => b.tasks).forEach((task, i) => {
           taskSum[task] = (taskSum[task] ?? 0) + sums[i];
-          taskCount[task] = (taskCount[task] ?? 0) + Number(counts[i]);
+          taskCount[task] = (taskCount[task] ?? 0) + counts[i];
         });
         const rec: StepRecord = {
           step: this.step,

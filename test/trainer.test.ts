@@ -5,7 +5,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { Adapter, BatchSampler, ByteTokenizer, HFConfig, loadSafetensors, Model, MultiTaskDataset, Tensor, Trainer } from '../lib';
+import { AdamW, Adapter, BatchSampler, ByteTokenizer, HFConfig, loadSafetensors, Model, MultiTaskDataset, Tensor, Trainer, trainStep } from '../lib';
 import { maxAbs, maxAbsDiff } from './helpers/math';
 import { PY_REFERENCE } from './helpers/pymodel';
 import { hasTorchPython, runPython } from './helpers/python';
@@ -106,6 +106,47 @@ print(json.dumps({'losses': losses, 'lrs': lrs, 'norms': norms, 'final': {k: v.d
     for (const [k, v] of Object.entries(py.final)) {
       const got = final[k].data() as Float64Array;
       expect({ k, ok: maxAbsDiff(got, v) <= 1e-8 * Math.max(1, maxAbs(v)) }).toEqual({ k, ok: true });
+    }
+  });
+});
+
+describe('full training (an AdamW over a Model)', () => {
+  it('trains every base parameter as PyTorch does (float64, 4 steps, 1e-8)', async () => {
+    if (!hasTorchPython()) throw new Error('this test needs Python torch at /usr/bin/python3: apt-get install python3-torch');
+    const model = Model.fromConfig(CFG, { seed: 9, dtype: 'float64' });
+    const dir = path.join(tmp, 'full-base');
+    model.save(dir);
+    const ds = dataset();
+    const sampler = new BatchSampler(ds, { batchSize: 4, seed: 2 }, tok.padTokenId!);
+    const batches = Array.from({ length: 4 }, () => sampler.next());
+    const opt = new AdamW(model, { lr: 1e-2, weightDecay: 0.01 });
+    const losses: number[] = [];
+    for (const b of batches) losses.push((await trainStep(model, [b], opt)).loss);
+    const after = path.join(tmp, 'full-after');
+    model.save(after);
+    const py = runPython<{ losses: number[]; final: Record<string, number[]> }>(
+      `${PY_REFERENCE}
+torch.set_default_dtype(torch.float64)
+W = {k: v.requires_grad_(True) for k, v in load_safetensors(INP['dir'] + '/model.safetensors').items()}
+cfg = json.load(open(INP['dir'] + '/config.json'))
+opt = torch.optim.AdamW(list(W.values()), lr=1e-2, weight_decay=0.01)
+losses = []
+for b in INP['batches']:
+    ids, mask, labels = torch.tensor(b['inputIds']), torch.tensor(b['attentionMask']), torch.tensor(b['labels'])
+    logits = decoder_forward(W, cfg, ids, mask)
+    loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    losses.append(loss.item())
+print(json.dumps({'losses': losses, 'final': {k: v.detach().flatten().tolist() for k, v in W.items()}}))`,
+      { dir, batches },
+    );
+    losses.forEach((l, i) => expect(Math.abs(l - py.losses[i])).toBeLessThan(1e-8 * l));
+    expect(losses[3]).toBeLessThan(losses[0]);
+    const ours = loadSafetensors(path.join(after, 'model.safetensors'));
+    for (const [k, v] of Object.entries(py.final)) {
+      expect({ k, ok: maxAbsDiff(ours[k].data() as Float64Array, v) <= 1e-8 * Math.max(1, maxAbs(v)) }).toEqual({ k, ok: true });
     }
   });
 });

@@ -123,6 +123,17 @@ int64_t DecoderModel::parameter_count() const {
   return n;
 }
 
+std::vector<torch::Tensor> DecoderModel::set_trainable(bool on) {
+  std::vector<torch::Tensor> out;
+  for (const auto& spec : specs_) {
+    torch::Tensor& p = params_[spec.name];
+    p.set_requires_grad(on);
+    if (!on) p.mutable_grad() = torch::Tensor();
+    out.push_back(p);
+  }
+  return out;
+}
+
 std::vector<std::string> DecoderModel::linear_names() const {
   std::vector<std::string> out;
   for (const auto& spec : specs_) {

@@ -54,6 +54,9 @@ class DecoderModel {
   // biases, unit norms. Drawn on the CPU from `seed`.
   void init_random(uint64_t seed);
   int64_t parameter_count() const;
+  // Makes every base parameter trainable (or frozen again) and returns them in spec order, for
+  // full training (pretraining a small model). Frozen is the default.
+  std::vector<torch::Tensor> set_trainable(bool on);
 
   // Linear module names ("model.layers.0.self_attn.q_proj", ..., "lm_head" unless tied).
   std::vector<std::string> linear_names() const;
