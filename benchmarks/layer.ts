@@ -3,10 +3,10 @@
 // torch baselines run in the same benchmark. Each variant runs in its own process, so peak memory
 // is measured by the kernel (VmHWM, reset before each step) without the other variants' leftovers.
 // Usage: npm run bench [-- --iters 5]
-import { execFileSync } from 'child_process';
 import * as path from 'path';
 
 import { SHAPE } from './layer-shape';
+import { KEPT_ENV, MEMORY_ENV, PYTHON, runVariant, TSX } from './processes';
 
 interface Result {
   variant: string;
@@ -18,27 +18,13 @@ interface Result {
   retainedTimes?: number[];
 }
 
-const PYTHON = process.env.RLORA_BENCH_PYTHON ?? '/usr/bin/python3';
 const iters = Number(process.argv[process.argv.indexOf('--iters') + 1] || 5) || 5;
-// Times come from runs with the settings users get: Python torch with glibc's defaults, rlora with
-// its CPU caching allocator (on by default). On this machine a fresh 32 MB block costs ~90 ms of
-// page faults, so Python is also timed with glibc told to keep freed memory (MALLOC_MMAP_MAX_=0),
-// which removes most of them: the fairest baseline, reported beside the default one.
-// Memory comes from separate runs where large blocks go straight to mmap and back to the kernel
-// when freed (rlora's cache off), in Node and Python alike, so resident memory follows live
-// tensors (those runs are slower: their times are not used).
-const memoryEnv = { ...process.env, MALLOC_MMAP_THRESHOLD_: '131072', RLORA_CPU_CACHING: '0' };
-const retainEnv = { ...process.env, MALLOC_MMAP_MAX_: '0', MALLOC_TRIM_THRESHOLD_: String(2 ** 36) };
-
-function once(cmd: string, args: string[], env: NodeJS.ProcessEnv): Result {
-  const out = execFileSync(cmd, args, { env, encoding: 'utf8', cwd: path.resolve(__dirname, '..'), maxBuffer: 1 << 24 });
-  return JSON.parse(out.trim().split('\n').pop()!) as Result;
-}
-
+// Times with the settings users get (Python: glibc defaults; rlora: its caching allocator), Python
+// once more with glibc keeping freed memory, memory from separate runs (benchmarks/README.md).
 function run(cmd: string, args: string[], python: boolean): Result {
-  const timed = once(cmd, args, process.env);
-  const measured = once(cmd, args, memoryEnv);
-  const retainedTimes = python ? once(cmd, args, retainEnv).times : undefined;
+  const timed = runVariant<Result>(cmd, args);
+  const measured = runVariant<Result>(cmd, args, MEMORY_ENV);
+  const retainedTimes = python ? runVariant<Result>(cmd, args, KEPT_ENV).times : undefined;
   return { ...timed, peakBytes: measured.peakBytes, activationBytes: measured.activationBytes, retainedTimes };
 }
 
@@ -46,13 +32,12 @@ const median = (v: number[]): number => [...v].sort((a, b) => a - b)[Math.floor(
 const mb = (b: number): string => (b / 2 ** 20).toFixed(0);
 
 function main(): void {
-  const tsx = path.resolve(__dirname, '..', 'node_modules', '.bin', 'tsx');
   const results: Result[] = [];
   for (const v of ['torch base linear (frozen)', 'torch R-LoRA published loop', 'torch HydraLoRA loop']) {
     results.push(run(PYTHON, [path.join(__dirname, 'layer_baseline.py'), v, String(iters), JSON.stringify(SHAPE)], true));
   }
   for (const v of ['rlora lora', 'rlora hydralora', 'rlora rlora (dropout on rank)', 'rlora rlora (dropout on input)']) {
-    results.push(run(tsx, ['--expose-gc', path.join(__dirname, 'layer-child.ts'), v, String(iters)], false));
+    results.push(run(TSX, ['--expose-gc', path.join(__dirname, 'layer-child.ts'), v, String(iters)], false));
   }
   const by = (name: string): Result => results.find((r) => r.variant === name)!;
   const baseR = by('torch base linear (frozen)');

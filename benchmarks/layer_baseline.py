@@ -6,7 +6,7 @@ The multi-head variants loop over heads the way the published code does:
 Usage: python3 layer_baseline.py <variant> <iterations> <json shape>
 """
 import json
-import re
+import os
 import sys
 import time
 
@@ -14,16 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def status_kb(field):
-    with open('/proc/self/status') as f:
-        return int(re.search(r'^%s:\s+(\d+) kB' % field, f.read(), re.M).group(1))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from memory import peak_bytes, reset_peak, status_kb  # noqa: E402
 
 
-def reset_peak():
-    with open('/proc/self/clear_refs', 'w') as f:
-        f.write('5')
-    return status_kb('VmRSS') * 1024
 
 
 def main():
@@ -79,7 +73,7 @@ def main():
         activation = max(activation, status_kb('VmRSS') * 1024 - base_rss)
         y.backward(g)
         times.append(time.perf_counter() - t0)
-        peak = max(peak, status_kb('VmHWM') * 1024 - base_rss)
+        peak = max(peak, peak_bytes() - base_rss)
         del y
     print(json.dumps({'variant': variant, 'times': times, 'peakBytes': peak, 'activationBytes': activation,
                       'threads': torch.get_num_threads()}))

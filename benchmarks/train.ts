@@ -2,12 +2,12 @@
 // against a Python torch baseline (same model shape and batches, R-LoRA written the way the
 // published code does), each in its own process, on a LLaMA-shaped model of about 20M parameters.
 // Usage: npm run bench:train [-- --steps 5]
-import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
 import { BatchSampler, ByteTokenizer, Model, MultiTaskDataset } from '../lib';
+import { KEPT_ENV, MEMORY_ENV, PYTHON, runVariant, TSX } from './processes';
 import { TRAIN_SHAPE } from './train-shape';
 
 interface Result {
@@ -18,22 +18,12 @@ interface Result {
   trainable: number;
 }
 
-const PYTHON = process.env.RLORA_BENCH_PYTHON ?? '/usr/bin/python3';
 const timed = Number(process.argv[process.argv.indexOf('--steps') + 1] || 5) || 5;
-// as benchmarks/layer.ts: times with default settings, memory from runs where freed large blocks
-// go back to the kernel (rlora's cache off) so resident memory follows live tensors
-const memoryEnv = { ...process.env, MALLOC_MMAP_THRESHOLD_: '131072', RLORA_CPU_CACHING: '0' };
-// and Python once more with glibc keeping freed memory: no page faults for reused blocks
-const retainEnv = { ...process.env, MALLOC_MMAP_MAX_: '0', MALLOC_TRIM_THRESHOLD_: String(2 ** 36) };
-
-function once(cmd: string, args: string[], env: NodeJS.ProcessEnv): Result {
-  const out = execFileSync(cmd, args, { env, encoding: 'utf8', cwd: path.resolve(__dirname, '..'), maxBuffer: 1 << 24 });
-  return JSON.parse(out.trim().split('\n').pop()!) as Result;
-}
-
+// as benchmarks/layer.ts (benchmarks/README.md): times with default settings, memory from runs
+// where freed large blocks go back to the kernel
 function run(cmd: string, args: string[]): Result {
-  const t = once(cmd, args, process.env);
-  return { ...t, peakBytes: once(cmd, args, memoryEnv).peakBytes };
+  const t = runVariant<Result>(cmd, args);
+  return { ...t, peakBytes: runVariant<Result>(cmd, args, MEMORY_ENV).peakBytes };
 }
 
 function randomText(rng: () => number, n: number): string {
@@ -55,11 +45,10 @@ async function main(): Promise<void> {
     const batches = Array.from({ length: TRAIN_SHAPE.warmup + timed }, () => sampler.next());
     const shared = path.join(dir, 'batches.json');
     fs.writeFileSync(shared, JSON.stringify({ examples, seed: 3, batches }));
-    const tsx = path.resolve(__dirname, '..', 'node_modules', '.bin', 'tsx');
     const pyArgs = [path.join(__dirname, 'train_baseline.py'), dir, shared, String(timed), JSON.stringify(TRAIN_SHAPE)];
     const py = run(PYTHON, pyArgs);
-    const pyKept = { ...once(PYTHON, pyArgs, retainEnv), variant: 'torch published loop, kept', peakBytes: NaN };
-    const ours = run(tsx, [path.join(__dirname, 'train-child.ts'), dir, shared, String(timed)]);
+    const pyKept = { ...runVariant<Result>(PYTHON, pyArgs, KEPT_ENV), variant: 'torch published loop, kept', peakBytes: NaN };
+    const ours = run(TSX, [path.join(__dirname, 'train-child.ts'), dir, shared, String(timed)]);
     const tps = (r: Result): number => r.tokens.reduce((x, y) => x + y, 0) / r.times.reduce((x, y) => x + y, 0);
     const mb = (b: number): string => (b / 2 ** 20).toFixed(0);
     console.log(

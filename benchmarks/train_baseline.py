@@ -7,7 +7,6 @@ Usage: python3 train_baseline.py <model dir> <batches.json> <timed steps> <json 
 import json
 import math
 import os
-import re
 import sys
 import time
 
@@ -17,16 +16,10 @@ from torch import nn
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'test', 'helpers'))
 from reference_decoder import decoder_forward, load_safetensors  # noqa: E402
 
-
-def status_kb(field):
-    with open('/proc/self/status') as f:
-        return int(re.search(r'^%s:\s+(\d+) kB' % field, f.read(), re.M).group(1))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from memory import peak_bytes, reset_peak  # noqa: E402
 
 
-def reset_peak():
-    with open('/proc/self/clear_refs', 'w') as f:
-        f.write('5')
-    return status_kb('VmRSS') * 1024
 
 
 class PublishedRLoRA(nn.Module):
@@ -83,7 +76,7 @@ def main():
         if step >= shape['warmup']:
             times.append(time.perf_counter() - t0)
             tokens.append(int(mask.sum()))
-            peak = max(peak, status_kb('VmHWM') * 1024 - base)
+            peak = max(peak, peak_bytes() - base)
     print(json.dumps({'variant': 'torch published loop', 'times': times, 'tokens': tokens, 'peakBytes': peak,
                       'trainable': sum(p.numel() for p in params)}))
 

@@ -5,7 +5,6 @@ import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import * as util from 'util';
 
 import {
   Dtype,
@@ -16,6 +15,7 @@ import {
   readSafetensorsHeader,
   saveSafetensors,
 } from '../lib';
+import { expectErrorMatching } from './helpers/errors';
 import { hasTorchPython, runPython, PYTHON } from './helpers/python';
 
 let dir: string;
@@ -39,18 +39,6 @@ function requireTorchPython(): void {
   }
 }
 
-function expectErrorMatching(fn: () => unknown, pattern: RegExp): Error {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (e) {
-    caught = e;
-  }
-  // Errors made in Node's realm (fs, the addon) are not instances of jest's sandboxed Error.
-  expect(util.types.isNativeError(caught)).toBe(true);
-  expect((caught as Error).message).toMatch(pattern);
-  return caught as Error;
-}
 
 /** Elements as plain JS values: numbers, or decimal strings for int64 (all 64 bits). */
 function values(t: Tensor): (number | string)[] {

@@ -2,6 +2,7 @@
 import * as util from 'util';
 
 import { Dtype, Tensor, buildInfo } from '../lib';
+import { expectErrorMatching } from './helpers/errors';
 
 // ---- Independent references for the half-precision roundings (double -> float32 -> 16 bits, as libtorch does).
 
@@ -42,18 +43,6 @@ function expectKind(x: unknown, kind: string): void {
   expect(Object.prototype.toString.call(x)).toBe(`[object ${kind}]`);
 }
 
-function expectErrorMatching(fn: () => unknown, pattern: RegExp): Error {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (e) {
-    caught = e;
-  }
-  // Errors from the addon (and lib's util) belong to Node's realm, not jest's sandbox: no instanceof.
-  expect(util.types.isNativeError(caught)).toBe(true);
-  expect((caught as Error).message).toMatch(pattern);
-  return caught as Error;
-}
 
 describe('reference roundings used by these tests', () => {
   test('bf16Round and f16Round agree with known values', () => {

@@ -1,0 +1,18 @@
+// Running one benchmark variant in its own process, under the allocator settings of README.md.
+import { execFileSync } from 'child_process';
+import * as path from 'path';
+
+export const PYTHON = process.env.RLORA_BENCH_PYTHON ?? '/usr/bin/python3';
+export const TSX = path.resolve(__dirname, '..', 'node_modules', '.bin', 'tsx');
+
+/** Memory runs: large blocks go straight to mmap and back to the kernel when freed (rlora's cache
+ * off), in Node and Python alike, so resident memory follows live tensors. */
+export const MEMORY_ENV = { ...process.env, MALLOC_MMAP_THRESHOLD_: '131072', RLORA_CPU_CACHING: '0' };
+/** glibc keeping freed memory: no page faults for reused blocks (the fairest Python baseline). */
+export const KEPT_ENV = { ...process.env, MALLOC_MMAP_MAX_: '0', MALLOC_TRIM_THRESHOLD_: String(2 ** 36) };
+
+/** Runs a variant and parses the JSON document it prints last. */
+export function runVariant<T>(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): T {
+  const out = execFileSync(cmd, args, { env, encoding: 'utf8', cwd: path.resolve(__dirname, '..'), maxBuffer: 1 << 24 });
+  return JSON.parse(out.trim().split('\n').pop()!) as T;
+}
