@@ -123,7 +123,8 @@ export class Adapter {
 
   /**
    * Wraps every matching linear module of `model` with a MultiHeadLoraLinear (base weights stay
-   * frozen and untouched). Module i (in model order) gets seed `options.seed + i`.
+   * frozen and untouched). Module i (in model order) gets seed `options.seed + i`. The adapter
+   * starts in evaluation mode (no dropout); Trainer.fit switches it to training mode while it runs.
    */
   static attach(model: Model, options: AdapterOptions): Adapter {
     if (!(model instanceof Model)) throw new TypeError('Adapter.attach: first argument must be a Model');
@@ -133,7 +134,7 @@ export class Adapter {
     const seed = layerOptions.seed ?? 0;
     const layers = new Map<string, MultiHeadLoraLinear>();
     modules.forEach((name, i) => {
-      layers.set(name, new MultiHeadLoraLinear(model.linearParameters(name), { ...layerOptions, seed: seed + i }));
+      layers.set(name, new MultiHeadLoraLinear(model.linearParameters(name), { ...layerOptions, seed: seed + i }).eval());
     });
     for (const [name, layer] of layers) model.native.setAdapter(name, layer.native);
     const first = layers.values().next().value as MultiHeadLoraLinear;

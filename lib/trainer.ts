@@ -326,6 +326,7 @@ export class Trainer {
       if (o.outputDir) history.lastCheckpoint = this.saveCheckpoint();
     } finally {
       bar?.stop();
+      this.adapter.eval();
     }
     return history;
   }

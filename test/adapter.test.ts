@@ -41,8 +41,10 @@ describe.each(['rlora', 'hydralora', 'lora'] as const)('%s adapter', (method) =>
       'model.layers.1.mlp.gate_proj', 'model.layers.1.mlp.up_proj', 'model.layers.1.mlp.down_proj',
     ]);
     randomize(adapter, 100);
-    adapter.eval();
+    // attached adapters start in evaluation mode: the same logits twice, no dropout
+    expect([...adapter.layers.values()].every((l) => !l.training)).toBe(true);
     const adapted = await logits(model);
+    expect(await logits(model)).toEqual(adapted);
     expect(maxAbsDiff(adapted, before)).toBeGreaterThan(1e-2);
 
     const dir = path.join(tmp, `adapter-${method}`);

@@ -192,6 +192,7 @@ describe('checkpoints and resume', () => {
     const dir = path.join(tmp, 'abort');
     const h = await new Trainer(m, attach(m), { ...opts, outputDir: dir }).fit(dataset(), { signal: ctl.signal, onStep: (s) => s.step === 3 && ctl.abort() });
     expect(h.stopped).toBe('aborted');
+    expect([...Adapter.of(m)!.layers.values()].every((l) => !l.training)).toBe(true); // back in evaluation mode
     expect(h.steps).toHaveLength(3);
     expect(h.lastCheckpoint).toBe(path.join(dir, 'checkpoint-3'));
     expect(JSON.parse(fs.readFileSync(path.join(dir, 'checkpoint-3', 'trainer_state.json'), 'utf8')).step).toBe(3);
