@@ -9,17 +9,16 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
+import { InputError, parseArgs, Subcommand, UsageError } from './cli/args';
+import { evalCommand } from './cli/eval';
+import { inspect } from './cli/inspect';
+import { plot } from './cli/plot';
+import { train } from './cli/train';
 import { isUsable, Libtorch, readElfDynamic, Unusable } from './libtorch';
 import { buildTools, inspectLibtorch, listLocalBuilds, listPrebuilds, loadReport, mappedLibraries, nvidiaSmi, PACKAGE_ROOT, RloraLoadError } from './loader';
 
-export interface Subcommand {
-  /** One line for `rlora --help`. */
-  summary: string;
-  /** Usage and options, shown by `rlora <name> --help`. */
-  help: string;
-  /** Runs with the arguments after the subcommand's name; resolves to the exit code. */
-  run(args: string[]): Promise<number> | number;
-}
+export { InputError, parseArgs, UsageError } from './cli/args';
+export type { Subcommand } from './cli/args';
 
 function version(): string {
   try {
@@ -28,36 +27,6 @@ function version(): string {
     return 'unknown';
   }
 }
-
-/** --name, --name=value and --name value; the rest are positional. Throws on an option not in `known`. */
-export function parseArgs(args: string[], known: Record<string, 'flag' | 'value'>): { opts: Record<string, string | boolean>; rest: string[] } {
-  const opts: Record<string, string | boolean> = {};
-  const rest: string[] = [];
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i];
-    if (a === '--') {
-      rest.push(...args.slice(i + 1));
-      break;
-    }
-    if (!a.startsWith('--')) {
-      rest.push(a);
-      continue;
-    }
-    const eq = a.indexOf('=');
-    const name = a.slice(2, eq < 0 ? undefined : eq);
-    const kind = known[name];
-    if (!kind) throw new UsageError(`unknown option --${name}`);
-    if (kind === 'flag') {
-      if (eq >= 0) throw new UsageError(`--${name} takes no value`);
-      opts[name] = true;
-    } else if (eq >= 0) opts[name] = a.slice(eq + 1);
-    else if (i + 1 < args.length) opts[name] = args[++i];
-    else throw new UsageError(`--${name} needs a value`);
-  }
-  return { opts, rest };
-}
-
-export class UsageError extends Error {}
 
 // ---------------------------------------------------------------------------------------------
 // rlora build
@@ -237,7 +206,7 @@ library in use and thread settings. Exits 1 when no binary loads, with what to i
 
 // ---------------------------------------------------------------------------------------------
 
-export const commands: Record<string, Subcommand> = { build, doctor };
+export const commands: Record<string, Subcommand> = { train, eval: evalCommand, inspect, plot, build, doctor };
 
 function usage(): string {
   const width = Math.max(...Object.keys(commands).map((k) => k.length));
@@ -278,8 +247,14 @@ export async function main(argv: string[]): Promise<number> {
     return await cmd.run(args);
   } catch (e) {
     if (e instanceof UsageError) {
-      console.error(`rlora ${name}: ${e.message}\n\n${cmd.help}`);
+      // the usage lines (the help up to its first blank line), not the whole help
+      const synopsis = cmd.help.split(/\n\s*\n/)[0];
+      console.error(`rlora ${name}: ${e.message}\n\n${synopsis}\n\n\`rlora ${name} --help\` shows every option.`);
       return 2;
+    }
+    if (e instanceof InputError) {
+      console.error(`rlora ${name}: ${e.message}`);
+      return 1;
     }
     if (e instanceof RloraLoadError) {
       console.error(e.message);

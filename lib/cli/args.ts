@@ -1,0 +1,110 @@
+// What every `rlora` subcommand shares: the Subcommand shape, option parsing, usage errors and
+// terminal helpers. Nothing here loads the native addon.
+
+export interface Subcommand {
+  /** One line for `rlora --help`. */
+  summary: string;
+  /** Usage and options, shown by `rlora <name> --help`. */
+  help: string;
+  /** Runs with the arguments after the subcommand's name; resolves to the exit code. */
+  run(args: string[]): Promise<number> | number;
+}
+
+/** A mistake in how the command was called: printed with the command's help, exit code 2. */
+export class UsageError extends Error {}
+
+/** A mistake in an input the user gave (a config file, a log): printed alone, exit code 1. */
+export class InputError extends Error {}
+
+/** --name, --name=value and --name value; the rest are positional. Throws on an option not in `known`. */
+export function parseArgs(args: string[], known: Record<string, 'flag' | 'value'>): { opts: Record<string, string | boolean>; rest: string[] } {
+  const opts: Record<string, string | boolean> = {};
+  const rest: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === '--') {
+      rest.push(...args.slice(i + 1));
+      break;
+    }
+    if (!a.startsWith('--')) {
+      rest.push(a);
+      continue;
+    }
+    const eq = a.indexOf('=');
+    const name = a.slice(2, eq < 0 ? undefined : eq);
+    const kind = known[name];
+    if (!kind) throw new UsageError(`unknown option --${name}`);
+    if (kind === 'flag') {
+      if (eq >= 0) throw new UsageError(`--${name} takes no value`);
+      opts[name] = true;
+    } else if (eq >= 0) opts[name] = a.slice(eq + 1);
+    else if (i + 1 < args.length) opts[name] = args[++i];
+    else throw new UsageError(`--${name} needs a value`);
+  }
+  return { opts, rest };
+}
+
+/** An option's value as an integer >= min, or undefined when absent. */
+export function intOption(opts: Record<string, string | boolean>, name: string, min: number): number | undefined {
+  const v = opts[name];
+  if (v === undefined) return undefined;
+  const n = typeof v === 'string' && /^-?\d+$/.test(v.trim()) ? Number(v) : NaN;
+  if (!Number.isSafeInteger(n) || n < min) throw new UsageError(`--${name} must be an integer >= ${min}, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+/** A string option, or undefined. */
+export function stringOption(opts: Record<string, string | boolean>, name: string): string | undefined {
+  const v = opts[name];
+  return typeof v === 'string' ? v : undefined;
+}
+
+/** Whether to write ANSI colors to a stream: a terminal, and NO_COLOR unset (https://no-color.org). */
+export function useColor(stream: NodeJS.WriteStream = process.stdout): boolean {
+  if (process.env.NO_COLOR !== undefined && process.env.NO_COLOR !== '') return false;
+  if (process.env.FORCE_COLOR !== undefined && process.env.FORCE_COLOR !== '0') return true;
+  return Boolean(stream.isTTY);
+}
+
+/** Rows of cells as aligned columns; `right` marks the columns aligned to the right. */
+export function table(rows: string[][], right: boolean[] = []): string {
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));
+  return rows.map((r) => r.map((cell, c) => (right[c] ? cell.padStart(widths[c]) : cell.padEnd(widths[c]))).join('  ').trimEnd()).join('\n');
+}
+
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ['kB', 'MB', 'GB', 'TB'];
+  let v = n / 1024;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${v.toFixed(v < 10 ? 2 : v < 100 ? 1 : 0)} ${units[u]}`;
+}
+
+/** The closest of `candidates` to `word` (edit distance at most 3), for "did you mean". */
+export function closest(word: string, candidates: string[]): string | undefined {
+  let best: string | undefined;
+  let bestD = 4;
+  const lw = word.toLowerCase();
+  for (const c of candidates) {
+    const d = editDistance(lw, c.toLowerCase());
+    if (d < bestD) {
+      best = c;
+      bestD = d;
+    }
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = cur;
+  }
+  return prev[b.length];
+}

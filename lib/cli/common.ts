@@ -1,0 +1,89 @@
+// Loading what train and eval share: the library (lazily: nothing here loads the addon until a
+// function runs), models, tokenizers, datasets, and the per-task evaluation table.
+import * as fs from 'fs';
+import * as path from 'path';
+
+import type * as Rlora from '../index';
+import type { TaskEval } from '../trainer';
+import { InputError, table } from './args';
+
+/** The library, loaded on first use (the native addon comes with it). */
+export function lib(): typeof Rlora {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return require('../index') as typeof Rlora;
+}
+
+/** Runs `fn`, turning its error into an InputError that starts with `what` (no stack trace). */
+export async function as<T>(what: string, fn: () => T | Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    if (e instanceof InputError) throw e;
+    const msg = e instanceof Error ? e.message : String(e);
+    if (process.env.RLORA_DEBUG && e instanceof Error) console.error(e.stack);
+    throw new InputError(what ? `${what}: ${msg}` : msg);
+  }
+}
+
+export interface ModelSource {
+  path?: string;
+  config?: Rlora.HFConfig;
+  seed?: number;
+  dtype?: Rlora.Dtype;
+  device?: string;
+}
+
+export async function loadModel(src: ModelSource, where: string): Promise<Rlora.Model> {
+  const { Model } = lib();
+  const options = { dtype: src.dtype, device: src.device as Rlora.Device | undefined };
+  if (src.path) {
+    if (!fs.existsSync(src.path)) throw new InputError(`${where}: model folder not found: ${src.path}`);
+    return as(where, () => Model.fromPretrained(src.path!, options));
+  }
+  return as(`${where}.config`, () => Model.fromConfig(src.config!, { ...options, seed: src.seed ?? 0 }));
+}
+
+/** 'byte', a tokenizer.json or a folder holding one; else the model folder's tokenizer.json. */
+export async function loadTokenizer(spec: string | undefined, modelDir: string | undefined, where: string): Promise<Rlora.TextTokenizer> {
+  const { ByteTokenizer, Tokenizer } = lib();
+  if (spec === 'byte') return new ByteTokenizer();
+  if (spec) return as(where, () => Tokenizer.fromFile(spec));
+  if (modelDir && fs.existsSync(path.join(modelDir, 'tokenizer.json'))) return as(where, () => Tokenizer.fromFile(modelDir));
+  throw new InputError(
+    `${where}: no tokenizer given${modelDir ? ` and ${modelDir} has no tokenizer.json` : ''}: name a tokenizer.json (or a folder with one), or "byte" for the byte tokenizer`,
+  );
+}
+
+/** Every token id of the datasets (and the pad id) must be an embedding row of the model. */
+export function checkVocabulary(model: Rlora.Model, tokenizer: Rlora.TextTokenizer, datasets: Rlora.MultiTaskDataset[]): void {
+  const vocab = model.resolvedConfig.vocabSize;
+  const pad = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0;
+  if (pad >= vocab) throw new InputError(`the tokenizer's padding id ${pad} is not below the model's vocab_size ${vocab}: they do not belong together`);
+  for (const ds of datasets) {
+    for (let i = 0; i < ds.size; i++) {
+      const e = ds.get(i);
+      let max = 0;
+      for (const id of e.inputIds) if (id > max) max = id;
+      if (max >= vocab) {
+        throw new InputError(
+          `example ${i} (task ${JSON.stringify(e.task)}) has token id ${max}, but the model's vocab_size is ${vocab}: ` +
+            `the tokenizer (vocabulary ${tokenizer.vocabSize}) does not belong to this model`,
+        );
+      }
+    }
+  }
+}
+
+export function describeDataset(ds: Rlora.MultiTaskDataset): string {
+  const tasks = ds.tasks.map((t) => `${t} ${ds.countByTask[t]}`).join(', ');
+  return `${ds.size} examples (${tasks})${ds.truncated ? `, ${ds.truncated} cut to maxLength ${ds.maxLength}` : ''}`;
+}
+
+/** task, loss, accuracy, count: one row per task. */
+export function evalTable(tasks: Record<string, TaskEval>): string {
+  const rows = [['task', 'loss', 'accuracy', 'count']];
+  for (const [task, r] of Object.entries(tasks)) {
+    rows.push([task, Number.isFinite(r.loss) ? r.loss.toFixed(4) : String(r.loss), `${(100 * r.accuracy).toFixed(1)}%`, String(r.count)]);
+  }
+  return table(rows, [false, true, true, true]);
+}

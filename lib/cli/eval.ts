@@ -1,0 +1,94 @@
+// rlora eval: per-task loss and exact-match accuracy of an adapter on a JSON lines file.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+import type { ModelSource } from './common';
+import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
+import { as, checkVocabulary, evalTable, lib, loadModel, loadTokenizer } from './common';
+import { readRunConfig, RunConfig } from './runconfig';
+
+export const evalCommand: Subcommand = {
+  summary: 'per-task loss and exact-match accuracy of an adapter on a JSON lines file',
+  help: `rlora eval --adapter DIR --data FILE [--model DIR] [--tokenizer FILE|byte] [options]
+rlora eval --config run.json [--adapter DIR] [--data FILE] [options]
+
+Attaches the adapter to the base model and evaluates every example of the data file: per task the
+mean cross-entropy per response token (loss), the share of examples whose greedy generation equals
+the response exactly (accuracy), and the number of examples (count).
+
+  --adapter DIR       an adapter folder (adapter_config.json, adapter_model.safetensors), or a
+                      checkpoint folder; with --config, default outputDir/adapter
+  --data FILE         JSON lines of {"task", "prompt", "response"}; with --config, default data.eval
+  --model DIR         the base model's Hugging Face folder; default: the folder the adapter names
+                      (base_model_name_or_path), or run.json's model with --config
+  --tokenizer T       a tokenizer.json, a folder holding one, or "byte"; default: run.json's, or
+                      the model folder's tokenizer.json
+  --config FILE       take model, tokenizer, data options (template, maxLength, fields), batch size
+                      and evalExtraTokens from a run.json (as rlora train reads it)
+  --template T        e.g. "Q: {prompt}\\nA: {response}" (the loss starts at {response})
+  --max-length N      most tokens of a sequence (default 512)
+  --batch-size N      examples per batch (default 8)
+  --extra-tokens N    greedy generation runs this many tokens past the response length (default 4)
+  --threads N         threads of the matrix products (default: all ${os.availableParallelism()} cores)
+  --json              print {"tasks": {task: {loss, accuracy, count}}, ...} as JSON
+
+Examples:
+  rlora eval --model models/SmolLM2-135M --adapter runs/a/adapter --data data/eval.jsonl
+  rlora eval --config run.json --json
+  rlora eval --config run.json --adapter runs/a/checkpoint-400 --data data/test.jsonl`,
+  run: (args) => runEval(args),
+};
+
+async function runEval(args: string[]): Promise<number> {
+  const { opts, rest } = parseArgs(args, {
+    adapter: 'value', data: 'value', model: 'value', tokenizer: 'value', config: 'value', template: 'value',
+    'max-length': 'value', 'batch-size': 'value', 'extra-tokens': 'value', threads: 'value', json: 'flag',
+  });
+  if (rest.length) throw new UsageError(`unexpected argument ${rest[0]}`);
+  const cfgFile = stringOption(opts, 'config');
+  const cfg: RunConfig | undefined = cfgFile ? readRunConfig(cfgFile) : undefined;
+  const adapterDir = stringOption(opts, 'adapter') ?? (cfg ? path.join(cfg.outputDir, 'adapter') : undefined);
+  if (!adapterDir) throw new UsageError('--adapter DIR is required (or --config run.json, whose outputDir/adapter is used)');
+  const data = stringOption(opts, 'data') ?? cfg?.data.eval;
+  if (!data) throw new UsageError(`--data FILE is required${cfg ? ' (run.json has no data.eval)' : ''}`);
+  const batchSize = intOption(opts, 'batch-size', 1) ?? cfg?.trainer.batchSize;
+  const extra = intOption(opts, 'extra-tokens', 0) ?? cfg?.trainer.evalExtraTokens;
+  const maxLength = intOption(opts, 'max-length', 2) ?? cfg?.data.options.maxLength;
+  const threads = intOption(opts, 'threads', 1) ?? os.availableParallelism();
+
+  const configPath = path.join(adapterDir, 'adapter_config.json');
+  if (!fs.existsSync(configPath)) throw new InputError(`${adapterDir} is not an adapter folder: no adapter_config.json`);
+  let source: ModelSource;
+  const modelOpt = stringOption(opts, 'model');
+  if (modelOpt) source = { path: path.resolve(modelOpt) };
+  else if (cfg) source = cfg.model;
+  else {
+    const named = (JSON.parse(fs.readFileSync(configPath, 'utf8')) as { base_model_name_or_path?: string | null }).base_model_name_or_path;
+    if (!named || !fs.existsSync(path.join(named, 'config.json'))) {
+      throw new UsageError(`--model DIR is required: the adapter names no base model folder that exists here${named ? ` (it names ${named})` : ''}`);
+    }
+    source = { path: named };
+  }
+
+  const rl = lib();
+  rl.setNumThreads(threads);
+  const model = await loadModel(source, 'model');
+  const tokenizer = await loadTokenizer(stringOption(opts, 'tokenizer') ?? cfg?.tokenizer, source.path, 'tokenizer');
+  const dataOptions = { ...(cfg?.data.options ?? {}), tokenizer, maxLength };
+  const template = stringOption(opts, 'template');
+  if (template !== undefined) dataOptions.template = template;
+  const ds = await as('', () => rl.MultiTaskDataset.fromJsonl(data, dataOptions));
+  checkVocabulary(model, tokenizer, [ds]);
+  const adapter = await as(`adapter ${adapterDir}`, () => rl.Adapter.load(model, adapterDir));
+  // (keys left out, not undefined: the trainer's defaults apply to absent keys only)
+  const trainer = new rl.Trainer(model, adapter, { progress: false, ...(batchSize ? { batchSize } : {}), ...(extra !== undefined ? { evalExtraTokens: extra } : {}) });
+  const tasks = await trainer.evaluate(ds);
+  if (opts.json) {
+    console.log(JSON.stringify({ tasks, adapter: path.resolve(adapterDir), model: source.path ?? null, data: path.resolve(data), examples: ds.size }, null, 2));
+  } else {
+    console.log(`${ds.size} examples of ${data}, adapter ${adapterDir}${source.path ? `, model ${source.path}` : ''}:\n`);
+    console.log(evalTable(tasks));
+  }
+  return 0;
+}

@@ -1,0 +1,230 @@
+// rlora train --config run.json: fine-tunes an adapter as run.json describes, with progress,
+// checkpoints, a per-task evaluation at the end, and Ctrl-C that stops after the current step.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+import type { StepRecord, Trainer, TrainerOptions } from '../trainer';
+import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
+import { as, checkVocabulary, describeDataset, evalTable, lib, loadModel, loadTokenizer } from './common';
+import { describeRunConfig, readRunConfig, RunConfig } from './runconfig';
+
+/** Exit code after Ctrl-C (128 + SIGINT), as shells report it. */
+export const INTERRUPTED = 130;
+
+const EXAMPLE = `{
+  "model": "models/SmolLM2-135M",
+  "tokenizer": "models/SmolLM2-135M/tokenizer.json",
+  "data": { "train": "data/train.jsonl", "eval": "data/eval.jsonl",
+            "template": "### {task}\\n{prompt}\\n### Answer\\n{response}", "maxLength": 256 },
+  "adapter": { "method": "rlora", "rank": 8, "heads": 5, "alpha": 16, "dropout": 0.05,
+               "targetModules": ["gate_proj", "up_proj", "down_proj"] },
+  "trainer": { "learningRate": 2e-4, "epochs": 3, "batchSize": 8, "evalEvery": 200,
+               "saveEvery": 200, "keepCheckpoints": 2 },
+  "outputDir": "runs/smollm-rlora"
+}`;
+
+export const train: Subcommand = {
+  summary: 'fine-tune an adapter on several tasks as a run.json file describes',
+  help: `rlora train --config run.json [--resume <checkpoint>] [--overwrite] [--threads N]
+
+Fine-tunes a multi-head LoRA adapter on the tasks of a JSON lines file. Shows progress (a bar on
+a terminal, else a line now and then on stderr), writes outputDir/log.jsonl (one line per step,
+one per evaluation), checkpoints outputDir/checkpoint-<step>/, and when done the adapter to
+outputDir/adapter/ and the per-task evaluation of data.eval to stdout.
+
+Ctrl-C stops after the current step, writes a checkpoint and exits (code ${INTERRUPTED}) saying how to
+resume; a second Ctrl-C quits at once without one.
+
+  --config FILE        the run.json file (required); keys below
+  --resume DIR         continue from this checkpoint (overrides run.json's resume)
+  --overwrite          start over in an outputDir that holds an earlier run (deletes its
+                       log.jsonl, checkpoint-*/, adapter/ and run.json; nothing else)
+  --threads N          threads of the matrix products (default: all ${os.availableParallelism()} cores)
+
+run.json keys (* required; paths are relative to the run.json file):
+${describeRunConfig()}
+
+A data line: {"task": "upper", "prompt": "cat", "response": "CAT"}
+
+Example run.json:
+${EXAMPLE.replace(/^/gm, '  ')}
+
+Examples:
+  rlora train --config run.json
+  rlora train --config run.json --resume runs/smollm-rlora/checkpoint-400
+  rlora eval --config run.json            # evaluate outputDir/adapter on data.eval again
+  rlora plot runs/smollm-rlora/log.jsonl --out loss.svg`,
+  run: (args) => runTrain(args),
+};
+
+/** Files of an earlier run in outputDir. */
+function previousRun(dir: string): string[] {
+  if (!fs.existsSync(dir)) return [];
+  return fs.readdirSync(dir).filter((f) => f === 'log.jsonl' || f === 'adapter' || f === 'run.json' || /^checkpoint-\d+$/.test(f) || /^\.checkpoint-\d+\.tmp-/.test(f));
+}
+
+/** Keeps the log lines of steps up to `step` (a resumed run writes the later ones again). */
+function trimLog(file: string, step: number): number {
+  if (!fs.existsSync(file)) return 0;
+  const lines = fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.trim() !== '');
+  const kept = lines.filter((l) => {
+    try {
+      const rec = JSON.parse(l) as { step?: unknown };
+      return typeof rec.step !== 'number' || rec.step <= step;
+    } catch {
+      return false;
+    }
+  });
+  if (kept.length === lines.length) return 0;
+  const tmp = `${file}.tmp-${process.pid}`;
+  fs.writeFileSync(tmp, kept.map((l) => l + '\n').join(''));
+  fs.renameSync(tmp, file);
+  return lines.length - kept.length;
+}
+
+/** run.json as written to outputDir: every path absolute, so it works from there too. */
+function resolvedCopy(cfg: RunConfig): Record<string, unknown> {
+  const raw = JSON.parse(JSON.stringify(cfg.raw)) as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+  if (typeof raw.model === 'string') raw.model = cfg.model.path;
+  else if (raw.model.path !== undefined) raw.model.path = cfg.model.path;
+  if (raw.tokenizer !== undefined) raw.tokenizer = cfg.tokenizer;
+  raw.data.train = cfg.data.train;
+  if (raw.data.eval !== undefined) raw.data.eval = cfg.data.eval;
+  raw.outputDir = cfg.outputDir;
+  delete raw.resume;
+  return raw;
+}
+
+const fmt = (x: number): string => (Number.isFinite(x) ? (Math.abs(x) >= 1e-3 || x === 0 ? x.toFixed(4) : x.toExponential(2)) : String(x));
+
+function stepLine(rec: StepRecord, total: number): string {
+  const tasks = Object.entries(rec.taskLoss).map(([t, l]) => `${t} ${fmt(l)}`).join(', ');
+  return `step ${rec.step}/${total}  loss ${fmt(rec.loss)}${tasks ? ` (${tasks})` : ''}  lr ${rec.lr.toExponential(2)}  grad ${fmt(rec.gradNorm)}  ${Math.round(rec.tokensPerSecond)} tok/s${rec.skipped ? '  skipped (not finite)' : ''}`;
+}
+
+async function runTrain(args: string[]): Promise<number> {
+  const { opts, rest } = parseArgs(args, { config: 'value', resume: 'value', overwrite: 'flag', threads: 'value' });
+  if (rest.length) throw new UsageError(`unexpected argument ${rest[0]}`);
+  const configFile = stringOption(opts, 'config');
+  if (!configFile) throw new UsageError('--config run.json is required');
+  const threads = intOption(opts, 'threads', 1) ?? os.availableParallelism();
+  const cfg = readRunConfig(configFile);
+  const resume = typeof opts.resume === 'string' ? path.resolve(opts.resume) : cfg.resume;
+  const say = (s: string): void => void process.stderr.write(s + '\n');
+
+  if (resume && !fs.existsSync(path.join(resume, 'trainer_state.json'))) {
+    throw new InputError(`${resume} is not a checkpoint (no trainer_state.json); checkpoints are the checkpoint-<step> folders of outputDir`);
+  }
+  if (!resume) {
+    const earlier = previousRun(cfg.outputDir);
+    if (earlier.length && !opts.overwrite) {
+      throw new InputError(
+        `outputDir ${cfg.outputDir} already holds a run (${earlier.sort().join(', ')}): continue it with --resume <checkpoint>, ` +
+          'or pass --overwrite to delete those and start over',
+      );
+    }
+    for (const f of earlier) fs.rmSync(path.join(cfg.outputDir, f), { recursive: true, force: true });
+  }
+
+  // Ctrl-C: the first stops after the current step (the trainer writes a checkpoint), the second
+  // quits at once.
+  const controller = new AbortController();
+  let interrupts = 0;
+  const onSigint = (): void => {
+    interrupts++;
+    if (interrupts === 1) {
+      say('\nrlora train: stopping after the current step and writing a checkpoint (Ctrl-C again to quit at once, without one)');
+      controller.abort();
+    } else {
+      say('rlora train: quitting now, without a checkpoint');
+      process.exit(INTERRUPTED);
+    }
+  };
+  process.on('SIGINT', onSigint);
+  try {
+    const rl = lib();
+    rl.setNumThreads(threads);
+    const model = await loadModel({ ...cfg.model, device: cfg.model.device ?? cfg.trainer.device }, `${cfg.file}: model`);
+    say(`model      ${cfg.model.path ?? `random weights from model.config (seed ${cfg.model.seed})`}: ${model.resolvedConfig.architecture}, ${model.parameterCount().toLocaleString('en-US')} parameters, ${model.dtype} on ${model.device}`);
+    const tokenizer = await loadTokenizer(cfg.tokenizer, cfg.model.path, `${cfg.file}: tokenizer`);
+    const dataOptions = { tokenizer, ...cfg.data.options };
+    const trainSet = await as(`${cfg.file}: data.train`, () => rl.MultiTaskDataset.fromJsonl(cfg.data.train, dataOptions));
+    const evalSet = cfg.data.eval ? await as(`${cfg.file}: data.eval`, () => rl.MultiTaskDataset.fromJsonl(cfg.data.eval!, dataOptions)) : undefined;
+    checkVocabulary(model, tokenizer, evalSet ? [trainSet, evalSet] : [trainSet]);
+    say(`train      ${cfg.data.train}: ${describeDataset(trainSet)}`);
+    if (evalSet) say(`eval       ${cfg.data.eval}: ${describeDataset(evalSet)}`);
+    else if (cfg.trainer.evalEvery) say('note: trainer.evalEvery is set but data.eval is not: no evaluation');
+    if (controller.signal.aborted) {
+      say('rlora train: interrupted before training started; nothing was written');
+      return INTERRUPTED;
+    }
+
+    let trainer: Trainer;
+    let total: number;
+    if (resume) {
+      const overrides: Pick<TrainerOptions, 'outputDir' | 'progress'> = { outputDir: cfg.outputDir };
+      if (cfg.trainer.progress !== undefined) overrides.progress = cfg.trainer.progress;
+      trainer = await as(`resuming from ${resume}`, () => rl.Trainer.resume(resume, model, overrides));
+      const state = JSON.parse(fs.readFileSync(path.join(resume, 'trainer_state.json'), 'utf8')) as { totalSteps: number };
+      total = state.totalSteps;
+      const o = trainer.options as unknown as Record<string, unknown>;
+      for (const [k, v] of Object.entries(cfg.trainer)) {
+        if (k !== 'progress' && JSON.stringify(o[k]) !== JSON.stringify(v)) {
+          say(`note: trainer.${k} is ${JSON.stringify(v)} in run.json but ${JSON.stringify(o[k])} in the checkpoint; the checkpoint's applies`);
+        }
+      }
+      const dropped = trimLog(path.join(cfg.outputDir, 'log.jsonl'), trainer.step);
+      say(`resume     ${resume}: step ${trainer.step} of ${total}${dropped ? ` (dropped ${dropped} log line${dropped === 1 ? '' : 's'} after step ${trainer.step})` : ''}`);
+    } else {
+      const adapter = await as(`${cfg.file}: adapter`, () => rl.Adapter.attach(model, cfg.adapter));
+      trainer = await as(`${cfg.file}: trainer`, () => new rl.Trainer(model, adapter, { ...cfg.trainer, outputDir: cfg.outputDir }));
+      const o = trainer.options;
+      total = o.maxSteps ?? Math.max(1, Math.ceil((o.epochs * Math.ceil(trainSet.size / o.batchSize)) / o.gradientAccumulation));
+    }
+    const a = trainer.adapter.options;
+    say(`adapter    ${a.method}, rank ${a.rank}, heads ${a.heads}, ${trainer.adapter.layers.size} modules, ${trainer.adapter.trainableParameterCount().toLocaleString('en-US')} trainable parameters`);
+    say(`output     ${cfg.outputDir}`);
+    fs.mkdirSync(cfg.outputDir, { recursive: true });
+    fs.writeFileSync(path.join(cfg.outputDir, 'run.json'), JSON.stringify(resolvedCopy(cfg), null, 2) + '\n');
+
+    const bar = trainer.options.progress ?? Boolean(process.stdout.isTTY);
+    let lastLine = 0;
+    const history = await as('', () =>
+      trainer.fit(trainSet, {
+        evalDataset: evalSet,
+        signal: controller.signal,
+        onStep: (rec) => {
+          if (bar) return;
+          const now = Date.now();
+          if (rec.step === 1 || rec.step === total || now - lastLine >= 10_000 || controller.signal.aborted) {
+            say(stepLine(rec, total));
+            lastLine = now;
+          }
+        },
+        onEval: (rec) => {
+          if (!bar && rec.step < total) say(`eval at step ${rec.step}:\n${evalTable(rec.tasks).replace(/^/gm, '  ')}`);
+        },
+      }),
+    );
+
+    if (history.stopped === 'aborted') {
+      const ckpt = history.lastCheckpoint ?? '(none)';
+      say(
+        `rlora train: interrupted at step ${trainer.step} of ${total}; checkpoint written to ${ckpt}\n` +
+          `resume with: rlora train --config ${configFile} --resume ${ckpt}`,
+      );
+      return INTERRUPTED;
+    }
+    const adapterDir = path.join(cfg.outputDir, 'adapter');
+    trainer.adapter.save(adapterDir);
+    const last = history.evals[history.evals.length - 1];
+    console.log(`trained ${trainer.step} steps; adapter written to ${adapterDir}`);
+    console.log(`checkpoint ${history.lastCheckpoint}; log ${path.join(cfg.outputDir, 'log.jsonl')}`);
+    if (last) console.log(`\neval at step ${last.step} (${cfg.data.eval}):\n${evalTable(last.tasks)}`);
+    else console.log('(no data.eval in run.json: no evaluation)');
+    return 0;
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+}

@@ -1,0 +1,420 @@
+// The rlora CLI: --help of each command; inspect (head similarity printed from the adapter file
+// against the layer's own); plot (SVG and PNG); train from a run.json (files, log, checkpoints);
+// run.json errors; eval against Trainer.evaluate; Ctrl-C stopping with a checkpoint, and resuming.
+//
+// Every child is the real node process (process.execPath --import tsx, never the tsx launcher,
+// whose kill does not reach its child), does bounded work (small maxSteps, keepCheckpoints) and is
+// killed in a finally block.
+import { ChildProcess, spawn } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+import { Adapter, ByteTokenizer, HFConfig, Model, MultiTaskDataset, Trainer } from '../lib';
+import { heatmap } from '../lib/cli/inspect';
+import { parseRunConfig, RunConfigError, runConfigKeys } from '../lib/cli/runconfig';
+
+jest.setTimeout(60_000);
+
+const REPO = path.resolve(__dirname, '..');
+const CLI = path.join(REPO, 'lib', 'cli.ts');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rlora-cli-'));
+const children = new Set<ChildProcess>();
+afterAll(() => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+interface Result {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+const childEnv = (): NodeJS.ProcessEnv => {
+  const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '1' };
+  delete env.FORCE_COLOR;
+  delete env.NODE_OPTIONS;
+  return env;
+};
+
+/** Starts `node --import tsx lib/cli.ts ...args` in the repository root. */
+function start(args: string[]): { child: ChildProcess; done: Promise<Result> } {
+  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { cwd: REPO, env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d) => (stdout += d));
+  child.stderr!.on('data', (d) => (stderr += d));
+  const done = new Promise<Result>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      children.delete(child);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+  return { child, done };
+}
+
+/** Runs the CLI to its end (killed after `timeoutMs`). */
+async function rlora(args: string[], timeoutMs = 30_000): Promise<Result> {
+  const { child, done } = start(args);
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  try {
+    return await done;
+  } finally {
+    clearTimeout(timer);
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  }
+}
+
+const explain = (r: Result): string => `exit ${r.code ?? r.signal}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`;
+function ok(r: Result): Result {
+  if (r.code !== 0) throw new Error(explain(r));
+  return r;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const stepLines = (log: string): { step: number; type?: string }[] =>
+  fs.existsSync(log) ? fs.readFileSync(log, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)) : [];
+
+// ---------------------------------------------------------------------------------------------
+// A tiny model folder, data of two tasks, a run.json
+
+const tok = new ByteTokenizer();
+const CFG: HFConfig = {
+  architectures: ['LlamaForCausalLM'], vocab_size: tok.vocabSize, hidden_size: 32, intermediate_size: 64,
+  num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 1,
+};
+const modelDir = path.join(tmp, 'model');
+const trainFile = path.join(tmp, 'train.jsonl');
+const evalFile = path.join(tmp, 'eval.jsonl');
+const WORDS = ['cat', 'dog', 'fish', 'bird', 'cow', 'ant', 'bee', 'owl'];
+const NUMBERS = ['12', '7', '345', '9', '60', '81'];
+const EXAMPLES = [
+  ...WORDS.map((w) => ({ task: 'upper', prompt: `up ${w}:`, response: w.toUpperCase() })),
+  ...NUMBERS.map((n) => ({ task: 'reverse', prompt: `rev ${n}:`, response: [...n].reverse().join('') })),
+];
+const EVAL = [EXAMPLES[0], EXAMPLES[1], EXAMPLES[2], EXAMPLES[9], EXAMPLES[10]];
+const jsonl = (rows: object[]) => rows.map((r) => JSON.stringify(r)).join('\n') + '\n';
+
+/** Writes dir/run.json (relative paths, resolved against dir) and returns its path. */
+function writeRun(name: string, trainer: object, extra: object = {}): string {
+  const dir = path.join(tmp, name);
+  fs.mkdirSync(dir, { recursive: true });
+  const run = {
+    model: path.relative(dir, modelDir),
+    tokenizer: 'byte',
+    data: { train: path.relative(dir, trainFile), eval: path.relative(dir, evalFile), maxLength: 32 },
+    adapter: { method: 'rlora', rank: 2, heads: 3, targetModules: ['gate_proj', 'up_proj', 'down_proj'] },
+    trainer: { batchSize: 4, learningRate: 1e-2, ...trainer },
+    outputDir: 'out',
+    ...extra,
+  };
+  const file = path.join(dir, 'run.json');
+  fs.writeFileSync(file, JSON.stringify(run, null, 2));
+  return file;
+}
+
+beforeAll(() => {
+  Model.fromConfig(CFG, { seed: 1 }).save(modelDir);
+  fs.writeFileSync(trainFile, jsonl(EXAMPLES));
+  fs.writeFileSync(evalFile, jsonl(EVAL));
+});
+
+// ---------------------------------------------------------------------------------------------
+
+describe('--help', () => {
+  it('rlora --help lists every command; each command has usage, options and examples', async () => {
+    const names = ['train', 'eval', 'inspect', 'plot', 'build', 'doctor'];
+    const [top, ...each] = await Promise.all([rlora(['--help']), ...names.map((n) => rlora([n, '--help']))]);
+    ok(top);
+    for (const n of names) expect(top.stdout).toMatch(new RegExp(`^\\s+${n}\\s`, 'm'));
+    each.forEach((r, i) => {
+      ok(r);
+      expect(r.stdout.startsWith(`rlora ${names[i]}`)).toBe(true);
+      if (i < 4) expect(r.stdout).toContain('Examples:');
+    });
+    // train documents every key of run.json, from the table validation uses
+    const train = each[0].stdout;
+    for (const key of runConfigKeys()) expect(train).toMatch(new RegExp(`^\\s+${key.split('.').pop()}\\*?\\s`, 'm'));
+    expect(runConfigKeys()).toEqual(expect.arrayContaining(['model.config', 'data.template', 'adapter.targetModules', 'trainer.learningRate', 'trainer.keepCheckpoints', 'outputDir', 'resume']));
+  });
+
+  it('a wrong option is a usage error (exit 2) naming it', async () => {
+    const r = await rlora(['plot', 'x.jsonl', '--bogus']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('unknown option --bogus');
+    expect(r.stderr).toContain('rlora plot --help');
+  });
+});
+
+describe('inspect', () => {
+  const dirs: Record<string, string> = {};
+  const native: Record<string, Record<string, number[][]>> = {};
+  const counts: Record<string, number> = {};
+
+  beforeAll(() => {
+    const model = Model.fromConfig(CFG, { seed: 1 });
+    for (const method of ['hydralora', 'rlora'] as const) {
+      const adapter = Adapter.attach(model, { method, rank: 4, heads: 4, targetModules: ['q_proj', 'up_proj', 'down_proj'], seed: 7 });
+      dirs[method] = path.join(tmp, `adapter-${method}`);
+      adapter.save(dirs[method]);
+      native[method] = Object.fromEntries(
+        Object.entries(adapter.headSimilarity()).map(([name, t]) => {
+          const d = t.data() as Float64Array;
+          const n = t.shape[0];
+          return [name, Array.from({ length: n }, (_, i) => Array.from(d.subarray(i * n, (i + 1) * n)))];
+        }),
+      );
+      counts[method] = adapter.trainableParameterCount();
+      adapter.detach();
+    }
+  });
+
+  /** module name -> the printed matrix */
+  function printedMatrices(out: string): Record<string, number[][]> {
+    const blocks: Record<string, number[][]> = {};
+    let current: number[][] | undefined;
+    for (const line of out.split('\n')) {
+      const head = /^(model\.\S+)\s+\(\d+ heads;/.exec(line);
+      if (head) blocks[head[1]] = current = [];
+      else if (current && /^\s+B\d+(\s+B\d+)*\s*$/.test(line)) continue; // the header row
+      else if (current && /^\s+B\d+\s/.test(line)) current.push([...line.replace(/^\s+B\d+/, '').matchAll(/-?\d+\.\d+/g)].map((m) => Number(m[0])));
+      else current = undefined;
+    }
+    return blocks;
+  }
+
+  it('hydralora at init: every pair of heads has similarity 1, and the sizes are printed', async () => {
+    const r = ok(await rlora(['inspect', dirs.hydralora]));
+    const m = printedMatrices(r.stdout);
+    expect(Object.keys(m)).toEqual(Object.keys(native.hydralora));
+    for (const rows of Object.values(m)) {
+      expect(rows).toHaveLength(4);
+      for (const row of rows) expect(row).toEqual([1, 1, 1, 1]);
+    }
+    expect(r.stdout).toMatch(/^modules\s+6 \(q_proj, up_proj, down_proj\)/m);
+    expect(r.stdout).toContain(`${counts.hydralora.toLocaleString('en-US')} parameters`);
+    expect(r.stdout).toMatch(/^method\s+hydralora/m);
+    const kb = (fs.statSync(path.join(dirs.hydralora, 'adapter_model.safetensors')).size / 1024).toFixed(1);
+    expect(r.stdout).toContain(`${kb} kB`);
+    expect(r.stdout).not.toContain('\x1b['); // not a terminal, and NO_COLOR
+  });
+
+  it('rlora at init: near 0 off the diagonal; the numbers are the layer\'s own headSimilarity', async () => {
+    const [text, json] = await Promise.all([rlora(['inspect', dirs.rlora]), rlora(['inspect', dirs.rlora, '--json'])]);
+    const m = printedMatrices(ok(text).stdout);
+    expect(Object.keys(m)).toEqual(Object.keys(native.rlora));
+    for (const [name, rows] of Object.entries(m)) {
+      rows.forEach((row, i) =>
+        row.forEach((v, j) => {
+          expect(Math.abs(v - native.rlora[name][i][j])).toBeLessThanOrEqual(0.005 + 1e-12);
+          if (i === j) expect(v).toBe(1);
+          else expect(Math.abs(v)).toBeLessThan(0.4); // independent N(0, 1/out) heads: |cos| ~ 1/sqrt(out r)
+        }),
+      );
+    }
+    const info = JSON.parse(ok(json).stdout) as { modules: { name: string; similarity: number[][]; parameters: number }[]; trainableParameters: number };
+    expect(info.trainableParameters).toBe(counts.rlora);
+    for (const mod of info.modules) {
+      mod.similarity.forEach((row, i) => row.forEach((v, j) => expect(Math.abs(v - native.rlora[mod.name][i][j])).toBeLessThan(1e-12)));
+    }
+  });
+
+  it('--module filters; colors are 256-color backgrounds on a terminal', async () => {
+    const r = ok(await rlora(['inspect', dirs.rlora, '--module', 'layers\\.1\\.mlp\\.down_proj']));
+    expect(Object.keys(printedMatrices(r.stdout))).toEqual(['model.layers.1.mlp.down_proj']);
+    const colored = heatmap([[1, -0.5], [-0.5, 1]], true);
+    expect(colored).toContain('\x1b[48;5;196m'); // 1: red
+    expect(colored).toContain('\x1b[48;5;19m'); // -0.5: blue
+    expect(heatmap([[1, 0.5], [0.5, 1]], false)).toContain('▒  0.50');
+  });
+
+  it('a folder without an adapter: a clear message, exit 1', async () => {
+    const r = await rlora(['inspect', modelDir]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('not an adapter folder: no adapter_config.json');
+  });
+});
+
+describe('plot', () => {
+  it('writes an SVG (Vega-Lite) naming every task, and a PNG', async () => {
+    const log = path.join(tmp, 'plot', 'log.jsonl');
+    fs.mkdirSync(path.dirname(log), { recursive: true });
+    const lines: object[] = [];
+    for (let step = 1; step <= 12; step++) {
+      lines.push({ step, epoch: 0, loss: 3 / step, taskLoss: { 'task-alpha': 3.2 / step, 'task-beta': 2.8 / step }, lr: 1e-3, gradNorm: 1, tokens: 10, tokensPerSecond: 100 });
+      if (step % 6 === 0) lines.push({ type: 'eval', step, tasks: { 'task-alpha': { loss: 2 / step, accuracy: 0.5, count: 2 }, 'task-beta': { loss: 1 / step, accuracy: 1, count: 3 } } });
+    }
+    lines.push({ ...lines[3] }); // a step logged twice (a resumed run)
+    fs.writeFileSync(log, jsonl(lines));
+    const svg = path.join(tmp, 'plot', 'loss.svg');
+    const png = path.join(tmp, 'plot', 'loss.png');
+    const r = ok(await rlora(['plot', log, '--out', svg, '--png', png, '--title', 'my run']));
+    expect(r.stdout).toContain('12 steps (1..12), 2 tasks, 2 evaluations');
+    const text = fs.readFileSync(svg, 'utf8');
+    expect(text.startsWith('<svg')).toBe(true);
+    expect(text.trimEnd().endsWith('</svg>')).toBe(true);
+    for (const s of ['task-alpha', 'task-beta', 'all tasks', 'my run', 'training loss', 'evaluation accuracy']) expect(text).toContain(s);
+    expect((text.match(/<path/g) ?? []).length).toBeGreaterThan(4);
+    const bytes = fs.readFileSync(png);
+    expect(bytes.subarray(0, 8)).toEqual(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]));
+    const [w, h] = [bytes.readUInt32BE(16), bytes.readUInt32BE(20)];
+    const m = /width="(\d+)" height="(\d+)"/.exec(text)!;
+    expect([w, h]).toEqual([2 * Number(m[1]), 2 * Number(m[2])]);
+  });
+
+  it('a broken line is named with its line number', async () => {
+    const log = path.join(tmp, 'plot', 'broken.jsonl');
+    fs.writeFileSync(log, '{"step": 1, "loss": 1, "taskLoss": {}}\n{oops\n{"step": 2, "loss": 1, "taskLoss": {}}\n');
+    const r = await rlora(['plot', log, '--out', path.join(tmp, 'plot', 'b.svg')]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`${log}:2: invalid JSON`);
+  });
+});
+
+describe('run.json', () => {
+  it('a bad key fails before anything loads, naming the key (exit 1)', async () => {
+    const file = writeRun('bad', { learningRat: 1e-3, batchSize: 0 }, { outputDirr: 'x' });
+    const r = await rlora(['train', '--config', file]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('trainer.learningRat is not a known key (did you mean trainer.learningRate?)');
+    expect(r.stderr).toContain('trainer.batchSize must be >= 1, got 0');
+    expect(r.stderr).toContain('outputDirr is not a known key (did you mean outputDir?)');
+    expect(fs.existsSync(path.join(tmp, 'bad', 'out'))).toBe(false);
+  });
+
+  it('checks types, required keys and alternatives; resolves paths against the file', () => {
+    const base = { model: 'm', tokenizer: 'byte', data: { train: 't.jsonl' }, adapter: { targetModules: ['q_proj'] }, outputDir: 'o' };
+    const problems = (json: unknown): string[] => {
+      try {
+        parseRunConfig(json, '/x/run.json');
+      } catch (e) {
+        if (e instanceof RunConfigError) return e.problems;
+        throw e;
+      }
+      return [];
+    };
+    expect(problems(base)).toEqual([]);
+    expect(problems({ ...base, data: {} })).toEqual([expect.stringContaining('data.train is required')]);
+    expect(problems({ ...base, adapter: { targetModules: 'q_proj' } })).toEqual([expect.stringMatching(/^adapter\.targetModules must be/)]);
+    expect(problems({ ...base, adapter: { targetModules: { regex: 'proj$' }, method: 'qlora' } })).toEqual([expect.stringContaining('adapter.method must be one of "lora", "hydralora", "rlora"')]);
+    expect(problems({ ...base, trainer: { warmupRatio: 1, schedule: 'cosine', maxSteps: 2.5 } })).toEqual([
+      'trainer.warmupRatio must be >= 0 and < 1, got 1',
+      'trainer.maxSteps must be an integer, got 2.5',
+    ]);
+    expect(problems({ ...base, model: { path: 'm', config: {} } })).toEqual([expect.stringContaining('exactly one of model.path')]);
+    expect(problems({ ...base, model: { config: { hidden_size: 8 }, sed: 1 } })).toEqual([expect.stringContaining('model.sed is not a known key (did you mean model.seed?)')]);
+    expect(problems([])).toEqual(['run.json must be a JSON object, got an array']);
+    const cfg = parseRunConfig({ ...base, tokenizer: '../tok/tokenizer.json', resume: 'o/checkpoint-3', adapter: { targetModules: { regex: 'layers\\.0\\.' } } }, '/x/y/run.json');
+    expect([cfg.model.path, cfg.tokenizer, cfg.data.train, cfg.outputDir, cfg.resume]).toEqual(['/x/y/m', '/x/tok/tokenizer.json', '/x/y/t.jsonl', '/x/y/o', '/x/y/o/checkpoint-3']);
+    expect(cfg.adapter.targetModules).toEqual(/layers\.0\./);
+  });
+});
+
+describe('train and eval', () => {
+  it('train --config: 6 steps, checkpoints every 3, the adapter, the log, the evaluation', async () => {
+    const file = writeRun('tiny', { maxSteps: 6, saveEvery: 3, keepCheckpoints: 3 });
+    const out = path.join(tmp, 'tiny', 'out');
+    const r = ok(await rlora(['train', '--config', file, '--threads', '1']));
+    for (const f of ['adapter/adapter_config.json', 'adapter/adapter_model.safetensors', 'checkpoint-3/trainer_state.json', 'checkpoint-6/trainer_state.json', 'run.json']) {
+      expect(fs.existsSync(path.join(out, f))).toBe(true);
+    }
+    const log = stepLines(path.join(out, 'log.jsonl'));
+    const steps = log.filter((l) => l.type === undefined) as unknown as { step: number; loss: number; taskLoss: Record<string, number> }[];
+    expect(steps.map((s) => s.step)).toEqual([1, 2, 3, 4, 5, 6]);
+    for (const s of steps) expect(Number.isFinite(s.loss)).toBe(true);
+    const evals = log.filter((l) => l.type === 'eval') as unknown as { step: number; tasks: Record<string, { loss: number; accuracy: number; count: number }> }[];
+    expect(evals.map((e) => e.step)).toEqual([6]);
+    // the evaluation printed at the end is the logged one
+    for (const [task, e] of Object.entries(evals[0].tasks)) {
+      expect(r.stdout).toMatch(new RegExp(`^${task}\\s+${e.loss.toFixed(4)}\\s+${(100 * e.accuracy).toFixed(1)}%\\s+${e.count}$`, 'm'));
+    }
+    expect(Object.keys(evals[0].tasks)).toEqual(['reverse', 'upper']);
+    expect(r.stderr).toMatch(/^step 1\/6 /m);
+    expect(r.stderr).toMatch(/^step 6\/6 /m);
+    // run.json again in the same outputDir: refused, nothing deleted
+    const again = await rlora(['train', '--config', file]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toContain('already holds a run');
+    expect(fs.existsSync(path.join(out, 'checkpoint-6'))).toBe(true);
+  });
+
+  it('eval prints per-task numbers equal to Trainer.evaluate on the same data', async () => {
+    const adapterDir = path.join(tmp, 'adapter-rlora-eval');
+    {
+      const model = Model.fromConfig(CFG, { seed: 1 });
+      const adapter = Adapter.attach(model, { method: 'rlora', rank: 2, heads: 3, targetModules: ['gate_proj', 'up_proj', 'down_proj'], seed: 3 });
+      const train = MultiTaskDataset.fromArray(EXAMPLES, { tokenizer: tok, maxLength: 32 });
+      await new Trainer(model, adapter, { maxSteps: 4, batchSize: 4, learningRate: 2e-2, progress: false }).fit(train);
+      adapter.save(adapterDir);
+    }
+    const args = ['eval', '--model', modelDir, '--adapter', adapterDir, '--data', evalFile, '--tokenizer', 'byte', '--batch-size', '4', '--max-length', '32', '--threads', '1'];
+    const [json, text] = await Promise.all([rlora([...args, '--json']), rlora(args)]);
+    const printed = JSON.parse(ok(json).stdout) as { tasks: Record<string, { loss: number; accuracy: number; count: number }> };
+
+    const model = await Model.fromPretrained(modelDir);
+    const adapter = await Adapter.load(model, adapterDir);
+    const ds = await MultiTaskDataset.fromJsonl(evalFile, { tokenizer: tok, maxLength: 32 });
+    const want = await new Trainer(model, adapter, { batchSize: 4, progress: false }).evaluate(ds);
+    expect(printed.tasks).toEqual(want);
+    expect(Object.keys(want)).toEqual(['reverse', 'upper']);
+    expect(want.upper.count).toBe(3);
+    for (const [task, e] of Object.entries(want)) {
+      expect(ok(text).stdout).toMatch(new RegExp(`^${task}\\s+${e.loss.toFixed(4)}\\s+${(100 * e.accuracy).toFixed(1)}%\\s+${e.count}$`, 'm'));
+    }
+  });
+});
+
+describe('Ctrl-C', () => {
+  /** Starts train, sends SIGINT once log.jsonl has more than `after` step lines, waits for the exit. */
+  async function interrupt(args: string[], log: string, after: number): Promise<Result> {
+    const { child, done } = start(args);
+    try {
+      const deadline = Date.now() + 30_000;
+      let exited = false;
+      void done.then(() => (exited = true));
+      while (!exited && stepLines(log).filter((l) => l.type === undefined).length <= after) {
+        if (Date.now() > deadline) throw new Error('no step line within 30 s');
+        await sleep(20);
+      }
+      child.kill('SIGINT');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+      const r = await done;
+      clearTimeout(timer);
+      return r;
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }
+  }
+
+  it('stops after the current step with a checkpoint and says how to resume; resuming continues the log', async () => {
+    // bounded: at most 1000 tiny steps (about 10 s) and one checkpoint kept, should the signal be missed
+    const file = writeRun('sigint', { maxSteps: 1000, keepCheckpoints: 1 });
+    const out = path.join(tmp, 'sigint', 'out');
+    const log = path.join(out, 'log.jsonl');
+    const r = await interrupt(['train', '--config', file, '--threads', '1'], log, 0);
+    expect(r.code).toBe(130);
+    const m = /interrupted at step (\d+) of 1000; checkpoint written to (\S+)/.exec(r.stderr);
+    if (!m) throw new Error(explain(r));
+    const [step, ckpt] = [Number(m[1]), m[2]];
+    expect(ckpt).toBe(path.join(out, `checkpoint-${step}`));
+    expect(r.stderr).toContain(`resume with: rlora train --config ${file} --resume ${ckpt}`);
+    expect(JSON.parse(fs.readFileSync(path.join(ckpt, 'trainer_state.json'), 'utf8')).step).toBe(step);
+    expect(stepLines(log).map((l) => l.step)).toEqual(Array.from({ length: step }, (_, i) => i + 1));
+    expect(fs.existsSync(path.join(out, 'adapter'))).toBe(false); // not finished: no final adapter
+
+    // resume, and stop again
+    const r2 = await interrupt(['train', '--config', file, '--threads', '1', '--resume', ckpt], log, step);
+    expect(r2.code).toBe(130);
+    expect(r2.stderr).toContain(`resume     ${ckpt}: step ${step} of 1000`);
+    const m2 = /interrupted at step (\d+) of 1000; checkpoint written to (\S+)/.exec(r2.stderr);
+    if (!m2) throw new Error(explain(r2));
+    const step2 = Number(m2[1]);
+    expect(step2).toBeGreaterThan(step);
+    expect(stepLines(log).map((l) => l.step)).toEqual(Array.from({ length: step2 }, (_, i) => i + 1));
+    expect(fs.readdirSync(out).filter((f) => f.startsWith('checkpoint-'))).toEqual([`checkpoint-${step2}`]);
+  });
+});
