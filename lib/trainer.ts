@@ -208,6 +208,7 @@ export class Trainer {
   private totalSteps?: number;
   private lastCheckpoint?: string;
   private trainInfo?: { size: number; tasks: string[] };
+  private resumedFrom?: number;
   private pendingTrainInfo?: { size: number; tasks: string[] };
 
   constructor(model: Model, adapter: Adapter, options: TrainerOptions = {}) {
@@ -221,7 +222,9 @@ export class Trainer {
     }
     this.model = model;
     this.adapter = adapter;
-    this.options = { ...DEFAULTS, ...options };
+    // an explicit undefined means "the default", as an absent key does
+    const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as TrainerOptions;
+    this.options = { ...DEFAULTS, ...given };
     const o = this.options;
     positiveInt(o.batchSize, 'batchSize');
     positiveInt(o.gradientAccumulation, 'gradientAccumulation');
@@ -266,8 +269,14 @@ export class Trainer {
     const history: History = { steps: [], evals: [], stopped: 'completed', lastCheckpoint: this.lastCheckpoint };
     const log = o.outputDir ? path.join(o.outputDir, 'log.jsonl') : undefined;
     if (o.outputDir) fs.mkdirSync(o.outputDir, { recursive: true });
+    if (log && this.resumedFrom !== undefined && fs.existsSync(log)) {
+      // resuming from an older checkpoint: the steps after it are about to be logged again
+      const keep = fs.readFileSync(log, 'utf8').split('\n').filter((l) => l.trim() && (JSON.parse(l) as { step: number }).step <= this.resumedFrom!);
+      fs.writeFileSync(log, keep.map((l) => l + '\n').join(''));
+    }
+    this.resumedFrom = undefined;
     const bar = (o.progress ?? Boolean(process.stdout.isTTY))
-      ? new SingleBar({ format: 'step {value}/{total} |{bar}| loss {loss} | {tps} tok/s | ETA {eta_formatted}', hideCursor: true, stream: process.stderr })
+      ? new SingleBar({ format: 'step {value}/{total} |{bar}| loss {loss} | {tps} tok/s | ETA {eta_formatted}', hideCursor: true, stream: process.stdout })
       : undefined;
     bar?.start(total, this.step, { loss: '-', tps: '-' });
     const evaluate = async (): Promise<void> => {
@@ -439,6 +448,7 @@ export class Trainer {
     const adapter = await Adapter.load(model, checkpointDir);
     const trainer = new Trainer(model, adapter, { ...state.options, ...overrides });
     trainer.step = state.step;
+    trainer.resumedFrom = state.step;
     trainer.totalSteps = state.totalSteps;
     trainer.pendingSampler = state.sampler;
     trainer.pendingTrainInfo = state.dataset;

@@ -170,6 +170,11 @@ describe('checkpoints and resume', () => {
     expect(histB.steps.map((s) => s.step)).toEqual([6, 7, 8, 9, 10, 11, 12]);
     expect(histB.steps.map((s) => s.loss)).toEqual(histA.steps.slice(5).map((s) => s.loss));
     expect(stateBytes(Adapter.of(b)!)).toEqual(stateBytes(adapterA));
+    // resuming into the same folder logs each step once
+    const c = await Model.fromPretrained(baseDir);
+    await (await Trainer.resume(path.join(dirA, 'checkpoint-5'), c, { outputDir: dirA })).fit(dataset());
+    const relog = fs.readFileSync(path.join(dirA, 'log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).step);
+    expect(relog).toEqual([...Array(12).keys()].map((i) => i + 1));
     // the log has one line per step and the checkpoint files are all there
     const log = fs.readFileSync(path.join(dirA, 'log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     expect(log.filter((r) => r.type !== 'eval').map((r) => r.step)).toEqual([...Array(12).keys()].map((i) => i + 1));
@@ -177,6 +182,13 @@ describe('checkpoints and resume', () => {
     expect(fs.readdirSync(path.join(dirA, 'checkpoint-5')).sort()).toEqual(
       ['adapter_config.json', 'adapter_model.safetensors', 'optimizer.safetensors', 'rng.safetensors', 'trainer_state.json'],
     );
+  });
+
+  it('treats an explicit undefined option as the default', () => {
+    const m = Model.fromConfig(CFG, { seed: 1 });
+    const t = new Trainer(m, Adapter.attach(m, { targetModules: ['up_proj'] }), { batchSize: undefined, learningRate: undefined });
+    expect(t.options.batchSize).toBe(8);
+    expect(t.options.learningRate).toBe(2e-4);
   });
 
   it('refuses to resume on different data', async () => {
