@@ -206,11 +206,18 @@ Napi::Value LmTrainStep(const Napi::CallbackInfo& info) {
     std::vector<train::LmBatch> micro;
     for (uint32_t i = 0; i < arr.Length(); ++i) micro.push_back(parse_lm_batch(arr.Get(i), "microBatches[" + std::to_string(i) + "]"));
     auto opt = JsAdamW::FromValue(info[2], "optimizer");
+    torch::ScalarType autocast = torch::kFloat32;
+    if (!info[3].IsUndefined() && !info[3].IsNull()) {
+      std::string p = get_string(info[3], "precision");
+      if (p != "float32" && p != "bfloat16")
+        throw std::invalid_argument("precision must be \"float32\" or \"bfloat16\", got \"" + p + "\"");
+      autocast = p == "bfloat16" ? torch::kBFloat16 : torch::kFloat32;
+    }
     return run_async<train::LmStepResult>(
         env,
-        [m, micro, opt] {
+        [m, micro, opt, autocast] {
           std::scoped_lock lock(m->mutex(), opt->mutex());
-          return train::lm_train_step(*m, micro, *opt);
+          return train::lm_train_step(*m, micro, *opt, autocast);
         },
         [](Napi::Env e, train::LmStepResult& r) -> Napi::Value {
           auto o = Napi::Object::New(e);

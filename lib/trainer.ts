@@ -51,8 +51,12 @@ export interface TrainerOptions {
   keepCheckpoints?: number;
   /** A progress bar on stderr. Default: on when stdout is a terminal. */
   progress?: boolean;
-  /** 'float32' only for now. */
-  precision?: 'float32';
+  /**
+   * 'float32' (default), or 'bfloat16': forward and backward under bfloat16 autocast on the
+   * model's device (CPU or CUDA), as torch.autocast does; parameters, gradients and optimizer
+   * state stay in the model's dtype. Evaluation runs without autocast.
+   */
+  precision?: 'float32' | 'bfloat16';
   /** Where training runs: the model's device (load the model there); given, it must match. */
   device?: string;
   /** Skip a step whose loss is NaN or infinite (no update) instead of stopping. Default false. */
@@ -160,10 +164,15 @@ export interface TrainStepResult {
  * cross-entropy, backward, clipping, AdamW and the schedule, in one native call off the JS thread.
  * The building block of Trainer.fit, for custom loops (e.g. pretraining with an AdamW over a Model).
  */
-export async function trainStep(model: Model, batches: Pick<Batch, 'inputIds' | 'attentionMask' | 'labels'>[], optimizer: AdamW): Promise<TrainStepResult> {
+export async function trainStep(
+  model: Model,
+  batches: Pick<Batch, 'inputIds' | 'attentionMask' | 'labels'>[],
+  optimizer: AdamW,
+  options: { precision?: 'float32' | 'bfloat16' } = {},
+): Promise<TrainStepResult> {
   if (!(model instanceof Model)) throw new TypeError('trainStep: model must be a Model');
   if (!(optimizer instanceof AdamW)) throw new TypeError('trainStep: optimizer must be an AdamW');
-  const r = await native.lmTrainStep(model.native, batches.map(toLmBatch), optimizer.native);
+  const r = await native.lmTrainStep(model.native, batches.map(toLmBatch), optimizer.native, options.precision ?? 'float32');
   return {
     loss: r.loss,
     finite: r.finite,
@@ -214,8 +223,8 @@ export class Trainer {
   constructor(model: Model, adapter: Adapter, options: TrainerOptions = {}) {
     if (!(model instanceof Model)) throw new TypeError('Trainer: first argument must be a Model');
     if (!(adapter instanceof Adapter) || adapter.model !== model) throw new TypeError('Trainer: second argument must be an Adapter attached to that model');
-    if (options.precision !== undefined && options.precision !== 'float32') {
-      throw new RangeError(`precision ${JSON.stringify(options.precision)} is not supported yet; use 'float32' (or load the model in bfloat16)`);
+    if (options.precision !== undefined && options.precision !== 'float32' && options.precision !== 'bfloat16') {
+      throw new RangeError(`precision must be 'float32' or 'bfloat16', got ${JSON.stringify(options.precision)}`);
     }
     if (options.device !== undefined && options.device !== model.device) {
       throw new RangeError(`device ${JSON.stringify(options.device)} differs from the model's (${model.device}): load the model with {device: ${JSON.stringify(options.device)}}`);
@@ -292,7 +301,7 @@ export class Trainer {
         const micro: Batch[] = [];
         for (let k = 0; k < o.gradientAccumulation; k++) micro.push(this.sampler.next());
         const t0 = process.hrtime.bigint();
-        const r = await trainStep(this.model, micro, this.optimizer);
+        const r = await trainStep(this.model, micro, this.optimizer, { precision: o.precision ?? 'float32' });
         const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
         const tokens = micro.reduce((a, b) => a + b.attentionMask.flat().reduce((x, y) => x + y, 0), 0);
         if (!r.finite && !o.skipNonFinite) {

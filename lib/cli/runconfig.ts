@@ -116,9 +116,9 @@ const TRAINER_KEYS: Record<string, Key> = {
   evalEvery: { spec: int(0), doc: 'evaluate data.eval every this many steps; 0: at the end only (default 0)' },
   saveEvery: { spec: int(0), doc: 'checkpoint every this many steps; 0: at the end only (default 0)' },
   keepCheckpoints: { spec: int(0), doc: 'keep only the newest this many checkpoints; 0 keeps all (default 0)' },
-  progress: { spec: bool, doc: 'progress bar on stderr (default: when stdout is a terminal; else a line now and then)' },
+  progress: { spec: bool, doc: 'progress bar (default: when stdout is a terminal; else a line now and then on stderr)' },
   device: { spec: str, doc: 'where training runs; the model is loaded there unless model.device says otherwise' },
-  precision: { spec: oneOf('float32'), doc: '"float32" (the only one for now)' },
+  precision: { spec: oneOf('float32', 'bfloat16'), doc: '"float32" (default) or "bfloat16": forward and backward under bfloat16 autocast' },
   skipNonFinite: { spec: bool, doc: 'skip a step whose loss is NaN or infinite instead of stopping (default false)' },
   evalExtraTokens: { spec: int(0), doc: 'greedy generation in evaluation runs this many tokens past the response length (default 4)' },
 };

@@ -4,6 +4,7 @@
 
 #include <torch/torch.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
 #include <string>
 
 namespace rlora::compat {
@@ -21,5 +22,52 @@ inline at::Generator make_cpu_generator(uint64_t seed) {
 
 // The message of a c10::Error without the C++ backtrace that 1.13 and 2.x append.
 inline std::string error_message(const c10::Error& e) { return e.what_without_backtrace(); }
+
+// Autocast state of this thread for a device type (2.4 made the API device-generic).
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+inline bool autocast_enabled(c10::DeviceType d) { return at::autocast::is_autocast_enabled(d); }
+inline torch::ScalarType autocast_dtype(c10::DeviceType d) { return at::autocast::get_autocast_dtype(d); }
+inline void set_autocast(c10::DeviceType d, bool on, torch::ScalarType dtype) {
+  at::autocast::set_autocast_enabled(d, on);
+  at::autocast::set_autocast_dtype(d, dtype);
+}
+#else
+inline bool autocast_enabled(c10::DeviceType d) {
+  return d == c10::DeviceType::CUDA ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
+}
+inline torch::ScalarType autocast_dtype(c10::DeviceType d) {
+  return d == c10::DeviceType::CUDA ? at::autocast::get_autocast_gpu_dtype() : at::autocast::get_autocast_cpu_dtype();
+}
+inline void set_autocast(c10::DeviceType d, bool on, torch::ScalarType dtype) {
+  if (d == c10::DeviceType::CUDA) {
+    at::autocast::set_enabled(on);
+    at::autocast::set_autocast_gpu_dtype(dtype);
+  } else {
+    at::autocast::set_cpu_enabled(on);
+    at::autocast::set_autocast_cpu_dtype(dtype);
+  }
+}
+#endif
+
+// Autocast to `dtype` on `device` for the guard's lifetime (or off, with on = false); restores
+// this thread's previous state and drops autocast's cast cache on exit.
+class AutocastGuard {
+ public:
+  AutocastGuard(torch::Device device, bool on, torch::ScalarType dtype)
+      : type_(device.type()), was_on_(autocast_enabled(type_)), was_dtype_(autocast_dtype(type_)) {
+    set_autocast(type_, on, on ? dtype : was_dtype_);
+  }
+  ~AutocastGuard() {
+    set_autocast(type_, was_on_, was_dtype_);
+    if (!was_on_) at::autocast::clear_cache();
+  }
+  AutocastGuard(const AutocastGuard&) = delete;
+  AutocastGuard& operator=(const AutocastGuard&) = delete;
+
+ private:
+  c10::DeviceType type_;
+  bool was_on_;
+  torch::ScalarType was_dtype_;
+};
 
 }  // namespace rlora::compat

@@ -240,8 +240,8 @@ torch::Tensor MultiHeadLoraLinear::forward(const torch::Tensor& x) {
   const int64_t in = in_features(), r = options_.rank, N = options_.heads;
   require(x.defined() && x.dim() >= 1 && x.size(-1) == in,
           "input must have shape [..., " + std::to_string(in) + "], got " + (x.defined() ? shape_str(x) : "nothing"));
-  require(x.scalar_type() == dtype(), "input dtype " + dtype_str(x.scalar_type()) + " does not match the layer's " +
-                                          dtype_str(dtype()));
+  require(x.scalar_type() == dtype() || compat::autocast_enabled(device().type()),
+          "input dtype " + dtype_str(x.scalar_type()) + " does not match the layer's " + dtype_str(dtype()));
   require(x.device() == device(),
           "input is on " + x.device().str() + " but the layer is on " + device().str());
   std::vector<int64_t> shape = x.sizes().vec();
@@ -259,9 +259,21 @@ torch::Tensor MultiHeadLoraLinear::forward(const torch::Tensor& x) {
     // Masks come from the layer's CPU generator: the same seed gives the same masks on every device.
     mask = torch::empty(mshape, torch::kBool).bernoulli_(p, gen_).to(device());  // true = dropped
   }
+  // Under autocast the whole layer runs in the autocast dtype: its inputs are cast here (casts
+  // that gradients flow through, back to the parameters' own dtype) and autocast is off inside,
+  // where in-place products need one dtype.
+  Tensor a = a_, router = router_, b = b_, weight = weight_, bias = bias_, off_a = off_a_, off_b = off_b_;
+  const bool autocast = compat::autocast_enabled(device().type());
+  const torch::ScalarType cdt = autocast ? compat::autocast_dtype(device().type()) : dtype();
+  if (autocast && cdt != dtype()) {
+    auto cast = [&](const Tensor& t) { return t.defined() ? t.to(cdt) : t; };
+    x2 = cast(x2), a = cast(a), router = cast(router), b = cast(b), weight = cast(weight), bias = cast(bias);
+    off_a = cast(off_a), off_b = cast(off_b);
+  }
+  compat::AutocastGuard off(device(), false, cdt);
   const auto o = x2.options();
-  Tensor y = LoraFunction::apply(x2, a_, or_empty(router_, o), b_, weight_, or_empty(bias_, o), or_empty(off_a_, o),
-                                 or_empty(off_b_, o), or_empty(mask, o.dtype(torch::kBool)), mode, 1.0 / (1.0 - p),
+  Tensor y = LoraFunction::apply(x2, a, or_empty(router, o), b, weight, or_empty(bias, o), or_empty(off_a, o),
+                                 or_empty(off_b, o), or_empty(mask, o.dtype(torch::kBool)), mode, 1.0 / (1.0 - p),
                                  options_.scaling());
   shape.back() = out_features();
   return y.view(shape);

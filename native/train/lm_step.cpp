@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "common/format.h"
+#include "common/torch_compat.h"
 
 namespace rlora::train {
 
@@ -30,7 +31,9 @@ torch::Tensor causal_lm_loss_rows(const torch::Tensor& logits, const torch::Tens
   return per_token.view({B, S - 1}).sum(1);
 }
 
-LmStepResult lm_train_step(model::DecoderModel& model, const std::vector<LmBatch>& micro, AdamW& opt) {
+LmStepResult lm_train_step(model::DecoderModel& model, const std::vector<LmBatch>& micro, AdamW& opt,
+                           torch::ScalarType autocast) {
+  const bool cast = autocast != torch::kFloat32 && autocast != model.dtype();
   if (micro.empty()) throw std::invalid_argument("a training step needs at least one micro-batch");
   int64_t total = 0;
   for (size_t i = 0; i < micro.size(); ++i) {
@@ -44,8 +47,11 @@ LmStepResult lm_train_step(model::DecoderModel& model, const std::vector<LmBatch
   std::vector<torch::Tensor> sums, counts;
   double loss_sum = 0.0;
   for (const auto& b : micro) {
-    torch::Tensor tokens;
-    torch::Tensor rows = causal_lm_loss_rows(model.forward(b.ids, b.mask), b.labels, &tokens);
+    torch::Tensor tokens, rows;
+    {
+      compat::AutocastGuard guard(model.device(), cast, autocast);
+      rows = causal_lm_loss_rows(model.forward(b.ids, b.mask), b.labels, &tokens);
+    }
     torch::Tensor loss = rows.sum() / static_cast<double>(total);
     loss.backward();
     sums.push_back(rows.detach().to(torch::kCPU, torch::kFloat64));

@@ -35,7 +35,11 @@ torch::Tensor causal_lm_loss_rows(const torch::Tensor& logits, const torch::Tens
 
 // Gradients accumulate over the micro-batches, normalised by their total labelled tokens, so the
 // update equals one step on their union. A non-finite loss makes no update (grads are cleared).
-LmStepResult lm_train_step(model::DecoderModel& model, const std::vector<LmBatch>& micro, AdamW& opt);
+// autocast: the forward and backward run under autocast to that dtype (bfloat16) on the model's
+// device; parameters, gradients and optimizer state keep their own dtype. kFloat32 (or the
+// model's dtype) means no autocast.
+LmStepResult lm_train_step(model::DecoderModel& model, const std::vector<LmBatch>& micro, AdamW& opt,
+                           torch::ScalarType autocast = torch::kFloat32);
 
 // Loss without gradients (evaluation).
 LmLoss lm_eval_loss(model::DecoderModel& model, const LmBatch& batch);
