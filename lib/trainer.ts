@@ -183,11 +183,26 @@ export async function trainStep(
   };
 }
 
-/** Writes a folder atomically: fill a temporary sibling, fsync, rename. */
+/** A hidden sibling name for a folder being written or removed (`.<name>.<what>-<pid>-<time>`). */
+function sideName(dir: string, what: 'tmp' | 'deleting'): string {
+  return path.join(path.dirname(dir), `.${path.basename(dir)}.${what}-${process.pid}-${Date.now()}`);
+}
+const SIDE_NAME = /^\.checkpoint-\d+\.(tmp|deleting)-/;
+
+/** Removes a folder atomically as far as readers can tell: renamed away first, then deleted. */
+function removeAtomically(dir: string): void {
+  const trash = sideName(dir, 'deleting');
+  fs.renameSync(dir, trash);
+  fs.rmSync(trash, { recursive: true, force: true });
+}
+
+/**
+ * Writes a folder atomically: fill a hidden sibling, fsync, rename into place (an existing folder
+ * of that name is renamed away first), so a reader sees the folder complete or not at all.
+ */
 function writeAtomically(dir: string, fill: (tmp: string) => void): void {
-  const parent = path.dirname(dir);
-  fs.mkdirSync(parent, { recursive: true });
-  const tmp = path.join(parent, `.${path.basename(dir)}.tmp-${process.pid}-${Date.now()}`);
+  fs.mkdirSync(path.dirname(dir), { recursive: true });
+  const tmp = sideName(dir, 'tmp');
   fs.mkdirSync(tmp);
   try {
     fill(tmp);
@@ -196,8 +211,10 @@ function writeAtomically(dir: string, fill: (tmp: string) => void): void {
       fs.fsyncSync(fd);
       fs.closeSync(fd);
     }
-    if (fs.existsSync(dir)) fs.rmSync(dir, { recursive: true, force: true });
+    const old = fs.existsSync(dir) ? sideName(dir, 'deleting') : undefined;
+    if (old) fs.renameSync(dir, old);
     fs.renameSync(tmp, dir);
+    if (old) fs.rmSync(old, { recursive: true, force: true });
   } catch (e) {
     fs.rmSync(tmp, { recursive: true, force: true });
     throw e;
@@ -277,7 +294,11 @@ export class Trainer {
     this.adapter.train();
     const history: History = { steps: [], evals: [], stopped: 'completed', lastCheckpoint: this.lastCheckpoint };
     const log = o.outputDir ? path.join(o.outputDir, 'log.jsonl') : undefined;
-    if (o.outputDir) fs.mkdirSync(o.outputDir, { recursive: true });
+    if (o.outputDir) {
+      fs.mkdirSync(o.outputDir, { recursive: true });
+      // half-written or half-deleted checkpoints of a process that was killed
+      for (const f of fs.readdirSync(o.outputDir)) if (SIDE_NAME.test(f)) fs.rmSync(path.join(o.outputDir, f), { recursive: true, force: true });
+    }
     if (log && this.resumedFrom !== undefined && fs.existsSync(log)) {
       // resuming from an older checkpoint: the steps after it are about to be logged again
       const keep = fs.readFileSync(log, 'utf8').split('\n').filter((l) => l.trim() && (JSON.parse(l) as { step: number }).step <= this.resumedFrom!);
@@ -441,7 +462,7 @@ export class Trainer {
     const keep = this.options.keepCheckpoints;
     if (keep > 0) {
       const steps = fs.readdirSync(dir0).map((f) => /^checkpoint-(\d+)$/.exec(f)).filter((m): m is RegExpExecArray => m !== null).map((m) => Number(m[1]));
-      for (const s of steps.sort((x, y) => y - x).slice(keep)) fs.rmSync(path.join(dir0, `checkpoint-${s}`), { recursive: true, force: true });
+      for (const s of steps.sort((x, y) => y - x).slice(keep)) removeAtomically(path.join(dir0, `checkpoint-${s}`));
     }
     return dir;
   }

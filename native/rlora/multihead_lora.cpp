@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -270,7 +271,8 @@ torch::Tensor MultiHeadLoraLinear::forward(const torch::Tensor& x) {
     x2 = cast(x2), a = cast(a), router = cast(router), b = cast(b), weight = cast(weight), bias = cast(bias);
     off_a = cast(off_a), off_b = cast(off_b);
   }
-  compat::AutocastGuard off(device(), false, cdt);
+  std::optional<compat::AutocastGuard> off;  // only when autocast is on: none on the usual path
+  if (autocast) off.emplace(device(), false, cdt);
   const auto o = x2.options();
   Tensor y = LoraFunction::apply(x2, a, or_empty(router, o), b, weight, or_empty(bias, o), or_empty(off_a, o),
                                  or_empty(off_b, o), or_empty(mask, o.dtype(torch::kBool)), mode, 1.0 / (1.0 - p),
