@@ -2,7 +2,7 @@
 // plain JS, the same layer written in Python torch, and finite differences (DESIGN.md section 2).
 import { LoraOptions, Method, MultiHeadLoraLinear, Tensor } from '../lib';
 import { maxAbs, maxAbsDiff, mmT, randn } from './helpers/math';
-import { hasTorchPython, runPython } from './helpers/python';
+import { requireTorchPython, runPython } from './helpers/python';
 
 type F64 = Float64Array;
 
@@ -160,7 +160,7 @@ describe('forward and gradients against independent computations (float64, dropo
   });
 
   it('forward and every gradient equal the same layer written in Python torch (1e-10)', () => {
-    if (!hasTorchPython()) throw new Error('these tests need Python torch at /usr/bin/python3: apt-get install python3-torch');
+    requireTorchPython();
     const input = cases.map((c) => ({
       inF: c.p.inF, outF: c.p.outF, r: c.p.r, N: c.p.N, s: c.p.s,
       W0: [...c.p.W0], b: c.p.b ? [...c.p.b] : null, A: [...c.p.A], B: c.p.B.map((v) => [...v]),

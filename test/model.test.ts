@@ -7,7 +7,7 @@ import * as path from 'path';
 import { HFConfig, loadSafetensors, Model, saveSafetensors, Tensor } from '../lib';
 import { maxAbs, maxAbsDiff } from './helpers/math';
 import { PY_REFERENCE } from './helpers/pymodel';
-import { hasTorchPython, runPython } from './helpers/python';
+import { requireTorchPython, runPython } from './helpers/python';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rlora-model-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -50,7 +50,7 @@ describe.each(Object.keys(CONFIGS))('%s', (name) => {
   });
 
   it('logits agree with the Python torch forward, with padding and a mask (1e-4)', async () => {
-    if (!hasTorchPython()) throw new Error('these tests need Python torch at /usr/bin/python3: apt-get install python3-torch');
+    requireTorchPython();
     const logits = await model.forward(IDS, { attentionMask: MASK });
     expect(logits.shape).toEqual([3, 7, 61]);
     const py = runPython<number[]>(

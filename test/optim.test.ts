@@ -1,13 +1,13 @@
 // AdamW, clipping and the schedule against PyTorch, step by step (float64, dropout 0).
 import { AdamW, fitStep, MultiHeadLoraLinear, Tensor } from '../lib';
 import { maxAbs, maxAbsDiff, randn } from './helpers/math';
-import { hasTorchPython, runPython } from './helpers/python';
+import { requireTorchPython, runPython } from './helpers/python';
 
 const inF = 6, outF = 5, r = 3, N = 3, T = 7, steps = 10;
 
 describe('AdamW with clipping and a cosine schedule', () => {
   it('matches torch.optim.AdamW + clip_grad_norm_ + the warm-up cosine schedule for 10 steps', async () => {
-    if (!hasTorchPython()) throw new Error('this test needs Python torch at /usr/bin/python3: apt-get install python3-torch');
+    requireTorchPython();
     const W0 = randn(outF * inF, 1);
     const layer = new MultiHeadLoraLinear({ weight: Tensor.from(W0, [outF, inF]) }, { method: 'rlora', rank: r, heads: N, dropout: 0, seed: 4 });
     const init = Object.fromEntries(Object.entries(layer.stateDict()).map(([k, v]) => [k, Array.from(v.data() as Float64Array)]));

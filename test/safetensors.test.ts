@@ -16,7 +16,7 @@ import {
   saveSafetensors,
 } from '../lib';
 import { expectErrorMatching } from './helpers/errors';
-import { hasTorchPython, runPython, PYTHON } from './helpers/python';
+import { requireTorchPython, runPython } from './helpers/python';
 
 let dir: string;
 beforeAll(() => {
@@ -27,17 +27,6 @@ afterAll(() => {
 });
 const file = (name: string): string => path.join(dir, name);
 
-let torchPython: boolean | undefined;
-/** The Python checks are part of the suite: without python3-torch they fail, never skip. */
-function requireTorchPython(): void {
-  torchPython ??= hasTorchPython();
-  if (!torchPython) {
-    throw new Error(
-      `these tests need Python with torch at ${PYTHON} (set RLORA_TEST_PYTHON to use another): ` +
-        'install python3-torch (Debian: sudo apt-get install -y python3-torch)',
-    );
-  }
-}
 
 
 /** Elements as plain JS values: numbers, or decimal strings for int64 (all 64 bits). */

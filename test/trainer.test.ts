@@ -8,7 +8,7 @@ import * as path from 'path';
 import { AdamW, Adapter, BatchSampler, ByteTokenizer, HFConfig, loadSafetensors, Model, MultiTaskDataset, Tensor, Trainer, trainStep } from '../lib';
 import { maxAbs, maxAbsDiff } from './helpers/math';
 import { PY_REFERENCE } from './helpers/pymodel';
-import { hasTorchPython, runPython } from './helpers/python';
+import { requireTorchPython, runPython } from './helpers/python';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rlora-trainer-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -28,7 +28,7 @@ const stateBytes = (a: Adapter): Record<string, Buffer> =>
 
 describe('one step at a time against PyTorch (float64, dropout 0)', () => {
   it('losses and adapter weights agree for 10 steps with accumulation, clipping, decay and warm-up cosine (1e-8)', async () => {
-    if (!hasTorchPython()) throw new Error('this test needs Python torch at /usr/bin/python3: apt-get install python3-torch');
+    requireTorchPython();
     const model = Model.fromConfig(CFG, { seed: 1, dtype: 'float64' });
     const baseDir = path.join(tmp, 'py-base');
     model.save(baseDir);
@@ -112,7 +112,7 @@ print(json.dumps({'losses': losses, 'lrs': lrs, 'norms': norms, 'final': {k: v.d
 
 describe('full training (an AdamW over a Model)', () => {
   it('trains every base parameter as PyTorch does (float64, 4 steps, 1e-8)', async () => {
-    if (!hasTorchPython()) throw new Error('this test needs Python torch at /usr/bin/python3: apt-get install python3-torch');
+    requireTorchPython();
     const model = Model.fromConfig(CFG, { seed: 9, dtype: 'float64' });
     const dir = path.join(tmp, 'full-base');
     model.save(dir);

@@ -15,6 +15,18 @@ export function hasTorchPython(): boolean {
   }
 }
 
+let torchPython: boolean | undefined;
+/** The Python checks are part of the suite: without python3-torch they fail, never skip. */
+export function requireTorchPython(): void {
+  torchPython ??= hasTorchPython();
+  if (!torchPython) {
+    throw new Error(
+      `these tests need Python with torch at ${PYTHON} (set RLORA_TEST_PYTHON to use another): ` +
+        'install python3-torch (Debian: sudo apt-get install -y python3-torch)',
+    );
+  }
+}
+
 /**
  * Runs `script` with `input` available as the JSON variable `INP`; the script must print one JSON
  * document (its result) as its last stdout line. Doubles cross as JSON text, which round-trips
