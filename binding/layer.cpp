@@ -211,33 +211,17 @@ class JsLoraLinear : public Napi::ObjectWrap<JsLoraLinear> {
     });
   }
 
-  Napi::Value HeadSimilarity(const Napi::CallbackInfo& info) {
+  // A tensor the layer computes, under its lock, as a JS Tensor.
+  Napi::Value TensorOf(const Napi::CallbackInfo& info, torch::Tensor (MultiHeadLoraLinear::*get)() const) {
     return guarded(info.Env(), [&]() -> Napi::Value {
       std::lock_guard<std::mutex> lock(layer_->mutex());
-      return JsTensor::Wrap(info.Env(), layer_->head_similarity());
+      return JsTensor::Wrap(info.Env(), ((*layer_).*get)());
     });
   }
-
-  Napi::Value BaseWeight(const Napi::CallbackInfo& info) {
-    return guarded(info.Env(), [&]() -> Napi::Value {
-      std::lock_guard<std::mutex> lock(layer_->mutex());
-      return JsTensor::Wrap(info.Env(), layer_->base_weight());
-    });
-  }
-
-  Napi::Value MergedWeight(const Napi::CallbackInfo& info) {
-    return guarded(info.Env(), [&]() -> Napi::Value {
-      std::lock_guard<std::mutex> lock(layer_->mutex());
-      return JsTensor::Wrap(info.Env(), layer_->merged_weight());
-    });
-  }
-
-  Napi::Value GeneratorState(const Napi::CallbackInfo& info) {
-    return guarded(info.Env(), [&]() -> Napi::Value {
-      std::lock_guard<std::mutex> lock(layer_->mutex());
-      return JsTensor::Wrap(info.Env(), layer_->generator_state());
-    });
-  }
+  Napi::Value HeadSimilarity(const Napi::CallbackInfo& info) { return TensorOf(info, &MultiHeadLoraLinear::head_similarity); }
+  Napi::Value BaseWeight(const Napi::CallbackInfo& info) { return TensorOf(info, &MultiHeadLoraLinear::base_weight); }
+  Napi::Value MergedWeight(const Napi::CallbackInfo& info) { return TensorOf(info, &MultiHeadLoraLinear::merged_weight); }
+  Napi::Value GeneratorState(const Napi::CallbackInfo& info) { return TensorOf(info, &MultiHeadLoraLinear::generator_state); }
 
   Napi::Value SetGeneratorState(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
