@@ -1,5 +1,6 @@
 // Adapter: multi-head LoRA layers attached to a Model's linear modules, saved and loaded in the
 // adapter folder of DESIGN.md section 4 (PEFT's names and config keys for plain LoRA).
+import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import * as util from 'util';
@@ -105,6 +106,16 @@ function resolveTargets(model: Model, targets: string[] | RegExp): string[] {
   return linear.filter((n) => chosen.has(n));
 }
 
+/**
+ * The seed of one module's layer in an adapter of seed `seed`: the first 48 bits (big-endian) of
+ * SHA-256 of the text `rlora/<seed>/<full module name>`, e.g. `rlora/0/model.layers.0.mlp.gate_proj`.
+ * Hashing the name (rather than counting modules) keeps the streams of different seeds and
+ * modules apart: seed 1's first module does not draw what seed 0's second drew.
+ */
+export function moduleSeed(seed: number, module: string): number {
+  return createHash('sha256').update(`rlora/${seed}/${module}`).digest().readUIntBE(0, 6);
+}
+
 export class Adapter {
   readonly model: Model;
   /** Wrapped modules by full name, in model order. */
@@ -123,7 +134,8 @@ export class Adapter {
 
   /**
    * Wraps every matching linear module of `model` with a MultiHeadLoraLinear (base weights stay
-   * frozen and untouched). Module i (in model order) gets seed `options.seed + i`. The adapter
+   * frozen and untouched). Each module gets its own seed, `moduleSeed(options.seed, name)`, so
+   * every (seed, module) pair draws an independent stream of initial values and dropout masks. The adapter
    * starts in evaluation mode (no dropout); Trainer.fit switches it to training mode while it runs.
    */
   static attach(model: Model, options: AdapterOptions): Adapter {
@@ -132,10 +144,11 @@ export class Adapter {
     const { targetModules, ...layerOptions } = options ?? ({} as AdapterOptions);
     const modules = resolveTargets(model, targetModules);
     const seed = layerOptions.seed ?? 0;
+    if (!Number.isSafeInteger(seed) || seed < 0) throw new TypeError(`seed must be a non-negative integer, got ${JSON.stringify(seed)}`);
     const layers = new Map<string, MultiHeadLoraLinear>();
-    modules.forEach((name, i) => {
-      layers.set(name, new MultiHeadLoraLinear(model.linearParameters(name), { ...layerOptions, seed: seed + i }).eval());
-    });
+    for (const name of modules) {
+      layers.set(name, new MultiHeadLoraLinear(model.linearParameters(name), { ...layerOptions, seed: moduleSeed(seed, name) }).eval());
+    }
     for (const [name, layer] of layers) model.native.setAdapter(name, layer.native);
     const first = layers.values().next().value as MultiHeadLoraLinear;
     const adapter = new Adapter(model, layers, { ...first.options, seed }, targetModules);

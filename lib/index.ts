@@ -9,7 +9,7 @@ export { loadSafetensors, saveSafetensors, readSafetensorsHeader, loadSafetensor
 export type { SafetensorsEntry, SafetensorsHeader } from './safetensors';
 export { MultiHeadLoraLinear } from './layer';
 export { Model, SUPPORTED_ARCHITECTURES, normalizeConfig } from './model';
-export { Adapter } from './adapter';
+export { Adapter, moduleSeed } from './adapter';
 export { Trainer, trainStep } from './trainer';
 export type { TrainerOptions, StepRecord, TaskEval, EvalRecord, History, FitOptions, TrainStepResult } from './trainer';
 export type { AdapterOptions } from './adapter';
@@ -51,6 +51,15 @@ export function emptyCache(): void {
 }
 export function resetPeakMemory(): void {
   native.resetPeakMemory();
+}
+
+/**
+ * The BLAS libtorch's CPU products run on and the kernel it picked, e.g. "OpenBLAS 0.3.21
+ * DYNAMIC_ARCH NO_AFFINITY Haswell MAX_THREADS=64 (core Haswell)". OpenBLAS picks kernels by CPU
+ * (or OPENBLAS_CORETYPE), and float results differ slightly between kernels.
+ */
+export function blasInfo(): string {
+  return native.blasInfo();
 }
 
 /** What the loaded binary was built against: libtorch version and where it came from, CUDA. */

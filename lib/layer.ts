@@ -15,7 +15,7 @@ export type InitScale = 'none' | 'stable' | 'reference';
  * |------------|-----------|-----------|-----------|
  * | a          | kaiming   | kaiming   | unit      |
  * | b          | zeros     | zeros     | unit      |
- * | router     | kaiming   | kaiming   | kaiming   |
+ * | router     | kaiming   | kaiming   | zeros     |
  * | scale      | none      | none      | stable    |
  * | offset     | false     | false     | true      |
  *
@@ -40,7 +40,9 @@ export interface InitOptions {
   /**
    * Subtract the initial product s * mean_i B_i(0) A(0) so the layer starts where the base layer
    * was (with a uniform router). Kept as a low-rank pair (`lora_offset_A/B.weight`); the frozen
-   * weight itself is never modified.
+   * weight itself is never modified. Exact only with a uniform router, so it needs
+   * `router: 'zeros'` (the `rlora` preset) when there are several heads; `scale: 'reference'`
+   * alone may combine it with another router, as the published code does.
    */
   offset?: boolean;
 }

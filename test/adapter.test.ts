@@ -1,9 +1,10 @@
 // Adapter: attach, forward, save, load into a fresh model, detach, merge, PEFT conventions, errors.
+import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { Adapter, HFConfig, loadSafetensors, Model, Tensor } from '../lib';
+import { Adapter, HFConfig, loadSafetensors, Model, moduleSeed, Tensor } from '../lib';
 import { maxAbsDiff, randn } from './helpers/math';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rlora-adapter-'));
@@ -152,5 +153,82 @@ describe('bad input', () => {
     await expect(Adapter.load(bigger, dir)).rejects.toThrow(/module model.layers.0.mlp.up_proj: .*has shape \[40, 4\], expected \[48, 4\]/);
     expect(Adapter.of(bigger)).toBeUndefined();
     await expect(Adapter.load(bigger, path.join(tmp, 'nowhere'))).rejects.toThrow(/no adapter_config.json in/);
+  });
+});
+
+describe('R-LoRA starts exactly at the base model', () => {
+  // Every preset with an offset (the rlora preset and the demo's ablation that shares one dropout
+  // mask), on every linear module, with the variants of init that keep the offset.
+  const ALL = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
+  it.each([
+    ['rlora', {}],
+    ['rlora, one shared dropout mask', { multiHeadDropout: false }],
+    ['rlora, dropout on the input', { dropoutOn: 'input' }],
+    ['rlora, stable base out', { init: { stableBase: 'out' } }],
+    ['rlora, published per-head scale', { init: { scale: 'reference' } }],
+  ] as const)('%s: step-0 logits equal the base model logits (float32, 1e-5)', async (_name, extra) => {
+    const model = await Model.fromPretrained(baseDir);
+    const before = await logits(model);
+    const a = Adapter.attach(model, { method: 'rlora', rank: 4, heads: 5, alpha: 32, targetModules: ALL, seed: 3, ...extra });
+    // the heads differ from each other: the offset is what cancels their product
+    const st = a.layers.get('model.layers.0.mlp.up_proj')!.stateDict();
+    expect(maxAbsDiff(st['lora_B0.weight'].data() as Float32Array, st['lora_B1.weight'].data() as Float32Array)).toBeGreaterThan(0);
+    expect(maxAbsDiff(await logits(model), before)).toBeLessThan(1e-5);
+    // in training mode with dropout off, too
+    a.train();
+    for (const l of a.layers.values()) expect(l.options.dropout).toBe(0.1);
+    a.detach();
+    const b = Adapter.attach(model, { method: 'rlora', rank: 4, heads: 5, alpha: 32, dropout: 0, targetModules: ALL, seed: 3, ...extra });
+    b.train();
+    expect(maxAbsDiff(await logits(model), before)).toBeLessThan(1e-5);
+    b.detach();
+  });
+
+  it('without the offset the same heads move the logits (the control)', async () => {
+    const model = await Model.fromPretrained(baseDir);
+    const before = await logits(model);
+    const a = Adapter.attach(model, { method: 'rlora', rank: 4, heads: 5, alpha: 32, targetModules: ALL, seed: 3, init: { offset: false } });
+    expect(maxAbsDiff(await logits(model), before)).toBeGreaterThan(1e-3);
+    a.detach();
+  });
+});
+
+describe('module seeds', () => {
+  // The documented derivation, computed here independently of lib/adapter.ts.
+  const documented = (seed: number, module: string): number =>
+    Number(BigInt('0x' + createHash('sha256').update(`rlora/${seed}/${module}`).digest('hex').slice(0, 12)));
+
+  it('each module seed is the first 48 bits of SHA-256("rlora/<seed>/<module>")', async () => {
+    const model = await Model.fromPretrained(baseDir);
+    const a = Adapter.attach(model, { method: 'rlora', targetModules: ['gate_proj', 'up_proj'], seed: 7 });
+    for (const [name, layer] of a.layers) {
+      expect(layer.options.seed).toBe(documented(7, name));
+      expect(moduleSeed(7, name)).toBe(documented(7, name));
+    }
+    expect(a.options.seed).toBe(7);
+    a.detach();
+  });
+
+  it('seeds 0, 1 and 2 draw no module values that another seed or module drew', async () => {
+    const model = await Model.fromPretrained(baseDir);
+    const draws: { key: string; a: Float32Array }[] = [];
+    for (const seed of [0, 1, 2]) {
+      const a = Adapter.attach(model, { method: 'rlora', targetModules: ['gate_proj', 'up_proj', 'down_proj'], seed });
+      for (const [name, layer] of a.layers) draws.push({ key: `${seed} ${name}`, a: layer.stateDict()['lora_A.weight'].data() as Float32Array });
+      a.detach();
+    }
+    // A of every (seed, module) pair differs from every other (same shapes compared: gate and up)
+    const firsts = new Set(draws.map((d) => d.a[0]));
+    expect(firsts.size).toBe(draws.length);
+    for (let i = 0; i < draws.length; i++)
+      for (let j = i + 1; j < draws.length; j++)
+        if (draws[i].a.length === draws[j].a.length) expect({ pair: [draws[i].key, draws[j].key], same: maxAbsDiff(draws[i].a, draws[j].a) === 0 }).toEqual({ pair: [draws[i].key, draws[j].key], same: false });
+  });
+
+  it('refuses a seed that is not a non-negative integer', async () => {
+    const model = await Model.fromPretrained(baseDir);
+    expect(() => Adapter.attach(model, { targetModules: ['up_proj'], seed: -1 })).toThrow(/seed must be a non-negative integer, got -1/);
+    expect(() => Adapter.attach(model, { targetModules: ['up_proj'], seed: 1.5 })).toThrow(/seed must be a non-negative integer, got 1.5/);
+    expect(Adapter.of(model)).toBeUndefined();
   });
 });

@@ -25,6 +25,8 @@ describe('options', () => {
     [{ rnak: 4 }, /unknown option rnak; expected one of/],
     [{ seed: -1 }, /seed must be a non-negative integer, got -1/],
     [{ alpha: Infinity }, /alpha must be a finite number, got inf/],
+    // the offset is exact only with a uniform router
+    [{ init: { router: 'kaiming' } }, /init\.offset needs init\.router "zeros" \(a uniform router\) .*got init\.router "kaiming"/],
   ])('%j', (opts, message) => {
     expect(() => make(opts)).toThrow(message);
   });

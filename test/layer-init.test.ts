@@ -128,12 +128,13 @@ describe('the R-LoRA offset', () => {
     expect(maxAbsDiff(l.baseWeight().data() as Float64Array, want)).toBeLessThan(1e-14);
   });
 
-  it('with a zero router the layer at init gives the base layer output (float32, 1e-6)', async () => {
+  it('the preset starts its router at zero, and the layer at init gives the base layer output (float32, 1e-6)', async () => {
     const w32 = W.to('float32');
     const bias = Tensor.from(randn(outF, 4, 0.1), [outF], { dtype: 'float32' });
     const x = Tensor.from(randn(8 * inF, 5), [8, inF], { dtype: 'float32' });
     const rl = new MultiHeadLoraLinear({ weight: w32, bias }, { method: 'rlora', rank: r, heads: N, seed: 9 });
-    rl.loadStateDict({ ...rl.stateDict(), 'lora_route.weight': Tensor.from(new Float32Array(N * inF), [N, inF]) });
+    expect(rl.options.init.router).toBe('zeros');
+    expect(maxAbs(rl.stateDict()['lora_route.weight'].data() as Float32Array)).toBe(0);
     const base = new MultiHeadLoraLinear({ weight: w32, bias }, { method: 'lora', rank: r }); // B = 0: the base layer
     const got = (await rl.eval().forward(x)).data() as Float32Array;
     const want = (await base.eval().forward(x)).data() as Float32Array;
@@ -141,20 +142,19 @@ describe('the R-LoRA offset', () => {
     expect(maxAbsDiff(got, want)).toBeLessThan(1e-6);
     // without the offset it would not
     const noOff = new MultiHeadLoraLinear({ weight: w32, bias }, { method: 'rlora', rank: r, heads: N, seed: 9, init: { offset: false } });
-    noOff.loadStateDict({ ...noOff.stateDict(), 'lora_route.weight': Tensor.from(new Float32Array(N * inF), [N, inF]) });
     expect(maxAbsDiff((await noOff.eval().forward(x)).data() as Float32Array, want)).toBeGreaterThan(1e-3);
   });
 });
 
 describe('presets and overrides', () => {
   it.each([
-    ['lora', 1, 'zeros', 'kaiming', 'input', false, false, 'none', false],
-    ['hydralora', 5, 'zeros', 'kaiming', 'input', false, false, 'none', false],
-    ['rlora', 5, 'unit', 'unit', 'rank', true, true, 'stable', true],
-  ] as const)('%s', (method, heads, b, a, dropoutOn, multi, rs, scale, offset) => {
+    ['lora', 1, 'zeros', 'kaiming', 'kaiming', 'input', false, false, 'none', false],
+    ['hydralora', 5, 'zeros', 'kaiming', 'kaiming', 'input', false, false, 'none', false],
+    ['rlora', 5, 'unit', 'unit', 'zeros', 'rank', true, true, 'stable', true],
+  ] as const)('%s', (method, heads, b, a, router, dropoutOn, multi, rs, scale, offset) => {
     const o = new MultiHeadLoraLinear({ weight: W }, { method: method as Method }).options;
     expect(o).toMatchObject({ method, heads, dropoutOn, multiHeadDropout: multi, rankStabilization: rs, rank: 8, alpha: 16, dropout: 0.1 });
-    expect(o.init).toMatchObject({ a, b, router: 'kaiming', scale, offset, gamma: 64, stableBase: 'rank' });
+    expect(o.init).toMatchObject({ a, b, router, scale, offset, gamma: 64, stableBase: 'rank' });
     expect(o.scaling).toBeCloseTo(rs ? 16 / Math.sqrt(8) : 2, 14);
   });
 

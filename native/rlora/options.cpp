@@ -36,7 +36,9 @@ LoraOptions preset(Method method) {
       o.dropout_on = DropoutOn::Rank;
       o.multi_head_dropout = true;
       o.rank_stabilization = true;
-      o.init = InitOptions{InitScheme::Unit, InitScheme::Unit, InitScheme::Kaiming,
+      // The router starts at zero (uniform softmax) so that the offset below is exact: step-0
+      // outputs equal the base model's.
+      o.init = InitOptions{InitScheme::Unit, InitScheme::Unit, InitScheme::Zeros,
                            InitScale::Stable, 64.0, StableBase::Rank, true};
       break;
   }
@@ -71,6 +73,14 @@ void validate(const LoraOptions& o) {
   }
   if (!(o.init.gamma > 0.0) || !std::isfinite(o.init.gamma)) {
     m << "init.gamma must be a finite number > 0, got " << o.init.gamma;
+    bad(m.str());
+  }
+  // The offset s * mean_i(B_i) A equals the initial product sum_i w_i(x) B_i A only while the
+  // router's weights are uniform, i.e. a zero router. Only the published code's reproduction
+  // (init.scale "reference") may start elsewhere, as that code does.
+  if (o.init.offset && o.heads > 1 && o.init.router != InitScheme::Zeros && o.init.scale != InitScale::Reference) {
+    m << "init.offset needs init.router \"zeros\" (a uniform router) to start exactly at the base model; got init.router \""
+      << to_string(o.init.router) << "\" (set init.offset false, or init.scale \"reference\" to reproduce the published code)";
     bad(m.str());
   }
 }
