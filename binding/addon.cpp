@@ -1,10 +1,12 @@
 // Module entry: registers the binding's classes and the process-wide settings.
 #include <napi.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 
 #include "common.h"
+#include "common/blas_info.h"
 #include "common/cpu_allocator.h"
 #include "layer.h"
 #include "tensor.h"
@@ -16,10 +18,17 @@ void InitModel(Napi::Env env, Napi::Object exports);
 
 namespace {
 
+// The most intra-op threads a job may use. libtorch creates them all at the next job, and aborts
+// the process when the system refuses (e.g. a million); past the cores they only slow jobs down.
+constexpr int64_t kMaxThreads = 1024;
+
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
-  int64_t n = get_integer(info[0], "threads");
-  if (n < 1) type_error(info.Env(), "threads", "an integer >= 1", info[0]);
-  g_num_threads.store(static_cast<int>(n));
+  const std::string range = "an integer from 1 to " + std::to_string(kMaxThreads);
+  if (!info[0].IsNumber()) type_error(info.Env(), "threads", range, info[0]);
+  const double d = info[0].As<Napi::Number>().DoubleValue();
+  if (!(d >= 1 && d <= static_cast<double>(kMaxThreads)) || std::floor(d) != d)
+    throw Napi::RangeError::New(info.Env(), "threads must be " + range + ", got " + describe(info[0]));
+  g_num_threads.store(static_cast<int>(d));
   return info.Env().Undefined();
 }
 
@@ -63,6 +72,8 @@ Napi::Value ResetPeakMemory(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+Napi::Value BlasInfo(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), blas_info()); }
+
 Napi::Object BuildInfo(Napi::Env env) {
   auto o = Napi::Object::New(env);
   o.Set("torchVersion", compat::torch_version());
@@ -82,6 +93,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads));
   exports.Set("buildInfo", BuildInfo(env));
+  exports.Set("blasInfo", Napi::Function::New(env, BlasInfo));
   exports.Set("memoryStats", Napi::Function::New(env, MemoryStats));
   exports.Set("setCpuCaching", Napi::Function::New(env, SetCpuCaching));
   exports.Set("setCpuCacheLimit", Napi::Function::New(env, SetCpuCacheLimit));

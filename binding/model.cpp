@@ -1,5 +1,6 @@
 // JS class NativeModel: argument checks and dispatch to rlora::model::DecoderModel.
 #include <memory>
+#include <stdexcept>
 
 #include "model.h"
 
@@ -105,11 +106,21 @@ class JsModel : public Napi::ObjectWrap<JsModel> {
     return arr;
   }
 
+  // setParameter(name, tensor): NaN and infinities are refused, whether in the tensor or made by
+  // the conversion to the model's dtype (a float32 1e5 in a float16 model).
   Napi::Value SetParameter(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return guarded(env, [&]() -> Napi::Value {
       std::string name = get_string(info[0], "name");
       torch::Tensor t = JsTensor::FromValue(info[1], name);
+      if (t.is_floating_point()) {
+        auto finite = [](const torch::Tensor& x) { return torch::isfinite(x).all().item<bool>(); };
+        if (!finite(t)) throw std::invalid_argument(name + " holds NaN or infinite values");
+        if (t.scalar_type() != model_->dtype()) {
+          t = t.to(model_->dtype());
+          if (!finite(t)) throw std::invalid_argument(name + " holds values beyond the range of " + dtype_str(model_->dtype()));
+        }
+      }
       std::lock_guard<std::mutex> lock(model_->mutex());
       model_->set_parameter(name, t);
       return env.Undefined();

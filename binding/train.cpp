@@ -196,7 +196,8 @@ Napi::Object lm_loss_to_js(Napi::Env env, train::LmLoss& l) {
   return o;
 }
 
-// lmTrainStep(model, microBatches, optimizer) -> Promise<{loss, finite, rows, lr, gradNorm}>
+// lmTrainStep(model, microBatches, optimizer, precision?)
+//   -> Promise<{loss, finite, rows, lr, gradNorm, paramNorm, paramsFinite}>
 Napi::Value LmTrainStep(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -226,6 +227,8 @@ Napi::Value LmTrainStep(const Napi::CallbackInfo& info) {
           o.Set("rows", lm_loss_to_js(e, r.rows));
           o.Set("lr", r.stats.lr);
           o.Set("gradNorm", r.stats.grad_norm);
+          o.Set("paramNorm", r.stats.param_norm);
+          o.Set("paramsFinite", r.stats.params_finite);
           return o;
         });
   });

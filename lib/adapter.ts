@@ -5,8 +5,9 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as util from 'util';
 
+import { assertNotTraining } from './activity';
 import { LoraOptions, MultiHeadLoraLinear, ResolvedLoraOptions } from './layer';
-import { Model } from './model';
+import { Model, readJsonFile } from './model';
 import { forEachSafetensor, saveSafetensors } from './safetensors';
 import { Tensor } from './tensor';
 
@@ -170,7 +171,7 @@ export class Adapter {
     const weightsPath = path.join(dir, 'adapter_model.safetensors');
     if (!fs.existsSync(configPath)) throw new Error(`no adapter_config.json in ${dir}`);
     if (!fs.existsSync(weightsPath)) throw new Error(`no adapter_model.safetensors in ${dir}`);
-    const cfg = JSON.parse(fs.readFileSync(configPath, 'utf8')) as AdapterConfigJson;
+    const cfg = readJsonFile(configPath) as AdapterConfigJson;
     const r = cfg.rlora;
     if (r) {
       const want = baseShape(model);
@@ -276,6 +277,7 @@ export class Adapter {
   /** Removes every layer; the base model is exactly as before (its weights were never changed). */
   detach(): void {
     this.check();
+    assertNotTraining(this.model, 'Adapter.detach');
     for (const name of this.layers.keys()) this.model.native.setAdapter(name, null);
     attached.delete(this.model);
     this.live = false;
@@ -287,6 +289,7 @@ export class Adapter {
    */
   merge(): void {
     this.check();
+    assertNotTraining(this.model, 'Adapter.merge');
     if (this.options.heads !== 1) {
       throw new Error(`only a single-head (lora) adapter can be merged: this one has ${this.options.heads} heads, whose router depends on the input`);
     }

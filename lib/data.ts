@@ -1,8 +1,8 @@
 // Multi-task data: examples {task, prompt, response} read from JSON lines or built in code,
 // tokenized once (loss on response tokens only), and a batch sampler that mixes tasks
 // (proportional, uniform or temperature sampling) with a seeded, resumable order.
+import { constants as bufferConstants } from 'buffer';
 import * as fs from 'fs';
-import * as readline from 'readline';
 import * as util from 'util';
 
 import type { TextTokenizer } from './tokenizer';
@@ -39,6 +39,13 @@ export interface DatasetOptions {
   /** Prepend bos / append eos when the tokenizer has them. Default true / true. */
   addBos?: boolean;
   addEos?: boolean;
+  /**
+   * fromJsonl: the longest line, in bytes of UTF-8 without its line end (`\n` or `\r\n`); a longer
+   * line is an error naming the file and line, raised as soon as the line passes the limit (it is
+   * never read whole). An integer from 1 to 536,870,888 (the longest string V8 makes). Default
+   * 64 MiB (67,108,864).
+   */
+  maxLineBytes?: number;
 }
 
 export interface EncodedExample {
@@ -55,6 +62,10 @@ export interface EncodedExample {
   /** Whether the sequence was cut to maxLength. */
   truncated: boolean;
 }
+
+const DEFAULT_MAX_LINE_BYTES = 64 * 1024 * 1024;
+/** fromJsonl reads files in chunks of this many bytes. */
+const READ_CHUNK_BYTES = 64 * 1024;
 
 const DEFAULT_FIELDS = { task: 'task', prompt: 'prompt', response: 'response' } as const;
 type FieldKey = keyof typeof DEFAULT_FIELDS;
@@ -81,6 +92,7 @@ interface ResolvedOptions {
   fields: Record<FieldKey, string>;
   bos: number | undefined; // the id to put first, when addBos and the tokenizer has one
   eos: number | undefined;
+  maxLineBytes: number;
   original: DatasetOptions;
 }
 
@@ -128,9 +140,13 @@ function resolveOptions(where: string, options: DatasetOptions): ResolvedOptions
     const v = options[key];
     if (v !== undefined && typeof v !== 'boolean') throw new TypeError(`${where}: options.${key} must be a boolean, got ${describe(v)}`);
   }
+  const maxLineBytes = options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES;
+  if (typeof maxLineBytes !== 'number' || !Number.isInteger(maxLineBytes) || maxLineBytes < 1 || maxLineBytes > bufferConstants.MAX_STRING_LENGTH) {
+    throw new RangeError(`${where}: options.maxLineBytes must be an integer from 1 to ${bufferConstants.MAX_STRING_LENGTH}, got ${describe(maxLineBytes)}`);
+  }
   const bos = options.addBos ?? true ? tokenizer.bosTokenId : undefined;
   const eos = options.addEos ?? true ? tokenizer.eosTokenId : undefined;
-  return { tokenizer, template, maxLength, fields, bos, eos, original: options };
+  return { tokenizer, template, maxLength, fields, bos, eos, maxLineBytes, original: options };
 }
 
 /** Reads the three fields of a raw record; `at` names it in errors ("examples[3]", "file:7"). */
@@ -202,6 +218,68 @@ function encodeExample(at: string, index: number, e: Example, o: ResolvedOptions
   });
 }
 
+/**
+ * Calls onLine(text, lineNumber) for each line of an open file, without its line end (`\n` or
+ * `\r\n`; a last line may lack one), reading chunks of READ_CHUNK_BYTES. A line is decoded as UTF-8
+ * once complete, so a character split across chunks decodes whole. A line longer than maxLineBytes
+ * is an error (`file:line: ...`) as soon as it passes the limit: at most maxLineBytes + 1 bytes of
+ * it are held. Read errors name the file and the last line read.
+ */
+async function forEachLine(
+  where: string,
+  file: string,
+  handle: fs.promises.FileHandle,
+  maxLineBytes: number,
+  onLine: (text: string, lineNumber: number) => void,
+): Promise<void> {
+  const chunk = Buffer.allocUnsafe(READ_CHUNK_BYTES);
+  let parts: Buffer[] = []; // the current line's bytes from earlier chunks (copies)
+  let length = 0;
+  let lineNumber = 1;
+  const tooLong = (): Error =>
+    new RangeError(`${file}:${lineNumber}: the line is longer than maxLineBytes (${maxLineBytes} bytes); raise options.maxLineBytes to read it`);
+  const finish = (data: Buffer, start: number, end: number): void => {
+    let bytes: Buffer;
+    if (parts.length === 0) bytes = data.subarray(start, end);
+    else {
+      parts.push(data.subarray(start, end));
+      bytes = Buffer.concat(parts, length + end - start);
+    }
+    if (bytes.length > 0 && bytes[bytes.length - 1] === 0x0d) bytes = bytes.subarray(0, bytes.length - 1);
+    if (bytes.length > maxLineBytes) throw tooLong();
+    parts = [];
+    length = 0;
+    onLine(bytes.toString('utf8'), lineNumber++);
+  };
+  for (;;) {
+    let bytesRead: number;
+    try {
+      ({ bytesRead } = await handle.read(chunk, 0, chunk.length, null));
+    } catch (e) {
+      throw new Error(`${where}: cannot read ${file} (after line ${lineNumber - 1}): ${(e as Error).message}`);
+    }
+    if (bytesRead === 0) break;
+    const data = chunk.subarray(0, bytesRead);
+    let start = 0;
+    for (;;) {
+      const nl = data.indexOf(0x0a, start);
+      const end = nl < 0 ? bytesRead : nl;
+      // + 1: the \r of a \r\n line end, known only at the \n
+      if (length + end - start > maxLineBytes + 1) throw tooLong();
+      if (nl < 0) {
+        if (end > start) {
+          parts.push(Buffer.from(data.subarray(start, end))); // the chunk buffer is reused
+          length += end - start;
+        }
+        break;
+      }
+      finish(data, start, end);
+      start = nl + 1;
+    }
+  }
+  if (length > 0) finish(Buffer.alloc(0), 0, 0);
+}
+
 function withIndex(e: EncodedExample, index: number): EncodedExample {
   return e.index === index ? e : Object.freeze({ ...e, index });
 }
@@ -244,8 +322,9 @@ export class MultiTaskDataset {
   }
 
   /**
-   * Reads a JSON lines file, one record per line (blank lines skipped), streaming it line by line.
-   * Errors name the file and line: `data.jsonl:7: ...`.
+   * Reads a JSON lines file (UTF-8), one record per line (blank lines skipped; lines end in `\n` or
+   * `\r\n`), streaming it in chunks. A line longer than `options.maxLineBytes` (default 64 MiB) is
+   * an error. Errors name the file and line: `data.jsonl:7: ...`.
    */
   static async fromJsonl(path: string, options: DatasetOptions): Promise<MultiTaskDataset> {
     const where = 'MultiTaskDataset.fromJsonl';
@@ -264,35 +343,26 @@ export class MultiTaskDataset {
       throw new Error(`${where}: ${path} is a directory, not a JSON lines file`);
     }
     const examples: EncodedExample[] = [];
-    const stream = handle.createReadStream({ encoding: 'utf8' });
-    const lines = readline.createInterface({ input: stream, crlfDelay: Infinity });
-    let lineNumber = 0;
-    let lineError: unknown; // an error of a record (as opposed to one of reading the file)
     try {
-      for await (let line of lines) {
-        lineNumber++;
+      await forEachLine(where, path, handle, o.maxLineBytes, (line, lineNumber) => {
         if (lineNumber === 1 && line.charCodeAt(0) === 0xfeff) line = line.slice(1);
-        if (line.trim() === '') continue;
+        if (line.trim() === '') return;
         const at = `${path}:${lineNumber}`;
+        let record: unknown;
         try {
-          let record: unknown;
-          try {
-            record = JSON.parse(line);
-          } catch (e) {
-            throw new Error(`${at}: invalid JSON (${(e as Error).message})`);
-          }
+          record = JSON.parse(line);
+        } catch (e) {
+          throw new Error(`${at}: invalid JSON (${(e as Error).message})`);
+        }
+        try {
           examples.push(encodeExample(at, examples.length, readRecord(at, record, o.fields), o));
         } catch (e) {
-          lineError = e;
-          throw e;
+          // errors of ours name the line; others (e.g. a tokenizer's) get it here
+          if (util.types.isNativeError(e) && e.message.startsWith(`${at}: `)) throw e;
+          throw new Error(`${at}: ${util.types.isNativeError(e) ? e.message : String(e)}`);
         }
-      }
-    } catch (e) {
-      if (e === lineError) throw e;
-      throw new Error(`${where}: cannot read ${path} (after line ${lineNumber}): ${(e as Error).message}`);
+      });
     } finally {
-      lines.close();
-      stream.destroy();
       await handle.close().catch(() => undefined);
     }
     return new MultiTaskDataset(examples, options, `${where}: ${path}`);

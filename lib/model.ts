@@ -4,8 +4,9 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as util from 'util';
 
+import { assertNotTraining } from './activity';
 import { native, NativeModel, NativeModelConfig } from './native';
-import { forEachSafetensor, saveSafetensors } from './safetensors';
+import { forEachSafetensor, readSafetensorsHeader, saveSafetensors } from './safetensors';
 import { Device, Dtype, Tensor } from './tensor';
 
 export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'Qwen2ForCausalLM', 'MistralForCausalLM'] as const;
@@ -73,10 +74,24 @@ export interface GenerateOptions extends ForwardOptions {
   seed?: number;
 }
 
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** @internal Reads a JSON file; a syntax error names the file. */
+export function readJsonFile(file: string): unknown {
+  const text = fs.readFileSync(file, 'utf8');
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${file} is not valid JSON: ${(e as Error).message}`);
+  }
+}
+
 function architectureOf(config: HFConfig): Architecture {
-  const named = config.architectures?.[0];
+  const named = Array.isArray(config.architectures) ? config.architectures[0] : undefined;
   const byType: Record<string, Architecture> = { llama: 'LlamaForCausalLM', qwen2: 'Qwen2ForCausalLM', mistral: 'MistralForCausalLM' };
-  const arch = named ?? (config.model_type ? byType[config.model_type] : undefined);
+  const arch = named ?? (typeof config.model_type === 'string' && Object.hasOwn(byType, config.model_type) ? byType[config.model_type] : undefined);
   if (!arch || !(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
     throw new Error(
       `unsupported architecture ${JSON.stringify(named ?? config.model_type ?? null)}; rlora supports ${SUPPORTED_ARCHITECTURES.join(', ')}`,
@@ -85,55 +100,83 @@ function architectureOf(config: HFConfig): Architecture {
   return arch as Architecture;
 }
 
-/** Fills the defaults of each architecture's transformers config class. */
+/**
+ * Fills the defaults of each architecture's transformers config class, and refuses values that
+ * cannot make a model with finite outputs, naming the key as config.json spells it.
+ */
 export function normalizeConfig(config: HFConfig): NativeModelConfig {
-  if (typeof config !== 'object' || config === null) throw new TypeError('config must be an object (the contents of config.json)');
+  if (!isPlainObject(config)) throw new TypeError('config must be an object (the contents of config.json)');
   const architecture = architectureOf(config);
-  const need = (key: keyof HFConfig): number => {
-    const v = config[key];
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) {
-      throw new Error(`config.${String(key)} must be a positive integer, got ${JSON.stringify(v)}`);
-    }
-    return v;
-  };
-  const heads = need('num_attention_heads');
-  const hidden = need('hidden_size');
-  let ropeScaling: NativeModelConfig['ropeScaling'] = null;
-  if (config.rope_scaling) {
-    const kind = config.rope_scaling.rope_type ?? config.rope_scaling.type;
-    if (kind !== 'llama3' && kind !== 'default') {
-      throw new Error(`rope_scaling of type ${JSON.stringify(kind)} is not supported; supported: llama3`);
-    }
-    if (kind === 'llama3') {
-      const r = config.rope_scaling;
-      ropeScaling = {
-        factor: r.factor ?? 8,
-        lowFreqFactor: r.low_freq_factor ?? 1,
-        highFreqFactor: r.high_freq_factor ?? 4,
-        originalMaxPositionEmbeddings: r.original_max_position_embeddings ?? 8192,
-      };
-    }
+  /** obj[key] when `ok`; null or absent gives `fallback` when there is one. */
+  function read<T>(key: string, what: string, ok: (v: unknown) => boolean, fallback?: T, obj: Record<string, unknown> = config, prefix = ''): T {
+    const v = obj[key];
+    if (v == null && fallback !== undefined) return fallback;
+    if (!ok(v)) throw new Error(`config.${prefix}${key} must be ${what}, got ${typeof v === 'number' ? v : JSON.stringify(v) ?? v}`);
+    return v as T;
   }
-  const sliding =
-    architecture === 'MistralForCausalLM' ? (config.sliding_window ?? 0) : architecture === 'Qwen2ForCausalLM' && config.use_sliding_window ? (config.sliding_window ?? 0) : 0;
+  const int = (key: string, fallback?: number, min = 1): number =>
+    read(key, min === 1 ? 'a positive integer' : 'a non-negative integer', (v) => Number.isSafeInteger(v) && (v as number) >= min, fallback);
+  const finite = (test: (v: number) => boolean) => (v: unknown) => typeof v === 'number' && Number.isFinite(v) && test(v);
+  const flag = (key: string): boolean => read(key, 'true or false', (v) => typeof v === 'boolean', false);
+
+  const hidden = int('hidden_size');
+  const heads = int('num_attention_heads');
+  const kvHeads = int('num_key_value_heads', heads);
+  if (heads % kvHeads !== 0) {
+    throw new Error(`config.num_attention_heads (${heads}) must be a multiple of num_key_value_heads (${kvHeads})`);
+  }
+  if (config.head_dim == null && hidden % heads !== 0) {
+    throw new Error(`config.hidden_size (${hidden}) must be a multiple of num_attention_heads (${heads}) unless head_dim is set`);
+  }
+  const headDim = int('head_dim', hidden / heads);
+  if (headDim % 2 !== 0) {
+    const what = config.head_dim == null ? 'hidden_size / num_attention_heads' : 'head_dim';
+    throw new Error(`config.${what} must be even for rotary embeddings, got ${headDim}`);
+  }
+  int('max_position_embeddings', 1); // unused here, but below 1 it is a broken config
+  for (const key of ['bos_token_id', 'eos_token_id', 'pad_token_id']) {
+    read(key, 'a token id, a list of token ids, or null', (v) => [v].flat().every((id) => Number.isSafeInteger(id)), null);
+  }
+
+  let ropeScaling: NativeModelConfig['ropeScaling'] = null;
+  const rs = read<Record<string, unknown>>('rope_scaling', 'an object or null', isPlainObject, {});
+  const kind = rs.rope_type ?? rs.type;
+  if (kind !== undefined && kind !== 'llama3' && kind !== 'default') {
+    throw new Error(`rope_scaling of type ${JSON.stringify(kind)} is not supported; supported: llama3`);
+  }
+  if (kind === 'llama3') {
+    const rope = (key: string, what: string, ok: (v: unknown) => boolean, fallback: number): number => read(key, what, ok, fallback, rs, 'rope_scaling.');
+    const low = rope('low_freq_factor', 'a finite number > 0', finite((v) => v > 0), 1);
+    ropeScaling = {
+      // >= 1 as transformers' llama3 check says: a smaller factor raises the frequencies (1e-300: infinite)
+      factor: rope('factor', 'a finite number >= 1', finite((v) => v >= 1), 8),
+      lowFreqFactor: low,
+      highFreqFactor: rope('high_freq_factor', `a finite number > low_freq_factor (${low})`, finite((v) => v > low), 4),
+      originalMaxPositionEmbeddings: rope('original_max_position_embeddings', 'a positive integer', (v) => Number.isSafeInteger(v) && (v as number) >= 1, 8192),
+    };
+  }
+  const slidingWindow = int('sliding_window', 0, 0);
+  const windowed = architecture === 'MistralForCausalLM' || (architecture === 'Qwen2ForCausalLM' && flag('use_sliding_window'));
+  const llama = architecture === 'LlamaForCausalLM';
   return {
     architecture,
-    vocabSize: need('vocab_size'),
+    vocabSize: int('vocab_size'),
     hiddenSize: hidden,
-    intermediateSize: need('intermediate_size'),
-    numHiddenLayers: need('num_hidden_layers'),
+    intermediateSize: int('intermediate_size'),
+    numHiddenLayers: int('num_hidden_layers'),
     numAttentionHeads: heads,
-    numKeyValueHeads: config.num_key_value_heads ?? heads,
-    headDim: config.head_dim ?? Math.floor(hidden / heads),
-    rmsNormEps: config.rms_norm_eps ?? 1e-6,
-    ropeTheta: config.rope_theta ?? 10000,
+    numKeyValueHeads: kvHeads,
+    headDim,
+    rmsNormEps: read('rms_norm_eps', 'a finite number > 0', finite((v) => v > 0), 1e-6),
+    // theta <= 1 makes rotary frequencies of 1 and above (1e-300: infinite, NaN logits)
+    ropeTheta: read('rope_theta', 'a finite number > 1', finite((v) => v > 1), 10000),
     ropeScaling,
     qkvBias: architecture === 'Qwen2ForCausalLM',
-    attentionBias: architecture === 'LlamaForCausalLM' ? (config.attention_bias ?? false) : false,
-    mlpBias: architecture === 'LlamaForCausalLM' ? (config.mlp_bias ?? false) : false,
-    tieWordEmbeddings: config.tie_word_embeddings ?? false,
-    initializerRange: config.initializer_range ?? 0.02,
-    slidingWindow: sliding ?? 0,
+    attentionBias: flag('attention_bias') && llama,
+    mlpBias: flag('mlp_bias') && llama,
+    tieWordEmbeddings: flag('tie_word_embeddings'),
+    initializerRange: read('initializer_range', 'a finite number >= 0', finite((v) => v >= 0), 0.02),
+    slidingWindow: windowed ? slidingWindow : 0,
   };
 }
 
@@ -158,6 +201,46 @@ export function toTokenTensor(ids: TokenBatch, what: string, shape?: [number, nu
   return Tensor.from(ids as number[][], undefined, { dtype: 'int64' });
 }
 
+/** The attention mask as an int64 Tensor; values other than 0 and 1 are refused. */
+function toMaskTensor(mask: TokenBatch, shape?: [number, number]): Tensor {
+  const t = toTokenTensor(mask, 'attentionMask', shape);
+  const flat = t.data() as BigInt64Array;
+  const bad = flat.findIndex((v) => v !== 0n && v !== 1n);
+  if (bad >= 0) {
+    const cols = t.shape[t.shape.length - 1];
+    const at = t.shape.length === 2 ? `[${Math.floor(bad / cols)}][${bad % cols}]` : ` element ${bad}`;
+    throw new RangeError(`attentionMask${at} is ${flat[bad]}; a mask holds only 1 (token) and 0 (padding)`);
+  }
+  return t;
+}
+
+/** The safetensors files of a model folder: model.safetensors, or the shards of its index. */
+function weightFiles(dir: string): string[] {
+  const single = path.join(dir, 'model.safetensors');
+  if (fs.existsSync(single)) return [single];
+  const index = path.join(dir, 'model.safetensors.index.json');
+  if (!fs.existsSync(index)) throw new Error(`no weights in ${dir}: expected model.safetensors or model.safetensors.index.json`);
+  const json = readJsonFile(index);
+  const map = isPlainObject(json) ? json.weight_map : undefined;
+  if (!isPlainObject(map)) throw new Error(`${index} has no weight_map (an object of tensor name -> file name)`);
+  const root = path.resolve(dir);
+  const files = new Set<string>();
+  for (const [name, file] of Object.entries(map)) {
+    const entry = `weight_map[${JSON.stringify(name)}] = ${JSON.stringify(file)}`;
+    if (typeof file !== 'string') throw new Error(`${index}: ${entry} is not a file name`);
+    // Checked on the path as written, not through links: the Hugging Face cache links every file
+    // of a snapshot folder to a blob outside it.
+    const full = path.resolve(root, file);
+    const rel = path.relative(root, full);
+    if (path.isAbsolute(file) || rel === '' || rel === '..' || rel.startsWith(`..${path.sep}`) || path.isAbsolute(rel)) {
+      throw new Error(`${index}: ${entry} names a file outside the model folder ${root}`);
+    }
+    if (!fs.existsSync(full)) throw new Error(`shard ${full} listed in ${index} does not exist`);
+    files.add(full);
+  }
+  return [...files];
+}
+
 function rows(t: Tensor): number[][] {
   const [b, s] = t.shape;
   const flat = t.data() as BigInt64Array;
@@ -176,74 +259,84 @@ export class Model {
   /** The folder it was loaded from, if any. */
   readonly source?: string;
 
-  private constructor(config: HFConfig, options: ModelOptions, source?: string) {
+  private constructor(config: HFConfig, resolved: NativeModelConfig, options: ModelOptions, source?: string) {
     this.config = config;
-    this.resolvedConfig = normalizeConfig(config);
-    this.native = new native.NativeModel(this.resolvedConfig, options.dtype ?? 'float32', options.device ?? 'cpu');
+    this.resolvedConfig = resolved;
+    this.native = new native.NativeModel(resolved, options.dtype ?? 'float32', options.device ?? 'cpu');
     this.source = source;
   }
 
   /** A new model with random weights (Hugging Face initialisation), for tests, demos and pretraining. */
   static fromConfig(config: HFConfig, options: ModelOptions & { seed?: number } = {}): Model {
-    const m = new Model({ ...config, architectures: [architectureOf(config)] }, options);
+    const resolved = normalizeConfig(config);
+    const m = new Model({ ...config, architectures: [resolved.architecture] }, resolved, options);
     m.native.initRandom(options.seed ?? 0);
     return m;
   }
 
   /**
    * Loads `dir/config.json` and `dir/model.safetensors` (or the shards listed in
-   * `model.safetensors.index.json`), converting F32/F16/BF16 weights to `options.dtype`. Reads one
-   * tensor at a time.
+   * `model.safetensors.index.json`), converting F32/F16/BF16 weights to `options.dtype`. Checks
+   * every header before it allocates the model, then reads one tensor at a time.
    */
   static async fromPretrained(dir: string, options: ModelOptions = {}): Promise<Model> {
     const configPath = path.join(dir, 'config.json');
     if (!fs.existsSync(configPath)) throw new Error(`no config.json in ${dir}: expected a Hugging Face model folder`);
-    let config: HFConfig;
+    const config = readJsonFile(configPath) as HFConfig;
+    let resolved: NativeModelConfig;
     try {
-      config = JSON.parse(fs.readFileSync(configPath, 'utf8')) as HFConfig;
+      resolved = normalizeConfig(config);
     } catch (e) {
-      throw new Error(`${configPath} is not valid JSON: ${(e as Error).message}`);
+      throw new Error(`${configPath}: ${(e as Error).message}`);
     }
-    const single = path.join(dir, 'model.safetensors');
-    const index = path.join(dir, 'model.safetensors.index.json');
-    let files: string[];
-    if (fs.existsSync(single)) files = [single];
-    else if (fs.existsSync(index)) {
-      const map = (JSON.parse(fs.readFileSync(index, 'utf8')) as { weight_map?: Record<string, string> }).weight_map;
-      if (!map) throw new Error(`${index} has no weight_map`);
-      files = [...new Set(Object.values(map))].map((f) => path.join(dir, f));
-      for (const f of files) if (!fs.existsSync(f)) throw new Error(`shard ${f} listed in ${index} does not exist`);
-    } else {
-      throw new Error(`no weights in ${dir}: expected model.safetensors or model.safetensors.index.json`);
+    const fileOf = new Map<string, string>(); // tensor name -> the file that holds it
+    for (const file of weightFiles(dir)) {
+      for (const { name } of readSafetensorsHeader(file).entries) {
+        const other = fileOf.get(name);
+        if (other !== undefined) throw new Error(`tensor ${name} is in two files: ${other} and ${file}`);
+        fileOf.set(name, file);
+      }
     }
-    const model = new Model(config, options, dir);
-    const expected = new Map(model.native.parameterSpecs().map((s) => [s.name, s.shape]));
-    const loaded = new Set<string>();
-    const ignorable = (name: string): boolean =>
-      name.endsWith('.rotary_emb.inv_freq') || (model.resolvedConfig.tieWordEmbeddings && name === 'lm_head.weight');
-    for (const file of files) {
+    // Before allocating: a config asking for more layers than the checkpoint has cannot load (and
+    // a hostile num_hidden_layers would otherwise allocate until memory runs out).
+    const layers = new Set([...fileOf.keys()].map((n) => /^model\.layers\.(\d+)\./.exec(n)?.[1]).filter((i) => i !== undefined));
+    if (resolved.numHiddenLayers > layers.size) {
+      throw new Error(`${configPath}: num_hidden_layers is ${resolved.numHiddenLayers} but the checkpoint in ${dir} has ${layers.size} layer(s)`);
+    }
+    let model: Model;
+    try {
+      model = new Model(config, resolved, options, dir);
+    } catch (e) {
+      throw new Error(`${configPath}: cannot make the model it describes: ${(e as Error).message}`);
+    }
+    const expected = new Set(model.native.parameterSpecs().map((s) => s.name));
+    for (const [name, file] of fileOf) {
+      const ignorable = name.endsWith('.rotary_emb.inv_freq') || (resolved.tieWordEmbeddings && name === 'lm_head.weight');
+      if (!expected.has(name) && !ignorable) throw new Error(`${file} holds ${name}, which a ${resolved.architecture} with this config does not have`);
+    }
+    const missing = [...expected].filter((n) => !fileOf.has(n));
+    if (missing.length) {
+      throw new Error(`the checkpoint in ${dir} lacks ${missing.length} tensor(s): ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', ...' : ''}`);
+    }
+    for (const file of new Set(fileOf.values())) {
       forEachSafetensor(
         file,
         (e, t) => {
-          model.native.setParameter(e.name, t.native);
-          loaded.add(e.name);
+          try {
+            model.native.setParameter(e.name, t.native);
+          } catch (err) {
+            throw new Error(`${file}: ${(err as Error).message}`);
+          }
         },
-        (e) => {
-          if (expected.has(e.name)) return true;
-          if (ignorable(e.name)) return false;
-          throw new Error(`${file} holds ${e.name}, which a ${model.resolvedConfig.architecture} with this config does not have`);
-        },
+        (e) => expected.has(e.name),
       );
-    }
-    const missing = [...expected.keys()].filter((n) => !loaded.has(n));
-    if (missing.length) {
-      throw new Error(`the checkpoint in ${dir} lacks ${missing.length} tensor(s): ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', ...' : ''}`);
     }
     return model;
   }
 
   /** Writes config.json and model.safetensors (Hugging Face names; transformers loads them). */
   save(dir: string): void {
+    assertNotTraining(this, 'Model.save');
     fs.mkdirSync(dir, { recursive: true });
     const tensors: Record<string, Tensor> = {};
     for (const { name } of this.native.parameterSpecs()) tensors[name] = new Tensor(this.native.parameter(name));
@@ -259,20 +352,31 @@ export class Model {
     return this.native.device;
   }
 
-  /** Logits [batch, sequence, vocab] for a batch of token ids. Runs off the JS thread. */
+  /**
+   * Logits [batch, sequence, vocab] for a batch of token ids. Runs off the JS thread. Refused while
+   * the model trains (README "Calls during training").
+   */
   async forward(inputIds: TokenBatch, options: ForwardOptions = {}): Promise<Tensor> {
+    assertNotTraining(this, 'Model.forward');
     const ids = toTokenTensor(inputIds, 'inputIds', options.shape);
-    const mask = options.attentionMask === undefined ? null : toTokenTensor(options.attentionMask, 'attentionMask', options.shape);
+    const mask = options.attentionMask === undefined ? null : toMaskTensor(options.attentionMask, options.shape);
     return new Tensor(await this.native.forward(ids.native, mask?.native ?? null));
   }
 
   /**
    * Continues each row (left-padded when lengths differ) with a key/value cache. Returns the full
-   * rows: prompt then new tokens; a row that stopped early is filled with padTokenId.
+   * rows: prompt then new tokens; a row that stopped early is filled with padTokenId. Refused while
+   * the model trains (README "Calls during training").
    */
   async generate(inputIds: TokenBatch, options: GenerateOptions = {}): Promise<number[][]> {
+    assertNotTraining(this, 'Model.generate');
+    return this.generateUnchecked(inputIds, options);
+  }
+
+  /** @internal generate() for the Trainer's own evaluation, which runs between its steps. */
+  async generateUnchecked(inputIds: TokenBatch, options: GenerateOptions = {}): Promise<number[][]> {
     const ids = toTokenTensor(inputIds, 'inputIds', options.shape);
-    const mask = options.attentionMask === undefined ? null : toTokenTensor(options.attentionMask, 'attentionMask', options.shape);
+    const mask = options.attentionMask === undefined ? null : toMaskTensor(options.attentionMask, options.shape);
     const eos = options.eosTokenId !== undefined ? asList(options.eosTokenId) : asList(this.config.eos_token_id);
     const out = await this.native.generate(ids.native, mask?.native ?? null, {
       maxNewTokens: options.maxNewTokens ?? 32,

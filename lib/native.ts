@@ -120,10 +120,15 @@ export interface NativeLmLoss {
 
 export interface NativeLmStep {
   loss: number;
+  /** false: the loss was NaN or infinite and no update was made. */
   finite: boolean;
   rows: NativeLmLoss;
   lr: number;
   gradNorm: number;
+  /** L2 norm of the parameters the update changed (0 when none were). */
+  paramNorm: number;
+  /** Whether each updated parameter's squared L2 norm is finite in its dtype (true when none were updated). */
+  paramsFinite: boolean;
 }
 
 export interface NativeFitResult {
@@ -162,6 +167,7 @@ export interface NativeAddon {
   setCpuCacheLimit(bytes: number): void;
   emptyCache(): void;
   resetPeakMemory(): void;
+  blasInfo(): string;
   buildInfo: { torchVersion: string; torchSource: string; cudaAvailable: boolean; cudaDeviceCount: number };
 }
 

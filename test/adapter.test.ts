@@ -232,3 +232,17 @@ describe('module seeds', () => {
     expect(Adapter.of(model)).toBeUndefined();
   });
 });
+
+describe('broken adapter files', () => {
+  it('an adapter_config.json that is not JSON is refused, naming the file', async () => {
+    const model = await Model.fromPretrained(baseDir);
+    const a = Adapter.attach(model, { targetModules: ['up_proj'] });
+    const dir = path.join(tmp, 'not-json');
+    a.save(dir);
+    a.detach();
+    const file = path.join(dir, 'adapter_config.json');
+    fs.writeFileSync(file, fs.readFileSync(file, 'utf8').slice(0, 40));
+    await expect(Adapter.load(model, dir)).rejects.toThrow(`${file} is not valid JSON: `);
+    expect(Adapter.of(model)).toBeUndefined();
+  });
+});

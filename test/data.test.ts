@@ -220,6 +220,54 @@ describe('MultiTaskDataset.fromJsonl', () => {
     await expect(MultiTaskDataset.fromJsonl(file3, { tokenizer })).rejects.toThrow(`${file3}:1: a record must be a JSON object, got an array`);
   });
 
+  it('reads a line of exactly maxLineBytes (with \\n or \\r\\n) and rejects one byte more, naming the file, line and limit', async () => {
+    const exact = JSON.stringify({ task: 'a', prompt: '', response: 'y' });
+    // a record of exactly n bytes
+    const pad = (n: number): string => JSON.stringify({ task: 'a', prompt: 'x'.repeat(n - exact.length), response: 'y' });
+    expect(Buffer.byteLength(pad(1000))).toBe(1000);
+    const ok = writeFile('limit-ok.jsonl', `${pad(50)}\n${pad(1000)}\r\n${pad(1000)}\n${pad(1000)}`);
+    const ds = await MultiTaskDataset.fromJsonl(ok, { tokenizer, maxLineBytes: 1000 });
+    expect(ds.size).toBe(4);
+    expect(ds.get(3).prompt).toBe('x'.repeat(1000 - exact.length));
+    for (const [name, text, line] of [
+      ['limit-over.jsonl', `${pad(50)}\n\n${pad(1001)}\n${pad(50)}\n`, 3],
+      ['limit-over-crlf.jsonl', `${pad(1001)}\r\n`, 1],
+      ['limit-over-last.jsonl', `${pad(50)}\n${pad(1001)}`, 2],
+      ['limit-far-over.jsonl', `${pad(50)}\n${pad(300000)}\n`, 2], // spans chunks: rejected before it is whole
+    ] as const) {
+      const file = writeFile(name, text);
+      await expect(MultiTaskDataset.fromJsonl(file, { tokenizer, maxLineBytes: 1000 })).rejects.toThrow(
+        `${file}:${line}: the line is longer than maxLineBytes (1000 bytes)`,
+      );
+    }
+    for (const bad of [0, 1.5, -1, '1000', 2 ** 40]) {
+      await expect(MultiTaskDataset.fromJsonl(ok, { tokenizer, maxLineBytes: bad as number })).rejects.toThrow(/options.maxLineBytes must be an integer from 1 to \d+, got/);
+    }
+  });
+
+  it('decodes UTF-8 characters split across read chunks', async () => {
+    // 2-, 3- and 4-byte characters back to back over several 64 KiB chunks: chunk ends fall inside characters
+    const text = 'é€😀'.repeat(12000); // 108 kB a line
+    const lines = [0, 1, 2].map((i) => JSON.stringify({ task: 't', prompt: text.slice(i), response: `${i}ü` }));
+    const file = writeFile('utf8.jsonl', lines.join('\n') + '\n');
+    const bytes = fs.readFileSync(file);
+    for (const k of [1, 2, 3, 4]) expect(bytes[k * 65536] & 0xc0).toBe(0x80); // a continuation byte starts the chunk
+    const ds = await MultiTaskDataset.fromJsonl(file, { tokenizer, maxLength: 1 << 20 });
+    expect([0, 1, 2].map((i) => ds.get(i).prompt)).toEqual([0, 1, 2].map((i) => text.slice(i)));
+    expect([0, 1, 2].map((i) => ds.get(i).response)).toEqual(['0ü', '1ü', '2ü']);
+  });
+
+  it("names the file and line of a tokenizer's own error", async () => {
+    const file = writeFile('tok-error.jsonl', '{"task":"a","prompt":"x","response":"y"}\n{"task":"a","prompt":"boom","response":"y"}\n');
+    const failing = Object.assign(Object.create(tokenizer) as ByteTokenizer, {
+      encode: (text: string, o?: Parameters<ByteTokenizer['encode']>[1]) => {
+        if (text === 'boom') throw new RangeError('Invalid array length');
+        return tokenizer.encode(text, o);
+      },
+    });
+    await expect(MultiTaskDataset.fromJsonl(file, { tokenizer: failing })).rejects.toThrow(`${file}:2: Invalid array length`);
+  });
+
   it('fails clearly on a missing or empty file', async () => {
     await expect(MultiTaskDataset.fromJsonl(path.join(dir, 'nope.jsonl'), { tokenizer })).rejects.toThrow(/file not found: .*nope\.jsonl/);
     await expect(MultiTaskDataset.fromJsonl(dir, { tokenizer })).rejects.toThrow(/is a directory/);

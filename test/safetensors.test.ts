@@ -221,6 +221,14 @@ describe('saving bad input', () => {
     expect(fs.existsSync(p)).toBe(false);
   });
 
+  test('saving onto a path that is a directory fails clearly and leaves no temporary file', () => {
+    const p = path.join(dir, 'a-folder.safetensors');
+    fs.mkdirSync(p);
+    expectErrorMatching(() => saveSafetensors(p, { a: Tensor.from([1]) }), /saveSafetensors: .*a-folder\.safetensors is a directory/);
+    expect(fs.readdirSync(dir).filter((f) => f.startsWith('a-folder'))).toEqual(['a-folder.safetensors']);
+    expect(fs.readdirSync(p)).toEqual([]);
+  });
+
   test('saving into a directory that does not exist is an error', () => {
     const p = path.join(dir, 'missing-dir', 'x.safetensors');
     expectErrorMatching(() => saveSafetensors(p, { a: Tensor.from([1]) }), /ENOENT/);
@@ -269,20 +277,62 @@ describe('loading malformed files', () => {
     expectRefused(q, /header length 54 runs past the end of the file \(61 bytes\)/);
   });
 
-  test('a header over 100 MB is refused before anything is read', () => {
-    expect(MAX_HEADER_BYTES).toBe(100 * 1024 * 1024);
+  test('a header over 100,000,000 bytes is refused before anything is read; exactly 100,000,000 is within the limit', () => {
+    expect(MAX_HEADER_BYTES).toBe(100_000_000); // the reference implementation's MAX_HEADER_SIZE
     // Only the 8-byte length field: if the header were read first, the error would be "past the end".
     const p = file('huge-header.safetensors');
     const len = Buffer.alloc(8);
     len.writeBigUInt64LE(200n * 1024n * 1024n);
     fs.writeFileSync(p, len);
-    expectRefused(p, /header length 209715200 is over the 104857600-byte limit/);
+    expectRefused(p, /header length 209715200 is over the 100000000-byte limit/);
     len.writeBigUInt64LE(2n ** 64n - 1n);
     fs.writeFileSync(p, len);
-    expectRefused(p, /header length 18446744073709551615 is over the 104857600-byte limit/);
-    len.writeBigUInt64LE(BigInt(MAX_HEADER_BYTES + 1));
+    expectRefused(p, /header length 18446744073709551615 is over the 100000000-byte limit/);
+    len.writeBigUInt64LE(100_000_001n);
     fs.writeFileSync(p, len);
-    expectRefused(p, /over the 104857600-byte limit/);
+    expectRefused(p, /header length 100000001 is over the 100000000-byte limit/);
+    len.writeBigUInt64LE(100_000_000n);
+    fs.writeFileSync(p, len);
+    expectRefused(p, /header length 100000000 runs past the end of the file \(8 bytes\)/);
+  });
+
+  test('a header that is not valid UTF-8', () => {
+    // A lone continuation byte inside a metadata string: Buffer.toString would turn it into U+FFFD.
+    const text = Buffer.from('{"__metadata__":{"k":"v?"}}', 'utf8');
+    text[text.indexOf('?')] = 0x80;
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(text.length));
+    const p = file('not-utf8.safetensors');
+    fs.writeFileSync(p, Buffer.concat([len, text]));
+    expectRefused(p, /header is not valid UTF-8/);
+    // A byte order mark is not JSON whitespace (the reference implementation refuses it too).
+    expectRefused(writeRaw('bom.safetensors', '\ufeff{}'), /header is not valid JSON/);
+  });
+
+  test('integers written as 4.0 or 1e2 in shape or data_offsets', () => {
+    const cases: [string, RegExp][] = [
+      ['{"w":{"dtype":"F32","shape":[1.0],"data_offsets":[0,4]}}', /tensor "w" has an invalid shape: 1\.0 is not a plain integer/],
+      ['{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4e0]}}', /tensor "w" has invalid data_offsets: 4e0 is not a plain integer/],
+      ['{"w":{"dtype":"U8","shape":[4],"data_offsets":[0,4E+0]}}', /tensor "w" has invalid data_offsets: 4E\+0 is not a plain integer/],
+      ['{"\\u0077":{"dtype":"F32","\\u0073hape":[1],"data_offsets":[0.0,4]}}', /tensor "w" has invalid data_offsets: 0\.0 is not a plain integer/],
+    ];
+    for (const [header, pattern] of cases) expectRefused(writeRaw('float-ints.safetensors', header, f32Bytes(1)), pattern);
+    // Elsewhere (an unknown field, as the reference implementation ignores them) a float is fine.
+    const ok = writeRaw('float-elsewhere.safetensors', '{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"note":[1.5,2e3]}}', f32Bytes(7));
+    expect(loadSafetensors(ok).w.toArray()).toEqual([7]);
+  });
+
+  test('JSON nested deeper than 64 levels', () => {
+    const nest = (depth: number): string => '['.repeat(depth) + ']'.repeat(depth);
+    // The top object and the entry are 2 levels: 62 more reach 64.
+    const at64 = writeRaw('depth-64.safetensors', `{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"x":${nest(62)}}}`, f32Bytes(2));
+    expect(loadSafetensors(at64).w.toArray()).toEqual([2]);
+    const at65 = writeRaw('depth-65.safetensors', `{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"x":${nest(63)}}}`, f32Bytes(2));
+    expectRefused(at65, /header is nested deeper than 64 levels/);
+    // Refused before parsing: ten million open brackets are not handed to JSON.parse.
+    const start = Date.now();
+    expectRefused(writeRaw('depth-huge.safetensors', '{"a":' + '['.repeat(10_000_000)), /nested deeper than 64/);
+    expect(Date.now() - start).toBeLessThan(5000);
   });
 
   test('a header that is not valid JSON, or not a JSON object', () => {
@@ -294,12 +344,21 @@ describe('loading malformed files', () => {
   });
 
   test('an unknown dtype', () => {
-    for (const dtype of ['F8_E4M3', 'X9', 'f32', 'I16']) {
+    for (const dtype of ['X9', 'f32', 'I16', 'toString']) {
       const p = writeRaw(`dtype-${dtype}.safetensors`, { w: { dtype, shape: [1], data_offsets: [0, 1] } }, new Uint8Array(1));
-      expectRefused(p, new RegExp(`tensor "w" has unsupported dtype "${dtype}"; supported: F32, F16, BF16, F64, I32, I64, U8, BOOL`));
+      expectRefused(p, new RegExp(`tensor "w" has unsupported dtype "${dtype}"; supported: F32, F16, BF16, F64, I32, I64, U8, BOOL, U32, U64, F8_E4M3, F8_E5M2`));
     }
-    const p = writeRaw('dtype-missing.safetensors', { w: { shape: [1], data_offsets: [0, 1] } }, new Uint8Array(1));
-    expectRefused(p, /tensor "w" has unsupported dtype undefined/);
+    const p = writeRaw('dtype-null.safetensors', { w: { dtype: null, shape: [1], data_offsets: [0, 1] } }, new Uint8Array(1));
+    expectRefused(p, /tensor "w" has unsupported dtype null/);
+  });
+
+  test('a missing dtype, shape or data_offsets says "missing"', () => {
+    const full = { dtype: 'U8', shape: [1], data_offsets: [0, 1] };
+    for (const field of ['dtype', 'shape', 'data_offsets'] as const) {
+      const { [field]: _, ...rest } = full;
+      const p = writeRaw(`missing-${field}.safetensors`, { w: rest }, new Uint8Array(1));
+      expectRefused(p, new RegExp(`tensor "w": ${field} is missing`));
+    }
   });
 
   test('an invalid shape or invalid data_offsets', () => {
@@ -365,11 +424,63 @@ describe('loading malformed files', () => {
   test('metadata that is not an object of strings', () => {
     expectRefused(writeRaw('meta-num.safetensors', { __metadata__: { r: 8 } }), /__metadata__\.r must be a string, got 8/);
     expectRefused(writeRaw('meta-str.safetensors', { __metadata__: 'x' }), /__metadata__ must be an object of strings/);
-    expectRefused(writeRaw('meta-null.safetensors', { __metadata__: null }), /__metadata__ must be an object of strings/);
+    expectRefused(writeRaw('meta-array.safetensors', { __metadata__: ['a', 'b'] }), /__metadata__ must be an object of strings/);
+    expectRefused(writeRaw('meta-nested.safetensors', { __metadata__: { r: { a: 'b' } } }), /__metadata__\.r must be a string, got \{"a":"b"\}/);
   });
 
-  test('a file that does not exist', () => {
+  test('__metadata__: null means no metadata, as Python writes it', () => {
+    const p = writeRaw('meta-null.safetensors', { __metadata__: null, w: { dtype: 'F32', shape: [1], data_offsets: [0, 4] } }, f32Bytes(3));
+    expect(loadSafetensorsMetadata(p)).toEqual({});
+    expect(loadSafetensors(p).w.toArray()).toEqual([3]);
+  });
+
+  test('U32 and U64 load as int64, F8_E4M3 and F8_E5M2 as float32, with exact values', () => {
+    const u32 = new Uint32Array([0, 1, 2 ** 31, 2 ** 32 - 1]);
+    const u64 = new BigUint64Array([0n, 5n, 2n ** 63n - 1n]);
+    // OCP float8 (PyTorch float8_e4m3fn / float8_e5m2): bytes and their values, worked out by hand.
+    const e4m3: [number, number][] = [[0x38, 1], [0xb8, -1], [0x7e, 448], [0x01, 2 ** -9], [0x08, 2 ** -6], [0x80, -0], [0x7f, NaN], [0x3c, 1.5]];
+    const e5m2: [number, number][] = [[0x3c, 1], [0x7b, 57344], [0x7c, Infinity], [0xfc, -Infinity], [0x7d, NaN], [0x01, 2 ** -16], [0x3e, 1.5]];
+    const data = Buffer.concat([
+      Buffer.from(u64.buffer),
+      Buffer.from(u32.buffer),
+      Buffer.from(e4m3.map(([b]) => b)),
+      Buffer.from(e5m2.map(([b]) => b)),
+    ]);
+    const p = writeRaw(
+      'unsigned-f8.safetensors',
+      {
+        big: { dtype: 'U64', shape: [3], data_offsets: [0, 24] },
+        u: { dtype: 'U32', shape: [2, 2], data_offsets: [24, 40] },
+        a: { dtype: 'F8_E4M3', shape: [8], data_offsets: [40, 48] },
+        b: { dtype: 'F8_E5M2', shape: [7], data_offsets: [48, 55] },
+      },
+      data,
+    );
+    const h = readSafetensorsHeader(p);
+    expect(h.entries.map((e) => [e.name, e.format, e.dtype])).toEqual([
+      ['big', 'U64', 'int64'],
+      ['u', 'U32', 'int64'],
+      ['a', 'F8_E4M3', 'float32'],
+      ['b', 'F8_E5M2', 'float32'],
+    ]);
+    const got = loadSafetensors(p);
+    expect([got.u.dtype, got.u.shape, values(got.u)]).toEqual(['int64', [2, 2], ['0', '1', '2147483648', '4294967295']]);
+    expect([got.big.dtype, values(got.big)]).toEqual(['int64', ['0', '5', '9223372036854775807']]);
+    expect([got.a.dtype, values(got.a)]).toEqual(['float32', e4m3.map(([, v]) => v)]);
+    expect([got.b.dtype, values(got.b)]).toEqual(['float32', e5m2.map(([, v]) => v)]);
+  });
+
+  test('a U64 value beyond int64 is refused, naming the tensor', () => {
+    const p = writeRaw('u64-big.safetensors', { n: { dtype: 'U64', shape: [2], data_offsets: [0, 16] } }, new Uint8Array(new BigUint64Array([1n, 2n ** 63n]).buffer));
+    const e = expectErrorMatching(() => loadSafetensors(p), /tensor "n" \(U64\) holds 9223372036854775808 at element 1, which does not fit int64/);
+    expect(e.message).toContain(p);
+    expect(readSafetensorsHeader(p).entries[0].dtype).toBe('int64'); // the header alone is fine
+  });
+
+  test('a file that does not exist, or a directory', () => {
     expectErrorMatching(() => loadSafetensors(file('nope.safetensors')), /ENOENT/);
+    fs.mkdirSync(file('folder.safetensors'));
+    expectRefused(file('folder.safetensors'), /not a regular file/);
   });
 
   test('well-formed hand-written files do load (the checks are not too strict)', () => {

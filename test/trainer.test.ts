@@ -184,6 +184,58 @@ describe('checkpoints and resume', () => {
     );
   });
 
+  it("resumes into the checkpoint's parent folder wherever it now lies, and says so", async () => {
+    const dir = path.join(tmp, 'moved-from');
+    const m = await Model.fromPretrained(baseDir);
+    await new Trainer(m, attach(m), { ...opts, maxSteps: 4, saveEvery: 2, outputDir: dir }).fit(dataset());
+    const moved = path.join(tmp, 'moved-to');
+    fs.cpSync(path.join(dir, 'checkpoint-2'), path.join(moved, 'checkpoint-2'), { recursive: true });
+    const listing = (d: string): string[] => fs.readdirSync(d).sort();
+    const before = { files: listing(dir), log: fs.readFileSync(path.join(dir, 'log.jsonl'), 'utf8') };
+    const m2 = await Model.fromPretrained(baseDir);
+    const t = await Trainer.resume(path.join(moved, 'checkpoint-2'), m2);
+    expect(t.options.outputDir).toBe(moved);
+    const h = await t.fit(dataset());
+    expect(h.outputDir).toBe(moved);
+    expect(h.lastCheckpoint).toBe(path.join(moved, 'checkpoint-4'));
+    expect(listing(moved)).toEqual(['checkpoint-2', 'checkpoint-4', 'log.jsonl']);
+    expect(fs.readFileSync(path.join(moved, 'log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).step)).toEqual([3, 4]);
+    expect({ files: listing(dir), log: fs.readFileSync(path.join(dir, 'log.jsonl'), 'utf8') }).toEqual(before); // the original run is untouched
+    // an explicit outputDir still wins
+    const m3 = await Model.fromPretrained(baseDir);
+    expect((await Trainer.resume(path.join(moved, 'checkpoint-2'), m3, { outputDir: path.join(tmp, 'elsewhere') })).options.outputDir).toBe(path.join(tmp, 'elsewhere'));
+  });
+
+  it('rewrites log.jsonl on resume by renaming a new file over it, dropping a half-written last line with a warning', async () => {
+    const dir = path.join(tmp, 'relog');
+    const m = await Model.fromPretrained(baseDir);
+    await new Trainer(m, attach(m), { ...opts, maxSteps: 4, saveEvery: 2, outputDir: dir }).fit(dataset());
+    const log = path.join(dir, 'log.jsonl');
+    fs.appendFileSync(log, '{"step":5,"epoch":0,"lo'); // a process killed while appending
+    const old = fs.readFileSync(log, 'utf8');
+    const inode = fs.statSync(log).ino;
+    fs.linkSync(log, path.join(tmp, 'relog-old.jsonl')); // the old file itself, to see it is never written
+    const warn = jest.spyOn(console, 'warn').mockImplementation(() => undefined);
+    try {
+      const m2 = await Model.fromPretrained(baseDir);
+      await (await Trainer.resume(path.join(dir, 'checkpoint-2'), m2)).fit(dataset());
+      expect(warn.mock.calls.map((c) => String(c[0]))).toEqual([`rlora: ${log}:5: dropped a half-written last line (23 characters)`]);
+    } finally {
+      warn.mockRestore();
+    }
+    expect(fs.readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l).step)).toEqual([1, 2, 3, 4]);
+    expect(fs.statSync(log).ino).not.toBe(inode);
+    expect(fs.readFileSync(path.join(tmp, 'relog-old.jsonl'), 'utf8')).toBe(old);
+    expect(fs.readdirSync(dir).filter((f) => f.startsWith('.'))).toEqual([]);
+    // a damaged line before the last is an error naming the file and line; the log stays as it was
+    const lines = fs.readFileSync(log, 'utf8').split('\n');
+    lines[1] = lines[1].slice(0, 10);
+    fs.writeFileSync(log, lines.join('\n'));
+    const m3 = await Model.fromPretrained(baseDir);
+    await expect((await Trainer.resume(path.join(dir, 'checkpoint-2'), m3)).fit(dataset())).rejects.toThrow(`${log}:2: invalid JSON`);
+    expect(fs.readFileSync(log, 'utf8')).toBe(lines.join('\n'));
+  });
+
   it('treats an explicit undefined option as the default', () => {
     const m = Model.fromConfig(CFG, { seed: 1 });
     const t = new Trainer(m, Adapter.attach(m, { targetModules: ['up_proj'] }), { batchSize: undefined, learningRate: undefined });
@@ -296,9 +348,55 @@ describe('losses, NaN, the event loop', () => {
       /the loss became NaN at step 1; no update was made. Last good checkpoint: none/,
     );
     expect(stateBytes(a)).toEqual(before);
-    const h = await new Trainer(m, a, { maxSteps: 3, batchSize: 2, progress: false, skipNonFinite: true }).fit(dataset());
-    expect(h.steps.map((s) => s.skipped)).toEqual([true, true, true]);
-    expect(stateBytes(a)).toEqual(before);
+    const warn = jest.spyOn(console, 'warn').mockImplementation(() => undefined);
+    try {
+      // every step skipped: stops once more than half of the 3 are
+      const h = await new Trainer(m, a, { maxSteps: 3, batchSize: 2, progress: false, skipNonFinite: true }).fit(dataset());
+      expect(h.steps.map((s) => s.skipped)).toEqual([true, true]);
+      expect(h.stopped).toBe('nonFinite');
+      expect(h.skippedSteps).toBe(2);
+      expect(stateBytes(a)).toEqual(before);
+      expect(warn.mock.calls.map((c) => String(c[0]))).toEqual([
+        expect.stringMatching(/^rlora: skipped 2 of 2 steps \(1\.\.2\) for a non-finite loss; stopped, as more than half of the 3 steps planned were skipped/),
+      ]);
+      // one of four skipped (the weights repaired after it): completes, and says so
+      warn.mockClear();
+      const h2 = await new Trainer(m, a, { maxSteps: 4, batchSize: 2, progress: false, skipNonFinite: true }).fit(dataset(), {
+        onStep: (r) => r.step === 1 && layer.loadStateDict(st),
+      });
+      expect(h2.steps.map((s) => s.skipped ?? false)).toEqual([true, false, false, false]);
+      expect(h2.stopped).toBe('completed');
+      expect(h2.skippedSteps).toBe(1);
+      expect(warn.mock.calls.map((c) => String(c[0]))).toEqual([expect.stringMatching(/^rlora: skipped 1 of 4 steps \(1\.\.4\) for a non-finite loss \(/)]);
+    } finally {
+      warn.mockRestore();
+    }
+  });
+
+  it('checks the parameters after each update: their norm is reported, and an update that breaks them stops fit with the last good checkpoint', async () => {
+    const m = Model.fromConfig(CFG, { seed: 4 });
+    const a = Adapter.attach(m, { method: 'rlora', targetModules: ['up_proj'], rank: 2, heads: 2 });
+    // the norm of the updated parameters, as the native step computes it
+    const opt = new AdamW([...a.layers.values()], { lr: 1e-2 });
+    const r = await trainStep(m, [new BatchSampler(dataset(), { batchSize: 4 }, tok.padTokenId!).next()], opt);
+    expect(r.paramsFinite).toBe(true);
+    let sq = 0;
+    for (const [k, t] of Object.entries(a.stateDict())) if (!k.includes('offset')) for (const v of t.data() as Float32Array) sq += v * v;
+    expect(Math.abs(r.paramNorm - Math.sqrt(sq))).toBeLessThan(1e-5 * Math.sqrt(sq));
+    // learning rate 0 at step 1 (warm-up), then 1e30: weights of about 1e30 are finite, their squares are not
+    const dir = path.join(tmp, 'broken');
+    const t = new Trainer(m, a, { learningRate: 1e30, schedule: 'constant', warmupSteps: 1, maxSteps: 4, batchSize: 2, saveEvery: 1, outputDir: dir, progress: false });
+    const broken = new RegExp(
+      `^the update of step 2 left the trainable parameters non-finite or too large \\(L2 norm [^)]+\\); .* Last good checkpoint: ${path.join(dir, 'checkpoint-1').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} `,
+    );
+    await expect(t.fit(dataset())).rejects.toThrow(broken);
+    expect(fs.readdirSync(dir).filter((f) => f.startsWith('checkpoint-'))).toEqual(['checkpoint-1']);
+    const saved = loadSafetensors(path.join(dir, 'checkpoint-1', 'adapter_model.safetensors'));
+    for (const v of Object.values(saved)) expect((v.data() as Float32Array).every((x) => Math.abs(x) < 10)).toBe(true);
+    // nothing is written or trained from the broken weights
+    expect(() => t.saveCheckpoint()).toThrow(broken);
+    await expect(t.fit(dataset())).rejects.toThrow(broken);
+    expect(fs.readdirSync(dir).filter((f) => f.startsWith('checkpoint-'))).toEqual(['checkpoint-1']);
   });
 
   it('the event loop keeps serving timers during fit', async () => {

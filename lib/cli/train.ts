@@ -64,25 +64,6 @@ function previousRun(dir: string): string[] {
   return fs.readdirSync(dir).filter((f) => f === 'log.jsonl' || f === 'adapter' || f === 'run.json' || /^checkpoint-\d+$/.test(f) || /^\.checkpoint-\d+\.tmp-/.test(f));
 }
 
-/** Keeps the log lines of steps up to `step` (a resumed run writes the later ones again). */
-function trimLog(file: string, step: number): number {
-  if (!fs.existsSync(file)) return 0;
-  const lines = fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.trim() !== '');
-  const kept = lines.filter((l) => {
-    try {
-      const rec = JSON.parse(l) as { step?: unknown };
-      return typeof rec.step !== 'number' || rec.step <= step;
-    } catch {
-      return false;
-    }
-  });
-  if (kept.length === lines.length) return 0;
-  const tmp = `${file}.tmp-${process.pid}`;
-  fs.writeFileSync(tmp, kept.map((l) => l + '\n').join(''));
-  fs.renameSync(tmp, file);
-  return lines.length - kept.length;
-}
-
 /** run.json as written to outputDir: every path absolute, so it works from there too. */
 function resolvedCopy(cfg: RunConfig): Record<string, unknown> {
   const raw = JSON.parse(JSON.stringify(cfg.raw)) as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -174,7 +155,10 @@ async function runTrain(args: string[]): Promise<number> {
           say(`note: trainer.${k} is ${JSON.stringify(v)} in run.json but ${JSON.stringify(o[k])} in the checkpoint; the checkpoint's applies`);
         }
       }
-      const dropped = trimLog(path.join(cfg.outputDir, 'log.jsonl'), trainer.step);
+      const log = path.join(cfg.outputDir, 'log.jsonl');
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const { trimLog } = require('../trainer') as typeof import('../trainer'); // loaded with the addon, as lib() is
+      const dropped = fs.existsSync(log) ? trimLog(log, trainer.step) : 0;
       say(`resume     ${resume}: step ${trainer.step} of ${total}${dropped ? ` (dropped ${dropped} log line${dropped === 1 ? '' : 's'} after step ${trainer.step})` : ''}`);
     } else {
       const adapter = await as(`${cfg.file}: adapter`, () => rl.Adapter.attach(model, cfg.adapter));
@@ -215,6 +199,13 @@ async function runTrain(args: string[]): Promise<number> {
           `resume with: rlora train --config ${configFile} --resume ${ckpt}`,
       );
       return INTERRUPTED;
+    }
+    if (history.stopped === 'nonFinite') {
+      say(
+        `rlora train: stopped at step ${trainer.step} of ${total}: ${history.skippedSteps} steps had a non-finite loss and were skipped (skipNonFinite), more than half of those planned; ` +
+          `last checkpoint ${history.lastCheckpoint ?? '(none)'}; no adapter written. Lower trainer.learningRate, or check the data.`,
+      );
+      return 1;
     }
     const adapterDir = path.join(cfg.outputDir, 'adapter');
     trainer.adapter.save(adapterDir);

@@ -96,6 +96,7 @@ StepStats AdamW::step() {
   // torch.optim.AdamW (decoupled weight decay, bias correction), one parameter at a time.
   torch::NoGradGuard no_grad;
   const double b1 = options_.beta1, b2 = options_.beta2;
+  std::vector<torch::Tensor> updated_norms, updated_ok;
   for (size_t i = 0; i < params_.size(); ++i) {
     torch::Tensor& p = params_[i];
     if (!p.grad().defined()) continue;
@@ -109,6 +110,15 @@ StepStats AdamW::step() {
     const double bias2 = 1.0 - std::pow(b2, static_cast<double>(s.step));
     torch::Tensor denom = (s.exp_avg_sq.sqrt() / std::sqrt(bias2)).add_(options_.eps);
     p.addcdiv_(s.exp_avg, denom, -st.lr / bias1);
+    torch::Tensor norm = p.norm();  // in p's dtype (accumulated wider)
+    updated_norms.push_back(norm.to(torch::kFloat64));
+    updated_ok.push_back(torch::isfinite(norm * norm));
+  }
+  if (!updated_norms.empty()) {
+    // one device-to-host transfer for both results
+    torch::Tensor summary = torch::stack({torch::stack(updated_norms).norm(), torch::stack(updated_ok).all().to(torch::kFloat64)}).cpu();
+    st.param_norm = summary[0].item<double>();
+    st.params_finite = summary[1].item<double>() == 1.0;
   }
   ++steps_;
   return st;

@@ -37,6 +37,11 @@ void validate(const AdamWOptions& o);
 struct StepStats {
   double lr = 0.0;         // the rate this step used
   double grad_norm = 0.0;  // global L2 norm before clipping
+  // After the update, over the parameters it changed: their global L2 norm, and whether every one
+  // of them is usable, i.e. its squared L2 norm is finite in its own dtype (no NaN or infinity, and
+  // no values so large that squaring them overflows: float32 norms above about 1.8e19 fail).
+  double param_norm = 0.0;
+  bool params_finite = true;
 };
 
 // The state of one parameter, as torch.optim.AdamW keeps it.
@@ -52,6 +57,7 @@ class AdamW {
   void zero_grad();
   // Clip (when max_grad_norm > 0), then one AdamW update at the scheduled rate. Parameters
   // without a gradient are left alone (their own step count does not advance), as in PyTorch.
+  // The updated parameters are checked in the same pass (StepStats::params_finite).
   StepStats step();
   // Optimizer steps taken (the schedule's position).
   int64_t steps_taken() const { return steps_; }
