@@ -86,6 +86,7 @@ Napi::Object BuildInfo(Napi::Env env) {
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  env.SetInstanceData<AddonData>(new AddonData());  // freed with the environment
   JsTensor::Init(env, exports);
   InitLayer(env, exports);
   InitTrain(env, exports);

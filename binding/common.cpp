@@ -31,6 +31,12 @@ double get_number(const Napi::Value& v, const std::string& what) {
   return v.As<Napi::Number>().DoubleValue();
 }
 
+AddonData& addon_data(const Napi::Env& env) { return *env.GetInstanceData<AddonData>(); }
+
+bool is_instance(const Napi::Value& v, const Napi::FunctionReference& cls) {
+  return v.IsObject() && v.As<Napi::Object>().InstanceOf(cls.Value());
+}
+
 int64_t get_integer(const Napi::Value& v, const std::string& what) {
   if (v.IsNumber()) {
     double d = v.As<Napi::Number>().DoubleValue();

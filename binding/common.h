@@ -40,6 +40,16 @@ bool get_bool(const Napi::Value& v, const std::string& what);
 std::vector<int64_t> get_shape(const Napi::Value& v, const std::string& what);
 Napi::Array shape_to_js(const Napi::Env& env, c10::IntArrayRef sizes);
 
+// Per-environment data: the main thread and every worker_threads Worker load the addon into an
+// environment of their own, and a JS function belongs to one environment, so the class
+// constructors live here (Napi instance data), never in process-wide statics.
+struct AddonData {
+  Napi::FunctionReference tensor, layer, model, adamw;
+};
+AddonData& addon_data(const Napi::Env& env);
+// Whether v is an object made by the class `cls` of this environment.
+bool is_instance(const Napi::Value& v, const Napi::FunctionReference& cls);
+
 // Intra-op threads every native job uses (set at the start of each job: the setting is per thread).
 extern std::atomic<int> g_num_threads;
 

@@ -114,13 +114,12 @@ class JsLoraLinear : public Napi::ObjectWrap<JsLoraLinear> {
          InstanceMethod("generatorState", &JsLoraLinear::GeneratorState),
          InstanceMethod("setGeneratorState", &JsLoraLinear::SetGeneratorState),
          InstanceMethod("parameterCount", &JsLoraLinear::ParameterCount)});
-    constructor_ = new Napi::FunctionReference(Napi::Persistent(cls));
+    addon_data(env).layer = Napi::Persistent(cls);
     exports.Set("NativeLoraLinear", cls);
   }
 
   static std::shared_ptr<MultiHeadLoraLinear> FromValue(const Napi::Value& v, const std::string& what) {
-    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(constructor_->Value()))
-      type_error(v.Env(), what, "a MultiHeadLoraLinear", v);
+    if (!is_instance(v, addon_data(v.Env()).layer)) type_error(v.Env(), what, "a MultiHeadLoraLinear", v);
     return Napi::ObjectWrap<JsLoraLinear>::Unwrap(v.As<Napi::Object>())->layer_;
   }
 
@@ -137,7 +136,6 @@ class JsLoraLinear : public Napi::ObjectWrap<JsLoraLinear> {
   }
 
  private:
-  static Napi::FunctionReference* constructor_;
   std::shared_ptr<MultiHeadLoraLinear> layer_;
 
   Napi::Value Forward(const Napi::CallbackInfo& info) {
@@ -238,8 +236,6 @@ class JsLoraLinear : public Napi::ObjectWrap<JsLoraLinear> {
     return Napi::Number::New(info.Env(), static_cast<double>(n));
   }
 };
-
-Napi::FunctionReference* JsLoraLinear::constructor_ = nullptr;
 
 void InitLayer(Napi::Env env, Napi::Object exports) { JsLoraLinear::Init(env, exports); }
 

@@ -69,12 +69,12 @@ class JsModel : public Napi::ObjectWrap<JsModel> {
          InstanceMethod("setAdapter", &JsModel::SetAdapter), InstanceMethod("forward", &JsModel::Forward),
          InstanceMethod("generate", &JsModel::Generate), InstanceAccessor("dtype", &JsModel::Dtype, nullptr),
          InstanceAccessor("device", &JsModel::Device, nullptr)});
-    constructor_ = new Napi::FunctionReference(Napi::Persistent(cls));
+    addon_data(env).model = Napi::Persistent(cls);
     exports.Set("NativeModel", cls);
   }
 
   static std::shared_ptr<model::DecoderModel> FromValue(const Napi::Value& v, const std::string& what) {
-    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(constructor_->Value())) type_error(v.Env(), what, "a Model", v);
+    if (!is_instance(v, addon_data(v.Env()).model)) type_error(v.Env(), what, "a Model", v);
     return Napi::ObjectWrap<JsModel>::Unwrap(v.As<Napi::Object>())->model_;
   }
 
@@ -90,7 +90,6 @@ class JsModel : public Napi::ObjectWrap<JsModel> {
   }
 
  private:
-  static Napi::FunctionReference* constructor_;
   std::shared_ptr<model::DecoderModel> model_;
 
   Napi::Value ParameterSpecs(const Napi::CallbackInfo& info) {
@@ -221,8 +220,6 @@ class JsModel : public Napi::ObjectWrap<JsModel> {
   Napi::Value Dtype(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), dtype_str(model_->dtype())); }
   Napi::Value Device(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), model_->device().str()); }
 };
-
-Napi::FunctionReference* JsModel::constructor_ = nullptr;
 
 void InitModel(Napi::Env env, Napi::Object exports) { JsModel::Init(env, exports); }
 

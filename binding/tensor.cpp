@@ -7,8 +7,6 @@
 
 namespace rlora::binding {
 
-Napi::FunctionReference* JsTensor::constructor_ = nullptr;
-
 void JsTensor::Init(Napi::Env env, Napi::Object exports) {
   Napi::Function cls = DefineClass(env, "NativeTensor",
                                    {StaticMethod("fromTypedArray", &JsTensor::FromTypedArray),
@@ -19,7 +17,7 @@ void JsTensor::Init(Napi::Env env, Napi::Object exports) {
                                     InstanceMethod("data", &JsTensor::Data),
                                     InstanceMethod("bytes", &JsTensor::Bytes),
                                     InstanceMethod("to", &JsTensor::To)});
-  constructor_ = new Napi::FunctionReference(Napi::Persistent(cls));
+  addon_data(env).tensor = Napi::Persistent(cls);
   exports.Set("NativeTensor", cls);
 }
 
@@ -41,11 +39,11 @@ JsTensor::~JsTensor() {
 
 Napi::Object JsTensor::Wrap(Napi::Env env, torch::Tensor t) {
   torch::Tensor holder = t.detach();
-  return constructor_->New({Napi::External<torch::Tensor>::New(env, &holder)});
+  return addon_data(env).tensor.New({Napi::External<torch::Tensor>::New(env, &holder)});
 }
 
 bool JsTensor::Is(const Napi::Value& v) {
-  return v.IsObject() && v.As<Napi::Object>().InstanceOf(constructor_->Value());
+  return is_instance(v, addon_data(v.Env()).tensor);
 }
 
 torch::Tensor JsTensor::FromValue(const Napi::Value& v, const std::string& what) {

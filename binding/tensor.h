@@ -28,7 +28,6 @@ class JsTensor : public Napi::ObjectWrap<JsTensor> {
   Napi::Value Bytes(const Napi::CallbackInfo& info);
   Napi::Value To(const Napi::CallbackInfo& info);
 
-  static Napi::FunctionReference* constructor_;
   torch::Tensor tensor_;
   int64_t external_bytes_ = 0;
 };

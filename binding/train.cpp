@@ -54,12 +54,12 @@ class JsAdamW : public Napi::ObjectWrap<JsAdamW> {
                                      {InstanceAccessor("stepsTaken", &JsAdamW::StepsTaken, nullptr),
                                       InstanceMethod("lrAt", &JsAdamW::LrAt), InstanceMethod("state", &JsAdamW::State),
                                       InstanceMethod("setState", &JsAdamW::SetState)});
-    constructor_ = new Napi::FunctionReference(Napi::Persistent(cls));
+    addon_data(env).adamw = Napi::Persistent(cls);
     exports.Set("NativeAdamW", cls);
   }
 
   static std::shared_ptr<train::AdamW> FromValue(const Napi::Value& v, const std::string& what) {
-    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(constructor_->Value())) type_error(v.Env(), what, "an AdamW", v);
+    if (!is_instance(v, addon_data(v.Env()).adamw)) type_error(v.Env(), what, "an AdamW", v);
     return Napi::ObjectWrap<JsAdamW>::Unwrap(v.As<Napi::Object>())->opt_;
   }
 
@@ -144,13 +144,10 @@ class JsAdamW : public Napi::ObjectWrap<JsAdamW> {
     return Napi::Number::New(info.Env(), train::scheduled_lr(opt_->options().lr, opt_->options().schedule, step));
   }
 
-  static Napi::FunctionReference* constructor_;
   std::vector<std::shared_ptr<MultiHeadLoraLinear>> layers_;  // keeps the parameters' owners alive
   std::shared_ptr<model::DecoderModel> model_;
   std::shared_ptr<train::AdamW> opt_;
 };
-
-Napi::FunctionReference* JsAdamW::constructor_ = nullptr;
 
 namespace {
 
