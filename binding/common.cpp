@@ -31,6 +31,13 @@ double get_number(const Napi::Value& v, const std::string& what) {
   return v.As<Napi::Number>().DoubleValue();
 }
 
+int64_t cpu_bytes(const std::vector<torch::Tensor>& tensors) {
+  int64_t n = 0;
+  for (const auto& t : tensors)
+    if (t.defined() && t.device().is_cpu()) n += static_cast<int64_t>(t.numel() * t.element_size());
+  return n;
+}
+
 AddonData& addon_data(const Napi::Env& env) { return *env.GetInstanceData<AddonData>(); }
 
 bool is_instance(const Napi::Value& v, const Napi::FunctionReference& cls) {

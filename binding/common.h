@@ -50,6 +50,40 @@ AddonData& addon_data(const Napi::Env& env);
 // Whether v is an object made by the class `cls` of this environment.
 bool is_instance(const Napi::Value& v, const Napi::FunctionReference& cls);
 
+// The native object behind a JS wrapper (Model, layer, optimizer). It tells V8 how many bytes of
+// CPU memory the object holds, so the collector runs when dropped objects add up (V8 sees only
+// its own heap otherwise), and gives them back when the wrapper is collected or disposed. Using
+// a disposed object throws "this <what> was disposed".
+template <typename T>
+class Owned {
+ public:
+  explicit Owned(const char* what) : what_(what) {}
+  void set(const Napi::Env& env, std::shared_ptr<T> p, int64_t bytes) {
+    release(env);
+    p_ = std::move(p);
+    bytes_ = bytes;
+    if (bytes_ > 0) Napi::MemoryManagement::AdjustExternalMemory(env, bytes_);
+  }
+  const std::shared_ptr<T>& get(const Napi::Env& env) const {
+    if (!p_) throw Napi::Error::New(env, std::string("this ") + what_ + " was disposed");
+    return p_;
+  }
+  void release(const Napi::Env& env) {
+    p_.reset();
+    if (bytes_ > 0) Napi::MemoryManagement::AdjustExternalMemory(env, -bytes_);
+    bytes_ = 0;
+  }
+  int64_t bytes() const { return bytes_; }
+
+ private:
+  const char* what_;
+  std::shared_ptr<T> p_;
+  int64_t bytes_ = 0;
+};
+
+// Bytes of CPU memory the tensors hold (CUDA memory is not V8's concern).
+int64_t cpu_bytes(const std::vector<torch::Tensor>& tensors);
+
 // Intra-op threads every native job uses (set at the start of each job: the setting is per thread).
 extern std::atomic<int> g_num_threads;
 

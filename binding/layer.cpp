@@ -113,14 +113,15 @@ class JsLoraLinear : public Napi::ObjectWrap<JsLoraLinear> {
          InstanceMethod("mergedWeight", &JsLoraLinear::MergedWeight),
          InstanceMethod("generatorState", &JsLoraLinear::GeneratorState),
          InstanceMethod("setGeneratorState", &JsLoraLinear::SetGeneratorState),
-         InstanceMethod("parameterCount", &JsLoraLinear::ParameterCount)});
+         InstanceMethod("parameterCount", &JsLoraLinear::ParameterCount),
+         InstanceMethod("dispose", &JsLoraLinear::Dispose)});
     addon_data(env).layer = Napi::Persistent(cls);
     exports.Set("NativeLoraLinear", cls);
   }
 
   static std::shared_ptr<MultiHeadLoraLinear> FromValue(const Napi::Value& v, const std::string& what) {
     if (!is_instance(v, addon_data(v.Env()).layer)) type_error(v.Env(), what, "a MultiHeadLoraLinear", v);
-    return Napi::ObjectWrap<JsLoraLinear>::Unwrap(v.As<Napi::Object>())->layer_;
+    return Napi::ObjectWrap<JsLoraLinear>::Unwrap(v.As<Napi::Object>())->layer();
   }
 
   // new NativeLoraLinear(weight, bias | null, options)
@@ -131,18 +132,29 @@ class JsLoraLinear : public Napi::ObjectWrap<JsLoraLinear> {
       torch::Tensor b;
       if (!info[1].IsUndefined() && !info[1].IsNull()) b = JsTensor::FromValue(info[1], "bias");
       LoraOptions opts = resolve_options(parse_overrides(info[2]));
-      layer_ = std::make_shared<MultiHeadLoraLinear>(w, b, opts);
+      auto l = std::make_shared<MultiHeadLoraLinear>(w, b, opts);
+      std::vector<torch::Tensor> held;  // A, the heads, the router, the offset pair
+      for (const auto& kv : l->state_dict()) held.push_back(kv.second);
+      const int64_t bytes = cpu_bytes(held);
+      layer_.set(env, std::move(l), bytes);
     });
   }
+  ~JsLoraLinear() override { layer_.release(Env()); }
 
  private:
-  std::shared_ptr<MultiHeadLoraLinear> layer_;
+  Owned<MultiHeadLoraLinear> layer_{"MultiHeadLoraLinear"};
+  const std::shared_ptr<MultiHeadLoraLinear>& layer() const { return layer_.get(Env()); }
+
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    layer_.release(info.Env());
+    return info.Env().Undefined();
+  }
 
   Napi::Value Forward(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return guarded(env, [&]() -> Napi::Value {
       torch::Tensor x = JsTensor::FromValue(info[0], "input");
-      auto layer = layer_;
+      auto layer = this->layer();
       return run_async<torch::Tensor>(
           env,
           [layer, x] {
@@ -159,7 +171,7 @@ class JsLoraLinear : public Napi::ObjectWrap<JsLoraLinear> {
     return guarded(env, [&]() -> Napi::Value {
       torch::Tensor x = JsTensor::FromValue(info[0], "input");
       torch::Tensor g = JsTensor::FromValue(info[1], "gradOutput");
-      auto layer = layer_;
+      auto layer = this->layer();
       return run_async<MultiHeadLoraLinear::Vjp>(
           env,
           [layer, x, g] {
@@ -178,17 +190,17 @@ class JsLoraLinear : public Napi::ObjectWrap<JsLoraLinear> {
 
   Napi::Value SetTraining(const Napi::CallbackInfo& info) {
     bool on = get_bool(info[0], "training");
-    std::lock_guard<std::mutex> lock(layer_->mutex());
-    layer_->train(on);
+    std::lock_guard<std::mutex> lock(layer()->mutex());
+    layer()->train(on);
     return info.Env().Undefined();
   }
-  Napi::Value Training(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), layer_->is_training()); }
-  Napi::Value Options(const Napi::CallbackInfo& info) { return options_to_js(info.Env(), layer_->options()); }
+  Napi::Value Training(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), layer()->is_training()); }
+  Napi::Value Options(const Napi::CallbackInfo& info) { return options_to_js(info.Env(), layer()->options()); }
 
   Napi::Value StateDict(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
-      std::lock_guard<std::mutex> lock(layer_->mutex());
-      return named_to_js(info.Env(), layer_->state_dict());
+      std::lock_guard<std::mutex> lock(layer()->mutex());
+      return named_to_js(info.Env(), layer()->state_dict());
     });
   }
 
@@ -203,8 +215,8 @@ class JsLoraLinear : public Napi::ObjectWrap<JsLoraLinear> {
         std::string k = names.Get(i).ToString().Utf8Value();
         tensors[k] = JsTensor::FromValue(o.Get(k), "stateDict[\"" + k + "\"]");
       }
-      std::lock_guard<std::mutex> lock(layer_->mutex());
-      layer_->load_state_dict(tensors);
+      std::lock_guard<std::mutex> lock(layer()->mutex());
+      layer()->load_state_dict(tensors);
       return env.Undefined();
     });
   }
@@ -212,8 +224,8 @@ class JsLoraLinear : public Napi::ObjectWrap<JsLoraLinear> {
   // A tensor the layer computes, under its lock, as a JS Tensor.
   Napi::Value TensorOf(const Napi::CallbackInfo& info, torch::Tensor (MultiHeadLoraLinear::*get)() const) {
     return guarded(info.Env(), [&]() -> Napi::Value {
-      std::lock_guard<std::mutex> lock(layer_->mutex());
-      return JsTensor::Wrap(info.Env(), ((*layer_).*get)());
+      std::lock_guard<std::mutex> lock(layer()->mutex());
+      return JsTensor::Wrap(info.Env(), ((*layer()).*get)());
     });
   }
   Napi::Value HeadSimilarity(const Napi::CallbackInfo& info) { return TensorOf(info, &MultiHeadLoraLinear::head_similarity); }
@@ -224,15 +236,15 @@ class JsLoraLinear : public Napi::ObjectWrap<JsLoraLinear> {
   Napi::Value SetGeneratorState(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
       torch::Tensor t = JsTensor::FromValue(info[0], "state");
-      std::lock_guard<std::mutex> lock(layer_->mutex());
-      layer_->set_generator_state(t);
+      std::lock_guard<std::mutex> lock(layer()->mutex());
+      layer()->set_generator_state(t);
       return info.Env().Undefined();
     });
   }
 
   Napi::Value ParameterCount(const Napi::CallbackInfo& info) {
     int64_t n = 0;
-    for (const auto& p : layer_->parameters()) n += p.numel();
+    for (const auto& p : layer()->parameters()) n += p.numel();
     return Napi::Number::New(info.Env(), static_cast<double>(n));
   }
 };

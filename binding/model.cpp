@@ -67,7 +67,8 @@ class JsModel : public Napi::ObjectWrap<JsModel> {
          InstanceMethod("parameter", &JsModel::Parameter), InstanceMethod("initRandom", &JsModel::InitRandom),
          InstanceMethod("parameterCount", &JsModel::ParameterCount), InstanceMethod("linearNames", &JsModel::LinearNames),
          InstanceMethod("setAdapter", &JsModel::SetAdapter), InstanceMethod("forward", &JsModel::Forward),
-         InstanceMethod("generate", &JsModel::Generate), InstanceAccessor("dtype", &JsModel::Dtype, nullptr),
+         InstanceMethod("generate", &JsModel::Generate), InstanceMethod("dispose", &JsModel::Dispose),
+         InstanceAccessor("dtype", &JsModel::Dtype, nullptr),
          InstanceAccessor("device", &JsModel::Device, nullptr)});
     addon_data(env).model = Napi::Persistent(cls);
     exports.Set("NativeModel", cls);
@@ -75,7 +76,7 @@ class JsModel : public Napi::ObjectWrap<JsModel> {
 
   static std::shared_ptr<model::DecoderModel> FromValue(const Napi::Value& v, const std::string& what) {
     if (!is_instance(v, addon_data(v.Env()).model)) type_error(v.Env(), what, "a Model", v);
-    return Napi::ObjectWrap<JsModel>::Unwrap(v.As<Napi::Object>())->model_;
+    return Napi::ObjectWrap<JsModel>::Unwrap(v.As<Napi::Object>())->model();
   }
 
   // new NativeModel(config, dtype, device)
@@ -85,16 +86,25 @@ class JsModel : public Napi::ObjectWrap<JsModel> {
       model::ModelConfig c = parse_config(info[0]);
       torch::ScalarType dtype = parse_dtype(get_string(info[1], "dtype"));
       torch::Device device = parse_device(get_string(info[2], "device"));
-      model_ = std::make_shared<model::DecoderModel>(c, dtype, device);
+      auto m = std::make_shared<model::DecoderModel>(c, dtype, device);
+      const int64_t bytes = device.is_cpu() ? m->parameter_count() * static_cast<int64_t>(c10::elementSize(dtype)) : 0;
+      model_.set(env, std::move(m), bytes);
     });
   }
+  ~JsModel() override { model_.release(Env()); }
 
  private:
-  std::shared_ptr<model::DecoderModel> model_;
+  Owned<model::DecoderModel> model_{"Model"};
+  const std::shared_ptr<model::DecoderModel>& model() const { return model_.get(Env()); }
+
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    model_.release(info.Env());
+    return info.Env().Undefined();
+  }
 
   Napi::Value ParameterSpecs(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    const auto& specs = model_->parameter_specs();
+    const auto& specs = model()->parameter_specs();
     auto arr = Napi::Array::New(env, specs.size());
     for (size_t i = 0; i < specs.size(); ++i) {
       auto o = Napi::Object::New(env);
@@ -115,20 +125,20 @@ class JsModel : public Napi::ObjectWrap<JsModel> {
       if (t.is_floating_point()) {
         auto finite = [](const torch::Tensor& x) { return torch::isfinite(x).all().item<bool>(); };
         if (!finite(t)) throw std::invalid_argument(name + " holds NaN or infinite values");
-        if (t.scalar_type() != model_->dtype()) {
-          t = t.to(model_->dtype());
-          if (!finite(t)) throw std::invalid_argument(name + " holds values beyond the range of " + dtype_str(model_->dtype()));
+        if (t.scalar_type() != model()->dtype()) {
+          t = t.to(model()->dtype());
+          if (!finite(t)) throw std::invalid_argument(name + " holds values beyond the range of " + dtype_str(model()->dtype()));
         }
       }
-      std::lock_guard<std::mutex> lock(model_->mutex());
-      model_->set_parameter(name, t);
+      std::lock_guard<std::mutex> lock(model()->mutex());
+      model()->set_parameter(name, t);
       return env.Undefined();
     });
   }
 
   Napi::Value Parameter(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
-      return JsTensor::Wrap(info.Env(), model_->parameter(get_string(info[0], "name")));
+      return JsTensor::Wrap(info.Env(), model()->parameter(get_string(info[0], "name")));
     });
   }
 
@@ -136,18 +146,18 @@ class JsModel : public Napi::ObjectWrap<JsModel> {
     return guarded(info.Env(), [&]() -> Napi::Value {
       int64_t seed = get_integer(info[0], "seed");
       if (seed < 0) type_error(info.Env(), "seed", "a non-negative integer", info[0]);
-      std::lock_guard<std::mutex> lock(model_->mutex());
-      model_->init_random(static_cast<uint64_t>(seed));
+      std::lock_guard<std::mutex> lock(model()->mutex());
+      model()->init_random(static_cast<uint64_t>(seed));
       return info.Env().Undefined();
     });
   }
 
   Napi::Value ParameterCount(const Napi::CallbackInfo& info) {
-    return Napi::Number::New(info.Env(), static_cast<double>(model_->parameter_count()));
+    return Napi::Number::New(info.Env(), static_cast<double>(model()->parameter_count()));
   }
 
   Napi::Value LinearNames(const Napi::CallbackInfo& info) {
-    auto names = model_->linear_names();
+    auto names = model()->linear_names();
     auto arr = Napi::Array::New(info.Env(), names.size());
     for (size_t i = 0; i < names.size(); ++i) arr.Set(static_cast<uint32_t>(i), names[i]);
     return arr;
@@ -160,8 +170,8 @@ class JsModel : public Napi::ObjectWrap<JsModel> {
       std::string module = get_string(info[0], "module");
       std::shared_ptr<MultiHeadLoraLinear> layer;
       if (!info[1].IsNull() && !info[1].IsUndefined()) layer = layer_from_value(info[1], "layer");
-      std::lock_guard<std::mutex> lock(model_->mutex());
-      model_->set_adapter(module, layer);
+      std::lock_guard<std::mutex> lock(model()->mutex());
+      model()->set_adapter(module, layer);
       return env.Undefined();
     });
   }
@@ -172,7 +182,7 @@ class JsModel : public Napi::ObjectWrap<JsModel> {
     return guarded(env, [&]() -> Napi::Value {
       torch::Tensor ids = JsTensor::FromValue(info[0], "inputIds");
       torch::Tensor mask = optional_tensor(info[1], "attentionMask");
-      auto m = model_;
+      auto m = model();
       return run_async<torch::Tensor>(
           env,
           [m, ids, mask] {
@@ -205,7 +215,7 @@ class JsModel : public Napi::ObjectWrap<JsModel> {
       if (!eos.IsArray()) type_error(env, "eosTokenIds", "an array of integers", eos);
       for (uint32_t i = 0; i < eos.As<Napi::Array>().Length(); ++i)
         g.eos_token_ids.push_back(get_integer(eos.As<Napi::Array>().Get(i), "eosTokenIds[" + std::to_string(i) + "]"));
-      auto m = model_;
+      auto m = model();
       return run_async<torch::Tensor>(
           env,
           [m, ids, mask, g] {
@@ -217,8 +227,8 @@ class JsModel : public Napi::ObjectWrap<JsModel> {
     });
   }
 
-  Napi::Value Dtype(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), dtype_str(model_->dtype())); }
-  Napi::Value Device(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), model_->device().str()); }
+  Napi::Value Dtype(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), dtype_str(model()->dtype())); }
+  Napi::Value Device(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), model()->device().str()); }
 };
 
 void InitModel(Napi::Env env, Napi::Object exports) { JsModel::Init(env, exports); }

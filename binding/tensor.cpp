@@ -16,7 +16,8 @@ void JsTensor::Init(Napi::Env env, Napi::Object exports) {
                                     InstanceAccessor("device", &JsTensor::Device, nullptr),
                                     InstanceMethod("data", &JsTensor::Data),
                                     InstanceMethod("bytes", &JsTensor::Bytes),
-                                    InstanceMethod("to", &JsTensor::To)});
+                                    InstanceMethod("to", &JsTensor::To),
+                                    InstanceMethod("dispose", &JsTensor::Dispose)});
   addon_data(env).tensor = Napi::Persistent(cls);
   exports.Set("NativeTensor", cls);
 }
@@ -37,6 +38,18 @@ JsTensor::~JsTensor() {
   if (external_bytes_ > 0) Napi::MemoryManagement::AdjustExternalMemory(Env(), -external_bytes_);
 }
 
+const torch::Tensor& JsTensor::tensor() const {
+  if (!tensor_.defined()) throw Napi::Error::New(Env(), "this Tensor was disposed");
+  return tensor_;
+}
+
+Napi::Value JsTensor::Dispose(const Napi::CallbackInfo& info) {
+  tensor_ = torch::Tensor();
+  if (external_bytes_ > 0) Napi::MemoryManagement::AdjustExternalMemory(info.Env(), -external_bytes_);
+  external_bytes_ = 0;
+  return info.Env().Undefined();
+}
+
 Napi::Object JsTensor::Wrap(Napi::Env env, torch::Tensor t) {
   torch::Tensor holder = t.detach();
   return addon_data(env).tensor.New({Napi::External<torch::Tensor>::New(env, &holder)});
@@ -48,7 +61,7 @@ bool JsTensor::Is(const Napi::Value& v) {
 
 torch::Tensor JsTensor::FromValue(const Napi::Value& v, const std::string& what) {
   if (!Is(v)) type_error(v.Env(), what, "a Tensor", v);
-  return Napi::ObjectWrap<JsTensor>::Unwrap(v.As<Napi::Object>())->tensor_;
+  return Napi::ObjectWrap<JsTensor>::Unwrap(v.As<Napi::Object>())->tensor();
 }
 
 namespace {
@@ -112,12 +125,12 @@ Napi::Value JsTensor::FromBytes(const Napi::CallbackInfo& info) {
   });
 }
 
-Napi::Value JsTensor::Shape(const Napi::CallbackInfo& info) { return shape_to_js(info.Env(), tensor_.sizes()); }
+Napi::Value JsTensor::Shape(const Napi::CallbackInfo& info) { return shape_to_js(info.Env(), tensor().sizes()); }
 Napi::Value JsTensor::Dtype(const Napi::CallbackInfo& info) {
-  return Napi::String::New(info.Env(), dtype_str(tensor_.scalar_type()));
+  return Napi::String::New(info.Env(), dtype_str(tensor().scalar_type()));
 }
 Napi::Value JsTensor::Device(const Napi::CallbackInfo& info) {
-  return Napi::String::New(info.Env(), tensor_.device().str());
+  return Napi::String::New(info.Env(), tensor().device().str());
 }
 
 // data(): a copy of the elements as a typed array (bfloat16/float16 widen to Float32Array,
@@ -125,7 +138,7 @@ Napi::Value JsTensor::Device(const Napi::CallbackInfo& info) {
 Napi::Value JsTensor::Data(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
-    torch::ScalarType st = tensor_.scalar_type();
+    torch::ScalarType st = tensor().scalar_type();
     torch::ScalarType out = st;
     napi_typedarray_type kind;
     switch (st) {
@@ -139,7 +152,7 @@ Napi::Value JsTensor::Data(const Napi::CallbackInfo& info) {
       case torch::kBool: kind = napi_uint8_array; out = torch::kUInt8; break;
       default: throw std::invalid_argument("data(): unsupported dtype " + dtype_str(st));
     }
-    torch::Tensor c = tensor_.detach().to(torch::kCPU, out).contiguous();
+    torch::Tensor c = tensor().detach().to(torch::kCPU, out).contiguous();
     const size_t nbytes = c.numel() * c.element_size();
     auto buf = Napi::ArrayBuffer::New(env, nbytes);
     if (nbytes) std::memcpy(buf.Data(), c.data_ptr(), nbytes);
@@ -158,7 +171,7 @@ Napi::Value JsTensor::Data(const Napi::CallbackInfo& info) {
 Napi::Value JsTensor::Bytes(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
-    torch::Tensor c = tensor_.detach().to(torch::kCPU).contiguous();
+    torch::Tensor c = tensor().detach().to(torch::kCPU).contiguous();
     const size_t nbytes = c.numel() * c.element_size();
     return Napi::Buffer<uint8_t>::Copy(env, static_cast<const uint8_t*>(c.data_ptr()), nbytes);
   });
@@ -169,9 +182,9 @@ Napi::Value JsTensor::To(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
     torch::ScalarType dtype =
-        info[0].IsString() ? parse_dtype(info[0].As<Napi::String>().Utf8Value()) : tensor_.scalar_type();
-    torch::Device device = info[1].IsString() ? parse_device(info[1].As<Napi::String>().Utf8Value()) : tensor_.device();
-    return Wrap(env, tensor_.to(device, dtype));
+        info[0].IsString() ? parse_dtype(info[0].As<Napi::String>().Utf8Value()) : tensor().scalar_type();
+    torch::Device device = info[1].IsString() ? parse_device(info[1].As<Napi::String>().Utf8Value()) : tensor().device();
+    return Wrap(env, tensor().to(device, dtype));
   });
 }
 

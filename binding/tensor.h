@@ -16,7 +16,8 @@ class JsTensor : public Napi::ObjectWrap<JsTensor> {
 
   explicit JsTensor(const Napi::CallbackInfo& info);
   ~JsTensor() override;
-  const torch::Tensor& tensor() const { return tensor_; }
+  // The tensor; "this Tensor was disposed" after dispose().
+  const torch::Tensor& tensor() const;
 
  private:
   static Napi::Value FromTypedArray(const Napi::CallbackInfo& info);
@@ -27,6 +28,7 @@ class JsTensor : public Napi::ObjectWrap<JsTensor> {
   Napi::Value Data(const Napi::CallbackInfo& info);
   Napi::Value Bytes(const Napi::CallbackInfo& info);
   Napi::Value To(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
 
   torch::Tensor tensor_;
   int64_t external_bytes_ = 0;

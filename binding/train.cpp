@@ -53,14 +53,20 @@ class JsAdamW : public Napi::ObjectWrap<JsAdamW> {
     Napi::Function cls = DefineClass(env, "NativeAdamW",
                                      {InstanceAccessor("stepsTaken", &JsAdamW::StepsTaken, nullptr),
                                       InstanceMethod("lrAt", &JsAdamW::LrAt), InstanceMethod("state", &JsAdamW::State),
-                                      InstanceMethod("setState", &JsAdamW::SetState)});
+                                      InstanceMethod("setState", &JsAdamW::SetState),
+                                      InstanceMethod("dispose", &JsAdamW::Dispose)});
     addon_data(env).adamw = Napi::Persistent(cls);
     exports.Set("NativeAdamW", cls);
   }
 
+  // The optimizer over `params`; its two moments per parameter are counted as held memory.
+  void own(const Napi::Env& env, const std::vector<torch::Tensor>& params, const Napi::Value& options) {
+    opt_.set(env, std::make_shared<train::AdamW>(params, parse_adamw(options)), 2 * cpu_bytes(params));
+  }
+  const std::shared_ptr<train::AdamW>& opt() const { return opt_.get(Env()); }
   static std::shared_ptr<train::AdamW> FromValue(const Napi::Value& v, const std::string& what) {
     if (!is_instance(v, addon_data(v.Env()).adamw)) type_error(v.Env(), what, "an AdamW", v);
-    return Napi::ObjectWrap<JsAdamW>::Unwrap(v.As<Napi::Object>())->opt_;
+    return Napi::ObjectWrap<JsAdamW>::Unwrap(v.As<Napi::Object>())->opt();
   }
 
   // new NativeAdamW(layers: NativeLoraLinear[] | model: NativeModel, options); a model's every
@@ -75,7 +81,7 @@ class JsAdamW : public Napi::ObjectWrap<JsAdamW> {
           std::lock_guard<std::mutex> lock(model_->mutex());
           params = model_->set_trainable(true);
         }
-        opt_ = std::make_shared<train::AdamW>(params, parse_adamw(info[1]));
+        own(env, params, info[1]);
         return;
       }
       if (!info[0].IsArray() || info[0].As<Napi::Array>().Length() == 0)
@@ -87,22 +93,23 @@ class JsAdamW : public Napi::ObjectWrap<JsAdamW> {
         layers_.push_back(layer);
         for (auto& p : layer->parameters()) params.push_back(p);
       }
-      opt_ = std::make_shared<train::AdamW>(params, parse_adamw(info[1]));
+      own(env, params, info[1]);
     });
   }
+  ~JsAdamW() override { opt_.release(Env()); }
 
  private:
   Napi::Value StepsTaken(const Napi::CallbackInfo& info) {
-    return Napi::Number::New(info.Env(), static_cast<double>(opt_->steps_taken()));
+    return Napi::Number::New(info.Env(), static_cast<double>(opt()->steps_taken()));
   }
   // state() -> {steps, params: [{step, expAvg, expAvgSq}]} (copies)
   Napi::Value State(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return guarded(env, [&]() -> Napi::Value {
-      std::lock_guard<std::mutex> lock(opt_->mutex());
+      std::lock_guard<std::mutex> lock(opt()->mutex());
       auto o = Napi::Object::New(env);
-      o.Set("steps", static_cast<double>(opt_->steps_taken()));
-      const auto& st = opt_->state();
+      o.Set("steps", static_cast<double>(opt()->steps_taken()));
+      const auto& st = opt()->state();
       auto arr = Napi::Array::New(env, st.size());
       for (size_t i = 0; i < st.size(); ++i) {
         auto p = Napi::Object::New(env);
@@ -133,20 +140,27 @@ class JsAdamW : public Napi::ObjectWrap<JsAdamW> {
         st.push_back({get_integer(eo.Get("step"), "step"), JsTensor::FromValue(eo.Get("expAvg"), "expAvg"),
                       JsTensor::FromValue(eo.Get("expAvgSq"), "expAvgSq")});
       }
-      std::lock_guard<std::mutex> lock(opt_->mutex());
-      opt_->set_state(steps, st);
+      std::lock_guard<std::mutex> lock(opt()->mutex());
+      opt()->set_state(steps, st);
       return env.Undefined();
     });
   }
 
   Napi::Value LrAt(const Napi::CallbackInfo& info) {
     int64_t step = get_integer(info[0], "step");
-    return Napi::Number::New(info.Env(), train::scheduled_lr(opt_->options().lr, opt_->options().schedule, step));
+    return Napi::Number::New(info.Env(), train::scheduled_lr(opt()->options().lr, opt()->options().schedule, step));
   }
 
   std::vector<std::shared_ptr<MultiHeadLoraLinear>> layers_;  // keeps the parameters' owners alive
   std::shared_ptr<model::DecoderModel> model_;
-  std::shared_ptr<train::AdamW> opt_;
+  Owned<train::AdamW> opt_{"optimizer"};
+
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    opt_.release(info.Env());
+    layers_.clear();
+    model_.reset();
+    return info.Env().Undefined();
+  }
 };
 
 namespace {

@@ -122,6 +122,18 @@ export class MultiHeadLoraLinear {
     this.native = new native.NativeLoraLinear(weight.native, bias?.native ?? null, options);
   }
 
+  /**
+   * Frees the native memory now instead of when the collector gets to it (rlora tells V8 how much
+   * native memory each object holds, so dropped objects are collected in time anyway). Using the
+   * MultiHeadLoraLinear afterwards throws "this MultiHeadLoraLinear was disposed". `using x = ...` calls it at the end of the block.
+   */
+  dispose(): void {
+    this.native.dispose();
+  }
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
   /** Options in force (preset plus overrides) and the scaling s. */
   get options(): ResolvedLoraOptions {
     return this.native.options as ResolvedLoraOptions;

@@ -8,6 +8,8 @@ process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
 export type DtypeName = 'float32' | 'float64' | 'bfloat16' | 'float16' | 'int32' | 'int64' | 'uint8' | 'bool';
 
 export interface NativeTensor {
+  /** Releases the native object now; using it afterwards throws "this ... was disposed". */
+  dispose(): void;
   readonly shape: number[];
   readonly dtype: DtypeName;
   readonly device: string;
@@ -33,6 +35,8 @@ export interface NativeVjp {
 }
 
 export interface NativeLoraLinear {
+  /** Releases the native object now; using it afterwards throws "this ... was disposed". */
+  dispose(): void;
   forward(x: NativeTensor): Promise<NativeTensor>;
   vjp(x: NativeTensor, gradOutput: NativeTensor): Promise<NativeVjp>;
   setTraining(on: boolean): void;
@@ -80,6 +84,8 @@ export interface NativeGenerateOptions {
 }
 
 export interface NativeModel {
+  /** Releases the native object now; using it afterwards throws "this ... was disposed". */
+  dispose(): void;
   parameterSpecs(): { name: string; shape: number[] }[];
   setParameter(name: string, value: NativeTensor): void;
   parameter(name: string): NativeTensor;
@@ -99,6 +105,8 @@ export interface NativeAdamWState {
 }
 
 export interface NativeAdamW {
+  /** Releases the native object now; using it afterwards throws "this ... was disposed". */
+  dispose(): void;
   readonly stepsTaken: number;
   lrAt(step: number): number;
   state(): NativeAdamWState;

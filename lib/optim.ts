@@ -46,6 +46,14 @@ export class AdamW {
   /** @internal */
   readonly native: NativeAdamW;
 
+  /** Frees the optimizer state (two moments per parameter) now; using it afterwards throws. */
+  dispose(): void {
+    this.native.dispose();
+  }
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
   constructor(modules: MultiHeadLoraLinear[] | Model, options: AdamWOptions = {}) {
     if (modules instanceof Model) {
       this.native = new native.NativeAdamW(modules.native, options);

@@ -385,6 +385,7 @@ export class Trainer {
   /** Optimizer steps taken so far. */
   step = 0;
   private optimizer?: AdamW;
+  private disposed = false;
   private sampler?: BatchSampler;
   private pendingSampler: SamplerState | null = null;
   private totalSteps?: number;
@@ -421,12 +422,33 @@ export class Trainer {
     if (o.saveEvery > 0 && !o.outputDir) throw new Error('saveEvery needs outputDir');
   }
 
+  private checkLive(): void {
+    if (this.disposed) throw new Error('this Trainer was disposed');
+  }
+
+  /**
+   * Frees the optimizer state now (the collector would later). The model and the adapter are the
+   * caller's and stay. Using the Trainer afterwards throws "this Trainer was disposed"; refused
+   * while it trains. `using trainer = ...` calls it at the end of the block.
+   */
+  dispose(): void {
+    if (this.disposed) return;
+    assertNotTraining(this.model, 'Trainer.dispose');
+    this.optimizer?.dispose();
+    this.optimizer = undefined;
+    this.disposed = true;
+  }
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
   /**
    * Fine-tunes the adapter on `train`; resolves with the history. Runs each step off the JS thread.
    * The model counts as training until it resolves (README "Calls during training").
    */
   async fit(train: MultiTaskDataset, fitOptions: FitOptions = {}): Promise<History> {
     if (!(train instanceof MultiTaskDataset)) throw new TypeError('fit: the training set must be a MultiTaskDataset');
+    this.checkLive();
     beginTraining(this.model, 'Trainer.fit');
     try {
       return await this.fitUnchecked(train, fitOptions);
@@ -554,6 +576,7 @@ export class Trainer {
    */
   async evaluate(dataset: MultiTaskDataset): Promise<Record<string, TaskEval>> {
     if (!(dataset instanceof MultiTaskDataset)) throw new TypeError('evaluate: expected a MultiTaskDataset');
+    this.checkLive();
     assertNotTraining(this.model, 'Trainer.evaluate');
     return this.evaluateUnchecked(dataset);
   }
@@ -611,6 +634,7 @@ export class Trainer {
    * the data position and the options, atomically (a temporary folder renamed when complete).
    */
   saveCheckpoint(): string {
+    this.checkLive();
     assertNotTraining(this.model, 'Trainer.saveCheckpoint');
     return this.saveCheckpointUnchecked();
   }
