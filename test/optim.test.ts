@@ -31,7 +31,7 @@ import math, torch
 torch.set_default_dtype(torch.float64)
 c = INP
 i, o, r, N, T = c['inF'], c['outF'], c['r'], c['N'], c['T']
-t = lambda v, *s: torch.tensor(v).reshape(*s)
+t = lambda v, *s: torch.tensor(v, dtype=torch.float64).reshape(*s)
 A = t(c['init']['lora_A.weight'], r, i).requires_grad_(True)
 B = [t(c['init']['lora_B%d.weight' % h], o, r).requires_grad_(True) for h in range(N)]
 G = t(c['init']['lora_route.weight'], N, i).requires_grad_(True)
