@@ -37,31 +37,155 @@ interface BaseShape {
   vocab_size: number;
 }
 
+/**
+ * adapter_config.json: exactly the keys PEFT's LoraConfig writes (PEFT 0.9 and later load it; older
+ * PEFT raises a TypeError on keys it does not know, so nothing of rlora's own goes here). Written for
+ * every method, so tools that read r / lora_alpha / target_modules work on any rlora adapter; but
+ * only a plain LoRA adapter (one head, no offset) says `peft_type: "LORA"`. A multi-head or offset
+ * adapter says `"RLORA"`, which is no PEFT type: PEFT then refuses the folder outright instead of
+ * loading lora_A/lora_B and silently dropping the other heads, the router and the offset.
+ * rlora_config.json says the same in words (`peft_loadable`).
+ */
 interface AdapterConfigJson {
-  peft_type: string;
-  task_type: string;
+  alpha_pattern: Record<string, number>;
   base_model_name_or_path: string | null;
-  r: number;
-  lora_alpha: number;
-  lora_dropout: number;
-  target_modules: string[] | string;
-  use_rslora: boolean;
   bias: string;
   fan_in_fan_out: boolean;
-  init_lora_weights: boolean;
   inference_mode: boolean;
-  modules_to_save: null;
-  rlora?: {
-    version: string;
-    method: ResolvedLoraOptions['method'];
-    heads: number;
-    dropout_on: ResolvedLoraOptions['dropoutOn'];
-    multi_head_dropout: boolean;
-    init: ResolvedLoraOptions['init'];
-    seed: number;
-    modules: string[];
-    base_model: BaseShape;
+  init_lora_weights: boolean | string;
+  layers_pattern: string | string[] | null;
+  layers_to_transform: number | number[] | null;
+  lora_alpha: number;
+  lora_dropout: number;
+  modules_to_save: string[] | null;
+  peft_type: string;
+  r: number;
+  rank_pattern: Record<string, number>;
+  revision: string | null;
+  target_modules: string[] | string;
+  task_type: string | null;
+  use_dora: boolean;
+  use_rslora: boolean;
+}
+
+/**
+ * rlora_config.json: rlora's own settings, next to adapter_config.json. Adapters saved by rlora
+ * 0.x before this file existed hold the same fields as an `rlora` section inside
+ * adapter_config.json; load still reads that.
+ */
+interface RloraConfigJson {
+  version: string;
+  method: ResolvedLoraOptions['method'];
+  heads: number;
+  dropout_on: ResolvedLoraOptions['dropoutOn'];
+  multi_head_dropout: boolean;
+  init: ResolvedLoraOptions['init'];
+  seed: number;
+  modules: string[];
+  base_model: BaseShape;
+  /** Whether PEFT can load this folder (plain LoRA: one head, no offset). */
+  peft_loadable?: boolean;
+}
+
+/**
+ * PEFT's per-module pattern lookup (peft.utils.other.get_pattern_key): the first key, in file
+ * order, that matches the end of the full module name as a regular expression preceded by a dot
+ * (or the whole name): `re.match(rf"(.*\.)?({key})$", name)`. Falls back to the full name itself as a key.
+ */
+function patternValue(pattern: Record<string, number>, name: string, fallback: number, what: string): number {
+  for (const [key, value] of Object.entries(pattern)) {
+    let re: RegExp;
+    try {
+      re = new RegExp(`^(?:.*\\.)?(?:${key})$`);
+    } catch (e) {
+      throw new Error(`${what} key ${JSON.stringify(key)} is not a regular expression: ${(e as Error).message}`);
+    }
+    if (re.test(name)) return value;
+  }
+  return Object.hasOwn(pattern, name) ? pattern[name] : fallback;
+}
+
+/**
+ * The layer index PEFT reads from a module name for `layers_to_transform`
+ * (peft.tuners.tuners_utils.check_target_module_exists): the number after `.<layers_pattern>.`,
+ * or, with no layers_pattern (PEFT's default, null), after any `.<name>.`.
+ */
+function layerIndex(name: string, layersPattern: string | string[] | null | undefined): number | undefined {
+  const patterns = layersPattern == null || layersPattern.length === 0 ? null : typeof layersPattern === 'string' ? [layersPattern] : layersPattern;
+  const regexes = patterns ? patterns.map((p) => new RegExp(`^.*\\.${p}\\.(\\d+)\\.`)) : [/^.*\.[^.]*\.(\d+)\./];
+  for (const re of regexes) {
+    const m = re.exec(name);
+    if (m) return Number(m[1]);
+  }
+  return undefined;
+}
+
+/** Values of init_lora_weights whose initialisation rewrites the base weights (PiSSA, OLoRA, CorDA, LoftQ). */
+const BASE_CHANGING_INIT = /^(pissa.*|olora|corda|loftq)$/i;
+
+/** Refuses adapter_config.json options that rlora cannot reproduce, naming the option and the file. */
+function refuseUnsupported(cfg: Record<string, unknown>, file: string): void {
+  const no = (what: string): never => {
+    throw new Error(`${file}: ${what}, which rlora does not support`);
   };
+  if (cfg.use_dora === true) no('use_dora is true (DoRA, weight-decomposed LoRA)');
+  const mts = cfg.modules_to_save;
+  if (mts != null && !(Array.isArray(mts) && mts.length === 0)) no(`modules_to_save is ${JSON.stringify(mts)} (fully trained extra modules)`);
+  if (cfg.bias !== undefined && cfg.bias !== 'none') no(`bias is ${JSON.stringify(cfg.bias)} (trained biases; only "none")`);
+  if (cfg.fan_in_fan_out === true) no('fan_in_fan_out is true (Conv1D-style transposed weights)');
+  if (cfg.task_type != null && cfg.task_type !== 'CAUSAL_LM') no(`task_type is ${JSON.stringify(cfg.task_type)} (only "CAUSAL_LM" or null)`);
+  if (cfg.lora_bias === true) no('lora_bias is true (a bias on lora_B)');
+  if (cfg.layer_replication != null) no('layer_replication is set');
+  const tti = cfg.trainable_token_indices;
+  if (tti != null && !(Array.isArray(tti) && tti.length === 0)) no('trainable_token_indices is set');
+  const tp = cfg.target_parameters;
+  if (tp != null && !(Array.isArray(tp) && tp.length === 0)) no('target_parameters is set');
+  if (typeof cfg.init_lora_weights === 'string' && BASE_CHANGING_INIT.test(cfg.init_lora_weights)) {
+    no(`init_lora_weights is ${JSON.stringify(cfg.init_lora_weights)} (an initialisation that rewrote the base weights)`);
+  }
+  for (const k of ['rank_pattern', 'alpha_pattern'] as const) {
+    const v = cfg[k];
+    if (v != null && (typeof v !== 'object' || Array.isArray(v) || !Object.values(v).every((x) => typeof x === 'number'))) {
+      throw new Error(`${file}: ${k} must be an object of module patterns to numbers, got ${JSON.stringify(v)}`);
+    }
+  }
+  const ltt = cfg.layers_to_transform;
+  if (ltt != null && !Number.isInteger(ltt) && !(Array.isArray(ltt) && ltt.every((x) => Number.isInteger(x)))) {
+    throw new Error(`${file}: layers_to_transform must be a layer index or a list of them, got ${JSON.stringify(ltt)}`);
+  }
+}
+
+/**
+ * The modules a PEFT config targets, as PEFT chooses them: a string target_modules is a regular
+ * expression matched against the whole name ("all-linear": every linear module but lm_head); a
+ * list matches a name equal to an entry or ending in "." + entry, and only such suffix matches are
+ * then limited to `layers_to_transform`; exclude_modules is taken out first.
+ */
+function peftTargets(model: Model, cfg: Record<string, unknown>, file: string): string[] | RegExp {
+  const tm = cfg.target_modules;
+  const ltt = cfg.layers_to_transform as number | number[] | null | undefined;
+  const usesLayers = ltt != null && !(Array.isArray(ltt) && ltt.length === 0);
+  const ex = cfg.exclude_modules as string | string[] | null | undefined;
+  const excluded = (n: string): boolean =>
+    ex == null ? false : typeof ex === 'string' ? new RegExp(`^(?:${ex})$`).test(n) : ex.includes(n) || ex.some((e) => n.endsWith(`.${e}`));
+  if (typeof tm === 'string') {
+    if (usesLayers) throw new Error(`${file}: layers_to_transform cannot be used when target_modules is a string (as in PEFT)`);
+    const re = tm.toLowerCase() === 'all-linear' ? /^(?!lm_head$).*$/ : new RegExp(`^(?:${tm})$`);
+    if (ex == null) return re;
+    return model.linearModuleNames().filter((n) => re.test(n) && !excluded(n));
+  }
+  if (!Array.isArray(tm) || tm.length === 0 || !tm.every((t) => typeof t === 'string')) {
+    throw new Error(`${file}: target_modules must be a non-empty list of module names or a regular expression, got ${JSON.stringify(tm)}`);
+  }
+  if (!usesLayers && ex == null) return tm as string[];
+  const chosen = resolveTargets(model, tm as string[]).filter((n) => {
+    if (excluded(n)) return false;
+    if (!usesLayers || tm.includes(n)) return true; // an exact full name ignores layers_to_transform, as in PEFT
+    const i = layerIndex(n, cfg.layers_pattern as string | string[] | null);
+    return i !== undefined && (Array.isArray(ltt) ? ltt.includes(i) : i === ltt);
+  });
+  if (chosen.length === 0) throw new Error(`${file}: target_modules ${JSON.stringify(tm)} with layers_to_transform ${JSON.stringify(ltt)} selects no module of this model`);
+  return chosen;
 }
 
 function baseShape(model: Model): BaseShape {
@@ -121,7 +245,11 @@ export class Adapter {
   readonly model: Model;
   /** Wrapped modules by full name, in model order. */
   readonly layers: ReadonlyMap<string, MultiHeadLoraLinear>;
-  /** The layer options in force (shared by every module; seeds differ per module). */
+  /**
+   * The shared layer options (seeds differ per module). A PEFT adapter with rank_pattern /
+   * alpha_pattern gives some modules their own rank and alpha: each layer's `options` say what is
+   * in force for that module; these are the file's defaults (`r`, `lora_alpha`).
+   */
   readonly options: ResolvedLoraOptions;
   readonly targetModules: string[] | RegExp;
   private live = true;
@@ -141,19 +269,47 @@ export class Adapter {
    * starts in evaluation mode (no dropout); Trainer.fit switches it to training mode while it runs.
    */
   static attach(model: Model, options: AdapterOptions): Adapter {
+    const { targetModules, ...layerOptions } = options ?? ({} as AdapterOptions);
+    return Adapter.build(model, targetModules, layerOptions);
+  }
+
+  /**
+   * attach, with optional per-module rank and alpha (PEFT's rank_pattern / alpha_pattern):
+   * `perModule(name)` overrides the shared options of one module. `options` of the Adapter stay the
+   * shared ones; each layer's `options` are the ones in force for that module.
+   */
+  private static build(model: Model, targetModules: string[] | RegExp, layerOptions: LoraOptions, perModule?: (name: string) => Partial<LoraOptions>): Adapter {
     if (!(model instanceof Model)) throw new TypeError('Adapter.attach: first argument must be a Model');
     if (attached.has(model)) throw new Error('this model already has an adapter attached; detach() it first');
-    const { targetModules, ...layerOptions } = options ?? ({} as AdapterOptions);
     const modules = resolveTargets(model, targetModules);
     const seed = layerOptions.seed ?? 0;
     if (!Number.isSafeInteger(seed) || seed < 0) throw new TypeError(`seed must be a non-negative integer, got ${JSON.stringify(seed)}`);
     const layers = new Map<string, MultiHeadLoraLinear>();
-    for (const name of modules) {
-      layers.set(name, new MultiHeadLoraLinear(model.linearParameters(name), { ...layerOptions, seed: moduleSeed(seed, name) }).eval());
+    try {
+      for (const name of modules) {
+        const own = perModule?.(name) ?? {};
+        try {
+          layers.set(name, new MultiHeadLoraLinear(model.linearParameters(name), { ...layerOptions, ...own, seed: moduleSeed(seed, name) }).eval());
+        } catch (e) {
+          throw perModule ? new Error(`module ${name}: ${(e as Error).message}`) : e;
+        }
+      }
+    } catch (e) {
+      for (const l of layers.values()) l.dispose();
+      throw e;
     }
     for (const [name, layer] of layers) model.native.setAdapter(name, layer.native);
     const first = layers.values().next().value as MultiHeadLoraLinear;
-    const adapter = new Adapter(model, layers, { ...first.options, seed }, targetModules);
+    let shared: ResolvedLoraOptions = { ...first.options, seed };
+    if (perModule) {
+      // the shared (default) rank and alpha, which no module may use when every one has its own
+      const rank = layerOptions.rank ?? shared.rank;
+      const alpha = layerOptions.alpha ?? shared.alpha;
+      const same = [...layers.values()].find((l) => l.options.rank === rank && l.options.alpha === alpha);
+      const scaling = same ? same.options.scaling : shared.rankStabilization ? alpha / Math.sqrt(rank) : alpha / rank;
+      shared = { ...shared, rank, alpha, scaling };
+    }
+    const adapter = new Adapter(model, layers, shared, targetModules);
     attached.set(model, adapter);
     return adapter;
   }
@@ -165,40 +321,72 @@ export class Adapter {
 
   /**
    * Attaches the adapter saved in `dir` (by rlora, or a LoRA adapter saved by PEFT) to `model`.
+   * rlora's own settings come from rlora_config.json, or from the `rlora` section of
+   * adapter_config.json in folders saved by earlier rlora versions; without either the folder is a
+   * PEFT LoRA adapter: target_modules, exclude_modules, layers_to_transform / layers_pattern,
+   * rank_pattern and alpha_pattern are read as PEFT reads them. Options rlora cannot reproduce
+   * (use_dora, modules_to_save, bias other than "none", fan_in_fan_out, task_type other than
+   * CAUSAL_LM, lora_bias, layer_replication, trainable_token_indices, target_parameters, an
+   * init_lora_weights that rewrote the base weights) are refused, naming the option and the file.
    * On any error nothing stays attached.
    */
   static async load(model: Model, dir: string): Promise<Adapter> {
     const configPath = path.join(dir, 'adapter_config.json');
+    const rloraPath = path.join(dir, 'rlora_config.json');
     const weightsPath = path.join(dir, 'adapter_model.safetensors');
     if (!fs.existsSync(configPath)) throw new Error(`no adapter_config.json in ${dir}`);
     if (!fs.existsSync(weightsPath)) throw new Error(`no adapter_model.safetensors in ${dir}`);
-    const cfg = readJsonFile(configPath) as AdapterConfigJson;
-    const r = cfg.rlora;
+    const raw = readJsonFile(configPath);
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`${configPath} must hold a JSON object`);
+    const cfg = raw as Partial<AdapterConfigJson> & { rlora?: RloraConfigJson } & Record<string, unknown>;
+    // rlora_config.json, or the `rlora` section of adapter_config.json written by earlier rlora versions
+    let r: RloraConfigJson | undefined = cfg.rlora;
+    if (fs.existsSync(rloraPath)) {
+      const rc = readJsonFile(rloraPath);
+      if (typeof rc !== 'object' || rc === null || Array.isArray(rc)) throw new Error(`${rloraPath} must hold a JSON object`);
+      r = rc as RloraConfigJson;
+    }
+    refuseUnsupported(cfg, configPath);
     if (r) {
       const want = baseShape(model);
-      const diff = (Object.keys(want) as (keyof BaseShape)[]).filter((k) => want[k] !== r.base_model[k]);
+      const diff = (Object.keys(want) as (keyof BaseShape)[]).filter((k) => want[k] !== r.base_model?.[k]);
       if (diff.length) {
         throw new Error(
-          `the adapter in ${dir} was saved for a different model: ${diff.map((k) => `${k} ${r.base_model[k]} there, ${want[k]} here`).join('; ')}`,
+          `the adapter in ${dir} was saved for a different model: ${diff.map((k) => `${k} ${r.base_model?.[k]} there, ${want[k]} here`).join('; ')}`,
         );
       }
     } else if (cfg.peft_type !== 'LORA') {
       throw new Error(`${configPath}: peft_type ${JSON.stringify(cfg.peft_type)} is not supported (rlora adapters or PEFT LORA)`);
     }
-    const targets = r ? r.modules : Array.isArray(cfg.target_modules) ? cfg.target_modules : new RegExp(`^(?:${cfg.target_modules})$`);
-    const adapter = Adapter.attach(model, {
-      targetModules: targets,
-      method: r?.method ?? 'lora',
-      rank: cfg.r,
-      heads: r?.heads ?? 1,
-      alpha: cfg.lora_alpha,
-      dropout: cfg.lora_dropout,
-      dropoutOn: r?.dropout_on ?? 'input',
-      multiHeadDropout: r?.multi_head_dropout ?? false,
-      rankStabilization: cfg.use_rslora,
-      init: r?.init ?? { offset: false },
-      seed: r?.seed ?? 0,
-    });
+    const targets = r ? r.modules : peftTargets(model, cfg, configPath);
+    const rankPattern = cfg.rank_pattern ?? {};
+    const alphaPattern = cfg.alpha_pattern ?? {};
+    const patterned = Object.keys(rankPattern).length + Object.keys(alphaPattern).length > 0;
+    const r0 = cfg.r as number;
+    const alpha0 = cfg.lora_alpha as number;
+    const perModule = patterned
+      ? (name: string): Partial<LoraOptions> => ({
+          rank: patternValue(rankPattern, name, r0, `${configPath}: rank_pattern`),
+          alpha: patternValue(alphaPattern, name, alpha0, `${configPath}: alpha_pattern`),
+        })
+      : undefined;
+    const adapter = Adapter.build(
+      model,
+      targets,
+      {
+        method: r?.method ?? 'lora',
+        rank: r0,
+        heads: r?.heads ?? 1,
+        alpha: alpha0,
+        dropout: cfg.lora_dropout,
+        dropoutOn: r?.dropout_on ?? 'input',
+        multiHeadDropout: r?.multi_head_dropout ?? false,
+        rankStabilization: cfg.use_rslora ?? false,
+        init: r?.init ?? { offset: false },
+        seed: r?.seed ?? 0,
+      },
+      perModule,
+    );
     try {
       const byModule = new Map<string, Record<string, Tensor>>();
       forEachSafetensor(weightsPath, (e, t) => {
@@ -255,41 +443,63 @@ export class Adapter {
     return out;
   }
 
-  /** Writes adapter_config.json and adapter_model.safetensors into `dir` (created if needed). */
+  /**
+   * Writes adapter_config.json (PEFT's LoraConfig keys only), rlora_config.json (rlora's own
+   * settings) and adapter_model.safetensors into `dir` (created if needed). Modules whose rank or
+   * alpha differ from the adapter's options are listed by full name in rank_pattern / alpha_pattern;
+   * target_modules holds the short names when they select exactly the adapted modules, else the full names.
+   */
   save(dir: string): void {
     this.check();
     fs.mkdirSync(dir, { recursive: true });
     const o = this.options;
     const modules = [...this.layers.keys()];
     const plain = o.heads === 1 && !o.init.offset;
+    const shorts = [...new Set(modules.map(short))].sort();
+    const byShorts = this.model.linearModuleNames().filter((n) => shorts.includes(short(n)));
+    const exact = byShorts.length === modules.length && byShorts.every((n) => this.layers.has(n));
+    const rankPattern: Record<string, number> = {};
+    const alphaPattern: Record<string, number> = {};
+    for (const [name, layer] of this.layers) {
+      if (layer.options.rank !== o.rank) rankPattern[name] = layer.options.rank;
+      if (layer.options.alpha !== o.alpha) alphaPattern[name] = layer.options.alpha;
+    }
     const config: AdapterConfigJson = {
-      peft_type: plain ? 'LORA' : 'RLORA',
-      task_type: 'CAUSAL_LM',
+      alpha_pattern: alphaPattern,
       base_model_name_or_path: this.model.source ?? null,
-      r: o.rank,
-      lora_alpha: o.alpha,
-      lora_dropout: o.dropout,
-      target_modules: [...new Set(modules.map(short))].sort(),
-      use_rslora: o.rankStabilization,
       bias: 'none',
       fan_in_fan_out: false,
+      inference_mode: true,
       init_lora_weights: true,
-      inference_mode: false,
+      layers_pattern: null,
+      layers_to_transform: null,
+      lora_alpha: o.alpha,
+      lora_dropout: o.dropout,
       modules_to_save: null,
-      rlora: {
-        version: VERSION,
-        method: o.method,
-        heads: o.heads,
-        dropout_on: o.dropoutOn,
-        multi_head_dropout: o.multiHeadDropout,
-        init: o.init,
-        seed: o.seed,
-        modules,
-        base_model: baseShape(this.model),
-      },
+      peft_type: plain ? 'LORA' : 'RLORA',
+      r: o.rank,
+      rank_pattern: rankPattern,
+      revision: null,
+      target_modules: exact ? shorts : modules,
+      task_type: 'CAUSAL_LM',
+      use_dora: false,
+      use_rslora: o.rankStabilization,
+    };
+    const rlora: RloraConfigJson = {
+      version: VERSION,
+      method: o.method,
+      heads: o.heads,
+      dropout_on: o.dropoutOn,
+      multi_head_dropout: o.multiHeadDropout,
+      init: o.init,
+      seed: o.seed,
+      modules,
+      base_model: baseShape(this.model),
+      peft_loadable: plain,
     };
     saveSafetensors(path.join(dir, 'adapter_model.safetensors'), this.stateDict(), { format: 'pt' });
     fs.writeFileSync(path.join(dir, 'adapter_config.json'), JSON.stringify(config, null, 2) + '\n');
+    fs.writeFileSync(path.join(dir, 'rlora_config.json'), JSON.stringify(rlora, null, 2) + '\n');
   }
 
   /** Removes every layer; the base model is exactly as before (its weights were never changed). */

@@ -81,7 +81,7 @@ describe('PEFT conventions and merge', () => {
     a.detach();
   });
 
-  it('loads a LoRA adapter written with PEFT keys only (no rlora section)', async () => {
+  it('loads a LoRA adapter written with PEFT keys only (no rlora_config.json)', async () => {
     const model = await Model.fromPretrained(baseDir);
     const a = Adapter.attach(model, { method: 'lora', targetModules: ['o_proj'], rank: 2 });
     randomize(a, 7);
@@ -90,9 +90,7 @@ describe('PEFT conventions and merge', () => {
     const dir = path.join(tmp, 'peft-only');
     a.save(dir);
     a.detach();
-    const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'adapter_config.json'), 'utf8'));
-    delete cfg.rlora;
-    fs.writeFileSync(path.join(dir, 'adapter_config.json'), JSON.stringify(cfg));
+    fs.rmSync(path.join(dir, 'rlora_config.json'));
     const b = await Adapter.load(model, dir);
     b.eval();
     expect(await logits(model)).toEqual(want);
@@ -146,8 +144,8 @@ describe('bad input', () => {
     const bigger = Model.fromConfig({ ...CONFIG, intermediate_size: 48 }, { seed: 1 });
     await expect(Adapter.load(bigger, dir)).rejects.toThrow(/saved for a different model: intermediate_size 40 there, 48 here/);
     // a PEFT-only config gives the shape error from the tensors themselves
+    fs.rmSync(path.join(dir, 'rlora_config.json'));
     const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'adapter_config.json'), 'utf8'));
-    delete cfg.rlora;
     cfg.peft_type = 'LORA';
     fs.writeFileSync(path.join(dir, 'adapter_config.json'), JSON.stringify(cfg));
     await expect(Adapter.load(bigger, dir)).rejects.toThrow(/module model.layers.0.mlp.up_proj: .*has shape \[40, 4\], expected \[48, 4\]/);

@@ -53,7 +53,8 @@ cfg = json.load(open(INP['base'] + '/config.json'))
 A = load_safetensors(INP['init'] + '/adapter_model.safetensors')
 acfg = json.load(open(INP['init'] + '/adapter_config.json'))
 s = acfg['lora_alpha'] / math.sqrt(acfg['r'])
-N = acfg['rlora']['heads']
+rcfg = json.load(open(INP['init'] + '/rlora_config.json'))
+N = rcfg['heads']
 P = {k: v.clone().requires_grad_(not ('offset' in k)) for k, v in A.items()}
 params = [v for k, v in P.items() if 'offset' not in k]
 def make(m):
@@ -65,7 +66,7 @@ def make(m):
             y = y + s * w[..., h:h+1] * ((x @ g('lora_A').T) @ g('lora_B%d' % h).T)
         return y
     return f
-lora = {m: make(m) for m in acfg['rlora']['modules']}
+lora = {m: make(m) for m in rcfg['modules']}
 o = INP['opts']
 opt = torch.optim.AdamW(params, lr=o['learningRate'], weight_decay=o['weightDecay'])
 def lam(step):
@@ -180,7 +181,7 @@ describe('checkpoints and resume', () => {
     expect(log.filter((r) => r.type !== 'eval').map((r) => r.step)).toEqual([...Array(12).keys()].map((i) => i + 1));
     expect(Object.keys(log[0]).sort()).toEqual(['epoch', 'gradNorm', 'loss', 'lr', 'step', 'taskLoss', 'tokens', 'tokensPerSecond']);
     expect(fs.readdirSync(path.join(dirA, 'checkpoint-5')).sort()).toEqual(
-      ['adapter_config.json', 'adapter_model.safetensors', 'optimizer.safetensors', 'rng.safetensors', 'trainer_state.json'],
+      ['adapter_config.json', 'adapter_model.safetensors', 'optimizer.safetensors', 'rlora_config.json', 'rng.safetensors', 'trainer_state.json'],
     );
   });
 
@@ -296,7 +297,7 @@ t.fit(ds, { onStep: (s) => s.step === 2 && console.log('saving') });
     expect(done.length).toBeLessThanOrEqual(3); // keepCheckpoints: 2, plus one complete before the old ones are removed
     for (const c of done) {
       const files = fs.readdirSync(path.join(dir, c)).sort();
-      expect(files).toEqual(['adapter_config.json', 'adapter_model.safetensors', 'optimizer.safetensors', 'rng.safetensors', 'trainer_state.json']);
+      expect(files).toEqual(['adapter_config.json', 'adapter_model.safetensors', 'optimizer.safetensors', 'rlora_config.json', 'rng.safetensors', 'trainer_state.json']);
       JSON.parse(fs.readFileSync(path.join(dir, c, 'trainer_state.json'), 'utf8'));
       expect(Object.keys(loadSafetensors(path.join(dir, c, 'adapter_model.safetensors'))).length).toBeGreaterThan(0);
       expect(Object.keys(loadSafetensors(path.join(dir, c, 'optimizer.safetensors'))).length).toBeGreaterThan(0);
