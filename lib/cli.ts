@@ -9,12 +9,12 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { InputError, parseArgs, Subcommand, UsageError } from './cli/args';
+import { closest, InputError, parseArgs, Subcommand, UsageError } from './cli/args';
 import { evalCommand } from './cli/eval';
 import { inspect } from './cli/inspect';
 import { plot } from './cli/plot';
 import { train } from './cli/train';
-import { isUsable, Libtorch, readElfDynamic, Unusable } from './libtorch';
+import { envVarAdvice, isUsable, Libtorch, readElfDynamic, Unusable } from './libtorch';
 import { buildTools, inspectLibtorch, listLocalBuilds, listPrebuilds, loadReport, mappedLibraries, nvidiaSmi, PACKAGE_ROOT, RloraLoadError } from './loader';
 
 export { InputError, parseArgs, UsageError } from './cli/args';
@@ -139,7 +139,7 @@ library in use and thread settings. Exits 1 when no binary loads, with what to i
     const locals = listLocalBuilds();
     const mapped = mappedLibraries();
     const torchInUse = mapped.filter((f) => /libtorch_cpu\.so/.test(f));
-    info.libtorch = libtorch;
+    info.libtorch = libtorch.map((l) => (isUsable(l) || !envVarAdvice(l) ? l : { ...l, advice: envVarAdvice(l) }));
     info.prebuilds = prebuilds.prebuilds.map((p) => ({ ...p, matches: libtorch.filter(isUsable).filter((l) => l.tag === p.tag).map((l) => l.where) }));
     info.localBuilds = locals.map((f) => ({ file: f, mtime: fs.statSync(f).mtime.toISOString(), needed: readElfDynamic(f)?.needed.filter((n) => /torch|c10/.test(n)) ?? [] }));
     info.attempts = report?.attempts ?? [];
@@ -173,7 +173,11 @@ library in use and thread settings. Exits 1 when no binary loads, with what to i
     line('rlora', `${info.rlora}  ${PACKAGE_ROOT}`);
     line('node', `${process.version} (N-API ${process.versions.napi}), ${info.platform}`);
     if (libtorch.length === 0) line('libtorch', "none found (LIBTORCH, Torch_DIR, system library folders, python3's torch)");
-    libtorch.forEach((l, i) => line(i === 0 ? 'libtorch' : '', describe(l)));
+    libtorch.forEach((l, i) => {
+      line(i === 0 ? 'libtorch' : '', describe(l));
+      const advice = isUsable(l) ? null : envVarAdvice(l);
+      if (advice) line('', advice);
+    });
     if (prebuilds.prebuilds.length === 0) line('prebuilds', `none in ${prebuilds.dir}`);
     (info.prebuilds as { file: string; tag: string | null; matches: string[] }[]).forEach((p, i) =>
       line(i === 0 ? 'prebuilds' : '', `${path.basename(p.file)}${p.matches.length ? '  (matches the libtorch found)' : ''}`),
@@ -227,7 +231,11 @@ export async function main(argv: string[]): Promise<number> {
   if (!name || name === '--help' || name === '-h' || name === 'help') {
     const topic = name === 'help' ? args[0] : undefined;
     if (topic && commands[topic]) console.log(commands[topic].help);
-    else console.log(usage());
+    else if (topic) {
+      const near = closest(topic, Object.keys(commands), 2);
+      console.error(`rlora help: unknown command ${topic}${near ? `; did you mean ${near}?` : ''}\n\n${usage()}`);
+      return 2;
+    } else console.log(usage());
     return 0;
   }
   if (name === '--version' || name === '-v') {
@@ -236,7 +244,9 @@ export async function main(argv: string[]): Promise<number> {
   }
   const cmd = commands[name];
   if (!cmd) {
-    console.error(`rlora: unknown command "${name}"\n\n${usage()}`);
+    const near = closest(name, [...Object.keys(commands), 'help'], 2);
+    if (near) console.error(`rlora: unknown command ${name}; did you mean ${near}?\n\n\`rlora --help\` lists the commands.`);
+    else console.error(`rlora: unknown command ${JSON.stringify(name)}\n\n${usage()}`);
     return 2;
   }
   if (args.includes('--help') || args.includes('-h')) {

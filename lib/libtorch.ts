@@ -304,20 +304,62 @@ export function systemLibDirs(): string[] {
   return [...env, ...std];
 }
 
-function fromLIBTORCH(dir: string): Libtorch | { problem: string; source: LibtorchSource; where: string } {
-  const where = `LIBTORCH=${dir}`;
-  const lt = describeLibDir(path.join(dir, 'lib'), 'LIBTORCH', where);
-  return lt ?? { source: 'LIBTORCH', where, problem: `${path.join(dir, 'lib')} has no libtorch_cpu.so` };
+/** Why a folder named by an environment variable cannot be looked in, or null when it can. */
+function folderProblem(dir: string): string | null {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(dir);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    return code === 'ENOENT' || code === 'ENOTDIR' ? 'no such folder' : `cannot be read (${code ?? (e as Error).message})`;
+  }
+  return st.isDirectory() ? null : 'not a folder';
 }
 
-function fromTorchDir(dir: string): Libtorch | { problem: string; source: LibtorchSource; where: string } {
-  const where = `Torch_DIR=${dir}`;
+/** `LIBTORCH=value`, with the absolute path when the value is relative. */
+function whereOf(name: string, value: string, dir: string): string {
+  return `${name}=${value}${dir === value ? '' : ` (${dir})`}`;
+}
+
+function fromLIBTORCH(value: string): Libtorch | Unusable {
+  const dir = path.resolve(value);
+  const where = whereOf('LIBTORCH', value, dir);
+  const bad = folderProblem(dir);
+  if (bad) return { source: 'LIBTORCH', where, problem: bad };
+  const lt = describeLibDir(path.join(dir, 'lib'), 'LIBTORCH', where);
+  if (lt) return lt;
+  // LIBTORCH set to the lib folder itself, or to libtorch's parent (unzip -d /opt puts it in /opt/libtorch)
+  const hint = describeLibDir(dir, 'LIBTORCH', where)
+    ? `; it holds libtorch_cpu.so itself: set LIBTORCH=${path.dirname(dir)}`
+    : describeLibDir(path.join(dir, 'libtorch', 'lib'), 'LIBTORCH', where)
+      ? `; set LIBTORCH=${path.join(dir, 'libtorch')}`
+      : '';
+  return { source: 'LIBTORCH', where, problem: `holds no lib/libtorch_cpu.so${hint}` };
+}
+
+function fromTorchDir(value: string): Libtorch | Unusable {
+  const dir = path.resolve(value);
+  const where = whereOf('Torch_DIR', value, dir);
+  const bad = folderProblem(dir);
+  if (bad) return { source: 'Torch_DIR', where, problem: bad };
   // a libtorch zip or pip torch: <root>/share/cmake/Torch -> <root>/lib; Debian: <libdir>/cmake/Torch -> <libdir>
-  for (const libDir of [path.resolve(dir, '../../../lib'), path.resolve(dir, '../..')]) {
+  const libDirs = [path.resolve(dir, '../../../lib'), path.resolve(dir, '../..')];
+  for (const libDir of libDirs) {
     const lt = describeLibDir(libDir, 'Torch_DIR', where);
     if (lt) return lt;
   }
-  return { source: 'Torch_DIR', where, problem: 'no libtorch_cpu.so next to it' };
+  const config = fs.existsSync(path.join(dir, 'TorchConfig.cmake')) ? '' : 'holds no TorchConfig.cmake, and ';
+  return { source: 'Torch_DIR', where, problem: `${config}no libtorch_cpu.so in ${libDirs.join(' or ')} (Torch_DIR is the folder of TorchConfig.cmake, e.g. <libtorch>/share/cmake/Torch)` };
+}
+
+/**
+ * What to do about a LIBTORCH or Torch_DIR that names no usable libtorch (a line for doctor and
+ * for the loader's error), or null for other sources.
+ */
+export function envVarAdvice(lt: Unusable): string | null {
+  if (lt.source !== 'LIBTORCH' && lt.source !== 'Torch_DIR') return null;
+  const fix = lt.source === 'LIBTORCH' ? 'set it to an unpacked libtorch (the folder holding lib/libtorch_cpu.so)' : 'set it to the folder of TorchConfig.cmake';
+  return `${lt.source} is set, so neither rlora nor \`rlora build\` looks for libtorch anywhere else: ${fix}, or unset it`;
 }
 
 function fromSystem(): Libtorch | null {
@@ -378,11 +420,11 @@ export interface Unusable {
  */
 export function* findLibtorch(): Generator<Libtorch | Unusable> {
   if (process.env.LIBTORCH) {
-    yield fromLIBTORCH(path.resolve(process.env.LIBTORCH));
+    yield fromLIBTORCH(process.env.LIBTORCH);
     return;
   }
   if (process.env.Torch_DIR) {
-    yield fromTorchDir(path.resolve(process.env.Torch_DIR));
+    yield fromTorchDir(process.env.Torch_DIR);
     return;
   }
   const seen = new Set<string>();

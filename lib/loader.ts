@@ -18,7 +18,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { describeTag, findLibtorch, installHint, isUsable, Libtorch, tagOfFile, Unusable } from './libtorch';
+import { describeTag, envVarAdvice, findLibtorch, installHint, isUsable, Libtorch, tagOfFile, Unusable } from './libtorch';
 
 export const PACKAGE_ROOT = path.resolve(__dirname, '..');
 
@@ -254,10 +254,16 @@ export function explain(report: LoadReport): string {
   const rel = (f: string) => path.relative(process.cwd(), f) || f;
   const platform = `${process.platform}-${process.arch}`;
   const lines = ['rlora: no native binary could be loaded for the libtorch on this machine.'];
+  // LIBTORCH or Torch_DIR naming no libtorch: said first, it is why nothing else was looked at
+  const envProblems = found.filter((lt): lt is Unusable => !isUsable(lt) && envVarAdvice(lt) !== null);
+  for (const lt of envProblems) lines.push(`  ${lt.where}: ${lt.problem}`, `    ${envVarAdvice(lt)}`);
+  const others = found.filter((lt) => !envProblems.includes(lt as Unusable));
   lines.push(
-    found.length
-      ? '  libtorch found: ' + found.map(describeLibtorch).join('\n                  ')
-      : '  libtorch found: none (looked at LIBTORCH, Torch_DIR, the system library folders, python3\'s torch package)',
+    others.length
+      ? '  libtorch found: ' + others.map(describeLibtorch).join('\n                  ')
+      : envProblems.length
+        ? '  libtorch found: none'
+        : '  libtorch found: none (looked at LIBTORCH, Torch_DIR, the system library folders, python3\'s torch package)',
   );
   const tags = report.prebuilds.map((p) => p.tag ?? path.basename(p.file));
   lines.push(`  prebuilt binaries in this package for ${platform}: ${tags.length ? tags.join(', ') : 'none'}`);

@@ -54,7 +54,7 @@ export interface TrainerOptions {
   outputDir?: string;
   /** Keep only the newest this many checkpoints (older ones are deleted after a new one is complete); 0 keeps all. Default 0. */
   keepCheckpoints?: number;
-  /** A progress bar on stderr. Default: on when stdout is a terminal. */
+  /** A progress bar on stderr. Default: on when stderr is a terminal. */
   progress?: boolean;
   /**
    * 'float32' (default), or 'bfloat16': forward and backward under bfloat16 autocast on the
@@ -422,6 +422,23 @@ export class Trainer {
     if (o.saveEvery > 0 && !o.outputDir) throw new Error('saveEvery needs outputDir');
   }
 
+  /** What the REPL and console.log show: a one-line summary, not the private fields. */
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    const o = this.options;
+    const total = this.totalSteps ?? o.maxSteps;
+    const parts = [
+      total !== undefined ? `step ${this.step} of ${total}` : `step ${this.step}, ${o.epochs} epoch${o.epochs === 1 ? '' : 's'}`,
+      `lr ${o.learningRate}`,
+      `batch ${o.batchSize}${o.gradientAccumulation > 1 ? ` x ${o.gradientAccumulation} accumulated` : ''}`,
+      `method ${this.adapter.options.method}`,
+      `${this.adapter.layers.size} module${this.adapter.layers.size === 1 ? '' : 's'}`,
+    ];
+    if (o.precision === 'bfloat16') parts.push('bfloat16');
+    if (o.outputDir) parts.push(`outputDir ${o.outputDir}`);
+    if (this.disposed) parts.push('disposed');
+    return `Trainer(${parts.join(', ')})`;
+  }
+
   private checkLive(): void {
     if (this.disposed) throw new Error('this Trainer was disposed');
   }
@@ -489,8 +506,8 @@ export class Trainer {
     if (log && this.resumedFrom !== undefined && fs.existsSync(log)) trimLog(log, this.resumedFrom);
     this.resumedFrom = undefined;
     const firstStep = this.step;
-    const bar = (o.progress ?? Boolean(process.stdout.isTTY))
-      ? new SingleBar({ format: 'step {value}/{total} |{bar}| loss {loss} | {tps} tok/s | ETA {eta_formatted}', hideCursor: true, stream: process.stdout })
+    const bar = (o.progress ?? Boolean(process.stderr.isTTY))
+      ? new SingleBar({ format: 'step {value}/{total} |{bar}| loss {loss} | {tps} tok/s | ETA {eta_formatted}', hideCursor: true, stream: process.stderr })
       : undefined;
     bar?.start(total, this.step, { loss: '-', tps: '-' });
     const evaluate = async (): Promise<void> => {

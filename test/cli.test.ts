@@ -418,3 +418,142 @@ describe('Ctrl-C', () => {
     expect(fs.readdirSync(out).filter((f) => f.startsWith('checkpoint-'))).toEqual([`checkpoint-${step2}`]);
   });
 });
+
+// ---------------------------------------------------------------------------------------------
+// Small items: "did you mean", a wrong LIBTORCH or Torch_DIR, Trainer in the REPL, the plot's layers
+
+/* eslint-disable import/first */
+import * as util from 'util';
+
+import { commands } from '../lib/cli';
+import { closest, editDistance } from '../lib/cli/args';
+import { lossSpec, readLog } from '../lib/cli/plot';
+
+/** Runs the CLI (or `node --import tsx -e code` when args[0] is '-e') with extra environment variables. */
+async function withEnv(args: string[], extra: NodeJS.ProcessEnv, timeoutMs = 30_000): Promise<Result> {
+  const env = { ...childEnv(), ...extra };
+  for (const k of ['LIBTORCH', 'Torch_DIR', 'RLORA_BINARY']) if (!(k in extra)) delete env[k];
+  const argv = args[0] === '-e' ? ['--import', 'tsx', ...args] : ['--import', 'tsx', CLI, ...args];
+  const child = spawn(process.execPath, argv, { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d) => (stdout += d));
+  child.stderr!.on('data', (d) => (stderr += d));
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  try {
+    return await new Promise<Result>((resolve, reject) => {
+      child.on('error', reject);
+      child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+    });
+  } finally {
+    clearTimeout(timer);
+    children.delete(child);
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  }
+}
+
+describe('did you mean', () => {
+  it('an unknown command close to a known one names it; a far one lists the commands', async () => {
+    const [typo, swapped, far] = await Promise.all([rlora(['trian']), rlora(['doctro']), rlora(['frobnicate'])]);
+    expect(typo.code).toBe(2);
+    expect(typo.stderr).toContain('unknown command trian; did you mean train?');
+    expect(swapped.stderr).toContain('did you mean doctor?');
+    expect(far.code).toBe(2);
+    expect(far.stderr).toContain('unknown command "frobnicate"');
+    expect(far.stderr).not.toContain('did you mean');
+    expect(far.stderr).toContain('Commands:');
+  });
+
+  it('an unknown option close to one of the command names it', async () => {
+    const [near, far] = await Promise.all([rlora(['plot', 'x.jsonl', '--ot', 'y.svg']), rlora(['plot', 'x.jsonl', '--zzzzzz'])]);
+    expect(near.code).toBe(2);
+    expect(near.stderr).toContain('unknown option --ot; did you mean --out?');
+    expect(far.stderr).toContain('unknown option --zzzzzz');
+    expect(far.stderr).not.toContain('did you mean');
+  });
+
+  it('Damerau-Levenshtein: a swap is one edit; suggestions are at most 2 edits away', () => {
+    expect(editDistance('trian', 'train')).toBe(1);
+    expect(editDistance('plto', 'plot')).toBe(1);
+    expect(editDistance('evl', 'eval')).toBe(1);
+    expect(editDistance('kitten', 'sitting')).toBe(3);
+    expect(closest('trian', Object.keys(commands), 2)).toBe('train');
+    expect(closest('inspcet', Object.keys(commands), 2)).toBe('inspect');
+    expect(closest('xyz', Object.keys(commands), 2)).toBeUndefined();
+    expect(closest('l', ['log-y', 'png'], 2)).toBeUndefined(); // no one-letter guesses
+  });
+});
+
+describe('LIBTORCH or Torch_DIR naming no libtorch', () => {
+  const empty = path.join(tmp, 'empty-libtorch');
+  beforeAll(() => fs.mkdirSync(empty, { recursive: true }));
+
+  it('doctor says the variable is set and what is wrong with it', async () => {
+    const [missing, noLib, json, torchDir] = await Promise.all([
+      withEnv(['doctor'], { LIBTORCH: '/nonexistent' }),
+      withEnv(['doctor'], { LIBTORCH: empty }),
+      withEnv(['doctor', '--json'], { LIBTORCH: '/nonexistent' }),
+      withEnv(['doctor'], { Torch_DIR: '/nonexistent/share/cmake/Torch' }),
+    ]);
+    expect(missing.stdout).toMatch(/^libtorch\s+LIBTORCH=\/nonexistent: no such folder$/m);
+    expect(missing.stdout).toContain('LIBTORCH is set, so neither rlora nor `rlora build` looks for libtorch anywhere else');
+    expect(noLib.stdout).toContain(`LIBTORCH=${empty}: holds no lib/libtorch_cpu.so`);
+    const info = JSON.parse(json.stdout) as { libtorch: { source: string; where: string; problem: string; advice?: string }[] };
+    expect(info.libtorch).toEqual([expect.objectContaining({ source: 'LIBTORCH', where: 'LIBTORCH=/nonexistent', problem: 'no such folder', advice: expect.stringContaining('LIBTORCH is set') })]);
+    expect(torchDir.stdout).toContain('Torch_DIR=/nonexistent/share/cmake/Torch: no such folder');
+    expect(torchDir.stdout).toContain('Torch_DIR is set');
+  });
+
+  it("the loader's error says it first", async () => {
+    const r = await withEnv(['-e', "require('./lib')"], { LIBTORCH: '/nonexistent', RLORA_BINARY: path.join(tmp, 'none.node') });
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain('rlora: no native binary could be loaded');
+    expect(r.stderr).toMatch(/^ {2}LIBTORCH=\/nonexistent: no such folder\n {4}LIBTORCH is set/m);
+    expect(r.stderr).toContain('libtorch found: none');
+  });
+});
+
+describe('Trainer in the REPL', () => {
+  it('util.inspect shows a one-line summary, not the private fields', () => {
+    const model = Model.fromConfig(CFG, { seed: 1 });
+    const adapter = Adapter.attach(model, { method: 'rlora', rank: 2, heads: 3, targetModules: ['gate_proj', 'up_proj', 'down_proj'] });
+    try {
+      const t = new Trainer(model, adapter, { maxSteps: 100, outputDir: 'runs/x', progress: false });
+      expect(util.inspect(t)).toBe('Trainer(step 0 of 100, lr 0.0002, batch 8, method rlora, 6 modules, outputDir runs/x)');
+      expect(util.inspect({ trainer: t })).toBe('{\n  trainer: Trainer(step 0 of 100, lr 0.0002, batch 8, method rlora, 6 modules, outputDir runs/x)\n}');
+      const byEpochs = new Trainer(model, adapter, { epochs: 2, learningRate: 1e-3, batchSize: 4, gradientAccumulation: 2, progress: false });
+      expect(util.inspect(byEpochs)).toBe('Trainer(step 0, 2 epochs, lr 0.001, batch 4 x 2 accumulated, method rlora, 6 modules)');
+      byEpochs.dispose();
+      expect(util.inspect(byEpochs)).toMatch(/, disposed\)$/);
+      expect(util.inspect(t)).not.toMatch(/pendingSampler|optimizer|DEFAULTS/);
+    } finally {
+      adapter.detach();
+    }
+  });
+});
+
+describe('plot: the all-tasks line', () => {
+  it('is drawn beneath the per-task lines, thinner and dashed, in its own colour', async () => {
+    const log = path.join(tmp, 'plot-layers', 'log.jsonl');
+    fs.mkdirSync(path.dirname(log), { recursive: true });
+    const rows = Array.from({ length: 6 }, (_, i) => ({ step: i + 1, loss: 2 / (i + 1), taskLoss: { a: 2 / (i + 1), b: 2 / (i + 1) } }));
+    fs.writeFileSync(log, jsonl(rows));
+    // the spec: the overall layer comes first (Vega-Lite draws later layers on top)
+    const spec = lossSpec(readLog(log)) as { vconcat: { layer: { transform: { filter: string }[]; mark: { strokeWidth: number; strokeDash?: number[] } }[] }[] };
+    const layers = spec.vconcat[0].layer;
+    const overall = layers.findIndex((l) => l.transform[0].filter.includes("=== 'all tasks'"));
+    const perTask = layers.findIndex((l) => l.transform[0].filter.includes("!== 'all tasks'"));
+    expect(overall).toBeGreaterThanOrEqual(0);
+    expect(perTask).toBeGreaterThan(overall);
+    expect(layers[overall].mark.strokeWidth).toBeLessThan(layers[perTask].mark.strokeWidth);
+    expect(layers[overall].mark.strokeDash).toBeDefined();
+    // the SVG: the paths in drawing order; here the tasks' lines lie exactly on the overall one
+    const svg = path.join(tmp, 'plot-layers', 'loss.svg');
+    ok(await rlora(['plot', log, '--out', svg]));
+    const lines = [...fs.readFileSync(svg, 'utf8').matchAll(/<path aria-label="[^"]*series: ([^"]+)"[^>]*stroke="([^"]+)" stroke-width="([\d.]+)"/g)].map((m) => ({ series: m[1], stroke: m[2], width: Number(m[3]) }));
+    expect(lines.map((l) => l.series)).toEqual(['all tasks', 'a', 'b']);
+    expect(new Set(lines.map((l) => l.stroke)).size).toBe(3);
+    expect(lines[0].width).toBeLessThan(Math.min(lines[1].width, lines[2].width));
+  });
+});

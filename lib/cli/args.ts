@@ -33,7 +33,10 @@ export function parseArgs(args: string[], known: Record<string, 'flag' | 'value'
     const eq = a.indexOf('=');
     const name = a.slice(2, eq < 0 ? undefined : eq);
     const kind = known[name];
-    if (!kind) throw new UsageError(`unknown option --${name}`);
+    if (!kind) {
+      const near = closest(name, Object.keys(known), 2);
+      throw new UsageError(`unknown option --${name}${near ? `; did you mean --${near}?` : ''}`);
+    }
     if (kind === 'flag') {
       if (eq >= 0) throw new UsageError(`--${name} takes no value`);
       opts[name] = true;
@@ -84,10 +87,14 @@ export function formatBytes(n: number): string {
   return `${v.toFixed(v < 10 ? 2 : v < 100 ? 1 : 0)} ${units[u]}`;
 }
 
-/** The closest of `candidates` to `word` (edit distance at most 3), for "did you mean". */
-export function closest(word: string, candidates: string[]): string | undefined {
+/**
+ * The closest of `candidates` to `word`, for "did you mean": at most `maxDistance` edits away
+ * (Damerau-Levenshtein: a swap of two neighbours counts as one) and fewer edits than `word` has
+ * letters, so that a one-letter typo of nothing in particular suggests nothing.
+ */
+export function closest(word: string, candidates: string[], maxDistance = 3): string | undefined {
   let best: string | undefined;
-  let bestD = 4;
+  let bestD = Math.min(maxDistance, word.length - 1) + 1;
   const lw = word.toLowerCase();
   for (const c of candidates) {
     const d = editDistance(lw, c.toLowerCase());
@@ -99,12 +106,15 @@ export function closest(word: string, candidates: string[]): string | undefined 
   return best;
 }
 
-function editDistance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+/** Damerau-Levenshtein distance (optimal string alignment): insertions, deletions, substitutions, adjacent swaps. */
+export function editDistance(a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
   for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    prev = cur;
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+    }
   }
-  return prev[b.length];
+  return d[a.length][b.length];
 }

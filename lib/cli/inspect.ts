@@ -11,7 +11,7 @@ export const inspect: Subcommand = {
   summary: 'sizes, config and per-module head similarity (a terminal heatmap) of a saved adapter',
   help: `rlora inspect <adapter-dir> [--module REGEX] [--json]
 
-Reads adapter_config.json and adapter_model.safetensors of an adapter folder (or a checkpoint
+Reads adapter_config.json, rlora_config.json and adapter_model.safetensors of an adapter folder (or a checkpoint
 folder) and prints: the file size and dtype, the number of adapted modules, trainable parameters
 (A, the heads B_i, the router; the frozen R-LoRA offset counted apart), the adapter config, and per
 module the N x N cosine similarity of the flattened heads B_0 .. B_{N-1} as a heatmap: 1 means two
@@ -82,6 +82,15 @@ export function readAdapter(dir: string): { config: Record<string, any>; modules
     config = JSON.parse(fs.readFileSync(configPath, 'utf8'));
   } catch (e) {
     throw new InputError(`${configPath} is not valid JSON: ${(e as Error).message}`);
+  }
+  // rlora's own settings: rlora_config.json (older adapters: the `rlora` section of adapter_config.json)
+  const rloraPath = path.join(dir, 'rlora_config.json');
+  if (fs.existsSync(rloraPath)) {
+    try {
+      config = { ...config, rlora: JSON.parse(fs.readFileSync(rloraPath, 'utf8')) };
+    } catch (e) {
+      throw new InputError(`${rloraPath} is not valid JSON: ${(e as Error).message}`);
+    }
   }
   let tensors: Record<string, Tensor>;
   try {

@@ -81,6 +81,7 @@ export function readLog(file: string): { steps: StepLine[]; evals: EvalLine[] } 
 }
 
 const OVERALL = 'all tasks';
+const OVERALL_COLOR = '#7f7f7f';
 const PALETTE = ['#4c78a8', '#f58518', '#e45756', '#72b7b2', '#54a24b', '#eeca3b', '#b279a2', '#ff9da6', '#9d755d', '#bab0ac'];
 
 export interface PlotOptions {
@@ -112,7 +113,7 @@ export function lossSpec(log: { steps: StepLine[]; evals: EvalLine[] }, o: PlotO
     field: 'series',
     type: 'nominal',
     title: null,
-    scale: { domain, range: [...tasks.map((_, i) => PALETTE[i % PALETTE.length]), '#222222'] },
+    scale: { domain, range: [...tasks.map((_, i) => PALETTE[i % PALETTE.length]), OVERALL_COLOR] },
   };
   const width = o.width ?? 640;
   const height = o.height ?? 320;
@@ -123,9 +124,11 @@ export function lossSpec(log: { steps: StepLine[]; evals: EvalLine[] }, o: PlotO
     width,
     height,
     data: { values: rows },
+    // the overall loss first, so beneath, thin, dashed and grey: it lies between the tasks' lines
+    // and must not cover them (layers are drawn in order, the last on top)
     layer: [
-      { transform: [{ filter: `datum.series !== '${OVERALL}'` }], mark: { type: 'line', strokeWidth: 1.5, clip: true }, encoding: { x, y: y('loss'), color } },
-      { transform: [{ filter: `datum.series === '${OVERALL}'` }], mark: { type: 'line', strokeWidth: 2.5, strokeDash: [6, 3], clip: true }, encoding: { x, y: y('loss'), color } },
+      { transform: [{ filter: `datum.series === '${OVERALL}'` }], mark: { type: 'line', strokeWidth: 1.25, strokeDash: [5, 3], clip: true }, encoding: { x, y: y('loss'), color } },
+      { transform: [{ filter: `datum.series !== '${OVERALL}'` }], mark: { type: 'line', strokeWidth: 2, clip: true }, encoding: { x, y: y('loss'), color } },
     ],
   };
   const charts: unknown[] = [train];

@@ -172,7 +172,7 @@ async function runTrain(args: string[]): Promise<number> {
     fs.mkdirSync(cfg.outputDir, { recursive: true });
     fs.writeFileSync(path.join(cfg.outputDir, 'run.json'), JSON.stringify(resolvedCopy(cfg), null, 2) + '\n');
 
-    const bar = trainer.options.progress ?? Boolean(process.stdout.isTTY);
+    const bar = trainer.options.progress ?? Boolean(process.stderr.isTTY);
     let lastLine = 0;
     const history = await as('', () =>
       trainer.fit(trainSet, {
