@@ -73,6 +73,96 @@ export interface TrainerOptions {
   skipNonFinite?: boolean;
   /** Longest greedy generation in evaluate() beyond the response length. Default 4 tokens more. */
   evalExtraTokens?: number;
+  /**
+   * Extra evaluation metrics, by name: a function of (prediction, reference, task), where the
+   * prediction is the greedy generation decoded by the dataset's tokenizer (up to eos, special
+   * tokens skipped) and the reference is the example's response text; or the name of a built-in
+   * metric (BUILTIN_METRICS: 'exactMatch', 'charF1'). Averaged over the examples of each task and
+   * reported in TaskEval.metrics. Functions are not saved in checkpoints (names are): pass them
+   * again to Trainer.resume. Names 'loss', 'accuracy' and 'count' are taken. Default: none.
+   */
+  metrics?: Record<string, MetricFn | BuiltinMetric>;
+  /**
+   * Stop fit when the evaluation `metric` (averaged over the tasks: 'loss', 'accuracy' or a name of
+   * `metrics`) has not improved by more than `minDelta` (default 0) for `patience` (default 1)
+   * evaluations in a row; History.stopped is then 'earlyStopping'. `mode`: 'min' (lower is better;
+   * the default for 'loss') or 'max' (the default for any other metric). Needs evalEvery > 0 and
+   * an evalDataset. Default: off.
+   */
+  earlyStopping?: EarlyStoppingOptions;
+  /**
+   * Keep the checkpoint of the best evaluation by this metric (as earlyStopping.metric; the mode
+   * defaults as there, or is given as {metric, mode}): it is written when an evaluation improves
+   * on every earlier one, named in History.bestCheckpoint, and never deleted by keepCheckpoints
+   * (kept besides the newest keepCheckpoints). Needs outputDir, evalEvery > 0 and an evalDataset.
+   * Default: off.
+   */
+  saveBest?: string | { metric: string; mode?: 'min' | 'max' };
+  /**
+   * At the end of fit (completed or early-stopped), load the adapter weights of the best
+   * checkpoint (saveBest) back into the adapter; the last checkpoint still holds the last state.
+   * Needs saveBest and outputDir. Default false.
+   */
+  loadBestAtEnd?: boolean;
+}
+
+/** A per-example evaluation metric: higher or lower is better as the metric's user says. */
+export type MetricFn = (prediction: string, reference: string, task: string) => number;
+
+export interface EarlyStoppingOptions {
+  /** 'loss', 'accuracy' or a name of TrainerOptions.metrics, averaged over the tasks. */
+  metric: string;
+  /** Evaluations without improvement before fit stops. Default 1. */
+  patience?: number;
+  /** An improvement must exceed this. Default 0. */
+  minDelta?: number;
+  /** Default 'min' for 'loss', 'max' otherwise. */
+  mode?: 'min' | 'max';
+}
+
+/** Characters (code points) with multiplicity. */
+function charCounts(s: string): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const c of s) m.set(c, (m.get(c) ?? 0) + 1);
+  return m;
+}
+
+/**
+ * The built-in metrics (run.json's trainer.metrics may name only these):
+ * - exactMatch: 1 when the prediction equals the reference after trimming whitespace at both ends, else 0.
+ * - charF1: F1 of the characters (code points, as multisets) of prediction and reference:
+ *   common = sum over characters of min(count in prediction, count in reference), precision =
+ *   common / |prediction|, recall = common / |reference|, F1 = 2PR / (P + R); 1 when both are
+ *   empty, 0 when only one is or nothing is shared.
+ */
+export const BUILTIN_METRICS = {
+  exactMatch: (prediction: string, reference: string): number => (prediction.trim() === reference.trim() ? 1 : 0),
+  charF1: (prediction: string, reference: string): number => {
+    const p = charCounts(prediction), r = charCounts(reference);
+    const np = [...prediction].length, nr = [...reference].length;
+    if (np === 0 && nr === 0) return 1;
+    let common = 0;
+    for (const [c, k] of p) common += Math.min(k, r.get(c) ?? 0);
+    if (common === 0) return 0;
+    const precision = common / np, recall = common / nr;
+    return (2 * precision * recall) / (precision + recall);
+  },
+} as const;
+export type BuiltinMetric = keyof typeof BUILTIN_METRICS;
+
+/** One evaluated example (evaluate(..., {returnPredictions: true}), and outputDir/eval-<step>.jsonl). */
+export interface Prediction {
+  task: string;
+  prompt: string;
+  reference: string;
+  prediction: string;
+  /** Exact match of the generated tokens with the response's (as TaskEval.accuracy counts). */
+  correct: boolean;
+}
+
+export interface EvaluateOptions {
+  /** Also return every example's prediction. Default false. */
+  returnPredictions?: boolean;
 }
 
 export interface StepRecord {
@@ -94,6 +184,8 @@ export interface TaskEval {
   /** Exact match of greedy generation against the response. */
   accuracy: number;
   count: number;
+  /** The mean of each of TrainerOptions.metrics over the task's examples; absent without metrics. */
+  metrics?: Record<string, number>;
 }
 
 export interface EvalRecord {
@@ -107,15 +199,19 @@ export interface History {
   /**
    * Why fit returned: 'completed'; 'aborted' (the signal); or 'nonFinite': with skipNonFinite,
    * more than half of this fit's steps had a non-finite loss and were skipped (fit stops as soon as
-   * that is so; a checkpoint is written, no final evaluation is made).
+   * that is so; a checkpoint is written, no final evaluation is made); 'earlyStopping': the
+   * earlyStopping metric stopped improving (a checkpoint is written, no further evaluation).
    */
-  stopped: 'completed' | 'aborted' | 'nonFinite';
+  stopped: 'completed' | 'aborted' | 'nonFinite' | 'earlyStopping';
   /** Steps of this fit skipped for a non-finite loss (skipNonFinite). */
   skippedSteps: number;
   /** The folder log.jsonl and the checkpoints went to (options.outputDir); absent when none. */
   outputDir?: string;
   /** The last checkpoint written (or resumed from), if any; its values are finite. */
   lastCheckpoint?: string;
+  /** saveBest: the checkpoint of the best evaluation so far, and its metric value. */
+  bestCheckpoint?: string;
+  bestMetric?: number;
 }
 
 export interface FitOptions {
@@ -133,6 +229,8 @@ interface TrainerState {
   options: TrainerOptions;
   sampler: SamplerState | null;
   dataset: { size: number; tasks: string[] };
+  /** earlyStopping's and saveBest's progress (absent in older checkpoints). */
+  best?: { stop?: { best: number; bad: number }; save?: { value: number; checkpoint: string } };
 }
 
 const DEFAULTS = {
@@ -153,7 +251,23 @@ const DEFAULTS = {
   keepCheckpoints: 0,
   skipNonFinite: false,
   evalExtraTokens: 4,
+  loadBestAtEnd: false,
 };
+
+const RESERVED_METRICS = ['loss', 'accuracy', 'count'];
+
+/** The mean over tasks of an evaluation's metric (loss, accuracy or a custom one). */
+function metricOf(tasks: Record<string, TaskEval>, metric: string): number {
+  const vals = Object.values(tasks).map((t) => (metric === 'loss' ? t.loss : metric === 'accuracy' ? t.accuracy : t.metrics?.[metric] ?? NaN));
+  return vals.length ? vals.reduce((a, b) => a + b, 0) / vals.length : NaN;
+}
+
+/** Whether `value` improves on `best` by more than `minDelta`. */
+function improves(value: number, best: number | undefined, mode: 'min' | 'max', minDelta: number): boolean {
+  if (!Number.isFinite(value)) return false;
+  if (best === undefined || Number.isNaN(best)) return true;
+  return mode === 'min' ? value < best - minDelta : value > best + minDelta;
+}
 
 function positiveInt(v: number, name: string): number {
   if (!Number.isInteger(v) || v < 1) throw new RangeError(`${name} must be an integer >= 1, got ${v}`);
@@ -225,7 +339,7 @@ async function step(model: Model, batches: Pick<Batch, 'inputIds' | 'attentionMa
 function sideName(target: string, what: 'tmp' | 'deleting'): string {
   return path.join(path.dirname(target), `.${path.basename(target)}.${what}-${process.pid}-${Date.now()}`);
 }
-const SIDE_NAME = /^\.(checkpoint-\d+|log\.jsonl)\.(tmp|deleting)-/;
+const SIDE_NAME = /^\.(checkpoint-\d+|log\.jsonl|eval-\d+\.jsonl)\.(tmp|deleting)-/;
 
 /** Flushes a file or folder (its entries) to disk. */
 function fsyncPath(p: string): void {
@@ -343,6 +457,14 @@ function readTrainerState(file: string): TrainerState {
     bad('dataset must be {size, tasks}');
   }
   if (state.sampler !== null && (typeof state.sampler !== 'object' || Array.isArray(state.sampler))) bad('sampler must be an object or null');
+  const b = state.best;
+  if (b !== undefined) {
+    const num = (v: unknown): boolean => typeof v === 'number' || v === null; // NaN is written as null
+    if (typeof b !== 'object' || b === null || Array.isArray(b)) bad('best must be an object');
+    if (b.stop !== undefined && !(num(b.stop.best) && Number.isInteger(b.stop.bad))) bad(`best.stop must be {best, bad}, got ${util.inspect(b.stop)}`);
+    if (b.save !== undefined && !(typeof b.save.value === 'number' && typeof b.save.checkpoint === 'string')) bad(`best.save must be {value, checkpoint}, got ${util.inspect(b.save)}`);
+    if (b.stop && b.stop.best === null) b.stop.best = NaN;
+  }
   return state;
 }
 
@@ -381,7 +503,7 @@ function readOptimizerState(file: string): NativeAdamWState {
 export class Trainer {
   readonly model: Model;
   readonly adapter: Adapter;
-  readonly options: Required<Omit<TrainerOptions, 'maxSteps' | 'warmupSteps' | 'outputDir' | 'progress' | 'precision' | 'device'>> & TrainerOptions;
+  readonly options: Required<Omit<TrainerOptions, 'maxSteps' | 'warmupSteps' | 'outputDir' | 'progress' | 'precision' | 'device' | 'metrics' | 'earlyStopping' | 'saveBest'>> & TrainerOptions;
   /** Optimizer steps taken so far. */
   step = 0;
   private optimizer?: AdamW;
@@ -398,6 +520,8 @@ export class Trainer {
   private pendingTrainInfo?: { size: number; tasks: string[] };
   /** The step whose update left the parameters non-finite; nothing can continue from there. */
   private brokenAt?: { step: number; paramNorm: number };
+  /** earlyStopping's best value and evaluations since it; saveBest's best value and checkpoint. */
+  private best: NonNullable<TrainerState['best']> = {};
 
   constructor(model: Model, adapter: Adapter, options: TrainerOptions = {}) {
     if (!(model instanceof Model)) throw new TypeError('Trainer: first argument must be a Model');
@@ -420,6 +544,78 @@ export class Trainer {
     if (!(o.epochs > 0)) throw new RangeError(`epochs must be > 0, got ${o.epochs}`);
     if (!(o.warmupRatio >= 0 && o.warmupRatio < 1)) throw new RangeError(`warmupRatio must be in [0, 1), got ${o.warmupRatio}`);
     if (o.saveEvery > 0 && !o.outputDir) throw new Error('saveEvery needs outputDir');
+    this.checkEvalOptions();
+  }
+
+  /** metrics, earlyStopping, saveBest and loadBestAtEnd; errors name the bad value. */
+  private checkEvalOptions(): void {
+    const o = this.options;
+    const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+    if (o.metrics !== undefined) {
+      if (!isObj(o.metrics)) throw new TypeError(`metrics must be an object of name -> function or built-in metric name, got ${util.inspect(o.metrics)}`);
+      for (const [name, m] of Object.entries(o.metrics)) {
+        if (RESERVED_METRICS.includes(name)) throw new RangeError(`metrics.${name}: the name ${JSON.stringify(name)} is taken (${RESERVED_METRICS.join(', ')} are reported anyway)`);
+        if (typeof m === 'string' ? !Object.hasOwn(BUILTIN_METRICS, m) : typeof m !== 'function') {
+          throw new TypeError(`metrics.${name} must be a function (prediction, reference, task) => number or one of ${Object.keys(BUILTIN_METRICS).map((k) => JSON.stringify(k)).join(', ')}, got ${util.inspect(m)}`);
+        }
+      }
+    }
+    const known = ['loss', 'accuracy', ...Object.keys(o.metrics ?? {})];
+    const checkMetric = (metric: unknown, where: string): void => {
+      if (typeof metric !== 'string' || !known.includes(metric)) {
+        throw new RangeError(`${where} must be one of ${known.map((k) => JSON.stringify(k)).join(', ')} ('loss', 'accuracy' or a name of metrics), got ${util.inspect(metric)}`);
+      }
+    };
+    const checkMode = (mode: unknown, where: string): void => {
+      if (mode !== undefined && mode !== 'min' && mode !== 'max') throw new RangeError(`${where} must be 'min' or 'max', got ${util.inspect(mode)}`);
+    };
+    const needsEval = (what: string): void => {
+      if (!(o.evalEvery > 0)) throw new RangeError(`${what} needs evalEvery > 0 (evaluations during training) and an evalDataset in fit(); evalEvery is ${o.evalEvery}`);
+    };
+    const es = o.earlyStopping;
+    if (es !== undefined) {
+      if (!isObj(es)) throw new TypeError(`earlyStopping must be an object {metric, patience?, minDelta?, mode?}, got ${util.inspect(es)}`);
+      const unknown = Object.keys(es).filter((k) => !['metric', 'patience', 'minDelta', 'mode'].includes(k));
+      if (unknown.length) throw new RangeError(`earlyStopping.${unknown[0]} is not an option; known: metric, patience, minDelta, mode`);
+      checkMetric(es.metric, 'earlyStopping.metric');
+      if (es.patience !== undefined) positiveInt(es.patience, 'earlyStopping.patience');
+      if (es.minDelta !== undefined && !(typeof es.minDelta === 'number' && es.minDelta >= 0)) throw new RangeError(`earlyStopping.minDelta must be a number >= 0, got ${util.inspect(es.minDelta)}`);
+      checkMode(es.mode, 'earlyStopping.mode');
+      needsEval('earlyStopping');
+    }
+    const sb = o.saveBest;
+    if (sb !== undefined) {
+      if (isObj(sb)) {
+        const unknown = Object.keys(sb).filter((k) => !['metric', 'mode'].includes(k));
+        if (unknown.length) throw new RangeError(`saveBest.${unknown[0]} is not an option; known: metric, mode`);
+        checkMetric(sb.metric, 'saveBest.metric');
+        checkMode(sb.mode, 'saveBest.mode');
+      } else if (typeof sb === 'string') checkMetric(sb, 'saveBest');
+      else throw new TypeError(`saveBest must be a metric name or {metric, mode}, got ${util.inspect(sb)}`);
+      if (!o.outputDir) throw new Error('saveBest needs outputDir (the best checkpoint is written there)');
+      needsEval('saveBest');
+    }
+    if (typeof o.loadBestAtEnd !== 'boolean') throw new TypeError(`loadBestAtEnd must be true or false, got ${util.inspect(o.loadBestAtEnd)}`);
+    if (o.loadBestAtEnd) {
+      if (sb === undefined) throw new Error('loadBestAtEnd needs saveBest (the metric that picks the best checkpoint)');
+      if (!o.outputDir) throw new Error('loadBestAtEnd needs outputDir');
+    }
+  }
+
+  /** earlyStopping's settings with defaults, or undefined. */
+  private stopRule(): { metric: string; patience: number; minDelta: number; mode: 'min' | 'max' } | undefined {
+    const es = this.options.earlyStopping;
+    if (!es) return undefined;
+    return { metric: es.metric, patience: es.patience ?? 1, minDelta: es.minDelta ?? 0, mode: es.mode ?? (es.metric === 'loss' ? 'min' : 'max') };
+  }
+
+  /** saveBest's metric and mode, or undefined. */
+  private bestRule(): { metric: string; mode: 'min' | 'max' } | undefined {
+    const sb = this.options.saveBest;
+    if (sb === undefined) return undefined;
+    const metric = typeof sb === 'string' ? sb : sb.metric;
+    const mode = typeof sb === 'string' ? undefined : sb.mode;
+    return { metric, mode: mode ?? (metric === 'loss' ? 'min' : 'max') };
   }
 
   /** What the REPL and console.log show: a one-line summary, not the private fields. */
@@ -494,8 +690,22 @@ export class Trainer {
     }
     const total = (this.totalSteps ??= o.maxSteps ?? Math.max(1, Math.ceil((o.epochs * this.sampler.stepsPerEpoch) / o.gradientAccumulation)));
     this.optimizer ??= this.createOptimizer(total);
+    const stopRule = this.stopRule(), bestRule = this.bestRule();
+    if ((stopRule || bestRule) && !fitOptions.evalDataset) {
+      throw new Error(`${stopRule ? 'earlyStopping' : 'saveBest'} needs an evalDataset: pass fit(train, {evalDataset})`);
+    }
     this.adapter.train();
     const history: History = { steps: [], evals: [], stopped: 'completed', skippedSteps: 0, outputDir: o.outputDir, lastCheckpoint: this.lastCheckpoint };
+    if (this.best.save) {
+      history.bestCheckpoint = this.best.save.checkpoint;
+      history.bestMetric = this.best.save.value;
+    }
+    /** The step of the checkpoint written last in this fit. */
+    let savedAt = -1;
+    const save = (): void => {
+      history.lastCheckpoint = this.saveCheckpointUnchecked();
+      savedAt = this.step;
+    };
     const log = o.outputDir ? path.join(o.outputDir, 'log.jsonl') : undefined;
     if (o.outputDir) {
       fs.mkdirSync(o.outputDir, { recursive: true });
@@ -510,13 +720,34 @@ export class Trainer {
       ? new SingleBar({ format: 'step {value}/{total} |{bar}| loss {loss} | {tps} tok/s | ETA {eta_formatted}', hideCursor: true, stream: process.stderr })
       : undefined;
     bar?.start(total, this.step, { loss: '-', tps: '-' });
-    const evaluate = async (): Promise<void> => {
-      if (!fitOptions.evalDataset) return;
-      const rec: EvalRecord = { step: this.step, tasks: await this.evaluateUnchecked(fitOptions.evalDataset) };
+    /** Evaluates; true when earlyStopping says stop. */
+    const evaluate = async (): Promise<boolean> => {
+      if (!fitOptions.evalDataset) return false;
+      const { tasks, predictions } = await this.evaluateUnchecked(fitOptions.evalDataset, Boolean(o.outputDir));
+      const rec: EvalRecord = { step: this.step, tasks };
       this.adapter.train();
       history.evals.push(rec);
       if (log) fs.appendFileSync(log, JSON.stringify({ type: 'eval', ...rec }) + '\n');
+      if (o.outputDir) writeFileAtomically(path.join(o.outputDir, `eval-${this.step}.jsonl`), predictions.map((p) => JSON.stringify(p) + '\n').join(''));
       fitOptions.onEval?.(rec);
+      if (bestRule) {
+        const value = metricOf(tasks, bestRule.metric);
+        if (improves(value, this.best.save?.value, bestRule.mode, 0)) {
+          // set first: the checkpoint records that it is the best, and pruning spares it
+          this.best.save = { value, checkpoint: path.join(o.outputDir!, `checkpoint-${this.step}`) };
+          save();
+          history.bestCheckpoint = this.best.save.checkpoint;
+          history.bestMetric = value;
+        }
+      }
+      if (stopRule) {
+        const value = metricOf(tasks, stopRule.metric);
+        const was = this.best.stop;
+        if (improves(value, was?.best, stopRule.mode, stopRule.minDelta)) this.best.stop = { best: value, bad: 0 };
+        else this.best.stop = { best: was?.best ?? NaN, bad: (was?.bad ?? 0) + 1 };
+        if (this.best.stop.bad >= stopRule.patience) return true;
+      }
+      return false;
     };
     try {
       while (this.step < total) {
@@ -560,8 +791,11 @@ export class Trainer {
         if (log) fs.appendFileSync(log, JSON.stringify(rec) + '\n');
         bar?.update(this.step, { loss: rec.loss.toFixed(4), tps: Math.round(rec.tokensPerSecond) });
         fitOptions.onStep?.(rec);
-        if (o.evalEvery > 0 && this.step % o.evalEvery === 0 && this.step < total) await evaluate();
-        if (o.outputDir && o.saveEvery > 0 && this.step % o.saveEvery === 0 && this.step < total) history.lastCheckpoint = this.saveCheckpointUnchecked();
+        if (o.evalEvery > 0 && this.step % o.evalEvery === 0 && this.step < total && (await evaluate())) {
+          history.stopped = 'earlyStopping';
+          break;
+        }
+        if (o.outputDir && o.saveEvery > 0 && this.step % o.saveEvery === 0 && this.step < total && savedAt !== this.step) save();
         if (2 * history.skippedSteps > total - firstStep) {
           history.stopped = 'nonFinite';
           break;
@@ -572,7 +806,10 @@ export class Trainer {
         }
       }
       if (history.stopped === 'completed') await evaluate();
-      if (o.outputDir) history.lastCheckpoint = this.saveCheckpointUnchecked();
+      if (o.outputDir && savedAt !== this.step) save();
+      if (o.loadBestAtEnd && history.bestCheckpoint && (history.stopped === 'completed' || history.stopped === 'earlyStopping')) {
+        this.loadAdapterWeights(history.bestCheckpoint);
+      }
     } finally {
       bar?.stop();
       this.adapter.eval();
@@ -591,15 +828,28 @@ export class Trainer {
    * Per task: mean cross-entropy per response token, and exact-match accuracy of greedy generation
    * (the generated tokens up to eos must equal the response's tokens).
    */
-  async evaluate(dataset: MultiTaskDataset): Promise<Record<string, TaskEval>> {
+  async evaluate(dataset: MultiTaskDataset, options?: EvaluateOptions & { returnPredictions?: false }): Promise<Record<string, TaskEval>>;
+  /** With returnPredictions: the per-task results and every example's prediction, in dataset order. */
+  async evaluate(dataset: MultiTaskDataset, options: EvaluateOptions & { returnPredictions: true }): Promise<{ tasks: Record<string, TaskEval>; predictions: Prediction[] }>;
+  async evaluate(dataset: MultiTaskDataset, options: EvaluateOptions = {}): Promise<Record<string, TaskEval> | { tasks: Record<string, TaskEval>; predictions: Prediction[] }> {
     if (!(dataset instanceof MultiTaskDataset)) throw new TypeError('evaluate: expected a MultiTaskDataset');
+    if (typeof options !== 'object' || options === null) throw new TypeError(`evaluate: options must be an object, got ${util.inspect(options)}`);
+    const unknown = Object.keys(options).filter((k) => k !== 'returnPredictions');
+    if (unknown.length) throw new RangeError(`evaluate: unknown option ${JSON.stringify(unknown[0])} (known: returnPredictions)`);
+    if (options.returnPredictions !== undefined && typeof options.returnPredictions !== 'boolean') {
+      throw new TypeError(`evaluate: returnPredictions must be true or false, got ${util.inspect(options.returnPredictions)}`);
+    }
     this.checkLive();
     assertNotTraining(this.model, 'Trainer.evaluate');
-    return this.evaluateUnchecked(dataset);
+    const r = await this.evaluateUnchecked(dataset, Boolean(options.returnPredictions));
+    return options.returnPredictions ? r : r.tasks;
   }
 
-  private async evaluateUnchecked(dataset: MultiTaskDataset): Promise<Record<string, TaskEval>> {
+  private async evaluateUnchecked(dataset: MultiTaskDataset, keepPredictions: boolean): Promise<{ tasks: Record<string, TaskEval>; predictions: Prediction[] }> {
     const o = this.options;
+    const metrics = Object.entries(o.metrics ?? {}).map(([name, m]) => [name, typeof m === 'string' ? BUILTIN_METRICS[m] : m] as [string, MetricFn]);
+    const metricSum: Record<string, Record<string, number>> = {};
+    const predictions: Prediction[] = [];
     const tok = dataset.tokenizer;
     const padId = tok.padTokenId ?? tok.eosTokenId ?? 0;
     const eos = tok.eosTokenId;
@@ -635,15 +885,30 @@ export class Trainer {
         const stop = eos === undefined ? -1 : out.indexOf(eos);
         const produced = stop < 0 ? out : out.slice(0, stop);
         const ok = produced.length === responses[i].length && produced.every((t, k) => t === responses[i][k]);
+        if (metrics.length || keepPredictions) {
+          const prediction = tok.decode(produced, { skipSpecialTokens: true });
+          if (keepPredictions) predictions.push({ task: e.task, prompt: e.prompt, reference: e.response, prediction, correct: ok });
+          const ms = (metricSum[e.task] ??= {});
+          for (const [name, fn] of metrics) {
+            const v = fn(prediction, e.response, e.task);
+            if (typeof v !== 'number') throw new TypeError(`metrics.${name} returned ${util.inspect(v)} for example ${e.index} (task ${e.task}): expected a number`);
+            ms[name] = (ms[name] ?? 0) + v;
+          }
+        }
         sum[e.task] = (sum[e.task] ?? 0) + sums[i];
         count[e.task] = (count[e.task] ?? 0) + Number(toks[i]);
         right[e.task] = (right[e.task] ?? 0) + (ok ? 1 : 0);
         n[e.task] = (n[e.task] ?? 0) + 1;
       });
     }
-    return Object.fromEntries(
-      Object.keys(n).sort().map((t) => [t, { loss: count[t] > 0 ? sum[t] / count[t] : NaN, accuracy: right[t] / n[t], count: n[t] }]),
+    const tasks: Record<string, TaskEval> = Object.fromEntries(
+      Object.keys(n).sort().map((t) => {
+        const r: TaskEval = { loss: count[t] > 0 ? sum[t] / count[t] : NaN, accuracy: right[t] / n[t], count: n[t] };
+        if (metrics.length) r.metrics = Object.fromEntries(metrics.map(([name]) => [name, metricSum[t][name] / n[t]]));
+        return [t, r];
+      }),
     );
+    return { tasks, predictions };
   }
 
   /**
@@ -682,19 +947,46 @@ export class Trainer {
         version: 1,
         step: this.step,
         totalSteps: this.totalSteps!,
-        options: this.options,
+        options: this.savedOptions(),
         sampler: sampler.state(),
         dataset: this.trainInfo!,
+        best: this.best,
       };
       fs.writeFileSync(path.join(tmp, 'trainer_state.json'), JSON.stringify(state, null, 2) + '\n');
     });
     this.lastCheckpoint = dir;
     const keep = this.options.keepCheckpoints;
     if (keep > 0) {
-      const steps = fs.readdirSync(dir0).map((f) => /^checkpoint-(\d+)$/.exec(f)).filter((m): m is RegExpExecArray => m !== null).map((m) => Number(m[1]));
+      const best = this.best.save?.checkpoint;
+      const steps = fs.readdirSync(dir0).map((f) => /^checkpoint-(\d+)$/.exec(f)).filter((m): m is RegExpExecArray => m !== null).map((m) => Number(m[1]))
+        .filter((s) => best === undefined || path.resolve(dir0, `checkpoint-${s}`) !== path.resolve(best)); // saveBest's is never pruned
       for (const s of steps.sort((x, y) => y - x).slice(keep)) removeAtomically(path.join(dir0, `checkpoint-${s}`));
     }
     return dir;
+  }
+
+  /** The options as trainer_state.json keeps them: metric functions left out (names stay). */
+  private savedOptions(): TrainerOptions {
+    const m = this.options.metrics;
+    if (!m) return this.options;
+    const named = Object.fromEntries(Object.entries(m).filter(([, v]) => typeof v === 'string'));
+    return { ...this.options, metrics: named };
+  }
+
+  /** Loads the adapter weights of a checkpoint (saveBest's) into the adapter. */
+  private loadAdapterWeights(dir: string): void {
+    const file = path.join(dir, 'adapter_model.safetensors');
+    const byModule = new Map<string, Record<string, Tensor>>();
+    naming(file, () =>
+      forEachSafetensor(file, (e, t) => {
+        const key = e.name.startsWith('base_model.model.') ? e.name.slice('base_model.model.'.length) : e.name;
+        const cut = key.indexOf('.lora_');
+        const module = cut < 0 ? '' : key.slice(0, cut);
+        if (!this.adapter.layers.has(module)) throw new Error(`holds ${e.name}, which belongs to no adapted module`);
+        (byModule.get(module) ?? byModule.set(module, {}).get(module)!)[key.slice(cut + 1)] = t;
+      }),
+    );
+    for (const [module, layer] of this.adapter.layers) naming(file, () => layer.loadStateDict(byModule.get(module) ?? {}));
   }
 
   private createOptimizer(total: number): AdamW {
@@ -725,8 +1017,18 @@ export class Trainer {
    * to `overrides.outputDir` when given, else to the checkpoint's parent folder (wherever the
    * checkpoint now lies); `trainer.options.outputDir` says which. Every file of the checkpoint is
    * read and checked here: on any error (naming the file) nothing stays attached to the model.
+   *
+   * `overrides.maxSteps` sets a new total number of steps (above the checkpoint's step): the run
+   * is extended (or shortened) and the learning-rate schedule (and a warmupRatio warm-up) is
+   * recomputed for the new total, with a console.warn saying so. `overrides.metrics` gives the
+   * metric functions again (checkpoints keep only built-in metric names).
    */
-  static async resume(checkpointDir: string, model: Model, overrides: Pick<TrainerOptions, 'outputDir' | 'progress'> = {}): Promise<Trainer> {
+  static async resume(checkpointDir: string, model: Model, overrides: Pick<TrainerOptions, 'outputDir' | 'progress' | 'maxSteps' | 'metrics'> = {}): Promise<Trainer> {
+    if (typeof overrides !== 'object' || overrides === null) throw new TypeError(`Trainer.resume: overrides must be an object, got ${util.inspect(overrides)}`);
+    const unknown = Object.keys(overrides).filter((k) => !['outputDir', 'progress', 'maxSteps', 'metrics'].includes(k));
+    if (unknown.length) throw new RangeError(`Trainer.resume: ${JSON.stringify(unknown[0])} cannot be changed on resume (known: outputDir, progress, maxSteps, metrics)`);
+    const given = Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined)) as typeof overrides;
+    if (given.maxSteps !== undefined) positiveInt(given.maxSteps, 'maxSteps');
     const file = (name: string): string => path.join(checkpointDir, name);
     for (const name of ['trainer_state.json', 'optimizer.safetensors', 'rng.safetensors']) {
       if (!fs.existsSync(file(name))) throw new Error(`${checkpointDir} is not a complete checkpoint: no ${name}`);
@@ -745,16 +1047,28 @@ export class Trainer {
           throw new Error(`${weightsPath}: ${name} holds NaN or infinite values: not a checkpoint to continue from`);
         }
       }
-      const outputDir = overrides.outputDir ?? path.dirname(path.resolve(checkpointDir));
-      const trainer = naming(statePath, () => new Trainer(model, adapter, { ...state.options, ...overrides, outputDir }));
+      const outputDir = given.outputDir ?? path.dirname(path.resolve(checkpointDir));
+      let total = state.totalSteps;
+      if (given.maxSteps !== undefined && given.maxSteps !== state.totalSteps) {
+        if (given.maxSteps <= state.step) {
+          throw new RangeError(`maxSteps ${given.maxSteps} must be above the checkpoint's step (${state.step}): ${checkpointDir} has nothing left to train for it`);
+        }
+        console.warn(
+          `rlora: resuming ${checkpointDir} with maxSteps ${given.maxSteps} instead of its ${state.totalSteps}: ` +
+            `the ${state.options.schedule ?? DEFAULTS.schedule} learning-rate schedule is recomputed for ${given.maxSteps} steps in all (${given.maxSteps - state.step} more)`,
+        );
+        total = given.maxSteps;
+      }
+      const trainer = naming(statePath, () => new Trainer(model, adapter, { ...state.options, ...given, ...(total !== state.totalSteps ? { maxSteps: total } : {}), outputDir }));
       trainer.step = state.step;
       trainer.resumedFrom = state.step;
       trainer.resumedState = statePath;
-      trainer.totalSteps = state.totalSteps;
+      trainer.totalSteps = total;
+      if (state.best !== undefined) trainer.best = state.best;
       trainer.pendingSampler = state.sampler;
       trainer.pendingTrainInfo = state.dataset;
       trainer.lastCheckpoint = checkpointDir;
-      const optimizer = naming(statePath, () => trainer.createOptimizer(state.totalSteps));
+      const optimizer = naming(statePath, () => trainer.createOptimizer(total));
       naming(file('optimizer.safetensors'), () => optimizer.native.setState(optimizerState));
       trainer.optimizer = optimizer;
       for (const [name, t] of rng) {

@@ -440,3 +440,39 @@ describe('bfloat16 autocast', () => {
     expect(() => new Trainer(m, bf16.a, { precision: 'float16' as never })).toThrow(/precision must be 'float32' or 'bfloat16', got "float16"/);
   });
 });
+
+describe('resume with a new maxSteps', () => {
+  it('a 6-step run resumed with maxSteps 10 runs 4 more steps on the cosine schedule for 10, with a warning', async () => {
+    const lr = 1e-2, warmup = 2;
+    // transformers' cosine with warm-up: the lr of (1-based) step k is lr * f(k - 1)
+    const cosine = (total: number) => (s: number): number =>
+      s < warmup ? (lr * s) / warmup : lr * 0.5 * (1 + Math.cos((Math.PI * (s - warmup)) / (total - warmup)));
+    const m = Model.fromConfig(CFG, { seed: 4 });
+    const dir = path.join(tmp, 'extend');
+    const opts = { learningRate: lr, warmupSteps: warmup, maxSteps: 6, batchSize: 2, seed: 1, progress: false, outputDir: dir };
+    const h1 = await new Trainer(m, Adapter.attach(m, { targetModules: ['up_proj'], dropout: 0, seed: 2 }), opts).fit(dataset());
+    h1.steps.forEach((s) => expect(Math.abs(s.lr - cosine(6)(s.step - 1))).toBeLessThan(1e-15));
+    const m2 = Model.fromConfig(CFG, { seed: 4 });
+    await expect(Trainer.resume(path.join(dir, 'checkpoint-6'), m2, { maxSteps: 6 - 1 })).rejects.toThrow("maxSteps 5 must be above the checkpoint's step (6)");
+    expect(Adapter.of(m2)).toBeUndefined(); // nothing stays attached
+    const warn = jest.spyOn(console, 'warn').mockImplementation(() => undefined);
+    let t: Trainer;
+    try {
+      t = await Trainer.resume(path.join(dir, 'checkpoint-6'), m2, { maxSteps: 10 });
+      expect(warn.mock.calls.map((c) => String(c[0]))).toEqual([
+        `rlora: resuming ${path.join(dir, 'checkpoint-6')} with maxSteps 10 instead of its 6: the cosine learning-rate schedule is recomputed for 10 steps in all (4 more)`,
+      ]);
+    } finally {
+      warn.mockRestore();
+    }
+    expect(t.options.maxSteps).toBe(10);
+    const h2 = await t.fit(dataset());
+    expect(h2.steps.map((s) => s.step)).toEqual([7, 8, 9, 10]);
+    const want = [7, 8, 9, 10].map((k) => cosine(10)(k - 1));
+    h2.steps.forEach((s, i) => expect(Math.abs(s.lr - want[i])).toBeLessThan(1e-15));
+    expect(want[3]).toBeGreaterThan(0); // not the schedule for 6 steps, which had reached 0
+    // the new total is saved: resuming checkpoint-10 has nothing left to do
+    const state = JSON.parse(fs.readFileSync(path.join(dir, 'checkpoint-10', 'trainer_state.json'), 'utf8'));
+    expect([state.step, state.totalSteps, state.options.maxSteps]).toEqual([10, 10, 10]);
+  });
+});

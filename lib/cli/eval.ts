@@ -6,7 +6,8 @@ import * as path from 'path';
 import type { ModelSource } from './common';
 import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
 import { as, checkVocabulary, evalTable, lib, loadModel, loadTokenizer } from './common';
-import { readRunConfig, RunConfig } from './runconfig';
+import { BUILTIN_METRIC_NAMES, readRunConfig, RunConfig } from './runconfig';
+import { metricLines } from './train';
 
 export const evalCommand: Subcommand = {
   summary: 'per-task loss and exact-match accuracy of an adapter on a JSON lines file',
@@ -30,12 +31,16 @@ the response exactly (accuracy), and the number of examples (count).
   --max-length N      most tokens of a sequence (default 512)
   --batch-size N      examples per batch (default 8)
   --extra-tokens N    greedy generation runs this many tokens past the response length (default 4)
+  --metrics LIST      built-in metrics to add, comma-separated: ${BUILTIN_METRIC_NAMES.join(', ')}
+                      (default: run.json's trainer.metrics with --config, else none)
+  --predictions FILE  write every example's {task, prompt, reference, prediction, correct} as JSON lines
   --threads N         threads of the matrix products (default: all ${os.availableParallelism()} cores)
-  --json              print {"tasks": {task: {loss, accuracy, count}}, ...} as JSON
+  --json              print {"tasks": {task: {loss, accuracy, count, metrics?}}, ...} as JSON
 
 Examples:
   rlora eval --model models/SmolLM2-135M --adapter runs/a/adapter --data data/eval.jsonl
   rlora eval --config run.json --json
+  rlora eval --config run.json --metrics exactMatch,charF1 --predictions preds.jsonl
   rlora eval --config run.json --adapter runs/a/checkpoint-400 --data data/test.jsonl`,
   run: (args) => runEval(args),
 };
@@ -43,7 +48,7 @@ Examples:
 async function runEval(args: string[]): Promise<number> {
   const { opts, rest } = parseArgs(args, {
     adapter: 'value', data: 'value', model: 'value', tokenizer: 'value', config: 'value', template: 'value',
-    'max-length': 'value', 'batch-size': 'value', 'extra-tokens': 'value', threads: 'value', json: 'flag',
+    'max-length': 'value', 'batch-size': 'value', 'extra-tokens': 'value', threads: 'value', json: 'flag', metrics: 'value', predictions: 'value',
   });
   if (rest.length) throw new UsageError(`unexpected argument ${rest[0]}`);
   const cfgFile = stringOption(opts, 'config');
@@ -56,6 +61,15 @@ async function runEval(args: string[]): Promise<number> {
   const extra = intOption(opts, 'extra-tokens', 0) ?? cfg?.trainer.evalExtraTokens;
   const maxLength = intOption(opts, 'max-length', 2) ?? cfg?.data.options.maxLength;
   const threads = intOption(opts, 'threads', 1) ?? os.availableParallelism();
+  const metricsOpt = stringOption(opts, 'metrics');
+  let metrics = cfg?.trainer.metrics as Record<string, 'exactMatch' | 'charF1'> | undefined;
+  if (metricsOpt !== undefined) {
+    const names = metricsOpt.split(',').map((m) => m.trim()).filter((m) => m !== '');
+    const bad = names.find((m) => !BUILTIN_METRIC_NAMES.includes(m));
+    if (bad !== undefined || names.length === 0) throw new UsageError(`--metrics must list built-in metrics (${BUILTIN_METRIC_NAMES.join(', ')}), got ${JSON.stringify(bad ?? metricsOpt)}`);
+    metrics = Object.fromEntries(names.map((m) => [m, m])) as Record<string, 'exactMatch' | 'charF1'>;
+  }
+  const predictionsFile = stringOption(opts, 'predictions');
 
   const configPath = path.join(adapterDir, 'adapter_config.json');
   if (!fs.existsSync(configPath)) throw new InputError(`${adapterDir} is not an adapter folder: no adapter_config.json`);
@@ -82,13 +96,19 @@ async function runEval(args: string[]): Promise<number> {
   checkVocabulary(model, tokenizer, [ds]);
   const adapter = await as(`adapter ${adapterDir}`, () => rl.Adapter.load(model, adapterDir));
   // (keys left out, not undefined: the trainer's defaults apply to absent keys only)
-  const trainer = new rl.Trainer(model, adapter, { progress: false, ...(batchSize ? { batchSize } : {}), ...(extra !== undefined ? { evalExtraTokens: extra } : {}) });
-  const tasks = await trainer.evaluate(ds);
+  const trainer = new rl.Trainer(model, adapter, {
+    progress: false, ...(batchSize ? { batchSize } : {}), ...(extra !== undefined ? { evalExtraTokens: extra } : {}), ...(metrics ? { metrics } : {}),
+  });
+  const { tasks, predictions } = await trainer.evaluate(ds, { returnPredictions: true });
+  if (predictionsFile) fs.writeFileSync(predictionsFile, predictions.map((p) => JSON.stringify(p) + '\n').join(''));
   if (opts.json) {
     console.log(JSON.stringify({ tasks, adapter: path.resolve(adapterDir), model: source.path ?? null, data: path.resolve(data), examples: ds.size }, null, 2));
   } else {
     console.log(`${ds.size} examples of ${data}, adapter ${adapterDir}${source.path ? `, model ${source.path}` : ''}:\n`);
     console.log(evalTable(tasks));
+    const m = metricLines(tasks);
+    if (m) console.log(m);
+    if (predictionsFile) console.log(`predictions written to ${predictionsFile}`);
   }
   return 0;
 }

@@ -42,6 +42,8 @@ const pth: Spec = { kind: 'path' };
 const oneOf = (...values: string[]): Spec => ({ kind: 'enum', values });
 
 const INIT_SCHEMES = ['kaiming', 'gaussian', 'unit', 'zeros', 'orthogonal'];
+/** The built-in metrics of lib/trainer.ts (BUILTIN_METRICS), the only ones run.json can name. */
+export const BUILTIN_METRIC_NAMES: readonly string[] = ['exactMatch', 'charF1'];
 
 const MODEL_KEYS: Record<string, Key> = {
   path: { spec: pth, doc: 'a Hugging Face model folder (config.json, model.safetensors)' },
@@ -121,6 +123,30 @@ const TRAINER_KEYS: Record<string, Key> = {
   precision: { spec: oneOf('float32', 'bfloat16'), doc: '"float32" (default) or "bfloat16": forward and backward under bfloat16 autocast' },
   skipNonFinite: { spec: bool, doc: 'skip a step whose loss is NaN or infinite instead of stopping (default false)' },
   evalExtraTokens: { spec: int(0), doc: 'greedy generation in evaluation runs this many tokens past the response length (default 4)' },
+  metrics: {
+    spec: { kind: 'string-array' },
+    type: '["exactMatch", "charF1"]',
+    doc: 'built-in metrics evaluated beside loss and accuracy, averaged per task: exactMatch (prediction equals response, trimmed), charF1 (F1 of the characters as multisets)',
+  },
+  earlyStopping: {
+    spec: {
+      kind: 'object',
+      keys: {
+        metric: { spec: str, required: true, doc: '"loss", "accuracy" or a name of trainer.metrics, averaged over the tasks' },
+        patience: { spec: int(1), doc: 'evaluations without improvement before stopping (default 1)' },
+        minDelta: { spec: num(0), doc: 'an improvement must exceed this (default 0)' },
+        mode: { spec: oneOf('min', 'max'), doc: 'lower or higher is better (default min for loss, max otherwise)' },
+      },
+    },
+    type: '{metric, patience?, minDelta?, mode?}',
+    doc: 'stop when the eval metric stops improving; needs evalEvery > 0 and data.eval:',
+  },
+  saveBest: {
+    spec: { kind: 'one-of', options: [str, { kind: 'object', keys: { metric: { spec: str, required: true, doc: '' }, mode: { spec: oneOf('min', 'max'), doc: '' } } }] },
+    type: '"<metric>" | {metric, mode}',
+    doc: 'keep the checkpoint of the best evaluation by this metric (never deleted by keepCheckpoints); needs evalEvery > 0 and data.eval',
+  },
+  loadBestAtEnd: { spec: bool, doc: 'load the best checkpoint\'s adapter (saveBest) at the end, so outputDir/adapter is the best one (default false)' },
 };
 
 const TOP_KEYS: Record<string, Key> = {
@@ -289,6 +315,44 @@ export class RunConfigError extends InputError {
   }
 }
 
+/** trainer.metrics, earlyStopping, saveBest and loadBestAtEnd: what the key table cannot say. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+function checkEvalKeys(j: Record<string, any>): string[] {
+  const t = j.trainer;
+  if (!isObject(t)) return [];
+  const problems: string[] = [];
+  const metrics = (t.metrics ?? []) as string[];
+  metrics.forEach((m, i) => {
+    if (!BUILTIN_METRIC_NAMES.includes(m)) problems.push(`trainer.metrics[${i}] must be one of ${BUILTIN_METRIC_NAMES.map((n) => JSON.stringify(n)).join(', ')} (run.json can name built-in metrics only), got ${JSON.stringify(m)}`);
+  });
+  const known = ['loss', 'accuracy', ...metrics];
+  const metricOk = (where: string, v: unknown): void => {
+    if (!known.includes(v as string)) problems.push(`${where} must be one of ${known.map((n) => JSON.stringify(n)).join(', ')} ("loss", "accuracy" or a name in trainer.metrics), got ${JSON.stringify(v)}`);
+  };
+  const evalEvery = (t.evalEvery ?? 0) as number;
+  const needsEval = (what: string): void => {
+    if (!(evalEvery > 0)) problems.push(`${what} needs trainer.evalEvery > 0 (evaluations during training); it is ${evalEvery}`);
+    if (!isObject(j.data) || j.data.eval === undefined) problems.push(`${what} needs data.eval (the examples it evaluates)`);
+  };
+  if (isObject(t.earlyStopping)) {
+    metricOk('trainer.earlyStopping.metric', t.earlyStopping.metric);
+    needsEval('trainer.earlyStopping');
+  }
+  if (t.saveBest !== undefined) {
+    metricOk(isObject(t.saveBest) ? 'trainer.saveBest.metric' : 'trainer.saveBest', isObject(t.saveBest) ? t.saveBest.metric : t.saveBest);
+    needsEval('trainer.saveBest');
+  }
+  if (t.loadBestAtEnd === true && t.saveBest === undefined) problems.push('trainer.loadBestAtEnd needs trainer.saveBest (the metric that picks the best checkpoint)');
+  return problems;
+}
+
+/** run.json's trainer object as TrainerOptions: metrics ["charF1"] become {charF1: 'charF1'}. */
+function trainerOptions(t: Record<string, unknown>): TrainerOptions {
+  const out: Record<string, unknown> = { ...t };
+  if (Array.isArray(t.metrics)) out.metrics = Object.fromEntries((t.metrics as string[]).map((m) => [m, m]));
+  return out as TrainerOptions;
+}
+
 /** Checks a parsed run.json; `file` resolves relative paths and names the file in errors. */
 export function parseRunConfig(json: unknown, file: string): RunConfig {
   const abs = path.resolve(file);
@@ -298,6 +362,7 @@ export function parseRunConfig(json: unknown, file: string): RunConfig {
     if ((m.path === undefined) === (m.config === undefined)) problems.push('model needs exactly one of model.path (a folder) and model.config (a config.json object)');
     if (m.path !== undefined && m.seed !== undefined) problems.push('model.seed applies to model.config (random weights) only, not to model.path');
   }
+  if (problems.length === 0) problems.push(...checkEvalKeys(json as Record<string, any>)); // eslint-disable-line @typescript-eslint/no-explicit-any
   if (problems.length) throw new RunConfigError(file, problems);
   const j = json as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
   const dir = path.dirname(abs);
@@ -325,7 +390,7 @@ export function parseRunConfig(json: unknown, file: string): RunConfig {
       options: { template: d.template, maxLength: d.maxLength, fields: d.fields, addBos: d.addBos, addEos: d.addEos },
     },
     adapter: { ...j.adapter, targetModules },
-    trainer: { ...(j.trainer ?? {}) },
+    trainer: trainerOptions(j.trainer ?? {}),
     outputDir: at(j.outputDir),
     resume: j.resume === undefined ? undefined : at(j.resume),
   };

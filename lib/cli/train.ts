@@ -4,7 +4,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import type { StepRecord, Trainer, TrainerOptions } from '../trainer';
+import type { StepRecord, TaskEval, Trainer, TrainerOptions } from '../trainer';
 import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
 import { as, checkVocabulary, describeDataset, evalTable, lib, loadModel, loadTokenizer } from './common';
 import { describeRunConfig, readRunConfig, RunConfig } from './runconfig';
@@ -26,7 +26,7 @@ const EXAMPLE = `{
 
 export const train: Subcommand = {
   summary: 'fine-tune an adapter on several tasks as a run.json file describes',
-  help: `rlora train --config run.json [--resume <checkpoint>] [--overwrite] [--threads N]
+  help: `rlora train --config run.json [--resume <checkpoint>] [--max-steps N] [--overwrite] [--threads N]
 
 Fine-tunes a multi-head LoRA adapter on the tasks of a JSON lines file. Shows progress (a bar on
 a terminal, else a line now and then on stderr), writes outputDir/log.jsonl (one line per step,
@@ -38,8 +38,10 @@ resume; a second Ctrl-C quits at once without one.
 
   --config FILE        the run.json file (required); keys below
   --resume DIR         continue from this checkpoint (overrides run.json's resume)
+  --max-steps N        total optimizer steps (overrides trainer.maxSteps); with --resume it may
+                       extend (or shorten) the run: the learning-rate schedule is recomputed for N
   --overwrite          start over in an outputDir that holds an earlier run (deletes its
-                       log.jsonl, checkpoint-*/, adapter/ and run.json; nothing else)
+                       log.jsonl, checkpoint-*/, eval-*.jsonl, adapter/ and run.json; nothing else)
   --threads N          threads of the matrix products (default: all ${os.availableParallelism()} cores)
 
 run.json keys (* required; paths are relative to the run.json file):
@@ -53,6 +55,7 @@ ${EXAMPLE.replace(/^/gm, '  ')}
 Examples:
   rlora train --config run.json
   rlora train --config run.json --resume runs/smollm-rlora/checkpoint-400
+  rlora train --config run.json --resume runs/smollm-rlora/checkpoint-400 --max-steps 1000
   rlora eval --config run.json            # evaluate outputDir/adapter on data.eval again
   rlora plot runs/smollm-rlora/log.jsonl --out loss.svg`,
   run: (args) => runTrain(args),
@@ -61,7 +64,7 @@ Examples:
 /** Files of an earlier run in outputDir. */
 function previousRun(dir: string): string[] {
   if (!fs.existsSync(dir)) return [];
-  return fs.readdirSync(dir).filter((f) => f === 'log.jsonl' || f === 'adapter' || f === 'run.json' || /^checkpoint-\d+$/.test(f) || /^\.checkpoint-\d+\.tmp-/.test(f));
+  return fs.readdirSync(dir).filter((f) => f === 'log.jsonl' || f === 'adapter' || f === 'run.json' || /^checkpoint-\d+$/.test(f) || /^eval-\d+\.jsonl$/.test(f) || /^\.checkpoint-\d+\.tmp-/.test(f));
 }
 
 /** run.json as written to outputDir: every path absolute, so it works from there too. */
@@ -79,17 +82,31 @@ function resolvedCopy(cfg: RunConfig): Record<string, unknown> {
 
 const fmt = (x: number): string => (Number.isFinite(x) ? (Math.abs(x) >= 1e-3 || x === 0 ? x.toFixed(4) : x.toExponential(2)) : String(x));
 
+/** The custom metrics of an evaluation, one line per task ("" when none). */
+export function metricLines(tasks: Record<string, TaskEval>): string {
+  return Object.entries(tasks)
+    .filter(([, r]) => r.metrics && Object.keys(r.metrics).length)
+    .map(([t, r]) => `${t}: ${Object.entries(r.metrics!).map(([k, v]) => `${k} ${fmt(v)}`).join(', ')}`)
+    .join('\n');
+}
+
+function evalText(tasks: Record<string, TaskEval>): string {
+  const m = metricLines(tasks);
+  return evalTable(tasks) + (m ? `\n${m}` : '');
+}
+
 function stepLine(rec: StepRecord, total: number): string {
   const tasks = Object.entries(rec.taskLoss).map(([t, l]) => `${t} ${fmt(l)}`).join(', ');
   return `step ${rec.step}/${total}  loss ${fmt(rec.loss)}${tasks ? ` (${tasks})` : ''}  lr ${rec.lr.toExponential(2)}  grad ${fmt(rec.gradNorm)}  ${Math.round(rec.tokensPerSecond)} tok/s${rec.skipped ? '  skipped (not finite)' : ''}`;
 }
 
 async function runTrain(args: string[]): Promise<number> {
-  const { opts, rest } = parseArgs(args, { config: 'value', resume: 'value', overwrite: 'flag', threads: 'value' });
+  const { opts, rest } = parseArgs(args, { config: 'value', resume: 'value', overwrite: 'flag', threads: 'value', 'max-steps': 'value' });
   if (rest.length) throw new UsageError(`unexpected argument ${rest[0]}`);
   const configFile = stringOption(opts, 'config');
   if (!configFile) throw new UsageError('--config run.json is required');
   const threads = intOption(opts, 'threads', 1) ?? os.availableParallelism();
+  const maxSteps = intOption(opts, 'max-steps', 1);
   const cfg = readRunConfig(configFile);
   const resume = typeof opts.resume === 'string' ? path.resolve(opts.resume) : cfg.resume;
   const say = (s: string): void => void process.stderr.write(s + '\n');
@@ -144,13 +161,15 @@ async function runTrain(args: string[]): Promise<number> {
     let trainer: Trainer;
     let total: number;
     if (resume) {
-      const overrides: Pick<TrainerOptions, 'outputDir' | 'progress'> = { outputDir: cfg.outputDir };
+      const overrides: Pick<TrainerOptions, 'outputDir' | 'progress' | 'maxSteps'> = { outputDir: cfg.outputDir };
       if (cfg.trainer.progress !== undefined) overrides.progress = cfg.trainer.progress;
+      if (maxSteps !== undefined) overrides.maxSteps = maxSteps; // Trainer.resume warns that the schedule is recomputed
       trainer = await as(`resuming from ${resume}`, () => rl.Trainer.resume(resume, model, overrides));
       const state = JSON.parse(fs.readFileSync(path.join(resume, 'trainer_state.json'), 'utf8')) as { totalSteps: number };
-      total = state.totalSteps;
+      total = maxSteps ?? state.totalSteps;
       const o = trainer.options as unknown as Record<string, unknown>;
       for (const [k, v] of Object.entries(cfg.trainer)) {
+        if (k === 'maxSteps' && maxSteps !== undefined) continue;
         if (k !== 'progress' && JSON.stringify(o[k]) !== JSON.stringify(v)) {
           say(`note: trainer.${k} is ${JSON.stringify(v)} in run.json but ${JSON.stringify(o[k])} in the checkpoint; the checkpoint's applies`);
         }
@@ -162,7 +181,8 @@ async function runTrain(args: string[]): Promise<number> {
       say(`resume     ${resume}: step ${trainer.step} of ${total}${dropped ? ` (dropped ${dropped} log line${dropped === 1 ? '' : 's'} after step ${trainer.step})` : ''}`);
     } else {
       const adapter = await as(`${cfg.file}: adapter`, () => rl.Adapter.attach(model, cfg.adapter));
-      trainer = await as(`${cfg.file}: trainer`, () => new rl.Trainer(model, adapter, { ...cfg.trainer, outputDir: cfg.outputDir }));
+      const options = { ...cfg.trainer, outputDir: cfg.outputDir, ...(maxSteps !== undefined ? { maxSteps } : {}) };
+      trainer = await as(`${cfg.file}: trainer`, () => new rl.Trainer(model, adapter, options));
       const o = trainer.options;
       total = o.maxSteps ?? Math.max(1, Math.ceil((o.epochs * Math.ceil(trainSet.size / o.batchSize)) / o.gradientAccumulation));
     }
@@ -187,7 +207,7 @@ async function runTrain(args: string[]): Promise<number> {
           }
         },
         onEval: (rec) => {
-          if (!bar && rec.step < total) say(`eval at step ${rec.step}:\n${evalTable(rec.tasks).replace(/^/gm, '  ')}`);
+          if (!bar && rec.step < total) say(`eval at step ${rec.step}:\n${evalText(rec.tasks).replace(/^/gm, '  ')}`);
         },
       }),
     );
@@ -207,12 +227,20 @@ async function runTrain(args: string[]): Promise<number> {
       );
       return 1;
     }
+    if (history.stopped === 'earlyStopping') {
+      const es = trainer.options.earlyStopping!;
+      say(`rlora train: stopped early at step ${trainer.step} of ${total}: eval ${es.metric} did not improve by more than ${es.minDelta ?? 0} for ${es.patience ?? 1} evaluation(s)`);
+    }
+    if (history.bestCheckpoint) {
+      say(`best checkpoint ${history.bestCheckpoint} (eval ${typeof trainer.options.saveBest === 'string' ? trainer.options.saveBest : trainer.options.saveBest?.metric} ${fmt(history.bestMetric!)})` +
+        (trainer.options.loadBestAtEnd ? '; its adapter weights were loaded back and are written to adapter/' : ''));
+    }
     const adapterDir = path.join(cfg.outputDir, 'adapter');
     trainer.adapter.save(adapterDir);
     const last = history.evals[history.evals.length - 1];
     console.log(`trained ${trainer.step} steps; adapter written to ${adapterDir}`);
     console.log(`checkpoint ${history.lastCheckpoint}; log ${path.join(cfg.outputDir, 'log.jsonl')}`);
-    if (last) console.log(`\neval at step ${last.step} (${cfg.data.eval}):\n${evalTable(last.tasks)}`);
+    if (last) console.log(`\neval at step ${last.step} (${cfg.data.eval}):\n${evalText(last.tasks)}`);
     else console.log('(no data.eval in run.json: no evaluation)');
     return 0;
   } finally {
