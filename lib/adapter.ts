@@ -11,6 +11,10 @@ import { Model, readJsonFile } from './model';
 import { forEachSafetensor, saveSafetensors } from './safetensors';
 import { Tensor } from './tensor';
 
+// Node's util.inspect.custom (the same registered symbol), named without @types/node so that
+// rlora's published .d.ts files type-check in projects that do not install it.
+const inspectSymbol: unique symbol = Symbol.for('nodejs.util.inspect.custom');
+
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const VERSION: string = (require('../package.json') as { version: string }).version;
 
@@ -550,7 +554,7 @@ export class Adapter {
     return this.train(false);
   }
 
-  [util.inspect.custom](): string {
+  [inspectSymbol](): string {
     const o = this.options;
     return `Adapter(method=${o.method}, rank=${o.rank}, heads=${o.heads}, modules=${this.layers.size}, trainable=${this.trainableParameterCount().toLocaleString('en-US')}${this.live ? '' : ', detached'})`;
   }

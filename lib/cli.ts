@@ -31,6 +31,18 @@ function version(): string {
 // ---------------------------------------------------------------------------------------------
 // rlora build
 
+/** What `rlora build` asks users to run when cmake-js or node-addon-api is not installed. */
+export const BUILD_PACKAGES_INSTALL = 'npm install --no-save cmake-js node-addon-api';
+
+/** The folder of an npm package as `require` finds it from `from` (its node_modules, then above), or null. */
+function packageDir(name: string, from: string): string | null {
+  try {
+    return path.dirname(require.resolve(`${name}/package.json`, { paths: [from] }));
+  } catch {
+    return null;
+  }
+}
+
 const build: Subcommand = {
   summary: 'compile the native addon from source against your libtorch (cmake-js)',
   help: `rlora build [--clean] [--debug] [--parallel N]
@@ -39,7 +51,9 @@ Compiles native/ and binding/ with cmake-js into ${path.join('build', 'Release',
 installed package; \`require('rlora')\` then loads it. Needs cmake >= 3.18, a C++17 compiler and
 libtorch with its headers, found as CMake looks for it: LIBTORCH (an unpacked libtorch folder),
 Torch_DIR, python3's torch package (pip install torch; brings CUDA builds), the system's
-(Debian/Ubuntu: sudo apt-get install -y cmake g++ libtorch-dev libopenblas0-pthread).
+(Debian/Ubuntu: sudo apt-get install -y cmake g++ libtorch-dev libopenblas0-pthread), and the npm
+packages cmake-js and node-addon-api, optional dependencies of rlora (when your install left them
+out: ${BUILD_PACKAGES_INSTALL}).
 
   --clean        configure from scratch (after changing libtorch)
   --debug        debug build (build/Debug)
@@ -53,23 +67,30 @@ Torch_DIR, python3's torch package (pip install torch; brings CUDA builds), the 
       return 1;
     }
     const tools = buildTools();
+    // cmake-js and node-addon-api are optionalDependencies: only building needs them
+    const npmPackages = (['cmake-js', 'node-addon-api'] as const).map((name) => ({ name, dir: packageDir(name, root) }));
+    const missingPackages = npmPackages.filter((p) => p.dir === null).map((p) => p.name);
+    const installPackages =
+      (missingPackages.length === 1 ? `the npm package ${missingPackages[0]} is` : `the npm packages ${missingPackages.join(' and ')} are`) +
+      ' not installed (optional dependencies of rlora, needed only to build).\n' +
+      'Install them in your project, then run `npx rlora build` again:\n' +
+      `  ${BUILD_PACKAGES_INSTALL}`;
     if (!tools.cmake || !tools.cxx) {
       const missing = [!tools.cmake && 'cmake', !tools.cxx && 'a C++ compiler (c++, g++ or clang++; or set CXX)'].filter(Boolean).join(' and ');
       console.error(
         `rlora build: ${missing} not found on PATH.\n` +
           'Install the build tools and libtorch with its headers, then run `npx rlora build` again:\n' +
           '  sudo apt-get install -y cmake g++ libtorch-dev libopenblas0-pthread   (Debian/Ubuntu)\n' +
-          '  (or pip install torch for python3, or LIBTORCH=/path/to/libtorch, instead of libtorch-dev)',
+          '  (or pip install torch for python3, or LIBTORCH=/path/to/libtorch, instead of libtorch-dev)' +
+          (missingPackages.length ? `\nAlso, ${installPackages}` : ''),
       );
       return 1;
     }
-    let cmakeJs: string;
-    try {
-      cmakeJs = path.join(path.dirname(require.resolve('cmake-js/package.json', { paths: [root] })), 'bin', 'cmake-js');
-    } catch {
-      console.error('rlora build: the cmake-js package is missing; reinstall rlora (npm install rlora).');
+    if (missingPackages.length) {
+      console.error(`rlora build: ${installPackages}`);
       return 1;
     }
+    const cmakeJs = path.join(npmPackages[0].dir!, 'bin', 'cmake-js');
     const cmd = [cmakeJs, opts.clean ? 'rebuild' : 'compile', '--out', 'build'];
     if (opts.debug) cmd.push('--debug');
     if (typeof opts.parallel === 'string') cmd.push('--parallel', opts.parallel);

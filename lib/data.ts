@@ -7,6 +7,10 @@ import * as util from 'util';
 
 import type { TextTokenizer } from './tokenizer';
 
+// Node's util.inspect.custom (the same registered symbol), named without @types/node so that
+// rlora's published .d.ts files type-check in projects that do not install it.
+const inspectSymbol: unique symbol = Symbol.for('nodejs.util.inspect.custom');
+
 /** One example of a task. */
 export interface Example {
   task: string;
@@ -410,7 +414,7 @@ export class MultiTaskDataset {
     return new MultiTaskDataset(picked, this.#options, where);
   }
 
-  [util.inspect.custom](): string {
+  [inspectSymbol](): string {
     const counts = this.tasks.map((t) => `${t}: ${this.countByTask[t]}`).join(', ');
     return `MultiTaskDataset(size=${this.size}, tasks={${counts}}, maxLength=${this.maxLength}, truncated=${this.truncated})`;
   }

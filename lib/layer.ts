@@ -4,6 +4,10 @@ import * as util from 'util';
 import { native, NativeLoraLinear, NativeTensor } from './native';
 import { Tensor } from './tensor';
 
+// Node's util.inspect.custom (the same registered symbol), named without @types/node so that
+// rlora's published .d.ts files type-check in projects that do not install it.
+const inspectSymbol: unique symbol = Symbol.for('nodejs.util.inspect.custom');
+
 export type Method = 'lora' | 'hydralora' | 'rlora';
 export type InitScheme = 'kaiming' | 'gaussian' | 'unit' | 'zeros' | 'orthogonal';
 export type InitScale = 'none' | 'stable' | 'reference';
@@ -194,7 +198,7 @@ export class MultiHeadLoraLinear {
     return this.native.parameterCount();
   }
 
-  [util.inspect.custom](): string {
+  [inspectSymbol](): string {
     const o = this.options;
     return `MultiHeadLoraLinear(method=${o.method}, rank=${o.rank}, heads=${o.heads}, alpha=${o.alpha}, dropout=${o.dropout} on ${o.dropoutOn}, trainable=${this.parameterCount()}, ${this.training ? 'train' : 'eval'})`;
   }

@@ -9,6 +9,10 @@ import { native, NativeModel, NativeModelConfig } from './native';
 import { forEachSafetensor, readSafetensorsHeader, saveSafetensors } from './safetensors';
 import { Device, Dtype, Tensor } from './tensor';
 
+// Node's util.inspect.custom (the same registered symbol), named without @types/node so that
+// rlora's published .d.ts files type-check in projects that do not install it.
+const inspectSymbol: unique symbol = Symbol.for('nodejs.util.inspect.custom');
+
 export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'Qwen2ForCausalLM', 'MistralForCausalLM'] as const;
 export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
@@ -432,7 +436,7 @@ export class Model {
     };
   }
 
-  [util.inspect.custom](): string {
+  [inspectSymbol](): string {
     const c = this.resolvedConfig;
     return (
       `Model(${c.architecture}, layers=${c.numHiddenLayers}, hidden=${c.hiddenSize}, intermediate=${c.intermediateSize}, ` +

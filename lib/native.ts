@@ -14,7 +14,7 @@ export interface NativeTensor {
   readonly dtype: DtypeName;
   readonly device: string;
   data(): Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array;
-  bytes(): Buffer;
+  bytes(): Uint8Array;
   to(dtype: DtypeName | null, device: string | null): NativeTensor;
 }
 

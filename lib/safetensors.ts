@@ -311,7 +311,7 @@ export function saveSafetensors(path: string, tensors: Record<string, Tensor>, m
     header.__metadata__ = metadata;
   }
   const names = Object.keys(tensors).sort();
-  const blobs: Buffer[] = [];
+  const blobs: Uint8Array[] = [];
   let offset = 0;
   for (const name of names) {
     const t = tensors[name];

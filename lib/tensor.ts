@@ -3,6 +3,23 @@ import * as util from 'util';
 
 import { DtypeName, native, NativeTensor } from './native';
 
+// Node's util.inspect.custom (the same registered symbol), named without @types/node so that
+// rlora's published .d.ts files type-check in projects that do not install it.
+const inspectSymbol: unique symbol = Symbol.for('nodejs.util.inspect.custom');
+
+/** The part of Node's util.inspect options that Tensor's inspector uses (util.InspectOptionsStylized). */
+interface InspectOptions {
+  stylize(text: string, styleType: string): string;
+}
+
+// Node >= 18.18 / 20.4 defines Symbol.dispose (for `using`); declared here too so that rlora's types
+// type-check with lib ES2022 and without @types/node (both declare the same unique symbol).
+declare global {
+  interface SymbolConstructor {
+    readonly dispose: unique symbol;
+  }
+}
+
 export type Dtype = DtypeName;
 export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
 export type TypedData = Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array;
@@ -187,7 +204,7 @@ export class Tensor {
     this.dispose();
   }
 
-  [util.inspect.custom](depth: number, options: util.InspectOptionsStylized): string {
+  [inspectSymbol](depth: number, options: InspectOptions): string {
     const head = `Tensor(shape=[${this.shape.join(', ')}], dtype=${this.dtype}, device=${this.device})`;
     if (depth < 0) return options.stylize(head, 'special');
     return `${options.stylize(head, 'special')} ${preview(this)}`;

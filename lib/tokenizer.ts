@@ -7,6 +7,10 @@ import * as util from 'util';
 
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 
+// Node's util.inspect.custom (the same registered symbol), named without @types/node so that
+// rlora's published .d.ts files type-check in projects that do not install it.
+const inspectSymbol: unique symbol = Symbol.for('nodejs.util.inspect.custom');
+
 export interface EncodeOptions {
   /**
    * Apply the tokenizer's own rules for special tokens (default true). For `Tokenizer` these are
@@ -386,7 +390,7 @@ export class Tokenizer implements TextTokenizer {
     return this.#vocab[id];
   }
 
-  [util.inspect.custom](): string {
+  [inspectSymbol](): string {
     const special = (token: string | undefined, id: number | undefined): string =>
       token === undefined ? 'none' : `${JSON.stringify(token)} (${id})`;
     return (
@@ -481,7 +485,7 @@ export class ByteTokenizer implements TextTokenizer {
     return id < 256 ? `<0x${id.toString(16).toUpperCase().padStart(2, '0')}>` : BYTE_SPECIALS[id - 256];
   }
 
-  [util.inspect.custom](): string {
+  [inspectSymbol](): string {
     return `ByteTokenizer(vocabSize=${this.vocabSize}, bytes=0..255, bos="${this.bosToken}" (256), eos="${this.eosToken}" (257), pad="${this.padToken}" (258))`;
   }
 }

@@ -217,7 +217,7 @@ export interface History {
 export interface FitOptions {
   evalDataset?: MultiTaskDataset;
   /** Stops after the current step (and writes a checkpoint when outputDir is set). */
-  signal?: AbortSignal;
+  signal?: { readonly aborted: boolean };
   onStep?: (record: StepRecord) => void;
   onEval?: (record: EvalRecord) => void;
 }

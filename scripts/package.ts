@@ -2,7 +2,9 @@
 //
 //   1. the prebuild for this machine's libtorch (scripts/prebuild.ts; incremental)
 //   2. a staging copy in .cache/package: the repository's files (git ls-files), TypeScript
-//      compiled there, every prebuild of prebuilds/
+//      compiled there, every prebuild of prebuilds/, and the package.json users get: without
+//      `scripts` (npm would list rlora's `prepare` as an install script to approve) and without
+//      devDependencies
 //   3. npm pack --ignore-scripts of that copy ("files" in package.json decides what goes in)
 // Nothing is written to build/, dist/ or the sources, so a development build is never touched.
 import { execFileSync, spawnSync } from 'child_process';
@@ -29,6 +31,14 @@ export function sourceFiles(repo = REPO): string[] {
   }
 }
 
+/** The package.json that is published: the repository's, less what only its development uses. */
+export function publishedManifest(manifest: Record<string, unknown>): Record<string, unknown> {
+  const published = { ...manifest };
+  delete published.scripts;
+  delete published.devDependencies;
+  return published;
+}
+
 /** Lays out the package to pack in `stage`: sources, compiled TypeScript, the given prebuilds. */
 export function stagePackage(stage: string, prebuilds: string[], repo = REPO): void {
   fs.rmSync(stage, { recursive: true, force: true });
@@ -38,6 +48,8 @@ export function stagePackage(stage: string, prebuilds: string[], repo = REPO): v
     fs.copyFileSync(path.join(repo, f), path.join(stage, f));
     fs.chmodSync(path.join(stage, f), fs.statSync(path.join(repo, f)).mode);
   }
+  const manifest = JSON.parse(fs.readFileSync(path.join(repo, 'package.json'), 'utf8')) as Record<string, unknown>;
+  fs.writeFileSync(path.join(stage, 'package.json'), JSON.stringify(publishedManifest(manifest), null, 2) + '\n');
   const tsc = path.join(path.dirname(require.resolve('typescript/package.json', { paths: [repo] })), 'bin', 'tsc');
   const r = spawnSync(process.execPath, [tsc, '-p', path.join(repo, 'tsconfig.build.json'), '--outDir', path.join(stage, 'dist')], { cwd: repo, encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`tsc failed:\n${r.stdout}${r.stderr}`);

@@ -143,6 +143,19 @@ test('the tarball holds what users need and nothing else', () => {
   console.log(`tarball ${path.basename(packed.file)}: ${(packed.size / 1024).toFixed(0)} kB packed, ${(packed.unpackedSize / 1024).toFixed(0)} kB unpacked, ${packed.entryCount} files; prebuild: ${prebuildSource}`);
 });
 
+test('the installed package.json has no scripts (nothing for npm to run or ask about) and no devDependencies', () => {
+  const manifest = JSON.parse(fs.readFileSync(path.join(app, 'node_modules', 'rlora', 'package.json'), 'utf8'));
+  expect(manifest.scripts).toBeUndefined();
+  expect(manifest.devDependencies).toBeUndefined();
+  expect(manifest.bin).toEqual({ rlora: 'dist/cli.js' });
+  // only `rlora build` needs these
+  expect(Object.keys(manifest.optionalDependencies ?? {}).sort()).toEqual(['cmake-js', 'node-addon-api']);
+  expect(Object.keys(manifest.dependencies)).not.toContain('cmake-js');
+  expect(Object.keys(manifest.dependencies)).not.toContain('node-addon-api');
+  const lock = JSON.parse(fs.readFileSync(path.join(app, 'package-lock.json'), 'utf8'));
+  expect(lock.packages['node_modules/rlora'].hasInstallScript).toBeUndefined();
+});
+
 test('cmake and the C++ compilers are not on PATH in the install folder', () => {
   for (const tool of HIDDEN) expect(spawnSync('/bin/sh', ['-c', `command -v ${tool}`], { env }).status).not.toBe(0);
 });
@@ -211,6 +224,21 @@ describe('without a matching binary and without a compiler', () => {
     expect(b.status).toBe(1);
     expect(b.stderr).toContain('cmake and a C++ compiler');
     expect(b.stderr).toContain('sudo apt-get install -y cmake g++ libtorch-dev');
+    expect(b.stderr).not.toContain('npm install --no-save');
+  });
+
+  test('npx rlora build without the optional cmake-js: says what to install', () => {
+    const dir = path.join(app, 'node_modules', 'cmake-js');
+    fs.renameSync(dir, `${dir}.hidden`);
+    try {
+      const b = sh('npx', ['--no-install', 'rlora', 'build']);
+      expect(b.status).toBe(1);
+      expect(b.stderr).toContain('the npm package cmake-js is not installed');
+      expect(b.stderr).toContain('npm install --no-save cmake-js node-addon-api');
+      expect(b.stderr).toContain('cmake and a C++ compiler'); // still named: both are missing here
+    } finally {
+      fs.renameSync(`${dir}.hidden`, dir);
+    }
   });
 });
 

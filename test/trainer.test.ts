@@ -24,7 +24,7 @@ const EXAMPLES = [
 ];
 const dataset = (): MultiTaskDataset => MultiTaskDataset.fromArray(EXAMPLES, { tokenizer: tok, maxLength: 24 });
 const stateBytes = (a: Adapter): Record<string, Buffer> =>
-  Object.fromEntries(Object.entries(a.stateDict()).map(([k, v]) => [k, v.native.bytes()]));
+  Object.fromEntries(Object.entries(a.stateDict()).map(([k, v]) => [k, Buffer.from(v.native.bytes())]));
 
 describe('one step at a time against PyTorch (float64, dropout 0)', () => {
   it('losses and adapter weights agree for 10 steps with accumulation, clipping, decay and warm-up cosine (1e-8)', async () => {
