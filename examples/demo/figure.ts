@@ -32,6 +32,7 @@ export function figureSpec(results: Results, smooth = 10): Record<string, unknow
       m.forEach((row, i) => row.forEach((cos, j) => cells.push({ method: r.method, kind, i, j, cos })));
     }
   }
+  const kinds = [...new Set(cells.map((c) => c.kind))];
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     title: { text: `rlora demo (${results.settings.name}): ${results.data.tasks.length} tasks, seed ${seed}`, fontSize: 15 },
@@ -52,15 +53,15 @@ export function figureSpec(results: Results, smooth = 10): Record<string, unknow
         },
       },
       {
-        title: { text: 'head similarity after training: cosine of heads B_i and B_j, mean over modules of a kind', anchor: 'start', fontSize: 13 },
+        title: { text: 'head similarity after training: cosine of heads B_i and B_j, mean over the layers, per module', anchor: 'start', fontSize: 13 },
         data: { values: cells },
         facet: {
           row: { field: 'method', type: 'nominal', title: null, sort: methods },
-          column: { field: 'kind', type: 'nominal', title: null, sort: ['gate', 'up', 'down'], header: { labelExpr: "datum.value + '_proj'" } },
+          column: { field: 'kind', type: 'nominal', title: null, sort: kinds, header: { labelExpr: "datum.value + '_proj'" } },
         },
         spec: {
-          width: 110,
-          height: 110,
+          width: 80,
+          height: 80,
           layer: [
             {
               mark: 'rect',

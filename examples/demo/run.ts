@@ -1,257 +1,178 @@
-// The demo's experiment: pretrain (or reuse) a tiny byte-level LLaMA on Moby-Dick, fine-tune LoRA,
-// HydraLoRA, R-LoRA and two R-LoRA ablations on a real multi-task mixture with the same seed and
-// data order, evaluate on the held-out split, measure head similarity, write results and figures.
-import { createHash } from 'crypto';
+// The demo's experiment: load the shipped base model (examples/demo/base), fine-tune LoRA,
+// HydraLoRA, R-LoRA and the paper's two R-LoRA ablations on a multi-task mixture over shared word
+// inputs, several seeds each, evaluate on the held-out test split, compare with statistics, measure
+// head similarity, write results and figures.
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import {
-  AdamW,
-  Adapter,
-  AdapterOptions,
-  ByteTokenizer,
-  HFConfig,
-  memoryStats,
-  Model,
-  MultiTaskDataset,
-  resetPeakMemory,
-  setNumThreads,
-  TaskEval,
-  Trainer,
-  trainStep,
-} from '../../lib';
-import { buildTasks, pretrainingText, rng, SplitSizes, TASKS } from './data';
+import { Adapter, AdapterOptions, blasInfo, HFConfig, Model, MultiTaskDataset, resetPeakMemory, memoryStats, setNumThreads, TaskEval, Trainer, ByteTokenizer } from '../../lib';
+import { ALL_TASKS, buildTasks, majorityRates, SplitSizes, TaskName, TASKS } from './data';
 import { writeFigure } from './figure';
+import { BASE_DIR, PretrainReport } from './pretrain';
+import { runJobs } from './pool';
 
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const VERSION: string = (require('../../package.json') as { version: string }).version;
+const tok = new ByteTokenizer();
+/** Adapters on every linear module of the decoder (on the MLP alone they learnt far less here). */
+export const TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
+export const KINDS = TARGETS.map((t) => t.replace(/_proj$/, ''));
 
-export interface PretrainSettings {
-  steps: number;
-  batchSize: number;
-  sequenceLength: number;
-  learningRate: number;
-  warmupSteps: number;
-  seed: number;
-}
+export type TunedMethod = 'lora' | 'hydralora' | 'rlora';
 
 export interface Settings {
   name: 'quick' | 'default';
-  base: HFConfig;
-  pretrain: PretrainSettings;
   sizes: SplitSizes;
-  /** Fine-tuning: optimizer steps, rows per step, learning rate (shared by every method). */
+  /** Fine-tuning: optimizer steps and rows per step. */
   steps: number;
   batchSize: number;
-  learningRate: number;
+  /**
+   * Learning rate per method, chosen once on the validation split by `npm run demo -- --tune`
+   * (examples/demo/tune.json); the R-LoRA ablations use R-LoRA's.
+   */
+  learningRates: Record<TunedMethod, number>;
   rank: number;
   heads: number;
   alpha: number;
   dropout: number;
   warmupRatio: number;
+  seeds: number;
 }
 
-const tok = new ByteTokenizer();
-const TARGETS = ['gate_proj', 'up_proj', 'down_proj'];
-const KINDS = ['gate', 'up', 'down'] as const;
-
-const llama = (hidden: number, intermediate: number, layers: number): HFConfig => ({
-  architectures: ['LlamaForCausalLM'],
-  vocab_size: tok.vocabSize,
-  hidden_size: hidden,
-  intermediate_size: intermediate,
-  num_hidden_layers: layers,
-  num_attention_heads: 4,
-  num_key_value_heads: 4,
-  max_position_embeddings: 256,
-  tie_word_embeddings: true,
-  bos_token_id: tok.bosTokenId,
-  eos_token_id: tok.eosTokenId,
-  pad_token_id: tok.padTokenId,
-});
+/** The learning-rate grid `--tune` tries for each method. */
+export const TUNE_GRID = [1e-3, 3e-3, 1e-2];
 
 /**
- * The published run (Qwen2.5-0.5B, r = 4, alpha = 32, N = 5, dropout 0.1, gate/up/down, cosine with
- * 3% warm-up, lr 2e-4) scaled down to a tiny model and a few hundred steps. The learning rate is
- * larger than the published 2e-4 because the run is short; one value for every method. It has not
- * been tuned yet: `npm run demo -- --tune` chooses it on the validation split (never on test).
+ * The published run (Qwen2.5-0.5B, r = 4, alpha = 32, N = 5, dropout 0.1, cosine with 3% warm-up)
+ * scaled down to a 2.7M-parameter base and a short run. Learning rates: tuned per method.
  */
 export const SETTINGS: Record<'quick' | 'default', Settings> = {
   quick: {
     name: 'quick',
-    base: llama(64, 176, 2),
-    pretrain: { steps: 40, batchSize: 16, sequenceLength: 64, learningRate: 3e-3, warmupSteps: 4, seed: 0 },
-    sizes: { train: 96, validation: 16, test: 16 },
-    steps: 20,
-    batchSize: 16,
-    learningRate: 5e-3,
+    sizes: { train: 400, validation: 40, test: 40 },
+    steps: 30,
+    batchSize: 32,
+    learningRates: { lora: 3e-3, hydralora: 3e-3, rlora: 3e-3 },
     rank: 4,
     heads: 5,
     alpha: 32,
     dropout: 0.1,
     warmupRatio: 0.03,
+    seeds: 1,
   },
   default: {
     name: 'default',
-    base: llama(128, 344, 4),
-    pretrain: { steps: 240, batchSize: 16, sequenceLength: 128, learningRate: 2e-3, warmupSteps: 12, seed: 0 },
-    sizes: { train: 400, validation: 40, test: 60 },
-    steps: 100,
+    sizes: { train: 2000, validation: 200, test: 200 },
+    steps: 150,
     batchSize: 16,
-    learningRate: 5e-3,
+    learningRates: { lora: 3e-3, hydralora: 3e-3, rlora: 3e-3 },
     rank: 4,
     heads: 5,
     alpha: 32,
     dropout: 0.1,
     warmupRatio: 0.03,
+    seeds: 3,
   },
 };
 
 export interface MethodSpec {
   name: string;
   what: string;
+  /** Whose tuned learning rate it uses. */
+  lrOf: TunedMethod;
   options: Omit<AdapterOptions, 'targetModules' | 'seed'>;
 }
 
-/** LoRA gets the rank that makes its trainable parameter count closest to the multi-head methods'. */
-export function methods(s: Settings): MethodSpec[] {
-  const h = s.base.hidden_size, i = s.base.intermediate_size;
-  const multi = 2 * (s.rank * h + s.heads * i * s.rank + s.heads * h) + (s.rank * i + s.heads * h * s.rank + s.heads * i);
-  const perRank = 3 * (h + i);
+/** Trainable values of an adapter on TARGETS: multi-head (A, N heads, router) per module, or LoRA of rank R. */
+function moduleShapes(c: HFConfig): [number, number][] {
+  const h = c.hidden_size, i = c.intermediate_size;
+  const kv = ((c.num_key_value_heads ?? c.num_attention_heads) * h) / c.num_attention_heads;
+  const perLayer: [number, number][] = [[h, h], [h, kv], [h, kv], [h, h], [h, i], [h, i], [i, h]];
+  return Array.from({ length: c.num_hidden_layers }, () => perLayer).flat();
+}
+
+/**
+ * The five methods. LoRA gets the rank that makes its trainable count closest to the multi-head
+ * methods'. The ablations are the paper's: R-LoRA without multi-head dropout (one mask shared by
+ * the heads, all else R-LoRA) and R-LoRA without multi-head random initialisation (zero heads, no
+ * offset, all else R-LoRA).
+ */
+export function methods(s: Settings, config: HFConfig): MethodSpec[] {
+  const shapes = moduleShapes(config);
+  const multi = shapes.reduce((a, [i, o]) => a + s.rank * i + s.heads * o * s.rank + s.heads * i, 0);
+  const perRank = shapes.reduce((a, [i, o]) => a + i + o, 0);
   const loraRank = Math.max(1, Math.round(multi / perRank));
   const common = { alpha: s.alpha, dropout: s.dropout };
+  const rl = { method: 'rlora', rank: s.rank, heads: s.heads, ...common } as const;
   return [
-    { name: 'lora', what: `LoRA, rank ${loraRank}`, options: { method: 'lora', rank: loraRank, ...common } },
-    { name: 'hydralora', what: `HydraLoRA, r ${s.rank}, N ${s.heads}`, options: { method: 'hydralora', rank: s.rank, heads: s.heads, ...common } },
-    { name: 'rlora', what: `R-LoRA, r ${s.rank}, N ${s.heads}`, options: { method: 'rlora', rank: s.rank, heads: s.heads, ...common } },
-    {
-      name: 'rlora-init-only',
-      what: 'R-LoRA init (B unit + offset), one shared dropout mask',
-      options: { method: 'rlora', rank: s.rank, heads: s.heads, ...common, multiHeadDropout: false },
-    },
-    {
-      name: 'rlora-dropout-only',
-      what: 'R-LoRA multi-head dropout, B zeros, no offset',
-      options: { method: 'rlora', rank: s.rank, heads: s.heads, ...common, multiHeadDropout: true, init: { b: 'zeros', offset: false } },
-    },
+    { name: 'lora', what: `LoRA, rank ${loraRank}`, lrOf: 'lora', options: { method: 'lora', rank: loraRank, ...common } },
+    { name: 'hydralora', what: `HydraLoRA, r ${s.rank}, N ${s.heads}`, lrOf: 'hydralora', options: { method: 'hydralora', rank: s.rank, heads: s.heads, ...common } },
+    { name: 'rlora', what: `R-LoRA, r ${s.rank}, N ${s.heads}`, lrOf: 'rlora', options: rl },
+    { name: 'rlora-shared-dropout', what: 'R-LoRA without multi-head dropout (one mask for all heads)', lrOf: 'rlora', options: { ...rl, multiHeadDropout: false } },
+    { name: 'rlora-zero-init', what: 'R-LoRA without multi-head random init (zero heads, no offset)', lrOf: 'rlora', options: { ...rl, init: { b: 'zeros', offset: false } } },
   ];
 }
 
 // ---------------------------------------------------------------------------------------------
-// The base model: pretrained once, cached by its config and a hash of the data and settings.
-
-export function cacheRoot(): string {
-  const xdg = process.env.XDG_CACHE_HOME;
-  return path.join(xdg && path.isAbsolute(xdg) ? xdg : path.join(os.homedir(), '.cache'), 'rlora');
-}
-
-function sha256(text: string | Buffer): string {
-  return createHash('sha256').update(text).digest('hex');
-}
+// The base model: shipped in examples/demo/base, pretrained by `npm run demo:pretrain`.
 
 export interface BaseInfo {
   dir: string;
-  cached: boolean;
-  seconds: number;
   parameters: number;
-  /** Mean cross-entropy per byte on the held-out last chapter, before and after pretraining. */
-  heldOutLossBefore: number;
-  heldOutLoss: number;
-  key: string;
+  config: HFConfig;
+  /** Held-out loss per source (nats per byte) and their mean, from the base's pretrain.json. */
+  heldOut: Record<string, number>;
+  heldOutMean: number;
+  pretrainMinutes: number;
+  dataSha256: string;
 }
 
-async function heldOutLoss(model: Model, bytes: Buffer, seq: number): Promise<number> {
-  let sum = 0, n = 0;
-  const rows: number[][] = [];
-  for (let at = 0; at + seq <= bytes.length && rows.length < 8; at += seq) rows.push(Array.from(bytes.subarray(at, at + seq)));
-  const logits = (await model.forward(rows)).data() as Float32Array;
-  const V = tok.vocabSize;
-  rows.forEach((row, b) => {
-    for (let p = 0; p + 1 < seq; p++) {
-      const o = (b * seq + p) * V;
-      let mx = -Infinity;
-      for (let v = 0; v < V; v++) mx = Math.max(mx, logits[o + v]);
-      let z = 0;
-      for (let v = 0; v < V; v++) z += Math.exp(logits[o + v] - mx);
-      sum += mx + Math.log(z) - logits[o + row[p + 1]];
-      n++;
-    }
-  });
-  return sum / n;
-}
-
-/** Loads the cached base model for these settings, or pretrains it on Moby-Dick and caches it. */
-export async function baseModel(s: Settings, device: string, log: (line: string) => void): Promise<{ model: Model; info: BaseInfo }> {
-  const text = pretrainingText();
-  const train = Buffer.from(text.train, 'utf8');
-  const heldOut = Buffer.from(text.heldOut, 'utf8');
-  const key = sha256(JSON.stringify({ v: 1, config: s.base, pretrain: s.pretrain, data: sha256(train) })).slice(0, 16);
-  const dir = path.join(cacheRoot(), `demo-base-${key}`);
-  const infoPath = path.join(dir, 'pretrain.json');
-  if (fs.existsSync(infoPath) && fs.existsSync(path.join(dir, 'model.safetensors'))) {
-    const model = await Model.fromPretrained(dir, { device: device as 'cpu' });
-    const info = JSON.parse(fs.readFileSync(infoPath, 'utf8')) as BaseInfo;
-    log(`base model: reusing ${dir} (pretrained in ${info.seconds.toFixed(0)} s; held-out loss ${info.heldOutLoss.toFixed(3)} nats/byte)`);
-    return { model, info: { ...info, dir, cached: true } };
+export function baseInfo(dir = BASE_DIR): BaseInfo {
+  const reportPath = path.join(dir, 'pretrain.json');
+  if (!fs.existsSync(path.join(dir, 'model.safetensors')) || !fs.existsSync(reportPath)) {
+    throw new Error(`the demo's base model is missing from ${dir} (model.safetensors and pretrain.json); it ships with the repository, or \`npm run demo:pretrain\` makes it again`);
   }
-  const p = s.pretrain;
-  const model = Model.fromConfig(s.base, { seed: p.seed, device: device as 'cpu' });
-  log(`base model: pretraining ${model.parameterCount().toLocaleString('en-US')} parameters on Moby-Dick (${(train.length / 1e6).toFixed(1)} MB), ${p.steps} steps of ${p.batchSize} x ${p.sequenceLength} bytes...`);
-  const before = await heldOutLoss(model, heldOut, p.sequenceLength);
-  const opt = new AdamW(model, { lr: p.learningRate, weightDecay: 0.01, maxGradNorm: 1, schedule: 'cosine', warmupSteps: p.warmupSteps, totalSteps: p.steps });
-  const random = rng(p.seed + 17);
-  const t0 = performance.now();
-  let last = t0;
-  for (let step = 1; step <= p.steps; step++) {
-    const inputIds = Array.from({ length: p.batchSize }, () => {
-      const at = Math.floor(random() * (train.length - p.sequenceLength));
-      return Array.from(train.subarray(at, at + p.sequenceLength));
-    });
-    const r = await trainStep(model, [{ inputIds, attentionMask: inputIds.map((row) => row.map(() => 1)), labels: inputIds }], opt);
-    if (!r.finite) throw new Error(`pretraining diverged at step ${step} (loss ${r.loss})`);
-    if (performance.now() - last > 10000 || step === p.steps) {
-      last = performance.now();
-      log(`  step ${step}/${p.steps}: loss ${r.loss.toFixed(3)} (${((last - t0) / 1000).toFixed(0)} s)`);
-    }
-  }
-  const seconds = (performance.now() - t0) / 1000;
-  const after = await heldOutLoss(model, heldOut, p.sequenceLength);
-  const info: BaseInfo = { dir, cached: false, seconds, parameters: model.parameterCount(), heldOutLossBefore: before, heldOutLoss: after, key };
-  // write to a temporary folder and rename, so a crash never leaves half a model in the cache
-  const tmp = `${dir}.tmp-${process.pid}`;
-  fs.rmSync(tmp, { recursive: true, force: true });
-  model.save(tmp);
-  fs.writeFileSync(path.join(tmp, 'pretrain.json'), JSON.stringify({ ...info, settings: p, config: s.base, rlora: VERSION }, null, 2) + '\n');
-  fs.rmSync(dir, { recursive: true, force: true });
-  fs.renameSync(tmp, dir);
-  log(`base model: ${seconds.toFixed(0)} s; held-out loss ${before.toFixed(3)} -> ${after.toFixed(3)} nats/byte; cached in ${dir}`);
-  return { model, info };
+  const p = JSON.parse(fs.readFileSync(reportPath, 'utf8')) as PretrainReport;
+  return { dir, parameters: p.parameters, config: p.recipe.config, heldOut: p.heldOut, heldOutMean: p.heldOutMean, pretrainMinutes: p.seconds / 60, dataSha256: p.data.sha256 };
 }
 
 // ---------------------------------------------------------------------------------------------
-// Fine-tuning and evaluation of one method.
+// Fine-tuning and evaluation of one method: one job, run in a worker process (pool.ts).
+
+export interface Job {
+  settings: Settings;
+  spec: MethodSpec;
+  seed: number;
+  learningRate: number;
+  split: 'test' | 'validation';
+  tasks: TaskName[];
+  device: string;
+  threads: number;
+  baseDir: string;
+}
 
 export interface MethodResult {
   method: string;
   what: string;
   seed: number;
+  learningRate: number;
   trainable: number;
   tasks: Record<string, TaskEval>;
   meanAccuracy: number;
   meanLoss: number;
+  /** Training alone, and training plus evaluation. */
   seconds: number;
+  totalSeconds: number;
   tokensPerSecond: number;
   /** libtorch's CPU caching allocator (blocks of 1 MiB or more) during fit. */
   peakAllocatedBytes: number;
-  /** The process's largest resident set so far. */
-  maxRssBytes: number;
   /** Mean off-diagonal cosine similarity of the heads B_i, per module kind (null for one head). */
   headCosine: Record<string, number | null>;
   /** Mean N x N head similarity over the modules of each kind. */
   headSimilarity: Record<string, number[][]>;
   /** Training loss of every step. */
   losses: number[];
+  /** The BLAS kernels the job ran on (blasInfo()). */
+  blas: string;
 }
 
 function meanOffDiagonal(m: number[][]): number | null {
@@ -277,28 +198,39 @@ function similarityByKind(adapter: Adapter): Record<string, number[][]> {
   return out;
 }
 
-export async function fineTune(
-  model: Model,
-  spec: MethodSpec,
-  s: Settings,
-  seed: number,
-  data: { train: MultiTaskDataset; evaluate: MultiTaskDataset },
-  device: string,
-): Promise<MethodResult> {
-  const adapter = Adapter.attach(model, { ...spec.options, targetModules: TARGETS, seed });
+const loaded = new Map<string, Model>();
+const datasets = new Map<string, { train: MultiTaskDataset; evaluate: MultiTaskDataset }>();
+
+/** Runs one job in this process (the base model and the data are loaded once per process). */
+export async function runJob(job: Job): Promise<MethodResult> {
+  const T0 = performance.now();
+  setNumThreads(job.threads);
+  const key = `${job.baseDir}\0${job.device}`;
+  let model = loaded.get(key);
+  if (!model) loaded.set(key, (model = await Model.fromPretrained(job.baseDir, { device: job.device as 'cpu' })));
+  const dkey = JSON.stringify([job.settings.sizes, job.split, job.tasks]);
+  let data = datasets.get(dkey);
+  if (!data) {
+    const split = buildTasks(job.settings.sizes, 0, job.tasks);
+    const opts = { tokenizer: tok, maxLength: 64 };
+    datasets.set(dkey, (data = { train: MultiTaskDataset.fromArray(split.train, opts), evaluate: MultiTaskDataset.fromArray(split[job.split], opts) }));
+  }
+  const s = job.settings;
+  const adapter = Adapter.attach(model, { ...job.spec.options, targetModules: TARGETS, seed: job.seed });
   try {
     const trainer = new Trainer(model, adapter, {
-      learningRate: s.learningRate,
+      learningRate: job.learningRate,
       maxSteps: s.steps,
       batchSize: s.batchSize,
       schedule: 'cosine',
       warmupRatio: s.warmupRatio,
       weightDecay: 0,
       maxGradNorm: 1,
-      seed,
+      seed: job.seed,
       sampling: 'proportional',
+      groupByLength: true,
       progress: false,
-      device,
+      device: job.device,
     });
     resetPeakMemory();
     const t0 = performance.now();
@@ -311,24 +243,165 @@ export async function fineTune(
     const losses = Object.values(tasks).map((t) => t.loss);
     const headSimilarity = similarityByKind(adapter);
     return {
-      method: spec.name,
-      what: spec.what,
-      seed,
+      method: job.spec.name,
+      what: job.spec.what,
+      seed: job.seed,
+      learningRate: job.learningRate,
       trainable: adapter.trainableParameterCount(),
       tasks,
       meanAccuracy: accs.reduce((a, b) => a + b, 0) / accs.length,
       meanLoss: losses.reduce((a, b) => a + b, 0) / losses.length,
       seconds,
+      totalSeconds: (performance.now() - T0) / 1000,
       tokensPerSecond: tokens / seconds,
       peakAllocatedBytes: peak,
-      maxRssBytes: process.resourceUsage().maxRSS * 1024,
       headCosine: Object.fromEntries(KINDS.map((k) => [k, meanOffDiagonal(headSimilarity[k])])),
       headSimilarity,
       losses: history.steps.map((r) => r.loss),
+      blas: blasInfo(),
     };
   } finally {
     adapter.detach();
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics over seeds.
+
+export interface Stat {
+  mean: number;
+  /** Sample standard deviation (0 for one value). */
+  std: number;
+  n: number;
+}
+
+export function stats(v: number[]): Stat {
+  const mean = v.reduce((a, b) => a + b, 0) / v.length;
+  const std = v.length > 1 ? Math.sqrt(v.reduce((a, b) => a + (b - mean) ** 2, 0) / (v.length - 1)) : 0;
+  return { mean, std, n: v.length };
+}
+
+/** Two-sided 95% quantile of Student's t with df degrees of freedom (df 1..30; 1.96 beyond). */
+export function t95(df: number): number {
+  const T = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.16, 2.145, 2.131, 2.12, 2.11, 2.101, 2.093, 2.086, 2.08, 2.074, 2.069, 2.064, 2.06, 2.056, 2.052, 2.048, 2.045, 2.042];
+  if (!(df >= 1)) return NaN;
+  return df <= 30 ? T[Math.floor(df) - 1] : 1.96;
+}
+
+export interface PairedDifference {
+  a: string;
+  b: string;
+  /** a - b of mean test accuracy, per seed (same seed = same data order and a paired start). */
+  perSeed: number[];
+  mean: number;
+  std: number;
+  /** 95% confidence interval of the mean difference (Student's t over seeds); null for one seed. */
+  ci95: [number, number] | null;
+  verdict: 'wins' | 'loses' | 'within noise' | 'one seed: no interval';
+}
+
+export function pairedDifference(runs: MethodResult[], a: string, b: string): PairedDifference {
+  const seeds = [...new Set(runs.map((r) => r.seed))].sort((x, y) => x - y);
+  const perSeed = seeds.flatMap((s) => {
+    const ra = runs.find((r) => r.method === a && r.seed === s), rb = runs.find((r) => r.method === b && r.seed === s);
+    return ra && rb ? [ra.meanAccuracy - rb.meanAccuracy] : [];
+  });
+  const st = stats(perSeed);
+  const half = perSeed.length > 1 ? (t95(perSeed.length - 1) * st.std) / Math.sqrt(perSeed.length) : NaN;
+  const ci95: [number, number] | null = perSeed.length > 1 ? [st.mean - half, st.mean + half] : null;
+  const verdict = !ci95 ? 'one seed: no interval' : ci95[0] > 0 ? 'wins' : ci95[1] < 0 ? 'loses' : 'within noise';
+  return { a, b, perSeed, mean: st.mean, std: st.std, ci95, verdict };
+}
+
+export interface Summary {
+  method: string;
+  what: string;
+  learningRate: number;
+  trainable: number;
+  /** Per task and overall, over seeds. */
+  accuracy: Record<string, Stat>;
+  loss: Record<string, Stat>;
+  meanAccuracy: Stat;
+  seconds: number;
+  tokensPerSecond: number;
+  peakAllocatedBytes: number;
+  headCosine: Record<string, Stat | null>;
+  /** Mean off-diagonal head cosine over every kind of module, over seeds (null for one head). */
+  meanHeadCosine: Stat | null;
+}
+
+export function summarize(runs: MethodResult[]): Summary[] {
+  const names = [...new Set(runs.map((r) => r.method))];
+  return names.map((method) => {
+    const rs = runs.filter((r) => r.method === method);
+    const tasks = Object.keys(rs[0].tasks);
+    const allCos = (r: MethodResult): number | null => {
+      const v = KINDS.map((k) => r.headCosine[k]);
+      return v.every((x) => x !== null) ? (v as number[]).reduce((a, b) => a + b, 0) / v.length : null;
+    };
+    return {
+      method,
+      what: rs[0].what,
+      learningRate: rs[0].learningRate,
+      trainable: rs[0].trainable,
+      accuracy: Object.fromEntries(tasks.map((t) => [t, stats(rs.map((r) => r.tasks[t].accuracy))])),
+      loss: Object.fromEntries(tasks.map((t) => [t, stats(rs.map((r) => r.tasks[t].loss))])),
+      meanAccuracy: stats(rs.map((r) => r.meanAccuracy)),
+      seconds: stats(rs.map((r) => r.seconds)).mean,
+      tokensPerSecond: stats(rs.map((r) => r.tokensPerSecond)).mean,
+      peakAllocatedBytes: Math.max(...rs.map((r) => r.peakAllocatedBytes)),
+      headCosine: Object.fromEntries(KINDS.map((k) => [k, rs[0].headCosine[k] === null ? null : stats(rs.map((r) => r.headCosine[k] as number))])),
+      meanHeadCosine: allCos(rs[0]) === null ? null : stats(rs.map((r) => allCos(r) as number)),
+    };
+  });
+}
+
+const pct = (v: Stat, spread: boolean): string => `${(100 * v.mean).toFixed(1)}${spread ? `±${(100 * v.std).toFixed(1)}` : ''}`;
+
+/** The results as one text table. */
+export function table(summary: Summary[], tasks: string[], majority: Record<string, { rate: number }>, spread: boolean): string {
+  const w = spread ? 10 : 6;
+  const head = ['method'.padEnd(21), 'lr'.padStart(6), 'trainable'.padStart(9), ...tasks.map((t) => t.slice(0, w).padStart(w)), 'mean'.padStart(w), 'head cos'.padStart(spread ? 12 : 8), 'train s'.padStart(7), 'tok/s'.padStart(6)].join(' ');
+  const majorityMean = tasks.reduce((a, t) => a + majority[t].rate, 0) / tasks.length;
+  const lines = summary.map((r) =>
+    [
+      r.method.padEnd(21),
+      String(r.learningRate).padStart(6),
+      String(r.trainable).padStart(9),
+      ...tasks.map((t) => pct(r.accuracy[t], spread).padStart(w)),
+      pct(r.meanAccuracy, spread).padStart(w),
+      (r.meanHeadCosine === null ? '-' : `${r.meanHeadCosine.mean.toFixed(3)}${spread ? `±${r.meanHeadCosine.std.toFixed(3)}` : ''}`).padStart(spread ? 12 : 8),
+      r.seconds.toFixed(1).padStart(7),
+      r.tokensPerSecond.toFixed(0).padStart(6),
+    ].join(' '),
+  );
+  const maj = ['majority answer'.padEnd(21), ''.padStart(6), ''.padStart(9), ...tasks.map((t) => (100 * majority[t].rate).toFixed(1).padStart(w)), (100 * majorityMean).toFixed(1).padStart(w)].join(' ');
+  return [head, ...lines, maj].join('\n');
+}
+
+/** The closing sentences, computed from the numbers. */
+export function conclusion(summary: Summary[], diff: PairedDifference, majorityMean: number): string {
+  const by = (m: string): Summary => summary.find((r) => r.method === m)!;
+  const r = by('rlora'), h = by('hydralora'), l = by('lora');
+  const pts = (x: number): string => `${x >= 0 ? '+' : ''}${(100 * x).toFixed(1)}`;
+  const lines: string[] = [];
+  lines.push(
+    `Mean test accuracy over ${r.meanAccuracy.n} seed(s): LoRA ${pct(l.meanAccuracy, false)}%, HydraLoRA ${pct(h.meanAccuracy, false)}%, R-LoRA ${pct(r.meanAccuracy, false)}% ` +
+      `(always answering the majority answer: ${(100 * majorityMean).toFixed(1)}%).`,
+  );
+  if (diff.ci95) {
+    const verdict = diff.verdict === 'wins' ? 'R-LoRA beats HydraLoRA here' : diff.verdict === 'loses' ? 'R-LoRA does worse than HydraLoRA here' : 'the two are within noise here';
+    lines.push(`R-LoRA − HydraLoRA: ${pts(diff.mean)} points (95% interval ${pts(diff.ci95[0])} to ${pts(diff.ci95[1])} over ${diff.perSeed.length} paired seeds): ${verdict}.`);
+  } else {
+    lines.push(`R-LoRA − HydraLoRA: ${pts(diff.mean)} points on one seed; run several seeds for an interval.`);
+  }
+  if (r.meanHeadCosine && h.meanHeadCosine) {
+    lines.push(
+      `Head similarity (mean off-diagonal cosine of the B_i): R-LoRA ${r.meanHeadCosine.mean.toFixed(3)}, HydraLoRA ${h.meanHeadCosine.mean.toFixed(3)}: ` +
+        `R-LoRA's heads are ${r.meanHeadCosine.mean < h.meanHeadCosine.mean ? 'less' : 'not less'} alike.`,
+    );
+  }
+  return lines.join('\n');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -339,182 +412,120 @@ export interface DemoOptions {
   seeds?: number;
   out?: string;
   device?: string;
-  /** Choose the learning rate on the validation split instead of running the comparison. */
+  /** Choose each method's learning rate on the validation split instead of running the comparison. */
   tune?: boolean;
   threads?: number;
+  /** Worker processes (default: one per core, at most 2 on CPU). */
+  workers?: number;
+  baseDir?: string;
   log?: (line: string) => void;
-}
-
-export interface Summary {
-  method: string;
-  what: string;
-  trainable: number;
-  /** Per task and overall: mean over seeds and sample standard deviation (0 for one seed). */
-  accuracy: Record<string, { mean: number; std: number }>;
-  loss: Record<string, { mean: number; std: number }>;
-  meanAccuracy: { mean: number; std: number };
-  seconds: number;
-  tokensPerSecond: number;
-  peakAllocatedBytes: number;
-  maxRssBytes: number;
-  headCosine: Record<string, { mean: number; std: number } | null>;
 }
 
 export interface Results {
   command: string;
-  machine: { cpus: number; cpuModel: string; platform: string; node: string; device: string; threads: number };
+  machine: { cpus: number; cpuModel: string; platform: string; node: string; device: string; threads: number; workers: number; blas: string };
   settings: Settings;
   base: BaseInfo;
-  data: { train: number; validation: number; test: number; tasks: string[] };
+  data: { train: number; validation: number; test: number; tasks: string[]; majority: Record<string, { answer: string; rate: number }>; majorityMean: number };
   seeds: number[];
   evaluatedOn: 'test' | 'validation';
   runs: MethodResult[];
   summary: Summary[];
+  rloraMinusHydralora: PairedDifference;
+  conclusion: string;
   totalSeconds: number;
 }
 
-const stats = (v: number[]): { mean: number; std: number } => {
-  const mean = v.reduce((a, b) => a + b, 0) / v.length;
-  const std = v.length > 1 ? Math.sqrt(v.reduce((a, b) => a + (b - mean) ** 2, 0) / (v.length - 1)) : 0;
-  return { mean, std };
-};
-
-export function summarize(runs: MethodResult[]): Summary[] {
-  const names = [...new Set(runs.map((r) => r.method))];
-  return names.map((method) => {
-    const rs = runs.filter((r) => r.method === method);
-    const tasks = Object.keys(rs[0].tasks);
-    return {
-      method,
-      what: rs[0].what,
-      trainable: rs[0].trainable,
-      accuracy: Object.fromEntries(tasks.map((t) => [t, stats(rs.map((r) => r.tasks[t].accuracy))])),
-      loss: Object.fromEntries(tasks.map((t) => [t, stats(rs.map((r) => r.tasks[t].loss))])),
-      meanAccuracy: stats(rs.map((r) => r.meanAccuracy)),
-      seconds: stats(rs.map((r) => r.seconds)).mean,
-      tokensPerSecond: stats(rs.map((r) => r.tokensPerSecond)).mean,
-      peakAllocatedBytes: Math.max(...rs.map((r) => r.peakAllocatedBytes)),
-      maxRssBytes: Math.max(...rs.map((r) => r.maxRssBytes)),
-      headCosine: Object.fromEntries(KINDS.map((k) => [k, rs[0].headCosine[k] === null ? null : stats(rs.map((r) => r.headCosine[k] as number))])),
-    };
-  });
+export interface TuneResults {
+  settings: Settings;
+  grid: number[];
+  /** Every candidate task (ALL_TASKS) is trained and evaluated on validation while tuning. */
+  tasks: string[];
+  majority: Record<string, { answer: string; rate: number }>;
+  rows: { method: string; lr: number; accuracy: number; loss: number; tasks: Record<string, TaskEval> }[];
+  best: Record<TunedMethod, number>;
+  /** Per candidate task: plain LoRA's validation accuracy at its best rate minus the majority rate. */
+  loraMargin: Record<string, number>;
+  machine: Results['machine'];
+  totalSeconds: number;
 }
 
-const pct = (v: { mean: number; std: number }, spread: boolean): string => `${(100 * v.mean).toFixed(1)}${spread ? `±${(100 * v.std).toFixed(1)}` : ''}`;
-
-/** The results as one text table. */
-export function table(summary: Summary[], tasks: string[], spread: boolean): string {
-  const w = spread ? 11 : 6;
-  const head = [
-    'method'.padEnd(19),
-    'trainable'.padStart(9),
-    ...tasks.map((t) => t.slice(0, w).padStart(w)),
-    'mean'.padStart(w),
-    'time s'.padStart(7),
-    'tok/s'.padStart(6),
-    'peak MB'.padStart(7),
-    'cos gate'.padStart(8),
-    'cos up'.padStart(7),
-    'cos down'.padStart(8),
-  ].join(' ');
-  const lines = summary.map((r) =>
-    [
-      r.method.padEnd(19),
-      String(r.trainable).padStart(9),
-      ...tasks.map((t) => pct(r.accuracy[t], spread).padStart(w)),
-      pct(r.meanAccuracy, spread).padStart(w),
-      r.seconds.toFixed(1).padStart(7),
-      r.tokensPerSecond.toFixed(0).padStart(6),
-      (r.peakAllocatedBytes / 2 ** 20).toFixed(0).padStart(7),
-      ...KINDS.map((k, i) => {
-        const c = r.headCosine[k];
-        return (c === null ? '-' : c.mean.toFixed(3)).padStart(i === 1 ? 7 : 8);
-      }),
-    ].join(' '),
-  );
-  return [head, ...lines].join('\n');
-}
-
-export async function runDemo(o: DemoOptions = {}): Promise<Results> {
+export async function runDemo(o: DemoOptions = {}): Promise<Results | TuneResults> {
   const log = o.log ?? ((line: string) => console.log(line));
-  const s = SETTINGS[o.quick ? 'quick' : 'default'];
+  const T0 = performance.now();
+  const s = { ...SETTINGS[o.quick ? 'quick' : 'default'] };
+  if (o.seeds !== undefined) s.seeds = o.seeds;
   const device = o.device ?? 'cpu';
   const out = path.resolve(o.out ?? 'demo-out');
   const threads = o.threads ?? 1;
-  setNumThreads(threads);
-  const T0 = performance.now();
-  const seeds = Array.from({ length: Math.max(1, o.seeds ?? 1) }, (_, i) => i);
-  log(`rlora demo (${s.name}${o.tune ? ', tuning on validation' : ''}): LoRA vs HydraLoRA vs R-LoRA on ${TASKS.length} real tasks, ${device}, ${threads} thread(s)`);
-
-  const { model, info } = await baseModel(s, device, log);
-  const split = buildTasks(s.sizes, 0);
-  const opts = { tokenizer: tok, maxLength: 160 };
-  const train = MultiTaskDataset.fromArray(split.train, opts);
-  const evaluate = MultiTaskDataset.fromArray(o.tune ? split.validation : split.test, opts);
-  log(`data: ${split.train.length} train, ${split.validation.length} validation, ${split.test.length} test examples; tasks ${TASKS.join(', ')}`);
-  const specs = methods(s);
+  const workers = o.workers ?? Math.max(1, Math.min(2, os.cpus().length));
+  const base = baseInfo(o.baseDir);
+  const machine = { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? 'unknown', platform: `${os.platform()} ${os.release()}`, node: process.version, device, threads, workers, blas: '' };
+  const tasks = o.tune ? ALL_TASKS : TASKS;
+  const split = buildTasks(s.sizes, 0, tasks);
+  const majority = majorityRates(o.tune ? split.validation : split.test);
+  const majorityMean = tasks.reduce((a, t) => a + majority[t].rate, 0) / tasks.length;
+  const specs = methods(s, base.config);
+  log(`rlora demo (${s.name}${o.tune ? ', tuning on validation' : ''}): ${specs.map((m) => m.name).join(', ')} on ${tasks.length} tasks; ${device}, ${workers} worker process(es) x ${threads} thread(s)`);
+  log(`base model: ${base.parameters.toLocaleString('en-US')} parameters from ${path.relative(process.cwd(), base.dir) || base.dir} (held-out loss ${base.heldOutMean.toFixed(3)} nats/byte)`);
+  log(`data: ${split.train.length} train, ${split.validation.length} validation, ${split.test.length} test examples; tasks ${tasks.join(', ')}; majority answer rates ${tasks.map((t) => `${t} ${(100 * majority[t].rate).toFixed(0)}%`).join(', ')}`);
+  const job = (spec: MethodSpec, seed: number, learningRate: number, which: 'test' | 'validation'): Job => ({ settings: s, spec, seed, learningRate, split: which, tasks, device, threads, baseDir: base.dir });
 
   if (o.tune) {
-    const grid = [2e-3, 5e-3, 1e-2];
-    const rows: { lr: number; method: string; accuracy: number; loss: number }[] = [];
-    for (const lr of grid) {
-      for (const spec of specs.slice(0, 3)) {
-        const r = await fineTune(model, spec, { ...s, learningRate: lr }, 0, { train, evaluate }, device);
-        rows.push({ lr, method: spec.name, accuracy: r.meanAccuracy, loss: r.meanLoss });
-        log(`  lr ${lr}: ${spec.name.padEnd(10)} validation accuracy ${(100 * r.meanAccuracy).toFixed(1)}%, loss ${r.meanLoss.toFixed(3)}`);
-      }
-    }
-    const score = (lr: number): number => rows.filter((r) => r.lr === lr).reduce((a, r) => a + r.accuracy, 0);
-    const best = grid.reduce((a, b) => (score(b) > score(a) ? b : a));
-    log(`best shared learning rate on validation (mean accuracy of lora, hydralora, rlora): ${best}`);
+    const tuned = specs.filter((m) => m.name === m.lrOf);
+    const jobs = TUNE_GRID.flatMap((lr) => tuned.map((spec) => job(spec, 0, lr, 'validation')));
+    const results = await runJobs(jobs, workers, (r) => log(`  lr ${String(r.learningRate).padEnd(6)} ${r.method.padEnd(10)} validation accuracy ${(100 * r.meanAccuracy).toFixed(1)}%, loss ${r.meanLoss.toFixed(3)} (${r.totalSeconds.toFixed(0)} s)`));
+    machine.blas = results[0].blas;
+    const rows = results.map((r) => ({ method: r.method, lr: r.learningRate, accuracy: r.meanAccuracy, loss: r.meanLoss, tasks: r.tasks }));
+    const best = Object.fromEntries(
+      tuned.map((m) => {
+        const mine = rows.filter((r) => r.method === m.name);
+        return [m.name, mine.reduce((a, b) => (b.accuracy > a.accuracy || (b.accuracy === a.accuracy && b.loss < a.loss) ? b : a)).lr];
+      }),
+    ) as Record<TunedMethod, number>;
+    log(`best learning rate on validation: ${Object.entries(best).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+    const loraBest = rows.find((r) => r.method === 'lora' && r.lr === best.lora)!;
+    const loraMargin = Object.fromEntries(tasks.map((t) => [t, loraBest.tasks[t].accuracy - majority[t].rate]));
+    log(`plain LoRA at lr ${best.lora} against each task's majority rate (validation): ${tasks.map((t) => `${t} ${loraMargin[t] >= 0 ? '+' : ''}${(100 * loraMargin[t]).toFixed(1)}`).join(', ')} points`);
+    const tr: TuneResults = { settings: s, grid: TUNE_GRID, tasks, majority, rows, best, loraMargin, machine, totalSeconds: (performance.now() - T0) / 1000 };
     fs.mkdirSync(out, { recursive: true });
-    fs.writeFileSync(path.join(out, 'tune.json'), JSON.stringify({ settings: s, grid, rows, best }, null, 2) + '\n');
+    fs.writeFileSync(path.join(out, 'tune.json'), JSON.stringify(tr, null, 2) + '\n');
+    log(`wrote ${path.join(out, 'tune.json')}`);
+    return tr;
   }
 
-  const runs: MethodResult[] = [];
-  if (!o.tune) {
-    for (const seed of seeds) {
-      for (const spec of specs) {
-        const r = await fineTune(model, spec, s, seed, { train, evaluate }, device);
-        runs.push(r);
-        const accs = TASKS.map((t) => `${t} ${(100 * r.tasks[t].accuracy).toFixed(0)}%`).join(', ');
-        log(`  seed ${seed} ${spec.name.padEnd(18)} ${r.seconds.toFixed(1).padStart(5)} s  mean ${(100 * r.meanAccuracy).toFixed(1)}%  (${accs})`);
-      }
-    }
-  }
+  const seeds = Array.from({ length: Math.max(1, s.seeds) }, (_, i) => i);
+  const jobs = seeds.flatMap((seed) => specs.map((spec) => job(spec, seed, s.learningRates[spec.lrOf], 'test')));
+  const runs = await runJobs(jobs, workers, (r) =>
+    log(`  seed ${r.seed} ${r.method.padEnd(21)} ${r.totalSeconds.toFixed(0).padStart(3)} s  mean ${(100 * r.meanAccuracy).toFixed(1)}%  (${TASKS.map((t) => `${t} ${(100 * r.tasks[t].accuracy).toFixed(0)}%`).join(', ')})`),
+  );
+  machine.blas = runs[0].blas;
   const summary = summarize(runs);
+  const diff = pairedDifference(runs, 'rlora', 'hydralora');
   const results: Results = {
     command: `npm run demo --${process.argv.slice(2).length ? ' ' + process.argv.slice(2).join(' ') : ''}`,
-    machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? 'unknown', platform: `${os.platform()} ${os.release()}`, node: process.version, device, threads },
+    machine,
     settings: s,
-    base: info,
-    data: { train: split.train.length, validation: split.validation.length, test: split.test.length, tasks: [...TASKS] },
+    base,
+    data: { train: split.train.length, validation: split.validation.length, test: split.test.length, tasks: [...TASKS], majority, majorityMean },
     seeds,
-    evaluatedOn: o.tune ? 'validation' : 'test',
+    evaluatedOn: 'test',
     runs,
     summary,
-    totalSeconds: (performance.now() - T0) / 1000,
+    rloraMinusHydralora: diff,
+    conclusion: conclusion(summary, diff, majorityMean),
+    totalSeconds: 0,
   };
-  if (o.tune) return results;
-
   fs.mkdirSync(out, { recursive: true });
-  fs.writeFileSync(path.join(out, 'results.json'), JSON.stringify(results, null, 2) + '\n');
   const figures = await writeFigure(results, out);
   results.totalSeconds = (performance.now() - T0) / 1000;
   fs.writeFileSync(path.join(out, 'results.json'), JSON.stringify(results, null, 2) + '\n');
 
-  log(`\nHeld-out exact-match accuracy (%) on ${split.test.length / TASKS.length} test examples per task${seeds.length > 1 ? `, mean±std over ${seeds.length} seeds` : ''}; ${s.steps} steps of ${s.batchSize}, lr ${s.learningRate}:`);
-  log(table(summary, [...TASKS], seeds.length > 1));
-  log('cos: mean cosine similarity between different heads B_i, averaged over the modules of a kind (HydraLoRA heads start identical).');
-  log('peak MB: libtorch CPU allocator (blocks >= 1 MiB) during training.');
-  const by = (m: string): Summary | undefined => summary.find((r) => r.method === m);
-  const r = by('rlora')!, h = by('hydralora')!, l = by('lora')!;
-  const avgCos = (x: Summary): number => KINDS.reduce((a, k) => a + (x.headCosine[k]?.mean ?? 0), 0) / KINDS.length;
-  log(
-    `\nR-LoRA ${r.meanAccuracy.mean > h.meanAccuracy.mean ? 'beats' : r.meanAccuracy.mean === h.meanAccuracy.mean ? 'ties' : 'does not beat'} HydraLoRA here ` +
-      `(${pct(r.meanAccuracy, false)}% vs ${pct(h.meanAccuracy, false)}% mean accuracy; LoRA ${pct(l.meanAccuracy, false)}%). ` +
-      `Head similarity: R-LoRA ${avgCos(r).toFixed(3)}, HydraLoRA ${avgCos(h).toFixed(3)} (mean over gate/up/down).`,
-  );
-  log(`wrote ${path.join(out, 'results.json')}, ${figures.map((f) => path.join(out, f)).join(', ')} in ${results.totalSeconds.toFixed(0)} s total`);
+  log(`\nExact-match accuracy (%) on ${s.sizes.test} held-out test words per task${seeds.length > 1 ? `, mean±std over ${seeds.length} seeds` : ''}; ${s.steps} steps of ${s.batchSize}:`);
+  log(table(summary, [...TASKS], majority, seeds.length > 1));
+  log('head cos: mean cosine similarity between different heads B_i, over every adapted module (HydraLoRA heads start identical).');
+  log(`\n${results.conclusion}`);
+  log(`BLAS: ${machine.blas}${runs.some((r) => r.blas !== machine.blas) ? ' (not in every job!)' : ''}. Runs on the same kernels give the same numbers.`);
+  log(`wrote ${path.join(out, 'results.json')}, ${figures.map((f) => path.join(out, f)).join(', ')}; ${results.totalSeconds.toFixed(0)} s in all`);
   return results;
 }
