@@ -1,25 +1,16 @@
 // Adapter: attach, forward, save, load into a fresh model, detach, merge, PEFT conventions, errors.
 import { createHash } from 'crypto';
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 
-import { Adapter, HFConfig, loadSafetensors, Model, moduleSeed, Tensor } from '../lib';
+import { Adapter, loadSafetensors, Model, moduleSeed, Tensor } from '../lib';
+import { tinyLogits, tinyModelFolder, TINY_CONFIG } from './helpers/tiny-model';
 import { maxAbsDiff, randn } from './helpers/math';
 
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rlora-adapter-'));
-afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+const { tmp, baseDir } = tinyModelFolder('rlora-adapter-', 11);
+const CONFIG = TINY_CONFIG;
 
-const CONFIG: HFConfig = {
-  architectures: ['LlamaForCausalLM'], vocab_size: 53, hidden_size: 32, intermediate_size: 40,
-  num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2,
-};
-const IDS = [[3, 14, 15, 9, 26, 5], [0, 0, 35, 8, 9, 7]];
-const MASK = [[1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1]];
-const baseDir = path.join(tmp, 'base');
-Model.fromConfig(CONFIG, { seed: 11 }).save(baseDir);
-
-const logits = async (m: Model): Promise<Float32Array> => (await m.forward(IDS, { attentionMask: MASK })).data() as Float32Array;
+const logits = tinyLogits;
 
 /** Gives every adapter tensor random values so the adapter changes the output visibly. */
 function randomize(a: Adapter, seed: number): void {

@@ -2,26 +2,17 @@
 // go to rlora_config.json); PEFT adapters with rank_pattern / alpha_pattern / layers_to_transform
 // load with per-module rank and alpha; options rlora cannot reproduce are refused by name.
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 
-import { Adapter, HFConfig, loadSafetensors, Model, saveSafetensors, Tensor } from '../lib';
+import { Adapter, loadSafetensors, Model, saveSafetensors, Tensor } from '../lib';
+import { tinyLogits, tinyModelFolder, TINY_CONFIG } from './helpers/tiny-model';
 import { maxAbsDiff, mmT, randn } from './helpers/math';
 
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rlora-peft-'));
-afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
-
-const CONFIG: HFConfig = {
-  architectures: ['LlamaForCausalLM'], vocab_size: 53, hidden_size: 32, intermediate_size: 40,
-  num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2,
-};
-const IDS = [[3, 14, 15, 9, 26, 5], [0, 0, 35, 8, 9, 7]];
-const MASK = [[1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1]];
-const baseDir = path.join(tmp, 'base');
-Model.fromConfig(CONFIG, { seed: 5 }).save(baseDir);
+const { tmp, baseDir } = tinyModelFolder('rlora-peft-', 5);
+const CONFIG = TINY_CONFIG;
 const baseWeights = loadSafetensors(path.join(baseDir, 'model.safetensors'));
 
-const logits = async (m: Model): Promise<Float32Array> => (await m.forward(IDS, { attentionMask: MASK })).data() as Float32Array;
+const logits = tinyLogits;
 
 /** The keys PEFT's LoraConfig serialises (and every PEFT since 0.9 accepts). */
 const PEFT_KEYS = [
