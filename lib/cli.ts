@@ -11,6 +11,7 @@ import * as path from 'path';
 
 import { closest, InputError, parseArgs, Subcommand, UsageError } from './cli/args';
 import { evalCommand } from './cli/eval';
+import { generateCommand } from './cli/generate';
 import { inspect } from './cli/inspect';
 import { plot } from './cli/plot';
 import { train } from './cli/train';
@@ -231,7 +232,7 @@ library in use and thread settings. Exits 1 when no binary loads, with what to i
 
 // ---------------------------------------------------------------------------------------------
 
-export const commands: Record<string, Subcommand> = { train, eval: evalCommand, inspect, plot, build, doctor };
+export const commands: Record<string, Subcommand> = { train, eval: evalCommand, generate: generateCommand, inspect, plot, build, doctor };
 
 function usage(): string {
   const width = Math.max(...Object.keys(commands).map((k) => k.length));

@@ -14,6 +14,8 @@ export { Trainer, trainStep, BUILTIN_METRICS } from './trainer';
 export type { TrainerOptions, StepRecord, TaskEval, EvalRecord, History, FitOptions, TrainStepResult, MetricFn, BuiltinMetric, EarlyStoppingOptions, Prediction, EvaluateOptions } from './trainer';
 export type { AdapterOptions } from './adapter';
 export type { Architecture, HFConfig, ModelOptions, TokenBatch, ForwardOptions, GenerateOptions } from './model';
+export { applyPromptTemplate, generateText } from './generate';
+export type { StreamOptions, GenerateTextOptions } from './generate';
 export { AdamW, fitStep } from './optim';
 export type { AdamWOptions, FitStepResult, Schedule } from './optim';
 export type { LoraOptions, InitOptions, InitScheme, InitScale, Method, ResolvedLoraOptions, BaseLinear, VjpResult } from './layer';

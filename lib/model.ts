@@ -377,6 +377,18 @@ export class Model {
     return this.generateUnchecked(inputIds, options);
   }
 
+  /**
+   * The new tokens of one row (`[[id, ...]]`; more rows are refused), yielded as they come, with the
+   * options of generate(); stops after an eos token (which it yields) or maxNewTokens. Greedy
+   * decoding yields what generate() returns. It runs generate() one token at a time on the
+   * growing sequence (no key/value cache yet: a later optimisation). See lib/generate.ts.
+   */
+  stream(inputIds: TokenBatch, options: import('./generate').StreamOptions = {}): AsyncGenerator<number, void, undefined> {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { streamTokens } = require('./generate') as typeof import('./generate'); // generate.ts imports this file
+    return streamTokens(this, inputIds, options);
+  }
+
   /** @internal generate() for the Trainer's own evaluation, which runs between its steps. */
   async generateUnchecked(inputIds: TokenBatch, options: GenerateOptions = {}): Promise<number[][]> {
     const ids = toTokenTensor(inputIds, 'inputIds', options.shape);

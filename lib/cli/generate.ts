@@ -1,0 +1,71 @@
+// rlora generate: continue a prompt with a model (and an adapter), printing tokens as they come.
+import * as fs from 'fs';
+import * as path from 'path';
+
+import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
+import { as, checkVocabulary, lib, loadModel, loadTokenizer } from './common';
+
+export const generateCommand: Subcommand = {
+  summary: 'continue a prompt with a model (and an adapter), printing the text as it comes',
+  help: `rlora generate --model DIR --prompt TEXT [--adapter DIR] [options]
+
+Loads the model (and attaches the adapter), encodes the prompt with the model folder's
+tokenizer.json (the byte tokenizer when the folder has none; stderr says which) and prints the
+generated text on stdout token by token, stopping at eos or after --max-new-tokens.
+
+  --model DIR           the base model's Hugging Face folder
+  --adapter DIR         an adapter folder (adapter_config.json, adapter_model.safetensors)
+  --prompt TEXT         the text to continue
+  --max-new-tokens N    most new tokens (default 32)
+  --temperature T       0 (default) is greedy decoding; above 0 samples
+  --seed S              seed of the sampling (default 0)
+  --template STR        e.g. "Q: {prompt}\\nA: {response}": the prompt is the template up to
+                        {response} with {prompt} filled in
+
+Examples:
+  rlora generate --model models/SmolLM2-135M --prompt "The capital of France is"
+  rlora generate --model models/SmolLM2-135M --adapter runs/a/adapter --template "Q: {prompt}\\nA: {response}" --prompt "2+2?"`,
+  run: (args) => runGenerate(args),
+};
+
+async function runGenerate(args: string[]): Promise<number> {
+  const { opts, rest } = parseArgs(args, {
+    model: 'value', adapter: 'value', prompt: 'value', 'max-new-tokens': 'value', temperature: 'value', seed: 'value', template: 'value',
+  });
+  if (rest.length) throw new UsageError(`unexpected argument ${rest[0]}`);
+  const modelDir = stringOption(opts, 'model');
+  if (!modelDir) throw new UsageError('--model DIR is required');
+  const prompt = stringOption(opts, 'prompt');
+  if (prompt === undefined) throw new UsageError('--prompt TEXT is required');
+  const adapterDir = stringOption(opts, 'adapter');
+  const maxNewTokens = intOption(opts, 'max-new-tokens', 0);
+  const seed = intOption(opts, 'seed', 0);
+  const tempOpt = stringOption(opts, 'temperature');
+  const temperature = tempOpt === undefined ? undefined : Number(tempOpt);
+  if (temperature !== undefined && (tempOpt!.trim() === '' || !Number.isFinite(temperature) || temperature < 0)) {
+    throw new UsageError(`--temperature must be a number >= 0, got ${JSON.stringify(tempOpt)}`);
+  }
+  const template = stringOption(opts, 'template');
+  if (adapterDir !== undefined && !fs.existsSync(path.join(adapterDir, 'adapter_config.json'))) {
+    throw new InputError(`${adapterDir} is not an adapter folder: no adapter_config.json`);
+  }
+
+  const rl = lib();
+  const model = await loadModel({ path: path.resolve(modelDir) }, 'model');
+  const hasTokenizer = fs.existsSync(path.join(modelDir, 'tokenizer.json'));
+  const tokenizer = await loadTokenizer(hasTokenizer ? undefined : 'byte', modelDir, 'tokenizer');
+  console.error(hasTokenizer ? `rlora generate: tokenizer ${path.join(modelDir, 'tokenizer.json')}` : `rlora generate: ${modelDir} has no tokenizer.json; using the byte tokenizer`);
+  checkVocabulary(model, tokenizer, []);
+  if (adapterDir !== undefined) await as(`adapter ${adapterDir}`, () => rl.Adapter.load(model, adapterDir));
+  const text = template === undefined ? prompt : rl.applyPromptTemplate(template, prompt);
+  await as('generate', () =>
+    rl.generateText(model, tokenizer, text, {
+      ...(maxNewTokens !== undefined ? { maxNewTokens } : {}),
+      ...(temperature !== undefined ? { temperature } : {}),
+      ...(seed !== undefined ? { seed } : {}),
+      onText: (piece) => process.stdout.write(piece),
+    }),
+  );
+  process.stdout.write('\n');
+  return 0;
+}

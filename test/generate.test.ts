@@ -1,0 +1,127 @@
+// Model.stream, generateText and `rlora generate`, checked against Model.generate on a tiny model.
+import { spawn } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+import { Adapter, ByteTokenizer, generateText, HFConfig, Model } from '../lib';
+
+jest.setTimeout(60_000);
+
+const REPO = path.resolve(__dirname, '..');
+const CLI = path.join(REPO, 'lib', 'cli.ts');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rlora-generate-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+const tok = new ByteTokenizer();
+const CFG: HFConfig = {
+  architectures: ['LlamaForCausalLM'], vocab_size: tok.vocabSize, hidden_size: 16, intermediate_size: 24,
+  num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 1,
+};
+
+async function collect(it: AsyncIterable<number>): Promise<number[]> {
+  const out: number[] = [];
+  for await (const t of it) out.push(t);
+  return out;
+}
+
+describe('Model.stream', () => {
+  const model = Model.fromConfig(CFG, { seed: 3 });
+  const prompt = [tok.encode('hello there')];
+
+  it('yields exactly the new tokens of greedy generate', async () => {
+    // no eos here: a token id the byte vocabulary never reaches
+    const opts = { maxNewTokens: 12, eosTokenId: tok.vocabSize + 5 };
+    const [row] = await model.generate(prompt, opts);
+    const streamed = await collect(model.stream(prompt, opts));
+    expect(streamed).toHaveLength(12);
+    expect(streamed).toEqual(row.slice(prompt[0].length));
+  });
+
+  it('stops after the eos token', async () => {
+    const [first] = await collect(model.stream(prompt, { maxNewTokens: 1, eosTokenId: tok.vocabSize + 5 }));
+    const streamed = await collect(model.stream(prompt, { maxNewTokens: 10, eosTokenId: first }));
+    expect(streamed).toEqual([first]);
+    // generate stops there too (a batch of one row ends when the row does)
+    const [row] = await model.generate(prompt, { maxNewTokens: 10, eosTokenId: first });
+    expect(row.slice(prompt[0].length)).toEqual([first]);
+  });
+
+  it('sampling is reproducible with a seed and stays within maxNewTokens', async () => {
+    const opts = { maxNewTokens: 6, temperature: 1, topK: 20, seed: 7, eosTokenId: tok.vocabSize + 5 };
+    const a = await collect(model.stream(prompt, opts));
+    const b = await collect(model.stream(prompt, opts));
+    expect(a).toHaveLength(6);
+    expect(a).toEqual(b);
+  });
+
+  it('refuses more than one row', async () => {
+    const two = [tok.encode('ab'), tok.encode('cd')];
+    await expect(collect(model.stream(two))).rejects.toThrow(/one batch row only, got 2 rows/);
+  });
+});
+
+describe('generateText', () => {
+  const model = Model.fromConfig(CFG, { seed: 4 });
+
+  it('equals the decoded new tokens of generate, up to eos', async () => {
+    const prompt = 'Q: 2+2?\nA:';
+    const ids = tok.encode(prompt);
+    const [row] = await model.generate([ids], { maxNewTokens: 16, eosTokenId: tok.eosTokenId });
+    const fresh = row.slice(ids.length);
+    const stop = fresh.indexOf(tok.eosTokenId);
+    const expected = tok.decode(stop < 0 ? fresh : fresh.slice(0, stop));
+    const pieces: string[] = [];
+    const text = await generateText(model, tok, prompt, { maxNewTokens: 16, onText: (t) => pieces.push(t) });
+    expect(text).toBe(expected);
+    expect(pieces.join('')).toBe(text);
+  });
+
+  it('stops at eos: nothing of the eos or after it', async () => {
+    const prompt = 'xyz';
+    const [first] = await collect(model.stream([tok.encode(prompt)], { maxNewTokens: 1, eosTokenId: tok.vocabSize + 5 }));
+    expect(await generateText(model, tok, prompt, { maxNewTokens: 10, eosTokenId: first })).toBe('');
+  });
+});
+
+function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '1' };
+  delete env.FORCE_COLOR;
+  delete env.NODE_OPTIONS;
+  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => (stdout += d));
+  child.stderr.on('data', (d) => (stderr += d));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 45_000);
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+describe('rlora generate', () => {
+  it('prints what generateText returns, for a saved model folder with an adapter', async () => {
+    const model = Model.fromConfig(CFG, { seed: 5 });
+    const modelDir = path.join(tmp, 'model');
+    const adapterDir = path.join(tmp, 'adapter');
+    model.save(modelDir);
+    const adapter = Adapter.attach(model, { method: 'rlora', heads: 2, rank: 2, targetModules: ['q_proj', 'v_proj'], seed: 1 });
+    adapter.save(adapterDir);
+    const template = 'Q: {prompt}\nA: {response}';
+    const expected = await generateText(model, tok, 'Q: hi\nA: ', { maxNewTokens: 8 });
+    const r = await runCli(['generate', '--model', modelDir, '--adapter', adapterDir, '--prompt', 'hi', '--template', template, '--max-new-tokens', '8']);
+    if (r.code !== 0) throw new Error(`exit ${r.code}\n${r.stdout}\n${r.stderr}`);
+    expect(r.stdout).toBe(`${expected}\n`);
+    expect(r.stderr).toMatch(/has no tokenizer\.json; using the byte tokenizer/);
+  });
+
+  it('--prompt is required (usage error, exit 2)', async () => {
+    const r = await runCli(['generate', '--model', tmp]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--prompt TEXT is required/);
+  });
+});
