@@ -10,7 +10,7 @@ export type { SafetensorsEntry, SafetensorsHeader } from './safetensors';
 export { MultiHeadLoraLinear } from './layer';
 export { Model, SUPPORTED_ARCHITECTURES, normalizeConfig } from './model';
 export { Adapter, moduleSeed } from './adapter';
-export { Trainer, trainStep, BUILTIN_METRICS } from './trainer';
+export { Trainer, trainStep, evalLoss, BUILTIN_METRICS } from './trainer';
 export type { TrainerOptions, StepRecord, TaskEval, EvalRecord, History, FitOptions, TrainStepResult, MetricFn, BuiltinMetric, EarlyStoppingOptions, Prediction, EvaluateOptions } from './trainer';
 export type { AdapterOptions } from './adapter';
 export type { Architecture, HFConfig, ModelOptions, TokenBatch, ForwardOptions, GenerateOptions } from './model';

@@ -279,6 +279,22 @@ function toLmBatch(b: Pick<Batch, 'inputIds' | 'attentionMask' | 'labels'>): Nat
   return { ids: t(b.inputIds).native, mask: t(b.attentionMask).native, labels: t(b.labels).native };
 }
 
+/**
+ * Summed cross-entropy of each row's labelled tokens (labels -100 are ignored; each token predicts
+ * the next, as in training) and the count of labelled tokens per row, computed natively without a
+ * gradient, off the JS thread. Refused while the model trains.
+ */
+export async function evalLoss(model: Model, batch: Pick<Batch, 'inputIds' | 'attentionMask' | 'labels'>): Promise<{ lossSum: Float64Array; tokens: number[] }> {
+  if (!(model instanceof Model)) throw new TypeError('evalLoss: model must be a Model');
+  assertNotTraining(model, 'evalLoss');
+  return rowLosses(model, batch);
+}
+
+async function rowLosses(model: Model, batch: Pick<Batch, 'inputIds' | 'attentionMask' | 'labels'>): Promise<{ lossSum: Float64Array; tokens: number[] }> {
+  const l = await native.lmEvalLoss(model.native, toLmBatch(batch));
+  return { lossSum: new Tensor(l.lossSum).data() as Float64Array, tokens: Array.from(new Tensor(l.tokens).data() as BigInt64Array, Number) };
+}
+
 export interface TrainStepResult {
   /** Mean cross-entropy per labelled token over all the micro-batches. */
   loss: number;
@@ -864,9 +880,7 @@ export class Trainer {
         attentionMask: exs.map((e) => pad(e.inputIds.map(() => 1), 0)),
         labels: exs.map((e) => pad(e.inputIds.map((id, i) => (i < e.promptLength ? -100 : id)), -100)),
       };
-      const l = await native.lmEvalLoss(this.model.native, toLmBatch(batch));
-      const sums = new Tensor(l.lossSum).data() as Float64Array;
-      const toks = new Tensor(l.tokens).data() as BigInt64Array;
+      const { lossSum: sums, tokens: toks } = await rowLosses(this.model, batch);
       // greedy generation from the prompt
       const responses = exs.map((e) => {
         const r = e.inputIds.slice(e.promptLength);
@@ -896,7 +910,7 @@ export class Trainer {
           }
         }
         sum[e.task] = (sum[e.task] ?? 0) + sums[i];
-        count[e.task] = (count[e.task] ?? 0) + Number(toks[i]);
+        count[e.task] = (count[e.task] ?? 0) + toks[i];
         right[e.task] = (right[e.task] ?? 0) + (ok ? 1 : 0);
         n[e.task] = (n[e.task] ?? 0) + 1;
       });

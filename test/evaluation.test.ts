@@ -2,22 +2,18 @@
 // loadBestAtEnd, and their run.json keys. Expected numbers are computed here, independently.
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 
 import { Adapter, ByteTokenizer, HFConfig, loadSafetensors, Model, MultiTaskDataset } from '../lib';
 import { parseRunConfig } from '../lib/cli/runconfig';
 import { BUILTIN_METRIC_NAMES } from '../lib/cli/runconfig';
 import { BUILTIN_METRICS, EvalRecord, Prediction, Trainer, TrainerOptions } from '../lib/trainer';
+import { tempFolder, TINY_BYTE_CONFIG } from './helpers/tiny-model';
 
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rlora-eval-'));
-afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+const tmp = tempFolder('rlora-eval-');
 
 const tok = new ByteTokenizer();
-const CFG: HFConfig = {
-  architectures: ['LlamaForCausalLM'], vocab_size: tok.vocabSize, hidden_size: 16, intermediate_size: 24,
-  num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1,
-};
+const CFG: HFConfig = { ...TINY_BYTE_CONFIG, num_hidden_layers: 1 };
 const TRAIN = [
   ...['cat', 'dog', 'fish', 'bird'].map((w) => ({ task: 'upper', prompt: `up ${w}:`, response: w.toUpperCase() })),
   ...['12', '7', '345'].map((n) => ({ task: 'reverse', prompt: `rev ${n}:`, response: [...n].reverse().join('') })),

@@ -1,23 +1,18 @@
 // Model.stream, generateText and `rlora generate`, checked against Model.generate on a tiny model.
 import { spawn } from 'child_process';
-import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 
 import { Adapter, ByteTokenizer, generateText, HFConfig, Model } from '../lib';
+import { tempFolder, TINY_BYTE_CONFIG } from './helpers/tiny-model';
 
 jest.setTimeout(60_000);
 
 const REPO = path.resolve(__dirname, '..');
 const CLI = path.join(REPO, 'lib', 'cli.ts');
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rlora-generate-'));
-afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+const tmp = tempFolder('rlora-generate-');
 
 const tok = new ByteTokenizer();
-const CFG: HFConfig = {
-  architectures: ['LlamaForCausalLM'], vocab_size: tok.vocabSize, hidden_size: 16, intermediate_size: 24,
-  num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 1,
-};
+const CFG: HFConfig = TINY_BYTE_CONFIG;
 
 async function collect(it: AsyncIterable<number>): Promise<number[]> {
   const out: number[] = [];

@@ -2,19 +2,15 @@
 // trainStep, detach, merge or saveCheckpoint, and inference (forward, generate, evaluate), are
 // refused at once with an error naming what is running; nothing that runs changes.
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 
 import { AdamW, Adapter, ByteTokenizer, HFConfig, Model, MultiTaskDataset, Trainer, trainStep } from '../lib';
+import { tempFolder, TINY_BYTE_CONFIG } from './helpers/tiny-model';
 
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rlora-overlap-'));
-afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+const tmp = tempFolder('rlora-overlap-');
 
 const tok = new ByteTokenizer();
-const CFG: HFConfig = {
-  architectures: ['LlamaForCausalLM'], vocab_size: tok.vocabSize, hidden_size: 16, intermediate_size: 24,
-  num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 1,
-};
+const CFG: HFConfig = TINY_BYTE_CONFIG;
 const EXAMPLES = ['cat', 'dog', 'fish', 'bird', 'cow', 'ant', 'bee', 'elk'].map((w, i) => ({ task: i % 2 ? 'a' : 'b', prompt: `up ${w}:`, response: w.toUpperCase() }));
 const data = (): MultiTaskDataset => MultiTaskDataset.fromArray(EXAMPLES, { tokenizer: tok, maxLength: 24 });
 

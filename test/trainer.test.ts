@@ -2,22 +2,18 @@
 // exact resume; the event loop; loss on response tokens only; NaN, abort, atomic checkpoints.
 import { spawn } from 'child_process';
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 
 import { AdamW, Adapter, BatchSampler, ByteTokenizer, HFConfig, loadSafetensors, Model, MultiTaskDataset, Tensor, Trainer, trainStep } from '../lib';
 import { maxAbs, maxAbsDiff } from './helpers/math';
 import { PY_REFERENCE } from './helpers/pymodel';
 import { requireTorchPython, runPython } from './helpers/python';
+import { tempFolder, TINY_BYTE_CONFIG } from './helpers/tiny-model';
 
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rlora-trainer-'));
-afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+const tmp = tempFolder('rlora-trainer-');
 
 const tok = new ByteTokenizer();
-const CFG: HFConfig = {
-  architectures: ['LlamaForCausalLM'], vocab_size: tok.vocabSize, hidden_size: 16, intermediate_size: 24,
-  num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 1,
-};
+const CFG: HFConfig = TINY_BYTE_CONFIG;
 const EXAMPLES = [
   ...['cat', 'dog', 'fish', 'bird', 'cow', 'ant', 'bee'].map((w) => ({ task: 'upper', prompt: `up ${w}:`, response: w.toUpperCase() })),
   ...['12', '7', '345', '9', '60'].map((n) => ({ task: 'reverse', prompt: `rev ${n}:`, response: [...n].reverse().join('') })),

@@ -7,7 +7,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { AdamW, ByteTokenizer, HFConfig, Model, setNumThreads, trainStep } from '../../lib';
+import { AdamW, ByteTokenizer, evalLoss, HFConfig, Model, setNumThreads, trainStep } from '../../lib';
 import { blasInfo, corpus, Corpus } from './corpus';
 import { rng } from './data';
 
@@ -67,19 +67,8 @@ export async function heldOutLoss(model: Model, ids: Uint16Array, seq: number, r
   let sum = 0, n = 0;
   for (let b0 = 0; b0 < windows.length; b0 += 8) {
     const batch = windows.slice(b0, b0 + 8);
-    const logits = (await model.forward(batch)).data() as Float32Array;
-    const V = tok.vocabSize;
-    batch.forEach((row, b) => {
-      for (let p = 0; p + 1 < seq; p++) {
-        const o = (b * seq + p) * V;
-        let mx = -Infinity;
-        for (let v = 0; v < V; v++) mx = Math.max(mx, logits[o + v]);
-        let z = 0;
-        for (let v = 0; v < V; v++) z += Math.exp(logits[o + v] - mx);
-        sum += mx + Math.log(z) - logits[o + row[p + 1]];
-        n++;
-      }
-    });
+    const l = await evalLoss(model, { inputIds: batch, attentionMask: batch.map((r) => r.map(() => 1)), labels: batch });
+    l.lossSum.forEach((v, i) => ((sum += v), (n += l.tokens[i])));
   }
   return sum / n;
 }
