@@ -6,6 +6,7 @@ import * as util from 'util';
 
 import { SingleBar } from 'cli-progress';
 
+import { closest } from './cli/args';
 import { beginTraining, endTraining, assertNotTraining } from './activity';
 import { Adapter } from './adapter';
 import { Batch, BatchSampler, MultiTaskDataset, promptBatch, Sampling, SamplerState } from './data';
@@ -71,8 +72,17 @@ export interface TrainerOptions {
    * non-finite cannot be skipped (it is made): fit() always stops with an error then. Default false.
    */
   skipNonFinite?: boolean;
-  /** Longest greedy generation in evaluate() beyond the response length. Default 4 tokens more. */
+  /**
+   * Greedy generation in evaluate() stops at eos or after this many tokens beyond the example's
+   * own response length (per row: the batch size never changes a prediction). Default 4.
+   */
   evalExtraTokens?: number;
+  /**
+   * Rows per batch in evaluate() and in the evaluations during fit (loss and greedy generation
+   * batched together). Evaluation keeps no activations for backward, so it can take larger batches
+   * than training; larger ones are faster. Default: batchSize.
+   */
+  evalBatchSize?: number;
   /**
    * Extra evaluation metrics, by name: a function of (prediction, reference, task), where the
    * prediction is the greedy generation decoded by the dataset's tokenizer (up to eos, special
@@ -232,6 +242,18 @@ interface TrainerState {
   /** earlyStopping's and saveBest's progress (absent in older checkpoints). */
   best?: { stop?: { best: number; bad: number }; save?: { value: number; checkpoint: string } };
 }
+
+/** Every option the Trainer takes (others are refused, naming the closest). */
+export const TRAINER_OPTION_NAMES = [
+  'learningRate', 'epochs', 'maxSteps', 'batchSize', 'gradientAccumulation', 'schedule', 'warmupRatio', 'warmupSteps',
+  'weightDecay', 'maxGradNorm', 'seed', 'sampling', 'samplingTemperature', 'groupByLength', 'evalEvery', 'saveEvery',
+  'outputDir', 'keepCheckpoints', 'progress', 'precision', 'device', 'skipNonFinite', 'evalExtraTokens', 'evalBatchSize',
+  'metrics', 'earlyStopping', 'saveBest', 'loadBestAtEnd',
+] as const satisfies readonly (keyof TrainerOptions)[];
+// every key of TrainerOptions is listed (a compile error names one that is not)
+type Unlisted = Exclude<keyof TrainerOptions, (typeof TRAINER_OPTION_NAMES)[number]>;
+const allListed: [Unlisted] extends [never] ? true : Unlisted = true;
+void allListed;
 
 const DEFAULTS = {
   learningRate: 2e-4,
@@ -519,7 +541,7 @@ function readOptimizerState(file: string): NativeAdamWState {
 export class Trainer {
   readonly model: Model;
   readonly adapter: Adapter;
-  readonly options: Required<Omit<TrainerOptions, 'maxSteps' | 'warmupSteps' | 'outputDir' | 'progress' | 'precision' | 'device' | 'metrics' | 'earlyStopping' | 'saveBest'>> & TrainerOptions;
+  readonly options: Required<Omit<TrainerOptions, 'maxSteps' | 'warmupSteps' | 'outputDir' | 'progress' | 'precision' | 'device' | 'metrics' | 'earlyStopping' | 'saveBest' | 'evalBatchSize'>> & TrainerOptions;
   /** Optimizer steps taken so far. */
   step = 0;
   private optimizer?: AdamW;
@@ -551,10 +573,18 @@ export class Trainer {
     this.model = model;
     this.adapter = adapter;
     // an explicit undefined means "the default", as an absent key does
+    if (typeof options !== 'object' || options === null) throw new TypeError(`Trainer: options must be an object, got ${util.inspect(options)}`);
+    for (const k of Object.keys(options)) {
+      if (!(TRAINER_OPTION_NAMES as readonly string[]).includes(k)) {
+        const near = closest(k, [...TRAINER_OPTION_NAMES]);
+        throw new RangeError(`Trainer: unknown option ${JSON.stringify(k)}${near ? ` (did you mean ${near}?)` : ''}; known: ${TRAINER_OPTION_NAMES.join(', ')}`);
+      }
+    }
     const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as TrainerOptions;
     this.options = { ...DEFAULTS, ...given };
     const o = this.options;
     positiveInt(o.batchSize, 'batchSize');
+    if (o.evalBatchSize !== undefined) positiveInt(o.evalBatchSize, 'evalBatchSize');
     positiveInt(o.gradientAccumulation, 'gradientAccumulation');
     if (o.maxSteps !== undefined) positiveInt(o.maxSteps, 'maxSteps');
     if (!(o.epochs > 0)) throw new RangeError(`epochs must be > 0, got ${o.epochs}`);
@@ -871,8 +901,9 @@ export class Trainer {
     const eos = tok.eosTokenId;
     this.adapter.eval();
     const sum: Record<string, number> = {}, count: Record<string, number> = {}, right: Record<string, number> = {}, n: Record<string, number> = {};
-    for (let start = 0; start < dataset.size; start += o.batchSize) {
-      const exs = Array.from({ length: Math.min(o.batchSize, dataset.size - start) }, (_, i) => dataset.get(start + i));
+    const rows = o.evalBatchSize ?? o.batchSize;
+    for (let start = 0; start < dataset.size; start += rows) {
+      const exs = Array.from({ length: Math.min(rows, dataset.size - start) }, (_, i) => dataset.get(start + i));
       const width = Math.max(...exs.map((e) => e.inputIds.length));
       const pad = (row: number[], v: number): number[] => [...row, ...new Array(width - row.length).fill(v)];
       const batch = {
@@ -895,7 +926,9 @@ export class Trainer {
         padTokenId: padId,
       });
       exs.forEach((e, i) => {
-        const out = gen[i].slice(prompts.inputIds[i].length);
+        // each row up to its own response length + evalExtraTokens, so batching changes nothing
+        const width = prompts.inputIds[i].length;
+        const out = gen[i].slice(width, width + responses[i].length + o.evalExtraTokens);
         const stop = eos === undefined ? -1 : out.indexOf(eos);
         const produced = stop < 0 ? out : out.slice(0, stop);
         const ok = produced.length === responses[i].length && produced.every((t, k) => t === responses[i][k]);

@@ -86,8 +86,9 @@ describe('evaluate: metrics and predictions', () => {
     for (const [i, p] of predictions.entries()) {
       const e = ds.get(i);
       const prompt = e.inputIds.slice(0, e.promptLength);
-      // the batch generates up to its longest response (3 tokens) + evalExtraTokens (2)
-      const out = (await model.generate([prompt], { maxNewTokens: 3 + 2, eosTokenId: [tok.eosTokenId!] }))[0].slice(prompt.length);
+      // each row generates up to its own response length + evalExtraTokens (2)
+      const want = tok.encode(p.reference).length;
+      const out = (await model.generate([prompt], { maxNewTokens: want + 2, eosTokenId: [tok.eosTokenId!] }))[0].slice(prompt.length);
       const stop = out.indexOf(tok.eosTokenId!);
       expect(p.prediction).toBe(tok.decode(stop < 0 ? out : out.slice(0, stop), { skipSpecialTokens: true }));
     }
@@ -109,6 +110,29 @@ describe('evaluate: metrics and predictions', () => {
     const t2 = new Trainer(model, adapter, base);
     expect(Object.keys((await t2.evaluate(ds)).upper).sort()).toEqual(['accuracy', 'count', 'loss']);
     await expect(t2.evaluate(ds, { returnPrediction: true } as never)).rejects.toThrow('unknown option "returnPrediction"');
+  });
+
+  it('evalBatchSize batches evaluation: every batch size gives the same predictions and per-task loss', async () => {
+    const { model, adapter } = setup();
+    const ds = data([...EVAL, ...TRAIN]);
+    const one = await new Trainer(model, adapter, { ...base, evalBatchSize: 1 }).evaluate(ds, { returnPredictions: true });
+    for (const evalBatchSize of [2, 10]) {
+      const r = await new Trainer(model, adapter, { ...base, evalBatchSize }).evaluate(ds, { returnPredictions: true });
+      // one row at a time pads nothing, so a wider batch only adds padding the mask hides
+      expect(r.predictions).toEqual(one.predictions);
+      for (const task of Object.keys(one.tasks)) {
+        expect(r.tasks[task].accuracy).toBe(one.tasks[task].accuracy);
+        expect(r.tasks[task].loss).toBeCloseTo(one.tasks[task].loss, 5);
+      }
+    }
+    expect(() => new Trainer(model, adapter, { evalBatchSize: 0 })).toThrow('evalBatchSize must be an integer >= 1');
+  });
+
+  it('refuses an unknown option, naming it and the closest known one', () => {
+    const { model, adapter } = setup();
+    expect(() => new Trainer(model, adapter, { learningrate: 1e-3 } as never)).toThrow(/Trainer: unknown option "learningrate" \(did you mean learningRate\?\); known: learningRate, epochs/);
+    expect(() => new Trainer(model, adapter, { zzz: 1 } as never)).toThrow(/^Trainer: unknown option "zzz"; known: /);
+    expect(() => new Trainer(model, adapter, 3 as never)).toThrow('Trainer: options must be an object, got 3');
   });
 
   it('refuses bad metrics, naming them', () => {

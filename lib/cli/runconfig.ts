@@ -123,6 +123,7 @@ const TRAINER_KEYS: Record<string, Key> = {
   precision: { spec: oneOf('float32', 'bfloat16'), doc: '"float32" (default) or "bfloat16": forward and backward under bfloat16 autocast' },
   skipNonFinite: { spec: bool, doc: 'skip a step whose loss is NaN or infinite instead of stopping (default false)' },
   evalExtraTokens: { spec: int(0), doc: 'greedy generation in evaluation runs this many tokens past the response length (default 4)' },
+  evalBatchSize: { spec: int(1), doc: 'rows per evaluation batch (default: batchSize)' },
   metrics: {
     spec: { kind: 'string-array' },
     type: '["exactMatch", "charF1"]',
