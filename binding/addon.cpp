@@ -29,6 +29,7 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   if (!(d >= 1 && d <= static_cast<double>(kMaxThreads)) || std::floor(d) != d)
     throw Napi::RangeError::New(info.Env(), "threads must be " + range + ", got " + describe(info[0]));
   g_num_threads.store(static_cast<int>(d));
+  set_blas_threads(static_cast<int>(d));  // OpenBLAS's pool is process-wide: it follows the same number
   return info.Env().Undefined();
 }
 
@@ -100,6 +101,12 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setCpuCacheLimit", Napi::Function::New(env, SetCpuCacheLimit));
   exports.Set("emptyCache", Napi::Function::New(env, EmptyCache));
   exports.Set("resetPeakMemory", Napi::Function::New(env, ResetPeakMemory));
+  // OpenBLAS starts one thread per core; its pool follows setNumThreads (default 1) unless the
+  // environment chose (OPENBLAS_NUM_THREADS). Two pools of all cores oversubscribe the machine as
+  // soon as two processes run: two demo jobs in two processes took 35 s each with OpenBLAS's
+  // default pool on 2 cores, 16 s with one thread each (one job alone: 19 s, 15 s).
+  const char* blas_env = std::getenv("OPENBLAS_NUM_THREADS");
+  if (!blas_env || !*blas_env) set_blas_threads(g_num_threads.load());
   // On by default (RLORA_CPU_CACHING=0 turns it off): large CPU blocks are reused, not re-faulted.
   const char* caching = std::getenv("RLORA_CPU_CACHING");
   cpu_allocator::set_enabled(!(caching && std::strcmp(caching, "0") == 0));

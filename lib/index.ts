@@ -26,8 +26,11 @@ export type { Example, DatasetOptions, EncodedExample, Sampling, SamplerOptions,
 
 /**
  * Threads each native job uses for its matrix products (default 1): an integer from 1 to 1024,
- * else a RangeError naming the value. More threads than cores only slow jobs down (1024 threads
- * on 2 cores made a tiny forward pass take 35 s).
+ * else a RangeError naming the value. It sets libtorch's intra-op threads and OpenBLAS's own pool
+ * (process-wide), which otherwise starts one thread per core; the environment variable
+ * OPENBLAS_NUM_THREADS, when set, decides OpenBLAS's pool at load instead of the default 1. More
+ * threads than cores only slow jobs down (1024 threads on 2 cores made a tiny forward pass take
+ * 35 s; two processes with OpenBLAS's default pool each ran 2.2 times slower than with 1 thread).
  */
 export function setNumThreads(n: number): void {
   native.setNumThreads(n);
@@ -61,8 +64,9 @@ export function resetPeakMemory(): void {
 
 /**
  * The BLAS libtorch's CPU products run on and the kernel it picked, e.g. "OpenBLAS 0.3.21
- * DYNAMIC_ARCH NO_AFFINITY Haswell MAX_THREADS=64 (core Haswell)". OpenBLAS picks kernels by CPU
- * (or OPENBLAS_CORETYPE), and float results differ slightly between kernels.
+ * DYNAMIC_ARCH NO_AFFINITY Haswell MAX_THREADS=64 (core Haswell, 1 thread)". OpenBLAS picks kernels by CPU
+ * (or OPENBLAS_CORETYPE), and float results differ slightly between kernels (and between thread
+ * counts). Ends with the kernel and OpenBLAS's threads: "(core Haswell, 1 thread)".
  */
 export function blasInfo(): string {
   return native.blasInfo();
