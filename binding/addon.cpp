@@ -15,6 +15,7 @@ namespace rlora::binding {
 
 void InitTrain(Napi::Env env, Napi::Object exports);
 void InitModel(Napi::Env env, Napi::Object exports);
+void InitDist(Napi::Env env, Napi::Object exports);
 
 namespace {
 
@@ -92,6 +93,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitLayer(env, exports);
   InitTrain(env, exports);
   InitModel(env, exports);
+  InitDist(env, exports);
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads));
   exports.Set("buildInfo", BuildInfo(env));

@@ -113,6 +113,7 @@ class JsLoraLinear : public Napi::ObjectWrap<JsLoraLinear> {
          InstanceMethod("mergedWeight", &JsLoraLinear::MergedWeight),
          InstanceMethod("generatorState", &JsLoraLinear::GeneratorState),
          InstanceMethod("setGeneratorState", &JsLoraLinear::SetGeneratorState),
+         InstanceMethod("reseed", &JsLoraLinear::Reseed),
          InstanceMethod("parameterCount", &JsLoraLinear::ParameterCount),
          InstanceMethod("dispose", &JsLoraLinear::Dispose)});
     addon_data(env).layer = Napi::Persistent(cls);
@@ -238,6 +239,16 @@ class JsLoraLinear : public Napi::ObjectWrap<JsLoraLinear> {
       torch::Tensor t = JsTensor::FromValue(info[0], "state");
       std::lock_guard<std::mutex> lock(layer()->mutex());
       layer()->set_generator_state(t);
+      return info.Env().Undefined();
+    });
+  }
+
+  Napi::Value Reseed(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const int64_t seed = get_integer(info[0], "seed");
+      if (seed < 0) throw std::invalid_argument("seed must be >= 0, got " + std::to_string(seed));
+      std::lock_guard<std::mutex> lock(layer()->mutex());
+      layer()->reseed(static_cast<uint64_t>(seed));
       return info.Env().Undefined();
     });
   }

@@ -207,7 +207,7 @@ Napi::Object lm_loss_to_js(Napi::Env env, train::LmLoss& l) {
   return o;
 }
 
-// lmTrainStep(model, microBatches, optimizer, precision?)
+// lmTrainStep(model, microBatches, optimizer, precision?, distributed?)
 //   -> Promise<{loss, finite, rows, lr, gradNorm, paramNorm, paramsFinite}>
 Napi::Value LmTrainStep(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -225,11 +225,17 @@ Napi::Value LmTrainStep(const Napi::CallbackInfo& info) {
         throw std::invalid_argument("precision must be \"float32\" or \"bfloat16\", got \"" + p + "\"");
       autocast = p == "bfloat16" ? torch::kBFloat16 : torch::kFloat32;
     }
+    // distributed: true sums the step over the process group's ranks (the group must exist)
+    std::shared_ptr<dist::Group> group;
+    if (!info[4].IsUndefined() && get_bool(info[4], "distributed")) {
+      group = dist::current();
+      if (!group) throw std::logic_error("a distributed step needs a process group (call distributed.init first)");
+    }
     return run_async<train::LmStepResult>(
         env,
-        [m, micro, opt, autocast] {
+        [m, micro, opt, autocast, group] {
           std::scoped_lock lock(m->mutex(), opt->mutex());
-          return train::lm_train_step(*m, micro, *opt, autocast);
+          return train::lm_train_step(*m, micro, *opt, autocast, group.get());
         },
         [](Napi::Env e, train::LmStepResult& r) -> Napi::Value {
           auto o = Napi::Object::New(e);

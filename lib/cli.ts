@@ -52,8 +52,8 @@ Compiles native/ and binding/ with cmake-js into ${path.join('build', 'Release',
 installed package; \`require('rlora')\` then loads it. Needs cmake >= 3.18, a C++17 compiler and
 libtorch with its headers, found as CMake looks for it: LIBTORCH (an unpacked libtorch folder),
 Torch_DIR, python3's torch package (pip install torch; brings CUDA builds), the system's
-(Debian/Ubuntu: sudo apt-get install -y cmake g++ libtorch-dev libopenblas0-pthread), and the npm
-packages cmake-js and node-addon-api, optional dependencies of rlora (when your install left them
+(Debian/Ubuntu: sudo apt-get install -y cmake g++ libtorch-dev libopenblas0-pthread libgloo-dev;
+libgloo-dev brings data parallelism), and the npm packages cmake-js and node-addon-api, optional dependencies of rlora (when your install left them
 out: ${BUILD_PACKAGES_INSTALL}).
 
   --clean        configure from scratch (after changing libtorch)
@@ -81,7 +81,7 @@ out: ${BUILD_PACKAGES_INSTALL}).
       console.error(
         `rlora build: ${missing} not found on PATH.\n` +
           'Install the build tools and libtorch with its headers, then run `npx rlora build` again:\n' +
-          '  sudo apt-get install -y cmake g++ libtorch-dev libopenblas0-pthread   (Debian/Ubuntu)\n' +
+          '  sudo apt-get install -y cmake g++ libtorch-dev libopenblas0-pthread libgloo-dev   (Debian/Ubuntu)\n' +
           '  (or pip install torch for python3, or LIBTORCH=/path/to/libtorch, instead of libtorch-dev)' +
           (missingPackages.length ? `\nAlso, ${installPackages}` : ''),
       );
@@ -172,6 +172,7 @@ library in use and thread settings. Exits 1 when no binary loads, with what to i
       info.buildInfo = native.buildInfo;
       info.cuda = { available: native.buildInfo.cudaAvailable, devices: native.buildInfo.cudaDeviceCount, nvidiaSmi: gpus };
       info.blas = blasOf(mapped);
+      info.gloo = Boolean((native as { hasGloo?: boolean }).hasGloo);
       info.threads = {
         rlora: native.getNumThreads(),
         cores: os.availableParallelism(),
@@ -219,6 +220,7 @@ library in use and thread settings. Exits 1 when no binary loads, with what to i
       const cuda = b.cudaAvailable ? `${b.cudaDeviceCount} device${b.cudaDeviceCount === 1 ? '' : 's'}` : 'not available to this libtorch';
       line('CUDA', cuda + (gpus && !b.cudaAvailable ? `; nvidia-smi sees: ${gpus.split('\n').join('; ')} (a CUDA libtorch and binary would use it)` : ''));
       line('BLAS', info.blas as string);
+      line('data parallel', info.gloo ? 'Gloo (c10d): rlora train --nproc-per-node N' : 'not in this build (no Gloo headers when it was built; Debian: apt-get install -y libgloo-dev, then npx rlora build)');
       const t = info.threads as Record<string, unknown>;
       line('threads', `rlora ${t.rlora} per job (setNumThreads), ${t.cores} cores; OMP_NUM_THREADS=${t.OMP_NUM_THREADS ?? 'unset'}, OPENBLAS_NUM_THREADS=${t.OPENBLAS_NUM_THREADS ?? 'unset'}, OMP_WAIT_POLICY=${t.OMP_WAIT_POLICY ?? 'unset'}`);
     } else {

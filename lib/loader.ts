@@ -280,7 +280,7 @@ export function explain(report: LoadReport): string {
   const missing = [!tools.cmake && 'cmake', !tools.cxx && 'a C++ compiler (c++, g++ or clang++)'].filter(Boolean);
   lines.push(
     '       it needs cmake >= 3.18, a C++17 compiler and libtorch with its headers:',
-    '       sudo apt-get install -y cmake g++ libtorch-dev libopenblas0-pthread   (Debian/Ubuntu)',
+    '       sudo apt-get install -y cmake g++ libtorch-dev libopenblas0-pthread libgloo-dev   (Debian/Ubuntu)',
     '       or pip install torch (rlora builds against python3\'s torch), or LIBTORCH=/path/to/libtorch',
   );
   if (missing.length) lines.push(`       (${missing.join(' and ')} ${missing.length > 1 ? 'are' : 'is'} not on PATH here)`);

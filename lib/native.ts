@@ -49,6 +49,7 @@ export interface NativeLoraLinear {
   mergedWeight(): NativeTensor;
   generatorState(): NativeTensor;
   setGeneratorState(state: NativeTensor): void;
+  reseed(seed: number): void;
   parameterCount(): number;
 }
 
@@ -164,7 +165,7 @@ export interface NativeAddon {
   NativeModel: new (config: NativeModelConfig, dtype: DtypeName, device: string) => NativeModel;
   NativeAdamW: new (modules: NativeLoraLinear[] | NativeModel, options: object) => NativeAdamW;
   fitLayerStep(layer: NativeLoraLinear, x: NativeTensor, target: NativeTensor, optimizer: NativeAdamW): Promise<NativeFitResult>;
-  lmTrainStep(model: NativeModel, microBatches: NativeLmBatch[], optimizer: NativeAdamW, precision?: 'float32' | 'bfloat16'): Promise<NativeLmStep>;
+  lmTrainStep(model: NativeModel, microBatches: NativeLmBatch[], optimizer: NativeAdamW, precision?: 'float32' | 'bfloat16', distributed?: boolean): Promise<NativeLmStep>;
   lmEvalLoss(model: NativeModel, batch: NativeLmBatch): Promise<NativeLmLoss>;
   NativeTensor: NativeTensorStatic & (new (...args: never[]) => NativeTensor);
   NativeLoraLinear: new (weight: NativeTensor, bias: NativeTensor | null, options: object) => NativeLoraLinear;
@@ -176,6 +177,13 @@ export interface NativeAddon {
   emptyCache(): void;
   resetPeakMemory(): void;
   blasInfo(): string;
+  distInit(options: { masterAddr: string; masterPort: number; rank: number; worldSize: number; backend: string; timeoutMs: number }): Promise<void>;
+  distInfo(): { rank: number; worldSize: number; backend: string } | null;
+  distBarrier(): Promise<void>;
+  distAllreduceSum(values: number[]): Promise<number[]>;
+  distAllgather(value: number): Promise<number[]>;
+  distDestroy(): void;
+  hasGloo: boolean;
   buildInfo: { torchVersion: string; torchSource: string; cudaAvailable: boolean; cudaDeviceCount: number };
 }
 

@@ -1,5 +1,6 @@
 // Trainer: multi-task fine-tuning of an adapter (DESIGN.md section 5): one native call per
 // optimizer step, per-task logging, evaluation, atomic checkpoints and exact resume.
+import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import * as util from 'util';
@@ -7,8 +8,10 @@ import * as util from 'util';
 import { SingleBar } from 'cli-progress';
 
 import { closest } from './cli/args';
+import * as distributed from './distributed';
+import type { DistributedOptions } from './distributed';
 import { beginTraining, endTraining, assertNotTraining } from './activity';
-import { Adapter } from './adapter';
+import { Adapter, moduleSeed } from './adapter';
 import { Batch, BatchSampler, MultiTaskDataset, promptBatch, Sampling, SamplerState } from './data';
 import { Model, readJsonFile } from './model';
 import { native, NativeAdamWState, NativeLmBatch } from './native';
@@ -83,6 +86,15 @@ export interface TrainerOptions {
    * than training; larger ones are faster. Default: batchSize.
    */
   evalBatchSize?: number;
+  /**
+   * Data parallelism over processes (README "Data parallel"). 'auto' (default): on when the
+   * environment's WORLD_SIZE is above 1 (torchrun's contract: MASTER_ADDR, MASTER_PORT, WORLD_SIZE,
+   * RANK), or when distributed.init() made a group of several ranks. An object: on, with these
+   * options for distributed.init (backend, timeoutMs). false: off. batchSize is per process; the
+   * global batch is batchSize x gradientAccumulation x worldSize. Rank 0 alone writes checkpoints,
+   * logs, evaluation files and the progress bar.
+   */
+  distributed?: 'auto' | false | DistributedOptions;
   /**
    * Extra evaluation metrics, by name: a function of (prediction, reference, task), where the
    * prediction is the greedy generation decoded by the dataset's tokenizer (up to eos, special
@@ -248,7 +260,7 @@ export const TRAINER_OPTION_NAMES = [
   'learningRate', 'epochs', 'maxSteps', 'batchSize', 'gradientAccumulation', 'schedule', 'warmupRatio', 'warmupSteps',
   'weightDecay', 'maxGradNorm', 'seed', 'sampling', 'samplingTemperature', 'groupByLength', 'evalEvery', 'saveEvery',
   'outputDir', 'keepCheckpoints', 'progress', 'precision', 'device', 'skipNonFinite', 'evalExtraTokens', 'evalBatchSize',
-  'metrics', 'earlyStopping', 'saveBest', 'loadBestAtEnd',
+  'metrics', 'earlyStopping', 'saveBest', 'loadBestAtEnd', 'distributed',
 ] as const satisfies readonly (keyof TrainerOptions)[];
 // every key of TrainerOptions is listed (a compile error names one that is not)
 type Unlisted = Exclude<keyof TrainerOptions, (typeof TRAINER_OPTION_NAMES)[number]>;
@@ -339,6 +351,9 @@ export interface TrainStepResult {
 /**
  * One optimizer step over one or more micro-batches (gradient accumulation): forward, masked
  * cross-entropy, backward, clipping, AdamW and the schedule, in one native call off the JS thread.
+ * In a process group of several ranks (distributed.init) the step is data-parallel unless
+ * `distributed: false`: each rank passes its own rows, the loss is normalised by every rank's
+ * labelled tokens and the gradients are summed over the ranks, so all make the same update.
  * The building block of Trainer.fit, for custom loops (e.g. pretraining with an AdamW over a Model).
  * The model counts as training until the step resolves (README "Calls during training").
  */
@@ -346,21 +361,23 @@ export async function trainStep(
   model: Model,
   batches: Pick<Batch, 'inputIds' | 'attentionMask' | 'labels'>[],
   optimizer: AdamW,
-  options: { precision?: 'float32' | 'bfloat16' } = {},
+  options: { precision?: 'float32' | 'bfloat16'; distributed?: boolean } = {},
 ): Promise<TrainStepResult> {
   if (!(model instanceof Model)) throw new TypeError('trainStep: model must be a Model');
   if (!(optimizer instanceof AdamW)) throw new TypeError('trainStep: optimizer must be an AdamW');
+  if (options.distributed !== undefined && typeof options.distributed !== 'boolean') throw new TypeError(`trainStep: distributed must be true or false, got ${util.inspect(options.distributed)}`);
+  const dataParallel = options.distributed ?? (distributed.worldSize() > 1);
   beginTraining(model, 'trainStep');
   try {
-    return await step(model, batches, optimizer, options.precision ?? 'float32');
+    return await step(model, batches, optimizer, options.precision ?? 'float32', dataParallel);
   } finally {
     endTraining(model);
   }
 }
 
 /** One optimizer step, unchecked: trainStep's and Trainer.fit's. */
-async function step(model: Model, batches: Pick<Batch, 'inputIds' | 'attentionMask' | 'labels'>[], optimizer: AdamW, precision: 'float32' | 'bfloat16'): Promise<TrainStepResult> {
-  const r = await native.lmTrainStep(model.native, batches.map(toLmBatch), optimizer.native, precision);
+async function step(model: Model, batches: Pick<Batch, 'inputIds' | 'attentionMask' | 'labels'>[], optimizer: AdamW, precision: 'float32' | 'bfloat16', dataParallel = false): Promise<TrainStepResult> {
+  const r = await native.lmTrainStep(model.native, batches.map(toLmBatch), optimizer.native, precision, dataParallel);
   return {
     loss: r.loss,
     finite: r.finite,
@@ -371,6 +388,33 @@ async function step(model: Model, batches: Pick<Batch, 'inputIds' | 'attentionMa
     rowLoss: new Tensor(r.rows.lossSum).data() as Float64Array,
     rowTokens: Array.from(new Tensor(r.rows.tokens).data() as BigInt64Array, Number),
   };
+}
+
+/**
+ * Rank `rank`'s share of a global batch: rows floor(rank n / W) to floor((rank + 1) n / W). A rank
+ * whose share is empty (fewer rows than ranks) gets one row without labels and no tasks: it still
+ * takes part in the step's collectives and adds nothing to the loss or the gradients.
+ */
+function rankSlice(b: Batch, rank: number, worldSize: number): Batch {
+  const n = b.inputIds.length;
+  const lo = Math.floor((rank * n) / worldSize), hi = Math.floor(((rank + 1) * n) / worldSize);
+  if (hi > lo) {
+    const labels = b.labels.slice(lo, hi);
+    return {
+      inputIds: b.inputIds.slice(lo, hi),
+      attentionMask: b.attentionMask.slice(lo, hi),
+      labels,
+      tasks: b.tasks.slice(lo, hi),
+      indices: b.indices.slice(lo, hi),
+      lossTokens: labels.reduce((a, row) => a + row.filter((v, i) => i > 0 && v !== -100).length, 0),
+    };
+  }
+  return { inputIds: [b.inputIds[0]], attentionMask: [b.attentionMask[0]], labels: [b.labels[0].map(() => -100)], tasks: [], indices: [], lossTokens: 0 };
+}
+
+/** The first 48 bits of SHA-256 of `text`, as a number. */
+function hash48(text: string): number {
+  return createHash('sha256').update(text).digest().readUIntBE(0, 6);
 }
 
 /** A hidden sibling name for a file or folder being written or removed (`.<name>.<what>-<pid>-<time>`). */
@@ -541,7 +585,7 @@ function readOptimizerState(file: string): NativeAdamWState {
 export class Trainer {
   readonly model: Model;
   readonly adapter: Adapter;
-  readonly options: Required<Omit<TrainerOptions, 'maxSteps' | 'warmupSteps' | 'outputDir' | 'progress' | 'precision' | 'device' | 'metrics' | 'earlyStopping' | 'saveBest' | 'evalBatchSize'>> & TrainerOptions;
+  readonly options: Required<Omit<TrainerOptions, 'maxSteps' | 'warmupSteps' | 'outputDir' | 'progress' | 'precision' | 'device' | 'metrics' | 'earlyStopping' | 'saveBest' | 'evalBatchSize' | 'distributed'>> & TrainerOptions;
   /** Optimizer steps taken so far. */
   step = 0;
   private optimizer?: AdamW;
@@ -556,6 +600,10 @@ export class Trainer {
   /** trainer_state.json of the checkpoint resumed from, for errors about its data position. */
   private resumedState?: string;
   private pendingTrainInfo?: { size: number; tasks: string[] };
+  /** Dropout generator states of ranks > 0 from a checkpoint (`rank<R>/<module>`). */
+  private rankRng = new Map<string, Tensor>();
+  /** Whether this rank's dropout generators were set for data parallelism. */
+  private rankSeeded = false;
   /** The step whose update left the parameters non-finite; nothing can continue from there. */
   private brokenAt?: { step: number; paramNorm: number };
   /** earlyStopping's best value and evaluations since it; saveBest's best value and checkpoint. */
@@ -585,6 +633,10 @@ export class Trainer {
     const o = this.options;
     positiveInt(o.batchSize, 'batchSize');
     if (o.evalBatchSize !== undefined) positiveInt(o.evalBatchSize, 'evalBatchSize');
+    if (o.distributed !== undefined && o.distributed !== 'auto' && o.distributed !== false) {
+      if (typeof o.distributed !== 'object' || o.distributed === null) throw new TypeError(`distributed must be 'auto', false or an object {backend?, timeoutMs?}, got ${util.inspect(o.distributed)}`);
+      distributed.resolveOptions({ ...o.distributed, rank: 0, worldSize: 1 }); // names a bad key or value now
+    }
     positiveInt(o.gradientAccumulation, 'gradientAccumulation');
     if (o.maxSteps !== undefined) positiveInt(o.maxSteps, 'maxSteps');
     if (!(o.epochs > 0)) throw new RangeError(`epochs must be > 0, got ${o.epochs}`);
@@ -646,6 +698,68 @@ export class Trainer {
       if (sb === undefined) throw new Error('loadBestAtEnd needs saveBest (the metric that picks the best checkpoint)');
       if (!o.outputDir) throw new Error('loadBestAtEnd needs outputDir');
     }
+  }
+
+  /**
+   * Joins (or finds) the process group when data parallelism is on, checks that every rank runs
+   * the same configuration, and gives ranks > 0 dropout streams of their own. Undefined: one process.
+   */
+  private async joinProcessGroup(train: MultiTaskDataset): Promise<{ rank: number; worldSize: number } | undefined> {
+    const want = this.options.distributed ?? 'auto';
+    if (want === false) return undefined;
+    if (!distributed.isInitialized()) {
+      if (want === 'auto' && distributed.worldSizeFromEnv() <= 1) return undefined;
+      await distributed.init(typeof want === 'object' ? want : {});
+    }
+    const W = distributed.worldSize(), R = distributed.rank();
+    if (W <= 1) return undefined;
+    const o = this.options;
+    const sampler = this.pendingSampler ?? this.sampler?.state();
+    if (sampler && sampler.batchSize !== o.batchSize * W) {
+      throw new Error(
+        `the checkpoint was trained with a global batch of ${sampler.batchSize} rows per micro-batch; this run has ${o.batchSize * W} ` +
+          `(batchSize ${o.batchSize} x ${W} processes): resume with the world size it was trained with`,
+      );
+    }
+    // every rank must train the same thing: compare a hash of model, adapter, options and data
+    const same = { ...this.savedOptions(), progress: undefined, outputDir: undefined, distributed: undefined };
+    const mine = hash48(JSON.stringify({ model: this.model.config, adapter: this.adapter.options, trainer: same, data: { size: train.size, tasks: train.tasks }, step: this.step }));
+    const all = await distributed.allgather(mine);
+    const differ = all.flatMap((v, i) => (v !== all[0] ? [i] : []));
+    if (differ.length) {
+      throw new Error(
+        `data parallel: rank${differ.length > 1 ? 's' : ''} ${differ.join(', ')} of ${W} ${differ.length > 1 ? 'have' : 'has'} another model config, adapter, ` +
+          `trainer options, training set or step than rank 0: every rank must run the same configuration`,
+      );
+    }
+    if (!this.rankSeeded) {
+      // rank 0 keeps the adapter's streams (one process is rank 0 of 1); the others draw their own
+      if (R > 0) {
+        const seed = this.adapter.options.seed ?? 0;
+        for (const [name, layer] of this.adapter.layers) {
+          const saved = this.rankRng.get(`rank${R}/${name}`);
+          if (saved) layer.native.setGeneratorState(saved.native);
+          else layer.native.reseed(moduleSeed(seed, `${name}/rank${R}/step${this.step}`));
+        }
+      }
+      this.rankSeeded = true;
+    }
+    return { rank: R, worldSize: W };
+  }
+
+  /** Every rank's dropout generator states, keyed as rng.safetensors stores them (rank 0: the module name). */
+  private async gatherGeneratorStates(): Promise<Record<string, Tensor>> {
+    const mine: Record<string, string> = {};
+    for (const [name, layer] of this.adapter.layers) mine[name] = Buffer.from(new Tensor(layer.native.generatorState()).data() as Uint8Array).toString('base64');
+    const all = await distributed.gatherJson(mine);
+    const out: Record<string, Tensor> = {};
+    all.forEach((states, r) => {
+      for (const [name, b64] of Object.entries(states)) {
+        const bytes = new Uint8Array(Buffer.from(b64, 'base64'));
+        out[r === 0 ? name : `rank${r}/${name}`] = Tensor.fromBytes(bytes, 'uint8', [bytes.length]);
+      }
+    });
+    return out;
   }
 
   /** earlyStopping's settings with defaults, or undefined. */
@@ -728,7 +842,13 @@ export class Trainer {
       );
     }
     if (this.brokenAt) throw this.brokenError();
-    this.sampler ??= new BatchSampler(train, { batchSize: o.batchSize, sampling: o.sampling, temperature: o.samplingTemperature, seed: o.seed, groupByLength: o.groupByLength }, padId);
+    const dp = await this.joinProcessGroup(train);
+    const W = dp?.worldSize ?? 1, R = dp?.rank ?? 0;
+    /** Rank 0 (or the only process) writes files and shows progress. */
+    const writer = R === 0;
+    // one seeded stream of global batches (batchSize x worldSize rows): the data order does not
+    // depend on the number of processes; each rank takes its slice
+    this.sampler ??= new BatchSampler(train, { batchSize: o.batchSize * W, sampling: o.sampling, temperature: o.samplingTemperature, seed: o.seed, groupByLength: o.groupByLength }, padId);
     if (this.pendingSampler) {
       const [sampler, state] = [this.sampler, this.pendingSampler];
       naming(this.resumedState!, () => sampler.setState(state));
@@ -748,12 +868,16 @@ export class Trainer {
     }
     /** The step of the checkpoint written last in this fit. */
     let savedAt = -1;
-    const save = (): void => {
-      history.lastCheckpoint = this.saveCheckpointUnchecked();
+    const save = async (): Promise<void> => {
+      // rank 0 writes while the others wait: every rank goes on once the checkpoint is complete
+      const rng = dp ? await this.gatherGeneratorStates() : undefined;
+      history.lastCheckpoint = writer ? this.saveCheckpointUnchecked(rng) : path.join(o.outputDir!, `checkpoint-${this.step}`);
+      if (!writer) this.lastCheckpoint = history.lastCheckpoint;
+      if (dp) await distributed.barrier();
       savedAt = this.step;
     };
-    const log = o.outputDir ? path.join(o.outputDir, 'log.jsonl') : undefined;
-    if (o.outputDir) {
+    const log = o.outputDir && writer ? path.join(o.outputDir, 'log.jsonl') : undefined;
+    if (o.outputDir && writer) {
       fs.mkdirSync(o.outputDir, { recursive: true });
       // half-written or half-deleted checkpoints and logs of a process that was killed
       for (const f of fs.readdirSync(o.outputDir)) if (SIDE_NAME.test(f)) fs.rmSync(path.join(o.outputDir, f), { recursive: true, force: true });
@@ -762,26 +886,29 @@ export class Trainer {
     if (log && this.resumedFrom !== undefined && fs.existsSync(log)) trimLog(log, this.resumedFrom);
     this.resumedFrom = undefined;
     const firstStep = this.step;
-    const bar = (o.progress ?? Boolean(process.stderr.isTTY))
+    const bar = writer && (o.progress ?? Boolean(process.stderr.isTTY))
       ? new SingleBar({ format: 'step {value}/{total} |{bar}| loss {loss} | {tps} tok/s | ETA {eta_formatted}', hideCursor: true, stream: process.stderr })
       : undefined;
+    if (dp && writer) {
+      process.stderr.write(`rlora: data parallel over ${W} processes (${distributed.backendName()}): global batch ${o.batchSize} x ${o.gradientAccumulation} accumulated x ${W} = ${o.batchSize * o.gradientAccumulation * W} rows per step\n`);
+    }
     bar?.start(total, this.step, { loss: '-', tps: '-' });
     /** Evaluates; true when earlyStopping says stop. */
     const evaluate = async (): Promise<boolean> => {
       if (!fitOptions.evalDataset) return false;
-      const { tasks, predictions } = await this.evaluateUnchecked(fitOptions.evalDataset, Boolean(o.outputDir));
+      const { tasks, predictions } = await this.evaluateUnchecked(fitOptions.evalDataset, Boolean(o.outputDir), dp);
       const rec: EvalRecord = { step: this.step, tasks };
       this.adapter.train();
       history.evals.push(rec);
       if (log) fs.appendFileSync(log, JSON.stringify({ type: 'eval', ...rec }) + '\n');
-      if (o.outputDir) writeFileAtomically(path.join(o.outputDir, `eval-${this.step}.jsonl`), predictions.map((p) => JSON.stringify(p) + '\n').join(''));
+      if (o.outputDir && writer) writeFileAtomically(path.join(o.outputDir, `eval-${this.step}.jsonl`), predictions.map((p) => JSON.stringify(p) + '\n').join(''));
       fitOptions.onEval?.(rec);
       if (bestRule) {
         const value = metricOf(tasks, bestRule.metric);
         if (improves(value, this.best.save?.value, bestRule.mode, 0)) {
           // set first: the checkpoint records that it is the best, and pruning spares it
           this.best.save = { value, checkpoint: path.join(o.outputDir!, `checkpoint-${this.step}`) };
-          save();
+          await save();
           history.bestCheckpoint = this.best.save.checkpoint;
           history.bestMetric = value;
         }
@@ -798,11 +925,11 @@ export class Trainer {
     try {
       while (this.step < total) {
         const micro: Batch[] = [];
-        for (let k = 0; k < o.gradientAccumulation; k++) micro.push(this.sampler.next());
+        for (let k = 0; k < o.gradientAccumulation; k++) micro.push(dp ? rankSlice(this.sampler.next(), R, W) : this.sampler.next());
         const t0 = process.hrtime.bigint();
-        const r = await step(this.model, micro, this.optimizer, o.precision ?? 'float32');
+        const r = await step(this.model, micro, this.optimizer, o.precision ?? 'float32', Boolean(dp));
         const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-        const tokens = micro.reduce((a, b) => a + b.attentionMask.flat().reduce((x, y) => x + y, 0), 0);
+        let tokens = micro.reduce((a, b) => a + (b.tasks.length ? b.attentionMask.flat().reduce((x, y) => x + y, 0) : 0), 0);
         if (!r.finite && !o.skipNonFinite) {
           throw new Error(
             `the loss became ${r.loss} at step ${this.step + 1}; no update was made. Last good checkpoint: ${this.lastCheckpoint ?? 'none'} ` +
@@ -817,11 +944,20 @@ export class Trainer {
         if (!r.finite) history.skippedSteps += 1;
         const sums = r.rowLoss;
         const counts = r.rowTokens;
-        const taskSum: Record<string, number> = {}, taskCount: Record<string, number> = {};
-        micro.flatMap((b) => b.tasks).forEach((task, i) => {
+        let taskSum: Record<string, number> = {}, taskCount: Record<string, number> = {};
+        micro.flatMap((b) => (b.tasks.length ? b.tasks : [undefined])).forEach((task, i) => {
+          if (task === undefined) return; // a rank's empty slice (one row without labels)
           taskSum[task] = (taskSum[task] ?? 0) + sums[i];
           taskCount[task] = (taskCount[task] ?? 0) + counts[i];
         });
+        if (dp) {
+          // the step's tokens and per-task losses over every rank
+          const names = train.tasks;
+          const v = await distributed.allreduceSum([tokens, ...names.map((t) => taskSum[t] ?? 0), ...names.map((t) => taskCount[t] ?? 0)]);
+          tokens = v[0];
+          taskSum = Object.fromEntries(names.map((t, i) => [t, v[1 + i]]));
+          taskCount = Object.fromEntries(names.map((t, i) => [t, v[1 + names.length + i]]));
+        }
         const rec: StepRecord = {
           step: this.step,
           epoch: this.sampler.epoch,
@@ -841,18 +977,21 @@ export class Trainer {
           history.stopped = 'earlyStopping';
           break;
         }
-        if (o.outputDir && o.saveEvery > 0 && this.step % o.saveEvery === 0 && this.step < total && savedAt !== this.step) save();
+        if (o.outputDir && o.saveEvery > 0 && this.step % o.saveEvery === 0 && this.step < total && savedAt !== this.step) await save();
         if (2 * history.skippedSteps > total - firstStep) {
           history.stopped = 'nonFinite';
           break;
         }
-        if (fitOptions.signal?.aborted) {
+        let aborted = Boolean(fitOptions.signal?.aborted);
+        // one decision for every rank: any rank's abort (Ctrl-C) stops them all after this step
+        if (dp) aborted = (await distributed.allreduceSum([aborted ? 1 : 0]))[0] > 0;
+        if (aborted) {
           history.stopped = 'aborted';
           break;
         }
       }
       if (history.stopped === 'completed') await evaluate();
-      if (o.outputDir && savedAt !== this.step) save();
+      if (o.outputDir && savedAt !== this.step) await save();
       if (o.loadBestAtEnd && history.bestCheckpoint && (history.stopped === 'completed' || history.stopped === 'earlyStopping')) {
         this.loadAdapterWeights(history.bestCheckpoint);
       }
@@ -891,7 +1030,11 @@ export class Trainer {
     return options.returnPredictions ? r : r.tasks;
   }
 
-  private async evaluateUnchecked(dataset: MultiTaskDataset, keepPredictions: boolean): Promise<{ tasks: Record<string, TaskEval>; predictions: Prediction[] }> {
+  /**
+   * dp: data parallelism: this rank evaluates every worldSize-th example (from its rank on), and the
+   * ranks' sums and predictions are gathered, so every rank returns the same whole evaluation.
+   */
+  private async evaluateUnchecked(dataset: MultiTaskDataset, keepPredictions: boolean, dp?: { rank: number; worldSize: number }): Promise<{ tasks: Record<string, TaskEval>; predictions: Prediction[] }> {
     const o = this.options;
     const metrics = Object.entries(o.metrics ?? {}).map(([name, m]) => [name, typeof m === 'string' ? BUILTIN_METRICS[m] : m] as [string, MetricFn]);
     const metricSum: Record<string, Record<string, number>> = {};
@@ -902,8 +1045,10 @@ export class Trainer {
     this.adapter.eval();
     const sum: Record<string, number> = {}, count: Record<string, number> = {}, right: Record<string, number> = {}, n: Record<string, number> = {};
     const rows = o.evalBatchSize ?? o.batchSize;
-    for (let start = 0; start < dataset.size; start += rows) {
-      const exs = Array.from({ length: Math.min(rows, dataset.size - start) }, (_, i) => dataset.get(start + i));
+    const mine = Array.from({ length: dataset.size }, (_, i) => i).filter((i) => !dp || i % dp.worldSize === dp.rank);
+    const order: number[] = []; // dataset index of each prediction
+    for (let start = 0; start < mine.length; start += rows) {
+      const exs = mine.slice(start, start + rows).map((i) => dataset.get(i));
       const width = Math.max(...exs.map((e) => e.inputIds.length));
       const pad = (row: number[], v: number): number[] => [...row, ...new Array(width - row.length).fill(v)];
       const batch = {
@@ -934,7 +1079,10 @@ export class Trainer {
         const ok = produced.length === responses[i].length && produced.every((t, k) => t === responses[i][k]);
         if (metrics.length || keepPredictions) {
           const prediction = tok.decode(produced, { skipSpecialTokens: true });
-          if (keepPredictions) predictions.push({ task: e.task, prompt: e.prompt, reference: e.response, prediction, correct: ok });
+          if (keepPredictions) {
+            predictions.push({ task: e.task, prompt: e.prompt, reference: e.response, prediction, correct: ok });
+            order.push(e.index);
+          }
           const ms = (metricSum[e.task] ??= {});
           for (const [name, fn] of metrics) {
             const v = fn(prediction, e.response, e.task);
@@ -947,6 +1095,21 @@ export class Trainer {
         right[e.task] = (right[e.task] ?? 0) + (ok ? 1 : 0);
         n[e.task] = (n[e.task] ?? 0) + 1;
       });
+    }
+    if (dp) {
+      // every rank's share, merged in rank order (sums) and dataset order (predictions)
+      const shares = await distributed.gatherJson({ sum, count, right, n, metricSum, predictions, order });
+      for (const x of [sum, count, right, n, metricSum]) for (const k of Object.keys(x)) delete x[k];
+      const add = (into: Record<string, number>, from: Record<string, number>): void => {
+        for (const [k, v] of Object.entries(from)) into[k] = (into[k] ?? 0) + v;
+      };
+      const all: [number, Prediction][] = [];
+      for (const sh of shares) {
+        add(sum, sh.sum), add(count, sh.count), add(right, sh.right), add(n, sh.n);
+        for (const [t, ms] of Object.entries(sh.metricSum)) add((metricSum[t] ??= {}), ms);
+        sh.predictions.forEach((p, i) => all.push([sh.order[i], p]));
+      }
+      predictions.splice(0, predictions.length, ...all.sort((a, b) => a[0] - b[0]).map(([, p]) => p));
     }
     const tasks: Record<string, TaskEval> = Object.fromEntries(
       Object.keys(n).sort().map((t) => {
@@ -968,7 +1131,7 @@ export class Trainer {
     return this.saveCheckpointUnchecked();
   }
 
-  private saveCheckpointUnchecked(): string {
+  private saveCheckpointUnchecked(rngStates?: Record<string, Tensor>): string {
     const dir0 = this.options.outputDir;
     if (!dir0) throw new Error('saveCheckpoint needs outputDir');
     if (!this.optimizer || !this.sampler) throw new Error('nothing to checkpoint before fit() has started');
@@ -987,8 +1150,11 @@ export class Trainer {
         steps: String(opt.steps),
         param_steps: JSON.stringify(opt.params.map((p) => p.step)),
       });
-      const rng: Record<string, Tensor> = {};
-      for (const [name, layer] of this.adapter.layers) rng[name] = new Tensor(layer.native.generatorState());
+      let rng = rngStates;
+      if (!rng) {
+        rng = {};
+        for (const [name, layer] of this.adapter.layers) rng[name] = new Tensor(layer.native.generatorState());
+      }
       saveSafetensors(path.join(tmp, 'rng.safetensors'), rng);
       const state: TrainerState = {
         version: 1,
@@ -1119,6 +1285,10 @@ export class Trainer {
       naming(file('optimizer.safetensors'), () => optimizer.native.setState(optimizerState));
       trainer.optimizer = optimizer;
       for (const [name, t] of rng) {
+        if (/^rank\d+\//.test(name)) {
+          trainer.rankRng.set(name, t); // another rank's stream (data parallelism): taken when it joins
+          continue;
+        }
         const layer = adapter.layers.get(name);
         if (!layer) throw new Error(`${rngPath} names ${name}, which the adapter does not wrap`);
         naming(rngPath, () => layer.native.setGeneratorState(t.native));

@@ -7,6 +7,7 @@ import * as path from 'path';
 import type { StepRecord, TaskEval, Trainer, TrainerOptions } from '../trainer';
 import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
 import { as, checkVocabulary, describeDataset, evalTable, lib, loadModel, loadTokenizer } from './common';
+import { launch, launchOptions, withoutLaunchFlags } from './launch';
 import { describeRunConfig, readRunConfig, RunConfig } from './runconfig';
 
 /** Exit code after Ctrl-C (128 + SIGINT), as shells report it. */
@@ -27,6 +28,7 @@ const EXAMPLE = `{
 export const train: Subcommand = {
   summary: 'fine-tune an adapter on several tasks as a run.json file describes',
   help: `rlora train --config run.json [--resume <checkpoint>] [--max-steps N] [--overwrite] [--threads N]
+            [--nproc-per-node N [--nnodes M --node-rank K --master-addr HOST --master-port P]]
 
 Fine-tunes a multi-head LoRA adapter on the tasks of a JSON lines file. Shows progress (a bar on
 a terminal, else a line now and then on stderr), writes outputDir/log.jsonl (one line per step,
@@ -42,7 +44,20 @@ resume; a second Ctrl-C quits at once without one.
                        extend (or shorten) the run: the learning-rate schedule is recomputed for N
   --overwrite          start over in an outputDir that holds an earlier run (deletes its
                        log.jsonl, checkpoint-*/, eval-*.jsonl, adapter/ and run.json; nothing else)
-  --threads N          threads of the matrix products (default: all ${os.availableParallelism()} cores)
+  --threads N          threads of the matrix products (default: all ${os.availableParallelism()} cores; with
+                       --nproc-per-node: the cores shared among the workers)
+
+Data parallel (README "Data parallel"), as torchrun: each worker trains on its share of every
+global batch (trainer.batchSize rows each; the global batch is batchSize x gradientAccumulation x
+workers), the gradients are summed over the workers with Gloo, rank 0 writes the files. Output
+lines are prefixed with the rank; Ctrl-C stops every worker at the same step with one checkpoint.
+  --nproc-per-node N   worker processes on this machine (default 1)
+  --nnodes M           machines (default 1); run the same command on each, with its --node-rank
+  --node-rank K        this machine's index, 0 to M - 1 (default 0)
+  --master-addr HOST   address of the machine with node rank 0 (default 127.0.0.1)
+  --master-port P      a free port there for the rendezvous (default 29500)
+A launcher that sets MASTER_ADDR, MASTER_PORT, WORLD_SIZE and RANK itself (torchrun --no-python,
+SLURM, Kubernetes) runs plain \`rlora train --config run.json\` in each process instead.
 
 run.json keys (* required; paths are relative to the run.json file):
 ${describeRunConfig()}
@@ -56,6 +71,7 @@ Examples:
   rlora train --config run.json
   rlora train --config run.json --resume runs/smollm-rlora/checkpoint-400
   rlora train --config run.json --resume runs/smollm-rlora/checkpoint-400 --max-steps 1000
+  rlora train --config run.json --nproc-per-node 2
   rlora eval --config run.json            # evaluate outputDir/adapter on data.eval again
   rlora plot runs/smollm-rlora/log.jsonl --out loss.svg`,
   run: (args) => runTrain(args),
@@ -101,20 +117,33 @@ function stepLine(rec: StepRecord, total: number): string {
 }
 
 async function runTrain(args: string[]): Promise<number> {
-  const { opts, rest } = parseArgs(args, { config: 'value', resume: 'value', overwrite: 'flag', threads: 'value', 'max-steps': 'value' });
+  const { opts, rest } = parseArgs(args, {
+    config: 'value', resume: 'value', overwrite: 'flag', threads: 'value', 'max-steps': 'value',
+    'nproc-per-node': 'value', nnodes: 'value', 'node-rank': 'value', 'master-addr': 'value', 'master-port': 'value',
+  });
   if (rest.length) throw new UsageError(`unexpected argument ${rest[0]}`);
   const configFile = stringOption(opts, 'config');
   if (!configFile) throw new UsageError('--config run.json is required');
-  const threads = intOption(opts, 'threads', 1) ?? os.availableParallelism();
+  const threadsGiven = intOption(opts, 'threads', 1);
   const maxSteps = intOption(opts, 'max-steps', 1);
   const cfg = readRunConfig(configFile);
+  const launching = launchOptions(opts);
+  if (launching) {
+    // the launcher: the same command in each worker, without the launcher's flags
+    return launch([process.argv[1], 'train', ...withoutLaunchFlags(args)], { ...launching, threads: threadsGiven }, (s) => void process.stderr.write(s + '\n'));
+  }
+  const threads = threadsGiven ?? os.availableParallelism();
   const resume = typeof opts.resume === 'string' ? path.resolve(opts.resume) : cfg.resume;
-  const say = (s: string): void => void process.stderr.write(s + '\n');
+  // data parallel (WORLD_SIZE > 1): every rank trains, rank 0 alone writes files and reports
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const world = (require('../distributed') as typeof import('../distributed')).worldSizeFromEnv();
+  const rank0 = world === 1 || process.env.RANK === '0';
+  const say = (s: string): void => void (rank0 && process.stderr.write(s + '\n'));
 
   if (resume && !fs.existsSync(path.join(resume, 'trainer_state.json'))) {
     throw new InputError(`${resume} is not a checkpoint (no trainer_state.json); checkpoints are the checkpoint-<step> folders of outputDir`);
   }
-  if (!resume) {
+  if (!resume && rank0) {
     const earlier = previousRun(cfg.outputDir);
     if (earlier.length && !opts.overwrite) {
       throw new InputError(
@@ -184,13 +213,15 @@ async function runTrain(args: string[]): Promise<number> {
       const options = { ...cfg.trainer, outputDir: cfg.outputDir, ...(maxSteps !== undefined ? { maxSteps } : {}) };
       trainer = await as(`${cfg.file}: trainer`, () => new rl.Trainer(model, adapter, options));
       const o = trainer.options;
-      total = o.maxSteps ?? Math.max(1, Math.ceil((o.epochs * Math.ceil(trainSet.size / o.batchSize)) / o.gradientAccumulation));
+      total = o.maxSteps ?? Math.max(1, Math.ceil((o.epochs * Math.ceil(trainSet.size / (o.batchSize * world))) / o.gradientAccumulation));
     }
     const a = trainer.adapter.options;
     say(`adapter    ${a.method}, rank ${a.rank}, heads ${a.heads}, ${trainer.adapter.layers.size} modules, ${trainer.adapter.trainableParameterCount().toLocaleString('en-US')} trainable parameters`);
     say(`output     ${cfg.outputDir}`);
-    fs.mkdirSync(cfg.outputDir, { recursive: true });
-    fs.writeFileSync(path.join(cfg.outputDir, 'run.json'), JSON.stringify(resolvedCopy(cfg), null, 2) + '\n');
+    if (rank0) {
+      fs.mkdirSync(cfg.outputDir, { recursive: true });
+      fs.writeFileSync(path.join(cfg.outputDir, 'run.json'), JSON.stringify(resolvedCopy(cfg), null, 2) + '\n');
+    }
 
     const bar = trainer.options.progress ?? Boolean(process.stderr.isTTY);
     let lastLine = 0;
@@ -236,6 +267,7 @@ async function runTrain(args: string[]): Promise<number> {
         (trainer.options.loadBestAtEnd ? '; its adapter weights were loaded back and are written to adapter/' : ''));
     }
     const adapterDir = path.join(cfg.outputDir, 'adapter');
+    if (!rank0) return 0; // rank 0 writes the adapter and reports
     trainer.adapter.save(adapterDir);
     const last = history.evals[history.evals.length - 1];
     console.log(`trained ${trainer.step} steps; adapter written to ${adapterDir}`);

@@ -258,7 +258,9 @@ torch::Tensor MultiHeadLoraLinear::forward(const torch::Tensor& x) {
     mode = on_rank ? kRankDropout : kInputDropout;
     std::vector<int64_t> mshape = on_rank ? std::vector<int64_t>{T, M, r} : std::vector<int64_t>{M, T, in};
     // Masks come from the layer's CPU generator: the same seed gives the same masks on every device.
-    mask = torch::empty(mshape, torch::kBool).bernoulli_(p, gen_).to(device());  // true = dropped
+    // true = dropped: a uniform float32 below p (24-bit resolution, as CUDA's dropout); drawing
+    // floats and comparing is twice as fast here as a bool bernoulli_ (0.45 vs 0.84 ms for 635 x 192)
+    mask = torch::rand(mshape, gen_, torch::kFloat32).lt_(p).to(device(), torch::kBool);
   }
   // Under autocast the whole layer runs in the autocast dtype: its inputs are cast here (casts
   // that gradients flow through, back to the parameters' own dtype) and autocast is off inside,
@@ -407,6 +409,11 @@ void MultiHeadLoraLinear::set_generator_state(const torch::Tensor& state) {
               (state.defined() ? dtype_str(state.scalar_type()) + " " + shape_str(state) : "nothing"));
   std::lock_guard<std::mutex> lock(gen_.mutex());
   gen_.set_state(state.cpu());
+}
+
+void MultiHeadLoraLinear::reseed(uint64_t seed) {
+  std::lock_guard<std::mutex> lock(gen_.mutex());
+  gen_.set_current_seed(seed);
 }
 
 torch::Tensor MultiHeadLoraLinear::merged_weight() const {

@@ -79,6 +79,8 @@ class MultiHeadLoraLinear {
   at::Generator& generator() { return gen_; }
   torch::Tensor generator_state() const;
   void set_generator_state(const torch::Tensor& state);
+  // Restarts the dropout generator from a seed (data parallelism: each rank its own stream).
+  void reseed(uint64_t seed);
   // Jobs on one layer run one at a time (forward draws from the generator).
   std::mutex& mutex() const { return mutex_; }
 

@@ -32,7 +32,7 @@ torch::Tensor causal_lm_loss_rows(const torch::Tensor& logits, const torch::Tens
 }
 
 LmStepResult lm_train_step(model::DecoderModel& model, const std::vector<LmBatch>& micro, AdamW& opt,
-                           torch::ScalarType autocast) {
+                           torch::ScalarType autocast, dist::Group* group) {
   const bool cast = autocast != torch::kFloat32 && autocast != model.dtype();
   if (micro.empty()) throw std::invalid_argument("a training step needs at least one micro-batch");
   int64_t total = 0;
@@ -40,6 +40,7 @@ LmStepResult lm_train_step(model::DecoderModel& model, const std::vector<LmBatch
     check_batch(micro[i], i);
     total += (micro[i].labels.narrow(1, 1, micro[i].labels.size(1) - 1) != -100).sum().item<int64_t>();
   }
+  if (group) total = dist::allreduce_sum(*group, total);  // every rank's count: the global normaliser
   if (total == 0) throw std::invalid_argument("the batch has no labelled token: every label is -100");
   torch::AutoGradMode grad_on(true);
   opt.zero_grad();
@@ -59,6 +60,17 @@ LmStepResult lm_train_step(model::DecoderModel& model, const std::vector<LmBatch
     loss_sum += sums.back().sum().item<double>();
   }
   r.rows = {torch::cat(sums), torch::cat(counts)};
+  if (group) {
+    // The global loss (every rank decides on the same number), then the gradients summed over the
+    // ranks: each rank's loss was divided by the global count, so the sum is the global gradient.
+    loss_sum = dist::allreduce_sum(*group, loss_sum);
+    std::vector<torch::Tensor> grads;
+    for (auto& p : opt.params()) {
+      if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);  // the same list on every rank
+      grads.push_back(p.grad());
+    }
+    group->allreduce_sum(grads);
+  }
   r.loss = loss_sum / static_cast<double>(total);
   r.finite = std::isfinite(r.loss);
   if (!r.finite) {

@@ -7,6 +7,7 @@
 
 #include <vector>
 
+#include "dist/group.h"
 #include "model/decoder.h"
 #include "train/optimizer.h"
 
@@ -38,8 +39,13 @@ torch::Tensor causal_lm_loss_rows(const torch::Tensor& logits, const torch::Tens
 // autocast: the forward and backward run under autocast to that dtype (bfloat16) on the model's
 // device; parameters, gradients and optimizer state keep their own dtype. kFloat32 (or the
 // model's dtype) means no autocast.
+//
+// group (data parallelism): each rank passes its own slice of the global batch; the loss is
+// normalised by the labelled tokens of every rank (summed first), the gradients are summed over the
+// ranks (one flat bucket), so every rank makes the same update: that of one process given the
+// union of the slices. The returned loss is the global one; rows are this rank's.
 LmStepResult lm_train_step(model::DecoderModel& model, const std::vector<LmBatch>& micro, AdamW& opt,
-                           torch::ScalarType autocast = torch::kFloat32);
+                           torch::ScalarType autocast = torch::kFloat32, dist::Group* group = nullptr);
 
 // Loss without gradients (evaluation).
 LmLoss lm_eval_loss(model::DecoderModel& model, const LmBatch& batch);

@@ -1,0 +1,116 @@
+// Data parallelism: joining and leaving the process group, and the few collectives lib/ needs
+// beside the training step (which finds the group itself). Checks and converts; the work is in
+// native/dist.
+#include <napi.h>
+
+#include "common.h"
+#include "dist/group.h"
+
+namespace rlora::binding {
+
+namespace {
+
+std::shared_ptr<dist::Group> need_group(const std::string& what) {
+  auto g = dist::current();
+  if (!g) throw std::logic_error(what + ": no process group (call distributed.init first)");
+  return g;
+}
+
+// distInit({masterAddr, masterPort, rank, worldSize, backend, timeoutMs}) -> Promise<void>
+Napi::Value DistInit(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    if (!info[0].IsObject()) type_error(env, "options", "an object", info[0]);
+    auto o = info[0].As<Napi::Object>();
+    dist::InitOptions opts;
+    opts.master_addr = get_string(o.Get("masterAddr"), "masterAddr");
+    opts.master_port = static_cast<int>(get_integer(o.Get("masterPort"), "masterPort"));
+    opts.rank = static_cast<int>(get_integer(o.Get("rank"), "rank"));
+    opts.world_size = static_cast<int>(get_integer(o.Get("worldSize"), "worldSize"));
+    opts.backend = get_string(o.Get("backend"), "backend");
+    opts.timeout_ms = get_integer(o.Get("timeoutMs"), "timeoutMs");
+    return run_async<bool>(
+        env, [opts] { dist::init(opts); return true; },
+        [](Napi::Env e, bool&) -> Napi::Value { return e.Undefined(); });
+  });
+}
+
+// distInfo() -> {rank, worldSize, backend} or null
+Napi::Value DistInfo(const Napi::CallbackInfo& info) {
+  auto g = dist::current();
+  if (!g) return info.Env().Null();
+  auto o = Napi::Object::New(info.Env());
+  o.Set("rank", g->rank());
+  o.Set("worldSize", g->world_size());
+  o.Set("backend", g->backend());
+  return o;
+}
+
+// distBarrier() -> Promise<void>
+Napi::Value DistBarrier(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    auto g = need_group("barrier");
+    return run_async<bool>(
+        env, [g] { g->barrier(); return true; }, [](Napi::Env e, bool&) -> Napi::Value { return e.Undefined(); });
+  });
+}
+
+// distAllreduceSum(values: number[]) -> Promise<number[]> (float64 sums over the ranks)
+Napi::Value DistAllreduceSum(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    auto g = need_group("allreduce");
+    if (!info[0].IsArray()) type_error(env, "values", "an array of numbers", info[0]);
+    auto arr = info[0].As<Napi::Array>();
+    std::vector<double> v;
+    for (uint32_t i = 0; i < arr.Length(); ++i) v.push_back(get_number(arr.Get(i), "values[" + std::to_string(i) + "]"));
+    return run_async<std::vector<double>>(
+        env,
+        [g, v] {
+          torch::Tensor t = torch::tensor(v, torch::kFloat64);
+          if (t.numel() > 0) g->allreduce_sum({t});
+          return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
+        },
+        [](Napi::Env e, std::vector<double>& r) -> Napi::Value {
+          auto out = Napi::Array::New(e, r.size());
+          for (size_t i = 0; i < r.size(); ++i) out.Set(static_cast<uint32_t>(i), r[i]);
+          return out;
+        });
+  });
+}
+
+// distAllgather(value: integer) -> Promise<number[]> (every rank's value, in rank order)
+Napi::Value DistAllgather(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    auto g = need_group("allgather");
+    const int64_t value = get_integer(info[0], "value");
+    return run_async<std::vector<int64_t>>(
+        env, [g, value] { return g->allgather(value); },
+        [](Napi::Env e, std::vector<int64_t>& r) -> Napi::Value {
+          auto out = Napi::Array::New(e, r.size());
+          for (size_t i = 0; i < r.size(); ++i) out.Set(static_cast<uint32_t>(i), static_cast<double>(r[i]));
+          return out;
+        });
+  });
+}
+
+Napi::Value DistDestroy(const Napi::CallbackInfo& info) {
+  dist::destroy();
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void InitDist(Napi::Env env, Napi::Object exports) {
+  exports.Set("distInit", Napi::Function::New(env, DistInit));
+  exports.Set("distInfo", Napi::Function::New(env, DistInfo));
+  exports.Set("distBarrier", Napi::Function::New(env, DistBarrier));
+  exports.Set("distAllreduceSum", Napi::Function::New(env, DistAllreduceSum));
+  exports.Set("distAllgather", Napi::Function::New(env, DistAllgather));
+  exports.Set("distDestroy", Napi::Function::New(env, DistDestroy));
+  exports.Set("hasGloo", Napi::Boolean::New(env, dist::has_gloo()));
+}
+
+}  // namespace rlora::binding

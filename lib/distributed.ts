@@ -1,0 +1,150 @@
+// Data parallelism across processes and machines on libtorch's c10d (TCPStore rendezvous, Gloo
+// collectives), with torchrun's environment contract: MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK,
+// LOCAL_RANK. Trainer.fit uses it by itself (TrainerOptions.distributed); this namespace is for
+// custom loops with trainStep, which sums its step over the ranks once a group exists.
+import * as util from 'util';
+
+import { native } from './native';
+
+export type Backend = 'gloo' | 'nccl';
+/** Environment variables (process.env's shape, without needing Node's types). */
+export type Env = Record<string, string | undefined>;
+
+export interface DistributedOptions {
+  /** 'gloo' (CPU; default). 'nccl' is refused by this build (it has no NCCL). */
+  backend?: Backend;
+  /** How long a rendezvous or a collective may wait for the other ranks. Default 600000 (10 minutes, as torch). */
+  timeoutMs?: number;
+  /** Default: the environment's MASTER_ADDR, else 127.0.0.1. */
+  masterAddr?: string;
+  /** Default: the environment's MASTER_PORT, else 29500. */
+  masterPort?: number;
+  /** Default: the environment's RANK (required when worldSize > 1). */
+  rank?: number;
+  /** Default: the environment's WORLD_SIZE, else 1. */
+  worldSize?: number;
+}
+
+const OPTION_NAMES = ['backend', 'timeoutMs', 'masterAddr', 'masterPort', 'rank', 'worldSize'];
+export const DEFAULT_TIMEOUT_MS = 600_000;
+
+/** An integer from the environment, or undefined when unset; a bad value names the variable. */
+function envInt(name: string, min: number, env: Env): number | undefined {
+  const v = env[name];
+  if (v === undefined || v === '') return undefined;
+  const n = Number(v);
+  if (!/^\s*-?\d+\s*$/.test(v) || !Number.isSafeInteger(n) || n < min) {
+    throw new RangeError(`environment variable ${name} must be an integer >= ${min}, got ${JSON.stringify(v)}`);
+  }
+  return n;
+}
+
+/** World size from the environment (WORLD_SIZE), 1 when unset. */
+export function worldSizeFromEnv(env: Env = process.env): number {
+  return envInt('WORLD_SIZE', 1, env) ?? 1;
+}
+
+/** The options init() would use: explicit ones first, then torchrun's environment variables. */
+export function resolveOptions(o: DistributedOptions = {}, env: Env = process.env): Required<DistributedOptions> {
+  if (typeof o !== 'object' || o === null) throw new TypeError(`distributed options must be an object, got ${util.inspect(o)}`);
+  const unknown = Object.keys(o).filter((k) => !OPTION_NAMES.includes(k));
+  if (unknown.length) throw new RangeError(`distributed: unknown option ${JSON.stringify(unknown[0])}; known: ${OPTION_NAMES.join(', ')}`);
+  const int = (v: unknown, name: string, min: number, max = Number.MAX_SAFE_INTEGER): number => {
+    if (!Number.isSafeInteger(v) || (v as number) < min || (v as number) > max) throw new RangeError(`distributed: ${name} must be an integer from ${min} to ${max}, got ${util.inspect(v)}`);
+    return v as number;
+  };
+  const backend = o.backend ?? 'gloo';
+  if (backend !== 'gloo' && backend !== 'nccl') throw new RangeError(`distributed: backend must be 'gloo' or 'nccl', got ${util.inspect(backend)}`);
+  const worldSize = o.worldSize !== undefined ? int(o.worldSize, 'worldSize', 1) : worldSizeFromEnv(env);
+  const rank = o.rank !== undefined ? int(o.rank, 'rank', 0) : (envInt('RANK', 0, env) ?? (worldSize === 1 ? 0 : undefined));
+  if (rank === undefined) throw new RangeError(`distributed: WORLD_SIZE is ${worldSize} but RANK is not set (each process needs its rank, 0 to ${worldSize - 1})`);
+  if (rank >= worldSize) throw new RangeError(`distributed: RANK ${rank} is not below WORLD_SIZE ${worldSize}`);
+  const masterAddr = o.masterAddr ?? (env.MASTER_ADDR || '127.0.0.1');
+  if (typeof masterAddr !== 'string' || masterAddr === '') throw new RangeError(`distributed: masterAddr must be a host name or address, got ${util.inspect(masterAddr)}`);
+  const masterPort = o.masterPort !== undefined ? int(o.masterPort, 'masterPort', 1, 65535) : (envInt('MASTER_PORT', 1, env) ?? 29500);
+  if (masterPort > 65535) throw new RangeError(`environment variable MASTER_PORT must be at most 65535, got ${masterPort}`);
+  const timeoutMs = o.timeoutMs !== undefined ? int(o.timeoutMs, 'timeoutMs', 1) : DEFAULT_TIMEOUT_MS;
+  return { backend, timeoutMs, masterAddr, masterPort, rank, worldSize };
+}
+
+/**
+ * Joins the process group: every rank calls it with the same MASTER_ADDR, MASTER_PORT and
+ * WORLD_SIZE; it resolves when all have joined, or rejects after timeoutMs naming this rank. One
+ * group per process (a second init rejects until destroy()).
+ */
+export async function init(options: DistributedOptions = {}): Promise<{ rank: number; worldSize: number }> {
+  const o = resolveOptions(options);
+  await native.distInit(o);
+  return { rank: o.rank, worldSize: o.worldSize };
+}
+
+/** Whether this process is in a process group. */
+export function isInitialized(): boolean {
+  return native.distInfo() !== null;
+}
+
+/** This process's rank (0 without a group). */
+export function rank(): number {
+  return native.distInfo()?.rank ?? 0;
+}
+
+/** The number of processes in the group (1 without one). */
+export function worldSize(): number {
+  return native.distInfo()?.worldSize ?? 1;
+}
+
+/** Waits until every rank reaches it; after timeoutMs rejects naming the ranks that did not. */
+export async function barrier(): Promise<void> {
+  if (!isInitialized()) return;
+  await native.distBarrier();
+}
+
+/** Element-wise sums of `values` over the ranks (every rank passes as many, in the same order). */
+export async function allreduceSum(values: number[]): Promise<number[]> {
+  if (!isInitialized()) return values.slice();
+  return native.distAllreduceSum(values);
+}
+
+/** Every rank's integer, in rank order (e.g. to compare a hash of each rank's configuration). */
+export async function allgather(value: number): Promise<number[]> {
+  if (!isInitialized()) return [value];
+  return native.distAllgather(value);
+}
+
+/** Leaves the process group (no-op without one). */
+export function destroy(): void {
+  native.distDestroy();
+}
+
+/** Whether this build of rlora has the Gloo backend (libtorch's c10d and Gloo headers at build time). */
+export function isAvailable(): boolean {
+  return native.hasGloo;
+}
+
+/** The active group's backend ('gloo'), or 'none'. */
+export function backendName(): string {
+  return native.distInfo()?.backend ?? 'none';
+}
+
+/**
+ * Every rank's JSON-serialisable value, in rank order (e.g. evaluation shares). Carried by two
+ * collectives: an allgather of the byte lengths, then a sum over a zero buffer in which each rank
+ * fills its own slot (4 bytes per float64, exact).
+ */
+export async function gatherJson<T>(value: T): Promise<T[]> {
+  if (!isInitialized() || worldSize() === 1) return [JSON.parse(JSON.stringify(value)) as T];
+  const bytes = new TextEncoder().encode(JSON.stringify(value));
+  const lengths = await allgather(bytes.length);
+  const slot = Math.ceil(Math.max(...lengths) / 4);
+  const buf = new Array<number>(slot * lengths.length).fill(0);
+  const r = rank();
+  for (let i = 0; i < bytes.length; i += 4) {
+    buf[r * slot + i / 4] = bytes[i] * 0x1000000 + (bytes[i + 1] ?? 0) * 0x10000 + (bytes[i + 2] ?? 0) * 0x100 + (bytes[i + 3] ?? 0);
+  }
+  const sum = await allreduceSum(buf);
+  return lengths.map((len, k) => {
+    const out = new Uint8Array(len);
+    for (let i = 0; i < len; i++) out[i] = Math.floor(sum[k * slot + Math.floor(i / 4)] / 2 ** (8 * (3 - (i % 4)))) % 256;
+    return JSON.parse(new TextDecoder().decode(out)) as T;
+  });
+}

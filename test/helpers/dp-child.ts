@@ -1,0 +1,58 @@
+// One process of the data-parallel tests (test/distributed.test.ts): trains the tiny byte-level
+// model with an R-LoRA adapter for a few steps, data-parallel when the environment says so
+// (WORLD_SIZE, RANK, MASTER_ADDR, MASTER_PORT), and rank 0 writes the adapter, the losses and the
+// evaluations to `out` as JSON. Errors go to stderr as one line, exit code 1.
+import * as fs from 'fs';
+
+import { Adapter, ByteTokenizer, distributed, Model, MultiTaskDataset, Trainer } from '../../lib';
+import { TINY_BYTE_CONFIG } from './tiny-model';
+
+interface Args {
+  batchSize: number;
+  steps: number;
+  out: string;
+  lr?: number;
+  dropout?: number;
+  /** Rank 1 exits (code 3) after this step. */
+  dieAfter?: number;
+  timeoutMs?: number;
+  evaluate?: boolean;
+  outputDir?: string;
+  saveEvery?: number;
+}
+
+async function main(): Promise<void> {
+  const a = JSON.parse(process.argv[2]) as Args;
+  const tok = new ByteTokenizer();
+  const rows = Array.from({ length: 24 }, (_, i) => ({ task: i % 3 ? 'add' : 'mul', prompt: `n${i}:`, response: String(i % 3 ? i + 5 : i * 3) }));
+  const data = MultiTaskDataset.fromArray(rows, { tokenizer: tok, maxLength: 16 });
+  const model = Model.fromConfig(TINY_BYTE_CONFIG, { seed: 1 });
+  const adapter = Adapter.attach(model, { method: 'rlora', rank: 2, heads: 2, dropout: a.dropout ?? 0, targetModules: ['q_proj', 'v_proj', 'up_proj'], seed: 2 });
+  const trainer = new Trainer(model, adapter, {
+    batchSize: a.batchSize,
+    maxSteps: a.steps,
+    learningRate: a.lr ?? 1e-2,
+    seed: 3,
+    progress: false,
+    evalBatchSize: 5,
+    outputDir: a.outputDir,
+    saveEvery: a.saveEvery,
+    distributed: a.timeoutMs ? { timeoutMs: a.timeoutMs } : 'auto',
+  });
+  const history = await trainer.fit(data, {
+    evalDataset: a.evaluate ? data : undefined,
+    onStep: (r) => {
+      if (a.dieAfter !== undefined && r.step === a.dieAfter && distributed.rank() === 1) process.exit(3);
+    },
+  });
+  if (distributed.rank() === 0) {
+    const state = Object.fromEntries(Object.entries(adapter.stateDict()).map(([k, t]) => [k, Array.from(t.data() as Float32Array)]));
+    fs.writeFileSync(a.out, JSON.stringify({ state, losses: history.steps.map((s) => s.loss), tokens: history.steps.map((s) => s.tokens), evals: history.evals, worldSize: distributed.worldSize() }));
+  }
+  distributed.destroy();
+}
+
+main().catch((e: unknown) => {
+  console.error(e instanceof Error ? e.message : String(e));
+  process.exit(1);
+});
