@@ -126,6 +126,22 @@ describe('data parallel (gloo)', () => {
     expect(fs.existsSync(out)).toBe(false);
   });
 
+  itDp('when a rank hangs, the other stops after timeoutMs with an error naming itself', async () => {
+    const port = await freePort();
+    const env = (r: number) => ({ WORLD_SIZE: '2', RANK: String(r), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) });
+    const args = { batchSize: 4, steps: 50, out: path.join(tmp, 'hung.json'), hangAfter: 2, timeoutMs: 3000 };
+    const t0 = Date.now();
+    const rank1 = spawn(process.execPath, ['-r', 'tsx/cjs', CHILD, JSON.stringify(args)], { env: { ...process.env, ...env(1) }, stdio: 'ignore' });
+    try {
+      const r0 = await runChild(args, env(0));
+      expect(r0.code).toBe(1);
+      expect(r0.stderr).toMatch(/distributed \w+ failed on rank 0 of 2 \(gloo, timeout 3000 ms\): /);
+      expect(Date.now() - t0).toBeLessThan(40_000);
+    } finally {
+      rank1.kill('SIGKILL');
+    }
+  });
+
   itDp('a port in use: rank 0 says so', async () => {
     const server = net.createServer();
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

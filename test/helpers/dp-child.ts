@@ -15,6 +15,8 @@ interface Args {
   dropout?: number;
   /** Rank 1 exits (code 3) after this step. */
   dieAfter?: number;
+  /** Rank 1 blocks for 60 s after this step (a hung process). */
+  hangAfter?: number;
   timeoutMs?: number;
   evaluate?: boolean;
   outputDir?: string;
@@ -43,6 +45,7 @@ async function main(): Promise<void> {
     evalDataset: a.evaluate ? data : undefined,
     onStep: (r) => {
       if (a.dieAfter !== undefined && r.step === a.dieAfter && distributed.rank() === 1) process.exit(3);
+      if (a.hangAfter !== undefined && r.step === a.hangAfter && distributed.rank() === 1) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 60_000);
     },
   });
   if (distributed.rank() === 0) {
