@@ -13,6 +13,7 @@ import { closest, InputError, parseArgs, Subcommand, UsageError } from './cli/ar
 import { evalCommand } from './cli/eval';
 import { generateCommand } from './cli/generate';
 import { inspect } from './cli/inspect';
+import { mergeCommand } from './cli/merge';
 import { plot } from './cli/plot';
 import { train } from './cli/train';
 import { envVarAdvice, isUsable, Libtorch, readElfDynamic, Unusable } from './libtorch';
@@ -234,7 +235,7 @@ library in use and thread settings. Exits 1 when no binary loads, with what to i
 
 // ---------------------------------------------------------------------------------------------
 
-export const commands: Record<string, Subcommand> = { train, eval: evalCommand, generate: generateCommand, inspect, plot, build, doctor };
+export const commands: Record<string, Subcommand> = { train, eval: evalCommand, generate: generateCommand, merge: mergeCommand, inspect, plot, build, doctor };
 
 function usage(): string {
   const width = Math.max(...Object.keys(commands).map((k) => k.length));

@@ -251,6 +251,12 @@ function rows(t: Tensor): number[][] {
   return Array.from({ length: b }, (_, i) => Array.from(flat.subarray(i * s, (i + 1) * s), Number));
 }
 
+/** Bytes per element of each dtype a model's weights can have. */
+const DTYPE_BYTES: Partial<Record<Dtype, number>> & Record<'float32' | 'float64' | 'bfloat16' | 'float16', number> = { float32: 4, float64: 8, bfloat16: 2, float16: 2 };
+
+/** Model.save's default shard limit: 5 GB, as transformers' save_pretrained. */
+export const DEFAULT_MAX_SHARD_SIZE = 5_000_000_000;
+
 const asList = (v: number | number[] | null | undefined): number[] => (v == null ? [] : Array.isArray(v) ? v : [v]);
 
 export class Model {
@@ -262,6 +268,8 @@ export class Model {
   readonly resolvedConfig: NativeModelConfig;
   /** The folder it was loaded from, if any. */
   readonly source?: string;
+  /** generation_config.json of that folder, when it had one (save() writes it again). */
+  generationConfig?: Record<string, unknown>;
 
   private constructor(config: HFConfig, resolved: NativeModelConfig, options: ModelOptions, source?: string) {
     this.config = config;
@@ -313,6 +321,12 @@ export class Model {
     } catch (e) {
       throw new Error(`${configPath}: cannot make the model it describes: ${(e as Error).message}`);
     }
+    const genPath = path.join(dir, 'generation_config.json');
+    if (fs.existsSync(genPath)) {
+      const g = readJsonFile(genPath);
+      if (typeof g !== 'object' || g === null || Array.isArray(g)) throw new Error(`${genPath} must hold a JSON object`);
+      model.generationConfig = g as Record<string, unknown>;
+    }
     const expected = new Set(model.native.parameterSpecs().map((s) => s.name));
     for (const [name, file] of fileOf) {
       const ignorable = name.endsWith('.rotary_emb.inv_freq') || (resolved.tieWordEmbeddings && name === 'lm_head.weight');
@@ -338,15 +352,50 @@ export class Model {
     return model;
   }
 
-  /** Writes config.json and model.safetensors (Hugging Face names; transformers loads them). */
-  save(dir: string): void {
+  /**
+   * Writes config.json, the weights (Hugging Face names; transformers loads them) and
+   * generation_config.json when the model has one. Weights over `maxShardSize` bytes (default 5 GB,
+   * as transformers' save_pretrained) go into shards `model-00001-of-0000N.safetensors` with the
+   * index `model.safetensors.index.json`; a tensor larger than the limit gets a shard of its own.
+   */
+  save(dir: string, options: { maxShardSize?: number } = {}): void {
     assertNotTraining(this, 'Model.save');
+    if (typeof options !== 'object' || options === null) throw new TypeError(`Model.save: options must be an object, got ${util.inspect(options)}`);
+    const unknown = Object.keys(options).filter((k) => k !== 'maxShardSize');
+    if (unknown.length) throw new RangeError(`Model.save: unknown option ${JSON.stringify(unknown[0])} (known: maxShardSize)`);
+    const limit = options.maxShardSize ?? DEFAULT_MAX_SHARD_SIZE;
+    if (!Number.isSafeInteger(limit) || limit < 1) throw new RangeError(`Model.save: maxShardSize must be a whole number of bytes >= 1, got ${util.inspect(options.maxShardSize)}`);
     fs.mkdirSync(dir, { recursive: true });
-    const tensors: Record<string, Tensor> = {};
-    for (const { name } of this.native.parameterSpecs()) tensors[name] = new Tensor(this.native.parameter(name));
+    const shards: { names: string[]; bytes: number }[] = [{ names: [], bytes: 0 }];
+    let total = 0;
+    for (const { name } of this.native.parameterSpecs()) {
+      const t = new Tensor(this.native.parameter(name));
+      const bytes = t.numel * (DTYPE_BYTES[t.dtype] ?? 8);
+      total += bytes;
+      const last = shards[shards.length - 1];
+      if (last.names.length && last.bytes + bytes > limit) shards.push({ names: [name], bytes });
+      else {
+        last.names.push(name);
+        last.bytes += bytes;
+      }
+    }
+    // a previous save's weights in another layout would be loaded beside these: remove them
+    for (const f of fs.readdirSync(dir)) if (f === 'model.safetensors' || f === 'model.safetensors.index.json' || /^model-\d{5}-of-\d{5}\.safetensors$/.test(f)) fs.rmSync(path.join(dir, f));
+    const tensorsOf = (names: string[]): Record<string, Tensor> => Object.fromEntries(names.map((n) => [n, new Tensor(this.native.parameter(n))]));
+    if (shards.length === 1) saveSafetensors(path.join(dir, 'model.safetensors'), tensorsOf(shards[0].names), { format: 'pt' });
+    else {
+      const weightMap: Record<string, string> = {};
+      const pad = (i: number): string => String(i).padStart(5, '0');
+      shards.forEach((sh, i) => {
+        const file = `model-${pad(i + 1)}-of-${pad(shards.length)}.safetensors`;
+        saveSafetensors(path.join(dir, file), tensorsOf(sh.names), { format: 'pt' });
+        for (const n of sh.names) weightMap[n] = file;
+      });
+      fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2) + '\n');
+    }
     const config = { ...this.config, architectures: [this.resolvedConfig.architecture], torch_dtype: this.dtype };
-    saveSafetensors(path.join(dir, 'model.safetensors'), tensors, { format: 'pt' });
     fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+    if (this.generationConfig) fs.writeFileSync(path.join(dir, 'generation_config.json'), JSON.stringify(this.generationConfig, null, 2) + '\n');
   }
 
   get dtype(): Dtype {

@@ -1,0 +1,59 @@
+// rlora merge: folds a single-head (LoRA) adapter into its base model's weights and writes a
+// Hugging Face model folder that transformers (or rlora) loads with no adapter.
+import * as fs from 'fs';
+import * as path from 'path';
+
+import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
+import { as, lib, loadModel } from './common';
+
+/** Files of a model folder that describe its tokenizer and generation, copied beside the merged weights. */
+const COPIED = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'tokenizer.model', 'chat_template.jinja'];
+
+export const mergeCommand: Subcommand = {
+  summary: 'fold a LoRA adapter into its base model and write a merged Hugging Face folder',
+  help: `rlora merge --model DIR --adapter DIR --out DIR [--max-shard-size BYTES] [--overwrite]
+
+Loads the base model, attaches the adapter and folds it into the weights (W0 + s B A, minus the
+offset when the adapter has one), then writes config.json, the weights (sharded over
+--max-shard-size, with model.safetensors.index.json), generation_config.json when the base has one,
+and the base folder's tokenizer files. Only single-head adapters merge: a multi-head adapter's
+router depends on the input (load it with its base model instead).
+
+  --model DIR            the base model's Hugging Face folder
+  --adapter DIR          the adapter folder (adapter_config.json, adapter_model.safetensors)
+  --out DIR              where the merged model goes (must not hold a model unless --overwrite)
+  --max-shard-size N     most bytes per weights file (default 5000000000, as transformers)
+  --overwrite            replace the model files already in --out
+
+Examples:
+  rlora merge --model models/SmolLM2-135M --adapter runs/a/adapter --out models/SmolLM2-135M-merged`,
+  run: (args) => runMerge(args),
+};
+
+async function runMerge(args: string[]): Promise<number> {
+  const { opts, rest } = parseArgs(args, { model: 'value', adapter: 'value', out: 'value', 'max-shard-size': 'value', overwrite: 'flag' });
+  if (rest.length) throw new UsageError(`unexpected argument ${rest[0]}`);
+  const modelDir = stringOption(opts, 'model');
+  const adapterDir = stringOption(opts, 'adapter');
+  const out = stringOption(opts, 'out');
+  if (!modelDir || !adapterDir || !out) throw new UsageError('--model DIR, --adapter DIR and --out DIR are required');
+  const maxShardSize = intOption(opts, 'max-shard-size', 1);
+  if (!fs.existsSync(path.join(adapterDir, 'adapter_config.json'))) throw new InputError(`${adapterDir} is not an adapter folder: no adapter_config.json`);
+  if (path.resolve(out) === path.resolve(modelDir)) throw new InputError(`--out ${out} is the base model's folder: write the merged model elsewhere`);
+  if (fs.existsSync(path.join(out, 'config.json')) && !opts.overwrite) throw new InputError(`${out} already holds a model (config.json): pass --overwrite to replace it`);
+
+  const rl = lib();
+  const model = await loadModel({ path: path.resolve(modelDir) }, 'model');
+  const adapter = await as(`adapter ${adapterDir}`, () => rl.Adapter.load(model, adapterDir));
+  if (adapter.options.heads !== 1) {
+    throw new InputError(`${adapterDir} is a ${adapter.options.method} adapter with ${adapter.options.heads} heads: only single-head (lora) adapters can be merged, because the router mixes the heads differently for every token; load it with its base model instead`);
+  }
+  const modules = adapter.layers.size;
+  adapter.merge();
+  await as(`writing ${out}`, () => model.save(out, maxShardSize === undefined ? {} : { maxShardSize }));
+  const copied = COPIED.filter((f) => fs.existsSync(path.join(modelDir, f)));
+  for (const f of copied) fs.copyFileSync(path.join(modelDir, f), path.join(out, f));
+  const files = fs.readdirSync(out).filter((f) => f.endsWith('.safetensors'));
+  console.log(`merged ${modules} module${modules === 1 ? '' : 's'} of ${adapterDir} into ${modelDir}; wrote ${out} (${files.length} weights file${files.length === 1 ? '' : 's'}${copied.length ? `, ${copied.join(', ')}` : ''})`);
+  return 0;
+}
