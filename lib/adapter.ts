@@ -6,6 +6,7 @@ import * as path from 'path';
 import * as util from 'util';
 
 import { assertNotTraining } from './activity';
+import type { DataSettings } from './data';
 import { LoraOptions, MultiHeadLoraLinear, ResolvedLoraOptions } from './layer';
 import { Model, readJsonFile } from './model';
 import { forEachSafetensor, saveSafetensors } from './safetensors';
@@ -89,6 +90,8 @@ interface RloraConfigJson {
   base_model: BaseShape;
   /** Whether PEFT can load this folder (plain LoRA: one head, no offset). */
   peft_loadable?: boolean;
+  /** How the training data was encoded (Adapter.trainingData), when a Trainer trained it. */
+  data?: DataSettings;
 }
 
 /**
@@ -256,6 +259,12 @@ export class Adapter {
    */
   readonly options: ResolvedLoraOptions;
   readonly targetModules: string[] | RegExp;
+  /**
+   * How the data it was trained on was encoded (template, maxLength, fields, tokenizer): set by
+   * Trainer.fit, written by save() into rlora_config.json (`data`), read back by load(), and used
+   * by `rlora eval` so the adapter is evaluated on data encoded as in training.
+   */
+  trainingData?: DataSettings;
   private live = true;
   private disposed = false;
 
@@ -413,6 +422,7 @@ export class Adapter {
       adapter.detach();
       throw e;
     }
+    if (r?.data !== undefined) adapter.trainingData = r.data;
     return adapter;
   }
 
@@ -501,6 +511,7 @@ export class Adapter {
       base_model: baseShape(this.model),
       peft_loadable: plain,
     };
+    if (this.trainingData) rlora.data = this.trainingData;
     saveSafetensors(path.join(dir, 'adapter_model.safetensors'), this.stateDict(), { format: 'pt' });
     fs.writeFileSync(path.join(dir, 'adapter_config.json'), JSON.stringify(config, null, 2) + '\n');
     fs.writeFileSync(path.join(dir, 'rlora_config.json'), JSON.stringify(rlora, null, 2) + '\n');

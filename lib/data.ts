@@ -288,6 +288,23 @@ function withIndex(e: EncodedExample, index: number): EncodedExample {
   return e.index === index ? e : Object.freeze({ ...e, index });
 }
 
+/**
+ * How a dataset turned records into tokens, as an adapter folder records it (rlora_config.json
+ * `data`) so that evaluating the adapter later encodes data the same way.
+ */
+export interface DataSettings {
+  /** The template string; null when none was given (prompt and response as they are). */
+  template: string | null;
+  /** True when the template was a function (it cannot be recorded: give it again). */
+  templateFunction?: boolean;
+  maxLength: number;
+  fields: { task: string; prompt: string; response: string };
+  addBos: boolean;
+  addEos: boolean;
+  /** 'byte' (ByteTokenizer), the tokenizer.json path it was read from, or null when unknown. */
+  tokenizer: string | null;
+}
+
 /** Tokenized examples of several tasks. */
 export class MultiTaskDataset {
   readonly size: number;
@@ -323,6 +340,22 @@ export class MultiTaskDataset {
     this.countByTask = Object.fromEntries(this.tasks.map((t) => [t, byTask.get(t)!.length]));
     Object.freeze(this.tasks);
     Object.freeze(this.countByTask);
+  }
+
+  /** How this dataset encodes records (template, maxLength, fields, bos/eos, tokenizer). */
+  settings(): DataSettings {
+    const o = this.#options;
+    const t = o.tokenizer as { source?: unknown; constructor?: { name?: string } };
+    const tokenizer = t.constructor?.name === 'ByteTokenizer' ? 'byte' : typeof t.source === 'string' && t.source !== 'JSON' ? t.source : null;
+    return {
+      template: typeof o.template === 'string' ? o.template : null,
+      ...(typeof o.template === 'function' ? { templateFunction: true } : {}),
+      maxLength: this.maxLength,
+      fields: { task: o.fields?.task ?? 'task', prompt: o.fields?.prompt ?? 'prompt', response: o.fields?.response ?? 'response' },
+      addBos: o.addBos ?? true,
+      addEos: o.addEos ?? true,
+      tokenizer,
+    };
   }
 
   /**

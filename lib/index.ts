@@ -24,7 +24,7 @@ export type { LoraOptions, InitOptions, InitScheme, InitScale, Method, ResolvedL
 export { Tokenizer, ByteTokenizer } from './tokenizer';
 export type { TextTokenizer, EncodeOptions, DecodeOptions, TokenizerConfig, TokenizerFileOptions, SpecialTokenValue, ByteTokenizerOptions } from './tokenizer';
 export { MultiTaskDataset, BatchSampler, promptBatch } from './data';
-export type { Example, DatasetOptions, EncodedExample, Sampling, SamplerOptions, Batch, SamplerState } from './data';
+export type { Example, DatasetOptions, DataSettings, EncodedExample, Sampling, SamplerOptions, Batch, SamplerState } from './data';
 
 /**
  * Threads each native job uses for its matrix products (default 1): an integer from 1 to 1024,

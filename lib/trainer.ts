@@ -834,6 +834,7 @@ export class Trainer {
     const o = this.options;
     const padId = train.tokenizer.padTokenId ?? train.tokenizer.eosTokenId ?? 0;
     this.trainInfo = { size: train.size, tasks: train.tasks };
+    this.adapter.trainingData = train.settings(); // saved with the adapter: evaluation encodes data the same way
     const was = this.pendingTrainInfo;
     if (was && (was.size !== train.size || was.tasks.join('\0') !== train.tasks.join('\0'))) {
       throw new Error(

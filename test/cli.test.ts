@@ -366,6 +366,35 @@ describe('train and eval', () => {
       expect(ok(text).stdout).toMatch(new RegExp(`^${task}\\s+${e.loss.toFixed(4)}\\s+${(100 * e.accuracy).toFixed(1)}%\\s+${e.count}$`, 'm'));
     }
   });
+
+  it('eval encodes the data as the adapter was trained: the template and maxLength recorded in rlora_config.json', async () => {
+    const adapterDir = path.join(tmp, 'adapter-templated');
+    const template = 'Q: {prompt}\nA: {response}';
+    {
+      const model = Model.fromConfig(CFG, { seed: 1 });
+      const adapter = Adapter.attach(model, { method: 'rlora', rank: 2, heads: 2, targetModules: ['up_proj'], seed: 3 });
+      const train = MultiTaskDataset.fromArray(EXAMPLES, { tokenizer: tok, maxLength: 30, template });
+      await new Trainer(model, adapter, { maxSteps: 3, batchSize: 4, learningRate: 2e-2, progress: false }).fit(train);
+      adapter.save(adapterDir);
+    }
+    const rc = JSON.parse(fs.readFileSync(path.join(adapterDir, 'rlora_config.json'), 'utf8'));
+    expect(rc.data).toEqual({ template, maxLength: 30, fields: { task: 'task', prompt: 'prompt', response: 'response' }, addBos: true, addEos: true, tokenizer: 'byte' });
+    const r = ok(await rlora(['eval', '--model', modelDir, '--adapter', adapterDir, '--data', evalFile, '--batch-size', '4', '--threads', '1', '--json']));
+    expect(r.stderr).toContain(`rlora eval: encoding the data as the adapter was trained (${path.join(adapterDir, 'rlora_config.json')}): template ${JSON.stringify(template)}, maxLength 30, tokenizer byte`);
+    const printed = JSON.parse(r.stdout) as { tasks: Record<string, unknown> };
+    const model = await Model.fromPretrained(modelDir);
+    const adapter = await Adapter.load(model, adapterDir);
+    expect(adapter.trainingData?.template).toBe(template);
+    const evaluate = async (o: { template?: string }) => new Trainer(model, adapter, { batchSize: 4, progress: false }).evaluate(await MultiTaskDataset.fromJsonl(evalFile, { tokenizer: tok, maxLength: 30, ...o }));
+    const withTemplate = await evaluate({ template });
+    expect(printed.tasks).toEqual(withTemplate);
+    // without the template the numbers differ: what eval silently reported before
+    expect((await evaluate({})).upper.loss).not.toBeCloseTo(withTemplate.upper.loss, 3);
+    // an explicit --template still wins
+    const r2 = ok(await rlora(['eval', '--model', modelDir, '--adapter', adapterDir, '--data', evalFile, '--batch-size', '4', '--threads', '1', '--json', '--template', '{prompt}{response}']));
+    expect(r2.stderr).not.toContain('template "Q:');
+    expect((JSON.parse(r2.stdout) as { tasks: unknown }).tasks).toEqual(await evaluate({ template: '{prompt}{response}' }));
+  });
 });
 
 describe('Ctrl-C', () => {

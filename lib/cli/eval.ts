@@ -3,6 +3,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
+import type { DatasetOptions, DataSettings } from '../data';
 import type { ModelSource } from './common';
 import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
 import { as, checkVocabulary, evalTable, lib, loadModel, loadTokenizer } from './common';
@@ -29,6 +30,8 @@ the response exactly (accuracy), and the number of examples (count).
                       and evalExtraTokens from a run.json (as rlora train reads it)
   --template T        e.g. "Q: {prompt}\\nA: {response}" (the loss starts at {response})
   --max-length N      most tokens of a sequence (default 512)
+                      Without --config, template, maxLength, fields and tokenizer default to what
+                      the adapter was trained with (its rlora_config.json records them; stderr says so)
   --batch-size N      examples per batch (default 8)
   --extra-tokens N    greedy generation runs this many tokens past the response length (default 4)
   --metrics LIST      built-in metrics to add, comma-separated: ${BUILTIN_METRIC_NAMES.join(', ')}
@@ -44,6 +47,26 @@ Examples:
   rlora eval --config run.json --adapter runs/a/checkpoint-400 --data data/test.jsonl`,
   run: (args) => runEval(args),
 };
+
+/** The data settings an adapter folder records (rlora_config.json `data`), if any. */
+function recordedData(dir: string): DataSettings | undefined {
+  const file = path.join(dir, 'rlora_config.json');
+  if (!fs.existsSync(file)) return undefined;
+  let raw: unknown;
+  try {
+    raw = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new InputError(`${file}: not valid JSON (${(e as Error).message})`);
+  }
+  const d = (raw as { data?: unknown } | null)?.data;
+  if (d === undefined) return undefined;
+  const ok = typeof d === 'object' && d !== null && !Array.isArray(d) &&
+    (typeof (d as DataSettings).template === 'string' || (d as DataSettings).template === null) &&
+    Number.isSafeInteger((d as DataSettings).maxLength) && (d as DataSettings).maxLength >= 2 &&
+    typeof (d as DataSettings).fields === 'object' && (d as DataSettings).fields !== null;
+  if (!ok) throw new InputError(`${file}: data must be {template, maxLength, fields, addBos, addEos, tokenizer} as rlora writes it, got ${JSON.stringify(d)}`);
+  return d as DataSettings;
+}
 
 async function runEval(args: string[]): Promise<number> {
   const { opts, rest } = parseArgs(args, {
@@ -85,12 +108,30 @@ async function runEval(args: string[]): Promise<number> {
     source = { path: named };
   }
 
+  // Without run.json: encode the data as the adapter was trained (rlora_config.json `data`,
+  // written by the Trainer), unless the options say otherwise.
+  const recorded = cfg ? undefined : recordedData(adapterDir);
+  const template = stringOption(opts, 'template');
+  if (recorded) {
+    const used = [
+      template === undefined && recorded.template !== null ? `template ${JSON.stringify(recorded.template)}` : '',
+      maxLength === undefined ? `maxLength ${recorded.maxLength}` : '',
+      !stringOption(opts, 'tokenizer') && recorded.tokenizer ? `tokenizer ${recorded.tokenizer}` : '',
+    ].filter(Boolean);
+    if (used.length) console.error(`rlora eval: encoding the data as the adapter was trained (${path.join(adapterDir, 'rlora_config.json')}): ${used.join(', ')}`);
+    if (recorded.templateFunction && template === undefined) {
+      console.error('rlora eval: note: the adapter was trained with a template function, which its folder cannot record: pass --template to encode as in training');
+    }
+  }
   const rl = lib();
   rl.setNumThreads(threads);
   const model = await loadModel(source, 'model');
-  const tokenizer = await loadTokenizer(stringOption(opts, 'tokenizer') ?? cfg?.tokenizer, source.path, 'tokenizer');
-  const dataOptions = { ...(cfg?.data.options ?? {}), tokenizer, maxLength };
-  const template = stringOption(opts, 'template');
+  const recordedTokenizer = recorded?.tokenizer && (recorded.tokenizer === 'byte' || fs.existsSync(recorded.tokenizer)) ? recorded.tokenizer : undefined;
+  const tokenizer = await loadTokenizer(stringOption(opts, 'tokenizer') ?? cfg?.tokenizer ?? recordedTokenizer, source.path, 'tokenizer');
+  const fromAdapter = recorded
+    ? { ...(recorded.template !== null ? { template: recorded.template } : {}), maxLength: recorded.maxLength, fields: recorded.fields, addBos: recorded.addBos, addEos: recorded.addEos }
+    : {};
+  const dataOptions: Omit<DatasetOptions, 'maxLineBytes'> = { ...(cfg?.data.options ?? fromAdapter), tokenizer, maxLength: maxLength ?? cfg?.data.options.maxLength ?? recorded?.maxLength };
   if (template !== undefined) dataOptions.template = template;
   const ds = await as('', () => rl.MultiTaskDataset.fromJsonl(data, dataOptions));
   checkVocabulary(model, tokenizer, [ds]);
