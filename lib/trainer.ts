@@ -5,7 +5,6 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as util from 'util';
 
-import { SingleBar } from 'cli-progress';
 
 import { closest } from './cli/args';
 import * as distributed from './distributed';
@@ -14,6 +13,7 @@ import { beginTraining, endTraining, assertNotTraining } from './activity';
 import { Adapter, moduleSeed } from './adapter';
 import { Batch, BatchSampler, MultiTaskDataset, promptBatch, Sampling, SamplerState } from './data';
 import { Model, readJsonFile } from './model';
+import { ProgressLine } from './progress';
 import { native, NativeAdamWState, NativeLmBatch } from './native';
 import { AdamW, Schedule } from './optim';
 import { forEachSafetensor, saveSafetensors } from './safetensors';
@@ -887,13 +887,11 @@ export class Trainer {
     if (log && this.resumedFrom !== undefined && fs.existsSync(log)) trimLog(log, this.resumedFrom);
     this.resumedFrom = undefined;
     const firstStep = this.step;
-    const bar = writer && (o.progress ?? Boolean(process.stderr.isTTY))
-      ? new SingleBar({ format: 'step {value}/{total} |{bar}| loss {loss} | {tps} tok/s | ETA {eta_formatted}', hideCursor: true, stream: process.stderr })
-      : undefined;
+    const showBar = writer && (o.progress ?? Boolean(process.stderr.isTTY));
     if (dp && writer) {
       process.stderr.write(`rlora: data parallel over ${W} processes (${distributed.backendName()}): global batch ${o.batchSize} x ${o.gradientAccumulation} accumulated x ${W} = ${o.batchSize * o.gradientAccumulation * W} rows per step\n`);
     }
-    bar?.start(total, this.step, { loss: '-', tps: '-' });
+    const bar = showBar ? new ProgressLine(process.stderr, total, this.step) : undefined;
     /** Evaluates; true when earlyStopping says stop. */
     const evaluate = async (): Promise<boolean> => {
       if (!fitOptions.evalDataset) return false;
@@ -972,7 +970,7 @@ export class Trainer {
         };
         history.steps.push(rec);
         if (log) fs.appendFileSync(log, JSON.stringify(rec) + '\n');
-        bar?.update(this.step, { loss: rec.loss.toFixed(4), tps: Math.round(rec.tokensPerSecond) });
+        bar?.update(this.step, rec.loss.toFixed(4), String(Math.round(rec.tokensPerSecond)));
         fitOptions.onStep?.(rec);
         if (o.evalEvery > 0 && this.step % o.evalEvery === 0 && this.step < total && (await evaluate())) {
           history.stopped = 'earlyStopping';

@@ -446,6 +446,55 @@ describe('Ctrl-C', () => {
     expect(stepLines(log).map((l) => l.step)).toEqual(Array.from({ length: step2 }, (_, i) => i + 1));
     expect(fs.readdirSync(out).filter((f) => f.startsWith('checkpoint-'))).toEqual([`checkpoint-${step2}`]);
   });
+
+  /** What a terminal shows of each line: the text after the last carriage return or erase-line. */
+  const screenLines = (raw: string): string[] =>
+    raw
+      .replace(/\x1b\[\?(25|7)[lh]|\x1b[78]/g, '') // cursor hide/show, line wrap, cursor save/restore (none expected)
+      .split(/\r?\n/)
+      .map((line) => {
+        let shown = '';
+        for (const part of line.split(/(\r|\x1b\[[0-9]*[GK])/)) {
+          if (part === '\r' || /^\x1b\[[0-9]*G$/.test(part)) shown = '';
+          else if (/^\x1b\[[0-9]*K$/.test(part)) continue;
+          else if (part !== undefined) shown += part;
+        }
+        return shown;
+      });
+
+  (fs.existsSync('/usr/bin/script') ? it : it.skip)('on an 80-column terminal: the bar fits, evaluations print above it, Ctrl-C leaves clean lines', async () => {
+    const file = writeRun('tty', { maxSteps: 100000, keepCheckpoints: 1, evalEvery: 3 });
+    const log = path.join(tmp, 'tty', 'out', 'log.jsonl');
+    const cmd = `stty cols 80; exec ${process.execPath} --import tsx ${CLI} train --config ${file} --threads 1`;
+    const child = spawn('script', ['-qfec', cmd, '/dev/null'], { cwd: REPO, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, TERM: 'xterm' } });
+    let raw = '';
+    child.stdout!.on('data', (d: Buffer) => (raw += d.toString()));
+    const done = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    try {
+      const deadline = Date.now() + 30_000;
+      while (stepLines(log).filter((l) => l.type === 'eval').length < 2) {
+        if (Date.now() > deadline) throw new Error(`no evaluation within 30 s:\n${raw}`);
+        await sleep(20);
+      }
+      child.stdin!.write('\x03'); // Ctrl-C, as typed
+      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+      await done;
+      clearTimeout(timer);
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
+    expect(raw).not.toContain('\x1b8'); // no cursor restore: it would jump back over the lines printed meanwhile
+    const lines = screenLines(raw);
+    // the bar fits in 80 columns
+    for (const l of lines.filter((x) => x.startsWith('step '))) expect([l, l.length]).toEqual([l, Math.min(l.length, 80)]);
+    expect(lines.some((l) => /^step \d+\/100000 \|.*\| loss [\d.]+ \| \d+ tok\/s \| ETA /.test(l))).toBe(true);
+    // evaluations print with the bar on
+    expect(lines.filter((l) => /^eval at step \d+:$/.test(l)).length).toBeGreaterThanOrEqual(1);
+    // the notice and the final lines are whole: nothing of the bar left in them
+    expect(lines).toContain('rlora train: stopping after the current step and writing a checkpoint (Ctrl-C again to quit at once, without one)');
+    const end = lines.find((l) => l.startsWith('rlora train: interrupted at step'));
+    expect(end).toMatch(new RegExp(`^rlora train: interrupted at step \\d+ of 100000; checkpoint written to ${path.join(tmp, 'tty', 'out')}/checkpoint-\\d+$`));
+  });
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -584,5 +633,19 @@ describe('plot: the all-tasks line', () => {
     expect(lines.map((l) => l.series)).toEqual(['all tasks', 'a', 'b']);
     expect(new Set(lines.map((l) => l.stroke)).size).toBe(3);
     expect(lines[0].width).toBeLessThan(Math.min(lines[1].width, lines[2].width));
+  });
+});
+
+describe('progress line', () => {
+  it('fits the terminal at its longest from 71 columns on; the ETA reads as time', () => {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { formatEta, progressBarSize, progressText } = require('../lib/progress') as typeof import('../lib/progress');
+    for (let columns = 71; columns <= 200; columns++) {
+      const line = progressText(99999, 99999, '12.3456', '999999', 99 * 3600 + 59 * 60, progressBarSize(columns));
+      expect(line.length).toBeLessThan(columns);
+    }
+    expect(progressBarSize(undefined)).toBe(progressBarSize(80));
+    expect(progressText(5, 10, '1.0000', '10', 5, 10)).toBe('step 5/10 |=====-----| loss 1.0000 | 10 tok/s | ETA 5s');
+    expect([formatEta(45), formatEta(245), formatEta(2 * 3600 + 7 * 60 + 30), formatEta(NaN)]).toEqual(['45s', '4m05s', '2h07m', '-']);
   });
 });

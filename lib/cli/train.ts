@@ -7,6 +7,7 @@ import * as path from 'path';
 import type { StepRecord, TaskEval, Trainer, TrainerOptions } from '../trainer';
 import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
 import { as, checkVocabulary, describeDataset, evalTable, lib, loadModel, loadTokenizer } from './common';
+import { CLEAR_LINE } from '../progress';
 import { launch, launchOptions, withoutLaunchFlags } from './launch';
 import { describeRunConfig, readRunConfig, RunConfig } from './runconfig';
 
@@ -138,7 +139,10 @@ async function runTrain(args: string[]): Promise<number> {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const world = (require('../distributed') as typeof import('../distributed')).worldSizeFromEnv();
   const rank0 = world === 1 || process.env.RANK === '0';
-  const say = (s: string): void => void (rank0 && process.stderr.write(s + '\n'));
+  // While the progress bar is drawn, a message first clears the bar's line (the bar draws itself
+  // again below it), so neither overwrites the other.
+  let barShown = false;
+  const say = (s: string): void => void (rank0 && process.stderr.write((barShown ? CLEAR_LINE : '') + s + '\n'));
 
   if (resume && !fs.existsSync(path.join(resume, 'trainer_state.json'))) {
     throw new InputError(`${resume} is not a checkpoint (no trainer_state.json); checkpoints are the checkpoint-<step> folders of outputDir`);
@@ -161,7 +165,7 @@ async function runTrain(args: string[]): Promise<number> {
   const onSigint = (): void => {
     interrupts++;
     if (interrupts === 1) {
-      say('\nrlora train: stopping after the current step and writing a checkpoint (Ctrl-C again to quit at once, without one)');
+      say(`${barShown ? '' : '\n'}rlora train: stopping after the current step and writing a checkpoint (Ctrl-C again to quit at once, without one)`);
       controller.abort();
     } else {
       say('rlora train: quitting now, without a checkpoint');
@@ -224,6 +228,7 @@ async function runTrain(args: string[]): Promise<number> {
     }
 
     const bar = trainer.options.progress ?? Boolean(process.stderr.isTTY);
+    barShown = bar && Boolean(process.stderr.isTTY);
     let lastLine = 0;
     const history = await as('', () =>
       trainer.fit(trainSet, {
@@ -238,11 +243,11 @@ async function runTrain(args: string[]): Promise<number> {
           }
         },
         onEval: (rec) => {
-          if (!bar && rec.step < total) say(`eval at step ${rec.step}:\n${evalText(rec.tasks).replace(/^/gm, '  ')}`);
+          if (rec.step < total) say(`eval at step ${rec.step}:\n${evalText(rec.tasks).replace(/^/gm, '  ')}`); // above the bar when it is on
         },
       }),
     );
-
+    barShown = false; // fit stopped the bar
     if (history.stopped === 'aborted') {
       const ckpt = history.lastCheckpoint ?? '(none)';
       say(
