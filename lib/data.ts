@@ -1,9 +1,12 @@
-// Multi-task data: examples {task, prompt, response} read from JSON lines or built in code,
-// tokenized once (loss on response tokens only), and a batch sampler that mixes tasks
+// Multi-task data: examples {task, prompt, response} (or {task, messages} conversations rendered
+// with the tokenizer's chat template) read from JSON lines or built in code, tokenized once (loss
+// on response tokens, or the assistant turns, only), and a batch sampler that mixes tasks
 // (proportional, uniform or temperature sampling) with a seeded, resumable order.
 import { constants as bufferConstants } from 'buffer';
 import * as fs from 'fs';
 import * as util from 'util';
+
+import { Template } from '@huggingface/jinja';
 
 import type { TextTokenizer } from './tokenizer';
 
@@ -16,6 +19,18 @@ export interface Example {
   task: string;
   prompt: string;
   response: string;
+  /**
+   * A conversation (Hugging Face's chat format) instead of prompt and response: rendered with the
+   * tokenizer's chat_template, loss on the assistant turns only; the last message is the
+   * assistant's answer that evaluation generates. Records give it as a `messages` field.
+   */
+  messages?: ChatMessage[];
+}
+
+/** One turn of a conversation: `{role: 'system' | 'user' | 'assistant', content}`. */
+export interface ChatMessage {
+  role: string;
+  content: string;
 }
 
 export interface DatasetOptions {
@@ -63,6 +78,11 @@ export interface EncodedExample {
   inputIds: number[];
   /** Number of leading tokens that get no loss (bos + prompt). */
   promptLength: number;
+  /**
+   * Token ranges [start, end) before promptLength that get loss too: the earlier assistant turns of
+   * a `messages` record. Absent for prompt/response records.
+   */
+  lossSpans?: readonly (readonly [number, number])[];
   /** Whether the sequence was cut to maxLength. */
   truncated: boolean;
 }
@@ -156,6 +176,7 @@ function resolveOptions(where: string, options: DatasetOptions): ResolvedOptions
 /** Reads the three fields of a raw record; `at` names it in errors ("examples[3]", "file:7"). */
 function readRecord(at: string, record: unknown, fields: Record<FieldKey, string>): Example {
   if (!isPlainObject(record)) throw new Error(`${at}: a record must be a JSON object, got ${describe(record)}`);
+  if (Object.prototype.hasOwnProperty.call(record, 'messages')) return readChatRecord(at, record, fields);
   const out = {} as Example;
   for (const key of FIELD_KEYS) {
     const name = fields[key];
@@ -171,12 +192,126 @@ function readRecord(at: string, record: unknown, fields: Record<FieldKey, string
   return out;
 }
 
+/** A `{task, messages}` record: turns of {role, content} strings, the last one the assistant's. */
+function readChatRecord(at: string, record: Record<string, unknown>, fields: Record<FieldKey, string>): Example {
+  const task = record[fields.task];
+  if (typeof task !== 'string' || task === '') throw new TypeError(`${at}: field "${fields.task}" (the task) must be a non-empty string, got ${describe(task)}`);
+  const m = record.messages;
+  if (!Array.isArray(m) || m.length === 0) throw new TypeError(`${at}: field "messages" must be a non-empty array of {role, content}, got ${describe(m)}`);
+  const messages: ChatMessage[] = m.map((x, i) => {
+    if (!isPlainObject(x) || typeof x.role !== 'string' || typeof x.content !== 'string') {
+      throw new TypeError(`${at}: messages[${i}] must be {role, content} with string values, got ${describe(x)}`);
+    }
+    return { role: x.role, content: x.content };
+  });
+  const last = messages[messages.length - 1];
+  if (last.role !== 'assistant') throw new Error(`${at}: the last message must be the assistant's (the answer to learn and to generate), got role ${JSON.stringify(last.role)}`);
+  const before = messages.slice(0, -1);
+  return { task, prompt: before.length ? before[before.length - 1].content : '', response: last.content, messages };
+}
+
+const compiledTemplates = new Map<string, Template>();
+
+/**
+ * Tokenizes a conversation with the tokenizer's chat template: the text is rendered turn by turn
+ * (the conversation up to each assistant turn with the generation prompt, then with the turn), so
+ * each assistant turn's tokens are known; those get loss, the rest (system, user, the template's
+ * markup before a turn) do not. The template supplies bos/eos as it writes them.
+ */
+function encodeChat(at: string, index: number, e: Example, o: ResolvedOptions): EncodedExample {
+  const tok = o.tokenizer;
+  const source = tok.chatTemplate;
+  if (!source) {
+    throw new Error(`${at}: the record has messages, but the tokenizer has no chat_template (tokenizer_config.json or chat_template.jinja): give options.template, or a tokenizer that has one`);
+  }
+  let template = compiledTemplates.get(source);
+  if (!template) {
+    try {
+      template = new Template(source);
+    } catch (err) {
+      throw new Error(`${at}: the tokenizer's chat_template does not parse: ${(err as Error).message}`);
+    }
+    compiledTemplates.set(source, template);
+  }
+  const render = (messages: ChatMessage[], addGenerationPrompt: boolean): string => {
+    try {
+      return template!.render({ messages, add_generation_prompt: addGenerationPrompt, bos_token: tok.bosToken ?? '', eos_token: tok.eosToken ?? '', pad_token: tok.padToken ?? '' });
+    } catch (err) {
+      throw new Error(`${at}: the chat template failed: ${(err as Error).message}`);
+    }
+  };
+  const msgs = e.messages!;
+  let ids: number[] = [];
+  let spans: [number, number][] = [];
+  let text = '';
+  msgs.forEach((msg, i) => {
+    if (msg.role !== 'assistant') return;
+    const before = render(msgs.slice(0, i), true);
+    const upto = render(msgs.slice(0, i + 1), false);
+    if (!before.startsWith(text) || !upto.startsWith(before)) {
+      throw new Error(`${at}: the chat template does not render the conversation turn by turn (the text before message ${i} is not the start of the text with it), so the assistant's tokens cannot be told apart`);
+    }
+    ids.push(...encodeRendered(tok, before.slice(text.length)));
+    const start = ids.length;
+    ids.push(...encodeRendered(tok, upto.slice(before.length)));
+    spans.push([start, ids.length]);
+    text = upto;
+  });
+  let truncated = false;
+  const max = o.maxLength;
+  let promptLength = spans[spans.length - 1][0];
+  if (promptLength > max - 1) {
+    // no room for the answer: drop the conversation's start (earlier turns)
+    const cut = promptLength - (max - 1);
+    ids = ids.slice(cut);
+    spans = spans.map(([a, b]) => [a - cut, b - cut] as [number, number]).filter(([, b]) => b > 0).map(([a, b]) => [Math.max(a, 0), b] as [number, number]);
+    promptLength -= cut;
+    truncated = true;
+  }
+  if (ids.length > max) {
+    ids = ids.slice(0, max);
+    truncated = true;
+  }
+  if (ids.length - Math.max(promptLength, 1) <= 0) throw new Error(`${at}: the last assistant turn renders to no token to learn`);
+  const lossSpans = spans.slice(0, -1).filter(([a, b]) => b > a).map((sp) => Object.freeze(sp) as readonly [number, number]);
+  return Object.freeze({
+    index,
+    task: e.task,
+    prompt: e.prompt,
+    response: e.response,
+    inputIds: Object.freeze(ids) as number[],
+    promptLength,
+    ...(lossSpans.length ? { lossSpans: Object.freeze(lossSpans) } : {}),
+    truncated,
+  });
+}
+
+/**
+ * Text a chat template wrote, as tokens: the tokenizer's bos, eos and pad tokens written as text
+ * become their ids (as Hugging Face tokenizers read special tokens in text; ByteTokenizer would
+ * spell them out byte by byte), the rest is encoded as text.
+ */
+function encodeRendered(tokenizer: TextTokenizer, text: string): number[] {
+  const specials = new Map<string, number>();
+  for (const [t, id] of [[tokenizer.bosToken, tokenizer.bosTokenId], [tokenizer.eosToken, tokenizer.eosTokenId], [tokenizer.padToken, tokenizer.padTokenId]] as const) {
+    if (t && id !== undefined) specials.set(t, id);
+  }
+  if (specials.size === 0) return encodeText(tokenizer, text);
+  const pattern = new RegExp(`(${[...specials.keys()].map((t) => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|')})`);
+  return text.split(pattern).flatMap((part, i) => (i % 2 === 1 ? [specials.get(part)!] : part ? encodeText(tokenizer, part) : []));
+}
+
 function encodeText(tokenizer: TextTokenizer, text: string): number[] {
   return tokenizer.encode(text, { addSpecialTokens: false, addBos: false, addEos: false });
 }
 
 /** Tokenizes one example: bos? + prompt + response + eos?, cut to maxLength. */
 function encodeExample(at: string, index: number, e: Example, o: ResolvedOptions): EncodedExample {
+  if (e.messages) {
+    if (o.original.template === undefined) return encodeChat(at, index, e, o);
+    // a template wins: the earlier turns' contents (one per line) are the prompt, the last answer the response
+    e = { task: e.task, prompt: e.messages.slice(0, -1).map((m) => m.content).join('\n'), response: e.response };
+  }
   let parts: { prompt: string; response: string };
   try {
     parts = o.template(e);
@@ -303,6 +438,11 @@ export interface DataSettings {
   addEos: boolean;
   /** 'byte' (ByteTokenizer), the tokenizer.json path it was read from, or null when unknown. */
   tokenizer: string | null;
+}
+
+/** Whether position t of e lies in one of its earlier assistant turns. */
+function inLossSpan(e: EncodedExample, t: number): boolean {
+  return t >= 1 && e.lossSpans !== undefined && e.lossSpans.some(([a, b]) => t >= a && t < b);
 }
 
 /** Tokenized examples of several tasks. */
@@ -737,14 +877,14 @@ export class BatchSampler {
         const id = e.inputIds[t];
         ids.push(id);
         mask.push(1);
-        labels.push(t >= e.promptLength ? id : LABEL_IGNORE);
+        labels.push(t >= e.promptLength || inLossSpan(e, t) ? id : LABEL_IGNORE);
       }
       for (let t = n; t < width; t++) {
         ids.push(this.padId);
         mask.push(0);
         labels.push(LABEL_IGNORE);
       }
-      batch.lossTokens += n - Math.max(e.promptLength, 1);
+      batch.lossTokens += n - Math.max(e.promptLength, 1) + (e.lossSpans ?? []).reduce((a, [s0, s1]) => a + s1 - Math.max(s0, 1), 0);
       batch.inputIds.push(ids);
       batch.attentionMask.push(mask);
       batch.labels.push(labels);

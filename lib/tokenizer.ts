@@ -45,6 +45,11 @@ export interface TextTokenizer {
   readonly padToken: string | undefined;
   encode(text: string, options?: EncodeOptions): number[];
   decode(ids: ArrayLike<number>, options?: DecodeOptions): string;
+  /**
+   * The Jinja chat template that renders `messages` records (Hugging Face's `chat_template`), when
+   * the tokenizer has one.
+   */
+  readonly chatTemplate?: string;
   /** The id of one token (as it appears in the vocabulary), or undefined. */
   tokenToId(token: string): number | undefined;
   /** The token of one id, or undefined when the id is not in the vocabulary. */
@@ -67,6 +72,8 @@ export interface TokenizerConfig {
   /** Hugging Face's old clean-up of spaces before punctuation when decoding. Default here: false. */
   clean_up_tokenization_spaces?: boolean;
   additional_special_tokens?: SpecialTokenValue[];
+  /** Jinja template of chat messages; or named templates, of which 'default' is used. */
+  chat_template?: string | { name: string; template: string }[];
   [key: string]: unknown;
 }
 
@@ -211,6 +218,11 @@ export class Tokenizer implements TextTokenizer {
   readonly modelType: string;
   /** Where it came from: the tokenizer.json path, or 'JSON' for fromJSON. */
   readonly source: string;
+  /**
+   * tokenizer_config.json's chat_template (its 'default' entry when it lists named templates), or
+   * chat_template.jinja beside tokenizer.json; undefined when neither.
+   */
+  readonly chatTemplate: string | undefined;
 
   readonly #hf: HfTokenizer;
   readonly #vocab: readonly (string | undefined)[];
@@ -238,6 +250,12 @@ export class Tokenizer implements TextTokenizer {
       ? config.additional_special_tokens.map((t, i) => tokenText(t, `additional_special_tokens[${i}]`, source)).filter((t): t is string => t !== undefined)
       : undefined;
     this.#cleanUpSpaces = config.clean_up_tokenization_spaces ?? false;
+    const ct = config.chat_template;
+    if (ct === undefined || ct === null) this.chatTemplate = undefined;
+    else if (typeof ct === 'string') this.chatTemplate = ct;
+    else if (Array.isArray(ct) && ct.every((t) => isPlainObject(t) && typeof t.name === 'string' && typeof t.template === 'string')) {
+      this.chatTemplate = ct.find((t) => t.name === 'default')?.template;
+    } else throw new Error(`${source}: chat_template must be a string or a list of {name, template}, got ${describe(ct)}`);
     const libConfig = {
       ...config,
       bos_token: bos,
@@ -323,6 +341,9 @@ export class Tokenizer implements TextTokenizer {
     if (options.config !== undefined && !isPlainObject(options.config)) {
       throw new TypeError(`${where}: options.config must be an object, got ${describe(options.config)}`);
     }
+    // transformers 4.43+ saves the chat template beside tokenizer.json
+    const jinja = path.join(path.dirname(file), 'chat_template.jinja');
+    if (fileConfig.chat_template === undefined && fs.existsSync(jinja)) fileConfig = { ...fileConfig, chat_template: fs.readFileSync(jinja, 'utf8') };
     return new Tokenizer(json, { ...fileConfig, ...options.config }, file);
   }
 

@@ -1057,9 +1057,12 @@ export class Trainer {
       };
       const { lossSum: sums, tokens: toks } = await rowLosses(this.model, batch);
       // greedy generation from the prompt
+      // the answer generation must give: the response's tokens up to its (first) eos; a chat
+      // template may write more after it (e.g. a newline), which generation never reaches
       const responses = exs.map((e) => {
         const r = e.inputIds.slice(e.promptLength);
-        return eos !== undefined && r[r.length - 1] === eos ? r.slice(0, -1) : r;
+        const stop = eos === undefined ? -1 : r.indexOf(eos);
+        return stop < 0 ? r : r.slice(0, stop);
       });
       const prompts = promptBatch(exs, padId);
       const maxNew = Math.max(...responses.map((r) => r.length)) + o.evalExtraTokens;

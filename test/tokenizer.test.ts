@@ -476,3 +476,18 @@ test('code written against TextTokenizer takes either', () => {
 function escape(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
+
+describe('Tokenizer: chat_template', () => {
+  const T = '{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}';
+  it('from tokenizer_config.json (a string, or the default of named templates), else chat_template.jinja', () => {
+    const a = folder('chat-a', { 'tokenizer.json': BYTE_LEVEL, 'tokenizer_config.json': { ...BYTE_LEVEL_CONFIG, chat_template: T } });
+    expect(Tokenizer.fromFile(a).chatTemplate).toBe(T);
+    const b = folder('chat-b', { 'tokenizer.json': BYTE_LEVEL, 'tokenizer_config.json': { ...BYTE_LEVEL_CONFIG, chat_template: [{ name: 'tool_use', template: 'x' }, { name: 'default', template: T }] } });
+    expect(Tokenizer.fromFile(b).chatTemplate).toBe(T);
+    const c = folder('chat-c', { 'tokenizer.json': BYTE_LEVEL, 'tokenizer_config.json': BYTE_LEVEL_CONFIG, 'chat_template.jinja': T });
+    expect(Tokenizer.fromFile(c).chatTemplate).toBe(T);
+    const d = folder('chat-d', { 'tokenizer.json': BYTE_LEVEL, 'tokenizer_config.json': BYTE_LEVEL_CONFIG });
+    expect(Tokenizer.fromFile(d).chatTemplate).toBeUndefined();
+    expect(() => Tokenizer.fromJSON(BYTE_LEVEL, { ...BYTE_LEVEL_CONFIG, chat_template: 7 as never })).toThrow('chat_template must be a string or a list of {name, template}, got number 7');
+  });
+});
