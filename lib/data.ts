@@ -40,7 +40,8 @@ export interface DatasetOptions {
    * (and optionally `{task}`), where the response part starts at `{response}`: the text before
    * `{response}` is the prompt, `{response}` and everything after it (e.g. a closing newline) is
    * the response, e.g. `"Q: {prompt}\nA: {response}"`. Or a function returning `{prompt,
-   * response}` strings. Default: prompt and response as they are.
+   * response}` strings. Default `"{prompt}\n{response}"` (DEFAULT_TEMPLATE): a newline between
+   * them, so the model can tell where the prompt ends.
    */
   template?: string | ((e: Example) => { prompt: string; response: string });
   /**
@@ -120,6 +121,9 @@ interface ResolvedOptions {
   original: DatasetOptions;
 }
 
+/** The template when none is given: the prompt, a newline, the response. */
+export const DEFAULT_TEMPLATE = '{prompt}\n{response}';
+
 /** Splits a string template at `{response}`; fills `{prompt}`, `{response}` and `{task}` in one pass. */
 function stringTemplate(where: string, template: string): TemplateFn {
   const at = template.indexOf('{response}');
@@ -139,7 +143,7 @@ function resolveOptions(where: string, options: DatasetOptions): ResolvedOptions
   }
   let template: TemplateFn;
   const t = options.template;
-  if (t === undefined) template = (e) => ({ prompt: e.prompt, response: e.response });
+  if (t === undefined) template = stringTemplate(where, DEFAULT_TEMPLATE);
   else if (typeof t === 'string') template = stringTemplate(where, t);
   else if (typeof t === 'function') template = t;
   else throw new TypeError(`${where}: options.template must be a string or a function, got ${describe(t)}`);

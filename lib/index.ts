@@ -23,7 +23,7 @@ export type { AdamWOptions, FitStepResult, Schedule } from './optim';
 export type { LoraOptions, InitOptions, InitScheme, InitScale, Method, ResolvedLoraOptions, BaseLinear, VjpResult } from './layer';
 export { Tokenizer, ByteTokenizer } from './tokenizer';
 export type { TextTokenizer, EncodeOptions, DecodeOptions, TokenizerConfig, TokenizerFileOptions, SpecialTokenValue, ByteTokenizerOptions } from './tokenizer';
-export { MultiTaskDataset, BatchSampler, promptBatch } from './data';
+export { MultiTaskDataset, BatchSampler, promptBatch, DEFAULT_TEMPLATE } from './data';
 export type { Example, DatasetOptions, DataSettings, EncodedExample, Sampling, SamplerOptions, Batch, SamplerState } from './data';
 
 /**

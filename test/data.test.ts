@@ -5,10 +5,12 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { Batch, BatchSampler, ByteTokenizer, Example, MultiTaskDataset, promptBatch, SamplerOptions } from '../lib';
+import { Batch, BatchSampler, ByteTokenizer, DEFAULT_TEMPLATE, Example, MultiTaskDataset, promptBatch, SamplerOptions } from '../lib';
 
 const BOS = 256, EOS = 257, PAD = 258;
 const tokenizer = new ByteTokenizer();
+/** Prompt and response joined as they are: the encoding tests below count tokens by hand without a separator. */
+const PLAIN = '{prompt}{response}';
 
 let dir: string;
 beforeAll(() => {
@@ -39,7 +41,7 @@ function take(sampler: BatchSampler, n: number): Batch[] {
 
 describe('MultiTaskDataset encoding', () => {
   it('puts bos + prompt + response + eos, and labels only response and eos', () => {
-    const ds = MultiTaskDataset.fromArray([{ task: 't', prompt: 'ab', response: 'c' }], { tokenizer });
+    const ds = MultiTaskDataset.fromArray([{ task: 't', prompt: 'ab', response: 'c' }], { tokenizer, template: PLAIN });
     const e = ds.get(0);
     // 'a' 97, 'b' 98, 'c' 99
     expect(e.inputIds).toEqual([BOS, 97, 98, 99, EOS]);
@@ -54,8 +56,15 @@ describe('MultiTaskDataset encoding', () => {
     expect(b.indices).toEqual([0]);
   });
 
+  it('by default puts a newline between prompt and response (DEFAULT_TEMPLATE); the newline is prompt', () => {
+    expect(DEFAULT_TEMPLATE).toBe('{prompt}\n{response}');
+    const e = MultiTaskDataset.fromArray([{ task: 't', prompt: 'ab', response: 'c' }], { tokenizer }).get(0);
+    expect(e.inputIds).toEqual([BOS, 97, 98, 10, 99, EOS]); // '\n' is 10
+    expect(e.promptLength).toBe(4);
+  });
+
   it('leaves out bos / eos when asked', () => {
-    const ds = MultiTaskDataset.fromArray([{ task: 't', prompt: 'ab', response: 'c' }], { tokenizer, addBos: false, addEos: false });
+    const ds = MultiTaskDataset.fromArray([{ task: 't', prompt: 'ab', response: 'c' }], { tokenizer, template: PLAIN, addBos: false, addEos: false });
     expect(ds.get(0).inputIds).toEqual([97, 98, 99]);
     expect(ds.get(0).promptLength).toBe(2);
     const b = new BatchSampler(ds, { batchSize: 1 }, PAD).next();
@@ -99,7 +108,7 @@ describe('MultiTaskDataset encoding', () => {
         { task: 't', prompt: 'a', response: 'b' }, // 4 tokens, fits
         { task: 'u', prompt: 'a', response: 'bc' }, // 5 tokens -> 4 (eos cut)
       ],
-      { tokenizer, maxLength: 4 },
+      { tokenizer, template: PLAIN, maxLength: 4 },
     );
     expect(ds.truncated).toBe(2);
     expect(ds.get(0).inputIds).toEqual([BOS, 97, 98, 99]);
@@ -112,31 +121,31 @@ describe('MultiTaskDataset encoding', () => {
   });
 
   it('cuts a prompt that fills maxLength from the left, keeping bos and one response token', () => {
-    const ds = MultiTaskDataset.fromArray([{ task: 't', prompt: 'abcdef', response: 'xy' }], { tokenizer, maxLength: 4 });
+    const ds = MultiTaskDataset.fromArray([{ task: 't', prompt: 'abcdef', response: 'xy' }], { tokenizer, template: PLAIN, maxLength: 4 });
     // bos + the last 2 prompt tokens ('e' 101, 'f' 102) + the first response token ('x' 120)
     expect(ds.get(0).inputIds).toEqual([BOS, 101, 102, 120]);
     expect(ds.get(0).promptLength).toBe(3);
     expect(ds.truncated).toBe(1);
     // A prompt of exactly maxLength - 1 tokens (with bos) leaves one response token and is cut at the end.
-    const ds2 = MultiTaskDataset.fromArray([{ task: 't', prompt: 'ab', response: 'xy' }], { tokenizer, maxLength: 4 });
+    const ds2 = MultiTaskDataset.fromArray([{ task: 't', prompt: 'ab', response: 'xy' }], { tokenizer, template: PLAIN, maxLength: 4 });
     expect(ds2.get(0).inputIds).toEqual([BOS, 97, 98, 120]);
     expect(ds2.get(0).promptLength).toBe(3);
     expect(ds2.truncated).toBe(1);
     // maxLength 2: bos and one response token.
-    const ds3 = MultiTaskDataset.fromArray([{ task: 't', prompt: 'abc', response: 'x' }], { tokenizer, maxLength: 2 });
+    const ds3 = MultiTaskDataset.fromArray([{ task: 't', prompt: 'abc', response: 'x' }], { tokenizer, template: PLAIN, maxLength: 2 });
     expect(ds3.get(0).inputIds).toEqual([BOS, 120]);
     expect(ds3.get(0).promptLength).toBe(1);
   });
 
   it('rejects an example with nothing to learn', () => {
-    expect(() => MultiTaskDataset.fromArray([{ task: 't', prompt: 'a', response: '' }], { tokenizer, addEos: false })).toThrow(/examples\[0\].*no token to learn/);
+    expect(() => MultiTaskDataset.fromArray([{ task: 't', prompt: 'a', response: '' }], { tokenizer, template: PLAIN, addEos: false })).toThrow(/examples\[0\].*no token to learn/);
     // With eos, an empty response still teaches the model to stop.
-    const ds = MultiTaskDataset.fromArray([{ task: 't', prompt: 'a', response: '' }], { tokenizer });
+    const ds = MultiTaskDataset.fromArray([{ task: 't', prompt: 'a', response: '' }], { tokenizer, template: PLAIN });
     expect(ds.get(0).inputIds).toEqual([BOS, 97, EOS]);
   });
 
   it('reports tasks, counts, indices and subsets', () => {
-    const ds = MultiTaskDataset.fromArray(makeExamples({ zeta: 3, alpha: 2, mid: 1 }), { tokenizer });
+    const ds = MultiTaskDataset.fromArray(makeExamples({ zeta: 3, alpha: 2, mid: 1 }), { tokenizer, template: PLAIN });
     expect(ds.size).toBe(6);
     expect(ds.tasks).toEqual(['alpha', 'mid', 'zeta']);
     expect(ds.countByTask).toEqual({ alpha: 2, mid: 1, zeta: 3 });
@@ -156,20 +165,20 @@ describe('MultiTaskDataset encoding', () => {
 
   it('validates options and records', () => {
     const rec = [{ task: 't', prompt: 'a', response: 'b' }];
-    expect(() => MultiTaskDataset.fromArray(rec, { tokenizer, maxLength: 1 })).toThrow(/maxLength must be an integer >= 2.*number 1/);
-    expect(() => MultiTaskDataset.fromArray(rec, { tokenizer, maxLength: 2.5 })).toThrow(/maxLength.*2\.5/);
+    expect(() => MultiTaskDataset.fromArray(rec, { tokenizer, template: PLAIN, maxLength: 1 })).toThrow(/maxLength must be an integer >= 2.*number 1/);
+    expect(() => MultiTaskDataset.fromArray(rec, { tokenizer, template: PLAIN, maxLength: 2.5 })).toThrow(/maxLength.*2\.5/);
     expect(() => MultiTaskDataset.fromArray(rec, { tokenizer: {} as never })).toThrow(/options.tokenizer must be a tokenizer/);
-    expect(() => MultiTaskDataset.fromArray(rec, { tokenizer, fields: { text: 'x' } as never })).toThrow(/unknown key "text"/);
-    expect(() => MultiTaskDataset.fromArray([], { tokenizer })).toThrow(/no examples/);
-    expect(() => MultiTaskDataset.fromArray([{ task: 't', prompt: 'a' }], { tokenizer })).toThrow(/examples\[0\]: missing field "response"/);
-    expect(() => MultiTaskDataset.fromArray([{ task: 't', prompt: 'a', response: 4 }], { tokenizer })).toThrow(/field "response" \(the response\) must be a string, got number 4/);
+    expect(() => MultiTaskDataset.fromArray(rec, { tokenizer, template: PLAIN, fields: { text: 'x' } as never })).toThrow(/unknown key "text"/);
+    expect(() => MultiTaskDataset.fromArray([], { tokenizer, template: PLAIN })).toThrow(/no examples/);
+    expect(() => MultiTaskDataset.fromArray([{ task: 't', prompt: 'a' }], { tokenizer, template: PLAIN })).toThrow(/examples\[0\]: missing field "response"/);
+    expect(() => MultiTaskDataset.fromArray([{ task: 't', prompt: 'a', response: 4 }], { tokenizer, template: PLAIN })).toThrow(/field "response" \(the response\) must be a string, got number 4/);
   });
 });
 
 describe('MultiTaskDataset.fromJsonl', () => {
   it('streams records, skipping blank lines', async () => {
     const file = writeFile('plain.jsonl', '{"task":"a","prompt":"x","response":"y"}\n\n  \r\n{"task":"b","prompt":"p","response":"q","extra":1}\r\n');
-    const ds = await MultiTaskDataset.fromJsonl(file, { tokenizer });
+    const ds = await MultiTaskDataset.fromJsonl(file, { tokenizer, template: PLAIN });
     expect(ds.size).toBe(2);
     expect(ds.tasks).toEqual(['a', 'b']);
     expect(ds.get(0).inputIds).toEqual([BOS, 120, 121, EOS]);
@@ -180,14 +189,14 @@ describe('MultiTaskDataset.fromJsonl', () => {
     const lines = Array.from({ length: 6000 }, (_, i) => JSON.stringify({ task: `t${i % 4}`, prompt: `question number ${i} ${'.'.repeat(i % 40)}`, response: `${i}` }));
     const file = writeFile('big.jsonl', lines.join('\n') + '\n');
     expect(fs.statSync(file).size).toBeGreaterThan(256 * 1024);
-    const ds = await MultiTaskDataset.fromJsonl(file, { tokenizer });
+    const ds = await MultiTaskDataset.fromJsonl(file, { tokenizer, template: PLAIN });
     expect(ds.size).toBe(6000);
     expect(ds.countByTask).toEqual({ t0: 1500, t1: 1500, t2: 1500, t3: 1500 });
     // "5999" = 53 57 57 57
     expect(ds.get(5999).inputIds.slice(-5)).toEqual([53, 57, 57, 57, EOS]);
     lines[4321] = lines[4321].slice(0, -1);
     const broken = writeFile('big-broken.jsonl', lines.join('\n'));
-    await expect(MultiTaskDataset.fromJsonl(broken, { tokenizer })).rejects.toThrow(`${broken}:4322: invalid JSON`);
+    await expect(MultiTaskDataset.fromJsonl(broken, { tokenizer, template: PLAIN })).rejects.toThrow(`${broken}:4322: invalid JSON`);
   });
 
   it('reads custom field names', async () => {
@@ -206,18 +215,18 @@ describe('MultiTaskDataset.fromJsonl', () => {
 
   it('names the file and line of a broken JSON line', async () => {
     const file = writeFile('broken.jsonl', '{"task":"a","prompt":"x","response":"y"}\n\n{"task":"a","prompt":"x",\n');
-    await expect(MultiTaskDataset.fromJsonl(file, { tokenizer })).rejects.toThrow(`${file}:3: invalid JSON`);
+    await expect(MultiTaskDataset.fromJsonl(file, { tokenizer, template: PLAIN })).rejects.toThrow(`${file}:3: invalid JSON`);
   });
 
   it('names the missing field and its line', async () => {
     const file = writeFile('missing.jsonl', '{"task":"a","prompt":"x","response":"y"}\n{"task":"a","response":"y"}\n');
-    await expect(MultiTaskDataset.fromJsonl(file, { tokenizer })).rejects.toThrow(`${file}:2: missing field "prompt"`);
+    await expect(MultiTaskDataset.fromJsonl(file, { tokenizer, template: PLAIN })).rejects.toThrow(`${file}:2: missing field "prompt"`);
     const file2 = writeFile('missing2.jsonl', '{"q":"x","a":"y"}\n');
-    await expect(MultiTaskDataset.fromJsonl(file2, { tokenizer, fields: { prompt: 'q', response: 'a' } })).rejects.toThrow(
+    await expect(MultiTaskDataset.fromJsonl(file2, { tokenizer, template: PLAIN, fields: { prompt: 'q', response: 'a' } })).rejects.toThrow(
       `${file2}:1: missing field "task" (the task); the record has "q", "a"`,
     );
     const file3 = writeFile('array.jsonl', '[1, 2]\n');
-    await expect(MultiTaskDataset.fromJsonl(file3, { tokenizer })).rejects.toThrow(`${file3}:1: a record must be a JSON object, got an array`);
+    await expect(MultiTaskDataset.fromJsonl(file3, { tokenizer, template: PLAIN })).rejects.toThrow(`${file3}:1: a record must be a JSON object, got an array`);
   });
 
   it('reads a line of exactly maxLineBytes (with \\n or \\r\\n) and rejects one byte more, naming the file, line and limit', async () => {
@@ -226,7 +235,7 @@ describe('MultiTaskDataset.fromJsonl', () => {
     const pad = (n: number): string => JSON.stringify({ task: 'a', prompt: 'x'.repeat(n - exact.length), response: 'y' });
     expect(Buffer.byteLength(pad(1000))).toBe(1000);
     const ok = writeFile('limit-ok.jsonl', `${pad(50)}\n${pad(1000)}\r\n${pad(1000)}\n${pad(1000)}`);
-    const ds = await MultiTaskDataset.fromJsonl(ok, { tokenizer, maxLineBytes: 1000 });
+    const ds = await MultiTaskDataset.fromJsonl(ok, { tokenizer, template: PLAIN, maxLineBytes: 1000 });
     expect(ds.size).toBe(4);
     expect(ds.get(3).prompt).toBe('x'.repeat(1000 - exact.length));
     for (const [name, text, line] of [
@@ -236,12 +245,12 @@ describe('MultiTaskDataset.fromJsonl', () => {
       ['limit-far-over.jsonl', `${pad(50)}\n${pad(300000)}\n`, 2], // spans chunks: rejected before it is whole
     ] as const) {
       const file = writeFile(name, text);
-      await expect(MultiTaskDataset.fromJsonl(file, { tokenizer, maxLineBytes: 1000 })).rejects.toThrow(
+      await expect(MultiTaskDataset.fromJsonl(file, { tokenizer, template: PLAIN, maxLineBytes: 1000 })).rejects.toThrow(
         `${file}:${line}: the line is longer than maxLineBytes (1000 bytes)`,
       );
     }
     for (const bad of [0, 1.5, -1, '1000', 2 ** 40]) {
-      await expect(MultiTaskDataset.fromJsonl(ok, { tokenizer, maxLineBytes: bad as number })).rejects.toThrow(/options.maxLineBytes must be an integer from 1 to \d+, got/);
+      await expect(MultiTaskDataset.fromJsonl(ok, { tokenizer, template: PLAIN, maxLineBytes: bad as number })).rejects.toThrow(/options.maxLineBytes must be an integer from 1 to \d+, got/);
     }
   });
 
@@ -252,7 +261,7 @@ describe('MultiTaskDataset.fromJsonl', () => {
     const file = writeFile('utf8.jsonl', lines.join('\n') + '\n');
     const bytes = fs.readFileSync(file);
     for (const k of [1, 2, 3, 4]) expect(bytes[k * 65536] & 0xc0).toBe(0x80); // a continuation byte starts the chunk
-    const ds = await MultiTaskDataset.fromJsonl(file, { tokenizer, maxLength: 1 << 20 });
+    const ds = await MultiTaskDataset.fromJsonl(file, { tokenizer, template: PLAIN, maxLength: 1 << 20 });
     expect([0, 1, 2].map((i) => ds.get(i).prompt)).toEqual([0, 1, 2].map((i) => text.slice(i)));
     expect([0, 1, 2].map((i) => ds.get(i).response)).toEqual(['0ü', '1ü', '2ü']);
   });
@@ -265,20 +274,20 @@ describe('MultiTaskDataset.fromJsonl', () => {
         return tokenizer.encode(text, o);
       },
     });
-    await expect(MultiTaskDataset.fromJsonl(file, { tokenizer: failing })).rejects.toThrow(`${file}:2: Invalid array length`);
+    await expect(MultiTaskDataset.fromJsonl(file, { tokenizer: failing, template: PLAIN })).rejects.toThrow(`${file}:2: Invalid array length`);
   });
 
   it('fails clearly on a missing or empty file', async () => {
-    await expect(MultiTaskDataset.fromJsonl(path.join(dir, 'nope.jsonl'), { tokenizer })).rejects.toThrow(/file not found: .*nope\.jsonl/);
-    await expect(MultiTaskDataset.fromJsonl(dir, { tokenizer })).rejects.toThrow(/is a directory/);
+    await expect(MultiTaskDataset.fromJsonl(path.join(dir, 'nope.jsonl'), { tokenizer, template: PLAIN })).rejects.toThrow(/file not found: .*nope\.jsonl/);
+    await expect(MultiTaskDataset.fromJsonl(dir, { tokenizer, template: PLAIN })).rejects.toThrow(/is a directory/);
     const empty = writeFile('empty.jsonl', '\n\n');
-    await expect(MultiTaskDataset.fromJsonl(empty, { tokenizer })).rejects.toThrow(/no examples/);
+    await expect(MultiTaskDataset.fromJsonl(empty, { tokenizer, template: PLAIN })).rejects.toThrow(/no examples/);
   });
 });
 
 describe('BatchSampler', () => {
   // 84 examples: a 64, b 16, c 4.
-  const mixed = MultiTaskDataset.fromArray(makeExamples({ a: 64, b: 16, c: 4 }), { tokenizer });
+  const mixed = MultiTaskDataset.fromArray(makeExamples({ a: 64, b: 16, c: 4 }), { tokenizer, template: PLAIN });
 
   function fractions(sampler: BatchSampler, batches: number): Record<string, number> {
     const counts: Record<string, number> = { a: 0, b: 0, c: 0 };
@@ -400,7 +409,7 @@ describe('BatchSampler', () => {
     const other = new BatchSampler(mixed, { batchSize: 4 }, PAD);
     expect(() => other.setState(s.state())).toThrow(/sampling 'uniform', this sampler has 'proportional'/);
     expect(() => new BatchSampler(mixed, { batchSize: 5, sampling: 'uniform' }, PAD).setState(s.state())).toThrow(/batchSize 4, this sampler has 5/);
-    const small = MultiTaskDataset.fromArray(makeExamples({ a: 3 }), { tokenizer });
+    const small = MultiTaskDataset.fromArray(makeExamples({ a: 3 }), { tokenizer, template: PLAIN });
     expect(() => new BatchSampler(small, { batchSize: 4, sampling: 'uniform' }, PAD).setState(s.state())).toThrow(/dataset of size 84, this sampler has 3/);
   });
 
@@ -411,7 +420,7 @@ describe('BatchSampler', () => {
         { task: 't', prompt: 'xy', response: 'z' }, // bos x y z eos
         { task: 'u', prompt: '', response: 'q' }, // bos q eos
       ],
-      { tokenizer },
+      { tokenizer, template: PLAIN },
     );
     const b = new BatchSampler(ds, { batchSize: 3 }, PAD).next();
     const byIndex = (i: number): number => b.indices.indexOf(i);
@@ -430,7 +439,7 @@ describe('BatchSampler', () => {
   it('groups by length: less padding than without', () => {
     // Lengths spread widely: 1 + prompt (0..199 bytes) + response (1..9 bytes) + 1.
     const records = Array.from({ length: 600 }, (_, i) => ({ task: i % 3 ? 'x' : 'y', prompt: 'p'.repeat((i * 37) % 200), response: 'r'.repeat(1 + (i % 9)) }));
-    const ds = MultiTaskDataset.fromArray(records, { tokenizer });
+    const ds = MultiTaskDataset.fromArray(records, { tokenizer, template: PLAIN });
     const padding = (options: SamplerOptions, batches: number): number => {
       const s = new BatchSampler(ds, options, PAD);
       let pads = 0;
@@ -478,7 +487,7 @@ describe('promptBatch', () => {
       [0, 0, 1, 1, 1],
     ]);
     expect(() => promptBatch([], PAD)).toThrow(/non-empty array/);
-    const bare = MultiTaskDataset.fromArray([{ task: 't', prompt: '', response: 'x' }], { tokenizer, addBos: false });
+    const bare = MultiTaskDataset.fromArray([{ task: 't', prompt: '', response: 'x' }], { tokenizer, template: PLAIN, addBos: false });
     expect(() => promptBatch([bare.get(0)], PAD)).toThrow(/no prompt token/);
   });
 });

@@ -153,7 +153,8 @@ export function bucketOf(word: string, seed: number): Bucket {
 export function example(task: TaskName, w: Word): Example | undefined {
   const spec: TaskSpec = TASK_SPECS[task];
   const answer = spec.answer(w);
-  return answer === undefined ? undefined : { task, prompt: `${spec.question}: ${w.word}\n`, response: answer };
+  // the dataset's default template puts a newline between prompt and answer
+  return answer === undefined ? undefined : { task, prompt: `${spec.question}: ${w.word}`, response: answer };
 }
 
 /**

@@ -56,7 +56,7 @@ const MODEL_KEYS: Record<string, Key> = {
 const DATA_KEYS: Record<string, Key> = {
   train: { spec: pth, required: true, doc: 'JSON lines file of {"task", "prompt", "response"} records' },
   eval: { spec: pth, doc: 'JSON lines file evaluated per task (loss, exact-match accuracy) during and after training' },
-  template: { spec: str, doc: 'how a record becomes text, e.g. "Q: {prompt}\\nA: {response}" ({task} too); the loss starts at {response}' },
+  template: { spec: str, doc: 'how a record becomes text, e.g. "Q: {prompt}\\nA: {response}" ({task} too); the loss starts at {response}; default "{prompt}\\n{response}"' },
   maxLength: { spec: int(2), doc: 'most tokens of a sequence, longer ones are cut (default 512)' },
   fields: {
     spec: { kind: 'object', keys: { task: { spec: str, doc: '' }, prompt: { spec: str, doc: '' }, response: { spec: str, doc: '' } } },
