@@ -23,6 +23,17 @@ declare global {
 export type Dtype = DtypeName;
 export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
 export type TypedData = Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array;
+/** What `data()` returns for each dtype (bfloat16 and float16 widen to Float32Array; bool is 0/1 bytes). */
+export interface DataOf {
+  float32: Float32Array;
+  float64: Float64Array;
+  bfloat16: Float32Array;
+  float16: Float32Array;
+  int32: Int32Array;
+  int64: BigInt64Array;
+  uint8: Uint8Array;
+  bool: Uint8Array;
+}
 export type NestedNumbers = number | NestedNumbers[];
 export type TensorData = TypedData | NestedNumbers[] | bigint[];
 
@@ -81,7 +92,12 @@ function flatten(data: NestedNumbers[], shape: number[]): Float64Array {
   return out;
 }
 
-export class Tensor {
+/**
+ * A libtorch tensor. `D` is its dtype when known where it was made (`Tensor.from(new
+ * Float32Array(...))` is a `Tensor<'float32'>`), so `data()` is typed by it; `as('float32')`
+ * checks a tensor of unknown dtype and narrows it.
+ */
+export class Tensor<D extends Dtype = Dtype> {
   /** @internal The libtorch tensor behind this handle. */
   readonly native: NativeTensor;
 
@@ -96,6 +112,13 @@ export class Tensor {
    *   (the shape of a nested array is inferred), or an array of bigints (int64).
    * - `shape`: the dimensions; its product must equal the number of elements.
    */
+  static from<T extends Dtype>(data: TensorData, shape: number[] | undefined, options: TensorOptions & { dtype: T }): Tensor<T>;
+  static from(data: Float32Array | NestedNumbers[], shape?: number[], options?: TensorOptions & { dtype?: undefined }): Tensor<'float32'>;
+  static from(data: Float64Array, shape?: number[], options?: TensorOptions & { dtype?: undefined }): Tensor<'float64'>;
+  static from(data: Int32Array, shape?: number[], options?: TensorOptions & { dtype?: undefined }): Tensor<'int32'>;
+  static from(data: BigInt64Array | bigint[], shape?: number[], options?: TensorOptions & { dtype?: undefined }): Tensor<'int64'>;
+  static from(data: Uint8Array, shape?: number[], options?: TensorOptions & { dtype?: undefined }): Tensor<'uint8'>;
+  static from(data: TensorData, shape?: number[], options?: TensorOptions): Tensor;
   static from(data: TensorData, shape?: number[], options: TensorOptions = {}): Tensor {
     let flat: TypedData;
     let dims = shape;
@@ -143,8 +166,8 @@ export class Tensor {
   get shape(): number[] {
     return this.native.shape;
   }
-  get dtype(): Dtype {
-    return this.native.dtype;
+  get dtype(): D {
+    return this.native.dtype as D;
   }
   get device(): string {
     return this.native.device;
@@ -154,9 +177,18 @@ export class Tensor {
     return this.shape.reduce((a, b) => a * b, 1);
   }
 
-  /** A copy of the elements, flat, as a typed array (bfloat16 and float16 widen to Float32Array). */
-  data(): TypedData {
-    return this.native.data();
+  /**
+   * A copy of the elements, flat, as a typed array of the dtype (DataOf: bfloat16 and float16
+   * widen to Float32Array). A method: `t.data[0]` throws, saying to call it.
+   */
+  data(): DataOf[D] {
+    return this.native.data() as DataOf[D];
+  }
+
+  /** This tensor typed as dtype `dtype`, after checking that it is (a TypeError naming both otherwise). */
+  as<T extends Dtype>(dtype: T): Tensor<T> {
+    if (this.dtype !== (dtype as Dtype)) throw new TypeError(`this tensor is ${this.dtype}, not ${dtype} (convert it with .to(${JSON.stringify(dtype)}))`);
+    return this as unknown as Tensor<T>;
   }
 
   /** A copy of the elements as nested arrays of numbers (int64 beyond 2^53 loses precision). */
@@ -182,6 +214,9 @@ export class Tensor {
   }
 
   /** A copy converted to another dtype and/or device. */
+  to<T extends Dtype>(dtype: T): Tensor<T>;
+  to(target: Device): Tensor<D>;
+  to(target: Dtype | Device | TensorOptions): Tensor;
   to(target: Dtype | Device | TensorOptions): Tensor {
     const o: TensorOptions =
       typeof target === 'string'
@@ -235,3 +270,19 @@ function preview(t: Tensor, edge = 3): string {
   };
   return render(0, 0);
 }
+
+// `data` is a method: in plain JS, `t.data[0]` would read undefined and `t.data.length` the
+// method's arity, silently. Reading an element or the length off the method throws instead.
+const dataMethod = Tensor.prototype.data;
+Object.defineProperty(Tensor.prototype, 'data', {
+  value: new Proxy(dataMethod, {
+    get(target, prop, receiver) {
+      if (prop === 'length' || (typeof prop === 'string' && /^\d+$/.test(prop))) {
+        throw new TypeError(`Tensor.data is a method: call it, t.data()${prop === 'length' ? '.length' : `[${prop}]`} (or use t.toArray())`);
+      }
+      return Reflect.get(target, prop, receiver);
+    },
+  }),
+  writable: true,
+  configurable: true,
+});

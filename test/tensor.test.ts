@@ -425,3 +425,22 @@ describe('Tensor.from errors', () => {
     expectErrorMatching(() => Tensor.from(new Int16Array([1]) as never), /Float32Array, Float64Array, Int32Array, BigInt64Array or Uint8Array/);
   });
 });
+
+describe('data() is a method, typed by dtype', () => {
+  it('reading an element or the length off the method throws, saying to call it', () => {
+    const t = Tensor.from(new Float32Array([1.5, 2.5]));
+    const loose = t as unknown as { data: Record<string, unknown> };
+    expect(() => loose.data[0]).toThrow('Tensor.data is a method: call it, t.data()[0] (or use t.toArray())');
+    expect(() => loose.data.length).toThrow('Tensor.data is a method: call it, t.data().length (or use t.toArray())');
+    expect(Array.from(t.data())).toEqual([1.5, 2.5]);
+    expect(typeof loose.data.call).toBe('function'); // the method's own properties are untouched
+  });
+
+  it('as() checks the dtype; to() converts', () => {
+    const t: Tensor = Tensor.from([1, 2, 3], [3], { dtype: 'float64' });
+    expect(t.as('float64').data().constructor.name).toBe('Float64Array');
+    expect(() => t.as('float32')).toThrow('this tensor is float64, not float32 (convert it with .to("float32"))');
+    expect(t.to('float32').data()).toEqual(new Float32Array([1, 2, 3]));
+    expect(Tensor.from(new BigInt64Array([5n])).data()).toEqual(new BigInt64Array([5n]));
+  });
+});

@@ -41,6 +41,13 @@ export async function main(dir: string): Promise<number> {
   const t: Tensor = Tensor.from([[1, 2], [3, 4]]);
   const u = Tensor.from(new Float32Array([1, 2, 3]), [3], { dtype: 'float32' });
   const values = t.data();
+  // data() is typed by the dtype the tensor was made with; as() narrows one of unknown dtype
+  const f32: Float32Array = u.data();
+  const f64: Float64Array = Tensor.from([1], [1], { dtype: 'float64' }).data();
+  const i64: BigInt64Array = Tensor.from(new BigInt64Array(2)).data();
+  const narrowed: Float32Array = (u as Tensor).as('float32').data();
+  // @ts-expect-error a float32 tensor's data is not a BigInt64Array
+  const wrong: BigInt64Array = u.data();
   t[Symbol.dispose]();
   u.dispose();
   const opt = new AdamW(model, { lr: 1e-3 });
@@ -49,7 +56,7 @@ export async function main(dir: string): Promise<number> {
   adapter[Symbol.dispose]();
   model[Symbol.dispose]();
   const hf: Tokenizer = Tokenizer.fromFile(dir);
-  return history.steps.length + values.length + hf.encode('x').length;
+  return history.steps.length + values.length + hf.encode('x').length + f32.length + f64.length + i64.length + narrowed.length + wrong.length;
 }
 `;
 
