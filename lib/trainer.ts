@@ -713,13 +713,8 @@ export class Trainer {
     }
     const W = distributed.worldSize(), R = distributed.rank();
     if (W <= 1) return undefined;
-    const o = this.options;
-    const sampler = this.pendingSampler ?? this.sampler?.state();
-    if (sampler && sampler.batchSize !== o.batchSize * W) {
-      throw new Error(
-        `the checkpoint was trained with a global batch of ${sampler.batchSize} rows per micro-batch; this run has ${o.batchSize * W} ` +
-          `(batchSize ${o.batchSize} x ${W} processes): resume with the world size it was trained with`,
-      );
+    if (this.sampler && this.sampler.batchSize !== this.options.batchSize * W) {
+      throw new Error(`this Trainer already trained with a global batch of ${this.sampler.batchSize} rows; with ${W} processes it would be ${this.options.batchSize * W}: make a new Trainer (or resume from a checkpoint)`);
     }
     // every rank must train the same thing: compare a hash of model, adapter, options and data
     const same = { ...this.savedOptions(), progress: undefined, outputDir: undefined, distributed: undefined };
@@ -852,7 +847,18 @@ export class Trainer {
     this.sampler ??= new BatchSampler(train, { batchSize: o.batchSize * W, sampling: o.sampling, temperature: o.samplingTemperature, seed: o.seed, groupByLength: o.groupByLength }, padId);
     if (this.pendingSampler) {
       const [sampler, state] = [this.sampler, this.pendingSampler];
-      naming(this.resumedState!, () => sampler.setState(state));
+      if (state.batchSize !== o.batchSize * W && state.batchSize % o.batchSize === 0 && state.datasetSize === train.size) {
+        // another number of processes: the global batch changed, so the saved order cannot go on;
+        // the same seeded order restarts at the batch that covers the examples already seen
+        const skip = Math.floor((state.step * state.batchSize) / (o.batchSize * W));
+        for (let k = 0; k < skip; k++) sampler.next();
+        if (writer) {
+          process.stderr.write(
+            `rlora: the checkpoint was trained with a global batch of ${state.batchSize} rows (${state.batchSize / o.batchSize} process(es)); this run has ${o.batchSize * W} ` +
+              `(${W} process(es)): continuing at step ${this.step} with the data order of the new batch, from about example ${skip * o.batchSize * W} of the run (not the order an unchanged run would take)\n`,
+          );
+        }
+      } else naming(this.resumedState!, () => sampler.setState(state));
       this.pendingSampler = null;
     }
     const total = (this.totalSteps ??= o.maxSteps ?? Math.max(1, Math.ceil((o.epochs * this.sampler.stepsPerEpoch) / o.gradientAccumulation)));

@@ -142,6 +142,34 @@ describe('data parallel (gloo)', () => {
     }
   });
 
+  itDp('resuming on the same number of processes is exact, dropout included (each rank gets its own stream back)', async () => {
+    const out = path.join(tmp, 'exact');
+    const full = path.join(tmp, 'exact-full.json'), resumed = path.join(tmp, 'exact-resumed.json');
+    expect((await runWorld(2, () => ({ batchSize: 2, steps: 6, out: full, dropout: 0.3, outputDir: out, saveEvery: 3 }))).map((x) => x.code)).toEqual([0, 0]);
+    const r = await runWorld(2, () => ({ batchSize: 2, steps: 6, out: resumed, resumeFrom: path.join(out, 'checkpoint-3'), outputDir: path.join(tmp, 'exact-2') }));
+    expect(r.map((x) => x.code)).toEqual([0, 0]);
+    const a = read(full), b = read(resumed);
+    expect(b.losses).toEqual(a.losses.slice(3));
+    expect(maxRelDiff(b.state, a.state)).toBe(0);
+  });
+
+  itDp('resuming on another number of processes continues at the same step, with a note', async () => {
+    const out = path.join(tmp, 'ws');
+    // one process, global batch 4, a checkpoint at step 3
+    expect(await runChild({ batchSize: 4, steps: 6, out: path.join(tmp, 'ws1.json'), outputDir: out, saveEvery: 3 }, {})).toEqual({ code: 0, stderr: '' });
+    const ckpt = path.join(out, 'checkpoint-3');
+    expect(fs.existsSync(path.join(ckpt, 'trainer_state.json'))).toBe(true);
+    // two processes of 4: global batch 8
+    const two = path.join(tmp, 'ws2.json');
+    const r = await runWorld(2, () => ({ batchSize: 4, steps: 6, out: two, resumeFrom: ckpt, outputDir: path.join(tmp, 'ws-2') }));
+    expect(r.map((x) => x.code)).toEqual([0, 0]);
+    expect(r[0].stderr).toContain('rlora: the checkpoint was trained with a global batch of 4 rows (1 process(es)); this run has 8 (2 process(es)): continuing at step 3 with the data order of the new batch, from about example 8 of the run');
+    expect(r[1].stderr).toBe('');
+    const b = read(two);
+    expect(b.losses).toHaveLength(3); // steps 4 to 6
+    expect(b.tokens.every((t) => t > 0)).toBe(true);
+  });
+
   itDp('a port in use: rank 0 says so', async () => {
     const server = net.createServer();
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

@@ -21,6 +21,8 @@ interface Args {
   evaluate?: boolean;
   outputDir?: string;
   saveEvery?: number;
+  /** Resume from this checkpoint (to `steps` in all) instead of starting. */
+  resumeFrom?: string;
 }
 
 async function main(): Promise<void> {
@@ -29,8 +31,9 @@ async function main(): Promise<void> {
   const rows = Array.from({ length: 24 }, (_, i) => ({ task: i % 3 ? 'add' : 'mul', prompt: `n${i}:`, response: String(i % 3 ? i + 5 : i * 3) }));
   const data = MultiTaskDataset.fromArray(rows, { tokenizer: tok, maxLength: 16 });
   const model = Model.fromConfig(TINY_BYTE_CONFIG, { seed: 1 });
-  const adapter = Adapter.attach(model, { method: 'rlora', rank: 2, heads: 2, dropout: a.dropout ?? 0, targetModules: ['q_proj', 'v_proj', 'up_proj'], seed: 2 });
-  const trainer = new Trainer(model, adapter, {
+  const resumed = a.resumeFrom ? await Trainer.resume(a.resumeFrom, model, { outputDir: a.outputDir, maxSteps: a.steps, progress: false }) : undefined;
+  const adapter = resumed?.adapter ?? Adapter.attach(model, { method: 'rlora', rank: 2, heads: 2, dropout: a.dropout ?? 0, targetModules: ['q_proj', 'v_proj', 'up_proj'], seed: 2 });
+  const trainer = resumed ?? new Trainer(model, adapter, {
     batchSize: a.batchSize,
     maxSteps: a.steps,
     learningRate: a.lr ?? 1e-2,
