@@ -207,7 +207,7 @@ Napi::Object lm_loss_to_js(Napi::Env env, train::LmLoss& l) {
   return o;
 }
 
-// lmTrainStep(model, microBatches, optimizer, precision?, distributed?)
+// lmTrainStep(model, microBatches, optimizer, precision?, distributed?, gradientCheckpointing?)
 //   -> Promise<{loss, finite, rows, lr, gradNorm, paramNorm, paramsFinite}>
 Napi::Value LmTrainStep(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -231,11 +231,12 @@ Napi::Value LmTrainStep(const Napi::CallbackInfo& info) {
       group = dist::current();
       if (!group) throw std::logic_error("a distributed step needs a process group (call distributed.init first)");
     }
+    const bool checkpointing = !info[5].IsUndefined() && get_bool(info[5], "gradientCheckpointing");
     return run_async<train::LmStepResult>(
         env,
-        [m, micro, opt, autocast, group] {
+        [m, micro, opt, autocast, group, checkpointing] {
           std::scoped_lock lock(m->mutex(), opt->mutex());
-          return train::lm_train_step(*m, micro, *opt, autocast, group.get());
+          return train::lm_train_step(*m, micro, *opt, autocast, group.get(), checkpointing);
         },
         [](Napi::Env e, train::LmStepResult& r) -> Napi::Value {
           auto o = Napi::Object::New(e);

@@ -165,7 +165,7 @@ export interface NativeAddon {
   NativeModel: new (config: NativeModelConfig, dtype: DtypeName, device: string) => NativeModel;
   NativeAdamW: new (modules: NativeLoraLinear[] | NativeModel, options: object) => NativeAdamW;
   fitLayerStep(layer: NativeLoraLinear, x: NativeTensor, target: NativeTensor, optimizer: NativeAdamW): Promise<NativeFitResult>;
-  lmTrainStep(model: NativeModel, microBatches: NativeLmBatch[], optimizer: NativeAdamW, precision?: 'float32' | 'bfloat16', distributed?: boolean): Promise<NativeLmStep>;
+  lmTrainStep(model: NativeModel, microBatches: NativeLmBatch[], optimizer: NativeAdamW, precision?: 'float32' | 'bfloat16', distributed?: boolean, gradientCheckpointing?: boolean): Promise<NativeLmStep>;
   lmEvalLoss(model: NativeModel, batch: NativeLmBatch): Promise<NativeLmLoss>;
   NativeTensor: NativeTensorStatic & (new (...args: never[]) => NativeTensor);
   NativeLoraLinear: new (weight: NativeTensor, bias: NativeTensor | null, options: object) => NativeLoraLinear;

@@ -96,6 +96,13 @@ export interface TrainerOptions {
    */
   distributed?: 'auto' | false | DistributedOptions;
   /**
+   * Activation checkpointing: the forward keeps only each decoder layer's input, and backward runs
+   * each layer again (dropout draws the same masks), so the step's memory for activations falls
+   * from all layers' to about one layer's, for about one more forward of compute. Same losses and
+   * gradients as without. Default false.
+   */
+  gradientCheckpointing?: boolean;
+  /**
    * Extra evaluation metrics, by name: a function of (prediction, reference, task), where the
    * prediction is the greedy generation decoded by the dataset's tokenizer (up to eos, special
    * tokens skipped) and the reference is the example's response text; or the name of a built-in
@@ -260,7 +267,7 @@ export const TRAINER_OPTION_NAMES = [
   'learningRate', 'epochs', 'maxSteps', 'batchSize', 'gradientAccumulation', 'schedule', 'warmupRatio', 'warmupSteps',
   'weightDecay', 'maxGradNorm', 'seed', 'sampling', 'samplingTemperature', 'groupByLength', 'evalEvery', 'saveEvery',
   'outputDir', 'keepCheckpoints', 'progress', 'precision', 'device', 'skipNonFinite', 'evalExtraTokens', 'evalBatchSize',
-  'metrics', 'earlyStopping', 'saveBest', 'loadBestAtEnd', 'distributed',
+  'metrics', 'earlyStopping', 'saveBest', 'loadBestAtEnd', 'distributed', 'gradientCheckpointing',
 ] as const satisfies readonly (keyof TrainerOptions)[];
 // every key of TrainerOptions is listed (a compile error names one that is not)
 type Unlisted = Exclude<keyof TrainerOptions, (typeof TRAINER_OPTION_NAMES)[number]>;
@@ -361,7 +368,7 @@ export async function trainStep(
   model: Model,
   batches: Pick<Batch, 'inputIds' | 'attentionMask' | 'labels'>[],
   optimizer: AdamW,
-  options: { precision?: 'float32' | 'bfloat16'; distributed?: boolean } = {},
+  options: { precision?: 'float32' | 'bfloat16'; distributed?: boolean; gradientCheckpointing?: boolean } = {},
 ): Promise<TrainStepResult> {
   if (!(model instanceof Model)) throw new TypeError('trainStep: model must be a Model');
   if (!(optimizer instanceof AdamW)) throw new TypeError('trainStep: optimizer must be an AdamW');
@@ -369,15 +376,18 @@ export async function trainStep(
   const dataParallel = options.distributed ?? (distributed.worldSize() > 1);
   beginTraining(model, 'trainStep');
   try {
-    return await step(model, batches, optimizer, options.precision ?? 'float32', dataParallel);
+    if (options.gradientCheckpointing !== undefined && typeof options.gradientCheckpointing !== 'boolean') {
+      throw new TypeError(`trainStep: gradientCheckpointing must be true or false, got ${util.inspect(options.gradientCheckpointing)}`);
+    }
+    return await step(model, batches, optimizer, options.precision ?? 'float32', dataParallel, options.gradientCheckpointing ?? false);
   } finally {
     endTraining(model);
   }
 }
 
 /** One optimizer step, unchecked: trainStep's and Trainer.fit's. */
-async function step(model: Model, batches: Pick<Batch, 'inputIds' | 'attentionMask' | 'labels'>[], optimizer: AdamW, precision: 'float32' | 'bfloat16', dataParallel = false): Promise<TrainStepResult> {
-  const r = await native.lmTrainStep(model.native, batches.map(toLmBatch), optimizer.native, precision, dataParallel);
+async function step(model: Model, batches: Pick<Batch, 'inputIds' | 'attentionMask' | 'labels'>[], optimizer: AdamW, precision: 'float32' | 'bfloat16', dataParallel = false, checkpointing = false): Promise<TrainStepResult> {
+  const r = await native.lmTrainStep(model.native, batches.map(toLmBatch), optimizer.native, precision, dataParallel, checkpointing);
   return {
     loss: r.loss,
     finite: r.finite,
@@ -585,7 +595,7 @@ function readOptimizerState(file: string): NativeAdamWState {
 export class Trainer {
   readonly model: Model;
   readonly adapter: Adapter;
-  readonly options: Required<Omit<TrainerOptions, 'maxSteps' | 'warmupSteps' | 'outputDir' | 'progress' | 'precision' | 'device' | 'metrics' | 'earlyStopping' | 'saveBest' | 'evalBatchSize' | 'distributed'>> & TrainerOptions;
+  readonly options: Required<Omit<TrainerOptions, 'maxSteps' | 'warmupSteps' | 'outputDir' | 'progress' | 'precision' | 'device' | 'metrics' | 'earlyStopping' | 'saveBest' | 'evalBatchSize' | 'distributed' | 'gradientCheckpointing'>> & TrainerOptions;
   /** Optimizer steps taken so far. */
   step = 0;
   private optimizer?: AdamW;
@@ -633,6 +643,9 @@ export class Trainer {
     const o = this.options;
     positiveInt(o.batchSize, 'batchSize');
     if (o.evalBatchSize !== undefined) positiveInt(o.evalBatchSize, 'evalBatchSize');
+    if (o.gradientCheckpointing !== undefined && typeof o.gradientCheckpointing !== 'boolean') {
+      throw new TypeError(`gradientCheckpointing must be true or false, got ${util.inspect(o.gradientCheckpointing)}`);
+    }
     if (o.distributed !== undefined && o.distributed !== 'auto' && o.distributed !== false) {
       if (typeof o.distributed !== 'object' || o.distributed === null) throw new TypeError(`distributed must be 'auto', false or an object {backend?, timeoutMs?}, got ${util.inspect(o.distributed)}`);
       distributed.resolveOptions({ ...o.distributed, rank: 0, worldSize: 1 }); // names a bad key or value now
@@ -932,7 +945,7 @@ export class Trainer {
         const micro: Batch[] = [];
         for (let k = 0; k < o.gradientAccumulation; k++) micro.push(dp ? rankSlice(this.sampler.next(), R, W) : this.sampler.next());
         const t0 = process.hrtime.bigint();
-        const r = await step(this.model, micro, this.optimizer, o.precision ?? 'float32', Boolean(dp));
+        const r = await step(this.model, micro, this.optimizer, o.precision ?? 'float32', Boolean(dp), o.gradientCheckpointing ?? false);
         const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
         let tokens = micro.reduce((a, b) => a + (b.tasks.length ? b.attentionMask.flat().reduce((x, y) => x + y, 0) : 0), 0);
         if (!r.finite && !o.skipNonFinite) {

@@ -124,6 +124,7 @@ const TRAINER_KEYS: Record<string, Key> = {
   skipNonFinite: { spec: bool, doc: 'skip a step whose loss is NaN or infinite instead of stopping (default false)' },
   evalExtraTokens: { spec: int(0), doc: 'greedy generation in evaluation runs this many tokens past the response length (default 4)' },
   evalBatchSize: { spec: int(1), doc: 'rows per evaluation batch (default: batchSize)' },
+  gradientCheckpointing: { spec: bool, doc: 'recompute each decoder layer in backward instead of keeping its activations: less memory, same results (default false)' },
   metrics: {
     spec: { kind: 'string-array' },
     type: '["exactMatch", "charF1"]',

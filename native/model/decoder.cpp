@@ -196,72 +196,148 @@ void DecoderModel::check_ids(const Tensor& ids, const Tensor& mask) const {
     throw std::invalid_argument("attention mask has shape " + shape_str(mask) + ", the input ids " + shape_str(ids));
 }
 
-Tensor DecoderModel::run(const Tensor& ids_in, const Tensor& mask_in, Cache* cache) {
+DecoderModel::Prep DecoderModel::prepare(const Tensor& ids_in, const Tensor& mask_in, const Cache* cache) const {
   const auto& c = config_;
-  Tensor ids = ids_in.to(device_);
-  const int64_t B = ids.size(0), S = ids.size(1), D = c.head_dim;
-  const int64_t nH = c.num_attention_heads, nKV = c.num_key_value_heads;
-  Tensor mask = mask_in.defined() ? mask_in.to(device_, torch::kInt64) : torch::ones({B, S}, ids.options());
+  Prep pr;
+  pr.ids = ids_in.to(device_);
+  const int64_t B = pr.ids.size(0), S = pr.ids.size(1), D = c.head_dim;
+  Tensor mask = mask_in.defined() ? mask_in.to(device_, torch::kInt64) : torch::ones({B, S}, pr.ids.options());
 
   // Positions count real tokens: left padding does not shift them.
-  Tensor pos = (cache && cache->next_pos.defined()) ? cache->next_pos.unsqueeze(1) + (mask.cumsum(1) - 1).clamp_min(0)
-                                                     : (mask.cumsum(1) - 1).clamp_min(0);
-  Tensor full_mask = (cache && cache->mask.defined()) ? torch::cat({cache->mask, mask}, 1) : mask;
-  const int64_t T = full_mask.size(1), past = T - S;
+  pr.pos = (cache && cache->next_pos.defined()) ? cache->next_pos.unsqueeze(1) + (mask.cumsum(1) - 1).clamp_min(0)
+                                                : (mask.cumsum(1) - 1).clamp_min(0);
+  pr.full_mask = (cache && cache->mask.defined()) ? torch::cat({cache->mask, mask}, 1) : mask;
+  const int64_t T = pr.full_mask.size(1), past = T - S;
 
-  Tensor freqs = pos.to(torch::kFloat32).unsqueeze(-1) * inv_freq_;  // [B, S, D/2]
+  Tensor freqs = pr.pos.to(torch::kFloat32).unsqueeze(-1) * inv_freq_;  // [B, S, D/2]
   Tensor emb = torch::cat({freqs, freqs}, -1);
-  Tensor cos = emb.cos().to(dtype_).unsqueeze(1), sin = emb.sin().to(dtype_).unsqueeze(1);  // [B, 1, S, D]
+  pr.cos = emb.cos().to(dtype_).unsqueeze(1);  // [B, 1, S, D]
+  pr.sin = emb.sin().to(dtype_).unsqueeze(1);
 
   // Additive mask [B, 1, S, T]: query i (at past + i) sees key j <= past + i that is not padding.
-  Tensor qi = torch::arange(S, ids.options()).unsqueeze(1) + past, kj = torch::arange(T, ids.options()).unsqueeze(0);
+  Tensor qi = torch::arange(S, pr.ids.options()).unsqueeze(1) + past, kj = torch::arange(T, pr.ids.options()).unsqueeze(0);
   Tensor causal = kj <= qi;
   if (c.sliding_window > 0) causal = causal.logical_and(kj > qi - c.sliding_window);
-  Tensor allowed = causal.unsqueeze(0).logical_and(full_mask.unsqueeze(1).to(torch::kBool));  // [B, S, T]
+  Tensor allowed = causal.unsqueeze(0).logical_and(pr.full_mask.unsqueeze(1).to(torch::kBool));  // [B, S, T]
   // A fully masked row (a padding query) attends to itself only, so softmax stays finite.
   allowed = allowed.logical_or((kj == qi).unsqueeze(0).expand_as(allowed).logical_and(allowed.any(-1, true).logical_not()));
   const float neg = -std::numeric_limits<float>::infinity();
-  Tensor bias = torch::zeros({B, 1, S, T}, torch::TensorOptions().dtype(torch::kFloat32).device(device_))
-                    .masked_fill(allowed.unsqueeze(1).logical_not(), neg);
+  pr.bias = torch::zeros({B, 1, S, T}, torch::TensorOptions().dtype(torch::kFloat32).device(device_))
+                .masked_fill(allowed.unsqueeze(1).logical_not(), neg);
+  return pr;
+}
 
-  Tensor h = torch::embedding(params_.at("model.embed_tokens.weight"), ids);
+Tensor DecoderModel::decoder_layer(int64_t l, const Tensor& h_in, const Prep& pr, Cache* cache) const {
+  const auto& c = config_;
+  const int64_t B = h_in.size(0), S = h_in.size(1), D = c.head_dim, T = pr.full_mask.size(1);
+  const int64_t nH = c.num_attention_heads, nKV = c.num_key_value_heads;
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    Tensor x = rms_norm(h, p + "input_layernorm.weight");
-    Tensor q = linear(p + "self_attn.q_proj", x).view({B, S, nH, D}).transpose(1, 2);
-    Tensor k = linear(p + "self_attn.k_proj", x).view({B, S, nKV, D}).transpose(1, 2);
-    Tensor v = linear(p + "self_attn.v_proj", x).view({B, S, nKV, D}).transpose(1, 2);
-    q = q * cos + rotate_half(q) * sin;
-    k = k * cos + rotate_half(k) * sin;
-    if (cache) {
-      if (static_cast<int64_t>(cache->k.size()) > l) {
-        k = torch::cat({cache->k[l], k}, 2);
-        v = torch::cat({cache->v[l], v}, 2);
-        cache->k[l] = k;
-        cache->v[l] = v;
-      } else {
-        cache->k.push_back(k);
-        cache->v.push_back(v);
-      }
-    }
-    if (nKV != nH) {  // grouped-query attention: each key/value head serves nH / nKV query heads
-      k = k.unsqueeze(2).expand({B, nKV, nH / nKV, T, D}).reshape({B, nH, T, D});
-      v = v.unsqueeze(2).expand({B, nKV, nH / nKV, T, D}).reshape({B, nH, T, D});
-    }
-    Tensor scores = torch::matmul(q, k.transpose(2, 3)) * scale + bias.to(q.scalar_type());
-    Tensor attn = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
-    Tensor o = torch::matmul(attn, v).transpose(1, 2).reshape({B, S, nH * D});
-    h = h + linear(p + "self_attn.o_proj", o);
-    x = rms_norm(h, p + "post_attention_layernorm.weight");
-    h = h + linear(p + "mlp.down_proj", torch::silu(linear(p + "mlp.gate_proj", x)) * linear(p + "mlp.up_proj", x));
-  }
-  h = rms_norm(h, "model.norm.weight");
+  const std::string p = "model.layers." + std::to_string(l) + ".";
+  Tensor h = h_in;
+  Tensor x = rms_norm(h, p + "input_layernorm.weight");
+  Tensor q = linear(p + "self_attn.q_proj", x).view({B, S, nH, D}).transpose(1, 2);
+  Tensor k = linear(p + "self_attn.k_proj", x).view({B, S, nKV, D}).transpose(1, 2);
+  Tensor v = linear(p + "self_attn.v_proj", x).view({B, S, nKV, D}).transpose(1, 2);
+  q = q * pr.cos + rotate_half(q) * pr.sin;
+  k = k * pr.cos + rotate_half(k) * pr.sin;
   if (cache) {
-    cache->mask = full_mask;
-    cache->next_pos = pos.select(1, S - 1) + 1;
+    if (static_cast<int64_t>(cache->k.size()) > l) {
+      k = torch::cat({cache->k[l], k}, 2);
+      v = torch::cat({cache->v[l], v}, 2);
+      cache->k[l] = k;
+      cache->v[l] = v;
+    } else {
+      cache->k.push_back(k);
+      cache->v.push_back(v);
+    }
   }
-  return c.tie_word_embeddings ? torch::matmul(h, params_.at("model.embed_tokens.weight").t()) : linear("lm_head", h);
+  if (nKV != nH) {  // grouped-query attention: each key/value head serves nH / nKV query heads
+    k = k.unsqueeze(2).expand({B, nKV, nH / nKV, T, D}).reshape({B, nH, T, D});
+    v = v.unsqueeze(2).expand({B, nKV, nH / nKV, T, D}).reshape({B, nH, T, D});
+  }
+  Tensor scores = torch::matmul(q, k.transpose(2, 3)) * scale + pr.bias.to(q.scalar_type());
+  Tensor attn = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
+  Tensor o = torch::matmul(attn, v).transpose(1, 2).reshape({B, S, nH * D});
+  h = h + linear(p + "self_attn.o_proj", o);
+  x = rms_norm(h, p + "post_attention_layernorm.weight");
+  return h + linear(p + "mlp.down_proj", torch::silu(linear(p + "mlp.gate_proj", x)) * linear(p + "mlp.up_proj", x));
+}
+
+Tensor DecoderModel::head(const Tensor& h_in) const {
+  Tensor h = rms_norm(h_in, "model.norm.weight");
+  return config_.tie_word_embeddings ? torch::matmul(h, params_.at("model.embed_tokens.weight").t()) : linear("lm_head", h);
+}
+
+Tensor DecoderModel::run(const Tensor& ids_in, const Tensor& mask_in, Cache* cache) {
+  Prep pr = prepare(ids_in, mask_in, cache);
+  Tensor h = torch::embedding(params_.at("model.embed_tokens.weight"), pr.ids);
+  for (int64_t l = 0; l < config_.num_hidden_layers; ++l) h = decoder_layer(l, h, pr, cache);
+  if (cache) {
+    cache->mask = pr.full_mask;
+    cache->next_pos = pr.pos.select(1, pr.ids.size(1) - 1) + 1;
+  }
+  return head(h);
+}
+
+std::vector<std::shared_ptr<MultiHeadLoraLinear>> DecoderModel::layer_adapters(int64_t l) const {
+  const std::string p = "model.layers." + std::to_string(l) + ".";
+  std::vector<std::shared_ptr<MultiHeadLoraLinear>> out;
+  for (const auto& [name, lin] : linears_)
+    if (lin.lora && name.rfind(p, 0) == 0) out.push_back(lin.lora);
+  return out;
+}
+
+Tensor DecoderModel::backward_checkpointed(const Tensor& ids, const Tensor& mask,
+                                           const std::function<Tensor(const Tensor&)>& loss_of_logits) {
+  check_ids(ids, mask);
+  const int64_t L = config_.num_hidden_layers;
+  Prep pr;
+  {
+    torch::NoGradGuard no_grad;
+    pr = prepare(ids, mask, nullptr);
+  }
+  // Forward without keeping activations: each layer's input, and the dropout generators of its
+  // adapters as they were before it ran (the recomputation must draw the same masks).
+  std::vector<Tensor> inputs;
+  std::vector<std::vector<Tensor>> rng_before(L);
+  Tensor h;
+  {
+    torch::NoGradGuard no_grad;
+    h = torch::embedding(params_.at("model.embed_tokens.weight"), pr.ids);
+    for (int64_t l = 0; l < L; ++l) {
+      inputs.push_back(h);
+      for (auto& a : layer_adapters(l)) rng_before[l].push_back(a->generator_state());
+      h = decoder_layer(l, h, pr, nullptr);
+    }
+  }
+  // The generators' states after the forward: where the next step continues from.
+  std::vector<std::vector<Tensor>> rng_after(L);
+  for (int64_t l = 0; l < L; ++l)
+    for (auto& a : layer_adapters(l)) rng_after[l].push_back(a->generator_state());
+
+  Tensor top = h.detach().requires_grad_(true);
+  Tensor loss = loss_of_logits(head(top));
+  loss.backward();
+  Tensor g = top.grad();
+  for (int64_t l = L - 1; l >= 0; --l) {
+    auto adapters = layer_adapters(l);
+    for (size_t i = 0; i < adapters.size(); ++i) adapters[i]->set_generator_state(rng_before[l][i]);
+    Tensor in = inputs[l].detach().requires_grad_(true);
+    Tensor out = decoder_layer(l, in, pr, nullptr);
+    torch::autograd::backward({out}, {g});
+    g = in.grad();
+    inputs[l] = Tensor();  // free as we go
+  }
+  for (int64_t l = 0; l < L; ++l) {
+    auto adapters = layer_adapters(l);
+    for (size_t i = 0; i < adapters.size(); ++i) adapters[i]->set_generator_state(rng_after[l][i]);
+  }
+  const Tensor& emb = params_.at("model.embed_tokens.weight");
+  if (emb.requires_grad() && g.defined()) {  // full training: the embedding's gradient too
+    Tensor e = torch::embedding(emb, pr.ids);
+    torch::autograd::backward({e}, {g});
+  }
+  return loss.detach();
 }
 
 Tensor DecoderModel::forward(const Tensor& ids, const Tensor& mask) {

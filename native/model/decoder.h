@@ -7,6 +7,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -70,6 +71,15 @@ class DecoderModel {
   // count real tokens only, so left padding does not shift them. Returns logits [B, S, vocab].
   torch::Tensor forward(const torch::Tensor& ids, const torch::Tensor& mask);
 
+  // Activation checkpointing (training): runs the forward without keeping activations (only
+  // each decoder layer's input), then `loss_of_logits(logits).backward()` through the head, then
+  // each layer again, last to first, with gradients, passing the gradient down. Dropout draws the
+  // same masks in the recomputation (the adapters' generators are rewound) and ends where an
+  // ordinary forward leaves them, so the gradients are those of forward + backward. Returns the
+  // loss (detached).
+  torch::Tensor backward_checkpointed(const torch::Tensor& ids, const torch::Tensor& mask,
+                                      const std::function<torch::Tensor(const torch::Tensor&)>& loss_of_logits);
+
   // Greedy (temperature 0) or sampled continuation with a key/value cache: each new token costs
   // one position. Batches must be left-padded. Returns [B, S + new] int64.
   torch::Tensor generate(const torch::Tensor& ids, const torch::Tensor& mask, const GenerateOptions& options);
@@ -92,6 +102,15 @@ class DecoderModel {
   void add_linear(const std::string& module, int64_t out, int64_t in, bool bias);
   torch::Tensor linear(const std::string& module, const torch::Tensor& x) const;
   torch::Tensor rms_norm(const torch::Tensor& x, const std::string& weight) const;
+  // What every layer of one forward shares: ids on the device, positions, rotary tables, the
+  // additive attention mask, and the mask of everything seen (with a cache).
+  struct Prep {
+    torch::Tensor ids, pos, full_mask, cos, sin, bias;
+  };
+  Prep prepare(const torch::Tensor& ids, const torch::Tensor& mask, const Cache* cache) const;
+  torch::Tensor decoder_layer(int64_t l, const torch::Tensor& h, const Prep& pr, Cache* cache) const;
+  torch::Tensor head(const torch::Tensor& h) const;
+  std::vector<std::shared_ptr<MultiHeadLoraLinear>> layer_adapters(int64_t l) const;
   torch::Tensor run(const torch::Tensor& ids, const torch::Tensor& mask, Cache* cache);
   void check_ids(const torch::Tensor& ids, const torch::Tensor& mask) const;
 

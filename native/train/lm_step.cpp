@@ -32,7 +32,7 @@ torch::Tensor causal_lm_loss_rows(const torch::Tensor& logits, const torch::Tens
 }
 
 LmStepResult lm_train_step(model::DecoderModel& model, const std::vector<LmBatch>& micro, AdamW& opt,
-                           torch::ScalarType autocast, dist::Group* group) {
+                           torch::ScalarType autocast, dist::Group* group, bool checkpointing) {
   const bool cast = autocast != torch::kFloat32 && autocast != model.dtype();
   if (micro.empty()) throw std::invalid_argument("a training step needs at least one micro-batch");
   int64_t total = 0;
@@ -49,12 +49,20 @@ LmStepResult lm_train_step(model::DecoderModel& model, const std::vector<LmBatch
   double loss_sum = 0.0;
   for (const auto& b : micro) {
     torch::Tensor tokens, rows;
-    {
-      compat::AutocastGuard guard(model.device(), cast, autocast);
-      rows = causal_lm_loss_rows(model.forward(b.ids, b.mask), b.labels, &tokens);
+    if (checkpointing) {
+      compat::AutocastGuard guard(model.device(), cast, autocast);  // the recomputation too
+      model.backward_checkpointed(b.ids, b.mask, [&](const torch::Tensor& logits) {
+        rows = causal_lm_loss_rows(logits, b.labels, &tokens);
+        return rows.sum() / static_cast<double>(total);
+      });
+    } else {
+      {
+        compat::AutocastGuard guard(model.device(), cast, autocast);
+        rows = causal_lm_loss_rows(model.forward(b.ids, b.mask), b.labels, &tokens);
+      }
+      torch::Tensor loss = rows.sum() / static_cast<double>(total);
+      loss.backward();
     }
-    torch::Tensor loss = rows.sum() / static_cast<double>(total);
-    loss.backward();
     sums.push_back(rows.detach().to(torch::kCPU, torch::kFloat64));
     counts.push_back(tokens);
     loss_sum += sums.back().sum().item<double>();

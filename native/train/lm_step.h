@@ -44,8 +44,12 @@ torch::Tensor causal_lm_loss_rows(const torch::Tensor& logits, const torch::Tens
 // normalised by the labelled tokens of every rank (summed first), the gradients are summed over the
 // ranks (one flat bucket), so every rank makes the same update: that of one process given the
 // union of the slices. The returned loss is the global one; rows are this rank's.
+//
+// checkpointing: activation checkpointing (DecoderModel::backward_checkpointed): the same loss and
+// gradients, less memory, about one more forward of compute.
 LmStepResult lm_train_step(model::DecoderModel& model, const std::vector<LmBatch>& micro, AdamW& opt,
-                           torch::ScalarType autocast = torch::kFloat32, dist::Group* group = nullptr);
+                           torch::ScalarType autocast = torch::kFloat32, dist::Group* group = nullptr,
+                           bool checkpointing = false);
 
 // Loss without gradients (evaluation).
 LmLoss lm_eval_loss(model::DecoderModel& model, const LmBatch& batch);
