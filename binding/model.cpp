@@ -32,6 +32,7 @@ model::ModelConfig parse_config(const Napi::Value& v) {
   c.rms_norm_eps = num("rmsNormEps");
   c.rope_theta = num("ropeTheta");
   c.qkv_bias = flag("qkvBias");
+  c.qk_norm = flag("qkNorm");
   c.attention_bias = flag("attentionBias");
   c.mlp_bias = flag("mlpBias");
   c.tie_word_embeddings = flag("tieWordEmbeddings");

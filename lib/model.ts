@@ -13,7 +13,7 @@ import { Device, Dtype, Tensor } from './tensor';
 // rlora's published .d.ts files type-check in projects that do not install it.
 const inspectSymbol: unique symbol = Symbol.for('nodejs.util.inspect.custom');
 
-export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'Qwen2ForCausalLM', 'MistralForCausalLM'] as const;
+export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'Qwen2ForCausalLM', 'Qwen3ForCausalLM', 'MistralForCausalLM'] as const;
 export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 /** A Hugging Face config.json (the keys rlora reads; others are kept and written back). */
@@ -94,7 +94,7 @@ export function readJsonFile(file: string): unknown {
 
 function architectureOf(config: HFConfig): Architecture {
   const named = Array.isArray(config.architectures) ? config.architectures[0] : undefined;
-  const byType: Record<string, Architecture> = { llama: 'LlamaForCausalLM', qwen2: 'Qwen2ForCausalLM', mistral: 'MistralForCausalLM' };
+  const byType: Record<string, Architecture> = { llama: 'LlamaForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM', mistral: 'MistralForCausalLM' };
   const arch = named ?? (typeof config.model_type === 'string' && Object.hasOwn(byType, config.model_type) ? byType[config.model_type] : undefined);
   if (!arch || !(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
     throw new Error(
@@ -129,10 +129,12 @@ export function normalizeConfig(config: HFConfig): NativeModelConfig {
   if (heads % kvHeads !== 0) {
     throw new Error(`config.num_attention_heads (${heads}) must be a multiple of num_key_value_heads (${kvHeads})`);
   }
-  if (config.head_dim == null && hidden % heads !== 0) {
+  const qwen3 = architecture === 'Qwen3ForCausalLM';
+  if (config.head_dim == null && hidden % heads !== 0 && !qwen3) {
     throw new Error(`config.hidden_size (${hidden}) must be a multiple of num_attention_heads (${heads}) unless head_dim is set`);
   }
-  const headDim = int('head_dim', hidden / heads);
+  // Qwen3Config's head_dim defaults to 128, not hidden_size / num_attention_heads
+  const headDim = int('head_dim', qwen3 ? 128 : hidden / heads);
   if (headDim % 2 !== 0) {
     const what = config.head_dim == null ? 'hidden_size / num_attention_heads' : 'head_dim';
     throw new Error(`config.${what} must be even for rotary embeddings, got ${headDim}`);
@@ -160,7 +162,7 @@ export function normalizeConfig(config: HFConfig): NativeModelConfig {
     };
   }
   const slidingWindow = int('sliding_window', 0, 0);
-  const windowed = architecture === 'MistralForCausalLM' || (architecture === 'Qwen2ForCausalLM' && flag('use_sliding_window'));
+  const windowed = architecture === 'MistralForCausalLM' || ((architecture === 'Qwen2ForCausalLM' || qwen3) && flag('use_sliding_window'));
   const llama = architecture === 'LlamaForCausalLM';
   return {
     architecture,
@@ -176,7 +178,8 @@ export function normalizeConfig(config: HFConfig): NativeModelConfig {
     ropeTheta: read('rope_theta', 'a finite number > 1', finite((v) => v > 1), 10000),
     ropeScaling,
     qkvBias: architecture === 'Qwen2ForCausalLM',
-    attentionBias: flag('attention_bias') && llama,
+    qkNorm: qwen3,
+    attentionBias: flag('attention_bias') && (llama || qwen3),
     mlpBias: flag('mlp_bias') && llama,
     tieWordEmbeddings: flag('tie_word_embeddings'),
     initializerRange: read('initializer_range', 'a finite number >= 0', finite((v) => v >= 0), 0.02),

@@ -67,6 +67,8 @@ export interface NativeModelConfig {
   ropeTheta: number;
   ropeScaling: { factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number } | null;
   qkvBias: boolean;
+  /** Qwen3: RMSNorm over head_dim on each query and key head (q_norm, k_norm), before rotary. */
+  qkNorm: boolean;
   attentionBias: boolean;
   mlpBias: boolean;
   tieWordEmbeddings: boolean;

@@ -1,4 +1,4 @@
-// Model: logits of tiny LLaMA, Qwen2 and Mistral models against an independent forward written in
+// Model: logits of tiny LLaMA, Qwen2, Qwen3 and Mistral models against an independent forward written in
 // Python torch from the same safetensors files; save/load, dtypes, shards, the cache, bad input.
 import * as fs from 'fs';
 import * as os from 'os';
@@ -25,6 +25,8 @@ const CONFIGS: Record<string, HFConfig> = {
     attention_bias: true,
   },
   'mistral-window': { ...base, architectures: ['MistralForCausalLM'], num_key_value_heads: 2, sliding_window: 3 },
+  // head_dim 16 is not hidden / heads (8): q/k/v are wider than the hidden state, as in Qwen3's configs
+  qwen3: { ...base, architectures: ['Qwen3ForCausalLM'], num_key_value_heads: 2, head_dim: 16, rope_theta: 1e6, tie_word_embeddings: true, attention_bias: true },
 };
 
 // prompts: two rows, the second left-padded by 2, a third right-padded by 1
@@ -46,6 +48,11 @@ describe.each(Object.keys(CONFIGS))('%s', (name) => {
   let model: Model;
   beforeAll(() => {
     model = Model.fromConfig(CONFIGS[name], { seed: 3 });
+    // norms start at one: give them values, so that a weight read from the wrong place shows
+    let k = 0;
+    for (const { name: param, shape } of model.native.parameterSpecs()) {
+      if (param.endsWith('norm.weight')) model.native.setParameter(param, Tensor.from(Float32Array.from({ length: shape[0] }, () => 1 + 0.3 * Math.sin(++k)), shape).native);
+    }
     model.save(dir);
   });
 
@@ -209,7 +216,7 @@ describe('bad input', () => {
     fs.writeFileSync(path.join(empty, 'config.json'), JSON.stringify(cfg));
     await expect(Model.fromPretrained(empty)).rejects.toThrow(/no weights in .*: expected model.safetensors or model.safetensors.index.json/);
     expect(() => Model.fromConfig({ ...cfg, architectures: ['GPT2LMHeadModel'] })).toThrow(
-      /unsupported architecture "GPT2LMHeadModel"; rlora supports LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM/,
+      /unsupported architecture "GPT2LMHeadModel"; rlora supports LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM/,
     );
     expect(() => Model.fromConfig({ ...cfg, hidden_size: 0 })).toThrow(/config.hidden_size must be a positive integer, got 0/);
     expect(() => Model.fromConfig({ ...cfg, rope_scaling: { rope_type: 'yarn', factor: 2 } })).toThrow(/rope_scaling of type "yarn" is not supported/);

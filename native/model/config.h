@@ -15,7 +15,7 @@ struct RopeScaling {
 };
 
 struct ModelConfig {
-  std::string architecture;  // LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM
+  std::string architecture;  // LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
@@ -27,6 +27,7 @@ struct ModelConfig {
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
   bool qkv_bias = false;        // Qwen2: q/k/v projections have a bias
+  bool qk_norm = false;         // Qwen3: RMSNorm over head_dim on each query and key head, before rotary
   bool attention_bias = false;  // LLaMA attention_bias: q/k/v/o projections have a bias
   bool mlp_bias = false;        // LLaMA mlp_bias
   bool tie_word_embeddings = false;

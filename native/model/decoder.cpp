@@ -47,6 +47,10 @@ DecoderModel::DecoderModel(const ModelConfig& config, torch::ScalarType dtype, t
     add_linear(p + "self_attn.k_proj", c.num_key_value_heads * D, H, c.qkv_bias || c.attention_bias);
     add_linear(p + "self_attn.v_proj", c.num_key_value_heads * D, H, c.qkv_bias || c.attention_bias);
     add_linear(p + "self_attn.o_proj", H, c.num_attention_heads * D, c.attention_bias);
+    if (c.qk_norm) {
+      add_param(p + "self_attn.q_norm.weight", {D});
+      add_param(p + "self_attn.k_norm.weight", {D});
+    }
     add_param(p + "post_attention_layernorm.weight", {H});
     add_linear(p + "mlp.gate_proj", I, H, c.mlp_bias);
     add_linear(p + "mlp.up_proj", I, H, c.mlp_bias);
@@ -235,8 +239,14 @@ Tensor DecoderModel::decoder_layer(int64_t l, const Tensor& h_in, const Prep& pr
   const std::string p = "model.layers." + std::to_string(l) + ".";
   Tensor h = h_in;
   Tensor x = rms_norm(h, p + "input_layernorm.weight");
-  Tensor q = linear(p + "self_attn.q_proj", x).view({B, S, nH, D}).transpose(1, 2);
-  Tensor k = linear(p + "self_attn.k_proj", x).view({B, S, nKV, D}).transpose(1, 2);
+  Tensor q = linear(p + "self_attn.q_proj", x).view({B, S, nH, D});
+  Tensor k = linear(p + "self_attn.k_proj", x).view({B, S, nKV, D});
+  if (c.qk_norm) {  // Qwen3: each head normalised over head_dim, before rotary
+    q = rms_norm(q, p + "self_attn.q_norm.weight");
+    k = rms_norm(k, p + "self_attn.k_norm.weight");
+  }
+  q = q.transpose(1, 2);
+  k = k.transpose(1, 2);
   Tensor v = linear(p + "self_attn.v_proj", x).view({B, S, nKV, D}).transpose(1, 2);
   q = q * pr.cos + rotate_half(q) * pr.sin;
   k = k * pr.cos + rotate_half(k) * pr.sin;

@@ -64,8 +64,12 @@ def decoder_forward(W, cfg, ids, mask, lora=None):
     for l in range(L):
         p = 'model.layers.%d.' % l
         x = rms(h, W[p + 'input_layernorm.weight'])
-        q = lin(x, p + 'self_attn.q_proj').view(B, S, nH, D).transpose(1, 2)
-        k = lin(x, p + 'self_attn.k_proj').view(B, S, nKV, D).transpose(1, 2)
+        q = lin(x, p + 'self_attn.q_proj').view(B, S, nH, D)
+        k = lin(x, p + 'self_attn.k_proj').view(B, S, nKV, D)
+        if arch == 'Qwen3ForCausalLM':  # q_norm / k_norm over head_dim, before rotary
+            q = rms(q, W[p + 'self_attn.q_norm.weight'])
+            k = rms(k, W[p + 'self_attn.k_norm.weight'])
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = lin(x, p + 'self_attn.v_proj').view(B, S, nKV, D).transpose(1, 2)
         q, k = q * cos + rot(q) * sin, k * cos + rot(k) * sin
         k = k.repeat_interleave(nH // nKV, dim=1)
