@@ -33,6 +33,7 @@ model::ModelConfig parse_config(const Napi::Value& v) {
   c.rope_theta = num("ropeTheta");
   c.qkv_bias = flag("qkvBias");
   c.qk_norm = flag("qkNorm");
+  c.fused = flag("fused");
   c.attention_bias = flag("attentionBias");
   c.mlp_bias = flag("mlpBias");
   c.tie_word_embeddings = flag("tieWordEmbeddings");

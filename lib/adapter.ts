@@ -228,8 +228,16 @@ function resolveTargets(model: Model, targets: string[] | RegExp): string[] {
     throw new TypeError(`targetModules must be a non-empty array of module names or a RegExp, got ${util.inspect(targets, { depth: 0 })}`);
   }
   const chosen = new Set<string>();
+  const fusedInto: Record<string, string> = { q_proj: 'qkv_proj', k_proj: 'qkv_proj', v_proj: 'qkv_proj', gate_proj: 'gate_up_proj', up_proj: 'gate_up_proj' };
   for (const t of targets) {
     const named = all.filter((n) => n === t || n.endsWith(`.${t}`));
+    const fused = fusedInto[t];
+    if (named.length === 0 && fused && linear.some((n) => n.endsWith(`.${fused}`))) {
+      throw new Error(
+        `target module "${t}": ${model.resolvedConfig.architecture} fuses ${fused === 'qkv_proj' ? 'q_proj, k_proj and v_proj' : 'gate_proj and up_proj'} into one ${fused}; ` +
+          `target "${fused}" (one adapter over the fused projection, as PEFT does); the linear modules are ${available}`,
+      );
+    }
     if (named.length === 0) throw new Error(`target module "${t}" matches no module of this model; the linear modules are ${available}`);
     const notLinear = named.filter((n) => !linear.includes(n));
     if (notLinear.length) throw new Error(`target module "${t}" is not a linear layer (${notLinear[0]}); the linear modules are ${available}`);

@@ -13,7 +13,7 @@ import { Device, Dtype, Tensor } from './tensor';
 // rlora's published .d.ts files type-check in projects that do not install it.
 const inspectSymbol: unique symbol = Symbol.for('nodejs.util.inspect.custom');
 
-export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'Qwen2ForCausalLM', 'Qwen3ForCausalLM', 'MistralForCausalLM'] as const;
+export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'Qwen2ForCausalLM', 'Qwen3ForCausalLM', 'MistralForCausalLM', 'Phi3ForCausalLM'] as const;
 export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 /** A Hugging Face config.json (the keys rlora reads; others are kept and written back). */
@@ -94,7 +94,7 @@ export function readJsonFile(file: string): unknown {
 
 function architectureOf(config: HFConfig): Architecture {
   const named = Array.isArray(config.architectures) ? config.architectures[0] : undefined;
-  const byType: Record<string, Architecture> = { llama: 'LlamaForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM', mistral: 'MistralForCausalLM' };
+  const byType: Record<string, Architecture> = { llama: 'LlamaForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM', mistral: 'MistralForCausalLM', phi3: 'Phi3ForCausalLM' };
   const arch = named ?? (typeof config.model_type === 'string' && Object.hasOwn(byType, config.model_type) ? byType[config.model_type] : undefined);
   if (!arch || !(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
     throw new Error(
@@ -162,7 +162,13 @@ export function normalizeConfig(config: HFConfig): NativeModelConfig {
     };
   }
   const slidingWindow = int('sliding_window', 0, 0);
-  const windowed = architecture === 'MistralForCausalLM' || ((architecture === 'Qwen2ForCausalLM' || qwen3) && flag('use_sliding_window'));
+  const phi3 = architecture === 'Phi3ForCausalLM';
+  if (phi3) {
+    const prf = read<number>('partial_rotary_factor', 'a number', (v) => typeof v === 'number', 1);
+    if (prf !== 1) throw new Error(`config.partial_rotary_factor must be 1 (rlora rotates every dimension of a head), got ${prf}`);
+  }
+  // Phi3 masks by sliding_window whenever it is set (Phi-3-mini-4k: 2047)
+  const windowed = architecture === 'MistralForCausalLM' || phi3 || ((architecture === 'Qwen2ForCausalLM' || qwen3) && flag('use_sliding_window'));
   const llama = architecture === 'LlamaForCausalLM';
   return {
     architecture,
@@ -173,12 +179,13 @@ export function normalizeConfig(config: HFConfig): NativeModelConfig {
     numAttentionHeads: heads,
     numKeyValueHeads: kvHeads,
     headDim,
-    rmsNormEps: read('rms_norm_eps', 'a finite number > 0', finite((v) => v > 0), 1e-6),
+    rmsNormEps: read('rms_norm_eps', 'a finite number > 0', finite((v) => v > 0), phi3 ? 1e-5 : 1e-6),
     // theta <= 1 makes rotary frequencies of 1 and above (1e-300: infinite, NaN logits)
     ropeTheta: read('rope_theta', 'a finite number > 1', finite((v) => v > 1), 10000),
     ropeScaling,
     qkvBias: architecture === 'Qwen2ForCausalLM',
     qkNorm: qwen3,
+    fused: phi3,
     attentionBias: flag('attention_bias') && (llama || qwen3),
     mlpBias: flag('mlp_bias') && llama,
     tieWordEmbeddings: flag('tie_word_embeddings'),

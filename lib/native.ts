@@ -69,6 +69,8 @@ export interface NativeModelConfig {
   qkvBias: boolean;
   /** Qwen3: RMSNorm over head_dim on each query and key head (q_norm, k_norm), before rotary. */
   qkNorm: boolean;
+  /** Phi3: one qkv_proj (q, k, v rows) and one gate_up_proj (gate, then up) per layer. */
+  fused: boolean;
   attentionBias: boolean;
   mlpBias: boolean;
   tieWordEmbeddings: boolean;

@@ -1,4 +1,4 @@
-// Model: logits of tiny LLaMA, Qwen2, Qwen3 and Mistral models against an independent forward written in
+// Model: logits of tiny LLaMA, Qwen2, Qwen3, Mistral and Phi3 models against an independent forward written in
 // Python torch from the same safetensors files; save/load, dtypes, shards, the cache, bad input.
 import * as fs from 'fs';
 import * as os from 'os';
@@ -27,6 +27,8 @@ const CONFIGS: Record<string, HFConfig> = {
   'mistral-window': { ...base, architectures: ['MistralForCausalLM'], num_key_value_heads: 2, sliding_window: 3 },
   // head_dim 16 is not hidden / heads (8): q/k/v are wider than the hidden state, as in Qwen3's configs
   qwen3: { ...base, architectures: ['Qwen3ForCausalLM'], num_key_value_heads: 2, head_dim: 16, rope_theta: 1e6, tie_word_embeddings: true, attention_bias: true },
+  // fused qkv_proj and gate_up_proj; a sliding window (Phi-3-mini-4k has 2047)
+  phi3: { ...base, architectures: ['Phi3ForCausalLM'], num_key_value_heads: 2, sliding_window: 4 },
 };
 
 // prompts: two rows, the second left-padded by 2, a third right-padded by 1
@@ -216,7 +218,7 @@ describe('bad input', () => {
     fs.writeFileSync(path.join(empty, 'config.json'), JSON.stringify(cfg));
     await expect(Model.fromPretrained(empty)).rejects.toThrow(/no weights in .*: expected model.safetensors or model.safetensors.index.json/);
     expect(() => Model.fromConfig({ ...cfg, architectures: ['GPT2LMHeadModel'] })).toThrow(
-      /unsupported architecture "GPT2LMHeadModel"; rlora supports LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM/,
+      /unsupported architecture "GPT2LMHeadModel"; rlora supports LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM, Phi3ForCausalLM/,
     );
     expect(() => Model.fromConfig({ ...cfg, hidden_size: 0 })).toThrow(/config.hidden_size must be a positive integer, got 0/);
     expect(() => Model.fromConfig({ ...cfg, rope_scaling: { rope_type: 'yarn', factor: 2 } })).toThrow(/rope_scaling of type "yarn" is not supported/);
@@ -242,5 +244,25 @@ describe('bad input', () => {
     await expect(m.generate([[1, 2, 0]], { attentionMask: [[1, 1, 0]] })).rejects.toThrow(/generate needs left padding/);
     // the process is fine afterwards
     expect((await m.forward([[1, 2]])).shape).toEqual([1, 2, 61]);
+  });
+});
+
+describe('Phi3: adapters on the fused modules', () => {
+  it('target qkv_proj and gate_up_proj (the merged weights give the same logits); q_proj explains the fusion', async () => {
+    const model = Model.fromConfig(CONFIGS.phi3, { seed: 5 });
+    expect(model.linearModuleNames().filter((n) => n.startsWith('model.layers.0.')).sort()).toEqual(
+      ['model.layers.0.mlp.down_proj', 'model.layers.0.mlp.gate_up_proj', 'model.layers.0.self_attn.o_proj', 'model.layers.0.self_attn.qkv_proj'],
+    );
+    const { Adapter } = await import('../lib');
+    expect(() => Adapter.attach(model, { method: 'lora', targetModules: ['q_proj'] })).toThrow(
+      'target module "q_proj": Phi3ForCausalLM fuses q_proj, k_proj and v_proj into one qkv_proj; target "qkv_proj" (one adapter over the fused projection, as PEFT does)',
+    );
+    expect(() => Adapter.attach(model, { method: 'lora', targetModules: ['up_proj'] })).toThrow('fuses gate_proj and up_proj into one gate_up_proj; target "gate_up_proj"');
+    const adapter = Adapter.attach(model, { method: 'lora', rank: 2, targetModules: ['qkv_proj', 'gate_up_proj'], init: { b: 'unit', offset: false }, seed: 1 });
+    const withAdapter = logitsRows(await model.forward(IDS, { attentionMask: MASK }));
+    adapter.merge();
+    const merged = logitsRows(await model.forward(IDS, { attentionMask: MASK }));
+    expect(maxAbsDiff(merged, withAdapter)).toBeLessThan(1e-5);
+    expect(maxAbs(withAdapter)).toBeGreaterThan(0.01);
   });
 });

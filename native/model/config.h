@@ -15,7 +15,7 @@ struct RopeScaling {
 };
 
 struct ModelConfig {
-  std::string architecture;  // LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM
+  std::string architecture;  // LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM, Phi3ForCausalLM
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
@@ -28,6 +28,7 @@ struct ModelConfig {
   RopeScaling rope_scaling;
   bool qkv_bias = false;        // Qwen2: q/k/v projections have a bias
   bool qk_norm = false;         // Qwen3: RMSNorm over head_dim on each query and key head, before rotary
+  bool fused = false;           // Phi3: one qkv_proj (q, k, v rows in that order) and one gate_up_proj (gate, then up)
   bool attention_bias = false;  // LLaMA attention_bias: q/k/v/o projections have a bias
   bool mlp_bias = false;        // LLaMA mlp_bias
   bool tie_word_embeddings = false;

@@ -43,17 +43,25 @@ DecoderModel::DecoderModel(const ModelConfig& config, torch::ScalarType dtype, t
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     add_param(p + "input_layernorm.weight", {H});
-    add_linear(p + "self_attn.q_proj", c.num_attention_heads * D, H, c.qkv_bias || c.attention_bias);
-    add_linear(p + "self_attn.k_proj", c.num_key_value_heads * D, H, c.qkv_bias || c.attention_bias);
-    add_linear(p + "self_attn.v_proj", c.num_key_value_heads * D, H, c.qkv_bias || c.attention_bias);
+    if (c.fused) {
+      add_linear(p + "self_attn.qkv_proj", (c.num_attention_heads + 2 * c.num_key_value_heads) * D, H, false);
+    } else {
+      add_linear(p + "self_attn.q_proj", c.num_attention_heads * D, H, c.qkv_bias || c.attention_bias);
+      add_linear(p + "self_attn.k_proj", c.num_key_value_heads * D, H, c.qkv_bias || c.attention_bias);
+      add_linear(p + "self_attn.v_proj", c.num_key_value_heads * D, H, c.qkv_bias || c.attention_bias);
+    }
     add_linear(p + "self_attn.o_proj", H, c.num_attention_heads * D, c.attention_bias);
     if (c.qk_norm) {
       add_param(p + "self_attn.q_norm.weight", {D});
       add_param(p + "self_attn.k_norm.weight", {D});
     }
     add_param(p + "post_attention_layernorm.weight", {H});
-    add_linear(p + "mlp.gate_proj", I, H, c.mlp_bias);
-    add_linear(p + "mlp.up_proj", I, H, c.mlp_bias);
+    if (c.fused) {
+      add_linear(p + "mlp.gate_up_proj", 2 * I, H, false);
+    } else {
+      add_linear(p + "mlp.gate_proj", I, H, c.mlp_bias);
+      add_linear(p + "mlp.up_proj", I, H, c.mlp_bias);
+    }
     add_linear(p + "mlp.down_proj", H, I, c.mlp_bias);
   }
   add_param("model.norm.weight", {H});
@@ -239,15 +247,23 @@ Tensor DecoderModel::decoder_layer(int64_t l, const Tensor& h_in, const Prep& pr
   const std::string p = "model.layers." + std::to_string(l) + ".";
   Tensor h = h_in;
   Tensor x = rms_norm(h, p + "input_layernorm.weight");
-  Tensor q = linear(p + "self_attn.q_proj", x).view({B, S, nH, D});
-  Tensor k = linear(p + "self_attn.k_proj", x).view({B, S, nKV, D});
+  Tensor q, k, v;
+  if (c.fused) {  // Phi3: one projection, split into q, k, v
+    Tensor qkv = linear(p + "self_attn.qkv_proj", x);
+    q = qkv.narrow(-1, 0, nH * D).reshape({B, S, nH, D});
+    k = qkv.narrow(-1, nH * D, nKV * D).reshape({B, S, nKV, D});
+    v = qkv.narrow(-1, (nH + nKV) * D, nKV * D).reshape({B, S, nKV, D}).transpose(1, 2);
+  } else {
+    q = linear(p + "self_attn.q_proj", x).view({B, S, nH, D});
+    k = linear(p + "self_attn.k_proj", x).view({B, S, nKV, D});
+    v = linear(p + "self_attn.v_proj", x).view({B, S, nKV, D}).transpose(1, 2);
+  }
   if (c.qk_norm) {  // Qwen3: each head normalised over head_dim, before rotary
     q = rms_norm(q, p + "self_attn.q_norm.weight");
     k = rms_norm(k, p + "self_attn.k_norm.weight");
   }
   q = q.transpose(1, 2);
   k = k.transpose(1, 2);
-  Tensor v = linear(p + "self_attn.v_proj", x).view({B, S, nKV, D}).transpose(1, 2);
   q = q * pr.cos + rotate_half(q) * pr.sin;
   k = k * pr.cos + rotate_half(k) * pr.sin;
   if (cache) {
@@ -270,6 +286,11 @@ Tensor DecoderModel::decoder_layer(int64_t l, const Tensor& h_in, const Prep& pr
   Tensor o = torch::matmul(attn, v).transpose(1, 2).reshape({B, S, nH * D});
   h = h + linear(p + "self_attn.o_proj", o);
   x = rms_norm(h, p + "post_attention_layernorm.weight");
+  if (c.fused) {  // Phi3: gate_up_proj gives the gate, then up
+    const int64_t I = c.intermediate_size;
+    Tensor gu = linear(p + "mlp.gate_up_proj", x);
+    return h + linear(p + "mlp.down_proj", torch::silu(gu.narrow(-1, 0, I)) * gu.narrow(-1, I, I));
+  }
   return h + linear(p + "mlp.down_proj", torch::silu(linear(p + "mlp.gate_proj", x)) * linear(p + "mlp.up_proj", x));
 }
 

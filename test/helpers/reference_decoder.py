@@ -55,7 +55,7 @@ def decoder_forward(W, cfg, ids, mask, lora=None):
     rot = lambda x: torch.cat((-x[..., D // 2:], x[..., :D // 2]), -1)
     i = torch.arange(S)
     allowed = i[None, :] <= i[:, None]
-    win = cfg.get('sliding_window') if (arch == 'MistralForCausalLM' or cfg.get('use_sliding_window')) else None
+    win = cfg.get('sliding_window') if (arch in ('MistralForCausalLM', 'Phi3ForCausalLM') or cfg.get('use_sliding_window')) else None
     if win:
         allowed = allowed & (i[None, :] > i[:, None] - win)
     allowed = allowed[None] & mask[:, None, :].bool()
@@ -64,13 +64,19 @@ def decoder_forward(W, cfg, ids, mask, lora=None):
     for l in range(L):
         p = 'model.layers.%d.' % l
         x = rms(h, W[p + 'input_layernorm.weight'])
-        q = lin(x, p + 'self_attn.q_proj').view(B, S, nH, D)
-        k = lin(x, p + 'self_attn.k_proj').view(B, S, nKV, D)
+        if arch == 'Phi3ForCausalLM':  # one qkv_proj: q, k, v rows in that order
+            qkv = lin(x, p + 'self_attn.qkv_proj')
+            q = qkv[..., :nH * D].reshape(B, S, nH, D)
+            k = qkv[..., nH * D:(nH + nKV) * D].reshape(B, S, nKV, D)
+            v_fused = qkv[..., (nH + nKV) * D:].reshape(B, S, nKV, D).transpose(1, 2)
+        else:
+            q = lin(x, p + 'self_attn.q_proj').view(B, S, nH, D)
+            k = lin(x, p + 'self_attn.k_proj').view(B, S, nKV, D)
         if arch == 'Qwen3ForCausalLM':  # q_norm / k_norm over head_dim, before rotary
             q = rms(q, W[p + 'self_attn.q_norm.weight'])
             k = rms(k, W[p + 'self_attn.k_norm.weight'])
         q, k = q.transpose(1, 2), k.transpose(1, 2)
-        v = lin(x, p + 'self_attn.v_proj').view(B, S, nKV, D).transpose(1, 2)
+        v = v_fused if arch == 'Phi3ForCausalLM' else lin(x, p + 'self_attn.v_proj').view(B, S, nKV, D).transpose(1, 2)
         q, k = q * cos + rot(q) * sin, k * cos + rot(k) * sin
         k = k.repeat_interleave(nH // nKV, dim=1)
         v = v.repeat_interleave(nH // nKV, dim=1)
@@ -80,7 +86,11 @@ def decoder_forward(W, cfg, ids, mask, lora=None):
         o = (a @ v).transpose(1, 2).reshape(B, S, nH * D)
         h = h + lin(o, p + 'self_attn.o_proj')
         x = rms(h, W[p + 'post_attention_layernorm.weight'])
-        h = h + lin(torch.nn.functional.silu(lin(x, p + 'mlp.gate_proj')) * lin(x, p + 'mlp.up_proj'), p + 'mlp.down_proj')
+        if arch == 'Phi3ForCausalLM':  # one gate_up_proj: gate, then up
+            gate, up = lin(x, p + 'mlp.gate_up_proj').chunk(2, dim=-1)
+        else:
+            gate, up = lin(x, p + 'mlp.gate_proj'), lin(x, p + 'mlp.up_proj')
+        h = h + lin(torch.nn.functional.silu(gate) * up, p + 'mlp.down_proj')
     h = rms(h, W['model.norm.weight'])
     head = W['model.embed_tokens.weight'] if cfg.get('tie_word_embeddings') else W['lm_head.weight']
     return h @ head.T
