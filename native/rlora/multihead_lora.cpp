@@ -90,7 +90,11 @@ class LoraFunction : public torch::autograd::Function<LoraFunction> {
 
     Tensor vfull = v.expand({T, N, r});
     Tensor z = (w.defined() ? vfull * w.to(x.scalar_type()).unsqueeze(2) : vfull).reshape({T, N * r});
-    Tensor y = bias.defined() ? torch::addmm(bias, x, weight.t()) : torch::mm(x, weight.t());
+    // weight empty: the base product is computed outside (a half-precision base under a float32
+    // adapter), this function gives the adapter's part only
+    Tensor y = weight.numel() == 0 ? torch::zeros({T, b.size(0)}, x.options())
+               : bias.defined()    ? torch::addmm(bias, x, weight.t())
+                                   : torch::mm(x, weight.t());
     // The head mixture and the offset in ONE product: [z, -offA x] [B, offB]^T.
     y.addmm_(stack_cols({z, uo.defined() ? -uo : Tensor()}), stack_cols({b, off_b}).t(), 1.0, s);
 
@@ -161,7 +165,7 @@ class LoraFunction : public torch::autograd::Function<LoraFunction> {
     }
     Tensor dx;
     if (ctx->needs_input_grad(0)) {
-      dx = torch::mm(dy, weight);
+      dx = weight.numel() == 0 ? torch::zeros({T, x.size(1)}, dy.options()) : torch::mm(dy, weight);
       Tensor dp = stack_cols({du, dg, duo});
       if (dp.defined()) dx.addmm_(dp, stack_rows({input_dropout ? Tensor() : a, router, off_a}));
     }
@@ -225,8 +229,11 @@ MultiHeadLoraLinear::MultiHeadLoraLinear(torch::Tensor weight, torch::Tensor bia
     for (int64_t i = 0; i < N; ++i) heads[i].mul_(std::pow(f, static_cast<double>(N - i)));
   }
   // copy = true: float64 CPU parameters must not alias each other (A and its offset start equal).
+  // Adapter values in float32 under a bfloat16 or float16 base (as PEFT does by default): a
+  // half-precision adapter and optimizer lose small updates.
+  const torch::ScalarType adt = adapter_dtype();
   auto to_layer = [&](const Tensor& t) {
-    return t.to(weight_.device(), weight_.scalar_type(), /*non_blocking=*/false, /*copy=*/true).contiguous();
+    return t.to(weight_.device(), adt, /*non_blocking=*/false, /*copy=*/true).contiguous();
   };
   if (ini.offset) {
     off_a_ = to_layer(a);
@@ -275,6 +282,18 @@ torch::Tensor MultiHeadLoraLinear::forward(const torch::Tensor& x) {
   }
   std::optional<compat::AutocastGuard> off;  // only when autocast is on: none on the usual path
   if (autocast) off.emplace(device(), false, cdt);
+  if (!autocast && a.scalar_type() != weight.scalar_type()) {
+    // A half-precision base under a float32 adapter: the base product in the base's dtype (its
+    // gradient to x through autograd), the adapter's part in float32, added in the base's dtype.
+    Tensor yb = torch::linear(x2, weight, bias);
+    Tensor xa = x2.to(a.scalar_type());
+    const auto o = xa.options();
+    Tensor ya = LoraFunction::apply(xa, a, or_empty(router, o), b, torch::empty({0}, o), torch::empty({0}, o),
+                                    or_empty(off_a, o), or_empty(off_b, o), or_empty(mask, o.dtype(torch::kBool)), mode,
+                                    1.0 / (1.0 - p), options_.scaling());
+    shape.back() = out_features();
+    return (yb + ya.to(yb.scalar_type())).view(shape);
+  }
   const auto o = x2.options();
   Tensor y = LoraFunction::apply(x2, a, or_empty(router, o), b, weight, or_empty(bias, o), or_empty(off_a, o),
                                  or_empty(off_b, o), or_empty(mask, o.dtype(torch::kBool)), mode, 1.0 / (1.0 - p),
@@ -394,7 +413,7 @@ torch::Tensor MultiHeadLoraLinear::head_similarity() const {
 torch::Tensor MultiHeadLoraLinear::base_weight() const {
   torch::NoGradGuard no_grad;
   if (!has_offset()) return weight_;
-  return weight_ - torch::mm(off_b_, off_a_) * options_.scaling();
+  return weight_ - (torch::mm(off_b_, off_a_) * options_.scaling()).to(weight_.scalar_type());
 }
 
 torch::Tensor MultiHeadLoraLinear::generator_state() const {

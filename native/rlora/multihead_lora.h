@@ -50,6 +50,12 @@ class MultiHeadLoraLinear {
   bool has_router() const { return options_.heads > 1; }
   bool has_offset() const { return off_a_.defined(); }
   torch::ScalarType dtype() const { return weight_.scalar_type(); }
+  // The adapter's own values (A, B_i, router, offsets, gradients, optimizer state): float32 under a
+  // bfloat16 or float16 base weight, else the weight's dtype.
+  torch::ScalarType adapter_dtype() const {
+    const auto w = weight_.scalar_type();
+    return (w == torch::kBFloat16 || w == torch::kHalf) ? torch::kFloat32 : w;
+  }
   torch::Device device() const { return weight_.device(); }
 
   // Trainable parameters as stored: A [r, in], B = [B_0 .. B_{N-1}] [out, N r], router [N, in].
