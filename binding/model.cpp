@@ -34,6 +34,10 @@ model::ModelConfig parse_config(const Napi::Value& v) {
   c.qkv_bias = flag("qkvBias");
   c.qk_norm = flag("qkNorm");
   c.fused = flag("fused");
+  c.gemma2 = flag("gemma2");
+  c.attn_logit_softcapping = num("attnLogitSoftcapping");
+  c.final_logit_softcapping = num("finalLogitSoftcapping");
+  c.query_pre_attn_scalar = num("queryPreAttnScalar");
   c.attention_bias = flag("attentionBias");
   c.mlp_bias = flag("mlpBias");
   c.tie_word_embeddings = flag("tieWordEmbeddings");

@@ -13,7 +13,7 @@ import { Device, Dtype, Tensor } from './tensor';
 // rlora's published .d.ts files type-check in projects that do not install it.
 const inspectSymbol: unique symbol = Symbol.for('nodejs.util.inspect.custom');
 
-export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'Qwen2ForCausalLM', 'Qwen3ForCausalLM', 'MistralForCausalLM', 'Phi3ForCausalLM'] as const;
+export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'Qwen2ForCausalLM', 'Qwen3ForCausalLM', 'MistralForCausalLM', 'Phi3ForCausalLM', 'Gemma2ForCausalLM'] as const;
 export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 /** A Hugging Face config.json (the keys rlora reads; others are kept and written back). */
@@ -94,7 +94,7 @@ export function readJsonFile(file: string): unknown {
 
 function architectureOf(config: HFConfig): Architecture {
   const named = Array.isArray(config.architectures) ? config.architectures[0] : undefined;
-  const byType: Record<string, Architecture> = { llama: 'LlamaForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM', mistral: 'MistralForCausalLM', phi3: 'Phi3ForCausalLM' };
+  const byType: Record<string, Architecture> = { llama: 'LlamaForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM', mistral: 'MistralForCausalLM', phi3: 'Phi3ForCausalLM', gemma2: 'Gemma2ForCausalLM' };
   const arch = named ?? (typeof config.model_type === 'string' && Object.hasOwn(byType, config.model_type) ? byType[config.model_type] : undefined);
   if (!arch || !(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
     throw new Error(
@@ -130,11 +130,12 @@ export function normalizeConfig(config: HFConfig): NativeModelConfig {
     throw new Error(`config.num_attention_heads (${heads}) must be a multiple of num_key_value_heads (${kvHeads})`);
   }
   const qwen3 = architecture === 'Qwen3ForCausalLM';
-  if (config.head_dim == null && hidden % heads !== 0 && !qwen3) {
+  const gemma2 = architecture === 'Gemma2ForCausalLM';
+  if (config.head_dim == null && hidden % heads !== 0 && !qwen3 && !gemma2) {
     throw new Error(`config.hidden_size (${hidden}) must be a multiple of num_attention_heads (${heads}) unless head_dim is set`);
   }
   // Qwen3Config's head_dim defaults to 128, not hidden_size / num_attention_heads
-  const headDim = int('head_dim', qwen3 ? 128 : hidden / heads);
+  const headDim = int('head_dim', qwen3 ? 128 : gemma2 ? 256 : hidden / heads);
   if (headDim % 2 !== 0) {
     const what = config.head_dim == null ? 'hidden_size / num_attention_heads' : 'head_dim';
     throw new Error(`config.${what} must be even for rotary embeddings, got ${headDim}`);
@@ -161,14 +162,26 @@ export function normalizeConfig(config: HFConfig): NativeModelConfig {
       originalMaxPositionEmbeddings: rope('original_max_position_embeddings', 'a positive integer', (v) => Number.isSafeInteger(v) && (v as number) >= 1, 8192),
     };
   }
-  const slidingWindow = int('sliding_window', 0, 0);
+  const slidingWindow = int('sliding_window', architecture === 'Gemma2ForCausalLM' ? 4096 : 0, 0);
   const phi3 = architecture === 'Phi3ForCausalLM';
   if (phi3) {
     const prf = read<number>('partial_rotary_factor', 'a number', (v) => typeof v === 'number', 1);
     if (prf !== 1) throw new Error(`config.partial_rotary_factor must be 1 (rlora rotates every dimension of a head), got ${prf}`);
   }
   // Phi3 masks by sliding_window whenever it is set (Phi-3-mini-4k: 2047)
-  const windowed = architecture === 'MistralForCausalLM' || phi3 || ((architecture === 'Qwen2ForCausalLM' || qwen3) && flag('use_sliding_window'));
+  let gemma = { attnLogitSoftcapping: 0, finalLogitSoftcapping: 0, queryPreAttnScalar: 0 };
+  if (gemma2) {
+    const act = config.hidden_activation ?? config.hidden_act ?? 'gelu_pytorch_tanh';
+    if (act !== 'gelu_pytorch_tanh') throw new Error(`config.hidden_activation must be "gelu_pytorch_tanh" for Gemma2 (rlora's GeGLU uses the tanh GELU), got ${JSON.stringify(act)}`);
+    // null turns soft-capping off, as in transformers; absent keys take Gemma2Config's defaults
+    const cap = (key: string, dflt: number): number => (config[key] === null ? 0 : read(key, 'a finite number > 0 or null', finite((v) => v > 0), dflt));
+    gemma = {
+      attnLogitSoftcapping: cap('attn_logit_softcapping', 50),
+      finalLogitSoftcapping: cap('final_logit_softcapping', 30),
+      queryPreAttnScalar: read('query_pre_attn_scalar', 'a finite number > 0', finite((v) => v > 0), 256),
+    };
+  }
+  const windowed = architecture === 'MistralForCausalLM' || phi3 || gemma2 || ((architecture === 'Qwen2ForCausalLM' || qwen3) && flag('use_sliding_window'));
   const llama = architecture === 'LlamaForCausalLM';
   return {
     architecture,
@@ -186,9 +199,11 @@ export function normalizeConfig(config: HFConfig): NativeModelConfig {
     qkvBias: architecture === 'Qwen2ForCausalLM',
     qkNorm: qwen3,
     fused: phi3,
+    gemma2,
+    ...gemma,
     attentionBias: flag('attention_bias') && (llama || qwen3),
     mlpBias: flag('mlp_bias') && llama,
-    tieWordEmbeddings: flag('tie_word_embeddings'),
+    tieWordEmbeddings: gemma2 ? read('tie_word_embeddings', 'true or false', (v) => typeof v === 'boolean', true) : flag('tie_word_embeddings'),
     initializerRange: read('initializer_range', 'a finite number >= 0', finite((v) => v >= 0), 0.02),
     slidingWindow: windowed ? slidingWindow : 0,
   };

@@ -71,6 +71,14 @@ export interface NativeModelConfig {
   qkNorm: boolean;
   /** Phi3: one qkv_proj (q, k, v rows) and one gate_up_proj (gate, then up) per layer. */
   fused: boolean;
+  /** Gemma2's differences (norms times 1 + weight, embedding scale, sandwich norms, GeGLU tanh, sliding window on even layers). */
+  gemma2: boolean;
+  /** scores = cap tanh(scores / cap) before the mask; 0: none. */
+  attnLogitSoftcapping: number;
+  /** The same on the logits; 0: none. */
+  finalLogitSoftcapping: number;
+  /** Attention scale queryPreAttnScalar^-1/2; 0: headDim. */
+  queryPreAttnScalar: number;
   attentionBias: boolean;
   mlpBias: boolean;
   tieWordEmbeddings: boolean;

@@ -1,4 +1,4 @@
-// Model: logits of tiny LLaMA, Qwen2, Qwen3, Mistral and Phi3 models against an independent forward written in
+// Model: logits of tiny LLaMA, Qwen2, Qwen3, Mistral, Phi3 and Gemma2 models against an independent forward written in
 // Python torch from the same safetensors files; save/load, dtypes, shards, the cache, bad input.
 import * as fs from 'fs';
 import * as os from 'os';
@@ -29,6 +29,11 @@ const CONFIGS: Record<string, HFConfig> = {
   qwen3: { ...base, architectures: ['Qwen3ForCausalLM'], num_key_value_heads: 2, head_dim: 16, rope_theta: 1e6, tie_word_embeddings: true, attention_bias: true },
   // fused qkv_proj and gate_up_proj; a sliding window (Phi-3-mini-4k has 2047)
   phi3: { ...base, architectures: ['Phi3ForCausalLM'], num_key_value_heads: 2, sliding_window: 4 },
+  // soft caps small enough that tanh bends the scores and logits of these tiny random weights
+  gemma2: {
+    ...base, architectures: ['Gemma2ForCausalLM'], num_key_value_heads: 2, head_dim: 16, query_pre_attn_scalar: 12,
+    attn_logit_softcapping: 0.05, final_logit_softcapping: 0.5, sliding_window: 3, initializer_range: 0.2,
+  },
 };
 
 // prompts: two rows, the second left-padded by 2, a third right-padded by 1
@@ -218,7 +223,7 @@ describe('bad input', () => {
     fs.writeFileSync(path.join(empty, 'config.json'), JSON.stringify(cfg));
     await expect(Model.fromPretrained(empty)).rejects.toThrow(/no weights in .*: expected model.safetensors or model.safetensors.index.json/);
     expect(() => Model.fromConfig({ ...cfg, architectures: ['GPT2LMHeadModel'] })).toThrow(
-      /unsupported architecture "GPT2LMHeadModel"; rlora supports LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM, Phi3ForCausalLM/,
+      /unsupported architecture "GPT2LMHeadModel"; rlora supports LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM/,
     );
     expect(() => Model.fromConfig({ ...cfg, hidden_size: 0 })).toThrow(/config.hidden_size must be a positive integer, got 0/);
     expect(() => Model.fromConfig({ ...cfg, rope_scaling: { rope_type: 'yarn', factor: 2 } })).toThrow(/rope_scaling of type "yarn" is not supported/);

@@ -15,7 +15,7 @@ struct RopeScaling {
 };
 
 struct ModelConfig {
-  std::string architecture;  // LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM, Phi3ForCausalLM
+  std::string architecture;  // LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
@@ -29,6 +29,12 @@ struct ModelConfig {
   bool qkv_bias = false;        // Qwen2: q/k/v projections have a bias
   bool qk_norm = false;         // Qwen3: RMSNorm over head_dim on each query and key head, before rotary
   bool fused = false;           // Phi3: one qkv_proj (q, k, v rows in that order) and one gate_up_proj (gate, then up)
+  // Gemma2: norms scale by (1 + weight) in float32; embeddings times sqrt(hidden_size); norms after
+  // attention and around the MLP too; GeGLU with the tanh GELU; the sliding window on even layers.
+  bool gemma2 = false;
+  double attn_logit_softcapping = 0.0;   // scores = cap * tanh(scores / cap); 0: none
+  double final_logit_softcapping = 0.0;  // the same on the logits
+  double query_pre_attn_scalar = 0.0;    // attention scale query_pre_attn_scalar^-1/2; 0: head_dim
   bool attention_bias = false;  // LLaMA attention_bias: q/k/v/o projections have a bias
   bool mlp_bias = false;        // LLaMA mlp_bias
   bool tie_word_embeddings = false;

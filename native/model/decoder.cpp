@@ -56,6 +56,10 @@ DecoderModel::DecoderModel(const ModelConfig& config, torch::ScalarType dtype, t
       add_param(p + "self_attn.k_norm.weight", {D});
     }
     add_param(p + "post_attention_layernorm.weight", {H});
+    if (c.gemma2) {
+      add_param(p + "pre_feedforward_layernorm.weight", {H});
+      add_param(p + "post_feedforward_layernorm.weight", {H});
+    }
     if (c.fused) {
       add_linear(p + "mlp.gate_up_proj", 2 * I, H, false);
     } else {
@@ -120,7 +124,7 @@ void DecoderModel::init_random(uint64_t seed) {
     const bool norm = spec.name.find("norm.weight") != std::string::npos;
     const bool bias = spec.name.size() > 5 && spec.name.compare(spec.name.size() - 5, 5, ".bias") == 0;
     if (norm) {
-      p.fill_(1.0);
+      p.fill_(config_.gemma2 ? 0.0 : 1.0);  // Gemma2 scales by 1 + weight
     } else if (bias) {
       p.zero_();
     } else {
@@ -186,7 +190,16 @@ Tensor DecoderModel::linear(const std::string& module, const Tensor& x) const {
 Tensor DecoderModel::rms_norm(const Tensor& x, const std::string& weight) const {
   Tensor h = x.to(torch::kFloat32);
   h = h * torch::rsqrt(h.pow(2).mean(-1, true) + config_.rms_norm_eps);
+  // Gemma2: times (1 + weight), in float32, then cast (LLaMA casts first, then multiplies)
+  if (config_.gemma2) return (h * (1.0 + params_.at(weight).to(torch::kFloat32))).to(x.scalar_type());
   return params_.at(weight) * h.to(x.scalar_type());
+}
+
+Tensor DecoderModel::embed(const Tensor& ids) const {
+  Tensor h = torch::embedding(params_.at("model.embed_tokens.weight"), ids);
+  // Gemma2 scales the embeddings by sqrt(hidden_size), rounded to the model's dtype first
+  if (config_.gemma2) h = h * torch::tensor(std::sqrt(static_cast<double>(config_.hidden_size)), h.options().requires_grad(false));
+  return h;
 }
 
 namespace {
@@ -228,14 +241,19 @@ DecoderModel::Prep DecoderModel::prepare(const Tensor& ids_in, const Tensor& mas
 
   // Additive mask [B, 1, S, T]: query i (at past + i) sees key j <= past + i that is not padding.
   Tensor qi = torch::arange(S, pr.ids.options()).unsqueeze(1) + past, kj = torch::arange(T, pr.ids.options()).unsqueeze(0);
-  Tensor causal = kj <= qi;
-  if (c.sliding_window > 0) causal = causal.logical_and(kj > qi - c.sliding_window);
-  Tensor allowed = causal.unsqueeze(0).logical_and(pr.full_mask.unsqueeze(1).to(torch::kBool));  // [B, S, T]
-  // A fully masked row (a padding query) attends to itself only, so softmax stays finite.
-  allowed = allowed.logical_or((kj == qi).unsqueeze(0).expand_as(allowed).logical_and(allowed.any(-1, true).logical_not()));
-  const float neg = -std::numeric_limits<float>::infinity();
-  pr.bias = torch::zeros({B, 1, S, T}, torch::TensorOptions().dtype(torch::kFloat32).device(device_))
-                .masked_fill(allowed.unsqueeze(1).logical_not(), neg);
+  auto mask_for = [&](bool window) {
+    Tensor causal = kj <= qi;
+    if (window) causal = causal.logical_and(kj > qi - c.sliding_window);
+    Tensor allowed = causal.unsqueeze(0).logical_and(pr.full_mask.unsqueeze(1).to(torch::kBool));  // [B, S, T]
+    // A fully masked row (a padding query) attends to itself only, so softmax stays finite.
+    allowed = allowed.logical_or((kj == qi).unsqueeze(0).expand_as(allowed).logical_and(allowed.any(-1, true).logical_not()));
+    const float neg = -std::numeric_limits<float>::infinity();
+    return torch::zeros({B, 1, S, T}, torch::TensorOptions().dtype(torch::kFloat32).device(device_))
+        .masked_fill(allowed.unsqueeze(1).logical_not(), neg);
+  };
+  // Gemma2: the window on even layers only; others: on every layer when set
+  pr.bias = mask_for(c.sliding_window > 0 && !c.gemma2);
+  if (c.gemma2 && c.sliding_window > 0) pr.bias_window = mask_for(true);
   return pr;
 }
 
@@ -243,7 +261,7 @@ Tensor DecoderModel::decoder_layer(int64_t l, const Tensor& h_in, const Prep& pr
   const auto& c = config_;
   const int64_t B = h_in.size(0), S = h_in.size(1), D = c.head_dim, T = pr.full_mask.size(1);
   const int64_t nH = c.num_attention_heads, nKV = c.num_key_value_heads;
-  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  const double scale = 1.0 / std::sqrt(c.query_pre_attn_scalar > 0 ? c.query_pre_attn_scalar : static_cast<double>(D));
   const std::string p = "model.layers." + std::to_string(l) + ".";
   Tensor h = h_in;
   Tensor x = rms_norm(h, p + "input_layernorm.weight");
@@ -281,9 +299,18 @@ Tensor DecoderModel::decoder_layer(int64_t l, const Tensor& h_in, const Prep& pr
     k = k.unsqueeze(2).expand({B, nKV, nH / nKV, T, D}).reshape({B, nH, T, D});
     v = v.unsqueeze(2).expand({B, nKV, nH / nKV, T, D}).reshape({B, nH, T, D});
   }
-  Tensor scores = torch::matmul(q, k.transpose(2, 3)) * scale + pr.bias.to(q.scalar_type());
+  Tensor scores = torch::matmul(q, k.transpose(2, 3)) * scale;
+  if (c.attn_logit_softcapping > 0) scores = torch::tanh(scores / c.attn_logit_softcapping) * c.attn_logit_softcapping;
+  const Tensor& bias = (c.gemma2 && l % 2 == 0 && pr.bias_window.defined()) ? pr.bias_window : pr.bias;
+  scores = scores + bias.to(q.scalar_type());
   Tensor attn = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
   Tensor o = torch::matmul(attn, v).transpose(1, 2).reshape({B, S, nH * D});
+  if (c.gemma2) {  // norms after attention and around the MLP; GeGLU with the tanh GELU
+    h = h + rms_norm(linear(p + "self_attn.o_proj", o), p + "post_attention_layernorm.weight");
+    x = rms_norm(h, p + "pre_feedforward_layernorm.weight");
+    Tensor m = linear(p + "mlp.down_proj", torch::gelu(linear(p + "mlp.gate_proj", x), "tanh") * linear(p + "mlp.up_proj", x));
+    return h + rms_norm(m, p + "post_feedforward_layernorm.weight");
+  }
   h = h + linear(p + "self_attn.o_proj", o);
   x = rms_norm(h, p + "post_attention_layernorm.weight");
   if (c.fused) {  // Phi3: gate_up_proj gives the gate, then up
@@ -296,12 +323,14 @@ Tensor DecoderModel::decoder_layer(int64_t l, const Tensor& h_in, const Prep& pr
 
 Tensor DecoderModel::head(const Tensor& h_in) const {
   Tensor h = rms_norm(h_in, "model.norm.weight");
-  return config_.tie_word_embeddings ? torch::matmul(h, params_.at("model.embed_tokens.weight").t()) : linear("lm_head", h);
+  Tensor logits = config_.tie_word_embeddings ? torch::matmul(h, params_.at("model.embed_tokens.weight").t()) : linear("lm_head", h);
+  const double cap = config_.final_logit_softcapping;
+  return cap > 0 ? torch::tanh(logits / cap) * cap : logits;
 }
 
 Tensor DecoderModel::run(const Tensor& ids_in, const Tensor& mask_in, Cache* cache) {
   Prep pr = prepare(ids_in, mask_in, cache);
-  Tensor h = torch::embedding(params_.at("model.embed_tokens.weight"), pr.ids);
+  Tensor h = embed(pr.ids);
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) h = decoder_layer(l, h, pr, cache);
   if (cache) {
     cache->mask = pr.full_mask;
@@ -334,7 +363,7 @@ Tensor DecoderModel::backward_checkpointed(const Tensor& ids, const Tensor& mask
   Tensor h;
   {
     torch::NoGradGuard no_grad;
-    h = torch::embedding(params_.at("model.embed_tokens.weight"), pr.ids);
+    h = embed(pr.ids);
     for (int64_t l = 0; l < L; ++l) {
       inputs.push_back(h);
       for (auto& a : layer_adapters(l)) rng_before[l].push_back(a->generator_state());
@@ -365,7 +394,7 @@ Tensor DecoderModel::backward_checkpointed(const Tensor& ids, const Tensor& mask
   }
   const Tensor& emb = params_.at("model.embed_tokens.weight");
   if (emb.requires_grad() && g.defined()) {  // full training: the embedding's gradient too
-    Tensor e = torch::embedding(emb, pr.ids);
+    Tensor e = embed(pr.ids);
     torch::autograd::backward({e}, {g});
   }
   return loss.detach();

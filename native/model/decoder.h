@@ -106,7 +106,9 @@ class DecoderModel {
   // additive attention mask, and the mask of everything seen (with a cache).
   struct Prep {
     torch::Tensor ids, pos, full_mask, cos, sin, bias;
+    torch::Tensor bias_window;  // Gemma2: the even layers' mask (with the sliding window)
   };
+  torch::Tensor embed(const torch::Tensor& ids) const;
   Prep prepare(const torch::Tensor& ids, const torch::Tensor& mask, const Cache* cache) const;
   torch::Tensor decoder_layer(int64_t l, const torch::Tensor& h, const Prep& pr, Cache* cache) const;
   torch::Tensor head(const torch::Tensor& h) const;

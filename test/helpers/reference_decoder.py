@@ -36,6 +36,8 @@ def decoder_forward(W, cfg, ids, mask, lora=None):
     def rms(x, w):
         xf = x.float()
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+        if arch == 'Gemma2ForCausalLM':  # Gemma2RMSNorm: times (1 + weight) in float32, then cast
+            return (xf * (1.0 + w.float())).to(x.dtype)
         return w * xf.to(x.dtype)
     def lin(x, name):
         y = x @ W[name + '.weight'].T
@@ -54,13 +56,24 @@ def decoder_forward(W, cfg, ids, mask, lora=None):
     cos, sin = emb.cos()[:, None], emb.sin()[:, None]
     rot = lambda x: torch.cat((-x[..., D // 2:], x[..., :D // 2]), -1)
     i = torch.arange(S)
-    allowed = i[None, :] <= i[:, None]
-    win = cfg.get('sliding_window') if (arch in ('MistralForCausalLM', 'Phi3ForCausalLM') or cfg.get('use_sliding_window')) else None
-    if win:
-        allowed = allowed & (i[None, :] > i[:, None] - win)
-    allowed = allowed[None] & mask[:, None, :].bool()
-    allowed = allowed | (torch.eye(S, dtype=torch.bool)[None] & ~allowed.any(-1, keepdim=True))
+    gemma2 = arch == 'Gemma2ForCausalLM'
+    win = cfg.get('sliding_window') if (arch in ('MistralForCausalLM', 'Phi3ForCausalLM', 'Gemma2ForCausalLM') or cfg.get('use_sliding_window')) else None
+    def allowed_with(window):
+        a = i[None, :] <= i[:, None]
+        if window:
+            a = a & (i[None, :] > i[:, None] - window)
+        a = a[None] & mask[:, None, :].bool()
+        return a | (torch.eye(S, dtype=torch.bool)[None] & ~a.any(-1, keepdim=True))
+    # Gemma2: the sliding window on even layers only (is_sliding = not layer_idx % 2)
+    allowed_global = allowed_with(None if gemma2 else win)
+    allowed_local = allowed_with(win)
     h = W['model.embed_tokens.weight'][ids]
+    if gemma2:  # embeddings times sqrt(hidden_size), the factor rounded to the dtype
+        h = h * torch.tensor(cfg['hidden_size'] ** 0.5, dtype=h.dtype)
+    scaling = cfg.get('query_pre_attn_scalar', 256) ** -0.5 if gemma2 else 1 / math.sqrt(D)
+    act = (lambda x: torch.nn.functional.gelu(x, approximate='tanh')) if gemma2 else torch.nn.functional.silu
+    def softcap(x, cap):
+        return torch.tanh(x / cap) * cap if cap else x
     for l in range(L):
         p = 'model.layers.%d.' % l
         x = rms(h, W[p + 'input_layernorm.weight'])
@@ -80,17 +93,28 @@ def decoder_forward(W, cfg, ids, mask, lora=None):
         q, k = q * cos + rot(q) * sin, k * cos + rot(k) * sin
         k = k.repeat_interleave(nH // nKV, dim=1)
         v = v.repeat_interleave(nH // nKV, dim=1)
-        s = (q @ k.transpose(2, 3)) / math.sqrt(D)
+        s = (q @ k.transpose(2, 3)) * scaling
+        if gemma2:
+            s = softcap(s, cfg.get('attn_logit_softcapping', 50.0))
+        allowed = allowed_local if (gemma2 and l % 2 == 0) or (not gemma2) else allowed_global
         s = s.masked_fill(~allowed[:, None], float('-inf'))
         a = torch.softmax(s.float(), -1).to(q.dtype)
         o = (a @ v).transpose(1, 2).reshape(B, S, nH * D)
+        if gemma2:  # Gemma2DecoderLayer: a norm after attention, and before and after the MLP
+            h = h + rms(lin(o, p + 'self_attn.o_proj'), W[p + 'post_attention_layernorm.weight'])
+            x = rms(h, W[p + 'pre_feedforward_layernorm.weight'])
+            m = lin(act(lin(x, p + 'mlp.gate_proj')) * lin(x, p + 'mlp.up_proj'), p + 'mlp.down_proj')
+            h = h + rms(m, W[p + 'post_feedforward_layernorm.weight'])
+            continue
         h = h + lin(o, p + 'self_attn.o_proj')
         x = rms(h, W[p + 'post_attention_layernorm.weight'])
         if arch == 'Phi3ForCausalLM':  # one gate_up_proj: gate, then up
             gate, up = lin(x, p + 'mlp.gate_up_proj').chunk(2, dim=-1)
         else:
             gate, up = lin(x, p + 'mlp.gate_proj'), lin(x, p + 'mlp.up_proj')
-        h = h + lin(torch.nn.functional.silu(gate) * up, p + 'mlp.down_proj')
+        h = h + lin(act(gate) * up, p + 'mlp.down_proj')
     h = rms(h, W['model.norm.weight'])
-    head = W['model.embed_tokens.weight'] if cfg.get('tie_word_embeddings') else W['lm_head.weight']
-    return h @ head.T
+    tied = cfg.get('tie_word_embeddings', gemma2)
+    head = W['model.embed_tokens.weight'] if tied else W['lm_head.weight']
+    logits = h @ head.T
+    return softcap(logits, cfg.get('final_logit_softcapping', 30.0)) if gemma2 else logits
