@@ -114,6 +114,21 @@ describe('rlora generate', () => {
     expect(r.stderr).toMatch(/has no tokenizer\.json; using the byte tokenizer/);
   });
 
+  it('without --template, a trained adapter\'s prompts go through the template it was trained with', async () => {
+    const model = Model.fromConfig(CFG, { seed: 6 });
+    const modelDir = path.join(tmp, 'model-t');
+    const adapterDir = path.join(tmp, 'adapter-t');
+    model.save(modelDir);
+    const adapter = Adapter.attach(model, { method: 'lora', rank: 2, targetModules: ['q_proj'], seed: 1 });
+    adapter.trainingData = { template: '<{prompt}>={response}', maxLength: 32, fields: { task: 'task', prompt: 'prompt', response: 'response' }, addBos: true, addEos: true, tokenizer: 'byte' };
+    adapter.save(adapterDir);
+    const expected = await generateText(model, tok, '<hi>=', { maxNewTokens: 6 });
+    const r = await runCli(['generate', '--model', modelDir, '--adapter', adapterDir, '--prompt', 'hi', '--max-new-tokens', '6']);
+    if (r.code !== 0) throw new Error(`exit ${r.code}\n${r.stdout}\n${r.stderr}`);
+    expect(r.stdout).toBe(`${expected}\n`);
+    expect(r.stderr).toContain('rlora generate: the prompt goes through the template the adapter was trained with');
+  });
+
   it('--prompt is required (usage error, exit 2)', async () => {
     const r = await runCli(['generate', '--model', tmp]);
     expect(r.code).toBe(2);

@@ -20,7 +20,9 @@ generated text on stdout token by token, stopping at eos or after --max-new-toke
   --temperature T       0 (default) is greedy decoding; above 0 samples
   --seed S              seed of the sampling (default 0)
   --template STR        e.g. "Q: {prompt}\\nA: {response}": the prompt is the template up to
-                        {response} with {prompt} filled in
+                        {response} with {prompt} filled in. Default with --adapter: the template
+                        the adapter was trained with (its rlora_config.json records it; stderr
+                        says so), else none
 
 Examples:
   rlora generate --model models/SmolLM2-135M --prompt "The capital of France is"
@@ -56,8 +58,15 @@ async function runGenerate(args: string[]): Promise<number> {
   const tokenizer = await loadTokenizer(hasTokenizer ? undefined : 'byte', modelDir, 'tokenizer');
   console.error(hasTokenizer ? `rlora generate: tokenizer ${path.join(modelDir, 'tokenizer.json')}` : `rlora generate: ${modelDir} has no tokenizer.json; using the byte tokenizer`);
   checkVocabulary(model, tokenizer, []);
-  if (adapterDir !== undefined) await as(`adapter ${adapterDir}`, () => rl.Adapter.load(model, adapterDir));
-  const text = template === undefined ? prompt : rl.applyPromptTemplate(template, prompt);
+  const adapter = adapterDir !== undefined ? await as(`adapter ${adapterDir}`, () => rl.Adapter.load(model, adapterDir)) : undefined;
+  // the prompt as the adapter saw prompts in training (its data template; null: the default one)
+  const trained = adapter?.trainingData;
+  let use = template;
+  if (use === undefined && trained && !trained.templateFunction) {
+    use = trained.template ?? rl.DEFAULT_TEMPLATE;
+    console.error(`rlora generate: the prompt goes through the template the adapter was trained with (${path.join(adapterDir!, 'rlora_config.json')}): ${JSON.stringify(use)}`);
+  }
+  const text = use === undefined ? prompt : rl.applyPromptTemplate(use, prompt);
   await as('generate', () =>
     rl.generateText(model, tokenizer, text, {
       ...(maxNewTokens !== undefined ? { maxNewTokens } : {}),
