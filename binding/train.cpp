@@ -188,6 +188,8 @@ Napi::Value FitLayerStep(const Napi::CallbackInfo& info) {
           o.Set("rowLoss", JsTensor::Wrap(e, r.row_loss));
           o.Set("lr", r.stats.lr);
           o.Set("gradNorm", r.stats.grad_norm);
+          o.Set("paramNorm", r.stats.param_norm);
+          o.Set("paramsFinite", r.stats.params_finite);
           return o;
         });
   });

@@ -157,6 +157,8 @@ export interface NativeFitResult {
   rowLoss: NativeTensor;
   lr: number;
   gradNorm: number;
+  paramNorm: number;
+  paramsFinite: boolean;
 }
 
 export interface MemoryStats {

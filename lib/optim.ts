@@ -36,6 +36,10 @@ export interface FitStepResult {
   lr: number;
   /** Global gradient norm before clipping. */
   gradNorm: number;
+  /** L2 norm of the trainable parameters after the update (as TrainStepResult.paramNorm). */
+  paramNorm: number;
+  /** false: the update left a parameter NaN, infinite or too large for its dtype. */
+  paramsFinite: boolean;
 }
 
 /**
@@ -90,5 +94,5 @@ export async function fitStep(layer: MultiHeadLoraLinear, x: Tensor, target: Ten
   if (!(target instanceof Tensor)) throw new TypeError('fitStep: target must be a Tensor');
   if (!(optimizer instanceof AdamW)) throw new TypeError('fitStep: optimizer must be an AdamW');
   const r = await native.fitLayerStep(layer.native, x.native, target.native, optimizer.native);
-  return { loss: r.loss, rowLoss: new Tensor(r.rowLoss), lr: r.lr, gradNorm: r.gradNorm };
+  return { loss: r.loss, rowLoss: new Tensor(r.rowLoss), lr: r.lr, gradNorm: r.gradNorm, paramNorm: r.paramNorm, paramsFinite: r.paramsFinite };
 }

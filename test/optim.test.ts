@@ -22,6 +22,11 @@ describe('AdamW with clipping and a cosine schedule', () => {
       const rows = res.rowLoss.data() as Float64Array;
       expect(rows.length).toBe(T);
       expect(Math.abs(rows.reduce((a, b) => a + b, 0) / T - res.loss)).toBeLessThan(1e-12);
+      // the trainable parameters' norm after the update, recomputed here (offsets are not trained)
+      const trained = Object.entries(layer.stateDict()).filter(([name]) => !name.startsWith('lora_offset'));
+      const norm = Math.sqrt(trained.reduce((a, [, v]) => a + Array.from(v.data() as Float64Array).reduce((b, x) => b + x * x, 0), 0));
+      expect(res.paramsFinite).toBe(true);
+      expect(Math.abs(res.paramNorm - norm)).toBeLessThan(1e-10 * norm);
     }
     expect(opt.stepsTaken).toBe(steps);
     const final = Object.fromEntries(Object.entries(layer.stateDict()).map(([k, v]) => [k, Array.from(v.data() as Float64Array)]));
