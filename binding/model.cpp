@@ -71,6 +71,8 @@ class JsModel : public Napi::ObjectWrap<JsModel> {
         env, "NativeModel",
         {InstanceMethod("parameterSpecs", &JsModel::ParameterSpecs), InstanceMethod("setParameter", &JsModel::SetParameter),
          InstanceMethod("parameter", &JsModel::Parameter), InstanceMethod("initRandom", &JsModel::InitRandom),
+         InstanceMethod("quantize", &JsModel::Quantize), InstanceMethod("quantization", &JsModel::Quantization),
+         InstanceMethod("linearWeight", &JsModel::LinearWeight),
          InstanceMethod("parameterCount", &JsModel::ParameterCount), InstanceMethod("linearNames", &JsModel::LinearNames),
          InstanceMethod("setAdapter", &JsModel::SetAdapter), InstanceMethod("forward", &JsModel::Forward),
          InstanceMethod("generate", &JsModel::Generate), InstanceMethod("dispose", &JsModel::Dispose),
@@ -145,6 +147,25 @@ class JsModel : public Napi::ObjectWrap<JsModel> {
   Napi::Value Parameter(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
       return JsTensor::Wrap(info.Env(), model()->parameter(get_string(info[0], "name")));
+    });
+  }
+
+  Napi::Value Quantize(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const std::string kind = get_string(info[0], "quantize");
+      std::lock_guard<std::mutex> lock(model()->mutex());
+      model()->quantize(kind);
+      return info.Env().Undefined();
+    });
+  }
+
+  Napi::Value Quantization(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value { return Napi::String::New(info.Env(), model()->quantization()); });
+  }
+
+  Napi::Value LinearWeight(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      return JsTensor::Wrap(info.Env(), model()->linear_weight(get_string(info[0], "module")));
     });
   }
 

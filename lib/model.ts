@@ -49,6 +49,14 @@ export interface ModelOptions {
   dtype?: Dtype;
   /** Default 'cpu'. */
   device?: Device;
+  /**
+   * Keep every decoder layer's linear weight quantized, as QLoRA does (the embeddings, norms and a
+   * separate lm_head stay in `dtype`): 'int8' (one absmax scale per output row) or 'nf4' (4-bit
+   * NormalFloat in blocks of 64 values with one absmax each; input sizes must be multiples of 64).
+   * Products dequantize a few rows at a time in forward and backward; the weights are frozen
+   * (train adapters). An adapter trained on a quantized base loads on the float base. Default: none.
+   */
+  quantize?: 'int8' | 'nf4';
 }
 
 /** Token ids: nested arrays, a typed array with `shape`, or an integer Tensor, [batch, sequence]. */
@@ -308,6 +316,7 @@ export class Model {
     const resolved = normalizeConfig(config);
     const m = new Model({ ...config, architectures: [resolved.architecture] }, resolved, options);
     m.native.initRandom(options.seed ?? 0);
+    if (options.quantize !== undefined) m.quantize(options.quantize);
     return m;
   }
 
@@ -374,6 +383,7 @@ export class Model {
         (e) => expected.has(e.name),
       );
     }
+    if (options.quantize !== undefined) model.quantize(options.quantize);
     return model;
   }
 
@@ -513,11 +523,25 @@ export class Model {
     return this.native.linearNames();
   }
 
+  /** Quantizes the frozen decoder weights now (ModelOptions.quantize says how); refused with adapters attached. */
+  quantize(kind: 'int8' | 'nf4'): void {
+    assertNotTraining(this, 'Model.quantize');
+    if (kind !== 'int8' && kind !== 'nf4') throw new RangeError(`quantize must be 'int8' or 'nf4', got ${util.inspect(kind)}`);
+    this.native.quantize(kind);
+  }
+
+  /** 'int8', 'nf4', or null when the weights are not quantized. */
+  get quantization(): 'int8' | 'nf4' | null {
+    const q = this.native.quantization();
+    return q === '' ? null : (q as 'int8' | 'nf4');
+  }
+
   /** @internal The frozen weight and bias of a linear module (sharing storage). */
   linearParameters(module: string): { weight: Tensor; bias: Tensor | null } {
     const specs = new Set(this.native.parameterSpecs().map((s) => s.name));
     return {
-      weight: new Tensor(this.native.parameter(`${module}.weight`)),
+      // a quantized module gives a placeholder of its shape (the layer takes its product from the model)
+      weight: new Tensor(this.native.linearWeight(module)),
       bias: specs.has(`${module}.bias`) ? new Tensor(this.native.parameter(`${module}.bias`)) : null,
     };
   }

@@ -102,6 +102,9 @@ export interface NativeModel {
   parameterSpecs(): { name: string; shape: number[] }[];
   setParameter(name: string, value: NativeTensor): void;
   parameter(name: string): NativeTensor;
+  quantize(kind: string): void;
+  quantization(): string;
+  linearWeight(module: string): NativeTensor;
   initRandom(seed: number): void;
   parameterCount(): number;
   linearNames(): string[];

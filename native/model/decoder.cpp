@@ -98,9 +98,22 @@ void DecoderModel::add_linear(const std::string& module, int64_t out, int64_t in
   linears_[module] = Linear{module + ".weight", bias ? module + ".bias" : "", nullptr};
 }
 
+namespace {
+// The linear module whose weight is `name` ("x.weight" -> "x"), or "".
+std::string module_of_weight(const std::string& name) {
+  const std::string suffix = ".weight";
+  return name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0
+             ? name.substr(0, name.size() - suffix.size())
+             : std::string();
+}
+}  // namespace
+
 void DecoderModel::set_parameter(const std::string& name, const Tensor& value) {
   auto it = params_.find(name);
   if (it == params_.end()) throw std::invalid_argument("the model has no parameter named " + name);
+  auto lin = linears_.find(module_of_weight(name));
+  if (lin != linears_.end() && lin->second.quant)
+    throw std::invalid_argument(name + " is quantized (" + quantization_ + "): load the weights before quantizing");
   if (!value.defined() || value.sizes() != it->second.sizes())
     throw std::invalid_argument(name + " has shape " + shape_str(value) + " in the checkpoint, the model expects " +
                                 shape_str(it->second));
@@ -113,10 +126,43 @@ void DecoderModel::set_parameter(const std::string& name, const Tensor& value) {
 Tensor DecoderModel::parameter(const std::string& name) const {
   auto it = params_.find(name);
   if (it == params_.end()) throw std::invalid_argument("the model has no parameter named " + name);
+  auto lin = linears_.find(module_of_weight(name));
+  if (lin != linears_.end() && lin->second.quant) return dequantize(*lin->second.quant);  // a copy
   return it->second;
 }
 
+Tensor DecoderModel::linear_weight(const std::string& module) const {
+  auto it = linears_.find(module);
+  if (it == linears_.end()) throw std::invalid_argument("the model has no linear module named " + module);
+  return params_.at(it->second.weight);
+}
+
+void DecoderModel::quantize(const std::string& kind) {
+  if (!quantization_.empty()) throw std::invalid_argument("the model is already quantized (" + quantization_ + ")");
+  if (kind != "int8" && kind != "nf4") throw std::invalid_argument("quantize must be \"int8\" or \"nf4\", got \"" + kind + "\"");
+  for (const auto& [name, lin] : linears_)
+    if (lin.lora) throw std::invalid_argument("quantize before attaching adapters (" + name + " has one)");
+  // check every module first (nf4's block size), then replace: a refusal changes nothing
+  std::map<std::string, std::shared_ptr<QuantWeight>> done;
+  for (const auto& [name, lin] : linears_) {
+    if (name == "lm_head") continue;
+    try {
+      done[name] = std::make_shared<QuantWeight>(model::quantize(params_.at(lin.weight), kind));
+    } catch (const std::exception& e) {
+      throw std::invalid_argument(name + ": " + e.what());
+    }
+  }
+  for (auto& [name, q] : done) {
+    Linear& lin = linears_.at(name);
+    Tensor& w = params_.at(lin.weight);
+    w = torch::zeros({1}, w.options()).expand(w.sizes());  // shape and dtype only; the values are in q
+    lin.quant = q;
+  }
+  quantization_ = kind;
+}
+
 void DecoderModel::init_random(uint64_t seed) {
+  if (!quantization_.empty()) throw std::invalid_argument("the model is quantized (" + quantization_ + "): its weights are fixed");
   torch::NoGradGuard no_grad;
   at::Generator gen = compat::make_cpu_generator(seed);
   for (const auto& spec : specs_) {
@@ -140,6 +186,8 @@ int64_t DecoderModel::parameter_count() const {
 }
 
 std::vector<torch::Tensor> DecoderModel::set_trainable(bool on) {
+  if (on && !quantization_.empty())
+    throw std::invalid_argument("a quantized model (" + quantization_ + ") cannot be trained in full: attach an adapter");
   std::vector<torch::Tensor> out;
   for (const auto& spec : specs_) {
     torch::Tensor& p = params_[spec.name];
@@ -173,6 +221,12 @@ void DecoderModel::set_adapter(const std::string& module, std::shared_ptr<MultiH
     if (layer->weight().data_ptr() != w.data_ptr() || layer->weight().sizes() != w.sizes())
       throw std::invalid_argument("the adapter layer for " + module + " was not made from that module's weight");
   }
+  if (layer && it->second.quant) {
+    // the layer's base product: the quantized weight (and the bias), dequantized a block at a time
+    std::shared_ptr<QuantWeight> q = it->second.quant;
+    Tensor bias = it->second.bias.empty() ? Tensor() : params_.at(it->second.bias);
+    layer->set_base([q, bias](const Tensor& x) { return quant_linear(x, *q, bias); });
+  }
   it->second.lora = std::move(layer);
 }
 
@@ -184,6 +238,7 @@ std::shared_ptr<MultiHeadLoraLinear> DecoderModel::adapter(const std::string& mo
 Tensor DecoderModel::linear(const std::string& module, const Tensor& x) const {
   const Linear& l = linears_.at(module);
   if (l.lora) return l.lora->forward(x);
+  if (l.quant) return quant_linear(x, *l.quant, l.bias.empty() ? Tensor() : params_.at(l.bias));
   return torch::linear(x, params_.at(l.weight), l.bias.empty() ? Tensor() : params_.at(l.bias));
 }
 

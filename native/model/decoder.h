@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "model/config.h"
+#include "model/quant.h"
 #include "rlora/multihead_lora.h"
 
 namespace rlora::model {
@@ -59,6 +60,17 @@ class DecoderModel {
   // full training (pretraining a small model). Frozen is the default.
   std::vector<torch::Tensor> set_trainable(bool on);
 
+  // Quantizes every decoder layer's linear weight ("int8" or "nf4"; the embeddings, norms and
+  // lm_head stay): the float weights are freed, products dequantize a few rows at a time. Refused
+  // with adapters attached or when already quantized. parameter() of a quantized weight gives a
+  // dequantized copy; set_parameter, init_random and set_trainable refuse.
+  void quantize(const std::string& kind);
+  // "int8", "nf4", or "" when not quantized.
+  const std::string& quantization() const { return quantization_; }
+  // The tensor an adapter layer for `module` is made from: the weight itself, or for a quantized
+  // module a placeholder of its shape and dtype (one value of storage).
+  torch::Tensor linear_weight(const std::string& module) const;
+
   // Linear module names ("model.layers.0.self_attn.q_proj", ..., "lm_head" unless tied).
   std::vector<std::string> linear_names() const;
   bool is_linear(const std::string& module) const;
@@ -91,6 +103,7 @@ class DecoderModel {
   struct Linear {
     std::string weight, bias;  // parameter names (bias empty when none)
     std::shared_ptr<MultiHeadLoraLinear> lora;
+    std::shared_ptr<QuantWeight> quant;  // set when quantized
   };
   struct Cache {
     std::vector<torch::Tensor> k, v;  // per layer [B, n_kv, T, D]
@@ -123,6 +136,7 @@ class DecoderModel {
   std::map<std::string, torch::Tensor> params_;
   std::map<std::string, Linear> linears_;
   torch::Tensor inv_freq_;  // [D/2] float32
+  std::string quantization_;
   mutable std::mutex mutex_;
 };
 

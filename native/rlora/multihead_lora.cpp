@@ -282,10 +282,13 @@ torch::Tensor MultiHeadLoraLinear::forward(const torch::Tensor& x) {
   }
   std::optional<compat::AutocastGuard> off;  // only when autocast is on: none on the usual path
   if (autocast) off.emplace(device(), false, cdt);
-  if (!autocast && a.scalar_type() != weight.scalar_type()) {
-    // A half-precision base under a float32 adapter: the base product in the base's dtype (its
-    // gradient to x through autograd), the adapter's part in float32, added in the base's dtype.
-    Tensor yb = torch::linear(x2, weight, bias);
+  if (base_ && autocast)
+    throw std::invalid_argument("autocast (precision bfloat16) is not supported on a quantized base");
+  if (base_ || (!autocast && a.scalar_type() != weight.scalar_type())) {
+    // A quantized base (its product given), or a half-precision base under a float32 adapter: the
+    // base product in the base's dtype (its gradient to x through autograd), the adapter's part
+    // in the adapter's dtype, added in the base's dtype.
+    Tensor yb = base_ ? base_(x2) : torch::linear(x2, weight, bias);
     Tensor xa = x2.to(a.scalar_type());
     const auto o = xa.options();
     Tensor ya = LoraFunction::apply(xa, a, or_empty(router, o), b, torch::empty({0}, o), torch::empty({0}, o),
@@ -411,6 +414,7 @@ torch::Tensor MultiHeadLoraLinear::head_similarity() const {
 }
 
 torch::Tensor MultiHeadLoraLinear::base_weight() const {
+  if (base_) throw std::invalid_argument("the base weight is quantized: this layer holds no copy of it");
   torch::NoGradGuard no_grad;
   if (!has_offset()) return weight_;
   return weight_ - (torch::mm(off_b_, off_a_) * options_.scaling()).to(weight_.scalar_type());
@@ -439,6 +443,8 @@ torch::Tensor MultiHeadLoraLinear::merged_weight() const {
   if (options_.heads != 1)
     throw std::invalid_argument("only a single-head (lora) adapter can be merged: with heads = " +
                                 std::to_string(options_.heads) + " the router makes the update depend on the input");
+  if (base_)
+    throw std::invalid_argument("the base model is quantized: merge into the float model (load it without quantize and attach the adapter there)");
   torch::NoGradGuard no_grad;
   const double s = options_.scaling();
   Tensor delta = torch::mm(b_.to(torch::kFloat64), a_.to(torch::kFloat64)) * s;

@@ -10,6 +10,8 @@
 
 #include <torch/torch.h>
 
+#include <functional>
+
 #include <map>
 #include <mutex>
 #include <string>
@@ -87,6 +89,10 @@ class MultiHeadLoraLinear {
   void set_generator_state(const torch::Tensor& state);
   // Restarts the dropout generator from a seed (data parallelism: each rank its own stream).
   void reseed(uint64_t seed);
+  // The base product computed elsewhere (a quantized weight): y = base(x) + the adapter's part.
+  // The layer's own weight is then only a placeholder of the shape and dtype.
+  void set_base(std::function<torch::Tensor(const torch::Tensor&)> base) { base_ = std::move(base); }
+  bool has_external_base() const { return static_cast<bool>(base_); }
   // Jobs on one layer run one at a time (forward draws from the generator).
   std::mutex& mutex() const { return mutex_; }
 
@@ -94,6 +100,7 @@ class MultiHeadLoraLinear {
   std::string b_name(int64_t head) const;
 
   LoraOptions options_;
+  std::function<torch::Tensor(const torch::Tensor&)> base_;
   torch::Tensor weight_, bias_;     // frozen
   torch::Tensor a_, b_, router_;    // trainable (router undefined when N = 1)
   torch::Tensor off_a_, off_b_;     // frozen offset pair, undefined without offset
