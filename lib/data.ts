@@ -196,6 +196,20 @@ function readRecord(at: string, record: unknown, fields: Record<FieldKey, string
   return out;
 }
 
+/** An encoded example, frozen (the dataset hands it out as is). */
+function encoded(index: number, e: Example, inputIds: number[], promptLength: number, truncated: boolean, lossSpans: readonly (readonly [number, number])[] = []): EncodedExample {
+  return Object.freeze({
+    index,
+    task: e.task,
+    prompt: e.prompt,
+    response: e.response,
+    inputIds: Object.freeze(inputIds) as number[],
+    promptLength,
+    ...(lossSpans.length ? { lossSpans: Object.freeze(lossSpans) } : {}),
+    truncated,
+  });
+}
+
 /** A `{task, messages}` record: turns of {role, content} strings, the last one the assistant's. */
 function readChatRecord(at: string, record: Record<string, unknown>, fields: Record<FieldKey, string>): Example {
   const task = record[fields.task];
@@ -278,16 +292,7 @@ function encodeChat(at: string, index: number, e: Example, o: ResolvedOptions): 
   }
   if (ids.length - Math.max(promptLength, 1) <= 0) throw new Error(`${at}: the last assistant turn renders to no token to learn`);
   const lossSpans = spans.slice(0, -1).filter(([a, b]) => b > a).map((sp) => Object.freeze(sp) as readonly [number, number]);
-  return Object.freeze({
-    index,
-    task: e.task,
-    prompt: e.prompt,
-    response: e.response,
-    inputIds: Object.freeze(ids) as number[],
-    promptLength,
-    ...(lossSpans.length ? { lossSpans: Object.freeze(lossSpans) } : {}),
-    truncated,
-  });
+  return encoded(index, e, ids, promptLength, truncated, lossSpans);
 }
 
 /**
@@ -350,15 +355,7 @@ function encodeExample(at: string, index: number, e: Example, o: ResolvedOptions
         `${o.eos === undefined ? ', no eos is appended' : ''}${promptLength === 0 ? ', and nothing precedes it' : ''})`,
     );
   }
-  return Object.freeze({
-    index,
-    task: e.task,
-    prompt: e.prompt,
-    response: e.response,
-    inputIds: Object.freeze(inputIds) as number[],
-    promptLength,
-    truncated,
-  });
+  return encoded(index, e, inputIds, promptLength, truncated);
 }
 
 /**

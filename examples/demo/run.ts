@@ -45,7 +45,7 @@ export const TUNE_GRID = [1e-3, 2e-3, 3e-3, 5e-3];
  * The published run (Qwen2.5-0.5B, r = 4, alpha = 32, N = 5, dropout 0.1, cosine with 3% warm-up)
  * scaled down to a 2.7M-parameter base and a short run. Learning rates: tuned per method.
  */
-export const SETTINGS: Record<'quick' | 'default' | 'cuda', Settings> = {
+const SETTINGS_CPU: Record<'quick' | 'default', Settings> = {
   quick: {
     name: 'quick',
     sizes: { train: 400, validation: 40, test: 40 },
@@ -72,21 +72,13 @@ export const SETTINGS: Record<'quick' | 'default' | 'cuda', Settings> = {
     warmupRatio: 0.03,
     seeds: 3,
   },
+};
+
+export const SETTINGS: Record<'quick' | 'default' | 'cuda', Settings> = {
+  ...SETTINGS_CPU,
   // --device cuda (not --quick): the default run with 4 times the steps and 5 seeds, in one
   // process (one GPU). Untested: no GPU was lent to this project's CPU machines yet.
-  cuda: {
-    name: 'cuda',
-    sizes: { train: 2000, validation: 200, test: 200 },
-    steps: 1200,
-    batchSize: 16,
-    learningRates: { lora: 2e-3, hydralora: 2e-3, rlora: 2e-3 },
-    rank: 4,
-    heads: 5,
-    alpha: 32,
-    dropout: 0.1,
-    warmupRatio: 0.03,
-    seeds: 5,
-  },
+  cuda: { ...SETTINGS_CPU.default, name: 'cuda', steps: 1200, seeds: 5 },
 };
 
 export interface MethodSpec {
