@@ -1,0 +1,196 @@
+#include "dist/group.h"
+
+#include <chrono>
+#include <cstdlib>
+#include <mutex>
+#include <stdexcept>
+
+#include "common/torch_compat.h"
+
+#if RLORA_WITH_GLOO
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#endif
+
+namespace rlora::dist {
+
+namespace {
+
+std::mutex g_mutex;
+std::shared_ptr<Group> g_group;
+
+std::string message_of(const std::exception& e) {
+  if (auto c = dynamic_cast<const c10::Error*>(&e)) return compat::error_message(*c);
+  return e.what();
+}
+
+#if RLORA_WITH_GLOO
+
+bool is_loopback(const std::string& addr) {
+  return addr == "localhost" || addr.rfind("127.", 0) == 0 || addr == "::1";
+}
+
+class GlooGroup : public Group {
+ public:
+  explicit GlooGroup(const InitOptions& o) : rank_(o.rank), size_(o.world_size), timeout_ms_(o.timeout_ms) {
+    const auto timeout = std::chrono::milliseconds(o.timeout_ms);
+    c10d::TCPStoreOptions so;
+    so.port = static_cast<std::uint16_t>(o.master_port);
+    so.isServer = o.rank == 0;
+    so.numWorkers = static_cast<std::size_t>(o.world_size);
+    so.waitWorkers = true;
+    so.timeout = timeout;
+    try {
+      store_ = c10::make_intrusive<c10d::TCPStore>(o.master_addr, so);
+    } catch (const std::exception& e) {
+      const std::string m = message_of(e);
+      const std::string at = o.master_addr + ":" + std::to_string(o.master_port);
+      if (o.rank == 0 && (m.find("in use") != std::string::npos || m.find("EADDRINUSE") != std::string::npos))
+        throw std::runtime_error("distributed init (rank 0): MASTER_PORT " + std::to_string(o.master_port) +
+                                 " is in use on " + o.master_addr + "; choose a free port (" + m + ")");
+      throw std::runtime_error("distributed init (rank " + std::to_string(o.rank) + " of " +
+                               std::to_string(o.world_size) + "): the rendezvous at " + at + " failed within " +
+                               std::to_string(o.timeout_ms) + " ms (every rank must start with the same " +
+                               "MASTER_ADDR, MASTER_PORT and WORLD_SIZE): " + m);
+    }
+    auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
+    const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
+    if (ifname && *ifname)
+      opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
+    else if (is_loopback(o.master_addr))
+      opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+    else
+      opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+    opts->threads = 1;
+    try {
+      pg_ = c10::make_intrusive<c10d::ProcessGroupGloo>(store_, o.rank, o.world_size, opts);
+    } catch (const std::exception& e) {
+      throw std::runtime_error(where("init") + message_of(e));
+    }
+  }
+
+  int rank() const override { return rank_; }
+  int world_size() const override { return size_; }
+  std::string backend() const override { return "gloo"; }
+
+  void allreduce_sum(const std::vector<torch::Tensor>& tensors) override {
+    // One flat bucket per dtype, in order: one allreduce each.
+    std::vector<torch::ScalarType> dtypes;
+    for (const auto& t : tensors)
+      if (std::find(dtypes.begin(), dtypes.end(), t.scalar_type()) == dtypes.end()) dtypes.push_back(t.scalar_type());
+    for (auto dt : dtypes) {
+      std::vector<torch::Tensor> parts, flat_parts;
+      for (const auto& t : tensors)
+        if (t.scalar_type() == dt) {
+          parts.push_back(t);
+          flat_parts.push_back(t.detach().reshape({-1}).cpu());
+        }
+      std::vector<torch::Tensor> bucket{torch::cat(flat_parts)};
+      run("allreduce", [&] { pg_->allreduce(bucket)->wait(); });
+      int64_t at = 0;
+      torch::NoGradGuard no_grad;
+      for (auto& t : parts) {
+        t.copy_(bucket[0].narrow(0, at, t.numel()).view(t.sizes()));
+        at += t.numel();
+      }
+    }
+  }
+
+  std::vector<int64_t> allgather(int64_t value) override {
+    std::vector<torch::Tensor> in{torch::full({1}, value, torch::kInt64)};
+    std::vector<std::vector<torch::Tensor>> out(1);
+    for (int i = 0; i < size_; ++i) out[0].push_back(torch::empty({1}, torch::kInt64));
+    run("allgather", [&] { pg_->allgather(out, in)->wait(); });
+    std::vector<int64_t> values;
+    for (auto& t : out[0]) values.push_back(t.item<int64_t>());
+    return values;
+  }
+
+  void barrier() override {
+    // Gloo's monitored barrier names the ranks that did not arrive within the timeout.
+    run("barrier", [&] {
+      c10d::BarrierOptions bo;
+      bo.timeout = std::chrono::milliseconds(timeout_ms_);
+      pg_->monitoredBarrier(bo, /*waitAllRanks=*/true);
+    });
+  }
+
+ private:
+  std::string where(const std::string& op) const {
+    return "distributed " + op + " failed on rank " + std::to_string(rank_) + " of " + std::to_string(size_) +
+           " (gloo, timeout " + std::to_string(timeout_ms_) + " ms): ";
+  }
+  template <typename F>
+  void run(const std::string& op, F&& f) {
+    try {
+      f();
+    } catch (const std::exception& e) {
+      throw std::runtime_error(where(op) + message_of(e) +
+                               " (another rank stopped, failed or is slower than the timeout)");
+    }
+  }
+
+  int rank_, size_;
+  int64_t timeout_ms_;
+  c10::intrusive_ptr<c10d::Store> store_;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg_;
+};
+
+#endif  // RLORA_WITH_GLOO
+
+}  // namespace
+
+bool has_gloo() { return RLORA_WITH_GLOO != 0; }
+
+void init(const InitOptions& o) {
+  if (o.world_size < 1) throw std::invalid_argument("WORLD_SIZE must be >= 1, got " + std::to_string(o.world_size));
+  if (o.rank < 0 || o.rank >= o.world_size)
+    throw std::invalid_argument("RANK must be in [0, " + std::to_string(o.world_size - 1) + "] for WORLD_SIZE " +
+                                std::to_string(o.world_size) + ", got " + std::to_string(o.rank));
+  if (o.master_port < 1 || o.master_port > 65535)
+    throw std::invalid_argument("MASTER_PORT must be in [1, 65535], got " + std::to_string(o.master_port));
+  if (o.timeout_ms < 1) throw std::invalid_argument("timeoutMs must be >= 1, got " + std::to_string(o.timeout_ms));
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    if (g_group)
+      throw std::logic_error("distributed init: this process is already rank " + std::to_string(g_group->rank()) +
+                             " of " + std::to_string(g_group->world_size()) + " (call destroy first)");
+  }
+  if (o.backend == "nccl")
+    throw std::invalid_argument("backend \"nccl\" is not in this build of rlora (CPU training uses \"gloo\")");
+  if (o.backend != "gloo")
+    throw std::invalid_argument("backend must be \"gloo\" or \"nccl\", got \"" + o.backend + "\"");
+#if RLORA_WITH_GLOO
+  auto g = std::make_shared<GlooGroup>(o);
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_group = g;
+#else
+  throw std::runtime_error(
+      "this build of rlora has no Gloo (libtorch's c10d and Gloo headers were not found when it was built; on "
+      "Debian: apt-get install -y libgloo-dev, then npx rlora build)");
+#endif
+}
+
+std::shared_ptr<Group> current() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  return g_group;
+}
+
+void destroy() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_group.reset();
+}
+
+double allreduce_sum(Group& group, double value) {
+  torch::Tensor t = torch::full({1}, value, torch::kFloat64);
+  group.allreduce_sum({t});
+  return t.item<double>();
+}
+
+int64_t allreduce_sum(Group& group, int64_t value) {
+  torch::Tensor t = torch::full({1}, value, torch::kInt64);
+  group.allreduce_sum({t});
+  return t.item<int64_t>();
+}
+
+}  // namespace rlora::dist

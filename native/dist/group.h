@@ -1,0 +1,56 @@
+// Data parallelism on libtorch's c10d: one process group per process (as torch.distributed's
+// default group), rendezvous through a TCPStore, collectives on Gloo (CPU tensors). Built only
+// where libtorch's c10d headers and Gloo's are found (RLORA_WITH_GLOO); elsewhere init() throws a
+// message that says so.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace rlora::dist {
+
+struct InitOptions {
+  std::string master_addr = "127.0.0.1";
+  int master_port = 29500;
+  int rank = 0;
+  int world_size = 1;
+  std::string backend = "gloo";
+  int64_t timeout_ms = 600000;  // torch's default: 10 minutes
+};
+
+// The collectives the training step needs; every call blocks until every rank made it (or the
+// timeout passes: then it throws, naming this rank and the operation).
+class Group {
+ public:
+  virtual ~Group() = default;
+  virtual int rank() const = 0;
+  virtual int world_size() const = 0;
+  virtual std::string backend() const = 0;
+  // Sums in place over the ranks; tensors are flattened into buckets of one dtype (one
+  // allreduce per bucket) and copied back.
+  virtual void allreduce_sum(const std::vector<torch::Tensor>& tensors) = 0;
+  // Every rank's value, in rank order.
+  virtual std::vector<int64_t> allgather(int64_t value) = 0;
+  virtual void barrier() = 0;
+};
+
+// True when this build has Gloo (the CPU backend).
+bool has_gloo();
+
+// Joins the process group (blocks until every rank joined, or the timeout). One per process:
+// a second init while one is active throws.
+void init(const InitOptions& options);
+// The active group, or null (no init, or destroyed).
+std::shared_ptr<Group> current();
+// Leaves the group (waits for nothing). No-op without one.
+void destroy();
+
+// Sums a value over the ranks of `group` (a one-element allreduce).
+double allreduce_sum(Group& group, double value);
+int64_t allreduce_sum(Group& group, int64_t value);
+
+}  // namespace rlora::dist
