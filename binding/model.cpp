@@ -72,7 +72,7 @@ class JsModel : public Napi::ObjectWrap<JsModel> {
         {InstanceMethod("parameterSpecs", &JsModel::ParameterSpecs), InstanceMethod("setParameter", &JsModel::SetParameter),
          InstanceMethod("parameter", &JsModel::Parameter), InstanceMethod("initRandom", &JsModel::InitRandom),
          InstanceMethod("quantize", &JsModel::Quantize), InstanceMethod("quantization", &JsModel::Quantization),
-         InstanceMethod("linearWeight", &JsModel::LinearWeight),
+         InstanceMethod("linearWeight", &JsModel::LinearWeight), InstanceMethod("quantizeModule", &JsModel::QuantizeModule),
          InstanceMethod("parameterCount", &JsModel::ParameterCount), InstanceMethod("linearNames", &JsModel::LinearNames),
          InstanceMethod("setAdapter", &JsModel::SetAdapter), InstanceMethod("forward", &JsModel::Forward),
          InstanceMethod("generate", &JsModel::Generate), InstanceMethod("dispose", &JsModel::Dispose),
@@ -155,6 +155,15 @@ class JsModel : public Napi::ObjectWrap<JsModel> {
       const std::string kind = get_string(info[0], "quantize");
       std::lock_guard<std::mutex> lock(model()->mutex());
       model()->quantize(kind);
+      return info.Env().Undefined();
+    });
+  }
+
+  Napi::Value QuantizeModule(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const std::string module = get_string(info[0], "module"), kind = get_string(info[1], "quantize");
+      std::lock_guard<std::mutex> lock(model()->mutex());
+      model()->quantize_module(module, kind);
       return info.Env().Undefined();
     });
   }

@@ -370,12 +370,18 @@ export class Model {
     if (missing.length) {
       throw new Error(`the checkpoint in ${dir} lacks ${missing.length} tensor(s): ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', ...' : ''}`);
     }
+    // with quantize: each decoder weight is quantized as soon as it is read, so the float weights
+    // never exist all at once (the peak is the rest of the model, the codes and one float weight)
+    const q = options.quantize;
+    if (q !== undefined && q !== 'int8' && q !== 'nf4') throw new RangeError(`quantize must be 'int8' or 'nf4', got ${util.inspect(q)}`);
+    const quantizable = new Set(q === undefined ? [] : model.linearModuleNames().filter((n) => n !== 'lm_head').map((n) => `${n}.weight`));
     for (const file of new Set(fileOf.values())) {
       forEachSafetensor(
         file,
         (e, t) => {
           try {
             model.native.setParameter(e.name, t.native);
+            if (quantizable.has(e.name)) model.native.quantizeModule(e.name.slice(0, -'.weight'.length), q!);
           } catch (err) {
             throw new Error(`${file}: ${(err as Error).message}`);
           }
@@ -383,7 +389,7 @@ export class Model {
         (e) => expected.has(e.name),
       );
     }
-    if (options.quantize !== undefined) model.quantize(options.quantize);
+    if (q !== undefined) model.quantize(q);
     return model;
   }
 

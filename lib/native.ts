@@ -103,6 +103,7 @@ export interface NativeModel {
   setParameter(name: string, value: NativeTensor): void;
   parameter(name: string): NativeTensor;
   quantize(kind: string): void;
+  quantizeModule(module: string, kind: string): void;
   quantization(): string;
   linearWeight(module: string): NativeTensor;
   initRandom(seed: number): void;

@@ -119,6 +119,18 @@ describe('quantize: errors and files', () => {
     expect(() => new AdamW(m, { lr: 1e-3 })).toThrow('a quantized model (int8) cannot be trained in full: attach an adapter');
   });
 
+  it('fromPretrained quantizes each weight as it reads it: the same model as quantizing after', async () => {
+    const dir = path.join(tmp, 'float-folder');
+    Model.fromConfig(CFG, { seed: 6 }).save(dir);
+    for (const kind of ['int8', 'nf4'] as const) {
+      const loaded = await Model.fromPretrained(dir, { quantize: kind });
+      expect(loaded.quantization).toBe(kind);
+      const after = Model.fromConfig(CFG, { seed: 6, quantize: kind });
+      expect(maxAbsDiff((await loaded.forward(IDS)).data() as Float32Array, (await after.forward(IDS)).data() as Float32Array)).toBe(0);
+    }
+    await expect(Model.fromPretrained(dir, { quantize: 'int3' as never })).rejects.toThrow("quantize must be 'int8' or 'nf4', got 'int3'");
+  });
+
   it('save writes the dequantized weights: the folder loads as a float model with the same logits', async () => {
     const q = Model.fromConfig(CFG, { seed: 4, quantize: 'int8' });
     const dir = path.join(tmp, 'saved');

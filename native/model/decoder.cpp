@@ -145,7 +145,9 @@ void DecoderModel::quantize(const std::string& kind) {
   // check every module first (nf4's block size), then replace: a refusal changes nothing
   std::map<std::string, std::shared_ptr<QuantWeight>> done;
   for (const auto& [name, lin] : linears_) {
-    if (name == "lm_head") continue;
+    if (name == "lm_head" || lin.quant) continue;  // (quantized while loading)
+    if (!partial_kind_.empty() && partial_kind_ != kind)
+      throw std::invalid_argument("some modules were quantized as " + partial_kind_ + ", not " + kind);
     try {
       done[name] = std::make_shared<QuantWeight>(model::quantize(params_.at(lin.weight), kind));
     } catch (const std::exception& e) {
@@ -159,6 +161,26 @@ void DecoderModel::quantize(const std::string& kind) {
     lin.quant = q;
   }
   quantization_ = kind;
+}
+
+void DecoderModel::quantize_module(const std::string& module, const std::string& kind) {
+  if (!quantization_.empty()) throw std::invalid_argument("the model is already quantized (" + quantization_ + ")");
+  if (kind != "int8" && kind != "nf4") throw std::invalid_argument("quantize must be \"int8\" or \"nf4\", got \"" + kind + "\"");
+  if (!partial_kind_.empty() && partial_kind_ != kind)
+    throw std::invalid_argument("some modules were quantized as " + partial_kind_ + ", not " + kind);
+  auto it = linears_.find(module);
+  if (it == linears_.end() || module == "lm_head") throw std::invalid_argument(module + " is not a decoder linear module");
+  Linear& lin = it->second;
+  if (lin.lora) throw std::invalid_argument("quantize before attaching adapters (" + module + " has one)");
+  if (lin.quant) return;
+  Tensor& w = params_.at(lin.weight);
+  try {
+    lin.quant = std::make_shared<QuantWeight>(model::quantize(w, kind));
+  } catch (const std::exception& e) {
+    throw std::invalid_argument(module + ": " + e.what());
+  }
+  w = torch::zeros({1}, w.options()).expand(w.sizes());
+  partial_kind_ = kind;
 }
 
 void DecoderModel::init_random(uint64_t seed) {

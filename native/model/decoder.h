@@ -65,6 +65,9 @@ class DecoderModel {
   // with adapters attached or when already quantized. parameter() of a quantized weight gives a
   // dequantized copy; set_parameter, init_random and set_trainable refuse.
   void quantize(const std::string& kind);
+  // Quantizes one module's weight now (loading: each weight right after it is read, so the float
+  // weights never exist all at once); quantize(kind) then does the rest and marks the model.
+  void quantize_module(const std::string& module, const std::string& kind);
   // "int8", "nf4", or "" when not quantized.
   const std::string& quantization() const { return quantization_; }
   // The tensor an adapter layer for `module` is made from: the weight itself, or for a quantized
@@ -137,6 +140,7 @@ class DecoderModel {
   std::map<std::string, Linear> linears_;
   torch::Tensor inv_freq_;  // [D/2] float32
   std::string quantization_;
+  std::string partial_kind_;  // modules quantized one by one while loading
   mutable std::mutex mutex_;
 };
 
