@@ -381,6 +381,7 @@ export class Model {
         (e, t) => {
           try {
             model.native.setParameter(e.name, t.native);
+            t.dispose(); // copied into the model: free the read copy now, not when the collector runs
             if (quantizable.has(e.name)) model.native.quantizeModule(e.name.slice(0, -'.weight'.length), q!);
           } catch (err) {
             throw new Error(`${file}: ${(err as Error).message}`);

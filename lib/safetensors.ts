@@ -261,10 +261,13 @@ export function forEachSafetensor(
   const header = readSafetensorsHeader(path);
   const fd = fs.openSync(path, 'r');
   try {
-    for (const e of header.entries) {
-      if (!wanted(e)) continue;
+    // one read buffer for every tensor (Tensor.fromBytes copies out of it): a new Buffer each
+    // would wait for the collector, and loading a model held about its whole file in them
+    const chosen = header.entries.filter((e) => wanted(e));
+    const shared = Buffer.allocUnsafe(Math.max(0, ...chosen.map((e) => e.dataOffsets[1] - e.dataOffsets[0])));
+    for (const e of chosen) {
       const n = e.dataOffsets[1] - e.dataOffsets[0];
-      const buf = Buffer.allocUnsafe(n);
+      const buf = shared.subarray(0, n);
       let read = 0;
       while (read < n) {
         const got = fs.readSync(fd, buf, read, n - read, header.dataStart + e.dataOffsets[0] + read);
