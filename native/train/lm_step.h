@@ -7,7 +7,7 @@
 
 #include <vector>
 
-#include "dist/group.h"
+#include "distributed/group.h"
 #include "model/decoder.h"
 #include "train/optimizer.h"
 

@@ -1,10 +1,10 @@
 // Data parallelism: joining and leaving the process group, and the few collectives lib/ needs
 // beside the training step (which finds the group itself). Checks and converts; the work is in
-// native/dist.
+// native/distributed.
 #include <napi.h>
 
 #include "common.h"
-#include "dist/group.h"
+#include "distributed/group.h"
 
 namespace rlora::binding {
 
