@@ -137,49 +137,47 @@ Tensor DecoderModel::linear_weight(const std::string& module) const {
   return params_.at(it->second.weight);
 }
 
-void DecoderModel::quantize(const std::string& kind) {
-  if (!quantization_.empty()) throw std::invalid_argument("the model is already quantized (" + quantization_ + ")");
-  if (kind != "int8" && kind != "nf4") throw std::invalid_argument("quantize must be \"int8\" or \"nf4\", got \"" + kind + "\"");
-  for (const auto& [name, lin] : linears_)
-    if (lin.lora) throw std::invalid_argument("quantize before attaching adapters (" + name + " has one)");
-  // check every module first (nf4's block size), then replace: a refusal changes nothing
-  std::map<std::string, std::shared_ptr<QuantWeight>> done;
-  for (const auto& [name, lin] : linears_) {
-    if (name == "lm_head" || lin.quant) continue;  // (quantized while loading)
-    if (!partial_kind_.empty() && partial_kind_ != kind)
-      throw std::invalid_argument("some modules were quantized as " + partial_kind_ + ", not " + kind);
-    try {
-      done[name] = std::make_shared<QuantWeight>(model::quantize(params_.at(lin.weight), kind));
-    } catch (const std::exception& e) {
-      throw std::invalid_argument(name + ": " + e.what());
-    }
-  }
-  for (auto& [name, q] : done) {
-    Linear& lin = linears_.at(name);
-    Tensor& w = params_.at(lin.weight);
-    w = torch::zeros({1}, w.options()).expand(w.sizes());  // shape and dtype only; the values are in q
-    lin.quant = q;
-  }
-  quantization_ = kind;
-}
-
-void DecoderModel::quantize_module(const std::string& module, const std::string& kind) {
+void DecoderModel::check_quantizable(const std::string& kind) const {
   if (!quantization_.empty()) throw std::invalid_argument("the model is already quantized (" + quantization_ + ")");
   if (kind != "int8" && kind != "nf4") throw std::invalid_argument("quantize must be \"int8\" or \"nf4\", got \"" + kind + "\"");
   if (!partial_kind_.empty() && partial_kind_ != kind)
     throw std::invalid_argument("some modules were quantized as " + partial_kind_ + ", not " + kind);
-  auto it = linears_.find(module);
-  if (it == linears_.end() || module == "lm_head") throw std::invalid_argument(module + " is not a decoder linear module");
-  Linear& lin = it->second;
-  if (lin.lora) throw std::invalid_argument("quantize before attaching adapters (" + module + " has one)");
-  if (lin.quant) return;
-  Tensor& w = params_.at(lin.weight);
+}
+
+std::shared_ptr<QuantWeight> DecoderModel::quantized(const std::string& module, const std::string& kind) const {
   try {
-    lin.quant = std::make_shared<QuantWeight>(model::quantize(w, kind));
+    return std::make_shared<QuantWeight>(model::quantize(params_.at(linears_.at(module).weight), kind));
   } catch (const std::exception& e) {
     throw std::invalid_argument(module + ": " + e.what());
   }
-  w = torch::zeros({1}, w.options()).expand(w.sizes());
+}
+
+void DecoderModel::install(const std::string& module, std::shared_ptr<QuantWeight> q) {
+  Linear& lin = linears_.at(module);
+  Tensor& w = params_.at(lin.weight);
+  w = torch::zeros({1}, w.options()).expand(w.sizes());  // shape and dtype only; the values are in q
+  lin.quant = std::move(q);
+}
+
+void DecoderModel::quantize(const std::string& kind) {
+  check_quantizable(kind);
+  for (const auto& [name, lin] : linears_)
+    if (lin.lora) throw std::invalid_argument("quantize before attaching adapters (" + name + " has one)");
+  // every module first (nf4's block size), then replace: a refusal changes nothing
+  std::map<std::string, std::shared_ptr<QuantWeight>> done;
+  for (const auto& [name, lin] : linears_)
+    if (name != "lm_head" && !lin.quant) done[name] = quantized(name, kind);  // (some quantized while loading)
+  for (auto& [name, q] : done) install(name, std::move(q));
+  quantization_ = kind;
+}
+
+void DecoderModel::quantize_module(const std::string& module, const std::string& kind) {
+  check_quantizable(kind);
+  auto it = linears_.find(module);
+  if (it == linears_.end() || module == "lm_head") throw std::invalid_argument(module + " is not a decoder linear module");
+  if (it->second.lora) throw std::invalid_argument("quantize before attaching adapters (" + module + " has one)");
+  if (it->second.quant) return;
+  install(module, quantized(module, kind));
   partial_kind_ = kind;
 }
 
@@ -382,20 +380,23 @@ Tensor DecoderModel::decoder_layer(int64_t l, const Tensor& h_in, const Prep& pr
   scores = scores + bias.to(q.scalar_type());
   Tensor attn = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
   Tensor o = torch::matmul(attn, v).transpose(1, 2).reshape({B, S, nH * D});
-  if (c.gemma2) {  // norms after attention and around the MLP; GeGLU with the tanh GELU
-    h = h + rms_norm(linear(p + "self_attn.o_proj", o), p + "post_attention_layernorm.weight");
-    x = rms_norm(h, p + "pre_feedforward_layernorm.weight");
-    Tensor m = linear(p + "mlp.down_proj", torch::gelu(linear(p + "mlp.gate_proj", x), "tanh") * linear(p + "mlp.up_proj", x));
-    return h + rms_norm(m, p + "post_feedforward_layernorm.weight");
-  }
-  h = h + linear(p + "self_attn.o_proj", o);
-  x = rms_norm(h, p + "post_attention_layernorm.weight");
+  // Gemma2 puts a norm after attention and after the MLP, and its own before the MLP (where the
+  // others use post_attention_layernorm), and gates with the tanh GELU instead of SiLU.
+  Tensor a = linear(p + "self_attn.o_proj", o);
+  h = h + (c.gemma2 ? rms_norm(a, p + "post_attention_layernorm.weight") : a);
+  x = rms_norm(h, p + (c.gemma2 ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight"));
+  Tensor gate, up;
   if (c.fused) {  // Phi3: gate_up_proj gives the gate, then up
     const int64_t I = c.intermediate_size;
     Tensor gu = linear(p + "mlp.gate_up_proj", x);
-    return h + linear(p + "mlp.down_proj", torch::silu(gu.narrow(-1, 0, I)) * gu.narrow(-1, I, I));
+    gate = gu.narrow(-1, 0, I);
+    up = gu.narrow(-1, I, I);
+  } else {
+    gate = linear(p + "mlp.gate_proj", x);
+    up = linear(p + "mlp.up_proj", x);
   }
-  return h + linear(p + "mlp.down_proj", torch::silu(linear(p + "mlp.gate_proj", x)) * linear(p + "mlp.up_proj", x));
+  Tensor m = linear(p + "mlp.down_proj", (c.gemma2 ? torch::gelu(gate, "tanh") : torch::silu(gate)) * up);
+  return h + (c.gemma2 ? rms_norm(m, p + "post_feedforward_layernorm.weight") : m);
 }
 
 Tensor DecoderModel::head(const Tensor& h_in) const {
@@ -435,6 +436,16 @@ Tensor DecoderModel::backward_checkpointed(const Tensor& ids, const Tensor& mask
   }
   // Forward without keeping activations: each layer's input, and the dropout generators of its
   // adapters as they were before it ran (the recomputation must draw the same masks).
+  std::vector<std::vector<std::shared_ptr<MultiHeadLoraLinear>>> adapters(L);
+  for (int64_t l = 0; l < L; ++l) adapters[l] = layer_adapters(l);
+  auto states = [&](int64_t l) {
+    std::vector<Tensor> s;
+    for (auto& a : adapters[l]) s.push_back(a->generator_state());
+    return s;
+  };
+  auto rewind = [&](int64_t l, const std::vector<Tensor>& s) {
+    for (size_t i = 0; i < s.size(); ++i) adapters[l][i]->set_generator_state(s[i]);
+  };
   std::vector<Tensor> inputs;
   std::vector<std::vector<Tensor>> rng_before(L);
   Tensor h;
@@ -443,32 +454,27 @@ Tensor DecoderModel::backward_checkpointed(const Tensor& ids, const Tensor& mask
     h = embed(pr.ids);
     for (int64_t l = 0; l < L; ++l) {
       inputs.push_back(h);
-      for (auto& a : layer_adapters(l)) rng_before[l].push_back(a->generator_state());
+      rng_before[l] = states(l);
       h = decoder_layer(l, h, pr, nullptr);
     }
   }
   // The generators' states after the forward: where the next step continues from.
   std::vector<std::vector<Tensor>> rng_after(L);
-  for (int64_t l = 0; l < L; ++l)
-    for (auto& a : layer_adapters(l)) rng_after[l].push_back(a->generator_state());
+  for (int64_t l = 0; l < L; ++l) rng_after[l] = states(l);
 
   Tensor top = h.detach().requires_grad_(true);
   Tensor loss = loss_of_logits(head(top));
   loss.backward();
   Tensor g = top.grad();
   for (int64_t l = L - 1; l >= 0; --l) {
-    auto adapters = layer_adapters(l);
-    for (size_t i = 0; i < adapters.size(); ++i) adapters[i]->set_generator_state(rng_before[l][i]);
+    rewind(l, rng_before[l]);
     Tensor in = inputs[l].detach().requires_grad_(true);
     Tensor out = decoder_layer(l, in, pr, nullptr);
     torch::autograd::backward({out}, {g});
     g = in.grad();
     inputs[l] = Tensor();  // free as we go
   }
-  for (int64_t l = 0; l < L; ++l) {
-    auto adapters = layer_adapters(l);
-    for (size_t i = 0; i < adapters.size(); ++i) adapters[i]->set_generator_state(rng_after[l][i]);
-  }
+  for (int64_t l = 0; l < L; ++l) rewind(l, rng_after[l]);
   const Tensor& emb = params_.at("model.embed_tokens.weight");
   if (emb.requires_grad() && g.defined()) {  // full training: the embedding's gradient too
     Tensor e = embed(pr.ids);

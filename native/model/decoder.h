@@ -129,6 +129,10 @@ class DecoderModel {
   torch::Tensor decoder_layer(int64_t l, const torch::Tensor& h, const Prep& pr, Cache* cache) const;
   torch::Tensor head(const torch::Tensor& h) const;
   std::vector<std::shared_ptr<MultiHeadLoraLinear>> layer_adapters(int64_t l) const;
+  // quantize / quantize_module: the checks both make, one module's codes, and putting them in place
+  void check_quantizable(const std::string& kind) const;
+  std::shared_ptr<QuantWeight> quantized(const std::string& module, const std::string& kind) const;
+  void install(const std::string& module, std::shared_ptr<QuantWeight> q);
   torch::Tensor run(const torch::Tensor& ids, const torch::Tensor& mask, Cache* cache);
   void check_ids(const torch::Tensor& ids, const torch::Tensor& mask) const;
 

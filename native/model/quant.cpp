@@ -81,8 +81,6 @@ class QuantLinearFunction : public torch::autograd::Function<QuantLinearFunction
 
 }  // namespace
 
-const float* nf4_levels() { return kNf4; }
-
 QuantWeight quantize(const Tensor& weight, const std::string& kind) {
   if (!weight.defined() || weight.dim() != 2) throw std::invalid_argument("quantize: the weight must be 2-D [out, in]");
   torch::NoGradGuard no_grad;
@@ -115,11 +113,7 @@ QuantWeight quantize(const Tensor& weight, const std::string& kind) {
   return qw;
 }
 
-Tensor dequantize_rows(const QuantWeight& qw, int64_t row0, int64_t rows) {
-  return dequantize_parts(qw.kind, qw.q, qw.scale, row0, rows, qw.in, qw.dtype);
-}
-
-Tensor dequantize(const QuantWeight& qw) { return dequantize_rows(qw, 0, qw.out); }
+Tensor dequantize(const QuantWeight& qw) { return dequantize_parts(qw.kind, qw.q, qw.scale, 0, qw.out, qw.in, qw.dtype); }
 
 Tensor quant_linear(const Tensor& x, const QuantWeight& qw, const Tensor& bias) {
   if (x.size(-1) != qw.in)

@@ -18,14 +18,10 @@ struct QuantWeight {
   torch::ScalarType dtype = torch::kFloat32;  // what dequantization gives (the model's dtype)
 };
 
-// The 16 NF4 levels (QLoRA, bitsandbytes), ascending, in [-1, 1].
-const float* nf4_levels();
-
 // Quantizes a 2-D weight; nf4 needs in % 64 == 0. Throws std::invalid_argument naming the problem.
 QuantWeight quantize(const torch::Tensor& weight, const std::string& kind);
 
-// Rows [row0, row0 + rows) dequantized, [rows, in] in qw.dtype.
-torch::Tensor dequantize_rows(const QuantWeight& qw, int64_t row0, int64_t rows);
+// The whole weight dequantized, [out, in] in qw.dtype (a copy).
 torch::Tensor dequantize(const QuantWeight& qw);
 
 // y = x W^T (+ bias) for a quantized W, differentiable in x (W is frozen). x: [..., in].

@@ -11,7 +11,6 @@
 #include <torch/torch.h>
 
 #include <functional>
-
 #include <map>
 #include <mutex>
 #include <string>
@@ -92,7 +91,6 @@ class MultiHeadLoraLinear {
   // The base product computed elsewhere (a quantized weight): y = base(x) + the adapter's part.
   // The layer's own weight is then only a placeholder of the shape and dtype.
   void set_base(std::function<torch::Tensor(const torch::Tensor&)> base) { base_ = std::move(base); }
-  bool has_external_base() const { return static_cast<bool>(base_); }
   // Jobs on one layer run one at a time (forward draws from the generator).
   std::mutex& mutex() const { return mutex_; }
 
