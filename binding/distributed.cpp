@@ -16,6 +16,20 @@ std::shared_ptr<dist::Group> need_group(const std::string& what) {
   return g;
 }
 
+// A Promise that resolves with nothing once `work` is done off the JS thread.
+Napi::Promise run_async_void(Napi::Env env, std::function<void()> work) {
+  return run_async<bool>(
+      env, [work] { work(); return true; }, [](Napi::Env e, bool&) -> Napi::Value { return e.Undefined(); });
+}
+
+// Numbers as a JS array.
+template <typename T>
+Napi::Value to_js_array(Napi::Env env, const std::vector<T>& values) {
+  auto out = Napi::Array::New(env, values.size());
+  for (size_t i = 0; i < values.size(); ++i) out.Set(static_cast<uint32_t>(i), static_cast<double>(values[i]));
+  return out;
+}
+
 // distInit({masterAddr, masterPort, rank, worldSize, backend, timeoutMs}) -> Promise<void>
 Napi::Value DistInit(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -29,9 +43,7 @@ Napi::Value DistInit(const Napi::CallbackInfo& info) {
     opts.world_size = static_cast<int>(get_integer(o.Get("worldSize"), "worldSize"));
     opts.backend = get_string(o.Get("backend"), "backend");
     opts.timeout_ms = get_integer(o.Get("timeoutMs"), "timeoutMs");
-    return run_async<bool>(
-        env, [opts] { dist::init(opts); return true; },
-        [](Napi::Env e, bool&) -> Napi::Value { return e.Undefined(); });
+    return run_async_void(env, [opts] { dist::init(opts); });
   });
 }
 
@@ -51,8 +63,7 @@ Napi::Value DistBarrier(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
     auto g = need_group("barrier");
-    return run_async<bool>(
-        env, [g] { g->barrier(); return true; }, [](Napi::Env e, bool&) -> Napi::Value { return e.Undefined(); });
+    return run_async_void(env, [g] { g->barrier(); });
   });
 }
 
@@ -72,11 +83,7 @@ Napi::Value DistAllreduceSum(const Napi::CallbackInfo& info) {
           if (t.numel() > 0) g->allreduce_sum({t});
           return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
         },
-        [](Napi::Env e, std::vector<double>& r) -> Napi::Value {
-          auto out = Napi::Array::New(e, r.size());
-          for (size_t i = 0; i < r.size(); ++i) out.Set(static_cast<uint32_t>(i), r[i]);
-          return out;
-        });
+        [](Napi::Env e, std::vector<double>& r) { return to_js_array(e, r); });
   });
 }
 
@@ -88,11 +95,7 @@ Napi::Value DistAllgather(const Napi::CallbackInfo& info) {
     const int64_t value = get_integer(info[0], "value");
     return run_async<std::vector<int64_t>>(
         env, [g, value] { return g->allgather(value); },
-        [](Napi::Env e, std::vector<int64_t>& r) -> Napi::Value {
-          auto out = Napi::Array::New(e, r.size());
-          for (size_t i = 0; i < r.size(); ++i) out.Set(static_cast<uint32_t>(i), static_cast<double>(r[i]));
-          return out;
-        });
+        [](Napi::Env e, std::vector<int64_t>& r) { return to_js_array(e, r); });
   });
 }
 
