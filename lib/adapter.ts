@@ -409,29 +409,37 @@ export class Adapter {
       perModule,
     );
     try {
-      const byModule = new Map<string, Record<string, Tensor>>();
-      forEachSafetensor(weightsPath, (e, t) => {
-        const key = e.name.startsWith(PREFIX) ? e.name.slice(PREFIX.length) : e.name;
-        const cut = key.indexOf('.lora_');
-        const module = cut < 0 ? '' : key.slice(0, cut);
-        if (!adapter.layers.has(module)) throw new Error(`${weightsPath} holds ${e.name}, which belongs to no adapted module`);
-        const entry = byModule.get(module) ?? {};
-        entry[key.slice(cut + 1)] = t;
-        byModule.set(module, entry);
-      });
-      for (const [module, layer] of adapter.layers) {
-        try {
-          layer.loadStateDict(byModule.get(module) ?? {});
-        } catch (e) {
-          throw new Error(`${weightsPath}, module ${module}: ${(e as Error).message}`);
-        }
-      }
+      adapter.loadWeights(weightsPath);
     } catch (e) {
       adapter.detach();
       throw e;
     }
     if (r?.data !== undefined) adapter.trainingData = r.data;
     return adapter;
+  }
+
+  /**
+   * @internal Loads every module's weights from an adapter_model.safetensors (rlora's or PEFT's
+   * names) into this adapter's layers. Adapter.load, and Trainer's loadBestAtEnd.
+   */
+  loadWeights(file: string): void {
+    const byModule = new Map<string, Record<string, Tensor>>();
+    forEachSafetensor(file, (e, t) => {
+      const key = e.name.startsWith(PREFIX) ? e.name.slice(PREFIX.length) : e.name;
+      const cut = key.indexOf('.lora_');
+      const module = cut < 0 ? '' : key.slice(0, cut);
+      if (!this.layers.has(module)) throw new Error(`${file} holds ${e.name}, which belongs to no adapted module`);
+      const entry = byModule.get(module) ?? {};
+      entry[key.slice(cut + 1)] = t;
+      byModule.set(module, entry);
+    });
+    for (const [module, layer] of this.layers) {
+      try {
+        layer.loadStateDict(byModule.get(module) ?? {});
+      } catch (e) {
+        throw new Error(`${file}, module ${module}: ${(e as Error).message}`);
+      }
+    }
   }
 
   private check(): void {

@@ -310,6 +310,11 @@ function improves(value: number, best: number | undefined, mode: 'min' | 'max', 
   return mode === 'min' ? value < best - minDelta : value > best + minDelta;
 }
 
+/** An optional true/false option: undefined, or a TypeError naming it and the value. */
+function optionalBool(v: unknown, name: string): void {
+  if (v !== undefined && typeof v !== 'boolean') throw new TypeError(`${name} must be true or false, got ${util.inspect(v)}`);
+}
+
 function positiveInt(v: number, name: string): number {
   if (!Number.isInteger(v) || v < 1) throw new RangeError(`${name} must be an integer >= 1, got ${v}`);
   return v;
@@ -372,13 +377,11 @@ export async function trainStep(
 ): Promise<TrainStepResult> {
   if (!(model instanceof Model)) throw new TypeError('trainStep: model must be a Model');
   if (!(optimizer instanceof AdamW)) throw new TypeError('trainStep: optimizer must be an AdamW');
-  if (options.distributed !== undefined && typeof options.distributed !== 'boolean') throw new TypeError(`trainStep: distributed must be true or false, got ${util.inspect(options.distributed)}`);
+  optionalBool(options.distributed, 'trainStep: distributed');
+  optionalBool(options.gradientCheckpointing, 'trainStep: gradientCheckpointing');
   const dataParallel = options.distributed ?? (distributed.worldSize() > 1);
   beginTraining(model, 'trainStep');
   try {
-    if (options.gradientCheckpointing !== undefined && typeof options.gradientCheckpointing !== 'boolean') {
-      throw new TypeError(`trainStep: gradientCheckpointing must be true or false, got ${util.inspect(options.gradientCheckpointing)}`);
-    }
     return await step(model, batches, optimizer, options.precision ?? 'float32', dataParallel, options.gradientCheckpointing ?? false);
   } finally {
     endTraining(model);
@@ -643,9 +646,7 @@ export class Trainer {
     const o = this.options;
     positiveInt(o.batchSize, 'batchSize');
     if (o.evalBatchSize !== undefined) positiveInt(o.evalBatchSize, 'evalBatchSize');
-    if (o.gradientCheckpointing !== undefined && typeof o.gradientCheckpointing !== 'boolean') {
-      throw new TypeError(`gradientCheckpointing must be true or false, got ${util.inspect(o.gradientCheckpointing)}`);
-    }
+    optionalBool(o.gradientCheckpointing, 'gradientCheckpointing');
     if (o.distributed !== undefined && o.distributed !== 'auto' && o.distributed !== false) {
       if (typeof o.distributed !== 'object' || o.distributed === null) throw new TypeError(`distributed must be 'auto', false or an object {backend?, timeoutMs?}, got ${util.inspect(o.distributed)}`);
       distributed.resolveOptions({ ...o.distributed, rank: 0, worldSize: 1 }); // names a bad key or value now
@@ -706,7 +707,7 @@ export class Trainer {
       if (!o.outputDir) throw new Error('saveBest needs outputDir (the best checkpoint is written there)');
       needsEval('saveBest');
     }
-    if (typeof o.loadBestAtEnd !== 'boolean') throw new TypeError(`loadBestAtEnd must be true or false, got ${util.inspect(o.loadBestAtEnd)}`);
+    optionalBool(o.loadBestAtEnd, 'loadBestAtEnd');
     if (o.loadBestAtEnd) {
       if (sb === undefined) throw new Error('loadBestAtEnd needs saveBest (the metric that picks the best checkpoint)');
       if (!o.outputDir) throw new Error('loadBestAtEnd needs outputDir');
@@ -1039,9 +1040,7 @@ export class Trainer {
     if (typeof options !== 'object' || options === null) throw new TypeError(`evaluate: options must be an object, got ${util.inspect(options)}`);
     const unknown = Object.keys(options).filter((k) => k !== 'returnPredictions');
     if (unknown.length) throw new RangeError(`evaluate: unknown option ${JSON.stringify(unknown[0])} (known: returnPredictions)`);
-    if (options.returnPredictions !== undefined && typeof options.returnPredictions !== 'boolean') {
-      throw new TypeError(`evaluate: returnPredictions must be true or false, got ${util.inspect(options.returnPredictions)}`);
-    }
+    optionalBool(options.returnPredictions, 'evaluate: returnPredictions');
     this.checkLive();
     assertNotTraining(this.model, 'Trainer.evaluate');
     const r = await this.evaluateUnchecked(dataset, Boolean(options.returnPredictions));
@@ -1210,17 +1209,7 @@ export class Trainer {
   /** Loads the adapter weights of a checkpoint (saveBest's) into the adapter. */
   private loadAdapterWeights(dir: string): void {
     const file = path.join(dir, 'adapter_model.safetensors');
-    const byModule = new Map<string, Record<string, Tensor>>();
-    naming(file, () =>
-      forEachSafetensor(file, (e, t) => {
-        const key = e.name.startsWith('base_model.model.') ? e.name.slice('base_model.model.'.length) : e.name;
-        const cut = key.indexOf('.lora_');
-        const module = cut < 0 ? '' : key.slice(0, cut);
-        if (!this.adapter.layers.has(module)) throw new Error(`holds ${e.name}, which belongs to no adapted module`);
-        (byModule.get(module) ?? byModule.set(module, {}).get(module)!)[key.slice(cut + 1)] = t;
-      }),
-    );
-    for (const [module, layer] of this.adapter.layers) naming(file, () => layer.loadStateDict(byModule.get(module) ?? {}));
+    naming(file, () => this.adapter.loadWeights(file));
   }
 
   private createOptimizer(total: number): AdamW {
