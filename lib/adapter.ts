@@ -366,6 +366,13 @@ export class Adapter {
       const rc = readJsonFile(rloraPath);
       if (typeof rc !== 'object' || rc === null || Array.isArray(rc)) throw new Error(`${rloraPath} must hold a JSON object`);
       r = rc as RloraConfigJson;
+      const d = r.data as unknown;
+      if (d !== undefined) {
+        const ds = d as DataSettings;
+        const ok = typeof d === 'object' && d !== null && !Array.isArray(d) && (typeof ds.template === 'string' || ds.template === null) &&
+          Number.isSafeInteger(ds.maxLength) && ds.maxLength >= 2 && typeof ds.fields === 'object' && ds.fields !== null;
+        if (!ok) throw new Error(`${rloraPath}: data must be {template, maxLength, fields, addBos, addEos, tokenizer} as rlora writes it, got ${JSON.stringify(d)}`);
+      }
     }
     refuseUnsupported(cfg, configPath);
     if (r) {

@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import type { DatasetOptions, DataSettings } from '../data';
+import type { DatasetOptions } from '../data';
 import type { ModelSource } from './common';
 import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
 import { as, checkVocabulary, evalTable, lib, loadModel, loadTokenizer } from './common';
@@ -48,26 +48,6 @@ Examples:
   run: (args) => runEval(args),
 };
 
-/** The data settings an adapter folder records (rlora_config.json `data`), if any. */
-function recordedData(dir: string): DataSettings | undefined {
-  const file = path.join(dir, 'rlora_config.json');
-  if (!fs.existsSync(file)) return undefined;
-  let raw: unknown;
-  try {
-    raw = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (e) {
-    throw new InputError(`${file}: not valid JSON (${(e as Error).message})`);
-  }
-  const d = (raw as { data?: unknown } | null)?.data;
-  if (d === undefined) return undefined;
-  const ok = typeof d === 'object' && d !== null && !Array.isArray(d) &&
-    (typeof (d as DataSettings).template === 'string' || (d as DataSettings).template === null) &&
-    Number.isSafeInteger((d as DataSettings).maxLength) && (d as DataSettings).maxLength >= 2 &&
-    typeof (d as DataSettings).fields === 'object' && (d as DataSettings).fields !== null;
-  if (!ok) throw new InputError(`${file}: data must be {template, maxLength, fields, addBos, addEos, tokenizer} as rlora writes it, got ${JSON.stringify(d)}`);
-  return d as DataSettings;
-}
-
 async function runEval(args: string[]): Promise<number> {
   const { opts, rest } = parseArgs(args, {
     adapter: 'value', data: 'value', model: 'value', tokenizer: 'value', config: 'value', template: 'value',
@@ -108,9 +88,13 @@ async function runEval(args: string[]): Promise<number> {
     source = { path: named };
   }
 
+  const rl = lib();
+  rl.setNumThreads(threads);
+  const model = await loadModel(source, 'model');
+  const adapter = await as(`adapter ${adapterDir}`, () => rl.Adapter.load(model, adapterDir));
   // Without run.json: encode the data as the adapter was trained (rlora_config.json `data`,
-  // written by the Trainer), unless the options say otherwise.
-  const recorded = cfg ? undefined : recordedData(adapterDir);
+  // written by the Trainer, read by Adapter.load), unless the options say otherwise.
+  const recorded = cfg ? undefined : adapter.trainingData;
   const template = stringOption(opts, 'template');
   if (recorded) {
     const used = [
@@ -123,9 +107,6 @@ async function runEval(args: string[]): Promise<number> {
       console.error('rlora eval: note: the adapter was trained with a template function, which its folder cannot record: pass --template to encode as in training');
     }
   }
-  const rl = lib();
-  rl.setNumThreads(threads);
-  const model = await loadModel(source, 'model');
   const recordedTokenizer = recorded?.tokenizer && (recorded.tokenizer === 'byte' || fs.existsSync(recorded.tokenizer)) ? recorded.tokenizer : undefined;
   const tokenizer = await loadTokenizer(stringOption(opts, 'tokenizer') ?? cfg?.tokenizer ?? recordedTokenizer, source.path, 'tokenizer');
   const fromAdapter = recorded
@@ -135,7 +116,6 @@ async function runEval(args: string[]): Promise<number> {
   if (template !== undefined) dataOptions.template = template;
   const ds = await as('', () => rl.MultiTaskDataset.fromJsonl(data, dataOptions));
   checkVocabulary(model, tokenizer, [ds]);
-  const adapter = await as(`adapter ${adapterDir}`, () => rl.Adapter.load(model, adapterDir));
   // (keys left out, not undefined: the trainer's defaults apply to absent keys only)
   const trainer = new rl.Trainer(model, adapter, {
     progress: false, ...(batchSize ? { batchSize } : {}), ...(extra !== undefined ? { evalExtraTokens: extra } : {}), ...(metrics ? { metrics } : {}),
