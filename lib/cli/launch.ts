@@ -17,10 +17,12 @@ export interface LaunchOptions {
   threads?: number;
 }
 
+/** The launcher's own flags (each takes a value). */
+const LAUNCH_FLAGS = ['nproc-per-node', 'nnodes', 'node-rank', 'master-addr', 'master-port'];
+
 /** The launcher's flags (all optional): checked, with torchrun's defaults. */
 export function launchOptions(opts: Record<string, string | boolean>): LaunchOptions | undefined {
-  const names = ['nproc-per-node', 'nnodes', 'node-rank', 'master-addr', 'master-port'];
-  if (!names.some((n) => opts[n] !== undefined)) return undefined;
+  if (!LAUNCH_FLAGS.some((n) => opts[n] !== undefined)) return undefined;
   const int = (name: string, min: number, max: number, dflt: number): number => {
     const v = opts[name];
     if (v === undefined) return dflt;
@@ -40,7 +42,7 @@ export function launchOptions(opts: Record<string, string | boolean>): LaunchOpt
 /** Removes the launcher's flags and --threads (with their values) from a command line. */
 export function withoutLaunchFlags(args: string[]): string[] {
   // --threads too: the launcher gives each worker its share of the cores
-  const flags = new Set(['--nproc-per-node', '--nnodes', '--node-rank', '--master-addr', '--master-port', '--threads']);
+  const flags = new Set([...LAUNCH_FLAGS, 'threads'].map((f) => `--${f}`));
   const out: string[] = [];
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
@@ -79,9 +81,10 @@ export async function launch(command: string[], o: LaunchOptions, say: (s: strin
   const children: ChildProcess[] = [];
   const exits: Promise<number>[] = [];
   let firstFailure: number | undefined;
-  const stopOthers = (): void => {
-    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
+  const signalRunning = (signal: NodeJS.Signals): void => {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill(signal);
   };
+  const stopOthers = (): void => signalRunning('SIGTERM');
   for (let local = 0; local < o.nprocPerNode; local++) {
     const rank = o.nodeRank * o.nprocPerNode + local;
     const env = {
@@ -117,7 +120,7 @@ export async function launch(command: string[], o: LaunchOptions, say: (s: strin
   let interrupts = 0;
   const onSigint = (): void => {
     interrupts++;
-    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGINT');
+    signalRunning('SIGINT');
     if (interrupts === 1) say('\nrlora: Ctrl-C sent to every worker: they stop after the current step (Ctrl-C again to quit at once)');
   };
   const onSigterm = (): void => stopOthers();
