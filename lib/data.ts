@@ -492,7 +492,7 @@ export class MultiTaskDataset {
       template: typeof o.template === 'string' ? o.template : null,
       ...(typeof o.template === 'function' ? { templateFunction: true } : {}),
       maxLength: this.maxLength,
-      fields: { task: o.fields?.task ?? 'task', prompt: o.fields?.prompt ?? 'prompt', response: o.fields?.response ?? 'response' },
+      fields: { task: o.fields?.task ?? DEFAULT_FIELDS.task, prompt: o.fields?.prompt ?? DEFAULT_FIELDS.prompt, response: o.fields?.response ?? DEFAULT_FIELDS.response },
       addBos: o.addBos ?? true,
       addEos: o.addEos ?? true,
       tokenizer,

@@ -6,7 +6,7 @@ import * as util from 'util';
 
 import { assertNotTraining } from './activity';
 import { native, NativeModel, NativeModelConfig } from './native';
-import { forEachSafetensor, readSafetensorsHeader, saveSafetensors } from './safetensors';
+import { dtypeByteSize, forEachSafetensor, readSafetensorsHeader, saveSafetensors } from './safetensors';
 import { Device, Dtype, Tensor } from './tensor';
 
 // Node's util.inspect.custom (the same registered symbol), named without @types/node so that
@@ -284,9 +284,6 @@ function rows(t: Tensor): number[][] {
   return Array.from({ length: b }, (_, i) => Array.from(flat.subarray(i * s, (i + 1) * s), Number));
 }
 
-/** Bytes per element of each dtype a model's weights can have. */
-const DTYPE_BYTES: Partial<Record<Dtype, number>> & Record<'float32' | 'float64' | 'bfloat16' | 'float16', number> = { float32: 4, float64: 8, bfloat16: 2, float16: 2 };
-
 /** Model.save's default shard limit: 5 GB, as transformers' save_pretrained. */
 export const DEFAULT_MAX_SHARD_SIZE = 5_000_000_000;
 
@@ -412,7 +409,7 @@ export class Model {
     let total = 0;
     for (const { name } of this.native.parameterSpecs()) {
       const t = new Tensor(this.native.parameter(name));
-      const bytes = t.numel * (DTYPE_BYTES[t.dtype] ?? 8);
+      const bytes = t.numel * dtypeByteSize(t.dtype);
       total += bytes;
       const last = shards[shards.length - 1];
       if (last.names.length && last.bytes + bytes > limit) shards.push({ names: [name], bytes });

@@ -35,6 +35,11 @@ const DTYPE_TO_FORMAT = Object.fromEntries(
     .map(([k, f]) => [f.dtype, k]),
 ) as Record<Dtype, string>;
 
+/** Bytes per element of `dtype` in a safetensors file (what saveSafetensors writes). */
+export function dtypeByteSize(dtype: Dtype): number {
+  return FORMATS[DTYPE_TO_FORMAT[dtype]].size;
+}
+
 function uint32s(b: Buffer): Uint32Array {
   const out = new Uint32Array(b.length / 4);
   for (let i = 0; i < out.length; i++) out[i] = b.readUInt32LE(4 * i);
