@@ -284,6 +284,11 @@ function rows(t: Tensor): number[][] {
   return Array.from({ length: b }, (_, i) => Array.from(flat.subarray(i * s, (i + 1) * s), Number));
 }
 
+/** A quantization format ModelOptions.quantize names, or a RangeError naming the value. */
+function checkQuantize(kind: unknown): asserts kind is 'int8' | 'nf4' {
+  if (kind !== 'int8' && kind !== 'nf4') throw new RangeError(`quantize must be 'int8' or 'nf4', got ${util.inspect(kind)}`);
+}
+
 /** Model.save's default shard limit: 5 GB, as transformers' save_pretrained. */
 export const DEFAULT_MAX_SHARD_SIZE = 5_000_000_000;
 
@@ -370,7 +375,7 @@ export class Model {
     // with quantize: each decoder weight is quantized as soon as it is read, so the float weights
     // never exist all at once (the peak is the rest of the model, the codes and one float weight)
     const q = options.quantize;
-    if (q !== undefined && q !== 'int8' && q !== 'nf4') throw new RangeError(`quantize must be 'int8' or 'nf4', got ${util.inspect(q)}`);
+    if (q !== undefined) checkQuantize(q);
     const quantizable = new Set(q === undefined ? [] : model.linearModuleNames().filter((n) => n !== 'lm_head').map((n) => `${n}.weight`));
     for (const file of new Set(fileOf.values())) {
       forEachSafetensor(
@@ -530,7 +535,7 @@ export class Model {
   /** Quantizes the frozen decoder weights now (ModelOptions.quantize says how); refused with adapters attached. */
   quantize(kind: 'int8' | 'nf4'): void {
     assertNotTraining(this, 'Model.quantize');
-    if (kind !== 'int8' && kind !== 'nf4') throw new RangeError(`quantize must be 'int8' or 'nf4', got ${util.inspect(kind)}`);
+    checkQuantize(kind);
     this.native.quantize(kind);
   }
 
