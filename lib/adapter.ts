@@ -253,7 +253,12 @@ function resolveTargets(model: Model, targets: string[] | RegExp): string[] {
  * modules apart: seed 1's first module does not draw what seed 0's second drew.
  */
 export function moduleSeed(seed: number, module: string): number {
-  return createHash('sha256').update(`rlora/${seed}/${module}`).digest().readUIntBE(0, 6);
+  return hash48(`rlora/${seed}/${module}`);
+}
+
+/** @internal The first 48 bits (big-endian) of SHA-256 of `text`, as a number. */
+export function hash48(text: string): number {
+  return createHash('sha256').update(text).digest().readUIntBE(0, 6);
 }
 
 export class Adapter {

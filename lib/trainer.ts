@@ -1,6 +1,5 @@
 // Trainer: multi-task fine-tuning of an adapter (DESIGN.md section 5): one native call per
 // optimizer step, per-task logging, evaluation, atomic checkpoints and exact resume.
-import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import * as util from 'util';
@@ -10,7 +9,7 @@ import { closest } from './cli/args';
 import * as distributed from './distributed';
 import type { DistributedOptions } from './distributed';
 import { beginTraining, endTraining, assertNotTraining } from './activity';
-import { Adapter, moduleSeed } from './adapter';
+import { Adapter, hash48, moduleSeed } from './adapter';
 import { Batch, BatchSampler, MultiTaskDataset, promptBatch, Sampling, SamplerState } from './data';
 import { Model, readJsonFile } from './model';
 import { ProgressLine } from './progress';
@@ -423,11 +422,6 @@ function rankSlice(b: Batch, rank: number, worldSize: number): Batch {
     };
   }
   return { inputIds: [b.inputIds[0]], attentionMask: [b.attentionMask[0]], labels: [b.labels[0].map(() => -100)], tasks: [], indices: [], lossTokens: 0 };
-}
-
-/** The first 48 bits of SHA-256 of `text`, as a number. */
-function hash48(text: string): number {
-  return createHash('sha256').update(text).digest().readUIntBE(0, 6);
 }
 
 /** A hidden sibling name for a file or folder being written or removed (`.<name>.<what>-<pid>-<time>`). */
