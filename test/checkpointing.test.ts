@@ -3,6 +3,7 @@
 // generators where an ordinary step leaves them), for an adapter and for full training (the
 // embedding's gradient), and its peak memory falls.
 import { Adapter, AdamW, HFConfig, memoryStats, Model, resetPeakMemory, trainStep } from '../lib';
+import { maxAbs, maxAbsDiff } from './helpers/math';
 import { TINY_BYTE_CONFIG } from './helpers/tiny-model';
 
 const CFG: HFConfig = { ...TINY_BYTE_CONFIG, num_hidden_layers: 3 };
@@ -26,10 +27,8 @@ function batch(seed: number, rows = 3, len = 12) {
 const flat = (t: Record<string, { data(): ArrayLike<number | bigint> }>): number[] =>
   Object.keys(t).sort().flatMap((k) => Array.from(t[k].data(), Number));
 
-function maxRel(a: number[], b: number[]): number {
-  const scale = Math.max(...b.map(Math.abs));
-  return a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]) / scale), 0);
-}
+/** Largest difference relative to b's largest magnitude. */
+const maxRel = (a: number[], b: number[]): number => maxAbsDiff(a, b) / maxAbs(b);
 
 describe('gradientCheckpointing', () => {
   it('an adapter with dropout: the same losses and parameters as without, step after step (float64)', async () => {
