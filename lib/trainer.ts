@@ -16,6 +16,7 @@ import { ProgressLine } from './progress';
 import { native, NativeAdamWState, NativeLmBatch } from './native';
 import { AdamW, Schedule } from './optim';
 import { forEachSafetensor, saveSafetensors } from './safetensors';
+import { StepLog } from './steplog';
 import { Tensor } from './tensor';
 
 export interface TrainerOptions {
@@ -877,6 +878,8 @@ export class Trainer {
     }
     this.adapter.train();
     const history: History = { steps: [], evals: [], stopped: 'completed', skippedSteps: 0, outputDir: o.outputDir, lastCheckpoint: this.lastCheckpoint };
+    /** The steps, in columns until fit returns (a long run's history is then 8 bytes a value). */
+    const steps = new StepLog();
     if (this.best.save) {
       history.bestCheckpoint = this.best.save.checkpoint;
       history.bestMetric = this.best.save.value;
@@ -982,7 +985,7 @@ export class Trainer {
           tokensPerSecond: tokens / seconds,
           ...(r.finite ? {} : { skipped: true }),
         };
-        history.steps.push(rec);
+        steps.push(rec);
         if (log) fs.appendFileSync(log, JSON.stringify(rec) + '\n');
         bar?.update(this.step, rec.loss.toFixed(4), String(Math.round(rec.tokensPerSecond)));
         fitOptions.onStep?.(rec);
@@ -1012,6 +1015,7 @@ export class Trainer {
       bar?.stop();
       this.adapter.eval();
     }
+    history.steps = steps.records();
     if (history.skippedSteps > 0) {
       console.warn(
         `rlora: skipped ${history.skippedSteps} of ${history.steps.length} steps (${firstStep + 1}..${this.step}) for a non-finite loss` +
