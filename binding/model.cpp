@@ -71,6 +71,7 @@ class JsModel : public Napi::ObjectWrap<JsModel> {
         env, "NativeModel",
         {InstanceMethod("parameterSpecs", &JsModel::ParameterSpecs), InstanceMethod("setParameter", &JsModel::SetParameter),
          InstanceMethod("parameter", &JsModel::Parameter), InstanceMethod("initRandom", &JsModel::InitRandom),
+         InstanceMethod("setHeadChunkElements", &JsModel::SetHeadChunkElements),
          InstanceMethod("quantize", &JsModel::Quantize), InstanceMethod("quantization", &JsModel::Quantization),
          InstanceMethod("linearWeight", &JsModel::LinearWeight), InstanceMethod("quantizeModule", &JsModel::QuantizeModule),
          InstanceMethod("parameterCount", &JsModel::ParameterCount), InstanceMethod("linearNames", &JsModel::LinearNames),
@@ -182,8 +183,21 @@ class JsModel : public Napi::ObjectWrap<JsModel> {
     return guarded(info.Env(), [&]() -> Napi::Value {
       int64_t seed = get_integer(info[0], "seed");
       if (seed < 0) type_error(info.Env(), "seed", "a non-negative integer", info[0]);
+      std::string quantize;
+      if (info.Length() > 1 && !info[1].IsUndefined()) quantize = get_string(info[1], "quantize");
       std::lock_guard<std::mutex> lock(model()->mutex());
-      model()->init_random(static_cast<uint64_t>(seed));
+      model()->init_random(static_cast<uint64_t>(seed), quantize);
+      return info.Env().Undefined();
+    });
+  }
+
+  // Checkpointed steps run the head and loss over chunks of at most this many logits (tests set it
+  // small to check the chunking).
+  Napi::Value SetHeadChunkElements(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      int64_t n = get_integer(info[0], "head chunk elements");
+      std::lock_guard<std::mutex> lock(model()->mutex());
+      model()->set_head_chunk_elements(n);
       return info.Env().Undefined();
     });
   }

@@ -317,7 +317,10 @@ export class Model {
   static fromConfig(config: HFConfig, options: ModelOptions & { seed?: number } = {}): Model {
     const resolved = normalizeConfig(config);
     const m = new Model({ ...config, architectures: [resolved.architecture] }, resolved, options);
-    m.native.initRandom(options.seed ?? 0);
+    // with quantize, each decoder weight is quantized as soon as it is drawn (the float weights
+    // never exist all at once); the values are those of drawing everything, then quantizing
+    if (options.quantize !== undefined) checkQuantize(options.quantize);
+    m.native.initRandom(options.seed ?? 0, options.quantize);
     if (options.quantize !== undefined) m.quantize(options.quantize);
     return m;
   }

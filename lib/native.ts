@@ -106,7 +106,9 @@ export interface NativeModel {
   quantizeModule(module: string, kind: string): void;
   quantization(): string;
   linearWeight(module: string): NativeTensor;
-  initRandom(seed: number): void;
+  initRandom(seed: number, quantize?: 'int8' | 'nf4'): void;
+  /** Checkpointed steps run the head and loss over chunks of at most this many logits (default 2^25). */
+  setHeadChunkElements(n: number): void;
   parameterCount(): number;
   linearNames(): string[];
   setAdapter(module: string, layer: NativeLoraLinear | null): void;

@@ -1,9 +1,11 @@
 #include "model/decoder.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <stdexcept>
 
+#include "common/cpu_allocator.h"
 #include "common/format.h"
 #include "common/torch_compat.h"
 
@@ -169,6 +171,7 @@ void DecoderModel::quantize(const std::string& kind) {
     if (name != "lm_head" && !lin.quant) done[name] = quantized(name, kind);  // (some quantized while loading)
   for (auto& [name, q] : done) install(name, std::move(q));
   quantization_ = kind;
+  cpu_allocator::empty_cache();  // the float weights: back to the system, not into the cache
 }
 
 void DecoderModel::quantize_module(const std::string& module, const std::string& kind) {
@@ -179,10 +182,16 @@ void DecoderModel::quantize_module(const std::string& module, const std::string&
   if (it->second.quant) return;
   install(module, quantized(module, kind));
   partial_kind_ = kind;
+  // the float weight just freed would wait in the caching allocator (one block per module, all
+  // of them resident by the end of a load): give it back now
+  cpu_allocator::empty_cache();
 }
 
-void DecoderModel::init_random(uint64_t seed) {
-  if (!quantization_.empty()) throw std::invalid_argument("the model is quantized (" + quantization_ + "): its weights are fixed");
+void DecoderModel::init_random(uint64_t seed, const std::string& quantize) {
+  if (!quantization_.empty() || !partial_kind_.empty())
+    throw std::invalid_argument("the model is quantized (" + (quantization_.empty() ? partial_kind_ : quantization_) +
+                                "): its weights are fixed");
+  if (!quantize.empty()) check_quantizable(quantize);
   torch::NoGradGuard no_grad;
   at::Generator gen = compat::make_cpu_generator(seed);
   for (const auto& spec : specs_) {
@@ -195,6 +204,8 @@ void DecoderModel::init_random(uint64_t seed) {
       p.zero_();
     } else {
       p.copy_(torch::empty(spec.shape, torch::kFloat32).normal_(0.0, config_.initializer_range, gen));
+      const std::string module = module_of_weight(spec.name);
+      if (!quantize.empty() && module != "lm_head" && linears_.count(module)) quantize_module(module, quantize);
     }
   }
 }
@@ -426,7 +437,7 @@ std::vector<std::shared_ptr<MultiHeadLoraLinear>> DecoderModel::layer_adapters(i
 }
 
 Tensor DecoderModel::backward_checkpointed(const Tensor& ids, const Tensor& mask,
-                                           const std::function<Tensor(const Tensor&)>& loss_of_logits) {
+                                           const std::function<Tensor(const Tensor&, int64_t)>& loss_of_logits) {
   check_ids(ids, mask);
   const int64_t L = config_.num_hidden_layers;
   Prep pr;
@@ -463,8 +474,14 @@ Tensor DecoderModel::backward_checkpointed(const Tensor& ids, const Tensor& mask
   for (int64_t l = 0; l < L; ++l) rng_after[l] = states(l);
 
   Tensor top = h.detach().requires_grad_(true);
-  Tensor loss = loss_of_logits(head(top));
-  loss.backward();
+  const int64_t B = top.size(0), S = top.size(1);
+  const int64_t rows = std::max<int64_t>(1, head_chunk_elements_ / std::max<int64_t>(1, S * config_.vocab_size));
+  Tensor loss = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat64));
+  for (int64_t r0 = 0; r0 < B; r0 += rows) {
+    Tensor part = loss_of_logits(head(top.narrow(0, r0, std::min(rows, B - r0))), r0);
+    part.backward();  // the chunk's logits are freed before the next chunk's
+    loss += part.detach().to(torch::kCPU, torch::kFloat64);
+  }
   Tensor g = top.grad();
   for (int64_t l = L - 1; l >= 0; --l) {
     rewind(l, rng_before[l]);
@@ -481,6 +498,11 @@ Tensor DecoderModel::backward_checkpointed(const Tensor& ids, const Tensor& mask
     torch::autograd::backward({e}, {g});
   }
   return loss.detach();
+}
+
+void DecoderModel::set_head_chunk_elements(int64_t n) {
+  if (n < 1) throw std::invalid_argument("head chunk elements must be at least 1, got " + std::to_string(n));
+  head_chunk_elements_ = n;
 }
 
 Tensor DecoderModel::forward(const Tensor& ids, const Tensor& mask) {

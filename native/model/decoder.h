@@ -53,8 +53,10 @@ class DecoderModel {
   // The parameter itself (shares storage).
   torch::Tensor parameter(const std::string& name) const;
   // Hugging Face initialisation: N(0, initializer_range) for linear and embedding weights, zero
-  // biases, unit norms. Drawn on the CPU from `seed`.
-  void init_random(uint64_t seed);
+  // biases, unit norms. Drawn on the CPU from `seed`. With `quantize` ("int8" or "nf4"), each
+  // decoder linear weight is quantized right after it is drawn, so the float weights never exist
+  // all at once (quantize(kind) then marks the model); the values equal init, then quantize.
+  void init_random(uint64_t seed, const std::string& quantize = "");
   int64_t parameter_count() const;
   // Makes every base parameter trainable (or frozen again) and returns them in spec order, for
   // full training (pretraining a small model). Frozen is the default.
@@ -87,13 +89,17 @@ class DecoderModel {
   torch::Tensor forward(const torch::Tensor& ids, const torch::Tensor& mask);
 
   // Activation checkpointing (training): runs the forward without keeping activations (only
-  // each decoder layer's input), then `loss_of_logits(logits).backward()` through the head, then
-  // each layer again, last to first, with gradients, passing the gradient down. Dropout draws the
-  // same masks in the recomputation (the adapters' generators are rewound) and ends where an
-  // ordinary forward leaves them, so the gradients are those of forward + backward. Returns the
-  // loss (detached).
+  // each decoder layer's input), then the head and `loss_of_logits(logits, row0).backward()` for
+  // chunks of batch rows (logits [rows, S, V] of rows row0.., at most head_chunk_elements()
+  // values a chunk, default 2^25, but at least one row: a 150k vocabulary's logits, their
+  // log-softmax and gradient never exist for the whole batch), then each layer again, last to first, with gradients, passing the
+  // gradient down. Dropout draws the same masks in the recomputation (the adapters' generators are
+  // rewound) and ends where an ordinary forward leaves them, so the gradients are those of forward
+  // + backward. Returns the summed loss of the chunks (detached).
+  int64_t head_chunk_elements() const { return head_chunk_elements_; }
+  void set_head_chunk_elements(int64_t n);
   torch::Tensor backward_checkpointed(const torch::Tensor& ids, const torch::Tensor& mask,
-                                      const std::function<torch::Tensor(const torch::Tensor&)>& loss_of_logits);
+                                      const std::function<torch::Tensor(const torch::Tensor&, int64_t)>& loss_of_logits);
 
   // Greedy (temperature 0) or sampled continuation with a key/value cache: each new token costs
   // one position. Batches must be left-padded. Returns [B, S + new] int64.
@@ -145,6 +151,7 @@ class DecoderModel {
   torch::Tensor inv_freq_;  // [D/2] float32
   std::string quantization_;
   std::string partial_kind_;  // modules quantized one by one while loading
+  int64_t head_chunk_elements_ = int64_t(1) << 25;
   mutable std::mutex mutex_;
 };
 

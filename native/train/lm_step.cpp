@@ -51,10 +51,15 @@ LmStepResult lm_train_step(model::DecoderModel& model, const std::vector<LmBatch
     torch::Tensor tokens, rows;
     if (checkpointing) {
       compat::AutocastGuard guard(model.device(), cast, autocast);  // the recomputation too
-      model.backward_checkpointed(b.ids, b.mask, [&](const torch::Tensor& logits) {
-        rows = causal_lm_loss_rows(logits, b.labels, &tokens);
-        return rows.sum() / static_cast<double>(total);
+      std::vector<torch::Tensor> row_parts, token_parts;
+      model.backward_checkpointed(b.ids, b.mask, [&](const torch::Tensor& logits, int64_t row0) {
+        torch::Tensor t;
+        row_parts.push_back(causal_lm_loss_rows(logits, b.labels.narrow(0, row0, logits.size(0)), &t));
+        token_parts.push_back(t);
+        return row_parts.back().sum() / static_cast<double>(total);
       });
+      rows = torch::cat(row_parts);
+      tokens = torch::cat(token_parts);
     } else {
       {
         compat::AutocastGuard guard(model.device(), cast, autocast);
