@@ -59,7 +59,7 @@ async function main(): Promise<void> {
   const heapPerThousand = slopeFrom(steps / 2, heap);
   const result = { steps, seconds: (performance.now() - t0) / 1000, rssStartMB: rss[0], rssEndMB: rss[rss.length - 1], slopeMBPer1000Steps: perThousand, steadySlopeMBPer1000Steps: steady, heapSlopeMBPer1000Steps: heapPerThousand, samples: at.map((s, k) => ({ step: s, rssMB: rss[k], heapMB: heap[k] })) };
   console.log(JSON.stringify(result));
-  console.error(`soak: ${steps} steps in ${result.seconds.toFixed(0)} s; RSS ${result.rssStartMB.toFixed(1)} -> ${result.rssEndMB.toFixed(1)} MB; slope after step 500: ${perThousand.toFixed(3)} MB per 1,000 steps; over the second half: ${steady.toFixed(3)} (target < 0.5), of which the V8 heap ${heapPerThousand.toFixed(3)} (the history of every step)`);
+  console.error(`soak: ${steps} steps in ${result.seconds.toFixed(0)} s; RSS ${result.rssStartMB.toFixed(1)} -> ${result.rssEndMB.toFixed(1)} MB; slope after step 500: ${perThousand.toFixed(3)} MB per 1,000 steps; over the second half: ${steady.toFixed(3)} (target < 0.5), of which the V8 heap ${heapPerThousand.toFixed(3)}`);
 }
 
 if (require.main === module) {
