@@ -89,8 +89,9 @@ export interface TrainerOptions {
   /**
    * Data parallelism over processes (README "Data parallel"). 'auto' (default): on when the
    * environment's WORLD_SIZE is above 1 (torchrun's contract: MASTER_ADDR, MASTER_PORT, WORLD_SIZE,
-   * RANK), or when distributed.init() made a group of several ranks. An object: on, with these
-   * options for distributed.init (backend, timeoutMs). false: off. batchSize is per process; the
+   * RANK), or when distributed.init() made a group of several ranks. An object: as 'auto', with
+   * these options for distributed.init (backend, timeoutMs); one process still makes no group.
+   * false: off. batchSize is per process; the
    * global batch is batchSize x gradientAccumulation x worldSize. Rank 0 alone writes checkpoints,
    * logs, evaluation files and the progress bar.
    */
@@ -717,7 +718,9 @@ export class Trainer {
     const want = this.options.distributed ?? 'auto';
     if (want === false) return undefined;
     if (!distributed.isInitialized()) {
-      if (want === 'auto' && distributed.worldSizeFromEnv() <= 1) return undefined;
+      // one process (no WORLD_SIZE, or 1): no group, whatever the option says (a group of one
+      // would listen on MASTER_PORT for nothing, and fail when another job holds that port)
+      if (distributed.worldSizeFromEnv() <= 1) return undefined;
       await distributed.init(typeof want === 'object' ? want : {});
     }
     const W = distributed.worldSize(), R = distributed.rank();

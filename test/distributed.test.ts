@@ -7,7 +7,7 @@ import * as fs from 'fs';
 import * as net from 'net';
 import * as path from 'path';
 
-import { ByteTokenizer, distributed, loadSafetensors, Model, Trainer } from '../lib';
+import { Adapter, ByteTokenizer, distributed, loadSafetensors, Model, Trainer } from '../lib';
 import { resolveOptions } from '../lib/distributed';
 import { tempFolder } from './helpers/tiny-model';
 
@@ -19,13 +19,17 @@ const itDp = available ? it : it.skip;
 interface ChildResult {
   code: number | null;
   stderr: string;
+  /** The signal that ended the child (absent when it exited). */
+  signal?: NodeJS.Signals;
 }
 interface Out {
   state: Record<string, number[]>;
   losses: number[];
+  stepNumbers: number[];
   tokens: number[];
   evals: { step: number; tasks: Record<string, { loss: number; accuracy: number; count: number }> }[];
   worldSize: number;
+  typedSums: { f32: (string | number)[]; f64: (string | number)[] };
 }
 
 async function freePort(): Promise<number> {
@@ -46,7 +50,7 @@ function runChild(args: object, env: Record<string, string>): Promise<ChildResul
     const c = spawn(process.execPath, ['-r', 'tsx/cjs', CHILD, JSON.stringify(args)], { env: childEnv, stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    c.on('exit', (code) => resolve({ code, stderr }));
+    c.on('exit', (code, signal) => resolve(signal ? { code, stderr, signal } : { code, stderr }));
   });
 }
 
@@ -70,6 +74,45 @@ function maxRelDiff(a: Record<string, number[]>, b: Record<string, number[]>): n
   return worst;
 }
 
+/** `rlora train ...` (lib/cli.ts) in a child without torchrun's variables; its output collected. */
+function cli(args: string[]) {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const k of ['WORLD_SIZE', 'RANK', 'MASTER_ADDR', 'MASTER_PORT']) delete env[k];
+  const c = spawn(process.execPath, ['--import', 'tsx', path.join(__dirname, '..', 'lib', 'cli.ts'), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '', stderr = '';
+  c.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => c.on('exit', (code) => resolve({ code, stdout, stderr })));
+  return { c, done };
+}
+
+/**
+ * A folder for the CLI tests: a tiny byte-level model in model/, 16 rows in train.jsonl, and a
+ * function writing run.json files (`<name>.json`, outputDir `out-<name>`) with a batch size.
+ */
+function cliFolder(dir: string, maxSteps: number): (name: string, batchSize: number) => string {
+  fs.mkdirSync(dir, { recursive: true });
+  const tok = new ByteTokenizer();
+  Model.fromConfig({ architectures: ['LlamaForCausalLM'], vocab_size: tok.vocabSize, hidden_size: 16, intermediate_size: 24, num_hidden_layers: 1, num_attention_heads: 2 }, { seed: 1 }).save(path.join(dir, 'model'));
+  const rows = Array.from({ length: 16 }, (_, i) => JSON.stringify({ task: i % 2 ? 'a' : 'b', prompt: `w${i}:`, response: String(i * 3) })).join('\n') + '\n';
+  fs.writeFileSync(path.join(dir, 'train.jsonl'), rows);
+  return (name, batchSize) => {
+    const f = path.join(dir, `${name}.json`);
+    fs.writeFileSync(f, JSON.stringify({
+      model: 'model', tokenizer: 'byte', data: { train: 'train.jsonl', maxLength: 16 },
+      adapter: { method: 'rlora', rank: 2, heads: 2, dropout: 0, targetModules: ['q_proj', 'up_proj'], seed: 1 },
+      trainer: { batchSize, learningRate: 1e-2, schedule: 'constant', warmupSteps: 0, maxSteps, keepCheckpoints: 1, progress: false },
+      outputDir: `out-${name}`,
+    }));
+    return f;
+  };
+}
+
+/** A saved adapter's tensors as arrays. */
+function adapterArrays(dir: string): Record<string, number[]> {
+  return Object.fromEntries(Object.entries(loadSafetensors(path.join(dir, 'adapter_model.safetensors'))).map(([k, t]) => [k, Array.from(t.data() as Float32Array)]));
+}
+
 describe('data parallel (gloo)', () => {
   jest.setTimeout(120_000);
 
@@ -88,6 +131,9 @@ describe('data parallel (gloo)', () => {
     expect(a.losses[19]).toBeLessThan(a.losses[0]);
     b.losses.forEach((l, i) => expect(Math.abs(l - a.losses[i])).toBeLessThan(1e-5 * Math.abs(a.losses[i])));
     expect(b.tokens).toEqual(a.tokens); // tokens of the global batch, summed over the ranks
+    // allreduceSum of typed arrays: summed in their own precision, the same kind of array back
+    expect(a.typedSums).toEqual({ f32: ['Float32Array', 1, 0.25, 2 ** -20], f64: ['Float64Array', 0.5] });
+    expect(b.typedSums).toEqual({ f32: ['Float32Array', 3, 0.5, 2 ** -19], f64: ['Float64Array', 2] });
     // the final evaluation, split over 2 ranks and gathered: the one process's numbers
     expect(b.evals).toHaveLength(1);
     for (const [task, t] of Object.entries(a.evals[0].tasks)) {
@@ -95,6 +141,35 @@ describe('data parallel (gloo)', () => {
       expect(b.evals[0].tasks[task].accuracy).toBe(t.accuracy);
       expect(b.evals[0].tasks[task].loss).toBeCloseTo(t.loss, 4);
     }
+  });
+
+  // The sampler draws one stream of global micro-batches (batchSize x worldSize rows each) and
+  // each rank takes its slice: 2 processes x batch 2 x 2 accumulated see, per step, the two
+  // micro-batches of 4 rows that one process with batch 4 x 2 accumulated sees.
+  itDp('two processes with batch 2 and 2 accumulated train the adapter one process trains with batch 4 and 2 accumulated (12 steps, dropout 0)', async () => {
+    const one = path.join(tmp, 'acc1.json'), two = path.join(tmp, 'acc2.json'), eight = path.join(tmp, 'acc8.json'), four = path.join(tmp, 'acc4.json');
+    // one process: batch 4 x 2 accumulated; batch 8; batch 4 alone
+    const singles = await Promise.all([
+      runChild({ batchSize: 4, gradientAccumulation: 2, steps: 12, out: one }, {}),
+      runChild({ batchSize: 8, steps: 12, out: eight }, {}),
+      runChild({ batchSize: 4, steps: 12, out: four }, {}),
+    ]);
+    expect(singles).toEqual([{ code: 0, stderr: '' }, { code: 0, stderr: '' }, { code: 0, stderr: '' }]);
+    const ranks = await runWorld(2, () => ({ batchSize: 2, gradientAccumulation: 2, steps: 12, out: two }));
+    expect(ranks.map((r) => r.code)).toEqual([0, 0]);
+    expect(ranks[0].stderr).toBe('rlora: data parallel over 2 processes (gloo): global batch 2 x 2 accumulated x 2 = 8 rows per step\n');
+    const a = read(one), b = read(two);
+    expect([a.worldSize, b.worldSize]).toEqual([1, 2]);
+    expect(b.stepNumbers).toEqual(a.stepNumbers);
+    expect(a.stepNumbers).toHaveLength(12);
+    expect(a.losses[11]).toBeLessThan(a.losses[0]); // the adapter moved
+    expect(maxRelDiff(b.state, a.state)).toBeLessThan(1e-5);
+    b.losses.forEach((l, i) => expect(Math.abs(l - a.losses[i])).toBeLessThan(1e-5 * Math.abs(a.losses[i])));
+    expect(b.tokens).toEqual(a.tokens); // both micro-batches of every rank, summed over the ranks
+    // the loss is normalised over all of a step's micro-batches: one batch of 8 is the same step
+    expect(maxRelDiff(b.state, read(eight).state)).toBeLessThan(1e-5);
+    // and accumulation is not ignored: one process with batch 4 alone (half the rows) trains another adapter
+    expect(maxRelDiff(read(four).state, a.state)).toBeGreaterThan(1e-2);
   });
 
   itDp('with dropout, ranks draw different masks (the result differs from one process), reproducibly', async () => {
@@ -125,6 +200,48 @@ describe('data parallel (gloo)', () => {
     expect(Date.now() - t0).toBeLessThan(60_000);
     expect(fs.existsSync(out)).toBe(false);
   });
+
+  // SIGKILL: no exit handler runs, the sockets just close. The survivor must say so within
+  // seconds, and what is on disk must be usable: the newest checkpoint folder is complete (written
+  // to a hidden folder and renamed) and trains on in one process. Rank 1 dies, or rank 0 (the
+  // writer, and the host of the rendezvous store).
+  itDp.each([1, 0])('rank %i killed by SIGKILL mid-run: the other stops within seconds naming itself and the operation; the newest checkpoint resumes in one process', async (dead) => {
+    const survivor = 1 - dead;
+    const out = path.join(tmp, `killed${dead}`), result = path.join(tmp, `killed${dead}.json`);
+    const t0 = Date.now();
+    const r = await runWorld(2, () => ({ batchSize: 2, steps: 50, out: result, outputDir: out, saveEvery: 2, dieAfter: 5, dieRank: dead, dieBy: 'SIGKILL', timeoutMs: 5000 }));
+    const seconds = (Date.now() - t0) / 1000;
+    expect(r[dead]).toMatchObject({ code: null, signal: 'SIGKILL' });
+    expect(r[survivor].code).toBe(1);
+    const failure = new RegExp(`^distributed \\w+ failed on rank ${survivor} of 2 \\(gloo, timeout 5000 ms\\): .+\\n$`, 'm');
+    expect(r[survivor].stderr).toMatch(failure);
+    // nothing else on the survivor's stderr than rank 0's banner and the error
+    expect(r[survivor].stderr.split('\n').filter((l) => l && !l.startsWith('rlora: data parallel over 2 processes')).length).toBe(1);
+    expect(seconds).toBeLessThan(20);
+    expect(fs.existsSync(result)).toBe(false);
+    // checkpoints at steps 2 and 4 (the rank died after step 5), nothing half-written beside them
+    const entries = fs.readdirSync(out).sort();
+    expect(entries.filter((f) => f.startsWith('checkpoint-'))).toEqual(['checkpoint-2', 'checkpoint-4']);
+    expect(entries.filter((f) => f.startsWith('.'))).toEqual([]);
+    const ckpt = path.join(out, 'checkpoint-4');
+    const state = JSON.parse(fs.readFileSync(path.join(ckpt, 'trainer_state.json'), 'utf8')) as { step: number };
+    expect(state.step).toBe(4);
+    const rngKeys = Object.keys(loadSafetensors(path.join(ckpt, 'rng.safetensors')));
+    expect(rngKeys.filter((k) => k.startsWith('rank1/')).length).toBe(rngKeys.length / 2);
+    // it goes on in one process, at step 4, to the end
+    const resumed = path.join(tmp, `killed${dead}-resumed.json`);
+    // (the checkpoint's distributed option is an object, {timeoutMs}; one process makes no group
+    // with it either, so a MASTER_PORT held by another job does not matter)
+    const held = net.createServer();
+    await new Promise<void>((resolve) => held.listen(0, '127.0.0.1', resolve));
+    const one = await runChild({ batchSize: 2, steps: 8, out: resumed, resumeFrom: ckpt, outputDir: path.join(tmp, `killed${dead}-1`) }, { MASTER_PORT: String((held.address() as net.AddressInfo).port) });
+    held.close();
+    expect(one.code).toBe(0);
+    expect(one.stderr).toContain('rlora: the checkpoint was trained with a global batch of 4 rows (2 process(es)); this run has 2 (1 process(es)): continuing at step 4');
+    const b = read(resumed);
+    expect(b.stepNumbers).toEqual([5, 6, 7, 8]);
+    expect(b.losses.every((l) => Number.isFinite(l) && l > 0)).toBe(true);
+  }, 30_000);
 
   itDp('when a rank hangs, the other stops after timeoutMs with an error naming itself', async () => {
     const port = await freePort();
@@ -168,6 +285,29 @@ describe('data parallel (gloo)', () => {
     const b = read(two);
     expect(b.losses).toHaveLength(3); // steps 4 to 6
     expect(b.tokens.every((t) => t > 0)).toBe(true);
+  });
+
+  itDp('a checkpoint of two processes resumes in one (world size 2 -> 1) at the same step, with a note', async () => {
+    const out = path.join(tmp, 'ws21');
+    // two processes of 4: global batch 8, a checkpoint at step 3
+    const full = path.join(tmp, 'ws21-2.json');
+    expect((await runWorld(2, () => ({ batchSize: 4, steps: 6, out: full, outputDir: out, saveEvery: 3 }))).map((x) => x.code)).toEqual([0, 0]);
+    const ckpt = path.join(out, 'checkpoint-3');
+    expect(fs.existsSync(path.join(ckpt, 'trainer_state.json'))).toBe(true);
+    // one process of 4: global batch 4
+    const one = path.join(tmp, 'ws21-1.json');
+    const r = await runChild({ batchSize: 4, steps: 6, out: one, resumeFrom: ckpt, outputDir: path.join(tmp, 'ws21-1') }, {});
+    expect(r).toEqual({
+      code: 0,
+      stderr: 'rlora: the checkpoint was trained with a global batch of 8 rows (2 process(es)); this run has 4 (1 process(es)): continuing at step 3 with the data order of the new batch, from about example 24 of the run (not the order an unchanged run would take)\n',
+    });
+    const a = read(full), b = read(one);
+    expect(b.worldSize).toBe(1);
+    expect(b.stepNumbers).toEqual([4, 5, 6]);
+    expect(b.tokens.every((t) => t > 0)).toBe(true);
+    // it goes on from the trained adapter, not a fresh one: below the first step's loss
+    expect(b.losses[0]).toBeLessThan(a.losses[0]);
+    expect(maxRelDiff(b.state, a.state)).toBeGreaterThan(0); // and it trained (other rows than the 2-process run)
   });
 
   itDp('a port in use: rank 0 says so', async () => {
@@ -215,31 +355,7 @@ describe('data parallel (gloo)', () => {
   // one a single process trains with the global batch.
   itDp('rlora train --nproc-per-node 2: prefixed output, Ctrl-C with one checkpoint, resume, the single-process adapter', async () => {
     const dir = path.join(tmp, 'cli');
-    fs.mkdirSync(dir, { recursive: true });
-    const tok = new ByteTokenizer();
-    Model.fromConfig({ architectures: ['LlamaForCausalLM'], vocab_size: tok.vocabSize, hidden_size: 16, intermediate_size: 24, num_hidden_layers: 1, num_attention_heads: 2 }, { seed: 1 }).save(path.join(dir, 'model'));
-    const rows = Array.from({ length: 16 }, (_, i) => JSON.stringify({ task: i % 2 ? 'a' : 'b', prompt: `w${i}:`, response: String(i * 3) })).join('\n') + '\n';
-    fs.writeFileSync(path.join(dir, 'train.jsonl'), rows);
-    const run = (name: string, batchSize: number): string => {
-      const f = path.join(dir, `${name}.json`);
-      fs.writeFileSync(f, JSON.stringify({
-        model: 'model', tokenizer: 'byte', data: { train: 'train.jsonl', maxLength: 16 },
-        adapter: { method: 'rlora', rank: 2, heads: 2, dropout: 0, targetModules: ['q_proj', 'up_proj'], seed: 1 },
-        trainer: { batchSize, learningRate: 1e-2, schedule: 'constant', warmupSteps: 0, maxSteps: 400, keepCheckpoints: 1, progress: false },
-        outputDir: `out-${name}`,
-      }));
-      return f;
-    };
-    const cli = (args: string[]) => {
-      const env: NodeJS.ProcessEnv = { ...process.env };
-      for (const k of ['WORLD_SIZE', 'RANK', 'MASTER_ADDR', 'MASTER_PORT']) delete env[k];
-      const c = spawn(process.execPath, ['--import', 'tsx', path.join(__dirname, '..', 'lib', 'cli.ts'), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-      let stdout = '', stderr = '';
-      c.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-      c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-      const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => c.on('exit', (code) => resolve({ code, stdout, stderr })));
-      return { c, done };
-    };
+    const run = cliFolder(dir, 400);
     const dpRun = run('dp', 2), oneRun = run('one', 4);
     const log = path.join(dir, 'out-dp', 'log.jsonl');
     const port = String(await freePort());
@@ -270,9 +386,33 @@ describe('data parallel (gloo)', () => {
 
     const single = cli(['train', '--config', oneRun, '--max-steps', String(step + 5), '--threads', '1']);
     expect((await single.done).code).toBe(0);
-    const a = loadSafetensors(path.join(dir, 'out-dp', 'adapter', 'adapter_model.safetensors'));
-    const b = loadSafetensors(path.join(dir, 'out-one', 'adapter', 'adapter_model.safetensors'));
-    const toArrays = (x: typeof a): Record<string, number[]> => Object.fromEntries(Object.entries(x).map(([k, t]) => [k, Array.from(t.data() as Float32Array)]));
-    expect(maxRelDiff(toArrays(a), toArrays(b))).toBeLessThan(1e-5);
+    expect(maxRelDiff(adapterArrays(path.join(dir, 'out-dp', 'adapter')), adapterArrays(path.join(dir, 'out-one', 'adapter')))).toBeLessThan(1e-5);
+  });
+
+  // Two "machines" on one host: a launcher per node rank, one worker each, meeting at the master's
+  // port; rank 0's node writes the adapter, which is the one a single process trains with the
+  // global batch.
+  itDp('rlora train --nnodes 2 --node-rank 0|1: both launchers exit 0 with the single-process adapter', async () => {
+    const dir = path.join(tmp, 'nodes');
+    const run = cliFolder(dir, 8);
+    const dpRun = run('dp', 2), oneRun = run('one', 4);
+    const port = String(await freePort());
+    const node = (k: number) => cli(['train', '--config', dpRun, '--nproc-per-node', '1', '--nnodes', '2', '--node-rank', String(k), '--master-addr', '127.0.0.1', '--master-port', port, '--threads', '1']);
+    const [r0, r1] = await Promise.all([node(0).done, node(1).done]);
+    expect([r0.code, r1.code]).toEqual([0, 0]);
+    expect(r0.stderr).toContain(`rlora: starting 1 worker process (ranks 0 to 0 of 2), master 127.0.0.1:${port}, 1 thread(s) each`);
+    expect(r0.stderr).toContain('[rank 0] rlora: data parallel over 2 processes (gloo): global batch 2 x 1 accumulated x 2 = 4 rows per step');
+    expect(r0.stdout).toContain('[rank 0] trained 8 steps');
+    expect(r1.stdout).toBe(''); // rank 0 alone reports; rank 1's launcher says only what it started
+    expect(r1.stderr).toBe(`rlora: starting 1 worker process (ranks 1 to 1 of 2), master 127.0.0.1:${port}, 1 thread(s) each\n`);
+
+    const single = cli(['train', '--config', oneRun, '--threads', '1']);
+    expect((await single.done).code).toBe(0);
+    const a = adapterArrays(path.join(dir, 'out-dp', 'adapter')), b = adapterArrays(path.join(dir, 'out-one', 'adapter'));
+    expect(maxRelDiff(a, b)).toBeLessThan(1e-5);
+    expect(fs.readFileSync(path.join(dir, 'out-dp', 'log.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { step: number }).step)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+    // they trained: the adapter is not the one attached before the first step
+    Adapter.attach(await Model.fromPretrained(path.join(dir, 'model')), { method: 'rlora', rank: 2, heads: 2, dropout: 0, targetModules: ['q_proj', 'up_proj'], seed: 1 }).save(path.join(dir, 'untrained'));
+    expect(maxRelDiff(a, adapterArrays(path.join(dir, 'untrained')))).toBeGreaterThan(1e-3);
   });
 });

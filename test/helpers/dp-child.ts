@@ -13,8 +13,11 @@ interface Args {
   out: string;
   lr?: number;
   dropout?: number;
-  /** Rank 1 exits (code 3) after this step. */
+  gradientAccumulation?: number;
+  /** Rank `dieRank` (default 1) exits (code 3) after this step, or with `dieBy: 'SIGKILL'` kills itself. */
   dieAfter?: number;
+  dieRank?: number;
+  dieBy?: 'exit' | 'SIGKILL';
   /** Rank 1 blocks for 60 s after this step (a hung process). */
   hangAfter?: number;
   timeoutMs?: number;
@@ -35,6 +38,7 @@ async function main(): Promise<void> {
   const adapter = resumed?.adapter ?? Adapter.attach(model, { method: 'rlora', rank: 2, heads: 2, dropout: a.dropout ?? 0, targetModules: ['q_proj', 'v_proj', 'up_proj'], seed: 2 });
   const trainer = resumed ?? new Trainer(model, adapter, {
     batchSize: a.batchSize,
+    ...(a.gradientAccumulation !== undefined ? { gradientAccumulation: a.gradientAccumulation } : {}),
     maxSteps: a.steps,
     learningRate: a.lr ?? 1e-2,
     seed: 3,
@@ -47,13 +51,20 @@ async function main(): Promise<void> {
   const history = await trainer.fit(data, {
     evalDataset: a.evaluate ? data : undefined,
     onStep: (r) => {
-      if (a.dieAfter !== undefined && r.step === a.dieAfter && distributed.rank() === 1) process.exit(3);
+      if (a.dieAfter !== undefined && r.step === a.dieAfter && distributed.rank() === (a.dieRank ?? 1)) {
+        if (a.dieBy === 'SIGKILL') process.kill(process.pid, 'SIGKILL');
+        else process.exit(3);
+      }
       if (a.hangAfter !== undefined && r.step === a.hangAfter && distributed.rank() === 1) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 60_000);
     },
   });
+  // typed arrays over the ranks: rank r adds [r + 1, 0.25, 2^-20] (float32) and [r + 0.5] (float64)
+  const f32 = await distributed.allreduceSum(new Float32Array([distributed.rank() + 1, 0.25, 2 ** -20]));
+  const f64 = await distributed.allreduceSum(new Float64Array([distributed.rank() + 0.5]));
   if (distributed.rank() === 0) {
+    const typedSums = { f32: [f32.constructor.name, ...Array.from(f32)], f64: [f64.constructor.name, ...Array.from(f64)] };
     const state = Object.fromEntries(Object.entries(adapter.stateDict()).map(([k, t]) => [k, Array.from(t.data() as Float32Array)]));
-    fs.writeFileSync(a.out, JSON.stringify({ state, losses: history.steps.map((s) => s.loss), tokens: history.steps.map((s) => s.tokens), evals: history.evals, worldSize: distributed.worldSize() }));
+    fs.writeFileSync(a.out, JSON.stringify({ state, losses: history.steps.map((s) => s.loss), stepNumbers: history.steps.map((s) => s.step), tokens: history.steps.map((s) => s.tokens), evals: history.evals, worldSize: distributed.worldSize(), typedSums }));
   }
   distributed.destroy();
 }
