@@ -1,6 +1,7 @@
 // Data parallelism: joining and leaving the process group, and the few collectives lib/ needs
 // beside the training step (which finds the group itself). Checks and converts; the work is in
 // native/distributed.
+#include <cstring>
 #include <napi.h>
 
 #include "common.h"
@@ -67,12 +68,36 @@ Napi::Value DistBarrier(const Napi::CallbackInfo& info) {
   });
 }
 
-// distAllreduceSum(values: number[]) -> Promise<number[]> (float64 sums over the ranks)
+// distAllreduceSum(values: number[] | Float32Array | Float64Array) -> Promise of the same kind
+// (sums over the ranks; a typed array is copied in one piece and summed in its own dtype, as the
+// trainer's gradient buckets are)
 Napi::Value DistAllreduceSum(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
     auto g = need_group("allreduce");
-    if (!info[0].IsArray()) type_error(env, "values", "an array of numbers", info[0]);
+    if (info[0].IsTypedArray()) {
+      auto a = info[0].As<Napi::TypedArray>();
+      const auto kind = a.TypedArrayType();
+      if (kind != napi_float32_array && kind != napi_float64_array)
+        type_error(env, "values", "an array of numbers, a Float32Array or a Float64Array", info[0]);
+      const bool f32 = kind == napi_float32_array;
+      const auto* bytes = static_cast<const uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset();
+      torch::Tensor t = torch::empty({static_cast<int64_t>(a.ElementLength())}, f32 ? torch::kFloat32 : torch::kFloat64);
+      std::memcpy(t.data_ptr(), bytes, a.ByteLength());
+      return run_async<torch::Tensor>(
+          env,
+          [g, t] {
+            if (t.numel() > 0) g->allreduce_sum({t});
+            return t;
+          },
+          [f32](Napi::Env e, torch::Tensor& r) -> Napi::Value {
+            auto buf = Napi::ArrayBuffer::New(e, r.nbytes());
+            std::memcpy(buf.Data(), r.data_ptr(), r.nbytes());
+            if (f32) return Napi::Float32Array::New(e, r.numel(), buf, 0);
+            return Napi::Float64Array::New(e, r.numel(), buf, 0);
+          });
+    }
+    if (!info[0].IsArray()) type_error(env, "values", "an array of numbers, a Float32Array or a Float64Array", info[0]);
     auto arr = info[0].As<Napi::Array>();
     std::vector<double> v;
     for (uint32_t i = 0; i < arr.Length(); ++i) v.push_back(get_number(arr.Get(i), "values[" + std::to_string(i) + "]"));

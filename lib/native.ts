@@ -200,7 +200,7 @@ export interface NativeAddon {
   distInit(options: { masterAddr: string; masterPort: number; rank: number; worldSize: number; backend: string; timeoutMs: number }): Promise<void>;
   distInfo(): { rank: number; worldSize: number; backend: string } | null;
   distBarrier(): Promise<void>;
-  distAllreduceSum(values: number[]): Promise<number[]>;
+  distAllreduceSum<T extends number[] | Float32Array | Float64Array>(values: T): Promise<T>;
   distAllgather(value: number): Promise<number[]>;
   distDestroy(): void;
   hasGloo: boolean;
