@@ -81,4 +81,5 @@ def main():
                       'trainable': sum(p.numel() for p in params)}))
 
 
-main()
+if __name__ == '__main__':
+    main()
