@@ -13,11 +13,11 @@
 // Usage: npm run bench:distributed [-- --steps 5 --allreduces 50]
 import { spawn } from 'child_process';
 import * as fs from 'fs';
-import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
 
 import { Adapter, ByteTokenizer, distributed, Model, MultiTaskDataset, setNumThreads, Trainer } from '../lib';
+import { freePort } from '../test/helpers/ports';
 import { TSX } from './processes';
 import { TRAIN_SHAPE } from './train-shape';
 
@@ -118,17 +118,6 @@ async function child(a: ChildArgs): Promise<void> {
   }
   const result: ChildResult = { times, tokens, trainable, worldSize: distributed.worldSize(), threads: a.threads, cpus: cpusAllowed() };
   console.log(JSON.stringify(result));
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 /** Runs a child under `taskset -c cpus`; resolves with its stdout, rejects naming it on failure. */

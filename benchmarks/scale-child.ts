@@ -1,12 +1,13 @@
 // rlora side of benchmarks/scale.ts, one variant in its own process: a random-weight model of the
 // shape, an R-LoRA adapter, and trainStep on the shared batch.
-// Usage: tsx benchmarks/scale-child.ts <shape name> <variant name> <timed steps>
+// Usage: tsx benchmarks/scale-child.ts <shape name> <variant name> <timed steps> [batch rows]
 import { Adapter, AdamW, Model, setNumThreads, trainStep } from '../lib';
 import { peakBytes, resetPeak } from './memory';
 import { SCALE_RUN, SCALE_SHAPES, SCALE_VARIANTS, scaleBatch } from './scale-shape';
 
 async function main(): Promise<void> {
-  const [shapeName, variantName, timedArg] = process.argv.slice(2);
+  const [shapeName, variantName, timedArg, rowsArg] = process.argv.slice(2);
+  const rows = rowsArg === undefined ? SCALE_RUN.batchSize : Number(rowsArg);
   const cfg = SCALE_SHAPES[shapeName];
   const v = SCALE_VARIANTS.find((x) => x.name === variantName);
   if (!cfg || !v) throw new Error(`unknown shape ${shapeName} or variant ${variantName}`);
@@ -17,7 +18,7 @@ async function main(): Promise<void> {
   adapter.train();
   const opt = new AdamW([...adapter.layers.values()], { lr: SCALE_RUN.learningRate, maxGradNorm: 1 });
   const initSeconds = (performance.now() - t0) / 1000;
-  const batch = scaleBatch(cfg.vocab_size as number);
+  const batch = scaleBatch(cfg.vocab_size as number, rows);
   const loadPeak = peakBytes();
   const before = resetPeak();
   const times: number[] = [];
@@ -30,7 +31,7 @@ async function main(): Promise<void> {
   const stepPeak = peakBytes();
   console.log(JSON.stringify({
     variant: v.name, shape: shapeName, parameters: model.parameterCount(), trainable: adapter.trainableParameterCount(),
-    initSeconds, times, tokens: SCALE_RUN.batchSize * SCALE_RUN.sequence, losses,
+    initSeconds, times, tokens: rows * SCALE_RUN.sequence, rows, losses,
     residentBeforeStep: before, loadPeakBytes: loadPeak, stepPeakBytes: stepPeak, peakBytes: Math.max(loadPeak, stepPeak),
   }));
 }

@@ -35,9 +35,9 @@ const BASES: Omit<ScaleVariant, 'checkpointing'>[] = [
 export const SCALE_VARIANTS: ScaleVariant[] = BASES.flatMap((v) => [false, true].map((checkpointing) => ({ ...v, checkpointing, name: v.name + (checkpointing ? ' + ckpt' : '') })));
 
 /** A seeded batch of random token ids, every position labelled (the same on both sides). */
-export function scaleBatch(vocab: number): { inputIds: number[][]; attentionMask: number[][]; labels: number[][] } {
+export function scaleBatch(vocab: number, rows = SCALE_RUN.batchSize): { inputIds: number[][]; attentionMask: number[][]; labels: number[][] } {
   let a = 12345;
   const rnd = (): number => ((a = (Math.imul(a, 1664525) + 1013904223) >>> 0) / 4294967296);
-  const inputIds = Array.from({ length: SCALE_RUN.batchSize }, () => Array.from({ length: SCALE_RUN.sequence }, () => Math.floor(rnd() * vocab)));
+  const inputIds = Array.from({ length: rows }, () => Array.from({ length: SCALE_RUN.sequence }, () => Math.floor(rnd() * vocab)));
   return { inputIds, attentionMask: inputIds.map((r) => r.map(() => 1)), labels: inputIds.map((r) => [...r]) };
 }

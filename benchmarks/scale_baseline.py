@@ -9,15 +9,12 @@ import sys
 import time
 
 import torch
-from torch import nn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, '..', 'test', 'helpers'))
-from reference_decoder import decoder_forward  # noqa: E402
 
 sys.path.insert(0, HERE)
 from memory import peak_bytes, reset_peak  # noqa: E402
-from train_baseline import PublishedRLoRA  # noqa: E402
+from train_baseline import PublishedRLoRA, published_step  # noqa: E402
 
 
 def random_weights(cfg):
@@ -64,20 +61,13 @@ def main():
     times, losses = [], []
     for step in range(1 + timed):
         t = time.perf_counter()
-        logits = decoder_forward(W, cfg, ids, mask, mods)
-        loss = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        del logits
-        losses.append(loss.item())
+        losses.append(published_step(W, cfg, ids, mask, labels, mods, opt, params))
         if step > 0:
             times.append(time.perf_counter() - t)
     step_peak = peak_bytes()
     print(json.dumps({'variant': 'torch published loop', 'shape': args['shape'], 'parameters': sum(w.numel() for w in W.values()),
                       'trainable': sum(p.numel() for p in params), 'initSeconds': init_seconds, 'times': times,
-                      'tokens': run['batchSize'] * run['sequence'], 'losses': losses, 'residentBeforeStep': before,
+                      'tokens': len(batch['inputIds']) * run['sequence'], 'rows': len(batch['inputIds']), 'losses': losses, 'residentBeforeStep': before,
                       'loadPeakBytes': load_peak, 'stepPeakBytes': step_peak, 'peakBytes': max(load_peak, step_peak)}))
 
 

@@ -47,6 +47,19 @@ class PublishedRLoRA(nn.Module):
         return y
 
 
+def published_step(W, cfg, ids, mask, labels, mods, opt, params):
+    """One training step: the reference forward with the adapters, mean cross-entropy of the next
+    token, AdamW after clipping at 1. Returns the loss."""
+    logits = decoder_forward(W, cfg, ids, mask, mods)
+    loss = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100)
+    del logits
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    return loss.item()
+
+
 def main():
     model_dir, batches_path, timed, shape = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
     torch.manual_seed(0)
@@ -67,12 +80,7 @@ def main():
             base = reset_peak()
         t0 = time.perf_counter()
         ids, mask, labels = torch.tensor(b['inputIds']), torch.tensor(b['attentionMask']), torch.tensor(b['labels'])
-        logits = decoder_forward(W, cfg, ids, mask, mods)
-        loss = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        published_step(W, cfg, ids, mask, labels, mods, opt, params)
         if step >= shape['warmup']:
             times.append(time.perf_counter() - t0)
             tokens.append(int(mask.sum()))

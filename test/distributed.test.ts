@@ -9,6 +9,7 @@ import * as path from 'path';
 
 import { Adapter, ByteTokenizer, distributed, loadSafetensors, Model, Trainer } from '../lib';
 import { resolveOptions } from '../lib/distributed';
+import { freePort } from './helpers/ports';
 import { tempFolder } from './helpers/tiny-model';
 
 const tmp = tempFolder('rlora-dp-');
@@ -30,17 +31,6 @@ interface Out {
   evals: { step: number; tasks: Record<string, { loss: number; accuracy: number; count: number }> }[];
   worldSize: number;
   typedSums: { f32: (string | number)[]; f64: (string | number)[] };
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 function runChild(args: object, env: Record<string, string>): Promise<ChildResult> {
