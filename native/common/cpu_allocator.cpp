@@ -3,6 +3,9 @@
 #include <c10/core/Allocator.h>
 #include <c10/util/Exception.h>
 #include <unistd.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include <cstdlib>
 #include <cstring>
@@ -180,7 +183,14 @@ void set_enabled(bool on) {
   g_enabled = on;
 }
 
-void empty_cache() { Cache::instance().empty(); }
+void empty_cache() {
+  Cache::instance().empty();
+#if defined(__GLIBC__)
+  // glibc keeps freed heap memory in its arenas (its mmap threshold rises as large blocks are
+  // freed, so later ones come from the heap): hand the free pages back too
+  malloc_trim(0);
+#endif
+}
 void reset_peak() { Cache::instance().reset_peak(); }
 void set_cache_limit(size_t bytes) { Cache::instance().set_limit(bytes); }
 

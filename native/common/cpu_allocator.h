@@ -23,7 +23,7 @@ struct Stats {
 // Installs (or removes) the caching allocator as libtorch's CPU allocator. Tensors keep the
 // allocator that made them, so switching is safe at any time.
 void set_enabled(bool on);
-// Frees every cached block back to the system.
+// Frees every cached block back to the system (and, with glibc, the free pages of its heap).
 void empty_cache();
 void reset_peak();
 // Largest total of cached blocks; default a quarter of physical memory.
