@@ -27,7 +27,7 @@ torch::Tensor causal_lm_loss_rows(const torch::Tensor& logits, const torch::Tens
   torch::Tensor per_token = torch::nn::functional::cross_entropy(
       l, y, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kNone));
   torch::Tensor labelled = (y != -100).view({B, S - 1});
-  if (tokens) *tokens = labelled.sum(1).to(torch::kCPU, torch::kInt64);
+  if (tokens) *tokens = labelled.sum(1);  // on the logits' device (lm_train_step copies once at the end)
   return per_token.view({B, S - 1}).sum(1);
 }
 
@@ -46,7 +46,6 @@ LmStepResult lm_train_step(model::DecoderModel& model, const std::vector<LmBatch
   opt.zero_grad();
   LmStepResult r;
   std::vector<torch::Tensor> sums, counts;
-  double loss_sum = 0.0;
   for (const auto& b : micro) {
     torch::Tensor tokens, rows;
     if (checkpointing) {
@@ -68,11 +67,12 @@ LmStepResult lm_train_step(model::DecoderModel& model, const std::vector<LmBatch
       torch::Tensor loss = rows.sum() / static_cast<double>(total);
       loss.backward();
     }
-    sums.push_back(rows.detach().to(torch::kCPU, torch::kFloat64));
+    // kept where they were computed: on CUDA, no host synchronisation until the step's end
+    sums.push_back(rows.detach());
     counts.push_back(tokens);
-    loss_sum += sums.back().sum().item<double>();
   }
-  r.rows = {torch::cat(sums), torch::cat(counts)};
+  r.rows = {torch::cat(sums).to(torch::kCPU, torch::kFloat64), torch::cat(counts).to(torch::kCPU, torch::kInt64)};
+  double loss_sum = r.rows.loss_sum.sum().item<double>();
   if (group) {
     // The global loss (every rank decides on the same number), then the gradients summed over the
     // ranks: each rank's loss was divided by the global count, so the sum is the global gradient.
@@ -100,6 +100,7 @@ LmLoss lm_eval_loss(model::DecoderModel& model, const LmBatch& batch) {
   LmLoss out;
   out.loss_sum = causal_lm_loss_rows(model.forward(batch.ids, batch.mask), batch.labels, &out.tokens)
                      .to(torch::kCPU, torch::kFloat64);
+  out.tokens = out.tokens.to(torch::kCPU, torch::kInt64);
   return out;
 }
 
