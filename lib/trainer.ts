@@ -1245,7 +1245,8 @@ export class Trainer {
    * `overrides.maxSteps` sets a new total number of steps (above the checkpoint's step): the run
    * is extended (or shortened) and the learning-rate schedule (and a warmupRatio warm-up) is
    * recomputed for the new total, with a console.warn saying so. `overrides.metrics` gives the
-   * metric functions again (checkpoints keep only built-in metric names).
+   * metric functions again (checkpoints keep only built-in metric names). Training continues on
+   * `model`'s device, whichever device wrote the checkpoint.
    */
   static async resume(checkpointDir: string, model: Model, overrides: Pick<TrainerOptions, 'outputDir' | 'progress' | 'maxSteps' | 'metrics'> = {}): Promise<Trainer> {
     if (typeof overrides !== 'object' || overrides === null) throw new TypeError(`Trainer.resume: overrides must be an object, got ${util.inspect(overrides)}`);
@@ -1283,7 +1284,10 @@ export class Trainer {
         );
         total = given.maxSteps;
       }
-      const trainer = naming(statePath, () => new Trainer(model, adapter, { ...state.options, ...given, ...(total !== state.totalSteps ? { maxSteps: total } : {}), outputDir }));
+      // the run goes on on the model's device, wherever the checkpoint was written (as
+      // torch.load's map_location): a checkpoint of a CUDA run resumes on the CPU and back
+      const options = { ...state.options, ...given, ...(total !== state.totalSteps ? { maxSteps: total } : {}), outputDir, device: model.device };
+      const trainer = naming(statePath, () => new Trainer(model, adapter, options));
       trainer.step = state.step;
       trainer.resumedFrom = state.step;
       trainer.resumedState = statePath;

@@ -95,4 +95,16 @@ describe('Trainer.resume of a damaged checkpoint', () => {
     expect(h.steps.map((s) => s.step)).toEqual([2]);
     expect(h.lastCheckpoint).toBe(path.join(tmp, 'after', 'checkpoint-2'));
   });
+
+  it('a checkpoint written by a run on another device resumes on the model\'s device', async () => {
+    const dir = path.join(tmp, 'from-cuda', 'checkpoint-1');
+    fs.cpSync(checkpoint, dir, { recursive: true });
+    editState(path.join(dir, 'trainer_state.json'), (s) => (s.options.device = 'cuda')); // as a CUDA run saves it
+    const model = await Model.fromPretrained(baseDir);
+    const trainer = await Trainer.resume(dir, model);
+    expect(trainer.options.device).toBe('cpu');
+    const h = await trainer.fit(dataset());
+    expect(h.steps.map((s) => s.step)).toEqual([2]);
+    expect(Number.isFinite(h.steps[0].loss)).toBe(true);
+  });
 });
