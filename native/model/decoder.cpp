@@ -476,11 +476,11 @@ Tensor DecoderModel::backward_checkpointed(const Tensor& ids, const Tensor& mask
   Tensor top = h.detach().requires_grad_(true);
   const int64_t B = top.size(0), S = top.size(1);
   const int64_t rows = std::max<int64_t>(1, head_chunk_elements_ / std::max<int64_t>(1, S * config_.vocab_size));
-  Tensor loss = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat64));
+  Tensor loss;  // summed on the model's device: no host synchronisation per chunk
   for (int64_t r0 = 0; r0 < B; r0 += rows) {
     Tensor part = loss_of_logits(head(top.narrow(0, r0, std::min(rows, B - r0))), r0);
     part.backward();  // the chunk's logits are freed before the next chunk's
-    loss += part.detach().to(torch::kCPU, torch::kFloat64);
+    loss = loss.defined() ? loss + part.detach() : part.detach();
   }
   Tensor g = top.grad();
   for (int64_t l = L - 1; l >= 0; --l) {

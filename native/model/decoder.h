@@ -90,16 +90,17 @@ class DecoderModel {
 
   // Activation checkpointing (training): runs the forward without keeping activations (only
   // each decoder layer's input), then the head and `loss_of_logits(logits, row0).backward()` for
-  // chunks of batch rows (logits [rows, S, V] of rows row0.., at most head_chunk_elements()
+  // chunks of batch rows (logits [rows, S, V] of rows row0.., at most set_head_chunk_elements()
   // values a chunk, default 2^25, but at least one row: a 150k vocabulary's logits, their
-  // log-softmax and gradient never exist for the whole batch), then each layer again, last to first, with gradients, passing the
-  // gradient down. Dropout draws the same masks in the recomputation (the adapters' generators are
-  // rewound) and ends where an ordinary forward leaves them, so the gradients are those of forward
-  // + backward. Returns the summed loss of the chunks (detached).
-  int64_t head_chunk_elements() const { return head_chunk_elements_; }
-  void set_head_chunk_elements(int64_t n);
+  // log-softmax and gradient never exist for the whole batch), then each layer again, last to
+  // first, with gradients, passing the gradient down. Dropout draws the same masks in the
+  // recomputation (the adapters' generators are rewound) and ends where an ordinary forward leaves
+  // them, so the gradients are those of forward + backward. Returns the summed loss of the chunks
+  // (detached, on the model's device).
   torch::Tensor backward_checkpointed(const torch::Tensor& ids, const torch::Tensor& mask,
                                       const std::function<torch::Tensor(const torch::Tensor&, int64_t)>& loss_of_logits);
+  // The most logits one chunk of backward_checkpointed's head may hold (at least 1).
+  void set_head_chunk_elements(int64_t n);
 
   // Greedy (temperature 0) or sampled continuation with a key/value cache: each new token costs
   // one position. Batches must be left-padded. Returns [B, S + new] int64.
