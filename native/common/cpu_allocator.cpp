@@ -183,12 +183,12 @@ void set_enabled(bool on) {
   g_enabled = on;
 }
 
-void empty_cache() {
+void empty_cache(bool trim_heap) {
   Cache::instance().empty();
 #if defined(__GLIBC__)
   // glibc keeps freed heap memory in its arenas (its mmap threshold rises as large blocks are
   // freed, so later ones come from the heap): hand the free pages back too
-  malloc_trim(0);
+  if (trim_heap) malloc_trim(0);
 #endif
 }
 void reset_peak() { Cache::instance().reset_peak(); }

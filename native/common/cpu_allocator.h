@@ -23,8 +23,10 @@ struct Stats {
 // Installs (or removes) the caching allocator as libtorch's CPU allocator. Tensors keep the
 // allocator that made them, so switching is safe at any time.
 void set_enabled(bool on);
-// Frees every cached block back to the system (and, with glibc, the free pages of its heap).
-void empty_cache();
+// Frees every cached block back to the system and, with trim_heap and glibc, the free pages of
+// its heap (malloc_trim walks the whole heap: about 70 ms a call with a 0.5B model loaded, so a
+// loop over modules leaves it to its last call).
+void empty_cache(bool trim_heap = true);
 void reset_peak();
 // Largest total of cached blocks; default a quarter of physical memory.
 void set_cache_limit(size_t bytes);

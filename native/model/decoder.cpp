@@ -183,8 +183,8 @@ void DecoderModel::quantize_module(const std::string& module, const std::string&
   install(module, quantized(module, kind));
   partial_kind_ = kind;
   // the float weight just freed would wait in the caching allocator (one block per module, all
-  // of them resident by the end of a load): give it back now
-  cpu_allocator::empty_cache();
+  // of them resident by the end of a load): give it back now (quantize() trims the heap once)
+  cpu_allocator::empty_cache(/*trim_heap=*/false);
 }
 
 void DecoderModel::init_random(uint64_t seed, const std::string& quantize) {
