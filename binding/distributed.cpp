@@ -31,7 +31,7 @@ Napi::Value to_js_array(Napi::Env env, const std::vector<T>& values) {
   return out;
 }
 
-// distInit({masterAddr, masterPort, rank, worldSize, backend, timeoutMs}) -> Promise<void>
+// distInit({masterAddr, masterPort, rank, worldSize, backend, timeoutMs, localRank}) -> Promise<void>
 Napi::Value DistInit(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -44,11 +44,12 @@ Napi::Value DistInit(const Napi::CallbackInfo& info) {
     opts.world_size = static_cast<int>(get_integer(o.Get("worldSize"), "worldSize"));
     opts.backend = get_string(o.Get("backend"), "backend");
     opts.timeout_ms = get_integer(o.Get("timeoutMs"), "timeoutMs");
+    opts.local_rank = static_cast<int>(get_integer(o.Get("localRank"), "localRank"));
     return run_async_void(env, [opts] { dist::init(opts); });
   });
 }
 
-// distInfo() -> {rank, worldSize, backend} or null
+// distInfo() -> {rank, worldSize, backend, device} or null
 Napi::Value DistInfo(const Napi::CallbackInfo& info) {
   auto g = dist::current();
   if (!g) return info.Env().Null();
@@ -56,6 +57,7 @@ Napi::Value DistInfo(const Napi::CallbackInfo& info) {
   o.Set("rank", g->rank());
   o.Set("worldSize", g->world_size());
   o.Set("backend", g->backend());
+  o.Set("device", g->device().str());
   return o;
 }
 
@@ -139,6 +141,7 @@ void InitDist(Napi::Env env, Napi::Object exports) {
   exports.Set("distAllgather", Napi::Function::New(env, DistAllgather));
   exports.Set("distDestroy", Napi::Function::New(env, DistDestroy));
   exports.Set("hasGloo", Napi::Boolean::New(env, dist::has_gloo()));
+  exports.Set("hasNccl", Napi::Boolean::New(env, dist::has_nccl()));
 }
 
 }  // namespace rlora::binding

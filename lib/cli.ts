@@ -174,6 +174,7 @@ library in use and thread settings. Exits 1 when no binary loads, with what to i
       info.cuda = { available: native.buildInfo.cudaAvailable, devices: native.buildInfo.cudaDeviceCount, nvidiaSmi: gpus };
       info.blas = blasOf(mapped);
       info.gloo = Boolean((native as { hasGloo?: boolean }).hasGloo);
+      info.nccl = Boolean((native as { hasNccl?: boolean }).hasNccl);
       info.threads = {
         rlora: native.getNumThreads(),
         cores: os.availableParallelism(),
@@ -221,7 +222,8 @@ library in use and thread settings. Exits 1 when no binary loads, with what to i
       const cuda = b.cudaAvailable ? `${b.cudaDeviceCount} device${b.cudaDeviceCount === 1 ? '' : 's'}` : 'not available to this libtorch';
       line('CUDA', cuda + (gpus && !b.cudaAvailable ? `; nvidia-smi sees: ${gpus.split('\n').join('; ')} (a CUDA libtorch and binary would use it)` : ''));
       line('BLAS', info.blas as string);
-      line('data parallel', info.gloo ? 'Gloo (c10d): rlora train --nproc-per-node N' : 'not in this build (no Gloo headers when it was built; Debian: apt-get install -y libgloo-dev, then npx rlora build)');
+      const backends = [info.gloo ? 'Gloo' : '', info.nccl ? 'NCCL (untested)' : ''].filter(Boolean).join(' and ');
+      line('data parallel', backends ? `${backends} (c10d): rlora train --nproc-per-node N` : 'not in this build (no Gloo headers when it was built; Debian: apt-get install -y libgloo-dev, then npx rlora build)');
       const t = info.threads as Record<string, unknown>;
       line('threads', `rlora ${t.rlora} per job (setNumThreads), ${t.cores} cores; OMP_NUM_THREADS=${t.OMP_NUM_THREADS ?? 'unset'}, OPENBLAS_NUM_THREADS=${t.OPENBLAS_NUM_THREADS ?? 'unset'}, OMP_WAIT_POLICY=${t.OMP_WAIT_POLICY ?? 'unset'}`);
     } else {

@@ -1,5 +1,5 @@
-// Data parallelism across processes and machines on libtorch's c10d (TCPStore rendezvous, Gloo
-// collectives), with torchrun's environment contract: MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK,
+// Data parallelism across processes and machines on libtorch's c10d (TCPStore rendezvous; Gloo
+// collectives on the CPU, NCCL on CUDA where the build has it), with torchrun's environment contract: MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK,
 // LOCAL_RANK. Trainer.fit uses it by itself (TrainerOptions.distributed); this namespace is for
 // custom loops with trainStep, which sums its step over the ranks once a group exists.
 import * as util from 'util';
@@ -11,7 +11,10 @@ export type Backend = 'gloo' | 'nccl';
 export type Env = Record<string, string | undefined>;
 
 export interface DistributedOptions {
-  /** 'gloo' (CPU; default). 'nccl' is refused by this build (it has no NCCL). */
+  /**
+   * 'gloo' (default): collectives through the CPU, for CPU or CUDA tensors. 'nccl': on this rank's
+   * GPU, cuda:localRank; only in builds against a libtorch with CUDA and NCCL (isAvailable('nccl')).
+   */
   backend?: Backend;
   /** How long a rendezvous or a collective may wait for the other ranks. Default 600000 (10 minutes, as torch). */
   timeoutMs?: number;
@@ -23,9 +26,11 @@ export interface DistributedOptions {
   rank?: number;
   /** Default: the environment's WORLD_SIZE, else 1. */
   worldSize?: number;
+  /** This process's index on its machine: NCCL uses cuda:localRank. Default: the environment's LOCAL_RANK, else 0. */
+  localRank?: number;
 }
 
-const OPTION_NAMES = ['backend', 'timeoutMs', 'masterAddr', 'masterPort', 'rank', 'worldSize'];
+const OPTION_NAMES = ['backend', 'timeoutMs', 'masterAddr', 'masterPort', 'rank', 'worldSize', 'localRank'];
 export const DEFAULT_TIMEOUT_MS = 600_000;
 
 /** An integer from the environment, or undefined when unset; a bad value names the variable. */
@@ -64,7 +69,8 @@ export function resolveOptions(o: DistributedOptions = {}, env: Env = process.en
   const masterPort = o.masterPort !== undefined ? int(o.masterPort, 'masterPort', 1, 65535) : (envInt('MASTER_PORT', 1, env) ?? 29500);
   if (masterPort > 65535) throw new RangeError(`environment variable MASTER_PORT must be at most 65535, got ${masterPort}`);
   const timeoutMs = o.timeoutMs !== undefined ? int(o.timeoutMs, 'timeoutMs', 1) : DEFAULT_TIMEOUT_MS;
-  return { backend, timeoutMs, masterAddr, masterPort, rank, worldSize };
+  const localRank = o.localRank !== undefined ? int(o.localRank, 'localRank', 0) : (envInt('LOCAL_RANK', 0, env) ?? 0);
+  return { backend, timeoutMs, masterAddr, masterPort, rank, worldSize, localRank };
 }
 
 /**
@@ -120,14 +126,31 @@ export function destroy(): void {
   native.distDestroy();
 }
 
-/** Whether this build of rlora has the Gloo backend (libtorch's c10d and Gloo headers at build time). */
-export function isAvailable(): boolean {
-  return native.hasGloo;
+/**
+ * Whether this build of rlora has a backend: 'gloo' (default; libtorch's c10d and Gloo headers at
+ * build time) or 'nccl' (a libtorch with CUDA and NCCL, and nccl.h, at build time).
+ */
+export function isAvailable(backend: Backend = 'gloo'): boolean {
+  if (backend !== 'gloo' && backend !== 'nccl') throw new RangeError(`distributed: backend must be 'gloo' or 'nccl', got ${util.inspect(backend)}`);
+  return backend === 'nccl' ? native.hasNccl : native.hasGloo;
 }
 
-/** The active group's backend ('gloo'), or 'none'. */
+/** The active group's backend ('gloo' or 'nccl'), or 'none'. */
 export function backendName(): string {
   return native.distInfo()?.backend ?? 'none';
+}
+
+/** Where the active group's collectives run: 'cpu' for Gloo, 'cuda:<localRank>' for NCCL; undefined without a group. */
+export function device(): string | undefined {
+  return native.distInfo()?.device;
+}
+
+/**
+ * The backend for a model on `modelDevice` when none is named: NCCL for a CUDA model where this
+ * build has it (as torch.distributed picks NCCL for CUDA tensors), else Gloo.
+ */
+export function defaultBackend(modelDevice: string): Backend {
+  return modelDevice.startsWith('cuda') && isAvailable('nccl') ? 'nccl' : 'gloo';
 }
 
 /**

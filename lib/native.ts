@@ -197,13 +197,14 @@ export interface NativeAddon {
   emptyCache(): void;
   resetPeakMemory(): void;
   blasInfo(): string;
-  distInit(options: { masterAddr: string; masterPort: number; rank: number; worldSize: number; backend: string; timeoutMs: number }): Promise<void>;
-  distInfo(): { rank: number; worldSize: number; backend: string } | null;
+  distInit(options: { masterAddr: string; masterPort: number; rank: number; worldSize: number; backend: string; timeoutMs: number; localRank: number }): Promise<void>;
+  distInfo(): { rank: number; worldSize: number; backend: string; device: string } | null;
   distBarrier(): Promise<void>;
   distAllreduceSum<T extends number[] | Float32Array | Float64Array>(values: T): Promise<T>;
   distAllgather(value: number): Promise<number[]>;
   distDestroy(): void;
   hasGloo: boolean;
+  hasNccl: boolean;
   buildInfo: { torchVersion: string; torchSource: string; cudaAvailable: boolean; cudaDeviceCount: number };
 }
 

@@ -22,6 +22,15 @@ declare global {
 
 export type Dtype = DtypeName;
 export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
+
+/**
+ * Whether two device names mean the same device: 'cuda' is the current CUDA device, which rlora
+ * never changes from cuda:0 (as a tensor made on torch.device('cuda') lands on cuda:0).
+ */
+export function sameDevice(a: string, b: string): boolean {
+  const norm = (d: string): string => (d === 'cuda' ? 'cuda:0' : d);
+  return norm(a) === norm(b);
+}
 export type TypedData = Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array;
 /** What `data()` returns for each dtype (bfloat16 and float16 widen to Float32Array; bool is 0/1 bytes). */
 export interface DataOf {

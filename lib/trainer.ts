@@ -17,7 +17,7 @@ import { native, NativeAdamWState, NativeLmBatch } from './native';
 import { AdamW, Schedule } from './optim';
 import { forEachSafetensor, saveSafetensors } from './safetensors';
 import { StepLog } from './steplog';
-import { Tensor } from './tensor';
+import { sameDevice, Tensor } from './tensor';
 
 export interface TrainerOptions {
   /** Base learning rate of AdamW. Default 2e-4 (the published R-LoRA run). */
@@ -91,7 +91,8 @@ export interface TrainerOptions {
    * environment's WORLD_SIZE is above 1 (torchrun's contract: MASTER_ADDR, MASTER_PORT, WORLD_SIZE,
    * RANK), or when distributed.init() made a group of several ranks. An object: as 'auto', with
    * these options for distributed.init (backend, timeoutMs); one process still makes no group.
-   * false: off. batchSize is per process; the
+   * The backend, unless named: 'nccl' for a CUDA model where the build has NCCL (each rank's model
+   * must then be on cuda:LOCAL_RANK), else 'gloo'. false: off. batchSize is per process; the
    * global batch is batchSize x gradientAccumulation x worldSize. Rank 0 alone writes checkpoints,
    * logs, evaluation files and the progress bar.
    */
@@ -624,7 +625,7 @@ export class Trainer {
     if (options.precision !== undefined && options.precision !== 'float32' && options.precision !== 'bfloat16') {
       throw new RangeError(`precision must be 'float32' or 'bfloat16', got ${JSON.stringify(options.precision)}`);
     }
-    if (options.device !== undefined && options.device !== model.device) {
+    if (options.device !== undefined && !sameDevice(options.device, model.device)) {
       throw new RangeError(`device ${JSON.stringify(options.device)} differs from the model's (${model.device}): load the model with {device: ${JSON.stringify(options.device)}}`);
     }
     this.model = model;
@@ -721,15 +722,20 @@ export class Trainer {
       // one process (no WORLD_SIZE, or 1): no group, whatever the option says (a group of one
       // would listen on MASTER_PORT for nothing, and fail when another job holds that port)
       if (distributed.worldSizeFromEnv() <= 1) return undefined;
-      await distributed.init(typeof want === 'object' ? want : {});
+      const given = typeof want === 'object' ? want : {};
+      await distributed.init({ ...given, backend: given.backend ?? distributed.defaultBackend(this.model.device) });
     }
     const W = distributed.worldSize(), R = distributed.rank();
     if (W <= 1) return undefined;
+    const commDevice = distributed.device() ?? 'cpu';
+    if (commDevice !== 'cpu' && !sameDevice(commDevice, this.model.device)) {
+      throw new Error(`data parallel: rank ${R}'s ${distributed.backendName()} group works on ${commDevice} (its LOCAL_RANK), but the model is on ${this.model.device}: load the model with {device: '${commDevice}'}`);
+    }
     if (this.sampler && this.sampler.batchSize !== this.options.batchSize * W) {
       throw new Error(`this Trainer already trained with a global batch of ${this.sampler.batchSize} rows; with ${W} processes it would be ${this.options.batchSize * W}: make a new Trainer (or resume from a checkpoint)`);
     }
     // every rank must train the same thing: compare a hash of model, adapter, options and data
-    const same = { ...this.savedOptions(), progress: undefined, outputDir: undefined, distributed: undefined };
+    const same = { ...this.savedOptions(), progress: undefined, outputDir: undefined, distributed: undefined, device: undefined }; // each rank has its own GPU
     const mine = hash48(JSON.stringify({ model: this.model.config, adapter: this.adapter.options, trainer: same, data: { size: train.size, tasks: train.tasks }, step: this.step }));
     const all = await distributed.allgather(mine);
     const differ = all.flatMap((v, i) => (v !== all[0] ? [i] : []));

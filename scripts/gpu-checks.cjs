@@ -6,6 +6,8 @@
 //   2. trainer:   20 steps on the device against CPU float32; bfloat16 autocast learns; a checkpoint
 //                 written on one device resumes on the other
 //   3. generate:  greedy generation with the key/value cache on the device gives the CPU's tokens
+//   4. distributed: a process group of one on the device's backend (NCCL on CUDA): the training
+//                 step through its collectives equals the step without a group
 // Each result is one entry {name, passed, ...figures, error?} of the JSON report; a failure does not
 // stop the others. One line per entry goes to stderr. Exit status 1 when any entry failed.
 //
@@ -473,6 +475,104 @@ async function generateChecks() {
 
 // ---------------------------------------------------------------------------------------------
 
+// ---------------------------------------------------------------------------------------------
+// 4. data parallelism on the device's backend (NCCL on CUDA; Gloo with --device cpu)
+//
+// One GPU cannot hold two NCCL ranks (NCCL refuses two ranks on one device), so the check is a
+// group of one: every collective of the training step runs through NCCL on cuda:<index>, and the
+// result must equal the step without a group.
+
+/** A free TCP port on 127.0.0.1 for the rendezvous. */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = require('net').createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Rows of token ids (all labelled but the padding) for trainStep, drawn from a seeded stream. */
+function stepBatch(seed, rows = 4, len = 12) {
+  const r = rng(seed);
+  const inputIds = [], attentionMask = [], labels = [];
+  for (let b = 0; b < rows; b++) {
+    const n = len - b; // right padding of b tokens
+    const ids = Array.from({ length: len }, (_, t) => (t < n ? 3 + Math.floor(r() * 200) : 0));
+    inputIds.push(ids);
+    attentionMask.push(ids.map((_, t) => (t < n ? 1 : 0)));
+    labels.push(ids.map((id, t) => (t < n ? id : -100)));
+  }
+  return { inputIds, attentionMask, labels };
+}
+
+async function distributedChecks() {
+  const { distributed, trainStep, AdamW } = rlora;
+  const backend = DEV.startsWith('cuda') ? 'nccl' : 'gloo';
+  const index = DEV === 'cuda' ? 0 : DEV.startsWith('cuda:') ? Number(DEV.slice(5)) : 0;
+  await check(`distributed/${backend}-group-of-one-trainStep-equals-no-group`, async () => {
+    const built = { gloo: distributed.isAvailable('gloo'), nccl: distributed.isAvailable('nccl') };
+    if (!built[backend]) return { passed: false, built, reason: `this build has no ${backend}` };
+    const masterPort = await freePort();
+    await distributed.init({ backend, worldSize: 1, rank: 0, masterPort, localRank: index, timeoutMs: 60_000 });
+    try {
+      const groupDevice = distributed.device();
+      const sums = Array.from(await distributed.allreduceSum(new Float32Array([1.5, -2, 3])));
+      const gathered = await distributed.allgather(7);
+      await distributed.barrier();
+      const steps = 5;
+      const run = async (dp) => {
+        const { model, adapter } = tinyRun(DEV);
+        const opt = new AdamW([...adapter.layers.values()], { lr: 1e-2 });
+        const losses = [];
+        for (let s = 0; s < steps; s++) losses.push((await trainStep(model, [stepBatch(s), stepBatch(s + 100, 2)], opt, { distributed: dp })).loss);
+        const flat = flatState(adapter.stateDict());
+        model.dispose();
+        return { losses, flat };
+      };
+      const withGroup = await run(true);
+      const without = await run(false);
+      const lossErr = lossRelErr(withGroup.losses, without.losses);
+      const stateErr = relErr(withGroup.flat, without.flat);
+      const wantDevice = backend === 'nccl' ? `cuda:${index}` : 'cpu';
+      return {
+        passed: groupDevice === wantDevice && JSON.stringify(sums) === '[1.5,-2,3]' && JSON.stringify(gathered) === '[7]' && lossErr < 1e-6 && stateErr < 1e-6,
+        backend: distributed.backendName(),
+        groupDevice,
+        built,
+        allreduceIdentity: JSON.stringify(sums),
+        allgather: JSON.stringify(gathered),
+        steps,
+        lossRelErrGroupVsNone: lossErr,
+        stateRelErrGroupVsNone: stateErr,
+        losses: JSON.stringify(withGroup.losses.map(sig)),
+      };
+    } finally {
+      distributed.destroy();
+    }
+  });
+  // the Trainer's device option: 'cuda' and 'cuda:0' name one device (lib/tensor.ts sameDevice)
+  if (DEV.startsWith('cuda')) {
+    await check('trainer/device-option-cuda-is-cuda:0', async () => {
+      const { model, adapter } = tinyRun(DEV);
+      const names = DEV === 'cuda' || DEV === 'cuda:0' ? ['cuda', 'cuda:0'] : [DEV];
+      const accepted = names.filter((d) => {
+        try {
+          new Trainer(model, adapter, { device: d, progress: false });
+          return true;
+        } catch {
+          return false;
+        }
+      });
+      const modelDevice = model.device;
+      model.dispose();
+      return { passed: accepted.length === names.length, modelDevice, accepted: accepted.join(',') };
+    });
+  }
+}
+
 async function main() {
   const t0 = Date.now();
   report.buildInfo = { ...rlora.buildInfo };
@@ -498,6 +598,7 @@ async function main() {
   await layerChecks();
   await trainerChecks();
   await generateChecks();
+  await distributedChecks();
   report.seconds = Number(((Date.now() - t0) / 1000).toFixed(1));
   report.passed = report.checks.every((c) => c.passed);
   writeReport();

@@ -505,6 +505,7 @@ import * as util from 'util';
 
 import { commands } from '../lib/cli';
 import { closest, editDistance } from '../lib/cli/args';
+import { rankDevice } from '../lib/cli/train';
 import { lossSpec, readLog } from '../lib/cli/plot';
 
 /** Runs the CLI (or `node --import tsx -e code` when args[0] is '-e') with extra environment variables. */
@@ -647,5 +648,26 @@ describe('progress line', () => {
     expect(progressBarSize(undefined)).toBe(progressBarSize(80));
     expect(progressText(5, 10, '1.0000', '10', 5, 10)).toBe('step 5/10 |=====-----| loss 1.0000 | 10 tok/s | ETA 5s');
     expect([formatEta(45), formatEta(245), formatEta(2 * 3600 + 7 * 60 + 30), formatEta(NaN)]).toEqual(['45s', '4m05s', '2h07m', '-']);
+  });
+});
+
+describe('rlora train: the device of a data-parallel worker', () => {
+  it('"cuda" is cuda:LOCAL_RANK when WORLD_SIZE > 1; other names, and one process, keep theirs', () => {
+    const saved = { ...process.env };
+    try {
+      process.env.WORLD_SIZE = '2';
+      process.env.LOCAL_RANK = '1';
+      expect(rankDevice('cuda')).toBe('cuda:1');
+      expect(rankDevice('cuda:0')).toBe('cuda:0');
+      expect(rankDevice('cpu')).toBe('cpu');
+      expect(rankDevice(undefined)).toBeUndefined();
+      process.env.WORLD_SIZE = '1';
+      expect(rankDevice('cuda')).toBe('cuda');
+    } finally {
+      for (const k of ['WORLD_SIZE', 'LOCAL_RANK']) {
+        if (saved[k] === undefined) delete process.env[k];
+        else process.env[k] = saved[k];
+      }
+    }
   });
 });

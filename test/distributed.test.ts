@@ -314,15 +314,44 @@ describe('data parallel (gloo)', () => {
   });
 
   it('reads torchrun\'s environment, and names a bad or missing variable', () => {
-    expect(resolveOptions({}, { WORLD_SIZE: '4', RANK: '3', MASTER_ADDR: 'node0', MASTER_PORT: '1234' })).toEqual({ backend: 'gloo', timeoutMs: 600_000, masterAddr: 'node0', masterPort: 1234, rank: 3, worldSize: 4 });
-    expect(resolveOptions({}, {})).toEqual({ backend: 'gloo', timeoutMs: 600_000, masterAddr: '127.0.0.1', masterPort: 29500, rank: 0, worldSize: 1 });
+    expect(resolveOptions({}, { WORLD_SIZE: '4', RANK: '3', LOCAL_RANK: '1', MASTER_ADDR: 'node0', MASTER_PORT: '1234' })).toEqual({ backend: 'gloo', timeoutMs: 600_000, masterAddr: 'node0', masterPort: 1234, rank: 3, worldSize: 4, localRank: 1 });
+    expect(resolveOptions({}, {})).toEqual({ backend: 'gloo', timeoutMs: 600_000, masterAddr: '127.0.0.1', masterPort: 29500, rank: 0, worldSize: 1, localRank: 0 });
+    expect(resolveOptions({ localRank: 2 }, { LOCAL_RANK: '1' }).localRank).toBe(2);
+    expect(() => resolveOptions({}, { LOCAL_RANK: '-1' })).toThrow('environment variable LOCAL_RANK must be an integer >= 0, got "-1"');
+    expect(() => resolveOptions({ localRank: 0.5 })).toThrow('distributed: localRank must be an integer from 0 to');
     expect(resolveOptions({ timeoutMs: 5, rank: 1, worldSize: 2 }, { RANK: '0', WORLD_SIZE: '9' })).toMatchObject({ timeoutMs: 5, rank: 1, worldSize: 2 });
     expect(() => resolveOptions({}, { WORLD_SIZE: '2' })).toThrow('distributed: WORLD_SIZE is 2 but RANK is not set (each process needs its rank, 0 to 1)');
     expect(() => resolveOptions({}, { WORLD_SIZE: 'two' })).toThrow('environment variable WORLD_SIZE must be an integer >= 1, got "two"');
     expect(() => resolveOptions({}, { WORLD_SIZE: '2', RANK: '2' })).toThrow('distributed: RANK 2 is not below WORLD_SIZE 2');
     expect(() => resolveOptions({}, { MASTER_PORT: '70000' })).toThrow('environment variable MASTER_PORT must be at most 65535, got 70000');
     expect(() => resolveOptions({ backend: 'mpi' as never })).toThrow("distributed: backend must be 'gloo' or 'nccl', got 'mpi'");
-    expect(() => resolveOptions({ timeout: 5 } as never)).toThrow('distributed: unknown option "timeout"; known: backend, timeoutMs, masterAddr, masterPort, rank, worldSize');
+    expect(() => resolveOptions({ timeout: 5 } as never)).toThrow('distributed: unknown option "timeout"; known: backend, timeoutMs, masterAddr, masterPort, rank, worldSize, localRank');
+  });
+
+  itDp('backends: NCCL only where the build has it, chosen for CUDA models; a Gloo group works on the CPU', async () => {
+    expect(() => distributed.isAvailable('mpi' as never)).toThrow("distributed: backend must be 'gloo' or 'nccl', got 'mpi'");
+    expect(distributed.defaultBackend('cpu')).toBe('gloo');
+    expect(distributed.defaultBackend('cuda:1')).toBe(distributed.isAvailable('nccl') ? 'nccl' : 'gloo');
+    expect(distributed.device()).toBeUndefined();
+    const port = await freePort();
+    if (!distributed.isAvailable('nccl')) {
+      // this CPU build: refused before any rendezvous, saying what it needs
+      await expect(distributed.init({ backend: 'nccl', worldSize: 1, rank: 0, masterPort: port })).rejects.toThrow(
+        'backend "nccl" is not in this build of rlora: it needs a libtorch with CUDA and NCCL, and nccl.h when it is built',
+      );
+      expect(distributed.isInitialized()).toBe(false);
+    }
+    // an explicit group of one: its collectives run on the CPU, whatever LOCAL_RANK says
+    await distributed.init({ backend: 'gloo', worldSize: 1, rank: 0, masterPort: port, localRank: 3 });
+    try {
+      expect([distributed.backendName(), distributed.device(), distributed.rank(), distributed.worldSize()]).toEqual(['gloo', 'cpu', 0, 1]);
+      expect(Array.from(await distributed.allreduceSum(new Float32Array([1.5, -2])))).toEqual([1.5, -2]);
+      expect(await distributed.allgather(7)).toEqual([7]);
+      await expect(distributed.init({ worldSize: 1, rank: 0, masterPort: port })).rejects.toThrow('distributed init: this process is already rank 0 of 1 (call destroy first)');
+    } finally {
+      distributed.destroy();
+    }
+    expect(distributed.isInitialized()).toBe(false);
   });
 
   it('one process: rank 0 of 1, collectives are identities; Trainer checks its distributed option', async () => {

@@ -2,6 +2,7 @@
 import * as util from 'util';
 
 import { Dtype, Tensor, buildInfo } from '../lib';
+import { sameDevice } from '../lib/tensor';
 import { expectErrorMatching } from './helpers/errors';
 
 // ---- Independent references for the half-precision roundings (double -> float32 -> 16 bits, as libtorch does).
@@ -442,5 +443,16 @@ describe('data() is a method, typed by dtype', () => {
     expect(() => t.as('float32')).toThrow('this tensor is float64, not float32 (convert it with .to("float32"))');
     expect(t.to('float32').data()).toEqual(new Float32Array([1, 2, 3]));
     expect(Tensor.from(new BigInt64Array([5n])).data()).toEqual(new BigInt64Array([5n]));
+  });
+});
+
+describe('sameDevice', () => {
+  it("treats 'cuda' as cuda:0 (the current device, which rlora never changes) and nothing else as equal", () => {
+    expect(sameDevice('cuda', 'cuda:0')).toBe(true);
+    expect(sameDevice('cuda:0', 'cuda')).toBe(true);
+    expect(sameDevice('cuda', 'cuda')).toBe(true);
+    expect(sameDevice('cuda', 'cuda:1')).toBe(false);
+    expect(sameDevice('cpu', 'cuda:0')).toBe(false);
+    expect(sameDevice('cpu', 'cpu')).toBe(true);
   });
 });

@@ -15,6 +15,14 @@ inline std::string torch_version() {
          std::to_string(TORCH_VERSION_PATCH);
 }
 
+// The environment variable that makes ProcessGroupNCCL's wait() block and throw on timeout (torch
+// 2.2 renamed it; the old name still works there, with a deprecation warning).
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 2)
+constexpr const char* kNcclBlockingWaitEnv = "TORCH_NCCL_BLOCKING_WAIT";
+#else
+constexpr const char* kNcclBlockingWaitEnv = "NCCL_BLOCKING_WAIT";
+#endif
+
 // A CPU random generator with its own state (not the global one).
 inline at::Generator make_cpu_generator(uint64_t seed) {
   return at::make_generator<at::CPUGeneratorImpl>(seed);

@@ -1,5 +1,6 @@
 #include "distributed/group.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <mutex>
@@ -9,6 +10,11 @@
 
 #if RLORA_WITH_GLOO
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
+#if RLORA_WITH_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+#if RLORA_WITH_GLOO || RLORA_WITH_NCCL
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #endif
 
@@ -24,71 +30,61 @@ std::string message_of(const std::exception& e) {
   return e.what();
 }
 
-#if RLORA_WITH_GLOO
+#if RLORA_WITH_GLOO || RLORA_WITH_NCCL
 
-bool is_loopback(const std::string& addr) {
-  return addr == "localhost" || addr.rfind("127.", 0) == 0 || addr == "::1";
+// The TCPStore every backend meets through: rank 0 hosts it and waits for the others.
+c10::intrusive_ptr<c10d::Store> rendezvous(const InitOptions& o) {
+  c10d::TCPStoreOptions so;
+  so.port = static_cast<std::uint16_t>(o.master_port);
+  so.isServer = o.rank == 0;
+  so.numWorkers = static_cast<std::size_t>(o.world_size);
+  so.waitWorkers = true;
+  so.timeout = std::chrono::milliseconds(o.timeout_ms);
+  try {
+    return c10::make_intrusive<c10d::TCPStore>(o.master_addr, so);
+  } catch (const std::exception& e) {
+    const std::string m = message_of(e);
+    const std::string at = o.master_addr + ":" + std::to_string(o.master_port);
+    if (o.rank == 0 && (m.find("in use") != std::string::npos || m.find("EADDRINUSE") != std::string::npos))
+      throw std::runtime_error("distributed init (rank 0): MASTER_PORT " + std::to_string(o.master_port) +
+                               " is in use on " + o.master_addr + "; choose a free port (" + m + ")");
+    throw std::runtime_error("distributed init (rank " + std::to_string(o.rank) + " of " +
+                             std::to_string(o.world_size) + "): the rendezvous at " + at + " failed within " +
+                             std::to_string(o.timeout_ms) + " ms (every rank must start with the same " +
+                             "MASTER_ADDR, MASTER_PORT and WORLD_SIZE): " + m);
+  }
 }
 
-class GlooGroup : public Group {
+// What every c10d backend shares: the bucketed allreduce, allgather and the errors that name this
+// rank. PG is c10d's ProcessGroupGloo or ProcessGroupNCCL (a ProcessGroup in 1.13, a Backend in
+// 2.x: the calls used here are the same on both).
+template <class PG>
+class C10dGroup : public Group {
  public:
-  explicit GlooGroup(const InitOptions& o) : rank_(o.rank), size_(o.world_size), timeout_ms_(o.timeout_ms) {
-    const auto timeout = std::chrono::milliseconds(o.timeout_ms);
-    c10d::TCPStoreOptions so;
-    so.port = static_cast<std::uint16_t>(o.master_port);
-    so.isServer = o.rank == 0;
-    so.numWorkers = static_cast<std::size_t>(o.world_size);
-    so.waitWorkers = true;
-    so.timeout = timeout;
-    try {
-      store_ = c10::make_intrusive<c10d::TCPStore>(o.master_addr, so);
-    } catch (const std::exception& e) {
-      const std::string m = message_of(e);
-      const std::string at = o.master_addr + ":" + std::to_string(o.master_port);
-      if (o.rank == 0 && (m.find("in use") != std::string::npos || m.find("EADDRINUSE") != std::string::npos))
-        throw std::runtime_error("distributed init (rank 0): MASTER_PORT " + std::to_string(o.master_port) +
-                                 " is in use on " + o.master_addr + "; choose a free port (" + m + ")");
-      throw std::runtime_error("distributed init (rank " + std::to_string(o.rank) + " of " +
-                               std::to_string(o.world_size) + "): the rendezvous at " + at + " failed within " +
-                               std::to_string(o.timeout_ms) + " ms (every rank must start with the same " +
-                               "MASTER_ADDR, MASTER_PORT and WORLD_SIZE): " + m);
-    }
-    auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
-    const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
-    if (ifname && *ifname)
-      opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
-    else if (is_loopback(o.master_addr))
-      opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
-    else
-      opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
-    opts->threads = 1;
-    try {
-      pg_ = c10::make_intrusive<c10d::ProcessGroupGloo>(store_, o.rank, o.world_size, opts);
-    } catch (const std::exception& e) {
-      throw std::runtime_error(where("init") + message_of(e));
-    }
-  }
+  C10dGroup(const InitOptions& o, std::string backend, torch::Device device)
+      : rank_(o.rank), size_(o.world_size), timeout_ms_(o.timeout_ms), backend_(std::move(backend)), device_(device) {}
 
   int rank() const override { return rank_; }
   int world_size() const override { return size_; }
-  std::string backend() const override { return "gloo"; }
+  std::string backend() const override { return backend_; }
+  torch::Device device() const override { return device_; }
 
   void allreduce_sum(const std::vector<torch::Tensor>& tensors) override {
-    // One flat bucket per dtype, in order: one allreduce each.
+    // One flat bucket per dtype, in order, on the backend's device: one allreduce each.
     std::vector<torch::ScalarType> dtypes;
     for (const auto& t : tensors)
       if (std::find(dtypes.begin(), dtypes.end(), t.scalar_type()) == dtypes.end()) dtypes.push_back(t.scalar_type());
+    torch::NoGradGuard no_grad;
     for (auto dt : dtypes) {
       std::vector<torch::Tensor> parts, flat_parts;
       for (const auto& t : tensors)
         if (t.scalar_type() == dt) {
           parts.push_back(t);
-          flat_parts.push_back(t.detach().reshape({-1}).cpu());
+          flat_parts.push_back(t.detach().reshape({-1}).to(device_));
         }
       std::vector<torch::Tensor> bucket{torch::cat(flat_parts)};
       run("allreduce", [&] { pg_->allreduce(bucket)->wait(); });
       int64_t at = 0;
-      torch::NoGradGuard no_grad;
       for (auto& t : parts) {
         t.copy_(bucket[0].narrow(0, at, t.numel()).view(t.sizes()));
         at += t.numel();
@@ -97,28 +93,20 @@ class GlooGroup : public Group {
   }
 
   std::vector<int64_t> allgather(int64_t value) override {
-    std::vector<torch::Tensor> in{torch::full({1}, value, torch::kInt64)};
+    const auto on = torch::TensorOptions().dtype(torch::kInt64).device(device_);
+    std::vector<torch::Tensor> in{torch::full({1}, value, on)};
     std::vector<std::vector<torch::Tensor>> out(1);
-    for (int i = 0; i < size_; ++i) out[0].push_back(torch::empty({1}, torch::kInt64));
+    for (int i = 0; i < size_; ++i) out[0].push_back(torch::empty({1}, on));
     run("allgather", [&] { pg_->allgather(out, in)->wait(); });
     std::vector<int64_t> values;
     for (auto& t : out[0]) values.push_back(t.item<int64_t>());
     return values;
   }
 
-  void barrier() override {
-    // Gloo's monitored barrier names the ranks that did not arrive within the timeout.
-    run("barrier", [&] {
-      c10d::BarrierOptions bo;
-      bo.timeout = std::chrono::milliseconds(timeout_ms_);
-      pg_->monitoredBarrier(bo, /*waitAllRanks=*/true);
-    });
-  }
-
- private:
+ protected:
   std::string where(const std::string& op) const {
-    return "distributed " + op + " failed on rank " + std::to_string(rank_) + " of " + std::to_string(size_) +
-           " (gloo, timeout " + std::to_string(timeout_ms_) + " ms): ";
+    return "distributed " + op + " failed on rank " + std::to_string(rank_) + " of " + std::to_string(size_) + " (" +
+           backend_ + ", timeout " + std::to_string(timeout_ms_) + " ms): ";
   }
   template <typename F>
   void run(const std::string& op, F&& f) {
@@ -129,18 +117,99 @@ class GlooGroup : public Group {
                                " (another rank stopped, failed or is slower than the timeout)");
     }
   }
+  // The backend's constructor, its errors named as init's.
+  template <typename F>
+  void make(F&& f) {
+    try {
+      pg_ = f();
+    } catch (const std::exception& e) {
+      throw std::runtime_error(where("init") + message_of(e));
+    }
+  }
 
   int rank_, size_;
   int64_t timeout_ms_;
+  std::string backend_;
+  torch::Device device_;
   c10::intrusive_ptr<c10d::Store> store_;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg_;
+  c10::intrusive_ptr<PG> pg_;
+};
+
+#endif  // RLORA_WITH_GLOO || RLORA_WITH_NCCL
+
+#if RLORA_WITH_GLOO
+
+bool is_loopback(const std::string& addr) {
+  return addr == "localhost" || addr.rfind("127.", 0) == 0 || addr == "::1";
+}
+
+class GlooGroup : public C10dGroup<c10d::ProcessGroupGloo> {
+ public:
+  explicit GlooGroup(const InitOptions& o) : C10dGroup(o, "gloo", torch::Device(torch::kCPU)) {
+    store_ = rendezvous(o);
+    auto opts = c10d::ProcessGroupGloo::Options::create(std::chrono::milliseconds(o.timeout_ms));
+    const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
+    if (ifname && *ifname)
+      opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
+    else if (is_loopback(o.master_addr))
+      opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+    else
+      opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+    opts->threads = 1;
+    make([&] { return c10::make_intrusive<c10d::ProcessGroupGloo>(store_, o.rank, o.world_size, opts); });
+  }
+
+  void barrier() override {
+    // Gloo's monitored barrier names the ranks that did not arrive within the timeout.
+    run("barrier", [&] {
+      c10d::BarrierOptions bo;
+      bo.timeout = std::chrono::milliseconds(timeout_ms_);
+      pg_->monitoredBarrier(bo, /*waitAllRanks=*/true);
+    });
+  }
 };
 
 #endif  // RLORA_WITH_GLOO
 
+#if RLORA_WITH_NCCL
+
+// NCCL on cuda:<local_rank>. Blocking wait is switched on (unless the environment says otherwise)
+// so that a collective that outlives the timeout throws here, naming this rank, instead of the
+// watchdog thread tearing the process down.
+class NcclGroup : public C10dGroup<c10d::ProcessGroupNCCL> {
+ public:
+  explicit NcclGroup(const InitOptions& o)
+      : C10dGroup(o, "nccl", torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(o.local_rank))) {
+    const auto n = static_cast<int>(torch::cuda::device_count());
+    if (o.local_rank >= n)
+      throw std::invalid_argument("distributed init (rank " + std::to_string(o.rank) + "): backend \"nccl\" puts " +
+                                  "LOCAL_RANK " + std::to_string(o.local_rank) + " on cuda:" +
+                                  std::to_string(o.local_rank) + ", but " + std::to_string(n) +
+                                  " CUDA device(s) are visible");
+    setenv(compat::kNcclBlockingWaitEnv, "1", /*overwrite=*/0);
+    store_ = rendezvous(o);
+    auto opts = c10d::ProcessGroupNCCL::Options::create();
+    opts->timeout = std::chrono::milliseconds(o.timeout_ms);
+    make([&] { return c10::make_intrusive<c10d::ProcessGroupNCCL>(store_, o.rank, o.world_size, opts); });
+  }
+
+  void barrier() override {
+    // A one-element allreduce on this rank's device, waited for on the host: it returns once
+    // every rank reached it, and throws after the timeout.
+    run("barrier", [&] {
+      std::vector<torch::Tensor> one{torch::ones({1}, torch::TensorOptions().device(device_))};
+      pg_->allreduce(one)->wait();
+      one[0].item<float>();
+    });
+  }
+};
+
+#endif  // RLORA_WITH_NCCL
+
 }  // namespace
 
 bool has_gloo() { return RLORA_WITH_GLOO != 0; }
+bool has_nccl() { return RLORA_WITH_NCCL != 0; }
 
 void init(const InitOptions& o) {
   if (o.world_size < 1) throw std::invalid_argument("WORLD_SIZE must be >= 1, got " + std::to_string(o.world_size));
@@ -156,19 +225,29 @@ void init(const InitOptions& o) {
       throw std::logic_error("distributed init: this process is already rank " + std::to_string(g_group->rank()) +
                              " of " + std::to_string(g_group->world_size()) + " (call destroy first)");
   }
-  if (o.backend == "nccl")
-    throw std::invalid_argument("backend \"nccl\" is not in this build of rlora (CPU training uses \"gloo\")");
-  if (o.backend != "gloo")
+  if (o.backend != "gloo" && o.backend != "nccl")
     throw std::invalid_argument("backend must be \"gloo\" or \"nccl\", got \"" + o.backend + "\"");
+  if (o.local_rank < 0) throw std::invalid_argument("LOCAL_RANK must be >= 0, got " + std::to_string(o.local_rank));
+  std::shared_ptr<Group> g;
+  if (o.backend == "nccl") {
+#if RLORA_WITH_NCCL
+    g = std::make_shared<NcclGroup>(o);
+#else
+    throw std::invalid_argument(
+        "backend \"nccl\" is not in this build of rlora: it needs a libtorch with CUDA and NCCL, and nccl.h when "
+        "it is built (CPU training uses \"gloo\"; Gloo also carries CUDA tensors, through the host)");
+#endif
+  } else {
 #if RLORA_WITH_GLOO
-  auto g = std::make_shared<GlooGroup>(o);
+    g = std::make_shared<GlooGroup>(o);
+#else
+    throw std::runtime_error(
+        "this build of rlora has no Gloo (libtorch's c10d and Gloo headers were not found when it was built; on "
+        "Debian: apt-get install -y libgloo-dev, then npx rlora build)");
+#endif
+  }
   std::lock_guard<std::mutex> lock(g_mutex);
   g_group = g;
-#else
-  throw std::runtime_error(
-      "this build of rlora has no Gloo (libtorch's c10d and Gloo headers were not found when it was built; on "
-      "Debian: apt-get install -y libgloo-dev, then npx rlora build)");
-#endif
 }
 
 std::shared_ptr<Group> current() {

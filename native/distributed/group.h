@@ -1,7 +1,8 @@
 // Data parallelism on libtorch's c10d: one process group per process (as torch.distributed's
-// default group), rendezvous through a TCPStore, collectives on Gloo (CPU tensors). Built only
-// where libtorch's c10d headers and Gloo's are found (RLORA_WITH_GLOO); elsewhere init() throws a
-// message that says so.
+// default group), rendezvous through a TCPStore, collectives on Gloo (through CPU tensors) or NCCL
+// (on this rank's CUDA device). Gloo is built where libtorch's c10d headers and Gloo's are found
+// (RLORA_WITH_GLOO); NCCL where libtorch has CUDA and ProcessGroupNCCL, and nccl.h is found
+// (RLORA_WITH_NCCL). Without them init() throws a message that says so.
 #pragma once
 
 #include <torch/torch.h>
@@ -20,6 +21,8 @@ struct InitOptions {
   int world_size = 1;
   std::string backend = "gloo";
   int64_t timeout_ms = 600000;  // torch's default: 10 minutes
+  // NCCL: this rank's CUDA device is cuda:<local_rank> (torchrun's LOCAL_RANK). Gloo ignores it.
+  int local_rank = 0;
 };
 
 // The collectives the training step needs; every call blocks until every rank made it (or the
@@ -30,6 +33,9 @@ class Group {
   virtual int rank() const = 0;
   virtual int world_size() const = 0;
   virtual std::string backend() const = 0;
+  // Where the collectives run: the CPU for Gloo, cuda:<local_rank> for NCCL. Tensors elsewhere are
+  // copied there and back.
+  virtual torch::Device device() const = 0;
   // Sums in place over the ranks; tensors are flattened into buckets of one dtype (one
   // allreduce per bucket) and copied back.
   virtual void allreduce_sum(const std::vector<torch::Tensor>& tensors) = 0;
@@ -40,6 +46,8 @@ class Group {
 
 // True when this build has Gloo (the CPU backend).
 bool has_gloo();
+// True when this build has NCCL (the CUDA backend).
+bool has_nccl();
 
 // Joins the process group (blocks until every rank joined, or the timeout). One per process:
 // a second init while one is active throws.
