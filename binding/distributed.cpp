@@ -6,6 +6,7 @@
 
 #include "common.h"
 #include "distributed/group.h"
+#include "distributed/reducer.h"
 
 namespace rlora::binding {
 
@@ -126,6 +127,30 @@ Napi::Value DistAllgather(const Napi::CallbackInfo& info) {
   });
 }
 
+// distSetBucketSizes(firstBytes, bytes): the gradient buckets of data-parallel steps (bytes 0: one
+// allreduce after backward, no overlap); for tests and benchmarks
+Napi::Value DistSetBucketSizes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    dist::BucketSizes sizes;
+    sizes.first_bytes = get_integer(info[0], "firstBytes");
+    sizes.bytes = get_integer(info[1], "bytes");
+    dist::set_bucket_sizes(sizes);
+    return env.Undefined();
+  });
+}
+
+// distLastReduce() -> {buckets, startedInBackward, fallback, waitMs} of the last overlapped step
+Napi::Value DistLastReduce(const Napi::CallbackInfo& info) {
+  const auto s = dist::last_reduce_stats();
+  auto o = Napi::Object::New(info.Env());
+  o.Set("buckets", s.buckets);
+  o.Set("startedInBackward", s.started_in_backward);
+  o.Set("fallback", s.fallback);
+  o.Set("waitMs", s.wait_ms);
+  return o;
+}
+
 Napi::Value DistDestroy(const Napi::CallbackInfo& info) {
   dist::destroy();
   return info.Env().Undefined();
@@ -140,6 +165,8 @@ void InitDist(Napi::Env env, Napi::Object exports) {
   exports.Set("distAllreduceSum", Napi::Function::New(env, DistAllreduceSum));
   exports.Set("distAllgather", Napi::Function::New(env, DistAllgather));
   exports.Set("distDestroy", Napi::Function::New(env, DistDestroy));
+  exports.Set("distSetBucketSizes", Napi::Function::New(env, DistSetBucketSizes));
+  exports.Set("distLastReduce", Napi::Function::New(env, DistLastReduce));
   exports.Set("hasGloo", Napi::Boolean::New(env, dist::has_gloo()));
   exports.Set("hasNccl", Napi::Boolean::New(env, dist::has_nccl()));
 }

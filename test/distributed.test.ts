@@ -9,6 +9,8 @@ import * as path from 'path';
 
 import { Adapter, ByteTokenizer, distributed, loadSafetensors, Model, Trainer } from '../lib';
 import { resolveOptions } from '../lib/distributed';
+import { native } from '../lib/native';
+import { maxAbs, maxAbsDiff } from './helpers/math';
 import { freePort } from './helpers/ports';
 import { tempFolder } from './helpers/tiny-model';
 
@@ -31,6 +33,8 @@ interface Out {
   evals: { step: number; tasks: Record<string, { loss: number; accuracy: number; count: number }> }[];
   worldSize: number;
   typedSums: { f32: (string | number)[]; f64: (string | number)[] };
+  /** The last step's gradient exchange (native distLastReduce). */
+  reduce: { buckets: number; startedInBackward: number; fallback: boolean; waitMs: number };
 }
 
 function runChild(args: object, env: Record<string, string>): Promise<ChildResult> {
@@ -298,6 +302,66 @@ describe('data parallel (gloo)', () => {
     // it goes on from the trained adapter, not a fresh one: below the first step's loss
     expect(b.losses[0]).toBeLessThan(a.losses[0]);
     expect(maxRelDiff(b.state, a.state)).toBeGreaterThan(0); // and it trained (other rows than the 2-process run)
+  });
+
+  itDp('gradients exchanged in small buckets while backward runs (accumulation 2): the adapter one process trains; buckets start before backward returns', async () => {
+    const one = path.join(tmp, 'bk-one.json'), two = path.join(tmp, 'bk-two.json');
+    expect(await runChild({ batchSize: 4, gradientAccumulation: 2, steps: 8, out: one }, {})).toEqual({ code: 0, stderr: '' });
+    // the adapter's 24 trainable tensors (3 KB): a 256-byte first bucket, then 1 KB ones: 4 buckets
+    const ranks = await runWorld(2, () => ({ batchSize: 2, gradientAccumulation: 2, steps: 8, out: two, bucketBytes: [256, 1024] }));
+    expect(ranks.map((r) => r.code)).toEqual([0, 0]);
+    const a = read(one), b = read(two);
+    expect(maxRelDiff(b.state, a.state)).toBeLessThan(1e-5);
+    b.losses.forEach((l, i) => expect(Math.abs(l - a.losses[i])).toBeLessThan(1e-5 * Math.abs(a.losses[i])));
+    expect(a.losses[7]).toBeLessThan(a.losses[0]);
+    expect(b.reduce.buckets).toBeGreaterThanOrEqual(4);
+    expect(b.reduce.startedInBackward).toBeGreaterThanOrEqual(b.reduce.buckets - 1); // the last may wait for finish()
+    expect(b.reduce.fallback).toBe(false);
+  });
+
+  itDp('a group of one: the bucketed step equals the step without a group, also when a second backward pass reaches a gradient after its bucket started; weights without a gradient keep none (AdamW skips them, as without a group)', async () => {
+    const { AdamW, trainStep } = await import('../lib');
+    const { TINY_BYTE_CONFIG } = await import('./helpers/tiny-model');
+    const batch = (seed: number, rows = 3, len = 10) => {
+      const ids = Array.from({ length: rows }, (_, b) => Array.from({ length: len }, (_, t) => 3 + ((seed * 31 + b * 7 + t * 13) % 200)));
+      return { inputIds: ids, attentionMask: ids.map((r) => r.map(() => 1)), labels: ids.map((r) => r.map((x, t) => (t < 3 ? -100 : x))) };
+    };
+    // adapter: only the adapter trains; full: every weight of the model trains, with checkpointing and
+    // the head in one-row chunks, so the final norm's gradient comes in three backward passes
+    const run = async (dp: boolean, what: 'adapter' | 'full') => {
+      const model = Model.fromConfig(TINY_BYTE_CONFIG, { seed: 1 });
+      const adapter = Adapter.attach(model, { method: 'rlora', rank: 2, heads: 2, targetModules: ['q_proj', 'up_proj'], seed: 2 });
+      if (what === 'full') model.native.setHeadChunkElements(1);
+      const opt = what === 'full' ? new AdamW(model, { lr: 1e-3 }) : new AdamW([...adapter.layers.values()], { lr: 1e-2 });
+      const losses: number[] = [];
+      for (let s = 0; s < 3; s++) losses.push((await trainStep(model, [batch(s), batch(s + 50, 2)], opt, { distributed: dp, gradientCheckpointing: what === 'full' })).loss);
+      const stats = native.distLastReduce();
+      const flat = what === 'full'
+        ? model.native.parameterSpecs().flatMap(({ name }) => Array.from(model.native.parameter(name).data() as Float32Array))
+        : Object.entries(adapter.stateDict()).sort(([x], [y]) => (x < y ? -1 : 1)).flatMap(([, t]) => Array.from(t.data() as Float32Array));
+      model.dispose();
+      return { losses, flat, stats };
+    };
+    await distributed.init({ worldSize: 1, rank: 0, masterPort: await freePort() });
+    try {
+      for (const what of ['adapter', 'full'] as const) {
+        for (const sizes of [[64, 256], [0, 0]] as const) {
+          native.distSetBucketSizes(sizes[0], sizes[1]);
+          const without = await run(false, what);
+          const withGroup = await run(true, what);
+          expect(withGroup.losses).toEqual(without.losses);
+          expect(maxAbsDiff(withGroup.flat, without.flat)).toBeLessThan(1e-7 * maxAbs(without.flat));
+          if (sizes[1] > 0) {
+            expect(withGroup.stats.buckets).toBeGreaterThan(3);
+            expect(withGroup.stats.fallback).toBe(what === 'full');
+            if (what === 'adapter') expect(withGroup.stats.startedInBackward).toBe(withGroup.stats.buckets);
+          }
+        }
+      }
+    } finally {
+      native.distSetBucketSizes(1 << 20, 25 << 20);
+      distributed.destroy();
+    }
   });
 
   itDp('a port in use: rank 0 says so', async () => {

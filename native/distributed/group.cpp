@@ -92,6 +92,16 @@ class C10dGroup : public Group {
     }
   }
 
+  std::unique_ptr<Pending> allreduce_sum_async(torch::Tensor flat) override {
+    if (flat.device() != device_ || !flat.is_contiguous())
+      throw std::invalid_argument(where("allreduce") + "the bucket must be one contiguous tensor on " + device_.str() +
+                                  ", got one on " + flat.device().str());
+    auto p = std::make_unique<Started>(*this);
+    p->tensors.push_back(std::move(flat));
+    run("allreduce", [&] { p->work = pg_->allreduce(p->tensors); });
+    return p;
+  }
+
   std::vector<int64_t> allgather(int64_t value) override {
     const auto on = torch::TensorOptions().dtype(torch::kInt64).device(device_);
     std::vector<torch::Tensor> in{torch::full({1}, value, on)};
@@ -126,6 +136,15 @@ class C10dGroup : public Group {
       throw std::runtime_error(where("init") + message_of(e));
     }
   }
+
+  // An allreduce in flight: the work, and the tensor it sums (kept alive until it is done).
+  struct Started : Pending {
+    explicit Started(C10dGroup& g) : group(g) {}
+    void wait() override { group.run("allreduce", [&] { work->wait(); }); }
+    C10dGroup& group;
+    std::vector<torch::Tensor> tensors;
+    c10::intrusive_ptr<c10d::Work> work;
+  };
 
   int rank_, size_;
   int64_t timeout_ms_;

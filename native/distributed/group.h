@@ -25,6 +25,15 @@ struct InitOptions {
   int local_rank = 0;
 };
 
+// A collective started without waiting for it (Group::allreduce_sum_async).
+class Pending {
+ public:
+  virtual ~Pending() = default;
+  // Blocks until the collective is done (its tensor then holds the result), or throws after the
+  // timeout, naming this rank and the operation.
+  virtual void wait() = 0;
+};
+
 // The collectives the training step needs; every call blocks until every rank made it (or the
 // timeout passes: then it throws, naming this rank and the operation).
 class Group {
@@ -39,6 +48,10 @@ class Group {
   // Sums in place over the ranks; tensors are flattened into buckets of one dtype (one
   // allreduce per bucket) and copied back.
   virtual void allreduce_sum(const std::vector<torch::Tensor>& tensors) = 0;
+  // Starts summing `flat` (one contiguous tensor on device()) in place over the ranks and returns
+  // at once; read `flat` only after wait(). Every rank must start the same collectives in the
+  // same order.
+  virtual std::unique_ptr<Pending> allreduce_sum_async(torch::Tensor flat) = 0;
   // Every rank's value, in rank order.
   virtual std::vector<int64_t> allgather(int64_t value) = 0;
   virtual void barrier() = 0;

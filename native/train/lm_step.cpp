@@ -5,6 +5,7 @@
 
 #include "common/format.h"
 #include "common/torch_compat.h"
+#include "distributed/reducer.h"
 
 namespace rlora::train {
 
@@ -46,7 +47,14 @@ LmStepResult lm_train_step(model::DecoderModel& model, const std::vector<LmBatch
   opt.zero_grad();
   LmStepResult r;
   std::vector<torch::Tensor> sums, counts;
-  for (const auto& b : micro) {
+  // Data parallel: the last micro-batch's backward sums the gradients over the ranks as they come
+  // (earlier ones accumulate locally, as DDP's no_sync).
+  std::unique_ptr<dist::OverlappedAllreduce> overlap;
+  const dist::BucketSizes buckets = dist::bucket_sizes();
+  for (size_t i = 0; i < micro.size(); ++i) {
+    const auto& b = micro[i];
+    if (group && buckets.bytes > 0 && i + 1 == micro.size())
+      overlap = std::make_unique<dist::OverlappedAllreduce>(*group, opt.params(), buckets);
     torch::Tensor tokens, rows;
     if (checkpointing) {
       compat::AutocastGuard guard(model.device(), cast, autocast);  // the recomputation too
@@ -71,19 +79,16 @@ LmStepResult lm_train_step(model::DecoderModel& model, const std::vector<LmBatch
     sums.push_back(rows.detach());
     counts.push_back(tokens);
   }
+  // The gradients summed over the ranks (each rank's loss was divided by the global count, so the
+  // sum is the global gradient), then the global loss: every rank decides on the same number.
+  if (overlap) {
+    overlap->finish();
+  } else if (group) {
+    dist::sum_gradients(*group, opt.params());
+  }
   r.rows = {torch::cat(sums).to(torch::kCPU, torch::kFloat64), torch::cat(counts).to(torch::kCPU, torch::kInt64)};
   double loss_sum = r.rows.loss_sum.sum().item<double>();
-  if (group) {
-    // The global loss (every rank decides on the same number), then the gradients summed over the
-    // ranks: each rank's loss was divided by the global count, so the sum is the global gradient.
-    loss_sum = dist::allreduce_sum(*group, loss_sum);
-    std::vector<torch::Tensor> grads;
-    for (auto& p : opt.params()) {
-      if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);  // the same list on every rank
-      grads.push_back(p.grad());
-    }
-    group->allreduce_sum(grads);
-  }
+  if (group) loss_sum = dist::allreduce_sum(*group, loss_sum);
   r.loss = loss_sum / static_cast<double>(total);
   r.finite = std::isfinite(r.loss);
   if (!r.finite) {

@@ -5,6 +5,7 @@
 import * as fs from 'fs';
 
 import { Adapter, ByteTokenizer, distributed, Model, MultiTaskDataset, Trainer } from '../../lib';
+import { native } from '../../lib/native';
 import { TINY_BYTE_CONFIG } from './tiny-model';
 
 interface Args {
@@ -26,10 +27,13 @@ interface Args {
   saveEvery?: number;
   /** Resume from this checkpoint (to `steps` in all) instead of starting. */
   resumeFrom?: string;
+  /** Gradient bucket sizes in bytes [first, rest] (native/distributed/reducer.h; [0, 0]: no overlap). */
+  bucketBytes?: [number, number];
 }
 
 async function main(): Promise<void> {
   const a = JSON.parse(process.argv[2]) as Args;
+  if (a.bucketBytes) native.distSetBucketSizes(a.bucketBytes[0], a.bucketBytes[1]);
   const tok = new ByteTokenizer();
   const rows = Array.from({ length: 24 }, (_, i) => ({ task: i % 3 ? 'add' : 'mul', prompt: `n${i}:`, response: String(i % 3 ? i + 5 : i * 3) }));
   const data = MultiTaskDataset.fromArray(rows, { tokenizer: tok, maxLength: 16 });
@@ -64,7 +68,7 @@ async function main(): Promise<void> {
   if (distributed.rank() === 0) {
     const typedSums = { f32: [f32.constructor.name, ...Array.from(f32)], f64: [f64.constructor.name, ...Array.from(f64)] };
     const state = Object.fromEntries(Object.entries(adapter.stateDict()).map(([k, t]) => [k, Array.from(t.data() as Float32Array)]));
-    fs.writeFileSync(a.out, JSON.stringify({ state, losses: history.steps.map((s) => s.loss), stepNumbers: history.steps.map((s) => s.step), tokens: history.steps.map((s) => s.tokens), evals: history.evals, worldSize: distributed.worldSize(), typedSums }));
+    fs.writeFileSync(a.out, JSON.stringify({ state, losses: history.steps.map((s) => s.loss), stepNumbers: history.steps.map((s) => s.step), tokens: history.steps.map((s) => s.tokens), evals: history.evals, worldSize: distributed.worldSize(), typedSums, reduce: native.distLastReduce() }));
   }
   distributed.destroy();
 }
