@@ -32,7 +32,7 @@ Napi::Value to_js_array(Napi::Env env, const std::vector<T>& values) {
   return out;
 }
 
-// distInit({masterAddr, masterPort, rank, worldSize, backend, timeoutMs, localRank}) -> Promise<void>
+// distInit({masterAddr, masterPort, rank, worldSize, backend, timeoutMs, localRank, bucketCapBytes}) -> Promise<void>
 Napi::Value DistInit(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -46,6 +46,7 @@ Napi::Value DistInit(const Napi::CallbackInfo& info) {
     opts.backend = get_string(o.Get("backend"), "backend");
     opts.timeout_ms = get_integer(o.Get("timeoutMs"), "timeoutMs");
     opts.local_rank = static_cast<int>(get_integer(o.Get("localRank"), "localRank"));
+    opts.bucket_cap_bytes = get_integer(o.Get("bucketCapBytes"), "bucketCapBytes");
     return run_async_void(env, [opts] { dist::init(opts); });
   });
 }
@@ -127,19 +128,6 @@ Napi::Value DistAllgather(const Napi::CallbackInfo& info) {
   });
 }
 
-// distSetBucketSizes(firstBytes, bytes): the gradient buckets of data-parallel steps (bytes 0: one
-// allreduce after backward, no overlap); for tests and benchmarks
-Napi::Value DistSetBucketSizes(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return guarded(env, [&]() -> Napi::Value {
-    dist::BucketSizes sizes;
-    sizes.first_bytes = get_integer(info[0], "firstBytes");
-    sizes.bytes = get_integer(info[1], "bytes");
-    dist::set_bucket_sizes(sizes);
-    return env.Undefined();
-  });
-}
-
 // distLastReduce() -> {buckets, startedInBackward, fallback, waitMs} of the last overlapped step
 Napi::Value DistLastReduce(const Napi::CallbackInfo& info) {
   const auto s = dist::last_reduce_stats();
@@ -165,7 +153,6 @@ void InitDist(Napi::Env env, Napi::Object exports) {
   exports.Set("distAllreduceSum", Napi::Function::New(env, DistAllreduceSum));
   exports.Set("distAllgather", Napi::Function::New(env, DistAllgather));
   exports.Set("distDestroy", Napi::Function::New(env, DistDestroy));
-  exports.Set("distSetBucketSizes", Napi::Function::New(env, DistSetBucketSizes));
   exports.Set("distLastReduce", Napi::Function::New(env, DistLastReduce));
   exports.Set("hasGloo", Napi::Boolean::New(env, dist::has_gloo()));
   exports.Set("hasNccl", Napi::Boolean::New(env, dist::has_nccl()));

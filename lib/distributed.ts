@@ -28,10 +28,19 @@ export interface DistributedOptions {
   worldSize?: number;
   /** This process's index on its machine: NCCL uses cuda:localRank. Default: the environment's LOCAL_RANK, else 0. */
   localRank?: number;
+  /**
+   * Gradients are summed in buckets of this many MiB while backward still runs, as DDP's
+   * bucket_cap_mb (the first bucket at most 1 MiB); 0: in one all-reduce after backward. Default:
+   * 25 with NCCL; 0 with Gloo, where the CPU that would overlap the exchange is busy with backward
+   * (benchmarks/README.md "benchmarks/distributed": no gain on 2 cores).
+   */
+  bucketCapMb?: number;
 }
 
-const OPTION_NAMES = ['backend', 'timeoutMs', 'masterAddr', 'masterPort', 'rank', 'worldSize', 'localRank'];
+const OPTION_NAMES = ['backend', 'timeoutMs', 'masterAddr', 'masterPort', 'rank', 'worldSize', 'localRank', 'bucketCapMb'];
 export const DEFAULT_TIMEOUT_MS = 600_000;
+/** DDP's bucket_cap_mb. */
+export const DEFAULT_NCCL_BUCKET_MB = 25;
 
 /** An integer from the environment, or undefined when unset; a bad value names the variable. */
 function envInt(name: string, min: number, env: Env): number | undefined {
@@ -70,7 +79,11 @@ export function resolveOptions(o: DistributedOptions = {}, env: Env = process.en
   if (masterPort > 65535) throw new RangeError(`environment variable MASTER_PORT must be at most 65535, got ${masterPort}`);
   const timeoutMs = o.timeoutMs !== undefined ? int(o.timeoutMs, 'timeoutMs', 1) : DEFAULT_TIMEOUT_MS;
   const localRank = o.localRank !== undefined ? int(o.localRank, 'localRank', 0) : (envInt('LOCAL_RANK', 0, env) ?? 0);
-  return { backend, timeoutMs, masterAddr, masterPort, rank, worldSize, localRank };
+  const bucketCapMb = o.bucketCapMb ?? (backend === 'nccl' ? DEFAULT_NCCL_BUCKET_MB : 0);
+  if (typeof bucketCapMb !== 'number' || !Number.isFinite(bucketCapMb) || bucketCapMb < 0 || bucketCapMb > 1 << 20) {
+    throw new RangeError(`distributed: bucketCapMb must be a number from 0 to ${1 << 20} (MiB), got ${util.inspect(bucketCapMb)}`);
+  }
+  return { backend, timeoutMs, masterAddr, masterPort, rank, worldSize, localRank, bucketCapMb };
 }
 
 /**
@@ -80,7 +93,7 @@ export function resolveOptions(o: DistributedOptions = {}, env: Env = process.en
  */
 export async function init(options: DistributedOptions = {}): Promise<{ rank: number; worldSize: number }> {
   const o = resolveOptions(options);
-  await native.distInit(o);
+  await native.distInit({ ...o, bucketCapBytes: Math.round(o.bucketCapMb * 2 ** 20) });
   return { rank: o.rank, worldSize: o.worldSize };
 }
 

@@ -197,11 +197,9 @@ export interface NativeAddon {
   emptyCache(): void;
   resetPeakMemory(): void;
   blasInfo(): string;
-  distInit(options: { masterAddr: string; masterPort: number; rank: number; worldSize: number; backend: string; timeoutMs: number; localRank: number }): Promise<void>;
+  distInit(options: { masterAddr: string; masterPort: number; rank: number; worldSize: number; backend: string; timeoutMs: number; localRank: number; bucketCapBytes: number }): Promise<void>;
   distInfo(): { rank: number; worldSize: number; backend: string; device: string } | null;
-  /** Gradient buckets of data-parallel steps in bytes (DDP's defaults: 1 MiB first, 25 MiB); bytes 0: no overlap. Tests and benchmarks. */
-  distSetBucketSizes(firstBytes: number, bytes: number): void;
-  /** The last overlapped step: buckets, how many started before backward returned, whether it summed again, and ms waited after backward. */
+  /** The last step with buckets during backward: buckets, how many started before backward returned, whether it summed again after backward, and ms waited after backward. Tests and benchmarks. */
   distLastReduce(): { buckets: number; startedInBackward: number; fallback: boolean; waitMs: number };
   distBarrier(): Promise<void>;
   distAllreduceSum<T extends number[] | Float32Array | Float64Array>(values: T): Promise<T>;

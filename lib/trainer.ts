@@ -92,7 +92,8 @@ export interface TrainerOptions {
    * RANK), or when distributed.init() made a group of several ranks. An object: as 'auto', with
    * these options for distributed.init (backend, timeoutMs); one process still makes no group.
    * The backend, unless named: 'nccl' for a CUDA model where the build has NCCL (each rank's model
-   * must then be on cuda:LOCAL_RANK), else 'gloo'. false: off. batchSize is per process; the
+   * must then be on cuda:LOCAL_RANK), else 'gloo'. bucketCapMb: gradients exchanged in buckets
+   * while backward runs (default 25 with NCCL, 0 with Gloo). false: off. batchSize is per process; the
    * global batch is batchSize x gradientAccumulation x worldSize. Rank 0 alone writes checkpoints,
    * logs, evaluation files and the progress bar.
    */

@@ -516,7 +516,8 @@ async function distributedChecks() {
     const built = { gloo: distributed.isAvailable('gloo'), nccl: distributed.isAvailable('nccl') };
     if (!built[backend]) return { passed: false, built, reason: `this build has no ${backend}` };
     const masterPort = await freePort();
-    await distributed.init({ backend, worldSize: 1, rank: 0, masterPort, localRank: index, timeoutMs: 60_000 });
+    // 256-byte gradient buckets: several allreduces start while backward runs (native/distributed/reducer.h)
+    await distributed.init({ backend, worldSize: 1, rank: 0, masterPort, localRank: index, timeoutMs: 60_000, bucketCapMb: 2 ** -12 });
     try {
       const groupDevice = distributed.device();
       const sums = Array.from(await distributed.allreduceSum(new Float32Array([1.5, -2, 3])));
@@ -533,12 +534,13 @@ async function distributedChecks() {
         return { losses, flat };
       };
       const withGroup = await run(true);
+      const reduce = require(path.join(args.dist, 'native.js')).native.distLastReduce();
       const without = await run(false);
       const lossErr = lossRelErr(withGroup.losses, without.losses);
       const stateErr = relErr(withGroup.flat, without.flat);
       const wantDevice = backend === 'nccl' ? `cuda:${index}` : 'cpu';
       return {
-        passed: groupDevice === wantDevice && JSON.stringify(sums) === '[1.5,-2,3]' && JSON.stringify(gathered) === '[7]' && lossErr < 1e-6 && stateErr < 1e-6,
+        passed: groupDevice === wantDevice && JSON.stringify(sums) === '[1.5,-2,3]' && JSON.stringify(gathered) === '[7]' && lossErr < 1e-6 && stateErr < 1e-6 && reduce.buckets > 1 && reduce.startedInBackward === reduce.buckets,
         backend: distributed.backendName(),
         groupDevice,
         built,
@@ -548,6 +550,8 @@ async function distributedChecks() {
         lossRelErrGroupVsNone: lossErr,
         stateRelErrGroupVsNone: stateErr,
         losses: JSON.stringify(withGroup.losses.map(sig)),
+        buckets: reduce.buckets,
+        bucketsStartedInBackward: reduce.startedInBackward,
       };
     } finally {
       distributed.destroy();

@@ -307,14 +307,14 @@ describe('data parallel (gloo)', () => {
   itDp('gradients exchanged in small buckets while backward runs (accumulation 2): the adapter one process trains; buckets start before backward returns', async () => {
     const one = path.join(tmp, 'bk-one.json'), two = path.join(tmp, 'bk-two.json');
     expect(await runChild({ batchSize: 4, gradientAccumulation: 2, steps: 8, out: one }, {})).toEqual({ code: 0, stderr: '' });
-    // the adapter's 24 trainable tensors (3 KB): a 256-byte first bucket, then 1 KB ones: 4 buckets
-    const ranks = await runWorld(2, () => ({ batchSize: 2, gradientAccumulation: 2, steps: 8, out: two, bucketBytes: [256, 1024] }));
+    // the adapter's 24 trainable tensors (3 KB) in buckets of 1 KB (2^-10 MiB): at least 3
+    const ranks = await runWorld(2, () => ({ batchSize: 2, gradientAccumulation: 2, steps: 8, out: two, bucketCapMb: 2 ** -10 }));
     expect(ranks.map((r) => r.code)).toEqual([0, 0]);
     const a = read(one), b = read(two);
     expect(maxRelDiff(b.state, a.state)).toBeLessThan(1e-5);
     b.losses.forEach((l, i) => expect(Math.abs(l - a.losses[i])).toBeLessThan(1e-5 * Math.abs(a.losses[i])));
     expect(a.losses[7]).toBeLessThan(a.losses[0]);
-    expect(b.reduce.buckets).toBeGreaterThanOrEqual(4);
+    expect(b.reduce.buckets).toBeGreaterThanOrEqual(3);
     expect(b.reduce.startedInBackward).toBeGreaterThanOrEqual(b.reduce.buckets - 1); // the last may wait for finish()
     expect(b.reduce.fallback).toBe(false);
   });
@@ -342,25 +342,24 @@ describe('data parallel (gloo)', () => {
       model.dispose();
       return { losses, flat, stats };
     };
-    await distributed.init({ worldSize: 1, rank: 0, masterPort: await freePort() });
-    try {
-      for (const what of ['adapter', 'full'] as const) {
-        for (const sizes of [[64, 256], [0, 0]] as const) {
-          native.distSetBucketSizes(sizes[0], sizes[1]);
+    // buckets of 256 bytes, and one all-reduce after backward
+    for (const bucketCapMb of [2 ** -12, 0]) {
+      await distributed.init({ worldSize: 1, rank: 0, masterPort: await freePort(), bucketCapMb });
+      try {
+        for (const what of ['adapter', 'full'] as const) {
           const without = await run(false, what);
           const withGroup = await run(true, what);
           expect(withGroup.losses).toEqual(without.losses);
           expect(maxAbsDiff(withGroup.flat, without.flat)).toBeLessThan(1e-7 * maxAbs(without.flat));
-          if (sizes[1] > 0) {
+          if (bucketCapMb > 0) {
             expect(withGroup.stats.buckets).toBeGreaterThan(3);
             expect(withGroup.stats.fallback).toBe(what === 'full');
             if (what === 'adapter') expect(withGroup.stats.startedInBackward).toBe(withGroup.stats.buckets);
           }
         }
+      } finally {
+        distributed.destroy();
       }
-    } finally {
-      native.distSetBucketSizes(1 << 20, 25 << 20);
-      distributed.destroy();
     }
   });
 
@@ -378,8 +377,11 @@ describe('data parallel (gloo)', () => {
   });
 
   it('reads torchrun\'s environment, and names a bad or missing variable', () => {
-    expect(resolveOptions({}, { WORLD_SIZE: '4', RANK: '3', LOCAL_RANK: '1', MASTER_ADDR: 'node0', MASTER_PORT: '1234' })).toEqual({ backend: 'gloo', timeoutMs: 600_000, masterAddr: 'node0', masterPort: 1234, rank: 3, worldSize: 4, localRank: 1 });
-    expect(resolveOptions({}, {})).toEqual({ backend: 'gloo', timeoutMs: 600_000, masterAddr: '127.0.0.1', masterPort: 29500, rank: 0, worldSize: 1, localRank: 0 });
+    expect(resolveOptions({}, { WORLD_SIZE: '4', RANK: '3', LOCAL_RANK: '1', MASTER_ADDR: 'node0', MASTER_PORT: '1234' })).toEqual({ backend: 'gloo', timeoutMs: 600_000, masterAddr: 'node0', masterPort: 1234, rank: 3, worldSize: 4, localRank: 1, bucketCapMb: 0 });
+    expect(resolveOptions({}, {})).toEqual({ backend: 'gloo', timeoutMs: 600_000, masterAddr: '127.0.0.1', masterPort: 29500, rank: 0, worldSize: 1, localRank: 0, bucketCapMb: 0 });
+    expect(resolveOptions({ backend: 'nccl' }, {}).bucketCapMb).toBe(25); // DDP's bucket_cap_mb
+    expect(resolveOptions({ bucketCapMb: 0.5 }, {}).bucketCapMb).toBe(0.5);
+    expect(() => resolveOptions({ bucketCapMb: -1 })).toThrow('distributed: bucketCapMb must be a number from 0 to 1048576 (MiB), got -1');
     expect(resolveOptions({ localRank: 2 }, { LOCAL_RANK: '1' }).localRank).toBe(2);
     expect(() => resolveOptions({}, { LOCAL_RANK: '-1' })).toThrow('environment variable LOCAL_RANK must be an integer >= 0, got "-1"');
     expect(() => resolveOptions({ localRank: 0.5 })).toThrow('distributed: localRank must be an integer from 0 to');
@@ -389,7 +391,7 @@ describe('data parallel (gloo)', () => {
     expect(() => resolveOptions({}, { WORLD_SIZE: '2', RANK: '2' })).toThrow('distributed: RANK 2 is not below WORLD_SIZE 2');
     expect(() => resolveOptions({}, { MASTER_PORT: '70000' })).toThrow('environment variable MASTER_PORT must be at most 65535, got 70000');
     expect(() => resolveOptions({ backend: 'mpi' as never })).toThrow("distributed: backend must be 'gloo' or 'nccl', got 'mpi'");
-    expect(() => resolveOptions({ timeout: 5 } as never)).toThrow('distributed: unknown option "timeout"; known: backend, timeoutMs, masterAddr, masterPort, rank, worldSize, localRank');
+    expect(() => resolveOptions({ timeout: 5 } as never)).toThrow('distributed: unknown option "timeout"; known: backend, timeoutMs, masterAddr, masterPort, rank, worldSize, localRank, bucketCapMb');
   });
 
   itDp('backends: NCCL only where the build has it, chosen for CUDA models; a Gloo group works on the CPU', async () => {

@@ -62,12 +62,18 @@ template <class PG>
 class C10dGroup : public Group {
  public:
   C10dGroup(const InitOptions& o, std::string backend, torch::Device device)
-      : rank_(o.rank), size_(o.world_size), timeout_ms_(o.timeout_ms), backend_(std::move(backend)), device_(device) {}
+      : rank_(o.rank),
+        size_(o.world_size),
+        timeout_ms_(o.timeout_ms),
+        bucket_cap_bytes_(o.bucket_cap_bytes),
+        backend_(std::move(backend)),
+        device_(device) {}
 
   int rank() const override { return rank_; }
   int world_size() const override { return size_; }
   std::string backend() const override { return backend_; }
   torch::Device device() const override { return device_; }
+  int64_t bucket_cap_bytes() const override { return bucket_cap_bytes_; }
 
   void allreduce_sum(const std::vector<torch::Tensor>& tensors) override {
     // One flat bucket per dtype, in order, on the backend's device: one allreduce each.
@@ -147,7 +153,7 @@ class C10dGroup : public Group {
   };
 
   int rank_, size_;
-  int64_t timeout_ms_;
+  int64_t timeout_ms_, bucket_cap_bytes_;
   std::string backend_;
   torch::Device device_;
   c10::intrusive_ptr<c10d::Store> store_;
@@ -247,6 +253,8 @@ void init(const InitOptions& o) {
   if (o.backend != "gloo" && o.backend != "nccl")
     throw std::invalid_argument("backend must be \"gloo\" or \"nccl\", got \"" + o.backend + "\"");
   if (o.local_rank < 0) throw std::invalid_argument("LOCAL_RANK must be >= 0, got " + std::to_string(o.local_rank));
+  if (o.bucket_cap_bytes < 0)
+    throw std::invalid_argument("the gradient bucket size must be >= 0 bytes, got " + std::to_string(o.bucket_cap_bytes));
   std::shared_ptr<Group> g;
   if (o.backend == "nccl") {
 #if RLORA_WITH_NCCL

@@ -23,6 +23,9 @@ struct InitOptions {
   int64_t timeout_ms = 600000;  // torch's default: 10 minutes
   // NCCL: this rank's CUDA device is cuda:<local_rank> (torchrun's LOCAL_RANK). Gloo ignores it.
   int local_rank = 0;
+  // Gradient buckets exchanged while backward runs (native/distributed/reducer.h), as DDP's
+  // bucket_cap_mb; 0: one allreduce after backward.
+  int64_t bucket_cap_bytes = 0;
 };
 
 // A collective started without waiting for it (Group::allreduce_sum_async).
@@ -45,6 +48,8 @@ class Group {
   // Where the collectives run: the CPU for Gloo, cuda:<local_rank> for NCCL. Tensors elsewhere are
   // copied there and back.
   virtual torch::Device device() const = 0;
+  // InitOptions::bucket_cap_bytes.
+  virtual int64_t bucket_cap_bytes() const = 0;
   // Sums in place over the ranks; tensors are flattened into buckets of one dtype (one
   // allreduce per bucket) and copied back.
   virtual void allreduce_sum(const std::vector<torch::Tensor>& tensors) = 0;

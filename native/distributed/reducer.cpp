@@ -1,5 +1,6 @@
 #include "distributed/reducer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <mutex>
 #include <stdexcept>
@@ -8,22 +9,9 @@ namespace rlora::dist {
 
 namespace {
 std::mutex g_mutex;
-BucketSizes g_sizes;
 ReduceStats g_last;
+constexpr int64_t kFirstBucketBytes = int64_t{1} << 20;  // DDP's first bucket
 }  // namespace
-
-void set_bucket_sizes(const BucketSizes& sizes) {
-  if (sizes.first_bytes < 0 || sizes.bytes < 0)
-    throw std::invalid_argument("bucket sizes must be >= 0 bytes, got " + std::to_string(sizes.first_bytes) + " and " +
-                                std::to_string(sizes.bytes));
-  std::lock_guard<std::mutex> lock(g_mutex);
-  g_sizes = sizes;
-}
-
-BucketSizes bucket_sizes() {
-  std::lock_guard<std::mutex> lock(g_mutex);
-  return g_sizes;
-}
 
 ReduceStats last_reduce_stats() {
   std::lock_guard<std::mutex> lock(g_mutex);
@@ -34,8 +22,9 @@ namespace {
 // Which parameters have a gradient on some rank (one small allreduce of 0/1 flags); `had` says
 // which have one here.
 std::vector<bool> had_on_any_rank(Group& group, const std::vector<bool>& had) {
-  torch::Tensor flags = torch::empty({static_cast<int64_t>(had.size())}, torch::kInt64);
-  for (size_t i = 0; i < had.size(); ++i) flags[static_cast<int64_t>(i)] = had[i] ? 1 : 0;
+  std::vector<int64_t> ones(had.size());
+  for (size_t i = 0; i < had.size(); ++i) ones[i] = had[i] ? 1 : 0;
+  torch::Tensor flags = torch::tensor(ones, torch::kInt64);
   group.allreduce_sum({flags});
   std::vector<bool> any(had.size());
   const auto* f = flags.data_ptr<int64_t>();
@@ -59,9 +48,9 @@ void sum_gradients(Group& group, const std::vector<torch::Tensor>& params) {
   if (!grads.empty()) group.allreduce_sum(grads);
 }
 
-OverlappedAllreduce::OverlappedAllreduce(Group& group, const std::vector<torch::Tensor>& params,
-                                         const BucketSizes& sizes)
+OverlappedAllreduce::OverlappedAllreduce(Group& group, const std::vector<torch::Tensor>& params)
     : group_(group), params_(params), slots_(params.size()) {
+  const int64_t cap_bytes = group.bucket_cap_bytes();
   // Buckets in reverse order of the parameters: backward produces the last layers' gradients first.
   // A bucket holds one dtype; a parameter larger than the cap has a bucket of its own.
   std::vector<int64_t> numel;
@@ -69,7 +58,7 @@ OverlappedAllreduce::OverlappedAllreduce(Group& group, const std::vector<torch::
   for (size_t k = params_.size(); k-- > 0;) {
     const auto& p = params_[k];
     const int64_t bytes = p.numel() * static_cast<int64_t>(p.element_size());
-    const int64_t cap = buckets_.size() == 1 ? sizes.first_bytes : sizes.bytes;
+    const int64_t cap = buckets_.size() == 1 ? std::min(kFirstBucketBytes, cap_bytes) : cap_bytes;
     if (buckets_.empty() || params_[buckets_.back().members.front()].scalar_type() != p.scalar_type() ||
         (open_bytes > 0 && open_bytes + bytes > cap)) {
       buckets_.emplace_back();
@@ -141,8 +130,8 @@ void OverlappedAllreduce::finish() {
     buckets_[s.bucket].pending--;
   }
   start_ready(/*in_backward=*/false);
-  const std::vector<bool> keep = had_on_any_rank(group_, had);
   const auto t0 = std::chrono::steady_clock::now();
+  const std::vector<bool> keep = had_on_any_rank(group_, had);  // queued behind the buckets
   for (auto& b : buckets_) b.work->wait();
   stats_.wait_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   if (late_) {

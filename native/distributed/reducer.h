@@ -14,22 +14,12 @@
 
 namespace rlora::dist {
 
-// Bucket sizes in bytes: the first bucket (the last layers' gradients, which arrive first) is
-// small so that the exchange starts early; DDP's defaults are 1 MiB and 25 MiB. bytes 0: no
-// overlap (one allreduce after backward).
-struct BucketSizes {
-  int64_t first_bytes = int64_t{1} << 20;
-  int64_t bytes = int64_t{25} << 20;
-};
-void set_bucket_sizes(const BucketSizes& sizes);
-BucketSizes bucket_sizes();
-
 // What the last overlapped step did (for tests and benchmarks).
 struct ReduceStats {
   int buckets = 0;
   int started_in_backward = 0;  // buckets whose allreduce started before backward returned
   bool fallback = false;        // a gradient came after its bucket had started: summed again after backward
-  double wait_ms = 0;           // time finish() waited for the exchange (the part not hidden by backward)
+  double wait_ms = 0;           // time finish() waited for the exchange (the part backward did not hide)
 };
 ReduceStats last_reduce_stats();
 
@@ -42,8 +32,10 @@ void sum_gradients(Group& group, const std::vector<torch::Tensor>& params);
 class OverlappedAllreduce {
  public:
   // Hooks `params` (those that require grad) for the next backward. Gradients accumulated before
-  // it (earlier micro-batches) are included in the sums.
-  OverlappedAllreduce(Group& group, const std::vector<torch::Tensor>& params, const BucketSizes& sizes);
+  // it (earlier micro-batches) are included in the sums. Buckets hold group.bucket_cap_bytes()
+  // (> 0), the first one at most 1 MiB, as DDP: the last layers' gradients, which arrive first,
+  // start the exchange early.
+  OverlappedAllreduce(Group& group, const std::vector<torch::Tensor>& params);
   ~OverlappedAllreduce();  // removes the hooks
   OverlappedAllreduce(const OverlappedAllreduce&) = delete;
   OverlappedAllreduce& operator=(const OverlappedAllreduce&) = delete;

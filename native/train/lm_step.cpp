@@ -50,11 +50,10 @@ LmStepResult lm_train_step(model::DecoderModel& model, const std::vector<LmBatch
   // Data parallel: the last micro-batch's backward sums the gradients over the ranks as they come
   // (earlier ones accumulate locally, as DDP's no_sync).
   std::unique_ptr<dist::OverlappedAllreduce> overlap;
-  const dist::BucketSizes buckets = dist::bucket_sizes();
   for (size_t i = 0; i < micro.size(); ++i) {
     const auto& b = micro[i];
-    if (group && buckets.bytes > 0 && i + 1 == micro.size())
-      overlap = std::make_unique<dist::OverlappedAllreduce>(*group, opt.params(), buckets);
+    if (group && group->bucket_cap_bytes() > 0 && i + 1 == micro.size())
+      overlap = std::make_unique<dist::OverlappedAllreduce>(*group, opt.params());
     torch::Tensor tokens, rows;
     if (checkpointing) {
       compat::AutocastGuard guard(model.device(), cast, autocast);  // the recomputation too

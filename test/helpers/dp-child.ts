@@ -27,13 +27,12 @@ interface Args {
   saveEvery?: number;
   /** Resume from this checkpoint (to `steps` in all) instead of starting. */
   resumeFrom?: string;
-  /** Gradient bucket sizes in bytes [first, rest] (native/distributed/reducer.h; [0, 0]: no overlap). */
-  bucketBytes?: [number, number];
+  /** distributed.bucketCapMb: gradients exchanged in buckets while backward runs. */
+  bucketCapMb?: number;
 }
 
 async function main(): Promise<void> {
   const a = JSON.parse(process.argv[2]) as Args;
-  if (a.bucketBytes) native.distSetBucketSizes(a.bucketBytes[0], a.bucketBytes[1]);
   const tok = new ByteTokenizer();
   const rows = Array.from({ length: 24 }, (_, i) => ({ task: i % 3 ? 'add' : 'mul', prompt: `n${i}:`, response: String(i % 3 ? i + 5 : i * 3) }));
   const data = MultiTaskDataset.fromArray(rows, { tokenizer: tok, maxLength: 16 });
@@ -50,7 +49,7 @@ async function main(): Promise<void> {
     evalBatchSize: 5,
     outputDir: a.outputDir,
     saveEvery: a.saveEvery,
-    distributed: a.timeoutMs ? { timeoutMs: a.timeoutMs } : 'auto',
+    distributed: a.timeoutMs || a.bucketCapMb !== undefined ? { ...(a.timeoutMs ? { timeoutMs: a.timeoutMs } : {}), ...(a.bucketCapMb !== undefined ? { bucketCapMb: a.bucketCapMb } : {}) } : 'auto',
   });
   const history = await trainer.fit(data, {
     evalDataset: a.evaluate ? data : undefined,
