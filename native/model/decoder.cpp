@@ -530,11 +530,13 @@ Tensor DecoderModel::generate(const Tensor& ids, const Tensor& mask, const Gener
   Tensor done = torch::zeros({B}, torch::kBool);
   Tensor step_ids = ids, step_mask = mask.defined() ? mask : torch::ones_like(ids);
   for (int64_t t = 0; t < o.max_new_tokens; ++t) {
-    Tensor logits = run(step_ids, step_mask, &cache).select(1, step_ids.size(1) - 1).to(torch::kCPU, torch::kFloat32);
+    Tensor logits = run(step_ids, step_mask, &cache).select(1, step_ids.size(1) - 1).to(torch::kFloat32);
     Tensor next;
     if (o.temperature == 0) {
-      next = logits.argmax(-1);
+      next = logits.argmax(-1).to(torch::kCPU);  // on the model's device: only the ids come back
     } else {
+      // sampling draws from a CPU generator (the same tokens on every device for a seed)
+      logits = logits.to(torch::kCPU);
       logits = logits / o.temperature;
       if (o.top_k > 0 && o.top_k < logits.size(-1)) {
         Tensor kth = std::get<0>(logits.topk(o.top_k, -1)).select(-1, o.top_k - 1).unsqueeze(-1);
