@@ -108,28 +108,60 @@ main() {
 
   # --- build ----------------------------------------------------------------------------------
   local tb=$SECONDS
-  cmake --build "$B" -j"$JOBS" || return 1
-  echo "== built $B/rlora.node in $((SECONDS - tb)) s"
-  ldd "$B/rlora.node" | grep -E 'torch|c10|cuda|not found' || true
-  if ldd "$B/rlora.node" | grep -q 'not found' && [[ -n $PY ]]; then
-    # pip's torch finds the nvidia-* wheels' libraries through its own RUNPATH; where that fails,
-    # name their folders (and torch/lib) to the loader
-    local LIBS
-    LIBS=$("$PY" -c 'import glob, os, torch; site = os.path.dirname(os.path.dirname(torch.__file__)); print(":".join([os.path.join(os.path.dirname(torch.__file__), "lib")] + sorted(d for d in glob.glob(os.path.join(site, "nvidia", "**", "lib"), recursive=True) if os.path.isdir(d))))')
-    export LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-    echo "== libraries not found by the addon's RUNPATH: LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
-    ldd "$B/rlora.node" | grep 'not found' || true
-  fi
-
-  # --- the checks -----------------------------------------------------------------------------
   local DIST=$G/dist
   [[ -f $DIST/index.js ]] || DIST=$ROOT/dist
+  # NCCL (native/distributed/group.cpp) is the code least tried against this torch: if the addon
+  # does not build or load with it, build again without it and say so (the nccl check then fails)
+  # rather than lose every check to it
+  local built=1
+  cmake --build "$B" -j"$JOBS" || built=0
+  ((built)) && find_libraries "$B" "$PY"
+  # LD_BIND_NOW: resolve every symbol at load (node loads addons lazily: a missing one would
+  # only show, as a crash, at its first call)
+  local loaderr=""
+  if ((built)); then
+    loaderr=$(LD_BIND_NOW=1 RLORA_BINARY=$B/rlora.node node -e "require('$DIST')" 2>&1) && loaderr=""
+    if [[ -n $loaderr && $loaderr != *[Nn][Cc][Cc][Ll]* ]]; then
+      echo "== loading with every symbol bound at once failed, not on NCCL (the checks go on):"
+      echo "$loaderr" | grep -iE 'undefined|nccl|error|tried' | cut -c1-400 | head -8
+      loaderr=""
+    fi
+  fi
+  if ((built == 0)) || [[ -n $loaderr ]]; then
+    [[ -n $loaderr ]] && echo "$loaderr" | grep -iE 'undefined|nccl|error|tried' | cut -c1-400 | head -8
+    grep -q 'RLORA_WITH_NCCL=1' "$B/build.ninja" 2>/dev/null || return 1
+    echo "== BUILD OR LOAD FAILED with NCCL: configuring again with -DRLORA_NCCL=OFF (the errors are above)"
+    if ((configured == 0)); then
+      Torch_DIR=$B/torch-shim LIBTORCH= cmake "${CMAKE_ARGS[@]}" -DRLORA_NCCL=OFF || return 1
+    else
+      cmake "${CMAKE_ARGS[@]}" -DRLORA_NCCL=OFF || return 1
+    fi
+    cmake --build "$B" -j"$JOBS" || return 1
+    find_libraries "$B" "$PY"
+  fi
+  echo "== built $B/rlora.node in $((SECONDS - tb)) s"
+
+  # --- the checks -----------------------------------------------------------------------------
   echo "== node scripts/gpu-checks.cjs --device $DEV --out $OUT/report.json --dist $DIST"
   local tk=$SECONDS rc=0
   RLORA_BINARY=$B/rlora.node timeout "${CHECK_TIMEOUT:-300}" node scripts/gpu-checks.cjs --device "$DEV" --out "$OUT/report.json" --dist "$DIST" || rc=$?
   ((rc == 124)) && echo "== the checks ran past ${CHECK_TIMEOUT:-300} s (the report holds the checks done so far)"
   echo "== checks: exit $rc in $((SECONDS - tk)) s; whole script $((SECONDS - t0)) s"
   return $rc
+}
+
+# find_libraries BUILD PYTHON: pip's torch finds the nvidia-* wheels' libraries through its own
+# RUNPATH; where the addon's loader does not, name their folders (and torch/lib) in LD_LIBRARY_PATH
+find_libraries() {
+  local b=$1 py=$2
+  ldd "$b/rlora.node" | grep -E 'torch|c10|cuda|nccl|not found' || true
+  if ldd "$b/rlora.node" | grep -q 'not found' && [[ -n $py ]]; then
+    local LIBS
+    LIBS=$("$py" -c 'import glob, os, torch; site = os.path.dirname(os.path.dirname(torch.__file__)); print(":".join([os.path.join(os.path.dirname(torch.__file__), "lib")] + sorted(d for d in glob.glob(os.path.join(site, "nvidia", "**", "lib"), recursive=True) if os.path.isdir(d))))')
+    export LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    echo "== libraries not found by the addon's RUNPATH: LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+    ldd "$b/rlora.node" | grep 'not found' || true
+  fi
 }
 
 # write_shim DIR PYTHON: a minimal TorchConfig.cmake for python's torch package
