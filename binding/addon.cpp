@@ -8,6 +8,7 @@
 #include "common.h"
 #include "common/blas_info.h"
 #include "common/cpu_allocator.h"
+#include "common/cuda_memory.h"
 #include "layer.h"
 #include "tensor.h"
 
@@ -38,10 +39,23 @@ Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), g_num_threads.load());
 }
 
-// memoryStats(): the CPU caching allocator's counters.
+// memoryStats(): the CPU caching allocator's counters, and the CUDA allocator's per device.
 Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   auto s = cpu_allocator::stats();
   auto o = Napi::Object::New(info.Env());
+  const auto devices = cuda_memory::stats();
+  auto cuda = Napi::Array::New(info.Env(), devices.size());
+  for (size_t i = 0; i < devices.size(); ++i) {
+    auto d = Napi::Object::New(info.Env());
+    d.Set("device", "cuda:" + std::to_string(devices[i].device));
+    d.Set("allocatedBytes", static_cast<double>(devices[i].allocated_bytes));
+    d.Set("peakAllocatedBytes", static_cast<double>(devices[i].peak_allocated_bytes));
+    d.Set("reservedBytes", static_cast<double>(devices[i].reserved_bytes));
+    d.Set("peakReservedBytes", static_cast<double>(devices[i].peak_reserved_bytes));
+    cuda.Set(static_cast<uint32_t>(i), d);
+  }
+  o.Set("cuda", cuda);
+  o.Set("cudaMemoryStats", cuda_memory::available());
   o.Set("cpuCaching", s.enabled);
   o.Set("allocatedBytes", static_cast<double>(s.allocated_bytes));
   o.Set("peakAllocatedBytes", static_cast<double>(s.peak_allocated_bytes));
@@ -66,11 +80,13 @@ Napi::Value SetCpuCacheLimit(const Napi::CallbackInfo& info) {
 
 Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
   cpu_allocator::empty_cache();
+  cuda_memory::empty_cache();
   return info.Env().Undefined();
 }
 
 Napi::Value ResetPeakMemory(const Napi::CallbackInfo& info) {
   cpu_allocator::reset_peak();
+  cuda_memory::reset_peak();
   return info.Env().Undefined();
 }
 

@@ -1,7 +1,7 @@
 // rlora: R-LoRA multi-task fine-tuning of language models for Node.js.
 import { MemoryStats, native } from './native';
 
-export type { MemoryStats } from './native';
+export type { MemoryStats, CudaMemoryStats } from './native';
 
 export { Tensor } from './tensor';
 export type { Dtype, Device, TensorData, TensorOptions, TypedData, NestedNumbers } from './tensor';
@@ -44,7 +44,10 @@ export function getNumThreads(): number {
 /**
  * CPU memory: libtorch's CPU tensors of 1 MiB or more come from a caching allocator (freed blocks
  * are reused instead of being returned to the system and faulted in again). These read and
- * steer it; set RLORA_CPU_CACHING=0 in the environment to start without it.
+ * steer it; set RLORA_CPU_CACHING=0 in the environment to start without it. In a build against a
+ * libtorch with CUDA, memoryStats().cuda also holds the CUDA caching allocator's counters per device
+ * (torch.cuda.memory_allocated, max_memory_allocated, memory_reserved), and resetPeakMemory() and
+ * emptyCache() act on it too.
  */
 export function memoryStats(): MemoryStats {
   return native.memoryStats();

@@ -179,6 +179,21 @@ export interface MemoryStats {
   cacheLimitBytes: number;
   cacheHits: number;
   cacheMisses: number;
+  /** Whether this build reads the CUDA caching allocator (a libtorch with CUDA). */
+  cudaMemoryStats: boolean;
+  /** The CUDA caching allocator's counters, per device it has set up (none before the first CUDA tensor). */
+  cuda: CudaMemoryStats[];
+}
+
+export interface CudaMemoryStats {
+  device: string;
+  /** Live tensor blocks, in bytes (torch.cuda.memory_allocated). */
+  allocatedBytes: number;
+  /** Highest allocatedBytes since the last resetPeakMemory() (torch.cuda.max_memory_allocated). */
+  peakAllocatedBytes: number;
+  /** Held by the allocator, live and cached (torch.cuda.memory_reserved). */
+  reservedBytes: number;
+  peakReservedBytes: number;
 }
 
 export interface NativeAddon {

@@ -110,9 +110,10 @@ main() {
   local tb=$SECONDS
   local DIST=$G/dist
   [[ -f $DIST/index.js ]] || DIST=$ROOT/dist
-  # NCCL (native/distributed/group.cpp) is the code least tried against this torch: if the addon
-  # does not build or load with it, build again without it and say so (the nccl check then fails)
-  # rather than lose every check to it
+  # NCCL (native/distributed/group.cpp) and the CUDA allocator's counters (native/common/
+  # cuda_memory.cpp) are the code least tried against this torch: if the addon does not build or
+  # load with them, build again without both and say so (their checks then fail) rather than lose
+  # every check to them
   local built=1
   cmake --build "$B" -j"$JOBS" || built=0
   ((built)) && find_libraries "$B" "$PY"
@@ -121,20 +122,20 @@ main() {
   local loaderr=""
   if ((built)); then
     loaderr=$(LD_BIND_NOW=1 RLORA_BINARY=$B/rlora.node node -e "require('$DIST')" 2>&1) && loaderr=""
-    if [[ -n $loaderr && $loaderr != *[Nn][Cc][Cc][Ll]* ]]; then
-      echo "== loading with every symbol bound at once failed, not on NCCL (the checks go on):"
+    if [[ -n $loaderr && $loaderr != *[Nn][Cc][Cc][Ll]* && $loaderr != *CUDACachingAllocator* ]]; then
+      echo "== loading with every symbol bound at once failed, not on NCCL or the CUDA allocator (the checks go on):"
       echo "$loaderr" | grep -iE 'undefined|nccl|error|tried' | cut -c1-400 | head -8
       loaderr=""
     fi
   fi
   if ((built == 0)) || [[ -n $loaderr ]]; then
     [[ -n $loaderr ]] && echo "$loaderr" | grep -iE 'undefined|nccl|error|tried' | cut -c1-400 | head -8
-    grep -q 'RLORA_WITH_NCCL=1' "$B/build.ninja" 2>/dev/null || return 1
-    echo "== BUILD OR LOAD FAILED with NCCL: configuring again with -DRLORA_NCCL=OFF (the errors are above)"
+    grep -qE 'RLORA_WITH_NCCL=1|RLORA_WITH_CUDA_MEMORY=1' "$B/build.ninja" 2>/dev/null || return 1
+    echo "== BUILD OR LOAD FAILED with NCCL or the CUDA allocator's counters: configuring again with -DRLORA_NCCL=OFF -DRLORA_CUDA_MEMORY=OFF (the errors are above)"
     if ((configured == 0)); then
-      Torch_DIR=$B/torch-shim LIBTORCH= cmake "${CMAKE_ARGS[@]}" -DRLORA_NCCL=OFF || return 1
+      Torch_DIR=$B/torch-shim LIBTORCH= cmake "${CMAKE_ARGS[@]}" -DRLORA_NCCL=OFF -DRLORA_CUDA_MEMORY=OFF || return 1
     else
-      cmake "${CMAKE_ARGS[@]}" -DRLORA_NCCL=OFF || return 1
+      cmake "${CMAKE_ARGS[@]}" -DRLORA_NCCL=OFF -DRLORA_CUDA_MEMORY=OFF || return 1
     fi
     cmake --build "$B" -j"$JOBS" || return 1
     find_libraries "$B" "$PY"

@@ -557,6 +557,34 @@ async function distributedChecks() {
       distributed.destroy();
     }
   });
+  if (DEV.startsWith('cuda')) {
+    // memoryStats().cuda: the CUDA caching allocator's counters (native/common/cuda_memory.cpp)
+    await check('memory/cuda-allocator-counters', async () => {
+      const mine = (s) => s.cuda.find((d) => d.device === (DEV === 'cuda' ? 'cuda:0' : DEV));
+      Tensor.from([0], undefined, { device: DEV }); // sets the allocator up on the device
+      rlora.emptyCache();
+      rlora.resetPeakMemory();
+      const before = mine(rlora.memoryStats());
+      const bytes = 64 * 2 ** 20;
+      const t = Tensor.from(new Float32Array(bytes / 4), [bytes / 4], { device: DEV });
+      const held = mine(rlora.memoryStats());
+      t.dispose();
+      const freed = mine(rlora.memoryStats());
+      rlora.emptyCache();
+      const emptied = mine(rlora.memoryStats());
+      const s = rlora.memoryStats();
+      const grew = held && before ? held.allocatedBytes - before.allocatedBytes : NaN;
+      return {
+        passed: s.cudaMemoryStats && grew >= bytes && held.peakAllocatedBytes >= held.allocatedBytes && freed.allocatedBytes <= before.allocatedBytes && emptied.reservedBytes < held.reservedBytes,
+        built: s.cudaMemoryStats,
+        allocatedGrowthBytes: grew,
+        peakAllocatedBytes: held ? held.peakAllocatedBytes : NaN,
+        reservedHeldBytes: held ? held.reservedBytes : NaN,
+        reservedAfterEmptyCacheBytes: emptied ? emptied.reservedBytes : NaN,
+        devices: s.cuda.map((d) => d.device).join(','),
+      };
+    });
+  }
   // the Trainer's device option: 'cuda' and 'cuda:0' name one device (lib/tensor.ts sameDevice)
   if (DEV.startsWith('cuda')) {
     await check('trainer/device-option-cuda-is-cuda:0', async () => {

@@ -1,6 +1,6 @@
 // The CPU caching allocator: freed large blocks are reused, sizes are rounded to classes, limits
 // and switching it off work, and results do not depend on it.
-import { emptyCache, memoryStats, MultiHeadLoraLinear, setCpuCacheLimit, setCpuCaching, Tensor } from '../lib';
+import { buildInfo, emptyCache, memoryStats, MultiHeadLoraLinear, resetPeakMemory, setCpuCacheLimit, setCpuCaching, Tensor } from '../lib';
 import { randn } from './helpers/math';
 
 /** The size class of a request, written here from its definition: 1, 1.25, 1.5 or 1.75 x 2^k, whole pages. */
@@ -63,5 +63,18 @@ describe('CPU caching allocator', () => {
     expect(memoryStats().cpuCaching).toBe(false);
     const plain = await run();
     expect(Buffer.from(plain.buffer).equals(Buffer.from(cached.buffer))).toBe(true);
+  });
+});
+
+describe('CUDA allocator counters', () => {
+  it('are read only in builds against a libtorch with CUDA; a CPU-only build reports none', () => {
+    const s = memoryStats();
+    expect(typeof s.cudaMemoryStats).toBe('boolean');
+    if (!s.cudaMemoryStats) expect(s.cuda).toEqual([]);
+    // no CUDA tensor was made in this process: the allocator has set up no device
+    if (!buildInfo.cudaAvailable) expect(s.cuda).toEqual([]);
+    resetPeakMemory();
+    emptyCache(); // reaches the CUDA allocator too where there is one; here a no-op on it
+    expect(memoryStats().cuda).toEqual(s.cuda);
   });
 });
