@@ -11,14 +11,7 @@ namespace {
 std::mutex g_mutex;
 ReduceStats g_last;
 constexpr int64_t kFirstBucketBytes = int64_t{1} << 20;  // DDP's first bucket
-}  // namespace
 
-ReduceStats last_reduce_stats() {
-  std::lock_guard<std::mutex> lock(g_mutex);
-  return g_last;
-}
-
-namespace {
 // Which parameters have a gradient on some rank (one small allreduce of 0/1 flags); `had` says
 // which have one here.
 std::vector<bool> had_on_any_rank(Group& group, const std::vector<bool>& had) {
@@ -31,8 +24,12 @@ std::vector<bool> had_on_any_rank(Group& group, const std::vector<bool>& had) {
   for (size_t i = 0; i < had.size(); ++i) any[i] = f[i] > 0;
   return any;
 }
-
 }  // namespace
+
+ReduceStats last_reduce_stats() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  return g_last;
+}
 
 void sum_gradients(Group& group, const std::vector<torch::Tensor>& params) {
   std::vector<bool> had;
