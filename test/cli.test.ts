@@ -308,6 +308,12 @@ describe('run.json', () => {
     expect(problems({ ...base, model: { path: 'm', config: {} } })).toEqual([expect.stringContaining('exactly one of model.path')]);
     expect(problems({ ...base, model: { config: { hidden_size: 8 }, sed: 1 } })).toEqual([expect.stringContaining('model.sed is not a known key (did you mean model.seed?)')]);
     expect(problems([])).toEqual(['run.json must be a JSON object, got an array']);
+    expect(problems({ ...base, trainer: { distributed: { backend: 'mpi', bucketCapMb: -1, timeout: 5 } } })).toEqual([
+      expect.stringContaining('trainer.distributed.backend must be one of "gloo", "nccl"'),
+      expect.stringContaining('trainer.distributed.bucketCapMb must be >= 0, got -1'),
+      expect.stringContaining('trainer.distributed.timeout is not a known key (did you mean trainer.distributed.timeoutMs?)'),
+    ]);
+    expect(parseRunConfig({ ...base, trainer: { distributed: { backend: 'gloo', timeoutMs: 5000, bucketCapMb: 1 } } }, '/x/run.json').trainer.distributed).toEqual({ backend: 'gloo', timeoutMs: 5000, bucketCapMb: 1 });
     const cfg = parseRunConfig({ ...base, tokenizer: '../tok/tokenizer.json', resume: 'o/checkpoint-3', adapter: { targetModules: { regex: 'layers\\.0\\.' } } }, '/x/y/run.json');
     expect([cfg.model.path, cfg.tokenizer, cfg.data.train, cfg.outputDir, cfg.resume]).toEqual(['/x/y/m', '/x/tok/tokenizer.json', '/x/y/t.jsonl', '/x/y/o', '/x/y/o/checkpoint-3']);
     expect(cfg.adapter.targetModules).toEqual(/layers\.0\./);

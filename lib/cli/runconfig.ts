@@ -149,6 +149,18 @@ const TRAINER_KEYS: Record<string, Key> = {
     doc: 'keep the checkpoint of the best evaluation by this metric (never deleted by keepCheckpoints); needs evalEvery > 0 and data.eval',
   },
   loadBestAtEnd: { spec: bool, doc: 'load the best checkpoint\'s adapter (saveBest) at the end, so outputDir/adapter is the best one (default false)' },
+  distributed: {
+    spec: {
+      kind: 'object',
+      keys: {
+        backend: { spec: oneOf('gloo', 'nccl'), doc: '"gloo" (CPU) or "nccl" (CUDA, where the build has it); default: nccl for a CUDA model where available, else gloo' },
+        timeoutMs: { spec: int(1), doc: 'how long a collective may wait for the other ranks (default 600000)' },
+        bucketCapMb: { spec: num(0), doc: 'MiB of gradients exchanged per bucket while backward runs; 0: one all-reduce after backward (default 25 with nccl, 0 with gloo)' },
+      },
+    },
+    type: '{backend?, timeoutMs?, bucketCapMb?}',
+    doc: 'data parallelism under --nproc-per-node or torchrun\'s variables (on when WORLD_SIZE > 1):',
+  },
 };
 
 const TOP_KEYS: Record<string, Key> = {
