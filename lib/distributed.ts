@@ -58,6 +58,16 @@ export function worldSizeFromEnv(env: Env = process.env): number {
   return envInt('WORLD_SIZE', 1, env) ?? 1;
 }
 
+/**
+ * The device a process of a data-parallel run (WORLD_SIZE > 1) means by "cuda": its own GPU,
+ * cuda:LOCAL_RANK, as torchrun scripts call torch.cuda.set_device(local_rank). Any other name, and
+ * any name in one process, is kept. A bad WORLD_SIZE or LOCAL_RANK names the variable.
+ */
+export function rankDevice<T extends string | undefined>(device: T, env: Env = process.env): T | `cuda:${number}` {
+  if (device !== 'cuda' || worldSizeFromEnv(env) <= 1) return device;
+  return `cuda:${envInt('LOCAL_RANK', 0, env) ?? 0}`;
+}
+
 /** The options init() would use: explicit ones first, then torchrun's environment variables. */
 export function resolveOptions(o: DistributedOptions = {}, env: Env = process.env): Required<DistributedOptions> {
   if (typeof o !== 'object' || o === null) throw new TypeError(`distributed options must be an object, got ${util.inspect(o)}`);

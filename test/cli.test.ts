@@ -511,7 +511,7 @@ import * as util from 'util';
 
 import { commands } from '../lib/cli';
 import { closest, editDistance } from '../lib/cli/args';
-import { rankDevice } from '../lib/cli/train';
+import { rankDevice } from '../lib/distributed';
 import { lossSpec, readLog } from '../lib/cli/plot';
 
 /** Runs the CLI (or `node --import tsx -e code` when args[0] is '-e') with extra environment variables. */

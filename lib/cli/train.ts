@@ -11,16 +11,6 @@ import { CLEAR_LINE } from '../progress';
 import { launch, launchOptions, withoutLaunchFlags } from './launch';
 import { describeRunConfig, readRunConfig, RunConfig } from './runconfig';
 
-/**
- * "cuda" for a worker of a data-parallel run (WORLD_SIZE > 1) means its own GPU, cuda:LOCAL_RANK,
- * as torchrun scripts call torch.cuda.set_device(local_rank); any other name is kept.
- */
-export function rankDevice<T extends string | undefined>(device: T): T | `cuda:${number}` {
-  const local = Number(process.env.LOCAL_RANK ?? 0);
-  if (device !== 'cuda' || !(Number(process.env.WORLD_SIZE ?? 1) > 1) || !Number.isSafeInteger(local) || local < 0) return device;
-  return `cuda:${local}`;
-}
-
 /** Exit code after Ctrl-C (128 + SIGINT), as shells report it. */
 export const INTERRUPTED = 130;
 
@@ -186,7 +176,7 @@ async function runTrain(args: string[]): Promise<number> {
   try {
     const rl = lib();
     rl.setNumThreads(threads);
-    const model = await loadModel({ ...cfg.model, device: rankDevice(cfg.model.device ?? cfg.trainer.device) }, `${cfg.file}: model`);
+    const model = await loadModel({ ...cfg.model, device: rl.distributed.rankDevice(cfg.model.device ?? cfg.trainer.device) }, `${cfg.file}: model`);
     say(`model      ${cfg.model.path ?? `random weights from model.config (seed ${cfg.model.seed})`}: ${model.resolvedConfig.architecture}, ${model.parameterCount().toLocaleString('en-US')} parameters, ${model.dtype} on ${model.device}`);
     const tokenizer = await loadTokenizer(cfg.tokenizer, cfg.model.path, `${cfg.file}: tokenizer`);
     const dataOptions = { tokenizer, ...cfg.data.options };
@@ -224,7 +214,7 @@ async function runTrain(args: string[]): Promise<number> {
       say(`resume     ${resume}: step ${trainer.step} of ${total}${dropped ? ` (dropped ${dropped} log line${dropped === 1 ? '' : 's'} after step ${trainer.step})` : ''}`);
     } else {
       const adapter = await as(`${cfg.file}: adapter`, () => rl.Adapter.attach(model, cfg.adapter));
-      const options = { ...cfg.trainer, device: rankDevice(cfg.trainer.device), outputDir: cfg.outputDir, ...(maxSteps !== undefined ? { maxSteps } : {}) };
+      const options = { ...cfg.trainer, device: rl.distributed.rankDevice(cfg.trainer.device), outputDir: cfg.outputDir, ...(maxSteps !== undefined ? { maxSteps } : {}) };
       trainer = await as(`${cfg.file}: trainer`, () => new rl.Trainer(model, adapter, options));
       const o = trainer.options;
       total = o.maxSteps ?? Math.max(1, Math.ceil((o.epochs * Math.ceil(trainSet.size / (o.batchSize * world))) / o.gradientAccumulation));
