@@ -24,6 +24,19 @@ std::vector<bool> had_on_any_rank(Group& group, const std::vector<bool>& had) {
   for (size_t i = 0; i < had.size(); ++i) any[i] = f[i] > 0;
   return any;
 }
+
+// Sums the .grad of the parameters some rank has a gradient for (`keep`), zeros where this rank
+// has none, in one allreduce_sum; the others keep none.
+void sum_kept(Group& group, const std::vector<torch::Tensor>& params, const std::vector<bool>& keep) {
+  std::vector<torch::Tensor> grads;
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (!keep[i]) continue;
+    auto p = params[i];
+    if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);  // the same list on every rank
+    grads.push_back(p.grad());
+  }
+  if (!grads.empty()) group.allreduce_sum(grads);
+}
 }  // namespace
 
 ReduceStats last_reduce_stats() {
@@ -34,15 +47,7 @@ ReduceStats last_reduce_stats() {
 void sum_gradients(Group& group, const std::vector<torch::Tensor>& params) {
   std::vector<bool> had;
   for (const auto& p : params) had.push_back(p.grad().defined());
-  const std::vector<bool> keep = had_on_any_rank(group, had);
-  std::vector<torch::Tensor> grads;
-  for (size_t i = 0; i < params.size(); ++i) {
-    if (!keep[i]) continue;
-    auto p = params[i];
-    if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);  // the same list on every rank
-    grads.push_back(p.grad());
-  }
-  if (!grads.empty()) group.allreduce_sum(grads);
+  sum_kept(group, params, had_on_any_rank(group, had));
 }
 
 OverlappedAllreduce::OverlappedAllreduce(Group& group, const std::vector<torch::Tensor>& params)
@@ -134,7 +139,7 @@ void OverlappedAllreduce::finish() {
   if (late_) {
     // Every rank runs the same graph, so every rank takes this branch: sum the final .grad.
     stats_.fallback = true;
-    sum_gradients(group_, params_);
+    sum_kept(group_, params_, keep);
   } else {
     for (size_t i = 0; i < params_.size(); ++i) {
       auto& p = params_[i];
