@@ -49,6 +49,8 @@ const DEV = args.device;
 // Arithmetic helpers: test/helpers/math.ts, compiled into .gpu/helpers by scripts/gpu-prepare.sh
 
 const { rng, randn, maxAbs, maxAbsDiff, mean } = require(args.helpers);
+// a free TCP port for the rendezvous: test/helpers/ports.ts, compiled beside math.ts
+const { freePort } = require(path.join(path.dirname(args.helpers), 'ports.js'));
 /** max |a - b| / max |b| (b the reference). */
 const relErr = (a, b) => maxAbsDiff(a, b) / Math.max(maxAbs(b), 1e-30);
 const sig = (x) => (typeof x === 'number' && Number.isFinite(x) ? Number(x.toPrecision(3)) : x);
@@ -481,18 +483,6 @@ async function generateChecks() {
 // One GPU cannot hold two NCCL ranks (NCCL refuses two ranks on one device), so the check is a
 // group of one: every collective of the training step runs through NCCL on cuda:<index>, and the
 // result must equal the step without a group.
-
-/** A free TCP port on 127.0.0.1 for the rendezvous. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = require('net').createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /** Rows of token ids (all labelled but the padding) for trainStep, drawn from a seeded stream. */
 function stepBatch(seed, rows = 4, len = 12) {

@@ -4,7 +4,7 @@
 #   .gpu/node.xz        /usr/bin/node, xz-compressed (~24 MB; recompressed only when node is newer)
 #   .gpu/include/       the four N-API headers the addon compiles against
 #   .gpu/node_modules/  node-addon-api (build), node-gyp-build, @huggingface/jinja, @huggingface/tokenizers
-#   .gpu/helpers/       test/helpers/math.ts compiled (the checks' arithmetic)
+#   .gpu/helpers/       test/helpers/math.ts and ports.ts compiled (the checks' arithmetic, free ports)
 #   .gpu/dist/          a fresh `npm run build:ts`, with .gpu/package.json beside it (dist/adapter.js reads ../package.json)
 # Then prints the sizes and fails when .gpu/ plus what travels anyway would pass ~60 MiB (the limit is 64 MiB).
 set -euo pipefail
@@ -63,9 +63,10 @@ npm run --silent build:ts
 rm -rf "$G/dist"
 cp -a dist "$G/dist"
 find "$G/dist" -name '*.map' -delete
-# the checks' arithmetic: the tests' own helpers (test/helpers/math.ts), compiled to CommonJS
+# the checks' arithmetic and free ports: the tests' own helpers (test/helpers/math.ts, ports.ts),
+# compiled to CommonJS
 rm -rf "$G/helpers"
-npx --no-install tsc test/helpers/math.ts --outDir "$G/helpers" --module commonjs --target es2020 --skipLibCheck
+npx --no-install tsc test/helpers/math.ts test/helpers/ports.ts --outDir "$G/helpers" --module commonjs --target es2020 --skipLibCheck
 cp package.json "$G/package.json"
 
 # 5. sizes: .gpu/ travels as a carried path; tracked and untracked-not-ignored files travel anyway

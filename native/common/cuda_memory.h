@@ -1,6 +1,6 @@
 // The CUDA caching allocator's counters (c10::cuda::CUDACachingAllocator), for memoryStats(). Built
 // where libtorch has CUDA and the CUDA runtime headers are found (RLORA_WITH_CUDA_MEMORY); elsewhere
-// every function is a no-op and cuda_memory_stats() is empty.
+// every function is a no-op and stats() is empty.
 #pragma once
 
 #include <cstdint>
