@@ -30,14 +30,24 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   const double d = info[0].As<Napi::Number>().DoubleValue();
   if (!(d >= 1 && d <= static_cast<double>(kMaxThreads)) || std::floor(d) != d)
     throw Napi::RangeError::New(info.Env(), "threads must be " + range + ", got " + describe(info[0]));
+  bool blas = true;  // OpenBLAS's pool is process-wide: it follows the same number unless told not to
+  if (info.Length() > 1 && !info[1].IsUndefined()) {
+    if (!info[1].IsObject()) type_error(info.Env(), "options", "an object", info[1]);
+    auto o = info[1].As<Napi::Object>();
+    check_keys(o, {"blas"});
+    if (o.Has("blas") && !o.Get("blas").IsUndefined()) blas = get_bool(o.Get("blas"), "blas");
+  }
   g_num_threads.store(static_cast<int>(d));
-  set_blas_threads(static_cast<int>(d));  // OpenBLAS's pool is process-wide: it follows the same number
+  if (blas) set_blas_threads(static_cast<int>(d));
   return info.Env().Undefined();
 }
 
 Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), g_num_threads.load());
 }
+
+// OpenBLAS's pool size (process-wide), or 0 where the process has no OpenBLAS.
+Napi::Value BlasThreads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), blas_threads()); }
 
 // memoryStats(): the CPU caching allocator's counters, and the CUDA allocator's per device.
 Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
@@ -112,6 +122,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitDist(env, exports);
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads));
+  exports.Set("blasThreads", Napi::Function::New(env, BlasThreads));
   exports.Set("buildInfo", BuildInfo(env));
   exports.Set("blasInfo", Napi::Function::New(env, BlasInfo));
   exports.Set("memoryStats", Napi::Function::New(env, MemoryStats));
@@ -119,12 +130,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setCpuCacheLimit", Napi::Function::New(env, SetCpuCacheLimit));
   exports.Set("emptyCache", Napi::Function::New(env, EmptyCache));
   exports.Set("resetPeakMemory", Napi::Function::New(env, ResetPeakMemory));
-  // OpenBLAS starts one thread per core; its pool follows setNumThreads (default 1) unless the
-  // environment chose (OPENBLAS_NUM_THREADS). Two pools of all cores oversubscribe the machine as
-  // soon as two processes run: two demo jobs in two processes took 35 s each with OpenBLAS's
-  // default pool on 2 cores, 16 s with one thread each (one job alone: 19 s, 15 s).
-  const char* blas_env = std::getenv("OPENBLAS_NUM_THREADS");
-  if (!blas_env || !*blas_env) set_blas_threads(g_num_threads.load());
+  // Threads are set by lib/native.ts right after loading: the usable cores (or OMP_NUM_THREADS) for
+  // libtorch's pool, and for OpenBLAS's unless OPENBLAS_NUM_THREADS sized it (lib/threads.ts).
   // On by default (RLORA_CPU_CACHING=0 turns it off): large CPU blocks are reused, not re-faulted.
   const char* caching = std::getenv("RLORA_CPU_CACHING");
   cpu_allocator::set_enabled(!(caching && std::strcmp(caching, "0") == 0));

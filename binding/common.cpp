@@ -75,4 +75,16 @@ Napi::Array shape_to_js(const Napi::Env& env, c10::IntArrayRef sizes) {
   return arr;
 }
 
+void check_keys(const Napi::Object& o, const std::set<std::string>& known, const std::string& where) {
+  auto names = o.GetPropertyNames();
+  for (uint32_t i = 0; i < names.Length(); ++i) {
+    std::string k = names.Get(i).ToString().Utf8Value();
+    if (!known.count(k)) {
+      std::string list;
+      for (auto& n : known) list += (list.empty() ? "" : ", ") + n;
+      throw Napi::TypeError::New(o.Env(), "unknown option " + where + k + "; expected one of " + list);
+    }
+  }
+}
+
 }  // namespace rlora::binding

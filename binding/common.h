@@ -8,6 +8,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <utility>
 
@@ -37,6 +38,9 @@ std::string get_string(const Napi::Value& v, const std::string& what);
 double get_number(const Napi::Value& v, const std::string& what);
 int64_t get_integer(const Napi::Value& v, const std::string& what);
 bool get_bool(const Napi::Value& v, const std::string& what);
+// Refuses a key of the options object `o` that is not in `known` (TypeError naming it and the
+// expected keys); `where` prefixes nested keys ("init.").
+void check_keys(const Napi::Object& o, const std::set<std::string>& known, const std::string& where = "");
 std::vector<int64_t> get_shape(const Napi::Value& v, const std::string& what);
 Napi::Array shape_to_js(const Napi::Env& env, c10::IntArrayRef sizes);
 

@@ -32,7 +32,8 @@ Napi::Value to_js_array(Napi::Env env, const std::vector<T>& values) {
   return out;
 }
 
-// distInit({masterAddr, masterPort, rank, worldSize, backend, timeoutMs, localRank, bucketCapBytes}) -> Promise<void>
+// distInit({masterAddr, masterPort, rank, worldSize, backend, timeoutMs, localRank, bucketCapBytes, useLibuv,
+//           agentStore, restartCount}) -> Promise<void>
 Napi::Value DistInit(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -47,6 +48,9 @@ Napi::Value DistInit(const Napi::CallbackInfo& info) {
     opts.timeout_ms = get_integer(o.Get("timeoutMs"), "timeoutMs");
     opts.local_rank = static_cast<int>(get_integer(o.Get("localRank"), "localRank"));
     opts.bucket_cap_bytes = get_integer(o.Get("bucketCapBytes"), "bucketCapBytes");
+    opts.use_libuv = get_bool(o.Get("useLibuv"), "useLibuv");
+    opts.agent_store = get_bool(o.Get("agentStore"), "agentStore");
+    opts.restart_count = static_cast<int>(get_integer(o.Get("restartCount"), "restartCount"));
     return run_async_void(env, [opts] { dist::init(opts); });
   });
 }

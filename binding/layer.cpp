@@ -13,18 +13,6 @@ namespace rlora::binding {
 
 namespace {
 
-void check_keys(const Napi::Object& o, const std::set<std::string>& known, const std::string& where) {
-  auto names = o.GetPropertyNames();
-  for (uint32_t i = 0; i < names.Length(); ++i) {
-    std::string k = names.Get(i).ToString().Utf8Value();
-    if (!known.count(k)) {
-      std::string list;
-      for (auto& n : known) list += (list.empty() ? "" : ", ") + n;
-      throw Napi::TypeError::New(o.Env(), "unknown option " + where + k + "; expected one of " + list);
-    }
-  }
-}
-
 // Reads the JS options object into overrides; the preset fills what is not set.
 LoraOverrides parse_overrides(const Napi::Value& v) {
   LoraOverrides ov;

@@ -21,14 +21,7 @@ train::AdamWOptions parse_adamw(const Napi::Value& v) {
   if (!v.IsObject()) type_error(v.Env(), "options", "an object", v);
   auto obj = v.As<Napi::Object>();
   auto has = [&](const char* k) { return obj.Has(k) && !obj.Get(k).IsUndefined(); };
-  auto names = obj.GetPropertyNames();
-  const std::set<std::string> known{"lr", "betas", "eps", "weightDecay", "maxGradNorm", "schedule", "warmupSteps", "totalSteps"};
-  for (uint32_t i = 0; i < names.Length(); ++i) {
-    std::string k = names.Get(i).ToString().Utf8Value();
-    if (!known.count(k))
-      throw Napi::TypeError::New(v.Env(), "unknown option " + k + "; expected one of betas, eps, lr, maxGradNorm, schedule, "
-                                          "totalSteps, warmupSteps, weightDecay");
-  }
+  check_keys(obj, {"lr", "betas", "eps", "weightDecay", "maxGradNorm", "schedule", "warmupSteps", "totalSteps"});
   if (has("lr")) o.lr = get_number(obj.Get("lr"), "lr");
   if (has("betas")) {
     Napi::Value b = obj.Get("betas");

@@ -177,6 +177,7 @@ library in use and thread settings. Exits 1 when no binary loads, with what to i
       info.nccl = Boolean((native as { hasNccl?: boolean }).hasNccl);
       info.threads = {
         rlora: native.getNumThreads(),
+        openblas: native.blasThreads() || null,
         cores: os.availableParallelism(),
         OMP_NUM_THREADS: process.env.OMP_NUM_THREADS ?? null,
         OPENBLAS_NUM_THREADS: process.env.OPENBLAS_NUM_THREADS ?? null,
@@ -225,7 +226,7 @@ library in use and thread settings. Exits 1 when no binary loads, with what to i
       const backends = [info.gloo ? 'Gloo' : '', info.nccl ? 'NCCL (untested)' : ''].filter(Boolean).join(' and ');
       line('data parallel', backends ? `${backends} (c10d): rlora train --nproc-per-node N` : 'not in this build (no Gloo headers when it was built; Debian: apt-get install -y libgloo-dev, then npx rlora build)');
       const t = info.threads as Record<string, unknown>;
-      line('threads', `rlora ${t.rlora} per job (setNumThreads), ${t.cores} cores; OMP_NUM_THREADS=${t.OMP_NUM_THREADS ?? 'unset'}, OPENBLAS_NUM_THREADS=${t.OPENBLAS_NUM_THREADS ?? 'unset'}, OMP_WAIT_POLICY=${t.OMP_WAIT_POLICY ?? 'unset'}`);
+      line('threads', `libtorch ${t.rlora} per job (setNumThreads), OpenBLAS ${t.openblas ?? 'not loaded'}, ${t.cores} usable cores; OMP_NUM_THREADS=${t.OMP_NUM_THREADS ?? 'unset'}, OPENBLAS_NUM_THREADS=${t.OPENBLAS_NUM_THREADS ?? 'unset'}, OMP_WAIT_POLICY=${t.OMP_WAIT_POLICY ?? 'unset'}`);
     } else {
       if (gpus) line('CUDA', `nvidia-smi sees: ${gpus.split('\n').join('; ')}`);
       out.push('', error ?? '');

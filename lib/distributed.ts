@@ -96,6 +96,24 @@ export function resolveOptions(o: DistributedOptions = {}, env: Env = process.en
   return { backend, timeoutMs, masterAddr, masterPort, rank, worldSize, localRank, bucketCapMb };
 }
 
+export interface StoreOptions {
+  /** Ask for TCPStore's libuv server as torch does: USE_LIBUV unset or "1". Where libtorch was built without libuv (Debian's 2.6), the store is made without it. */
+  useLibuv: boolean;
+  /** torchrun 2.x hosts the store in its agent (TORCHELASTIC_USE_AGENT_STORE=True): every rank, rank 0 included, then connects to it at MASTER_ADDR:MASTER_PORT. */
+  agentStore: boolean;
+  /** TORCHELASTIC_RESTART_COUNT: with the agent's store, keys live under "/worker/attempt_<n>", as torch.distributed puts them. */
+  restartCount: number;
+}
+
+/** How the rendezvous store is made, from the environment torch reads (USE_LIBUV, torchrun's TORCHELASTIC_*). */
+export function storeOptions(env: Env = process.env): StoreOptions {
+  return {
+    useLibuv: (env.USE_LIBUV ?? '1') === '1',
+    agentStore: env.TORCHELASTIC_USE_AGENT_STORE === 'True',
+    restartCount: envInt('TORCHELASTIC_RESTART_COUNT', 0, env) ?? 0,
+  };
+}
+
 /**
  * Joins the process group: every rank calls it with the same MASTER_ADDR, MASTER_PORT and
  * WORLD_SIZE; it resolves when all have joined, or rejects after timeoutMs naming this rank. One
@@ -103,7 +121,7 @@ export function resolveOptions(o: DistributedOptions = {}, env: Env = process.en
  */
 export async function init(options: DistributedOptions = {}): Promise<{ rank: number; worldSize: number }> {
   const o = resolveOptions(options);
-  await native.distInit({ ...o, bucketCapBytes: Math.round(o.bucketCapMb * 2 ** 20) });
+  await native.distInit({ ...o, ...storeOptions(), bucketCapBytes: Math.round(o.bucketCapMb * 2 ** 20) });
   return { rank: o.rank, worldSize: o.worldSize };
 }
 

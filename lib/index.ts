@@ -1,6 +1,10 @@
 // rlora: R-LoRA multi-task fine-tuning of language models for Node.js.
 import { MemoryStats, native } from './native';
 
+export { threadPools } from './native';
+export { describeThreadPools } from './threads';
+export type { ThreadPools } from './threads';
+
 export type { MemoryStats, CudaMemoryStats } from './native';
 
 export { Tensor } from './tensor';
@@ -27,12 +31,14 @@ export { MultiTaskDataset, BatchSampler, promptBatch, DEFAULT_TEMPLATE } from '.
 export type { Example, DatasetOptions, DataSettings, EncodedExample, Sampling, SamplerOptions, Batch, SamplerState } from './data';
 
 /**
- * Threads each native job uses for its matrix products (default 1): an integer from 1 to 1024,
- * else a RangeError naming the value. It sets libtorch's intra-op threads and OpenBLAS's own pool
- * (process-wide), which otherwise starts one thread per core; the environment variable
- * OPENBLAS_NUM_THREADS, when set, decides OpenBLAS's pool at load instead of the default 1. More
- * threads than cores only slow jobs down (1024 threads on 2 cores made a tiny forward pass take
- * 35 s; two processes with OpenBLAS's default pool each ran 2.2 times slower than with 1 thread).
+ * Threads each native job uses for its matrix products: an integer from 1 to 1024, else a
+ * RangeError naming the value. It sets libtorch's intra-op threads and OpenBLAS's own pool
+ * (process-wide). The default, applied when rlora loads, is the cores this process may run on
+ * (`os.availableParallelism()`, which follows the affinity mask), or OMP_NUM_THREADS where that is
+ * set; OpenBLAS's pool keeps the size OPENBLAS_NUM_THREADS gave it where that is set. Processes
+ * that run jobs side by side should share the cores: two processes with a pool of all cores each
+ * ran 2.2 times slower than with 1 thread each on 2 cores (`rlora train --nproc-per-node` and the
+ * demo's workers set their share). More threads than cores only slow jobs down.
  */
 export function setNumThreads(n: number): void {
   native.setNumThreads(n);

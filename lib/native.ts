@@ -1,8 +1,11 @@
 // Loads the native addon (native/ math + binding/ glue) and types what it exports.
-import { loadAddon } from './loader';
+import * as os from 'os';
 
-// libgomp reads this when it loads: without it the first multi-threaded job can stall for
-// seconds on a small machine (NOTES.md). Users may set their own.
+import { loadAddon } from './loader';
+import { defaultThreads, ThreadPools } from './threads';
+
+// libgomp reads this when it loads: without it the first multi-threaded job stalled for 1 to 10 s
+// on a 2-core machine (measured with libtorch 1.13). Users may set their own.
 process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
 
 export type DtypeName = 'float32' | 'float64' | 'bfloat16' | 'float16' | 'int32' | 'int64' | 'uint8' | 'bool';
@@ -204,15 +207,18 @@ export interface NativeAddon {
   lmEvalLoss(model: NativeModel, batch: NativeLmBatch): Promise<NativeLmLoss>;
   NativeTensor: NativeTensorStatic & (new (...args: never[]) => NativeTensor);
   NativeLoraLinear: new (weight: NativeTensor, bias: NativeTensor | null, options: object) => NativeLoraLinear;
-  setNumThreads(n: number): void;
+  /** Sets libtorch's intra-op threads for every job, and OpenBLAS's pool too unless `blas` is false. */
+  setNumThreads(n: number, options?: { blas?: boolean }): void;
   getNumThreads(): number;
+  /** OpenBLAS's pool size, or 0 where the process has no OpenBLAS. */
+  blasThreads(): number;
   memoryStats(): MemoryStats;
   setCpuCaching(enabled: boolean): void;
   setCpuCacheLimit(bytes: number): void;
   emptyCache(): void;
   resetPeakMemory(): void;
   blasInfo(): string;
-  distInit(options: { masterAddr: string; masterPort: number; rank: number; worldSize: number; backend: string; timeoutMs: number; localRank: number; bucketCapBytes: number }): Promise<void>;
+  distInit(options: { masterAddr: string; masterPort: number; rank: number; worldSize: number; backend: string; timeoutMs: number; localRank: number; bucketCapBytes: number; useLibuv: boolean; agentStore: boolean; restartCount: number }): Promise<void>;
   distInfo(): { rank: number; worldSize: number; backend: string; device: string } | null;
   /** The last step with buckets during backward: buckets, how many started before backward returned, whether it summed again after backward, and ms waited after backward. Tests and benchmarks. */
   distLastReduce(): { buckets: number; startedInBackward: number; fallback: boolean; waitMs: number };
@@ -228,3 +234,17 @@ export interface NativeAddon {
 // Which binary: a prebuild matching the libtorch found at run time, else a local build, else an
 // error saying what to install or run (loader.ts).
 export const native: NativeAddon = loadAddon() as NativeAddon;
+
+// Threads: the usable cores (or OMP_NUM_THREADS) for libtorch's pool and for OpenBLAS's, which keeps
+// the size OPENBLAS_NUM_THREADS gave it where that is set (threads.ts).
+const threads = defaultThreads();
+if (threads.ignored) {
+  process.emitWarning(`rlora: ${threads.ignored.name}=${JSON.stringify(threads.ignored.value)} is not a positive integer; using the ${threads.intraOp} usable cores`);
+}
+native.setNumThreads(threads.intraOp, { blas: threads.blasFollows });
+
+/** How many threads each pool has now, and the usable cores (what `rlora doctor` prints). */
+export function threadPools(): ThreadPools {
+  const blas = native.blasThreads();
+  return { intraOp: native.getNumThreads(), blas: blas > 0 ? blas : null, cores: os.availableParallelism() };
+}

@@ -8,10 +8,11 @@ import * as net from 'net';
 import * as path from 'path';
 
 import { Adapter, ByteTokenizer, distributed, loadSafetensors, Model, Trainer } from '../lib';
-import { resolveOptions } from '../lib/distributed';
+import { resolveOptions, storeOptions } from '../lib/distributed';
 import { native } from '../lib/native';
 import { maxAbs, maxAbsDiff } from './helpers/math';
 import { freePort } from './helpers/ports';
+import { PYTHON, requireTorchPython } from './helpers/python';
 import { tempFolder } from './helpers/tiny-model';
 
 const tmp = tempFolder('rlora-dp-');
@@ -39,8 +40,8 @@ interface Out {
 
 function runChild(args: object, env: Record<string, string>): Promise<ChildResult> {
   return new Promise((resolve) => {
-    const childEnv: NodeJS.ProcessEnv = { ...process.env, ...env };
-    for (const k of ['WORLD_SIZE', 'RANK', 'MASTER_ADDR', 'MASTER_PORT']) if (!(k in env)) delete childEnv[k];
+    const childEnv: NodeJS.ProcessEnv = { ...process.env, OMP_NUM_THREADS: '1', ...env };
+    for (const k of ['WORLD_SIZE', 'RANK', 'MASTER_ADDR', 'MASTER_PORT', 'USE_LIBUV', 'TORCHELASTIC_USE_AGENT_STORE', 'TORCHELASTIC_RESTART_COUNT']) if (!(k in env)) delete childEnv[k];
     const c = spawn(process.execPath, ['-r', 'tsx/cjs', CHILD, JSON.stringify(args)], { env: childEnv, stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -134,6 +135,54 @@ describe('data parallel (gloo)', () => {
       expect(b.evals[0].tasks[task].count).toBe(t.count);
       expect(b.evals[0].tasks[task].accuracy).toBe(t.accuracy);
       expect(b.evals[0].tasks[task].loss).toBeCloseTo(t.loss, 4);
+    }
+  });
+
+  // torchrun 2.x hosts the store in its agent and tells the workers (TORCHELASTIC_USE_AGENT_STORE):
+  // rank 0 must connect to it as a client (hosting its own on MASTER_PORT would fail: the port is
+  // the agent's), and keys live under /worker/attempt_<TORCHELASTIC_RESTART_COUNT>.
+  itDp('with the agent\'s store (torchrun 2.x), two processes still train what one trains with twice the batch', async () => {
+    requireTorchPython();
+    const port = await freePort();
+    const host = spawn(PYTHON, [path.join(__dirname, 'helpers', 'store-host.py'), String(port)], { stdio: ['pipe', 'pipe', 'pipe'] });
+    try {
+      let hostErr = '';
+      host.stderr.on('data', (d: Buffer) => (hostErr += d.toString()));
+      await new Promise<void>((resolve, reject) => {
+        host.stdout.once('data', () => resolve());
+        host.once('exit', (code) => reject(new Error(`store host exited with ${code}: ${hostErr}`)));
+      });
+      const one = path.join(tmp, 'agent-one.json'), two = path.join(tmp, 'agent-two.json');
+      expect(await runChild({ batchSize: 8, steps: 5, out: one }, {})).toEqual({ code: 0, stderr: '' });
+      const env = (r: number) => ({ WORLD_SIZE: '2', RANK: String(r), LOCAL_RANK: String(r), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), TORCHELASTIC_USE_AGENT_STORE: 'True', TORCHELASTIC_RESTART_COUNT: '0' });
+      const ranks = await Promise.all([0, 1].map((r) => runChild({ batchSize: 4, steps: 5, out: two }, env(r))));
+      expect(ranks.map((r) => [r.code, r.stderr.replace(/^rlora: data parallel.*\n/m, '')])).toEqual([[0, ''], [0, '']]);
+      const a = read(one), b = read(two);
+      expect(b.worldSize).toBe(2);
+      expect(maxRelDiff(b.state, a.state)).toBeLessThan(1e-5);
+      expect(a.losses[4]).toBeLessThan(a.losses[0]);
+    } finally {
+      host.stdin.end();
+      host.kill();
+    }
+  });
+
+  it('reads USE_LIBUV and torchrun\'s agent-store variables as torch does', () => {
+    expect(storeOptions({})).toEqual({ useLibuv: true, agentStore: false, restartCount: 0 });
+    expect(storeOptions({ USE_LIBUV: '0', TORCHELASTIC_USE_AGENT_STORE: 'True', TORCHELASTIC_RESTART_COUNT: '3' })).toEqual({ useLibuv: false, agentStore: true, restartCount: 3 });
+    expect(storeOptions({ TORCHELASTIC_USE_AGENT_STORE: 'False' }).agentStore).toBe(false);
+    expect(() => storeOptions({ TORCHELASTIC_RESTART_COUNT: 'x' })).toThrow(/TORCHELASTIC_RESTART_COUNT must be an integer >= 0, got "x"/);
+  });
+
+  // USE_LIBUV=0 makes the store without libuv; unset, rlora asks for libuv and falls back where the
+  // libtorch has none (Debian's 2.6, whose own torchrun fails there): both start a group.
+  itDp('starts a group with USE_LIBUV=0 and with it unset', async () => {
+    for (const useLibuv of ['0', undefined]) {
+      const port = await freePort();
+      const env = (r: number) => ({ WORLD_SIZE: '2', RANK: String(r), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), ...(useLibuv ? { USE_LIBUV: useLibuv } : {}) });
+      const out = path.join(tmp, `libuv-${useLibuv ?? 'unset'}.json`);
+      const ranks = await Promise.all([0, 1].map((r) => runChild({ batchSize: 2, steps: 1, out }, env(r))));
+      expect(ranks.map((r) => r.code)).toEqual([0, 0]);
     }
   });
 

@@ -35,7 +35,11 @@ describe('bfloat16 base, float32 adapter', () => {
       return { losses, opt };
     };
     const [a, b] = [await train('float32'), await train('bfloat16')];
-    expect(b.losses[39]).toBeLessThan(0.9 * b.losses[0]);
+    // Dropout makes single steps noisy, and their noise depends on the BLAS kernels: the last step
+    // alone was 3.488 on OpenBLAS's Haswell kernels and 3.557 on its Cooperlake ones (from 3.933).
+    // The mean of the last 10 steps was 0.91 to 0.92 of the first loss on both.
+    const mean = (xs: number[]): number => xs.reduce((s, x) => s + x, 0) / xs.length;
+    expect(mean(b.losses.slice(30))).toBeLessThan(0.95 * b.losses[0]);
     const worst = Math.max(...b.losses.map((l, i) => Math.abs(l - a.losses[i]) / a.losses[i]));
     // measured here: at most 5.4% apart over the 40 steps (bfloat16 keeps 8 bits of mantissa)
     expect(worst).toBeLessThan(0.1);

@@ -37,7 +37,8 @@ the response exactly (accuracy), and the number of examples (count).
   --metrics LIST      built-in metrics to add, comma-separated: ${BUILTIN_METRIC_NAMES.join(', ')}
                       (default: run.json's trainer.metrics with --config, else none)
   --predictions FILE  write every example's {task, prompt, reference, prediction, correct} as JSON lines
-  --threads N         threads of the matrix products (default: all ${os.availableParallelism()} cores)
+  --threads N         threads of the matrix products (default: the ${os.availableParallelism()} usable cores,
+                      or OMP_NUM_THREADS)
   --json              print {"tasks": {task: {loss, accuracy, count, metrics?}}, ...} as JSON
 
 Examples:
@@ -63,7 +64,7 @@ async function runEval(args: string[]): Promise<number> {
   const batchSize = intOption(opts, 'batch-size', 1) ?? cfg?.trainer.batchSize;
   const extra = intOption(opts, 'extra-tokens', 0) ?? cfg?.trainer.evalExtraTokens;
   const maxLength = intOption(opts, 'max-length', 2) ?? cfg?.data.options.maxLength;
-  const threads = intOption(opts, 'threads', 1) ?? os.availableParallelism();
+  const threads = intOption(opts, 'threads', 1);
   const metricsOpt = stringOption(opts, 'metrics');
   let metrics = cfg?.trainer.metrics as Record<string, 'exactMatch' | 'charF1'> | undefined;
   if (metricsOpt !== undefined) {
@@ -89,7 +90,7 @@ async function runEval(args: string[]): Promise<number> {
   }
 
   const rl = lib();
-  rl.setNumThreads(threads);
+  if (threads !== undefined) rl.setNumThreads(threads); // else the library's default: the usable cores
   const model = await loadModel(source, 'model');
   const adapter = await as(`adapter ${adapterDir}`, () => rl.Adapter.load(model, adapterDir));
   // Without run.json: encode the data as the adapter was trained (rlora_config.json `data`,

@@ -45,7 +45,7 @@ resume; a second Ctrl-C quits at once without one.
                        extend (or shorten) the run: the learning-rate schedule is recomputed for N
   --overwrite          start over in an outputDir that holds an earlier run (deletes its
                        log.jsonl, checkpoint-*/, eval-*.jsonl, adapter/ and run.json; nothing else)
-  --threads N          threads of the matrix products (default: all ${os.availableParallelism()} cores; with
+  --threads N          threads of the matrix products (default: the ${os.availableParallelism()} usable cores, or OMP_NUM_THREADS; with
                        --nproc-per-node: the cores shared among the workers)
 
 Data parallel (README "Data parallel"), as torchrun: each worker trains on its share of every
@@ -133,7 +133,6 @@ async function runTrain(args: string[]): Promise<number> {
     // the launcher: the same command in each worker, without the launcher's flags
     return launch([process.argv[1], 'train', ...withoutLaunchFlags(args)], { ...launching, threads: threadsGiven }, (s) => void process.stderr.write(s + '\n'));
   }
-  const threads = threadsGiven ?? os.availableParallelism();
   const resume = typeof opts.resume === 'string' ? path.resolve(opts.resume) : cfg.resume;
   // data parallel (WORLD_SIZE > 1): every rank trains, rank 0 alone writes files and reports
   // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -175,7 +174,7 @@ async function runTrain(args: string[]): Promise<number> {
   process.on('SIGINT', onSigint);
   try {
     const rl = lib();
-    rl.setNumThreads(threads);
+    if (threadsGiven !== undefined) rl.setNumThreads(threadsGiven); // else the library's default: the usable cores
     const model = await loadModel({ ...cfg.model, device: rl.distributed.rankDevice(cfg.model.device ?? cfg.trainer.device) }, `${cfg.file}: model`);
     say(`model      ${cfg.model.path ?? `random weights from model.config (seed ${cfg.model.seed})`}: ${model.resolvedConfig.architecture}, ${model.parameterCount().toLocaleString('en-US')} parameters, ${model.dtype} on ${model.device}`);
     const tokenizer = await loadTokenizer(cfg.tokenizer, cfg.model.path, `${cfg.file}: tokenizer`);
@@ -222,6 +221,7 @@ async function runTrain(args: string[]): Promise<number> {
     const a = trainer.adapter.options;
     say(`adapter    ${a.method}, rank ${a.rank}, heads ${a.heads}, ${trainer.adapter.layers.size} modules, ${trainer.adapter.trainableParameterCount().toLocaleString('en-US')} trainable parameters`);
     say(`output     ${cfg.outputDir}`);
+    say(`threads    ${rl.describeThreadPools(rl.threadPools())}`);
     if (rank0) {
       fs.mkdirSync(cfg.outputDir, { recursive: true });
       fs.writeFileSync(path.join(cfg.outputDir, 'run.json'), JSON.stringify(resolvedCopy(cfg), null, 2) + '\n');

@@ -78,4 +78,19 @@ class AutocastGuard {
   torch::ScalarType was_dtype_;
 };
 
+// TCPStore's libuv server (TCPStoreOptions::useLibUV, added in 2.2, on by default from 2.4). Whether
+// torch was built with libuv depends on the build, not the version: Debian's 2.6 has none and
+// refuses "use_libuv was requested but PyTorch was build without libuv support", pip's wheels have
+// it. Callers ask for it as torch does (USE_LIBUV, default on) and retry without it on that error.
+// 1.13 has no option and no libuv server.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 2)
+constexpr bool kStoreHasLibuvOption = true;
+template <class StoreOptions>
+void set_store_libuv(StoreOptions& o, bool on) { o.useLibUV = on; }
+#else
+constexpr bool kStoreHasLibuvOption = false;
+template <class StoreOptions>
+void set_store_libuv(StoreOptions&, bool) {}
+#endif
+
 }  // namespace rlora::compat

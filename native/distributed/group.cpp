@@ -15,6 +15,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 #if RLORA_WITH_GLOO || RLORA_WITH_NCCL
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #endif
 
@@ -32,24 +33,40 @@ std::string message_of(const std::exception& e) {
 
 #if RLORA_WITH_GLOO || RLORA_WITH_NCCL
 
-// The TCPStore every backend meets through: rank 0 hosts it and waits for the others.
-c10::intrusive_ptr<c10d::Store> rendezvous(const InitOptions& o) {
+// The TCPStore every backend meets through: rank 0 hosts it and waits for the others, unless
+// torchrun's agent hosts it (InitOptions::agent_store): then every rank is a client under the
+// attempt's prefix.
+c10::intrusive_ptr<c10d::Store> make_store(const InitOptions& o, bool libuv) {
   c10d::TCPStoreOptions so;
   so.port = static_cast<std::uint16_t>(o.master_port);
-  so.isServer = o.rank == 0;
+  so.isServer = o.rank == 0 && !o.agent_store;
   so.numWorkers = static_cast<std::size_t>(o.world_size);
-  so.waitWorkers = true;
+  so.waitWorkers = !o.agent_store;
   so.timeout = std::chrono::milliseconds(o.timeout_ms);
+  compat::set_store_libuv(so, libuv);
+  auto store = c10::make_intrusive<c10d::TCPStore>(o.master_addr, so);
+  if (!o.agent_store) return store;
+  return c10::make_intrusive<c10d::PrefixStore>("/worker/attempt_" + std::to_string(o.restart_count), store);
+}
+
+c10::intrusive_ptr<c10d::Store> rendezvous(const InitOptions& o) {
   try {
-    return c10::make_intrusive<c10d::TCPStore>(o.master_addr, so);
+    try {
+      return make_store(o, o.use_libuv && compat::kStoreHasLibuvOption);
+    } catch (const std::exception& e) {
+      // a libtorch built without libuv refuses the default: make the store without it
+      if (!(o.use_libuv && compat::kStoreHasLibuvOption && message_of(e).find("libuv") != std::string::npos)) throw;
+      return make_store(o, false);
+    }
   } catch (const std::exception& e) {
     const std::string m = message_of(e);
     const std::string at = o.master_addr + ":" + std::to_string(o.master_port);
-    if (o.rank == 0 && (m.find("in use") != std::string::npos || m.find("EADDRINUSE") != std::string::npos))
+    if (o.rank == 0 && !o.agent_store && (m.find("in use") != std::string::npos || m.find("EADDRINUSE") != std::string::npos))
       throw std::runtime_error("distributed init (rank 0): MASTER_PORT " + std::to_string(o.master_port) +
                                " is in use on " + o.master_addr + "; choose a free port (" + m + ")");
     throw std::runtime_error("distributed init (rank " + std::to_string(o.rank) + " of " +
-                             std::to_string(o.world_size) + "): the rendezvous at " + at + " failed within " +
+                             std::to_string(o.world_size) + "): the rendezvous at " + at +
+                             (o.agent_store ? " (the store of torchrun's agent)" : "") + " failed within " +
                              std::to_string(o.timeout_ms) + " ms (every rank must start with the same " +
                              "MASTER_ADDR, MASTER_PORT and WORLD_SIZE): " + m);
   }

@@ -26,6 +26,14 @@ struct InitOptions {
   // Gradient buckets exchanged while backward runs (native/distributed/reducer.h), as DDP's
   // bucket_cap_mb; 0: one allreduce after backward.
   int64_t bucket_cap_bytes = 0;
+  // Ask for TCPStore's libuv server (torch's USE_LIBUV, default on); where the libtorch has no
+  // libuv, the store is made without it.
+  bool use_libuv = true;
+  // torchrun 2.x hosts the store in its agent (TORCHELASTIC_USE_AGENT_STORE=True): then every rank,
+  // rank 0 included, connects to it as a client, under the prefix "/worker/attempt_<restart_count>"
+  // (TORCHELASTIC_RESTART_COUNT), as torch.distributed does.
+  bool agent_store = false;
+  int restart_count = 0;
 };
 
 // A collective started without waiting for it (Group::allreduce_sum_async).
