@@ -24,7 +24,7 @@ export interface ThreadDefaults {
  * OPENBLAS_NUM_THREADS is set, in which case OpenBLAS has read it at load. Processes that run jobs side
  * by side (the demo's workers, `rlora train --nproc-per-node`) set their share explicitly.
  */
-export function defaultThreads(env: NodeJS.ProcessEnv = process.env): ThreadDefaults {
+export function defaultThreads(env: Record<string, string | undefined> = process.env): ThreadDefaults {
   const blasFollows = !env.OPENBLAS_NUM_THREADS;
   const omp = env.OMP_NUM_THREADS;
   if (omp !== undefined && omp !== '') {

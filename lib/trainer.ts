@@ -13,11 +13,10 @@ import { Adapter, hash48, moduleSeed } from './adapter';
 import { Batch, BatchSampler, MultiTaskDataset, promptBatch, Sampling, SamplerState } from './data';
 import { Model, readJsonFile } from './model';
 import { ProgressLine } from './progress';
-import { native, NativeAdamWState, NativeLmBatch, threadPools } from './native';
+import { native, NativeAdamWState, NativeLmBatch } from './native';
 import { AdamW, Schedule } from './optim';
 import { forEachSafetensor, saveSafetensors } from './safetensors';
 import { StepLog } from './steplog';
-import { describeThreadPools } from './threads';
 import { sameDevice, Tensor } from './tensor';
 
 export interface TrainerOptions {
@@ -805,7 +804,6 @@ export class Trainer {
       `${this.adapter.layers.size} module${this.adapter.layers.size === 1 ? '' : 's'}`,
     ];
     if (o.precision === 'bfloat16') parts.push('bfloat16');
-    parts.push(`threads: ${describeThreadPools(threadPools())}`);
     if (o.outputDir) parts.push(`outputDir ${o.outputDir}`);
     if (this.disposed) parts.push('disposed');
     return `Trainer(${parts.join(', ')})`;

@@ -20,10 +20,20 @@ t0=$SECONDS
 ROOT=$(bash "$HERE/scripts/trixie-root.sh" "$FLAVOR" | tail -1)
 t_root=$((SECONDS - t0))
 
+# RLORA_T2_QUICK=1 (for development): keep the root's node_modules/ and build/ from the last run and
+# run `npm run build` instead of `npm ci`.
 DEST=$ROOT/work/rlora
+KEEP=$ROOT/work/.keep
+rm -rf "$KEEP"
+if [[ ${RLORA_T2_QUICK:-0} == 1 && -d $DEST/node_modules ]]; then
+  mkdir -p "$KEEP"
+  mv "$DEST/node_modules" "$KEEP/"
+  if [[ -d $DEST/build ]]; then mv "$DEST/build" "$KEEP/"; fi
+fi
 rm -rf "$DEST"
 mkdir -p "$DEST"
 (cd "$HERE" && git ls-files -co --exclude-standard -z | tar --null -cf - -T -) | tar -xf - -C "$DEST"
+if [[ -d $KEEP ]]; then mv "$KEEP"/* "$DEST/" && rm -rf "$KEEP"; fi
 
 up() {
   mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
@@ -48,13 +58,12 @@ inroot() { chroot "$ROOT" env -i "${ENVS[@]}" bash -c "cd /work/rlora && $1"; }
 
 echo "== torch2-check ($FLAVOR): $(chroot "$ROOT" /usr/bin/python3 -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda)'), node $(chroot "$ROOT" node --version), root $ROOT"
 t1=$SECONDS
-inroot "npm ci --no-audit --no-fund"
+if [[ -d $DEST/node_modules ]]; then inroot "npm run build"; else inroot "npm ci --no-audit --no-fund"; fi
 t_ci=$((SECONDS - t1))
-inroot "node -e \"const b = require('./lib/native').native.buildInfo; console.log('== addon built against', JSON.stringify(b), 'gloo', require('./lib/native').native.hasGloo, 'nccl', require('./lib/native').native.hasNccl)\"" 2>/dev/null ||
-  inroot "npx tsx -e \"const n = require('./lib/native').native; console.log('== addon built against', JSON.stringify(n.buildInfo), 'gloo', n.hasGloo, 'nccl', n.hasNccl)\""
+inroot "npx tsx -e \"const n = require('./lib/native').native; console.log('== addon built against', JSON.stringify(n.buildInfo), 'gloo', n.hasGloo, 'nccl', n.hasNccl)\""
 t2=$SECONDS
 status=0
 inroot "$(printf '%q ' "$@")" || status=$?
 t_cmd=$((SECONDS - t2))
-echo "== torch2-check ($FLAVOR) times: root ${t_root} s, npm ci + build ${t_ci} s, '$*' ${t_cmd} s; exit $status"
+echo "== torch2-check ($FLAVOR) times: root ${t_root} s, npm ci/build ${t_ci} s, '$*' ${t_cmd} s; exit $status"
 exit $status

@@ -61,7 +61,7 @@ cudnn_standin() {
   mkdir -p "$PART$dir"
   local syms
   syms=$(find "$PART/usr/lib/x86_64-linux-gnu" "$PART/usr/lib/python3/dist-packages/torch" -name '*.so*' -type f 2>/dev/null |
-    xargs -r readelf --dyn-syms -W 2>/dev/null | awk '$7 == "UND" && $8 ~ /@libcudnn\.so\.9/ { sub(/@.*/, "", $8); print $8 }' | sort -u)
+    { xargs -r readelf --dyn-syms -W 2>/dev/null || true; } | awk '$7 == "UND" && $8 ~ /@libcudnn\.so\.9/ { sub(/@.*/, "", $8); print $8 }' | sort -u)
   [[ -n $syms ]] || { echo "no library imports libcudnn.so.9: no stand-in needed" >&2; return 0; }
   {
     echo '#include <stdio.h>'
