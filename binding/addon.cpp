@@ -8,6 +8,8 @@
 #include "common.h"
 #include "common/blas_info.h"
 #include "common/cpu_allocator.h"
+#include "common/cpu_support.h"
+#include "common/format.h"
 #include "common/cuda_memory.h"
 #include "layer.h"
 #include "tensor.h"
@@ -100,6 +102,13 @@ Napi::Value ResetPeakMemory(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// cpuDtypeProblem(dtype) -> "" when a model's products run on the CPU in dtype, else libtorch's message.
+Napi::Value CpuDtypeProblem(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    return Napi::String::New(info.Env(), cpu_dtype_problem(parse_dtype(get_string(info[0], "dtype"))));
+  });
+}
+
 Napi::Value BlasInfo(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), blas_info()); }
 
 Napi::Object BuildInfo(Napi::Env env) {
@@ -125,6 +134,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("blasThreads", Napi::Function::New(env, BlasThreads));
   exports.Set("buildInfo", BuildInfo(env));
   exports.Set("blasInfo", Napi::Function::New(env, BlasInfo));
+  exports.Set("cpuDtypeProblem", Napi::Function::New(env, CpuDtypeProblem));
   exports.Set("memoryStats", Napi::Function::New(env, MemoryStats));
   exports.Set("setCpuCaching", Napi::Function::New(env, SetCpuCaching));
   exports.Set("setCpuCacheLimit", Napi::Function::New(env, SetCpuCacheLimit));

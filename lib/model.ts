@@ -8,6 +8,7 @@ import { assertNotTraining } from './activity';
 import { native, NativeModel, NativeModelConfig } from './native';
 import { dtypeByteSize, forEachSafetensor, readSafetensorsHeader, saveSafetensors } from './safetensors';
 import { Device, Dtype, Tensor } from './tensor';
+import { checkChoice, checkKeys, isPlainObject, show } from './util/options';
 
 // Node's util.inspect.custom (the same registered symbol), named without @types/node so that
 // rlora's published .d.ts files type-check in projects that do not install it.
@@ -84,10 +85,6 @@ export interface GenerateOptions extends ForwardOptions {
   padTokenId?: number;
   /** Seed of the sampling. Default 0. */
   seed?: number;
-}
-
-function isPlainObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 /** @internal Reads a JSON file; a syntax error names the file. */
@@ -289,6 +286,44 @@ function checkQuantize(kind: unknown): asserts kind is 'int8' | 'nf4' {
   if (kind !== 'int8' && kind !== 'nf4') throw new RangeError(`quantize must be 'int8' or 'nf4', got ${util.inspect(kind)}`);
 }
 
+/** The dtypes a model's parameters may have. */
+export const MODEL_DTYPES = ['float32', 'bfloat16', 'float16', 'float64'] as const;
+const DTYPE_ALIASES: Record<string, (typeof MODEL_DTYPES)[number]> = { fp32: 'float32', float: 'float32', bf16: 'bfloat16', fp16: 'float16', half: 'float16', fp64: 'float64', double: 'float64' };
+
+/**
+ * Checks Model options before anything is read or allocated: unknown keys (with "did you mean"),
+ * the dtype and device, quantize, and whether libtorch can compute in that dtype on this CPU.
+ */
+function checkModelOptions(options: unknown, where: string, extra: readonly string[] = []): ModelOptions {
+  checkKeys(options, ['dtype', 'device', 'quantize', ...extra], where);
+  const o = options as ModelOptions;
+  const dtype = o.dtype === undefined ? 'float32' : checkChoice(o.dtype, MODEL_DTYPES, `${where}: dtype`, DTYPE_ALIASES);
+  const device = o.device ?? 'cpu';
+  if (typeof device !== 'string' || !/^(cpu|cuda(:\d+)?)$/.test(device)) {
+    throw new (typeof device === 'string' ? RangeError : TypeError)(`${where}: device must be 'cpu', 'cuda' or 'cuda:N', got ${show(device)}`);
+  }
+  if (o.quantize !== undefined) checkQuantize(o.quantize);
+  if (device === 'cpu' && dtype !== 'float32' && dtype !== 'float64') {
+    const problem = native.cpuDtypeProblem(dtype);
+    if (problem) throw new Error(cpuDtypeAdvice(where, dtype, problem));
+  }
+  return o;
+}
+
+/** Why a dtype cannot compute on this CPU, and what to use instead. */
+function cpuDtypeAdvice(where: string, dtype: string, problem: string): string {
+  const torch = native.buildInfo.torchVersion;
+  const first = problem.split('\n')[0];
+  if (dtype === 'float16') {
+    return `${where}: dtype 'float16' cannot compute on the CPU with libtorch ${torch} (libtorch: ${first}): use 'bfloat16' (the same 2 bytes a value) or 'float32' on the CPU; 'float16' runs on CUDA`;
+  }
+  const isa = process.env.ONEDNN_MAX_CPU_ISA || process.env.DNNL_MAX_CPU_ISA;
+  const cap = isa
+    ? `; ONEDNN_MAX_CPU_ISA=${isa} caps oneDNN below the AVX-512 that libtorch sees on this CPU and sends bfloat16 products to: unset it, or use dtype 'float32'`
+    : `: use dtype 'float32'`;
+  return `${where}: dtype '${dtype}' cannot compute on this CPU with libtorch ${torch} (libtorch: ${first})${cap}`;
+}
+
 /** Model.save's default shard limit: 5 GB, as transformers' save_pretrained. */
 export const DEFAULT_MAX_SHARD_SIZE = 5_000_000_000;
 
@@ -315,6 +350,7 @@ export class Model {
 
   /** A new model with random weights (Hugging Face initialisation), for tests, demos and pretraining. */
   static fromConfig(config: HFConfig, options: ModelOptions & { seed?: number } = {}): Model {
+    checkModelOptions(options, 'Model.fromConfig', ['seed']);
     const resolved = normalizeConfig(config);
     const m = new Model({ ...config, architectures: [resolved.architecture] }, resolved, options);
     // with quantize, each decoder weight is quantized as soon as it is drawn (the float weights
@@ -331,6 +367,7 @@ export class Model {
    * every header before it allocates the model, then reads one tensor at a time.
    */
   static async fromPretrained(dir: string, options: ModelOptions = {}): Promise<Model> {
+    checkModelOptions(options, `Model.fromPretrained(${JSON.stringify(dir)})`);
     const configPath = path.join(dir, 'config.json');
     if (!fs.existsSync(configPath)) throw new Error(`no config.json in ${dir}: expected a Hugging Face model folder`);
     const config = readJsonFile(configPath) as HFConfig;

@@ -218,6 +218,8 @@ export interface NativeAddon {
   emptyCache(): void;
   resetPeakMemory(): void;
   blasInfo(): string;
+  /** "" when a model's products run on the CPU in `dtype`, else libtorch's message (tried once per dtype). */
+  cpuDtypeProblem(dtype: DtypeName): string;
   distInit(options: { masterAddr: string; masterPort: number; rank: number; worldSize: number; backend: string; timeoutMs: number; localRank: number; bucketCapBytes: number; useLibuv: boolean; agentStore: boolean; restartCount: number }): Promise<void>;
   distInfo(): { rank: number; worldSize: number; backend: string; device: string } | null;
   /** The last step with buckets during backward: buckets, how many started before backward returned, whether it summed again after backward, and ms waited after backward. Tests and benchmarks. */

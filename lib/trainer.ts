@@ -5,7 +5,7 @@ import * as path from 'path';
 import * as util from 'util';
 
 
-import { closest } from './cli/args';
+import { closest } from './util/options';
 import * as distributed from './distributed';
 import type { DistributedOptions } from './distributed';
 import { beginTraining, endTraining, assertNotTraining } from './activity';

@@ -6,6 +6,7 @@ import * as os from 'os';
 import * as path from 'path';
 
 import { HFConfig, loadSafetensors, Model, saveSafetensors, Tensor } from '../lib';
+import { native } from '../lib/native';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rlora-model-errors-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -178,7 +179,12 @@ describe('non-finite weights', () => {
     const v = Float32Array.from(weights[name].data() as Float32Array);
     v[0] = 1e5; // float16 tops out at 65504
     saveSafetensors(file, { ...weights, [name]: Tensor.from(v, weights[name].shape) });
-    await expect(Model.fromPretrained(dir, { dtype: 'float16' })).rejects.toThrow(`${file}: ${name} holds values beyond the range of float16`);
+    if (native.cpuDtypeProblem('float16')) {
+      // libtorch 1.13 cannot compute in float16 on the CPU: refused at load, before reading (model-options.test.ts)
+      await expect(Model.fromPretrained(dir, { dtype: 'float16' })).rejects.toThrow(/dtype 'float16' cannot compute on the CPU/);
+    } else {
+      await expect(Model.fromPretrained(dir, { dtype: 'float16' })).rejects.toThrow(`${file}: ${name} holds values beyond the range of float16`);
+    }
     expect((await Model.fromPretrained(dir)).dtype).toBe('float32'); // fine in float32
   });
 });

@@ -1,5 +1,6 @@
 // What every `rlora` subcommand shares: the Subcommand shape, option parsing, usage errors and
 // terminal helpers. Nothing here loads the native addon.
+import { closest } from '../util/options';
 
 export interface Subcommand {
   /** One line for `rlora --help`. */
@@ -87,34 +88,4 @@ export function formatBytes(n: number): string {
   return `${v.toFixed(v < 10 ? 2 : v < 100 ? 1 : 0)} ${units[u]}`;
 }
 
-/**
- * The closest of `candidates` to `word`, for "did you mean": at most `maxDistance` edits away
- * (Damerau-Levenshtein: a swap of two neighbours counts as one) and fewer edits than `word` has
- * letters, so that a one-letter typo of nothing in particular suggests nothing.
- */
-export function closest(word: string, candidates: string[], maxDistance = 3): string | undefined {
-  let best: string | undefined;
-  let bestD = Math.min(maxDistance, word.length - 1) + 1;
-  const lw = word.toLowerCase();
-  for (const c of candidates) {
-    const d = editDistance(lw, c.toLowerCase());
-    if (d < bestD) {
-      best = c;
-      bestD = d;
-    }
-  }
-  return best;
-}
-
-/** Damerau-Levenshtein distance (optimal string alignment): insertions, deletions, substitutions, adjacent swaps. */
-export function editDistance(a: string, b: string): number {
-  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost);
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
-    }
-  }
-  return d[a.length][b.length];
-}
+export { closest, editDistance } from '../util/options';
