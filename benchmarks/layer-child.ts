@@ -1,6 +1,6 @@
 // One rlora layer variant of benchmarks/layer.ts, in its own process (clean memory accounting).
 // Usage: tsx benchmarks/layer-child.ts <variant> <iterations>
-import { LoraOptions, memoryStats, MultiHeadLoraLinear, resetPeakMemory, Tensor } from '../lib';
+import { LoraOptions, memoryStats, MultiHeadLoraLinear, resetPeakMemory, Tensor, threadPools } from '../lib';
 import { peakBytes, resetPeak } from './memory';
 import { SHAPE } from './layer-shape';
 
@@ -47,7 +47,7 @@ async function main(): Promise<void> {
     allocatorPeak = Math.max(allocatorPeak, memoryStats().peakAllocatedBytes - held);
     void r;
   }
-  console.log(JSON.stringify({ variant, times, peakBytes: peak, allocatorPeakBytes: allocatorPeak, cpuCaching: memoryStats().cpuCaching, trainable: layer.parameterCount() }));
+  console.log(JSON.stringify({ variant, times, peakBytes: peak, allocatorPeakBytes: allocatorPeak, cpuCaching: memoryStats().cpuCaching, trainable: layer.parameterCount(), threads: threadPools() }));
 }
 
 main().catch((e) => {

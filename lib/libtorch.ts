@@ -71,10 +71,12 @@ export function installHint(tag: string): string {
   if (!m) return '';
   const [, major, minor, compute, linkage] = m;
   if (linkage === 'deb') {
-    const pkg = `libtorch${major}.${minor}`;
+    // Debian 12 packages libtorch 1.13 (libtorch1.13), Debian 13 libtorch 2.6 (libtorch2.6, and the
+    // CUDA build libtorch-cuda-2.6 in contrib)
+    const release = `${major}.${minor}` === '1.13' ? 'Debian 12' : `${major}.${minor}` === '2.6' ? 'Debian 13' : 'Debian/Ubuntu';
     return compute === 'cpu'
-      ? `sudo apt-get install -y ${pkg} libopenblas0-pthread   (Debian 12; or python3-torch, which brings it)`
-      : `sudo apt-get install -y ${pkg} (the ${compute} build)`;
+      ? `sudo apt-get install -y libtorch${major}.${minor} libopenblas0-pthread   (${release}; or python3-torch, which brings it)`
+      : `sudo apt-get install -y libtorch-cuda-${major}.${minor}   (${release}, contrib; or python3-torch-cuda)`;
   }
   const index = compute === 'cpu' || compute.startsWith('cu') || compute.startsWith('rocm') ? compute.replace('_', '.') : 'cpu';
   return `pip install "torch==${major}.${minor}.*" --index-url https://download.pytorch.org/whl/${index}`;

@@ -35,6 +35,7 @@ let app: string;
 let env: NodeJS.ProcessEnv;
 let packed: Packed;
 let prebuildName: string;
+let decoyName: string;
 let prebuildSource: string;
 
 function sh(cmd: string, args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv; timeout?: number } = {}): SpawnSyncReturns<string> {
@@ -71,7 +72,13 @@ beforeAll(() => {
   const npmCache = spawnSync('npm', ['config', 'get', 'cache'], { encoding: 'utf8' }).stdout.trim();
   const npmCli = fs.realpathSync(which('npm'));
 
-  stagePackage(path.join(tmp, 'stage'), [pre.file]);
+  // beside it, a prebuild of the other Debian libtorch (a copy under that tag), as the published
+  // package carries both: the loader must pick the one whose tag matches the libtorch found
+  decoyName = prebuildName.replace(tag, tag === 'torch1_13-cpu-deb' ? 'torch2_6-cpu-deb' : 'torch1_13-cpu-deb');
+  const decoy = path.join(tmp, 'decoy', PLATFORM, decoyName);
+  fs.mkdirSync(path.dirname(decoy), { recursive: true });
+  fs.copyFileSync(pre.file, decoy);
+  stagePackage(path.join(tmp, 'stage'), [pre.file, decoy]);
   packed = pack(path.join(tmp, 'stage'), tmp);
 
   // a PATH with node, npm, npx and sh (npx runs bins through it) only
@@ -133,7 +140,7 @@ function trained(r: SpawnSyncReturns<string>): { losses: number[]; kind: string;
 
 test('the tarball holds what users need and nothing else', () => {
   const files = packed.files.map((f) => f.path);
-  for (const f of ['package.json', 'dist/index.js', 'dist/index.d.ts', 'dist/cli.js', 'dist/loader.js', 'CMakeLists.txt', `prebuilds/${PLATFORM}/${prebuildName}`]) expect(files).toContain(f);
+  for (const f of ['package.json', 'dist/index.js', 'dist/index.d.ts', 'dist/cli.js', 'dist/loader.js', 'CMakeLists.txt', `prebuilds/${PLATFORM}/${prebuildName}`, `prebuilds/${PLATFORM}/${decoyName}`]) expect(files).toContain(f);
   expect(files.some((f) => f.startsWith('native/') && f.endsWith('.cpp'))).toBe(true);
   expect(files.some((f) => f.startsWith('binding/') && f.endsWith('.cpp'))).toBe(true);
   const unwanted = files.filter((f) => /^(build|test|lib|scripts|benchmarks|examples|node_modules|\.cache|\.ci)\//.test(f) || /\.(map|gch|tgz|o)$/.test(f) || f.startsWith('build-'));
