@@ -1,5 +1,5 @@
 // Adapter: multi-head LoRA layers attached to a Model's linear modules, saved and loaded in the
-// adapter folder of DESIGN.md section 4 (PEFT's names and config keys for plain LoRA).
+// adapter folder of docs/ARCHITECTURE.md section 4 (PEFT's names and config keys for plain LoRA).
 import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';

@@ -112,7 +112,7 @@ function requireTensor(value: unknown, what: string): Tensor {
 }
 
 /**
- * y = W0 x + b + s * sum_i w_i(x) B_i A D_i(x), with w(x) = softmax(W_g x) (DESIGN.md section 2).
+ * y = W0 x + b + s * sum_i w_i(x) B_i A D_i(x), with w(x) = softmax(W_g x) (docs/ARCHITECTURE.md section 2).
  * Parameters take the base weight's dtype and device. New layers are in training mode.
  */
 export class MultiHeadLoraLinear {

@@ -1,5 +1,5 @@
 // Model: a LLaMA/Qwen2/Mistral-family causal language model loaded from a Hugging Face folder
-// (config.json + safetensors) or made from a config, computed natively (DESIGN.md section 3).
+// (config.json + safetensors) or made from a config, computed natively (docs/ARCHITECTURE.md section 3).
 import * as fs from 'fs';
 import * as path from 'path';
 import * as util from 'util';

@@ -1,11 +1,9 @@
-// Trainer: multi-task fine-tuning of an adapter (DESIGN.md section 5): one native call per
+// Trainer: multi-task fine-tuning of an adapter (docs/ARCHITECTURE.md section 5): one native call per
 // optimizer step, per-task logging, evaluation, atomic checkpoints and exact resume.
 import * as fs from 'fs';
 import * as path from 'path';
 import * as util from 'util';
 
-
-import { closest } from './util/options';
 import * as distributed from './distributed';
 import type { DistributedOptions } from './distributed';
 import { beginTraining, endTraining, assertNotTraining } from './activity';
@@ -18,6 +16,7 @@ import { AdamW, Schedule } from './optim';
 import { forEachSafetensor, saveSafetensors } from './safetensors';
 import { StepLog } from './steplog';
 import { sameDevice, Tensor } from './tensor';
+import { closest } from './util/options';
 
 export interface TrainerOptions {
   /** Base learning rate of AdamW. Default 2e-4 (the published R-LoRA run). */

@@ -16,7 +16,7 @@ import { makePrebuild, REPO } from './prebuild';
 /** Files of the working tree that git would commit (tracked, or untracked and not ignored). */
 export function sourceFiles(repo = REPO): string[] {
   try {
-    const out = execFileSync('git', ['ls-files', '-z', '--cached', '--others', '--exclude-standard'], { cwd: repo, encoding: 'utf8', maxBuffer: 64 << 20 });
+    const out = execFileSync('git', ['ls-files', '-z', '--cached', '--others', '--exclude-standard'], { cwd: repo, encoding: 'utf8', maxBuffer: 64 << 20, stdio: ['ignore', 'pipe', 'ignore'] });
     return out.split('\0').filter((f) => f && fs.existsSync(path.join(repo, f)));
   } catch {
     // not a git checkout: everything but what .gitignore keeps out

@@ -1,5 +1,5 @@
 // Initialisation: measured statistics of each scheme, the stable and reference scales, the R-LoRA
-// offset, presets, and head similarity (DESIGN.md section 2).
+// offset, presets, and head similarity (docs/ARCHITECTURE.md section 2).
 import { InitOptions, Method, MultiHeadLoraLinear, Tensor } from '../lib';
 import { maxAbs, maxAbsDiff, mean, mmT, randn, std } from './helpers/math';
 

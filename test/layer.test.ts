@@ -1,5 +1,5 @@
 // The multi-head LoRA layer against independent computations: a per-head loop written here in
-// plain JS, the same layer written in Python torch, and finite differences (DESIGN.md section 2).
+// plain JS, the same layer written in Python torch, and finite differences (docs/ARCHITECTURE.md section 2).
 import { LoraOptions, Method, MultiHeadLoraLinear, Tensor } from '../lib';
 import { maxAbs, maxAbsDiff, mmT, randn } from './helpers/math';
 import { requireTorchPython, runPython } from './helpers/python';

@@ -1,6 +1,6 @@
-// A decoder-only transformer with the Hugging Face conventions of LlamaForCausalLM,
-// Qwen2ForCausalLM and MistralForCausalLM (DESIGN.md section 3): RMSNorm in float32, rotary
-// embeddings (rotate-half, optional llama3 scaling), grouped-query attention, causal and padding
+// A decoder-only transformer with the Hugging Face conventions of LlamaForCausalLM and the other
+// families of docs/ARCHITECTURE.md section 3 (Qwen2, Qwen3, Mistral, Phi3, Gemma2): RMSNorm in
+// float32, rotary embeddings (rotate-half, optional llama3 scaling), grouped-query attention, causal and padding
 // masks, SwiGLU MLP, tied or separate lm_head. Parameters carry the Hugging Face names, and any
 // linear module can be wrapped by a MultiHeadLoraLinear.
 #pragma once

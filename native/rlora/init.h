@@ -1,4 +1,4 @@
-// Initialisation schemes of the LoRA matrices (DESIGN.md section 2).
+// Initialisation schemes of the LoRA matrices (docs/ARCHITECTURE.md section 2).
 #pragma once
 
 #include <torch/torch.h>

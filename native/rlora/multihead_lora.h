@@ -1,4 +1,4 @@
-// The multi-head LoRA layer of DESIGN.md section 2 (LoRA, HydraLoRA and R-LoRA are presets of it).
+// The multi-head LoRA layer of docs/ARCHITECTURE.md section 2 (LoRA, HydraLoRA and R-LoRA are presets of it).
 //
 //   w(x) = softmax(W_g x)                                   (float32 at least; w = 1 when N = 1)
 //   y    = W0 x + b + s * sum_i w_i(x) B_i A D_i(x)  -  s * offB offA x

@@ -1,4 +1,4 @@
-// Options of the multi-head LoRA layer (DESIGN.md section 2) and the three presets.
+// Options of the multi-head LoRA layer (docs/ARCHITECTURE.md section 2) and the three presets.
 #pragma once
 
 #include <cstdint>
@@ -55,7 +55,7 @@ struct LoraOverrides {
   std::optional<uint64_t> seed;
 };
 
-// The preset of a method (DESIGN.md section 2 table).
+// The preset of a method (docs/ARCHITECTURE.md section 2 table).
 LoraOptions preset(Method method);
 // Preset filled with the overrides, then validated; throws std::invalid_argument naming the bad value.
 LoraOptions resolve_options(const LoraOverrides& overrides);
