@@ -1,26 +1,49 @@
 // What is running on a model. Training (Trainer.fit, or one trainStep) holds the model until it
-// ends; meanwhile every other call that would train it, change its adapter or read it (a second
-// fit or trainStep, Adapter.detach / merge, Trainer.saveCheckpoint, Model.forward / generate / save,
-// Trainer.evaluate) is refused at once with an error naming what is running. Refusing, rather than
-// queueing, keeps training results independent of what else the program does: an inference call
-// would otherwise run in training mode (dropout on) and consume the training's random numbers.
+// ends; meanwhile every other call that would train it, change its adapter or read its values (a
+// second fit or trainStep, Adapter.detach / merge / save / stateDict / headSimilarity / train / eval,
+// the adapter's layers' forward, stateDict, loadStateDict and dispose, Trainer.saveCheckpoint,
+// Model.forward / generate / save, Trainer.evaluate) is refused at once with an error naming what is
+// running. Refusing, rather than queueing, keeps training results independent of what else the
+// program does: an inference call would otherwise run in training mode (dropout on) and consume the
+// training's random numbers, and a read could see a tensor half-way through an optimizer step.
+// This is the one rule: it is checked here, on the JS thread, before any native call starts, so
+// nothing waits on a native lock. A layer belongs to the model its adapter is attached to
+// (setOwner); a layer trained on its own by fitStep is held itself.
 
 const running = new WeakMap<object, string>();
+const owners = new WeakMap<object, object>();
 
-/** Marks `model` as training by `what`; throws if something already trains it. */
-export function beginTraining(model: object, what: string): void {
-  assertNotTraining(model, what);
-  running.set(model, what);
+/** Marks `target` (a model, or a layer trained alone) as training by `what`; throws if something already trains it. */
+export function beginTraining(target: object, what: string): void {
+  assertNotTraining(target, what);
+  running.set(target, what);
 }
 
-export function endTraining(model: object): void {
-  running.delete(model);
+export function endTraining(target: object): void {
+  running.delete(target);
 }
 
-/** Throws `<action> refused: the model is training (<what> is running)` while `model` trains. */
-export function assertNotTraining(model: object, action: string): void {
-  const what = running.get(model);
+/** Records that `part` (an adapter's layer) belongs to `owner` (its model), or no longer does (undefined). */
+export function setOwner(part: object, owner: object | undefined): void {
+  if (owner === undefined) owners.delete(part);
+  else owners.set(part, owner);
+}
+
+/** What trains `target` or what it belongs to, if anything. */
+export function trainingOf(target: object): string | undefined {
+  for (let t: object | undefined = target; t !== undefined; t = owners.get(t)) {
+    const what = running.get(t);
+    if (what !== undefined) return what;
+  }
+  return undefined;
+}
+
+/** Throws `<action> refused: the model is training (<what> is running)` while `target` (or its model) trains. */
+export function assertNotTraining(target: object, action: string): void {
+  const what = trainingOf(target);
   if (what !== undefined) {
-    throw new Error(`${action} refused: the model is training (${what} is running); wait for it to finish (await it), or stop it with the fit's AbortSignal`);
+    throw new Error(
+      `${action} refused: the model is training (${what} is running); wait for it to finish (did you forget to await it?), or stop it with the fit's AbortSignal`,
+    );
   }
 }

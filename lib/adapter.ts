@@ -5,12 +5,13 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as util from 'util';
 
-import { assertNotTraining } from './activity';
+import { assertNotTraining, setOwner } from './activity';
 import type { DataSettings } from './data';
 import { LoraOptions, MultiHeadLoraLinear, ResolvedLoraOptions } from './layer';
 import { Model, readJsonFile } from './model';
 import { forEachSafetensor, saveSafetensors } from './safetensors';
 import { Tensor } from './tensor';
+import { checkInstance } from './util/options';
 
 // Node's util.inspect.custom (the same registered symbol), named without @types/node so that
 // rlora's published .d.ts files type-check in projects that do not install it.
@@ -305,7 +306,7 @@ export class Adapter {
    * shared ones; each layer's `options` are the ones in force for that module.
    */
   private static build(model: Model, targetModules: string[] | RegExp, layerOptions: LoraOptions, perModule?: (name: string) => Partial<LoraOptions>): Adapter {
-    if (!(model instanceof Model)) throw new TypeError('Adapter.attach: first argument must be a Model');
+    checkInstance(model, Model, 'Adapter.attach: the model');
     if (attached.has(model)) throw new Error('this model already has an adapter attached; detach() it first');
     const modules = resolveTargets(model, targetModules);
     const seed = layerOptions.seed ?? 0;
@@ -324,7 +325,10 @@ export class Adapter {
       for (const l of layers.values()) l.dispose();
       throw e;
     }
-    for (const [name, layer] of layers) model.native.setAdapter(name, layer.native);
+    for (const [name, layer] of layers) {
+      model.native.setAdapter(name, layer.native);
+      setOwner(layer, model); // training the model holds its adapter's layers too (activity.ts)
+    }
     const first = layers.values().next().value as MultiHeadLoraLinear;
     let shared: ResolvedLoraOptions = { ...first.options, seed };
     if (perModule) {
@@ -357,6 +361,7 @@ export class Adapter {
    * On any error nothing stays attached.
    */
   static async load(model: Model, dir: string): Promise<Adapter> {
+    checkInstance(model, Model, 'Adapter.load: the model');
     const configPath = path.join(dir, 'adapter_config.json');
     const rloraPath = path.join(dir, 'rlora_config.json');
     const weightsPath = path.join(dir, 'adapter_model.safetensors');
@@ -447,7 +452,7 @@ export class Adapter {
     });
     for (const [module, layer] of this.layers) {
       try {
-        layer.loadStateDict(byModule.get(module) ?? {});
+        layer.loadValues(byModule.get(module) ?? {});
       } catch (e) {
         throw new Error(`${file}, module ${module}: ${(e as Error).message}`);
       }
@@ -475,12 +480,18 @@ export class Adapter {
     this.dispose();
   }
 
-  /** PEFT-style tensors: `base_model.model.<module>.lora_A.weight`, ... */
+  /** PEFT-style tensors: `base_model.model.<module>.lora_A.weight`, ... Refused while the model trains. */
   stateDict(): Record<string, Tensor> {
     this.check();
+    assertNotTraining(this.model, 'Adapter.stateDict');
+    return this.values();
+  }
+
+  /** @internal stateDict() without the training check: the Trainer's own reads between steps. */
+  values(): Record<string, Tensor> {
     const out: Record<string, Tensor> = {};
     for (const [module, layer] of this.layers) {
-      for (const [k, v] of Object.entries(layer.stateDict())) out[`${PREFIX}${module}.${k}`] = v;
+      for (const [k, v] of Object.entries(layer.native.stateDict())) out[`${PREFIX}${module}.${k}`] = new Tensor(v);
     }
     return out;
   }
@@ -493,6 +504,12 @@ export class Adapter {
    */
   save(dir: string): void {
     this.check();
+    assertNotTraining(this.model, 'Adapter.save');
+    this.write(dir);
+  }
+
+  /** @internal save() without the training check: the Trainer's checkpoints between steps. */
+  write(dir: string): void {
     fs.mkdirSync(dir, { recursive: true });
     const o = this.options;
     const modules = [...this.layers.keys()];
@@ -540,7 +557,7 @@ export class Adapter {
       peft_loadable: plain,
     };
     if (this.trainingData) rlora.data = this.trainingData;
-    saveSafetensors(path.join(dir, 'adapter_model.safetensors'), this.stateDict(), { format: 'pt' });
+    saveSafetensors(path.join(dir, 'adapter_model.safetensors'), this.values(), { format: 'pt' });
     fs.writeFileSync(path.join(dir, 'adapter_config.json'), JSON.stringify(config, null, 2) + '\n');
     fs.writeFileSync(path.join(dir, 'rlora_config.json'), JSON.stringify(rlora, null, 2) + '\n');
   }
@@ -549,7 +566,10 @@ export class Adapter {
   detach(): void {
     this.check();
     assertNotTraining(this.model, 'Adapter.detach');
-    for (const name of this.layers.keys()) this.model.native.setAdapter(name, null);
+    for (const [name, layer] of this.layers) {
+      this.model.native.setAdapter(name, null);
+      setOwner(layer, undefined);
+    }
     attached.delete(this.model);
     this.live = false;
   }
@@ -568,6 +588,7 @@ export class Adapter {
       const merged = new Tensor(layer.native.mergedWeight());
       this.model.native.setAdapter(name, null);
       this.model.native.setParameter(`${name}.weight`, merged.native);
+      setOwner(layer, undefined);
     }
     attached.delete(this.model);
     this.live = false;
@@ -576,6 +597,7 @@ export class Adapter {
   /** N x N head similarity of each wrapped module. */
   headSimilarity(): Record<string, Tensor> {
     this.check();
+    assertNotTraining(this.model, 'Adapter.headSimilarity');
     return Object.fromEntries([...this.layers].map(([n, l]) => [n, l.headSimilarity()]));
   }
 
@@ -585,9 +607,15 @@ export class Adapter {
     return n;
   }
 
+  /** Training mode (dropout on) or not. Refused while the model trains: Trainer.fit sets it itself. */
   train(on = true): this {
-    for (const l of this.layers.values()) l.train(on);
+    assertNotTraining(this.model, on ? 'Adapter.train' : 'Adapter.eval');
+    this.setMode(on);
     return this;
+  }
+  /** @internal train() without the training check: Trainer.fit switching modes around evaluation. */
+  setMode(on: boolean): void {
+    for (const l of this.layers.values()) l.native.setTraining(on);
   }
   eval(): this {
     return this.train(false);

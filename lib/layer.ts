@@ -1,6 +1,7 @@
 // MultiHeadLoraLinear: a frozen linear layer wrapped by multi-head LoRA (LoRA, HydraLoRA, R-LoRA).
 import * as util from 'util';
 
+import { assertNotTraining } from './activity';
 import { native, NativeLoraLinear, NativeTensor } from './native';
 import { Tensor } from './tensor';
 
@@ -132,6 +133,7 @@ export class MultiHeadLoraLinear {
    * MultiHeadLoraLinear afterwards throws "this MultiHeadLoraLinear was disposed". `using x = ...` calls it at the end of the block.
    */
   dispose(): void {
+    assertNotTraining(this, 'MultiHeadLoraLinear.dispose');
     this.native.dispose();
   }
   [Symbol.dispose](): void {
@@ -145,17 +147,20 @@ export class MultiHeadLoraLinear {
 
   /** Output for x [..., in]: Promise of [..., out]. Runs off the JS thread; no gradients are kept. */
   async forward(x: Tensor): Promise<Tensor> {
+    assertNotTraining(this, 'MultiHeadLoraLinear.forward');
     return new Tensor(await this.native.forward(requireTensor(x, 'input').native));
   }
 
   /** Forward, then the vector-Jacobian product with gradOutput: d(x) and d(each parameter). */
   async vjp(x: Tensor, gradOutput: Tensor): Promise<VjpResult> {
+    assertNotTraining(this, 'MultiHeadLoraLinear.vjp');
     const r = await this.native.vjp(requireTensor(x, 'input').native, requireTensor(gradOutput, 'gradOutput').native);
     return { output: new Tensor(r.output), gradInput: new Tensor(r.gradInput), grads: wrapAll(r.grads) };
   }
 
   /** Training mode: dropout on. */
   train(on = true): this {
+    assertNotTraining(this, on ? 'MultiHeadLoraLinear.train' : 'MultiHeadLoraLinear.eval');
     this.native.setTraining(on);
     return this;
   }
@@ -173,23 +178,32 @@ export class MultiHeadLoraLinear {
    * `lora_offset_B.weight` (with init.offset).
    */
   stateDict(): Record<string, Tensor> {
+    assertNotTraining(this, 'MultiHeadLoraLinear.stateDict');
     return wrapAll(this.native.stateDict());
   }
 
   /** Loads tensors by the names of stateDict(); strict about names and shapes; all or nothing. */
   loadStateDict(tensors: Record<string, Tensor>): void {
     if (typeof tensors !== 'object' || tensors === null) throw new TypeError('loadStateDict: expected an object of Tensors');
+    assertNotTraining(this, 'MultiHeadLoraLinear.loadStateDict');
+    this.loadValues(tensors);
+  }
+
+  /** @internal loadStateDict() without the training check: the Trainer loading its best checkpoint at the end of fit. */
+  loadValues(tensors: Record<string, Tensor>): void {
     const natives = Object.fromEntries(Object.entries(tensors).map(([k, v]) => [k, requireTensor(v, `stateDict["${k}"]`).native]));
     this.native.loadStateDict(natives);
   }
 
   /** N x N cosine similarities of the flattened B_i (float64; two zero heads count as identical). */
   headSimilarity(): Tensor {
+    assertNotTraining(this, 'MultiHeadLoraLinear.headSimilarity');
     return new Tensor(this.native.headSimilarity());
   }
 
   /** The frozen weight as the layer uses it: W0 minus the R-LoRA offset. */
   baseWeight(): Tensor {
+    assertNotTraining(this, 'MultiHeadLoraLinear.baseWeight');
     return new Tensor(this.native.baseWeight());
   }
 

@@ -1,10 +1,12 @@
 // AdamW with its learning-rate schedule and gradient clipping, stepped natively in one call.
 import * as util from 'util';
 
+import { beginTraining, endTraining } from './activity';
 import { MultiHeadLoraLinear } from './layer';
 import { Model } from './model';
 import { native, NativeAdamW } from './native';
 import { Tensor } from './tensor';
+import { checkInstance } from './util/options';
 
 export type Schedule = 'constant' | 'linear' | 'cosine';
 
@@ -89,10 +91,16 @@ export class AdamW {
  * layer's mode (dropout in training mode), backward, clipping, AdamW. Runs off the JS thread.
  */
 export async function fitStep(layer: MultiHeadLoraLinear, x: Tensor, target: Tensor, optimizer: AdamW): Promise<FitStepResult> {
-  if (!(layer instanceof MultiHeadLoraLinear)) throw new TypeError('fitStep: layer must be a MultiHeadLoraLinear');
-  if (!(x instanceof Tensor)) throw new TypeError('fitStep: input must be a Tensor');
-  if (!(target instanceof Tensor)) throw new TypeError('fitStep: target must be a Tensor');
+  checkInstance(layer, MultiHeadLoraLinear, 'fitStep: the layer');
+  checkInstance(x, Tensor, 'fitStep: the input');
+  checkInstance(target, Tensor, 'fitStep: the target');
   if (!(optimizer instanceof AdamW)) throw new TypeError('fitStep: optimizer must be an AdamW');
-  const r = await native.fitLayerStep(layer.native, x.native, target.native, optimizer.native);
+  beginTraining(layer, 'fitStep');
+  let r: Awaited<ReturnType<typeof native.fitLayerStep>>;
+  try {
+    r = await native.fitLayerStep(layer.native, x.native, target.native, optimizer.native);
+  } finally {
+    endTraining(layer);
+  }
   return { loss: r.loss, rowLoss: new Tensor(r.rowLoss), lr: r.lr, gradNorm: r.gradNorm, paramNorm: r.paramNorm, paramsFinite: r.paramsFinite };
 }

@@ -16,7 +16,7 @@ import { AdamW, Schedule } from './optim';
 import { forEachSafetensor, saveSafetensors } from './safetensors';
 import { StepLog } from './steplog';
 import { sameDevice, Tensor } from './tensor';
-import { closest } from './util/options';
+import { checkInstance, closest } from './util/options';
 
 export interface TrainerOptions {
   /** Base learning rate of AdamW. Default 2e-4 (the published R-LoRA run). */
@@ -333,7 +333,7 @@ function toLmBatch(b: Pick<Batch, 'inputIds' | 'attentionMask' | 'labels'>): Nat
  * gradient, off the JS thread. Refused while the model trains.
  */
 export async function evalLoss(model: Model, batch: Pick<Batch, 'inputIds' | 'attentionMask' | 'labels'>): Promise<{ lossSum: Float64Array; tokens: number[] }> {
-  if (!(model instanceof Model)) throw new TypeError('evalLoss: model must be a Model');
+  checkInstance(model, Model, 'evalLoss: the model');
   assertNotTraining(model, 'evalLoss');
   return rowLosses(model, batch);
 }
@@ -377,7 +377,7 @@ export async function trainStep(
   optimizer: AdamW,
   options: { precision?: 'float32' | 'bfloat16'; distributed?: boolean; gradientCheckpointing?: boolean } = {},
 ): Promise<TrainStepResult> {
-  if (!(model instanceof Model)) throw new TypeError('trainStep: model must be a Model');
+  checkInstance(model, Model, 'trainStep: the model');
   if (!(optimizer instanceof AdamW)) throw new TypeError('trainStep: optimizer must be an AdamW');
   optionalBool(options.distributed, 'trainStep: distributed');
   optionalBool(options.gradientCheckpointing, 'trainStep: gradientCheckpointing');
@@ -620,8 +620,9 @@ export class Trainer {
   private best: NonNullable<TrainerState['best']> = {};
 
   constructor(model: Model, adapter: Adapter, options: TrainerOptions = {}) {
-    if (!(model instanceof Model)) throw new TypeError('Trainer: first argument must be a Model');
-    if (!(adapter instanceof Adapter) || adapter.model !== model) throw new TypeError('Trainer: second argument must be an Adapter attached to that model');
+    checkInstance(model, Model, 'Trainer: the model (first argument)');
+    checkInstance(adapter, Adapter, 'Trainer: the adapter (second argument)');
+    if (adapter.model !== model) throw new TypeError('Trainer: the adapter (second argument) must be attached to that model');
     if (options.precision !== undefined && options.precision !== 'float32' && options.precision !== 'bfloat16') {
       throw new RangeError(`precision must be 'float32' or 'bfloat16', got ${JSON.stringify(options.precision)}`);
     }
@@ -833,8 +834,15 @@ export class Trainer {
    * The model counts as training until it resolves (README "Calls during training").
    */
   async fit(train: MultiTaskDataset, fitOptions: FitOptions = {}): Promise<History> {
-    if (!(train instanceof MultiTaskDataset)) throw new TypeError('fit: the training set must be a MultiTaskDataset');
+    checkInstance(train, MultiTaskDataset, 'fit: the training set');
     this.checkLive();
+    const current = Adapter.of(this.model);
+    if (current !== this.adapter) {
+      // it would train nothing (the detached adapter's layers are not in the model) and report success
+      throw new Error(
+        `Trainer.fit refused: this Trainer's adapter is no longer attached to its model (it was detached or merged${current ? '; another adapter is attached now' : ''}); make a new Trainer with the adapter the model has`,
+      );
+    }
     beginTraining(this.model, 'Trainer.fit');
     try {
       return await this.fitUnchecked(train, fitOptions);
@@ -885,7 +893,7 @@ export class Trainer {
     if ((stopRule || bestRule) && !fitOptions.evalDataset) {
       throw new Error(`${stopRule ? 'earlyStopping' : 'saveBest'} needs an evalDataset: pass fit(train, {evalDataset})`);
     }
-    this.adapter.train();
+    this.adapter.setMode(true);
     const history: History = { steps: [], evals: [], stopped: 'completed', skippedSteps: 0, outputDir: o.outputDir, lastCheckpoint: this.lastCheckpoint };
     /** The steps, in columns until fit returns (a long run's history is then 8 bytes a value). */
     const steps = new StepLog();
@@ -923,7 +931,7 @@ export class Trainer {
       if (!fitOptions.evalDataset) return false;
       const { tasks, predictions } = await this.evaluateUnchecked(fitOptions.evalDataset, Boolean(o.outputDir), dp);
       const rec: EvalRecord = { step: this.step, tasks };
-      this.adapter.train();
+      this.adapter.setMode(true);
       history.evals.push(rec);
       if (log) fs.appendFileSync(log, JSON.stringify({ type: 'eval', ...rec }) + '\n');
       if (o.outputDir && writer) writeFileAtomically(path.join(o.outputDir, `eval-${this.step}.jsonl`), predictions.map((p) => JSON.stringify(p) + '\n').join(''));
@@ -1022,7 +1030,7 @@ export class Trainer {
       }
     } finally {
       bar?.stop();
-      this.adapter.eval();
+      this.adapter.setMode(false);
     }
     history.steps = steps.records();
     if (history.skippedSteps > 0) {
@@ -1043,7 +1051,7 @@ export class Trainer {
   /** With returnPredictions: the per-task results and every example's prediction, in dataset order. */
   async evaluate(dataset: MultiTaskDataset, options: EvaluateOptions & { returnPredictions: true }): Promise<{ tasks: Record<string, TaskEval>; predictions: Prediction[] }>;
   async evaluate(dataset: MultiTaskDataset, options: EvaluateOptions = {}): Promise<Record<string, TaskEval> | { tasks: Record<string, TaskEval>; predictions: Prediction[] }> {
-    if (!(dataset instanceof MultiTaskDataset)) throw new TypeError('evaluate: expected a MultiTaskDataset');
+    checkInstance(dataset, MultiTaskDataset, 'evaluate: the dataset');
     if (typeof options !== 'object' || options === null) throw new TypeError(`evaluate: options must be an object, got ${util.inspect(options)}`);
     const unknown = Object.keys(options).filter((k) => k !== 'returnPredictions');
     if (unknown.length) throw new RangeError(`evaluate: unknown option ${JSON.stringify(unknown[0])} (known: returnPredictions)`);
@@ -1066,7 +1074,7 @@ export class Trainer {
     const tok = dataset.tokenizer;
     const padId = tok.padTokenId ?? tok.eosTokenId ?? 0;
     const eos = tok.eosTokenId;
-    this.adapter.eval();
+    this.adapter.setMode(false);
     const sum: Record<string, number> = {}, count: Record<string, number> = {}, right: Record<string, number> = {}, n: Record<string, number> = {};
     const rows = o.evalBatchSize ?? o.batchSize;
     const mine = Array.from({ length: dataset.size }, (_, i) => i).filter((i) => !dp || i % dp.worldSize === dp.rank);
@@ -1167,7 +1175,7 @@ export class Trainer {
     const opt = this.optimizer.native.state();
     const sampler = this.sampler;
     writeAtomically(dir, (tmp) => {
-      this.adapter.save(tmp);
+      this.adapter.write(tmp);
       const optTensors: Record<string, Tensor> = {};
       opt.params.forEach((p, i) => {
         optTensors[`${i}.exp_avg`] = new Tensor(p.expAvg);

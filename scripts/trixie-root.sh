@@ -22,7 +22,8 @@ MARK=.rlora-root-ready
 # Packages inside the root. The CUDA build of libtorch replaces libtorch-dev; its CMake config
 # needs the CUDA toolkit (nvcc, headers) and NCCL's header, all in contrib/non-free.
 # (libgloo-cuda-dev conflicts with libgloo-dev; apt removes the cpu root's copy of the latter.)
-COMMON=(cmake g++ make ninja-build git ca-certificates libopenblas0-pthread nodejs npm procps xz-utils)
+# (qemu-user, util-linux and bsdutils: tests that run on an emulated CPU, under taskset, in a terminal)
+COMMON=(cmake g++ make ninja-build git ca-certificates libopenblas0-pthread nodejs npm procps xz-utils qemu-user util-linux bsdutils)
 if [[ $FLAVOR == cpu ]]; then
   PKGS=("${COMMON[@]}" libgloo-dev libtorch-dev python3-torch)
 else
@@ -31,6 +32,20 @@ fi
 
 if [[ -f $ROOT/$MARK ]]; then
   echo "== reusing $ROOT (made $(cat "$ROOT/$MARK"))" >&2
+  # a root made before a package joined the list gets it now
+  missing=()
+  for p in "${PKGS[@]}"; do
+    chroot "$ROOT" dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    echo "== installing into it: ${missing[*]}" >&2
+    cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+    mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
+    chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive apt-get update >&2
+    chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2
+    chroot "$ROOT" apt-get clean >&2
+    umount -l "$ROOT/proc" 2>/dev/null || true
+  fi
   echo "$ROOT"
   exit 0
 fi

@@ -5,7 +5,7 @@
 import { spawnSync } from 'child_process';
 import * as path from 'path';
 
-import { Model } from '../lib';
+import { Adapter, Model, Trainer, trainStep } from '../lib';
 import { native } from '../lib/native';
 import { IDS, MASK, TINY_CONFIG, tinyModelFolder } from './helpers/tiny-model';
 
@@ -99,4 +99,20 @@ describe('bfloat16 and the CPU', () => {
     const here = JSON.parse(child(train, {}).stdout) as { losses: number[] };
     out.losses!.forEach((l, i) => expect(Math.abs(l - here.losses[i])).toBeLessThan(0.02 * here.losses[i]));
   }, 300_000);
+});
+
+// A Promise passed where its value belongs (an await forgotten) is named as such.
+describe('a Promise where its value belongs', () => {
+  it('says "did you forget await?"', async () => {
+    const pending = Model.fromPretrained(baseDir);
+    expect(() => Adapter.attach(pending as never, { targetModules: ['q_proj'] })).toThrow('Adapter.attach: the model must be a Model, got a Promise (did you forget await?)');
+    const model = await pending;
+    const adapter = Adapter.attach(model, { targetModules: ['q_proj'] });
+    expect(() => new Trainer(model, Promise.resolve(adapter) as never)).toThrow('Trainer: the adapter (second argument) must be an Adapter, got a Promise (did you forget await?)');
+    const trainer = new Trainer(model, adapter, { maxSteps: 1, progress: false });
+    await expect(trainer.fit(Promise.resolve() as never)).rejects.toThrow('fit: the training set must be a MultiTaskDataset, got a Promise (did you forget await?)');
+    await expect(trainer.evaluate(Promise.resolve() as never)).rejects.toThrow('evaluate: the dataset must be a MultiTaskDataset, got a Promise (did you forget await?)');
+    await expect(trainStep(model as never, [], undefined as never).catch((e) => Promise.reject(e))).rejects.toThrow(/./);
+    expect(() => new Trainer({} as never, adapter)).toThrow('Trainer: the model (first argument) must be a Model, got {}');
+  });
 });

@@ -4,7 +4,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { AdamW, Adapter, ByteTokenizer, HFConfig, Model, MultiTaskDataset, Trainer, trainStep } from '../lib';
+import { AdamW, Adapter, ByteTokenizer, fitStep, HFConfig, loadSafetensors, Model, MultiHeadLoraLinear, MultiTaskDataset, Tensor, Trainer, trainStep } from '../lib';
 import { tempFolder, TINY_BYTE_CONFIG } from './helpers/tiny-model';
 
 const tmp = tempFolder('rlora-overlap-');
@@ -71,6 +71,69 @@ describe('while Trainer.fit runs', () => {
     expect(() => trainer.saveCheckpoint()).toThrow(/saveCheckpoint refused: the model is training \(Trainer\.fit is running\)/);
     await first;
     expect(fs.readdirSync(dir).filter((f) => f.startsWith('checkpoint-'))).toEqual(['checkpoint-20']);
+  });
+});
+
+describe('reads and changes of the adapter while Trainer.fit runs (a fit not awaited)', () => {
+  it('save, stateDict, headSimilarity, train and eval are refused with "did you forget to await"; after fit, save writes the trained values', async () => {
+    const { model, adapter, trainer } = setup();
+    const before = adapter.stateDict();
+    const first = trainer.fit(data()); // not awaited, as in the report
+    const dir = path.join(tmp, 'saved-during-fit');
+    expect(() => adapter.save(dir)).toThrow(/^Adapter\.save refused: the model is training \(Trainer\.fit is running\); wait for it to finish \(did you forget to await it\?\)/);
+    expect(fs.existsSync(dir)).toBe(false); // nothing was written (it used to write the untrained adapter)
+    expect(() => adapter.stateDict()).toThrow(/Adapter\.stateDict refused/);
+    expect(() => adapter.headSimilarity()).toThrow(/Adapter\.headSimilarity refused/);
+    expect(() => adapter.eval()).toThrow(/Adapter\.eval refused/);
+    expect(() => adapter.train()).toThrow(/Adapter\.train refused/);
+    expect([...adapter.layers.values()].every((l) => l.training)).toBe(true); // the refused eval() changed nothing
+    await first;
+    adapter.save(dir);
+    const after = adapter.stateDict();
+    // the saved adapter is the trained one: every tensor of up_proj moved, and the file holds it
+    const moved = Object.keys(before).filter((k) => !/offset/.test(k)).map((k) => Math.max(...(after[k].data() as Float32Array).map((v, i) => Math.abs(v - (before[k].data() as Float32Array)[i]))));
+    expect(Math.min(...moved)).toBeGreaterThan(0);
+    const loaded = loadSafetensors(path.join(dir, 'adapter_model.safetensors'));
+    for (const k of Object.keys(after)) expect(Array.from(loaded[k].data() as Float32Array)).toEqual(Array.from(after[k].data() as Float32Array));
+  });
+
+  it('the adapter\'s layers: forward, vjp, stateDict, loadStateDict, headSimilarity, train and dispose are refused; the run is unchanged', async () => {
+    const alone = setup();
+    const reference = await alone.trainer.fit(data());
+    const { adapter, trainer } = setup();
+    const layer = adapter.layers.get('model.layers.0.mlp.up_proj')!;
+    const x = Tensor.from(new Float32Array(CFG.hidden_size as number).fill(0.5), [1, CFG.hidden_size as number]);
+    const state = layer.stateDict();
+    const first = trainer.fit(data());
+    await expect(layer.forward(x)).rejects.toThrow(/^MultiHeadLoraLinear\.forward refused: the model is training \(Trainer\.fit is running\)/);
+    await expect(layer.vjp(x, Tensor.from(new Float32Array(CFG.intermediate_size as number), [1, CFG.intermediate_size as number]))).rejects.toThrow(/MultiHeadLoraLinear\.vjp refused/);
+    expect(() => layer.stateDict()).toThrow(/MultiHeadLoraLinear\.stateDict refused/);
+    expect(() => layer.loadStateDict(state)).toThrow(/MultiHeadLoraLinear\.loadStateDict refused/);
+    expect(() => layer.headSimilarity()).toThrow(/MultiHeadLoraLinear\.headSimilarity refused/);
+    expect(() => layer.eval()).toThrow(/MultiHeadLoraLinear\.eval refused/);
+    expect(() => layer.dispose()).toThrow(/MultiHeadLoraLinear\.dispose refused/);
+    const h = await first;
+    // the refused calls changed nothing: the same losses as the run nobody disturbed
+    expect(h.steps.map((s) => s.loss)).toEqual(reference.steps.map((s) => s.loss));
+    expect((await layer.forward(x)).shape).toEqual([1, CFG.intermediate_size]);
+  });
+
+  it('a detached adapter\'s layers belong to no model any more; fitStep holds a layer trained alone', async () => {
+    const { model, adapter, trainer } = setup();
+    adapter.detach();
+    await expect(trainer.fit(data())).rejects.toThrow("Trainer.fit refused: this Trainer's adapter is no longer attached to its model (it was detached or merged); make a new Trainer with the adapter the model has");
+    const other = Adapter.attach(model, { method: 'lora', rank: 2, targetModules: ['up_proj'], seed: 3 });
+    const run = new Trainer(model, other, { learningRate: 1e-2, maxSteps: 3, batchSize: 4, progress: false }).fit(data());
+    const layer = adapter.layers.get('model.layers.0.mlp.up_proj')!;
+    expect(layer.stateDict()['lora_A.weight'].shape).toEqual([2, CFG.hidden_size]); // not refused: no longer the model's
+    await run;
+    await expect(trainer.fit(data())).rejects.toThrow(/no longer attached to its model \(it was detached or merged; another adapter is attached now\)/);
+    const W = Tensor.from(new Float32Array(8 * 4).fill(0.1), [8, 4]);
+    const alone = new MultiHeadLoraLinear({ weight: W }, { method: 'lora', rank: 2, seed: 1 });
+    const step = fitStep(alone, Tensor.from(new Float32Array(3 * 4).fill(1), [3, 4]), Tensor.from(new Float32Array(3 * 8), [3, 8]), new AdamW([alone]));
+    await expect(alone.forward(Tensor.from(new Float32Array(4), [1, 4]))).rejects.toThrow(/MultiHeadLoraLinear\.forward refused: the model is training \(fitStep is running\)/);
+    expect(Number.isFinite((await step).loss)).toBe(true);
+    expect((await alone.forward(Tensor.from(new Float32Array(4), [1, 4]))).shape).toEqual([1, 8]);
   });
 });
 

@@ -34,8 +34,9 @@ export function editDistance(a: string, b: string): number {
   return d[a.length][b.length];
 }
 
-/** A value as an error message shows it: strings quoted, objects inspected on one line, short. */
+/** A value as an error message shows it: strings quoted, objects inspected on one line, short. A Promise asks whether an await is missing. */
 export function show(v: unknown): string {
+  if (v instanceof Promise) return 'a Promise (did you forget await?)';
   const s = typeof v === 'string' ? JSON.stringify(v) : util.inspect(v, { depth: 1, breakLength: Infinity });
   return s.length > 80 ? s.slice(0, 77) + '...' : s;
 }
@@ -69,4 +70,12 @@ export function checkChoice<T extends string>(value: unknown, choices: readonly 
   if ((choices as readonly string[]).includes(value)) return value as T;
   const near = Object.hasOwn(aliases, value.toLowerCase()) ? aliases[value.toLowerCase()] : closest(value, [...choices]);
   throw new RangeError(`${what} must be one of ${choices.map((c) => JSON.stringify(c)).join(', ')}, got ${JSON.stringify(value)}${near ? ` (did you mean ${JSON.stringify(near)}?)` : ''}`);
+}
+
+/** Refuses a value that is not an instance of `cls`: a TypeError "<what> must be a <Name>, got <value>". */
+export function checkInstance<T>(value: unknown, cls: { readonly prototype: T; readonly name: string }, what: string): asserts value is T {
+  if (!(value instanceof (cls as unknown as abstract new () => unknown))) {
+    const name = cls.name;
+    throw new TypeError(`${what} must be ${/^[AEIOU]/.test(name) ? 'an' : 'a'} ${name}, got ${show(value)}`);
+  }
 }
