@@ -12,6 +12,9 @@
 
 const running = new WeakMap<object, string>();
 const owners = new WeakMap<object, object>();
+// Models whose Trainer is running a user callback (onStep, onEval) between two steps: the
+// callback may read and change the adapter synchronously (nothing native runs meanwhile).
+const inCallback = new WeakSet<object>();
 
 /** Marks `target` (a model, or a layer trained alone) as training by `what`; throws if something already trains it. */
 export function beginTraining(target: object, what: string): void {
@@ -29,18 +32,32 @@ export function setOwner(part: object, owner: object | undefined): void {
   else owners.set(part, owner);
 }
 
-/** What trains `target` or what it belongs to, if anything. */
-export function trainingOf(target: object): string | undefined {
+/** Runs a user callback of the training of `model` between two steps: synchronous reads and changes of its adapter are allowed in it. */
+export function duringCallback<T>(model: object, fn: () => T): T {
+  inCallback.add(model);
+  try {
+    return fn();
+  } finally {
+    inCallback.delete(model);
+  }
+}
+
+/** What trains `target` or what it belongs to, if anything (a callback's synchronous calls are let through where `inCallbackOk`). */
+export function trainingOf(target: object, inCallbackOk = false): string | undefined {
   for (let t: object | undefined = target; t !== undefined; t = owners.get(t)) {
     const what = running.get(t);
-    if (what !== undefined) return what;
+    if (what !== undefined) return inCallbackOk && inCallback.has(t) ? undefined : what;
   }
   return undefined;
 }
 
-/** Throws `<action> refused: the model is training (<what> is running)` while `target` (or its model) trains. */
-export function assertNotTraining(target: object, action: string): void {
-  const what = trainingOf(target);
+/**
+ * Throws `<action> refused: the model is training (<what> is running)` while `target` (or its
+ * model) trains. `inCallbackOk`: a synchronous call (no native job outlives it) that a training
+ * callback may make between steps.
+ */
+export function assertNotTraining(target: object, action: string, inCallbackOk = false): void {
+  const what = trainingOf(target, inCallbackOk);
   if (what !== undefined) {
     throw new Error(
       `${action} refused: the model is training (${what} is running); wait for it to finish (did you forget to await it?), or stop it with the fit's AbortSignal`,

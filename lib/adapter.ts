@@ -483,7 +483,7 @@ export class Adapter {
   /** PEFT-style tensors: `base_model.model.<module>.lora_A.weight`, ... Refused while the model trains. */
   stateDict(): Record<string, Tensor> {
     this.check();
-    assertNotTraining(this.model, 'Adapter.stateDict');
+    assertNotTraining(this.model, 'Adapter.stateDict', true);
     return this.values();
   }
 
@@ -504,7 +504,7 @@ export class Adapter {
    */
   save(dir: string): void {
     this.check();
-    assertNotTraining(this.model, 'Adapter.save');
+    assertNotTraining(this.model, 'Adapter.save', true);
     this.write(dir);
   }
 
@@ -597,7 +597,7 @@ export class Adapter {
   /** N x N head similarity of each wrapped module. */
   headSimilarity(): Record<string, Tensor> {
     this.check();
-    assertNotTraining(this.model, 'Adapter.headSimilarity');
+    assertNotTraining(this.model, 'Adapter.headSimilarity', true);
     return Object.fromEntries([...this.layers].map(([n, l]) => [n, l.headSimilarity()]));
   }
 
@@ -609,7 +609,7 @@ export class Adapter {
 
   /** Training mode (dropout on) or not. Refused while the model trains: Trainer.fit sets it itself. */
   train(on = true): this {
-    assertNotTraining(this.model, on ? 'Adapter.train' : 'Adapter.eval');
+    assertNotTraining(this.model, on ? 'Adapter.train' : 'Adapter.eval', true);
     this.setMode(on);
     return this;
   }

@@ -160,7 +160,7 @@ export class MultiHeadLoraLinear {
 
   /** Training mode: dropout on. */
   train(on = true): this {
-    assertNotTraining(this, on ? 'MultiHeadLoraLinear.train' : 'MultiHeadLoraLinear.eval');
+    assertNotTraining(this, on ? 'MultiHeadLoraLinear.train' : 'MultiHeadLoraLinear.eval', true);
     this.native.setTraining(on);
     return this;
   }
@@ -178,14 +178,14 @@ export class MultiHeadLoraLinear {
    * `lora_offset_B.weight` (with init.offset).
    */
   stateDict(): Record<string, Tensor> {
-    assertNotTraining(this, 'MultiHeadLoraLinear.stateDict');
+    assertNotTraining(this, 'MultiHeadLoraLinear.stateDict', true);
     return wrapAll(this.native.stateDict());
   }
 
   /** Loads tensors by the names of stateDict(); strict about names and shapes; all or nothing. */
   loadStateDict(tensors: Record<string, Tensor>): void {
     if (typeof tensors !== 'object' || tensors === null) throw new TypeError('loadStateDict: expected an object of Tensors');
-    assertNotTraining(this, 'MultiHeadLoraLinear.loadStateDict');
+    assertNotTraining(this, 'MultiHeadLoraLinear.loadStateDict', true);
     this.loadValues(tensors);
   }
 
@@ -197,13 +197,13 @@ export class MultiHeadLoraLinear {
 
   /** N x N cosine similarities of the flattened B_i (float64; two zero heads count as identical). */
   headSimilarity(): Tensor {
-    assertNotTraining(this, 'MultiHeadLoraLinear.headSimilarity');
+    assertNotTraining(this, 'MultiHeadLoraLinear.headSimilarity', true);
     return new Tensor(this.native.headSimilarity());
   }
 
   /** The frozen weight as the layer uses it: W0 minus the R-LoRA offset. */
   baseWeight(): Tensor {
-    assertNotTraining(this, 'MultiHeadLoraLinear.baseWeight');
+    assertNotTraining(this, 'MultiHeadLoraLinear.baseWeight', true);
     return new Tensor(this.native.baseWeight());
   }
 

@@ -6,7 +6,7 @@ import * as util from 'util';
 
 import * as distributed from './distributed';
 import type { DistributedOptions } from './distributed';
-import { beginTraining, endTraining, assertNotTraining } from './activity';
+import { assertNotTraining, beginTraining, duringCallback, endTraining } from './activity';
 import { Adapter, hash48, moduleSeed } from './adapter';
 import { Batch, BatchSampler, MultiTaskDataset, promptBatch, Sampling, SamplerState } from './data';
 import { Model, readJsonFile } from './model';
@@ -935,7 +935,7 @@ export class Trainer {
       history.evals.push(rec);
       if (log) fs.appendFileSync(log, JSON.stringify({ type: 'eval', ...rec }) + '\n');
       if (o.outputDir && writer) writeFileAtomically(path.join(o.outputDir, `eval-${this.step}.jsonl`), predictions.map((p) => JSON.stringify(p) + '\n').join(''));
-      fitOptions.onEval?.(rec);
+      if (fitOptions.onEval) duringCallback(this.model, () => fitOptions.onEval!(rec));
       if (bestRule) {
         const value = metricOf(tasks, bestRule.metric);
         if (improves(value, this.best.save?.value, bestRule.mode, 0)) {
@@ -1005,7 +1005,7 @@ export class Trainer {
         steps.push(rec);
         if (log) fs.appendFileSync(log, JSON.stringify(rec) + '\n');
         bar?.update(this.step, rec.loss.toFixed(4), String(Math.round(rec.tokensPerSecond)));
-        fitOptions.onStep?.(rec);
+        if (fitOptions.onStep) duringCallback(this.model, () => fitOptions.onStep!(rec));
         if (o.evalEvery > 0 && this.step % o.evalEvery === 0 && this.step < total && (await evaluate())) {
           history.stopped = 'earlyStopping';
           break;

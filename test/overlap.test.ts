@@ -79,6 +79,7 @@ describe('reads and changes of the adapter while Trainer.fit runs (a fit not awa
     const { model, adapter, trainer } = setup();
     const before = adapter.stateDict();
     const first = trainer.fit(data()); // not awaited, as in the report
+    const modes = [...adapter.layers.values()].map((l) => l.training);
     const dir = path.join(tmp, 'saved-during-fit');
     expect(() => adapter.save(dir)).toThrow(/^Adapter\.save refused: the model is training \(Trainer\.fit is running\); wait for it to finish \(did you forget to await it\?\)/);
     expect(fs.existsSync(dir)).toBe(false); // nothing was written (it used to write the untrained adapter)
@@ -86,7 +87,7 @@ describe('reads and changes of the adapter while Trainer.fit runs (a fit not awa
     expect(() => adapter.headSimilarity()).toThrow(/Adapter\.headSimilarity refused/);
     expect(() => adapter.eval()).toThrow(/Adapter\.eval refused/);
     expect(() => adapter.train()).toThrow(/Adapter\.train refused/);
-    expect([...adapter.layers.values()].every((l) => l.training)).toBe(true); // the refused eval() changed nothing
+    expect([...adapter.layers.values()].map((l) => l.training)).toEqual(modes); // the refused eval() and train() changed nothing
     await first;
     adapter.save(dir);
     const after = adapter.stateDict();
@@ -116,6 +117,27 @@ describe('reads and changes of the adapter while Trainer.fit runs (a fit not awa
     // the refused calls changed nothing: the same losses as the run nobody disturbed
     expect(h.steps.map((s) => s.loss)).toEqual(reference.steps.map((s) => s.loss));
     expect((await layer.forward(x)).shape).toEqual([1, CFG.intermediate_size]);
+  });
+
+  it('a callback (onStep) may read the adapter synchronously between steps; a native job started there is refused', async () => {
+    const { adapter, trainer } = setup();
+    const layer = adapter.layers.get('model.layers.0.mlp.up_proj')!;
+    const seen: number[] = [];
+    const refused: string[] = [];
+    await trainer.fit(data(), {
+      onStep: (rec) => {
+        seen.push(Math.max(...(adapter.stateDict()[`base_model.model.model.layers.0.mlp.up_proj.lora_A.weight`].data() as Float32Array).map(Math.abs)));
+        if (rec.step === 1) layer.forward(Tensor.from(new Float32Array(CFG.hidden_size as number), [1, CFG.hidden_size as number])).catch((e: Error) => refused.push(e.message));
+      },
+    });
+    expect(seen).toHaveLength(20);
+    expect(new Set(seen).size).toBeGreaterThan(1); // it saw the values move
+    expect(refused).toHaveLength(1);
+    expect(refused[0]).toMatch(/^MultiHeadLoraLinear\.forward refused: the model is training \(Trainer\.fit is running\)/);
+    // outside the callback the rule is back
+    const again = trainer.fit(data());
+    expect(() => adapter.stateDict()).toThrow(/Adapter\.stateDict refused/);
+    await again.catch(() => undefined);
   });
 
   it('a detached adapter\'s layers belong to no model any more; fitStep holds a layer trained alone', async () => {
