@@ -8,9 +8,10 @@ import * as util from 'util';
 import { assertNotTraining, setOwner } from './activity';
 import type { DataSettings } from './data';
 import { LoraOptions, MultiHeadLoraLinear, ResolvedLoraOptions } from './layer';
-import { Model, readJsonFile } from './model';
+import { Model } from './model';
 import { forEachSafetensor, saveSafetensors } from './safetensors';
 import { Tensor } from './tensor';
+import { readJsonFile } from './util/json';
 import { checkInstance } from './util/options';
 
 // Node's util.inspect.custom (the same registered symbol), named without @types/node so that

@@ -8,6 +8,7 @@ import { assertNotTraining } from './activity';
 import { native, NativeModel, NativeModelConfig } from './native';
 import { dtypeByteSize, forEachSafetensor, readSafetensorsHeader, saveSafetensors } from './safetensors';
 import { Device, Dtype, Tensor } from './tensor';
+import { readJsonFile } from './util/json';
 import { checkChoice, checkKeys, isPlainObject, show } from './util/options';
 
 // Node's util.inspect.custom (the same registered symbol), named without @types/node so that
@@ -87,15 +88,6 @@ export interface GenerateOptions extends ForwardOptions {
   seed?: number;
 }
 
-/** @internal Reads a JSON file; a syntax error names the file. */
-export function readJsonFile(file: string): unknown {
-  const text = fs.readFileSync(file, 'utf8');
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw new Error(`${file} is not valid JSON: ${(e as Error).message}`);
-  }
-}
 
 function architectureOf(config: HFConfig): Architecture {
   const named = Array.isArray(config.architectures) ? config.architectures[0] : undefined;

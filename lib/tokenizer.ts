@@ -7,6 +7,8 @@ import * as util from 'util';
 
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 
+import { MAX_CONFIG_JSON_BYTES, MAX_TOKENIZER_JSON_BYTES, readJsonFile } from './util/json';
+
 // Node's util.inspect.custom (the same registered symbol), named without @types/node so that
 // rlora's published .d.ts files type-check in projects that do not install it.
 const inspectSymbol: unique symbol = Symbol.for('nodejs.util.inspect.custom');
@@ -132,20 +134,9 @@ function checkIds(where: string, ids: unknown, vocabSize: number, known?: (id: n
   return out as number[];
 }
 
-function readJson(file: string, what: string, where: string): unknown {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    if (err.code === 'ENOENT') throw new Error(`${where}: ${what} not found: ${file}`);
-    throw new Error(`${where}: cannot read ${what} ${file}: ${err.message}`);
-  }
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw new Error(`${where}: ${file} is not valid JSON (${(e as Error).message})`);
-  }
+function readJson(file: string, what: 'tokenizer file' | 'tokenizer config file', where: string): unknown {
+  if (!fs.existsSync(file)) throw new Error(`${where}: ${what} not found: ${file}`);
+  return readJsonFile(file, { where, maxBytes: what === 'tokenizer file' ? MAX_TOKENIZER_JSON_BYTES : MAX_CONFIG_JSON_BYTES });
 }
 
 function tokenText(value: unknown, key: string, source: string): string | undefined {

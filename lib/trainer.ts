@@ -9,13 +9,14 @@ import type { DistributedOptions } from './distributed';
 import { assertNotTraining, beginTraining, duringCallback, endTraining } from './activity';
 import { Adapter, hash48, moduleSeed } from './adapter';
 import { Batch, BatchSampler, MultiTaskDataset, promptBatch, Sampling, SamplerState } from './data';
-import { Model, readJsonFile } from './model';
+import { Model } from './model';
 import { ProgressLine } from './progress';
 import { native, NativeAdamWState, NativeLmBatch } from './native';
 import { AdamW, Schedule } from './optim';
 import { forEachSafetensor, saveSafetensors } from './safetensors';
 import { StepLog } from './steplog';
 import { sameDevice, Tensor } from './tensor';
+import { readJsonFile } from './util/json';
 import { checkInstance, closest } from './util/options';
 
 export interface TrainerOptions {

@@ -231,7 +231,7 @@ describe('broken adapter files', () => {
     a.detach();
     const file = path.join(dir, 'adapter_config.json');
     fs.writeFileSync(file, fs.readFileSync(file, 'utf8').slice(0, 40));
-    await expect(Adapter.load(model, dir)).rejects.toThrow(`${file} is not valid JSON: `);
+    await expect(Adapter.load(model, dir)).rejects.toThrow(`${file} is not valid JSON (`);
     expect(Adapter.of(model)).toBeUndefined();
   });
 });

@@ -406,6 +406,44 @@ describe('train and eval', () => {
   });
 });
 
+// An adapter folder is untrusted input (people download them): a tokenizer path it names must lie
+// inside it or the model folder given, and nothing read is echoed (rlora eval used to print the
+// first bytes of any file an adapter named, e.g. a line of the password file).
+describe('eval and a hostile adapter folder', () => {
+  it('refuses a tokenizer path outside the adapter and model folders, and never prints file contents', async () => {
+    const adapterDir = path.join(tmp, 'adapter-hostile');
+    {
+      const model = Model.fromConfig(CFG, { seed: 1 });
+      const adapter = Adapter.attach(model, { method: 'rlora', rank: 2, heads: 2, targetModules: ['up_proj'], seed: 3 });
+      await new Trainer(model, adapter, { maxSteps: 1, batchSize: 4, progress: false }).fit(MultiTaskDataset.fromArray(EXAMPLES, { tokenizer: tok, maxLength: 30 }));
+      adapter.save(adapterDir);
+    }
+    const secret = path.join(tmp, 'secret.txt');
+    fs.writeFileSync(secret, 'root:SECRET-LINE:0:0:root:/root:/bin/bash\n');
+    const rcFile = path.join(adapterDir, 'rlora_config.json');
+    const rc = JSON.parse(fs.readFileSync(rcFile, 'utf8'));
+    const evalWith = async (named: string) => {
+      fs.writeFileSync(rcFile, JSON.stringify({ ...rc, data: { ...rc.data, tokenizer: named } }));
+      return rlora(['eval', '--model', modelDir, '--adapter', adapterDir, '--data', evalFile, '--threads', '1']);
+    };
+    for (const named of [secret, '../secret.txt']) {
+      const r = await evalWith(named);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toContain(`${rcFile}: data.tokenizer names ${JSON.stringify(named)}, which is outside the adapter folder and the model folder: refused`);
+      expect(r.stdout + r.stderr).not.toContain('SECRET');
+    }
+    // a file inside the adapter folder is read; a parse error names it without quoting it
+    fs.copyFileSync(secret, path.join(adapterDir, 'tokenizer.json'));
+    const inside = await evalWith('tokenizer.json');
+    expect(inside.code).not.toBe(0);
+    expect(inside.stderr).toContain(`${path.join(adapterDir, 'tokenizer.json')} is not valid JSON (an unexpected character)`);
+    expect(inside.stdout + inside.stderr).not.toContain('SECRET');
+    // --tokenizer chooses, and the recorded path is not looked at
+    fs.writeFileSync(rcFile, JSON.stringify({ ...rc, data: { ...rc.data, tokenizer: secret } }));
+    ok(await rlora(['eval', '--model', modelDir, '--adapter', adapterDir, '--data', evalFile, '--tokenizer', 'byte', '--threads', '1']));
+  });
+});
+
 describe('Ctrl-C', () => {
   /** Starts train, sends SIGINT once log.jsonl has more than `after` step lines, waits for the exit. */
   async function interrupt(args: string[], log: string, after: number): Promise<Result> {

@@ -4,6 +4,7 @@ import * as os from 'os';
 import * as path from 'path';
 
 import type { DatasetOptions } from '../data';
+import { readJsonFile } from '../util/json';
 import type { ModelSource } from './common';
 import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
 import { as, checkVocabulary, evalTable, lib, loadModel, loadTokenizer } from './common';
@@ -82,7 +83,7 @@ async function runEval(args: string[]): Promise<number> {
   if (modelOpt) source = { path: path.resolve(modelOpt) };
   else if (cfg) source = cfg.model;
   else {
-    const named = (JSON.parse(fs.readFileSync(configPath, 'utf8')) as { base_model_name_or_path?: string | null }).base_model_name_or_path;
+    const named = (readJsonFile(configPath) as { base_model_name_or_path?: string | null }).base_model_name_or_path;
     if (!named || !fs.existsSync(path.join(named, 'config.json'))) {
       throw new UsageError(`--model DIR is required: the adapter names no base model folder that exists here${named ? ` (it names ${named})` : ''}`);
     }
@@ -108,8 +109,9 @@ async function runEval(args: string[]): Promise<number> {
       console.error('rlora eval: note: the adapter was trained with a template function, which its folder cannot record: pass --template to encode as in training');
     }
   }
-  const recordedTokenizer = recorded?.tokenizer && (recorded.tokenizer === 'byte' || fs.existsSync(recorded.tokenizer)) ? recorded.tokenizer : undefined;
-  const tokenizer = await loadTokenizer(stringOption(opts, 'tokenizer') ?? cfg?.tokenizer ?? recordedTokenizer, source.path, 'tokenizer');
+  const given = stringOption(opts, 'tokenizer') ?? cfg?.tokenizer;
+  const recordedTokenizer = given === undefined && recorded?.tokenizer ? confinedTokenizer(recorded.tokenizer, adapterDir, source.path) : undefined;
+  const tokenizer = await loadTokenizer(given ?? recordedTokenizer, source.path, 'tokenizer');
   const fromAdapter = recorded
     ? { ...(recorded.template !== null ? { template: recorded.template } : {}), maxLength: recorded.maxLength, fields: recorded.fields, addBos: recorded.addBos, addEos: recorded.addEos }
     : {};
@@ -133,4 +135,28 @@ async function runEval(args: string[]): Promise<number> {
     if (predictionsFile) console.log(`predictions written to ${predictionsFile}`);
   }
   return 0;
+}
+
+/**
+ * The tokenizer an adapter folder records (rlora_config.json `data.tokenizer`), where it is "byte" or
+ * a file inside the adapter folder or the model folder given (links resolved). An adapter folder is
+ * untrusted input: a path elsewhere is refused, naming the file and the key, so that a downloaded
+ * adapter cannot make rlora read (and show parts of) any file. A path that does not exist is
+ * ignored, as before (the model folder's tokenizer is used).
+ */
+export function confinedTokenizer(named: string, adapterDir: string, modelDir: string | undefined): string | undefined {
+  if (named === 'byte') return named;
+  const file = path.resolve(adapterDir, named);
+  if (!fs.existsSync(file)) return undefined;
+  const real = fs.realpathSync(file);
+  const inside = (dir: string | undefined): boolean => {
+    if (dir === undefined || !fs.existsSync(dir)) return false;
+    const rel = path.relative(fs.realpathSync(dir), real);
+    return rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel);
+  };
+  if (inside(adapterDir) || inside(modelDir)) return file;
+  throw new InputError(
+    `${path.join(adapterDir, 'rlora_config.json')}: data.tokenizer names ${JSON.stringify(named)}, which is outside the adapter folder` +
+      `${modelDir ? ' and the model folder' : ''}: refused (an adapter folder may only name files inside itself or the model's folder); pass --tokenizer to choose one`,
+  );
 }

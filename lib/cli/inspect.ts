@@ -6,6 +6,7 @@ import * as path from 'path';
 import type { Tensor } from '../tensor';
 import { formatBytes, InputError, parseArgs, stringOption, Subcommand, table, UsageError, useColor } from './args';
 import { lib } from './common';
+import { readJsonFile } from '../util/json';
 
 export const inspect: Subcommand = {
   summary: 'sizes, config and per-module head similarity (a terminal heatmap) of a saved adapter',
@@ -79,7 +80,7 @@ export function readAdapter(dir: string): { config: Record<string, any>; modules
   if (!fs.existsSync(weights)) throw new InputError(`${dir} is not an adapter folder: no adapter_model.safetensors`);
   let config: Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
   try {
-    config = JSON.parse(fs.readFileSync(configPath, 'utf8'));
+    config = readJsonFile(configPath) as Record<string, unknown>;
   } catch (e) {
     throw new InputError(`${configPath} is not valid JSON: ${(e as Error).message}`);
   }
@@ -87,7 +88,7 @@ export function readAdapter(dir: string): { config: Record<string, any>; modules
   const rloraPath = path.join(dir, 'rlora_config.json');
   if (fs.existsSync(rloraPath)) {
     try {
-      config = { ...config, rlora: JSON.parse(fs.readFileSync(rloraPath, 'utf8')) };
+      config = { ...config, rlora: readJsonFile(rloraPath) };
     } catch (e) {
       throw new InputError(`${rloraPath} is not valid JSON: ${(e as Error).message}`);
     }
@@ -214,7 +215,7 @@ function runInspect(args: string[]): number {
   }
   const info = readAdapter(dir);
   const statePath = path.join(dir, 'trainer_state.json');
-  const state = fs.existsSync(statePath) ? (JSON.parse(fs.readFileSync(statePath, 'utf8')) as { step: number; totalSteps: number }) : undefined;
+  const state = fs.existsSync(statePath) ? (readJsonFile(statePath) as { step: number; totalSteps: number }) : undefined;
   const all = info.modules;
   const shown = filter ? all.filter((m) => filter!.test(m.name)) : all;
   if (filter && shown.length === 0) throw new InputError(`--module ${pattern} matches none of the ${all.length} modules (e.g. ${all[0]?.name})`);

@@ -10,6 +10,7 @@ import { as, checkVocabulary, describeDataset, evalTable, lib, loadModel, loadTo
 import { CLEAR_LINE } from '../progress';
 import { launch, launchOptions, withoutLaunchFlags } from './launch';
 import { describeRunConfig, readRunConfig, RunConfig } from './runconfig';
+import { readJsonFile } from '../util/json';
 
 /** Exit code after Ctrl-C (128 + SIGINT), as shells report it. */
 export const INTERRUPTED = 130;
@@ -197,7 +198,7 @@ async function runTrain(args: string[]): Promise<number> {
       if (cfg.trainer.progress !== undefined) overrides.progress = cfg.trainer.progress;
       if (maxSteps !== undefined) overrides.maxSteps = maxSteps; // Trainer.resume warns that the schedule is recomputed
       trainer = await as(`resuming from ${resume}`, () => rl.Trainer.resume(resume, model, overrides));
-      const state = JSON.parse(fs.readFileSync(path.join(resume, 'trainer_state.json'), 'utf8')) as { totalSteps: number };
+      const state = readJsonFile(path.join(resume, 'trainer_state.json')) as { totalSteps: number };
       total = maxSteps ?? state.totalSteps;
       const o = trainer.options as unknown as Record<string, unknown>;
       for (const [k, v] of Object.entries(cfg.trainer)) {

@@ -1,0 +1,59 @@
+// Reading a JSON file that may come from anyone (a downloaded model or adapter folder): only a
+// regular file under a size limit is read (a path to /dev/zero or a FIFO would otherwise read
+// without end), and a syntax error names the file, line and column but never echoes its contents
+// (V8's own message quotes the first bytes, which printed a line of the password file when an
+// adapter folder named it).
+import * as fs from 'fs';
+
+/** The most a config-like JSON file (config.json, adapter_config.json, trainer_state.json, ...) may hold. */
+export const MAX_CONFIG_JSON_BYTES = 16 << 20;
+/** The most a tokenizer.json may hold (the largest common ones are about 10 MB). */
+export const MAX_TOKENIZER_JSON_BYTES = 256 << 20;
+
+export interface ReadJsonOptions {
+  /** Default MAX_CONFIG_JSON_BYTES. */
+  maxBytes?: number;
+  /** Prefix of error messages (what is being read, by whom); default: the file name alone. */
+  where?: string;
+}
+
+/** Reads and parses `file`; errors name it and say what is wrong, without quoting its contents. */
+export function readJsonFile(file: string, options: ReadJsonOptions = {}): unknown {
+  const maxBytes = options.maxBytes ?? MAX_CONFIG_JSON_BYTES;
+  const at = options.where ? `${options.where}: ${file}` : file;
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(file);
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    throw new Error(err.code === 'ENOENT' ? `${at} not found` : `cannot read ${at}: ${err.message}`);
+  }
+  if (!st.isFile()) throw new Error(`${at} is not a regular file (a JSON file was expected)`);
+  if (st.size > maxBytes) throw new Error(`${at} holds ${st.size} bytes, more than the ${maxBytes} a JSON file of this kind may hold`);
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new Error(`cannot read ${at}: ${(e as Error).message}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${at} is not valid JSON${where(text, (e as Error).message)}`);
+  }
+}
+
+/** " (line L, column C)" where V8's message gives a position, else " (it does not start like JSON)" or "". */
+function where(text: string, message: string): string {
+  const m = /at position (\d+)/.exec(message);
+  if (m) {
+    const pos = Number(m[1]);
+    const before = text.slice(0, pos);
+    const line = before.split('\n').length;
+    const column = pos - before.lastIndexOf('\n');
+    return ` (line ${line}, column ${column})`;
+  }
+  if (/Unexpected end of JSON input/.test(message)) return ' (it ends too early)';
+  if (/^Unexpected token/.test(message)) return ' (an unexpected character)';
+  return '';
+}
