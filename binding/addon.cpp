@@ -9,6 +9,7 @@
 #include "common/blas_info.h"
 #include "common/cpu_allocator.h"
 #include "common/cpu_support.h"
+#include "common/files.h"
 #include "common/format.h"
 #include "common/cuda_memory.h"
 #include "layer.h"
@@ -109,6 +110,11 @@ Napi::Value CpuDtypeProblem(const Napi::CallbackInfo& info) {
   });
 }
 
+// exchangePaths(a, b) -> 0, or the errno: swaps two paths atomically (common/files.h).
+Napi::Value ExchangePaths(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), exchange_paths(get_string(info[0], "a"), get_string(info[1], "b")));
+}
+
 Napi::Value BlasInfo(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), blas_info()); }
 
 Napi::Object BuildInfo(Napi::Env env) {
@@ -135,6 +141,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("buildInfo", BuildInfo(env));
   exports.Set("blasInfo", Napi::Function::New(env, BlasInfo));
   exports.Set("cpuDtypeProblem", Napi::Function::New(env, CpuDtypeProblem));
+  exports.Set("exchangePaths", Napi::Function::New(env, ExchangePaths));
   exports.Set("memoryStats", Napi::Function::New(env, MemoryStats));
   exports.Set("setCpuCaching", Napi::Function::New(env, SetCpuCaching));
   exports.Set("setCpuCacheLimit", Napi::Function::New(env, SetCpuCacheLimit));

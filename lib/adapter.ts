@@ -9,8 +9,9 @@ import { assertNotTraining, setOwner } from './activity';
 import type { DataSettings } from './data';
 import { LoraOptions, MultiHeadLoraLinear, ResolvedLoraOptions } from './layer';
 import { Model } from './model';
-import { forEachSafetensor, saveSafetensors } from './safetensors';
+import { forEachSafetensor, readSafetensorsHeader, saveSafetensors } from './safetensors';
 import { Tensor } from './tensor';
+import { replaceFolder, writeFileFully } from './util/files';
 import { readJsonFile } from './util/json';
 import { checkInstance } from './util/options';
 
@@ -263,6 +264,9 @@ export function hash48(text: string): number {
   return createHash('sha256').update(text).digest().readUIntBE(0, 6);
 }
 
+/** The files of an adapter folder (the rest is the user's, and kept by save). */
+const ADAPTER_FILES = ['adapter_config.json', 'rlora_config.json', 'adapter_model.safetensors'];
+
 export class Adapter {
   readonly model: Model;
   /** Wrapped modules by full name, in model order. */
@@ -506,10 +510,15 @@ export class Adapter {
   save(dir: string): void {
     this.check();
     assertNotTraining(this.model, 'Adapter.save', true);
-    this.write(dir);
+    // written beside the old folder and swapped in when complete (util/files.ts): a crash or a full
+    // disk never leaves new weights beside an old config; the user's other files in it are kept
+    replaceFolder(dir, (tmp) => this.write(tmp), {
+      owns: (name) => ADAPTER_FILES.includes(name),
+      verify: (tmp) => void readSafetensorsHeader(path.join(tmp, 'adapter_model.safetensors')),
+    });
   }
 
-  /** @internal save() without the training check: the Trainer's checkpoints between steps. */
+  /** @internal Writes the adapter's files into the folder `dir` as they are (save() without its swap or training check: the Trainer's checkpoints between steps). */
   write(dir: string): void {
     fs.mkdirSync(dir, { recursive: true });
     const o = this.options;
@@ -559,8 +568,8 @@ export class Adapter {
     };
     if (this.trainingData) rlora.data = this.trainingData;
     saveSafetensors(path.join(dir, 'adapter_model.safetensors'), this.values(), { format: 'pt' });
-    fs.writeFileSync(path.join(dir, 'adapter_config.json'), JSON.stringify(config, null, 2) + '\n');
-    fs.writeFileSync(path.join(dir, 'rlora_config.json'), JSON.stringify(rlora, null, 2) + '\n');
+    writeFileFully(path.join(dir, 'adapter_config.json'), JSON.stringify(config, null, 2) + '\n');
+    writeFileFully(path.join(dir, 'rlora_config.json'), JSON.stringify(rlora, null, 2) + '\n');
   }
 
   /** Removes every layer; the base model is exactly as before (its weights were never changed). */

@@ -8,6 +8,7 @@ import { assertNotTraining } from './activity';
 import { native, NativeModel, NativeModelConfig } from './native';
 import { dtypeByteSize, forEachSafetensor, readSafetensorsHeader, saveSafetensors } from './safetensors';
 import { Device, Dtype, Tensor } from './tensor';
+import { replaceFolder, writeFileFully } from './util/files';
 import { readJsonFile } from './util/json';
 import { checkChoice, checkKeys, isPlainObject, show } from './util/options';
 
@@ -316,6 +317,11 @@ function cpuDtypeAdvice(where: string, dtype: string, problem: string): string {
   return `${where}: dtype '${dtype}' cannot compute on this CPU with libtorch ${torch} (libtorch: ${first})${cap}`;
 }
 
+/** The entries of a model folder that Model.save writes (the rest is the user's, and kept). */
+function isModelFile(name: string): boolean {
+  return ['config.json', 'generation_config.json', 'model.safetensors', 'model.safetensors.index.json'].includes(name) || /^model-\d{5}-of-\d{5}\.safetensors$/.test(name);
+}
+
 /** Model.save's default shard limit: 5 GB, as transformers' save_pretrained. */
 export const DEFAULT_MAX_SHARD_SIZE = 5_000_000_000;
 
@@ -441,7 +447,6 @@ export class Model {
     if (unknown.length) throw new RangeError(`Model.save: unknown option ${JSON.stringify(unknown[0])} (known: maxShardSize)`);
     const limit = options.maxShardSize ?? DEFAULT_MAX_SHARD_SIZE;
     if (!Number.isSafeInteger(limit) || limit < 1) throw new RangeError(`Model.save: maxShardSize must be a whole number of bytes >= 1, got ${util.inspect(options.maxShardSize)}`);
-    fs.mkdirSync(dir, { recursive: true });
     const shards: { names: string[]; bytes: number }[] = [{ names: [], bytes: 0 }];
     let total = 0;
     for (const { name } of this.native.parameterSpecs()) {
@@ -455,23 +460,30 @@ export class Model {
         last.bytes += bytes;
       }
     }
-    // a previous save's weights in another layout would be loaded beside these: remove them
-    for (const f of fs.readdirSync(dir)) if (f === 'model.safetensors' || f === 'model.safetensors.index.json' || /^model-\d{5}-of-\d{5}\.safetensors$/.test(f)) fs.rmSync(path.join(dir, f));
     const tensorsOf = (names: string[]): Record<string, Tensor> => Object.fromEntries(names.map((n) => [n, new Tensor(this.native.parameter(n))]));
-    if (shards.length === 1) saveSafetensors(path.join(dir, 'model.safetensors'), tensorsOf(shards[0].names), { format: 'pt' });
-    else {
-      const weightMap: Record<string, string> = {};
-      const pad = (i: number): string => String(i).padStart(5, '0');
-      shards.forEach((sh, i) => {
-        const file = `model-${pad(i + 1)}-of-${pad(shards.length)}.safetensors`;
-        saveSafetensors(path.join(dir, file), tensorsOf(sh.names), { format: 'pt' });
-        for (const n of sh.names) weightMap[n] = file;
-      });
-      fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2) + '\n');
-    }
-    const config = { ...this.config, architectures: [this.resolvedConfig.architecture], torch_dtype: this.dtype };
-    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
-    if (this.generationConfig) fs.writeFileSync(path.join(dir, 'generation_config.json'), JSON.stringify(this.generationConfig, null, 2) + '\n');
+    // The whole folder is written beside the old one and swapped in when complete (util/files.ts):
+    // a crash or a full disk leaves the old model loadable. A previous save's weights in another
+    // layout are not carried over (they would load beside these); the user's other files are.
+    replaceFolder(
+      dir,
+      (tmp) => {
+        if (shards.length === 1) saveSafetensors(path.join(tmp, 'model.safetensors'), tensorsOf(shards[0].names), { format: 'pt' });
+        else {
+          const weightMap: Record<string, string> = {};
+          const pad = (i: number): string => String(i).padStart(5, '0');
+          shards.forEach((sh, i) => {
+            const file = `model-${pad(i + 1)}-of-${pad(shards.length)}.safetensors`;
+            saveSafetensors(path.join(tmp, file), tensorsOf(sh.names), { format: 'pt' });
+            for (const n of sh.names) weightMap[n] = file;
+          });
+          writeFileFully(path.join(tmp, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2) + '\n');
+        }
+        const config = { ...this.config, architectures: [this.resolvedConfig.architecture], torch_dtype: this.dtype };
+        writeFileFully(path.join(tmp, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+        if (this.generationConfig) writeFileFully(path.join(tmp, 'generation_config.json'), JSON.stringify(this.generationConfig, null, 2) + '\n');
+      },
+      { owns: isModelFile, verify: (tmp) => weightFiles(tmp).forEach((f) => readSafetensorsHeader(f)) },
+    );
   }
 
   get dtype(): Dtype {

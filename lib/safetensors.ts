@@ -4,6 +4,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 
 import { Dtype, Tensor } from './tensor';
+import { writeAll } from './util/files';
 
 /** How a dtype of the format is stored and which libtorch dtype it loads as. */
 interface Format {
@@ -342,7 +343,7 @@ export function saveSafetensors(path: string, tensors: Record<string, Tensor>, m
   try {
     const fd = fs.openSync(tmp, 'w');
     try {
-      for (const b of [len, json, ...blobs]) fs.writeSync(fd, b);
+      for (const b of [len, json, ...blobs]) writeAll(fd, b, path); // a short count (a full disk) throws
       fs.fsyncSync(fd);
     } finally {
       fs.closeSync(fd);

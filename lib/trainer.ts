@@ -16,6 +16,7 @@ import { AdamW, Schedule } from './optim';
 import { forEachSafetensor, saveSafetensors } from './safetensors';
 import { StepLog } from './steplog';
 import { sameDevice, Tensor } from './tensor';
+import { removeAtomically, replaceFolder, writeFileAtomically } from './util/files';
 import { readJsonFile } from './util/json';
 import { checkInstance, closest } from './util/options';
 
@@ -428,64 +429,8 @@ function rankSlice(b: Batch, rank: number, worldSize: number): Batch {
   return { inputIds: [b.inputIds[0]], attentionMask: [b.attentionMask[0]], labels: [b.labels[0].map(() => -100)], tasks: [], indices: [], lossTokens: 0 };
 }
 
-/** A hidden sibling name for a file or folder being written or removed (`.<name>.<what>-<pid>-<time>`). */
-function sideName(target: string, what: 'tmp' | 'deleting'): string {
-  return path.join(path.dirname(target), `.${path.basename(target)}.${what}-${process.pid}-${Date.now()}`);
-}
-const SIDE_NAME = /^\.(checkpoint-\d+|log\.jsonl|eval-\d+\.jsonl)\.(tmp|deleting)-/;
-
-/** Flushes a file or folder (its entries) to disk. */
-function fsyncPath(p: string): void {
-  const fd = fs.openSync(p, 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-/** Removes a folder atomically as far as readers can tell: renamed away first, then deleted. */
-function removeAtomically(dir: string): void {
-  const trash = sideName(dir, 'deleting');
-  fs.renameSync(dir, trash);
-  fs.rmSync(trash, { recursive: true, force: true });
-}
-
-/**
- * Writes a folder atomically: fill a hidden sibling, fsync, rename into place (an existing folder
- * of that name is renamed away first), so a reader sees the folder complete or not at all.
- */
-function writeAtomically(dir: string, fill: (tmp: string) => void): void {
-  fs.mkdirSync(path.dirname(dir), { recursive: true });
-  const tmp = sideName(dir, 'tmp');
-  fs.mkdirSync(tmp);
-  try {
-    fill(tmp);
-    for (const f of fs.readdirSync(tmp)) fsyncPath(path.join(tmp, f));
-    const old = fs.existsSync(dir) ? sideName(dir, 'deleting') : undefined;
-    if (old) fs.renameSync(dir, old);
-    fs.renameSync(tmp, dir);
-    fsyncPath(path.dirname(dir));
-    if (old) fs.rmSync(old, { recursive: true, force: true });
-  } catch (e) {
-    fs.rmSync(tmp, { recursive: true, force: true });
-    throw e;
-  }
-}
-
-/** Replaces a file atomically: a hidden sibling written and fsynced, then renamed over it. */
-function writeFileAtomically(file: string, text: string): void {
-  const tmp = sideName(file, 'tmp');
-  try {
-    fs.writeFileSync(tmp, text);
-    fsyncPath(tmp);
-    fs.renameSync(tmp, file);
-    fsyncPath(path.dirname(file));
-  } catch (e) {
-    fs.rmSync(tmp, { force: true });
-    throw e;
-  }
-}
+/** Leftovers of writes a killed process did not finish in an outputDir (util/files.ts sideName). */
+const SIDE_NAME = /^\.(checkpoint-\d+|log\.jsonl|eval-\d+\.jsonl)\.(tmp|old|deleting)-/;
 
 function messageOf(e: unknown): string {
   return util.types.isNativeError(e) ? e.message : String(e);
@@ -1175,7 +1120,7 @@ export class Trainer {
     const dir = path.join(dir0, `checkpoint-${this.step}`);
     const opt = this.optimizer.native.state();
     const sampler = this.sampler;
-    writeAtomically(dir, (tmp) => {
+    replaceFolder(dir, (tmp) => {
       this.adapter.write(tmp);
       const optTensors: Record<string, Tensor> = {};
       opt.params.forEach((p, i) => {

@@ -56,6 +56,8 @@ for v in OPENBLAS_CORETYPE OPENBLAS_L2_SIZE ONEDNN_MAX_CPU_ISA; do
 done
 inroot() { chroot "$ROOT" env -i "${ENVS[@]}" bash -c "cd /work/rlora && $1"; }
 
+# a git checkout, as CI's clean clone is (packaging and the GPU check list files with git)
+inroot "git init -q && git add -A && git -c user.name=rlora -c user.email=rlora@localhost commit -qm 'working tree copied by torch2-check.sh'"
 echo "== torch2-check ($FLAVOR): $(chroot "$ROOT" /usr/bin/python3 -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda)'), node $(chroot "$ROOT" node --version), root $ROOT"
 t1=$SECONDS
 if [[ -d $DEST/node_modules ]]; then inroot "npm run build"; else inroot "npm ci --no-audit --no-fund"; fi

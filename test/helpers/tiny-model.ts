@@ -15,6 +15,8 @@ export const TINY_BYTE_CONFIG: HFConfig = {
   architectures: ['LlamaForCausalLM'], vocab_size: new ByteTokenizer().vocabSize, hidden_size: 16, intermediate_size: 24,
   num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 1,
 };
+/** A model of about 0.2 MB for the saving tests (many shards with a small maxShardSize). */
+export const SAVE_CONFIG: HFConfig = { ...TINY_CONFIG, hidden_size: 64, intermediate_size: 128 };
 export const IDS = [[3, 14, 15, 9, 26, 5], [0, 0, 35, 8, 9, 7]];
 export const MASK = [[1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1]];
 
