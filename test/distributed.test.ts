@@ -286,6 +286,33 @@ describe('data parallel (gloo)', () => {
     expect(b.losses.every((l) => Number.isFinite(l) && l > 0)).toBe(true);
   }, 30_000);
 
+  // torch's own store server listens on every address; on libtorch >= 2.2 rank 0 binds the socket
+  // itself, to the address MASTER_ADDR resolves to, and hands it to the store (1.13 cannot take one:
+  // there it listens on every address, as the README says).
+  itDp('rank 0 listens on MASTER_ADDR alone (libtorch >= 2.2), not on every address', async () => {
+    const port = await freePort();
+    const env = { WORLD_SIZE: '2', RANK: '0', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) };
+    const childEnv: NodeJS.ProcessEnv = { ...process.env, OMP_NUM_THREADS: '1', ...env };
+    const rank0 = spawn(process.execPath, ['-r', 'tsx/cjs', CHILD, JSON.stringify({ batchSize: 2, steps: 1, out: path.join(tmp, 'listen.json'), timeoutMs: 60_000 })], { env: childEnv, stdio: 'ignore' });
+    try {
+      const hex = port.toString(16).toUpperCase().padStart(4, '0');
+      const listening = (): string[] =>
+        ['/proc/net/tcp', '/proc/net/tcp6'].flatMap((f) =>
+          fs.readFileSync(f, 'utf8').split('\n').slice(1).map((l) => l.trim().split(/\s+/)).filter((c) => c.length > 3 && c[3] === '0A' && c[1].endsWith(`:${hex}`)).map((c) => c[1].split(':')[0]),
+        );
+      let addrs: string[] = [];
+      for (let i = 0; i < 200 && addrs.length === 0; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        addrs = listening();
+      }
+      const [major, minor] = native.buildInfo.torchVersion.split('.').map(Number);
+      if (major > 2 || (major === 2 && minor >= 2)) expect(addrs).toEqual(['0100007F']); // 127.0.0.1 only
+      else expect(addrs.every((a) => /^0+$/.test(a))).toBe(true); // 1.13: every address (documented)
+    } finally {
+      rank0.kill('SIGKILL');
+    }
+  });
+
   itDp('when a rank hangs, the other stops after timeoutMs with an error naming itself', async () => {
     const port = await freePort();
     const env = (r: number) => ({ WORLD_SIZE: '2', RANK: String(r), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) });

@@ -93,4 +93,17 @@ template <class StoreOptions>
 void set_store_libuv(StoreOptions&, bool) {}
 #endif
 
+// TCPStoreOptions::masterListenFd (2.2 here; torchelastic's agent uses it): the store's server takes
+// over a socket the caller bound, so rank 0 can listen on MASTER_ADDR alone. 1.13's server binds
+// every address itself.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 2)
+constexpr bool kStoreTakesListenFd = true;
+template <class StoreOptions>
+void set_store_listen_fd(StoreOptions& o, int fd) { o.masterListenFd = fd; }
+#else
+constexpr bool kStoreTakesListenFd = false;
+template <class StoreOptions>
+void set_store_listen_fd(StoreOptions&, int) {}
+#endif
+
 }  // namespace rlora::compat

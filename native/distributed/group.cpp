@@ -1,12 +1,18 @@
 #include "distributed/group.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <mutex>
 #include <stdexcept>
 
 #include "common/torch_compat.h"
+
+#include <fcntl.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #if RLORA_WITH_GLOO
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -36,6 +42,36 @@ std::string message_of(const std::exception& e) {
 // The TCPStore every backend meets through: rank 0 hosts it and waits for the others, unless
 // torchrun's agent hosts it (InitOptions::agent_store): then every rank is a client under the
 // attempt's prefix.
+// Rank 0's listening socket, bound to the address MASTER_ADDR resolves to (torch's own server
+// listens on every address): a single-machine run on 127.0.0.1 is not reachable from the network.
+// -1 where the address is not one of this machine's (the store then binds as torch does); throws
+// when the port is taken.
+int listen_on(const InitOptions& o) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  const std::string port = std::to_string(o.master_port);
+  if (getaddrinfo(o.master_addr.c_str(), port.c_str(), &hints, &found) != 0 || found == nullptr) return -1;
+  int fd = -1, err = 0;
+  for (addrinfo* a = found; a != nullptr && fd < 0; a = a->ai_next) {
+    fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) continue;
+    const int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, a->ai_addr, a->ai_addrlen) != 0 || listen(fd, 2048) != 0) {
+      err = errno;
+      close(fd);
+      fd = -1;
+    }
+  }
+  freeaddrinfo(found);
+  if (fd < 0 && err == EADDRINUSE)
+    throw std::runtime_error("distributed init (rank 0): MASTER_PORT " + port + " is in use on " + o.master_addr +
+                             "; choose a free port (EADDRINUSE)");
+  return fd;
+}
+
 c10::intrusive_ptr<c10d::Store> make_store(const InitOptions& o, bool libuv) {
   c10d::TCPStoreOptions so;
   so.port = static_cast<std::uint16_t>(o.master_port);
@@ -43,8 +79,19 @@ c10::intrusive_ptr<c10d::Store> make_store(const InitOptions& o, bool libuv) {
   so.numWorkers = static_cast<std::size_t>(o.world_size);
   so.waitWorkers = !o.agent_store;
   so.timeout = std::chrono::milliseconds(o.timeout_ms);
+  const int fd = so.isServer && compat::kStoreTakesListenFd ? listen_on(o) : -1;
+  if (fd >= 0) {
+    compat::set_store_listen_fd(so, fd);
+    libuv = false;  // the classic server takes a bound socket in every 2.x; the store then owns it
+  }
   compat::set_store_libuv(so, libuv);
-  auto store = c10::make_intrusive<c10d::TCPStore>(o.master_addr, so);
+  c10::intrusive_ptr<c10d::TCPStore> store;
+  try {
+    store = c10::make_intrusive<c10d::TCPStore>(o.master_addr, so);
+  } catch (...) {
+    if (fd >= 0 && fcntl(fd, F_GETFD) != -1) close(fd);
+    throw;
+  }
   if (!o.agent_store) return store;
   return c10::make_intrusive<c10d::PrefixStore>("/worker/attempt_" + std::to_string(o.restart_count), store);
 }
