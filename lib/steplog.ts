@@ -36,11 +36,13 @@ export class StepLog {
     const names = [...this.tasks.keys()].sort();
     const out: StepRecord[] = new Array(this.n);
     for (let i = 0; i < this.n; i++) {
-      const taskLoss: Record<string, number> = {};
-      for (const t of names) {
-        const col = this.tasks.get(t)!;
-        if (col.present[i]) taskLoss[t] = col.loss[i];
-      }
+      // built from entries: a task named "__proto__" becomes a key, not the object's prototype
+      const taskLoss: Record<string, number> = Object.fromEntries(
+        names.flatMap((t) => {
+          const col = this.tasks.get(t)!;
+          return col.present[i] ? [[t, col.loss[i]]] : [];
+        }),
+      );
       const c = (f: (typeof FIELDS)[number]): number => this.cols.get(f)![i];
       out[i] = {
         step: c('step'),

@@ -18,7 +18,7 @@ import { StepLog } from './steplog';
 import { sameDevice, Tensor } from './tensor';
 import { removeAtomically, replaceFolder, writeFileAtomically } from './util/files';
 import { readJsonFile } from './util/json';
-import { checkInstance, closest } from './util/options';
+import { checkInstance, closest, show } from './util/options';
 
 export interface TrainerOptions {
   /** Base learning rate of AdamW. Default 2e-4 (the published R-LoRA run). */
@@ -260,7 +260,7 @@ interface TrainerState {
   step: number;
   totalSteps: number;
   options: TrainerOptions;
-  sampler: SamplerState | null;
+  sampler: SamplerState;
   dataset: { size: number; tasks: string[] };
   /** earlyStopping's and saveBest's progress (absent in older checkpoints). */
   best?: { stop?: { best: number; bad: number }; save?: { value: number; checkpoint: string } };
@@ -319,10 +319,28 @@ function optionalBool(v: unknown, name: string): void {
   if (v !== undefined && typeof v !== 'boolean') throw new TypeError(`${name} must be true or false, got ${util.inspect(v)}`);
 }
 
-function positiveInt(v: number, name: string): number {
-  if (!Number.isInteger(v) || v < 1) throw new RangeError(`${name} must be an integer >= 1, got ${v}`);
+/** An object keyed by task name with no prototype: a task named "__proto__" or "constructor" is a key like any other. */
+function byTask<T>(): Record<string, T> {
+  return Object.create(null) as Record<string, T>;
+}
+
+function positiveInt(v: number, name: string, max = Number.MAX_SAFE_INTEGER): number {
+  const range = max < Number.MAX_SAFE_INTEGER ? `from 1 to ${max}` : '>= 1';
+  if (typeof v !== 'number') throw new TypeError(`${name} must be an integer ${range}, got ${show(v)}`);
+  if (!Number.isInteger(v) || v < 1 || v > max) throw new RangeError(`${name} must be an integer ${range}, got ${show(v)}`);
   return v;
 }
+
+/** A finite number in [min, max] (or above min, exclusive, where `aboveMin`): a TypeError for a string such as '1e-3', a RangeError naming the value otherwise. */
+function finiteNumber(v: unknown, name: string, min: number, aboveMin = false, max = Number.MAX_VALUE): number {
+  const range = `${aboveMin ? '>' : '>='} ${min}${max < Number.MAX_VALUE ? ` and <= ${max}` : ''}`;
+  if (typeof v !== 'number') throw new TypeError(`${name} must be a number ${range}, got ${show(v)}${typeof v === 'string' && v.trim() !== '' && Number.isFinite(Number(v)) ? ` (a string: write ${Number(v)} without quotes)` : ''}`);
+  if (!Number.isFinite(v) || (aboveMin ? v <= min : v < min) || v > max) throw new RangeError(`${name} must be a finite number ${range}, got ${show(v)}`);
+  return v;
+}
+
+/** The most micro-batches one optimizer step may accumulate (each is a native call; 1e9 ran the JS heap out of memory). */
+export const MAX_GRADIENT_ACCUMULATION = 65536;
 
 function toLmBatch(b: Pick<Batch, 'inputIds' | 'attentionMask' | 'labels'>): NativeLmBatch {
   const t = (rows: number[][]): Tensor => Tensor.from(rows, undefined, { dtype: 'int64' });
@@ -494,7 +512,8 @@ function readTrainerState(file: string): TrainerState {
   if (typeof d !== 'object' || d === null || !Number.isInteger(d.size) || !Array.isArray(d.tasks) || !d.tasks.every((t) => typeof t === 'string')) {
     bad('dataset must be {size, tasks}');
   }
-  if (state.sampler !== null && (typeof state.sampler !== 'object' || Array.isArray(state.sampler))) bad('sampler must be an object or null');
+  // every checkpoint rlora writes has the data position: without it a resume would start the data over, silently
+  if (typeof state.sampler !== 'object' || state.sampler === null || Array.isArray(state.sampler)) bad(`sampler must be the data position (an object), got ${util.inspect(state.sampler)}`);
   const b = state.best;
   if (b !== undefined) {
     const num = (v: unknown): boolean => typeof v === 'number' || v === null; // NaN is written as null
@@ -595,8 +614,13 @@ export class Trainer {
       if (typeof o.distributed !== 'object' || o.distributed === null) throw new TypeError(`distributed must be 'auto', false or an object {backend?, timeoutMs?}, got ${util.inspect(o.distributed)}`);
       distributed.resolveOptions({ ...o.distributed, rank: 0, worldSize: 1 }); // names a bad key or value now
     }
-    positiveInt(o.gradientAccumulation, 'gradientAccumulation');
+    positiveInt(o.gradientAccumulation, 'gradientAccumulation', MAX_GRADIENT_ACCUMULATION);
     if (o.maxSteps !== undefined) positiveInt(o.maxSteps, 'maxSteps');
+    finiteNumber(o.learningRate, 'learningRate', 0, true);
+    finiteNumber(o.weightDecay, 'weightDecay', 0);
+    finiteNumber(o.maxGradNorm, 'maxGradNorm', 0);
+    finiteNumber(o.samplingTemperature, 'samplingTemperature', 0, true);
+    if (o.warmupSteps !== undefined) finiteNumber(o.warmupSteps, 'warmupSteps', 0);
     if (!(o.epochs > 0)) throw new RangeError(`epochs must be > 0, got ${o.epochs}`);
     if (!(o.warmupRatio >= 0 && o.warmupRatio < 1)) throw new RangeError(`warmupRatio must be in [0, 1), got ${o.warmupRatio}`);
     if (o.saveEvery > 0 && !o.outputDir) throw new Error('saveEvery needs outputDir');
@@ -923,7 +947,7 @@ export class Trainer {
         if (!r.finite) history.skippedSteps += 1;
         const sums = r.rowLoss;
         const counts = r.rowTokens;
-        let taskSum: Record<string, number> = {}, taskCount: Record<string, number> = {};
+        let taskSum: Record<string, number> = byTask(), taskCount: Record<string, number> = byTask();
         micro.flatMap((b) => (b.tasks.length ? b.tasks : [undefined])).forEach((task, i) => {
           if (task === undefined) return; // a rank's empty slice (one row without labels)
           taskSum[task] = (taskSum[task] ?? 0) + sums[i];
@@ -934,8 +958,8 @@ export class Trainer {
           const names = train.tasks;
           const v = await distributed.allreduceSum([tokens, ...names.map((t) => taskSum[t] ?? 0), ...names.map((t) => taskCount[t] ?? 0)]);
           tokens = v[0];
-          taskSum = Object.fromEntries(names.map((t, i) => [t, v[1 + i]]));
-          taskCount = Object.fromEntries(names.map((t, i) => [t, v[1 + names.length + i]]));
+          taskSum = Object.assign(byTask<number>(), Object.fromEntries(names.map((t, i) => [t, v[1 + i]])));
+          taskCount = Object.assign(byTask<number>(), Object.fromEntries(names.map((t, i) => [t, v[1 + names.length + i]])));
         }
         const rec: StepRecord = {
           step: this.step,
@@ -1015,13 +1039,13 @@ export class Trainer {
   private async evaluateUnchecked(dataset: MultiTaskDataset, keepPredictions: boolean, dp?: { rank: number; worldSize: number }): Promise<{ tasks: Record<string, TaskEval>; predictions: Prediction[] }> {
     const o = this.options;
     const metrics = Object.entries(o.metrics ?? {}).map(([name, m]) => [name, typeof m === 'string' ? BUILTIN_METRICS[m] : m] as [string, MetricFn]);
-    const metricSum: Record<string, Record<string, number>> = {};
+    const metricSum: Record<string, Record<string, number>> = byTask();
     const predictions: Prediction[] = [];
     const tok = dataset.tokenizer;
     const padId = tok.padTokenId ?? tok.eosTokenId ?? 0;
     const eos = tok.eosTokenId;
     this.adapter.setMode(false);
-    const sum: Record<string, number> = {}, count: Record<string, number> = {}, right: Record<string, number> = {}, n: Record<string, number> = {};
+    const sum: Record<string, number> = byTask(), count: Record<string, number> = byTask(), right: Record<string, number> = byTask(), n: Record<string, number> = byTask();
     const rows = o.evalBatchSize ?? o.batchSize;
     const mine = Array.from({ length: dataset.size }, (_, i) => i).filter((i) => !dp || i % dp.worldSize === dp.rank);
     const order: number[] = []; // dataset index of each prediction

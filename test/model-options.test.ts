@@ -116,3 +116,19 @@ describe('a Promise where its value belongs', () => {
     expect(() => new Trainer({} as never, adapter)).toThrow('Trainer: the model (first argument) must be a Model, got {}');
   });
 });
+
+// Trainer numbers are checked when the Trainer is made, not at fit ("lr must be a number").
+describe('Trainer numeric options', () => {
+  it('names a string, an infinity or an unbounded accumulation at construction', async () => {
+    const model = await Model.fromPretrained(baseDir);
+    const adapter = Adapter.attach(model, { targetModules: ['q_proj'] });
+    const make = (o: object) => () => new Trainer(model, adapter, o as never);
+    expect(make({ learningRate: '1e-3' })).toThrow('learningRate must be a number > 0, got "1e-3" (a string: write 0.001 without quotes)');
+    expect(make({ learningRate: 1e400 })).toThrow('learningRate must be a finite number > 0, got Infinity');
+    expect(make({ learningRate: 0 })).toThrow(RangeError);
+    expect(make({ weightDecay: -1 })).toThrow('weightDecay must be a finite number >= 0, got -1');
+    expect(make({ gradientAccumulation: 1e9 })).toThrow('gradientAccumulation must be an integer from 1 to 65536, got 1000000000');
+    expect(make({ batchSize: '8' })).toThrow(TypeError);
+    expect(make({ learningRate: 3e-4, weightDecay: 0.01, gradientAccumulation: 4 })).not.toThrow();
+  });
+});

@@ -472,3 +472,23 @@ describe('resume with a new maxSteps', () => {
     expect([state.step, state.totalSteps, state.options.maxSteps]).toEqual([10, 10, 10]);
   });
 });
+
+// Task names are data: "__proto__" or "constructor" is a task like any other (a task named
+// "__proto__" used to vanish from taskLoss and from evaluate's results).
+describe('task names that are also Object.prototype names', () => {
+  it('"__proto__" and "constructor" appear in taskLoss and in the evaluation', async () => {
+    const tok = new ByteTokenizer();
+    const rows = ['__proto__', 'constructor', 'plain'].flatMap((task) => ['ab', 'cd'].map((w) => ({ task, prompt: `${w}:`, response: w.toUpperCase() })));
+    const data = MultiTaskDataset.fromArray(rows, { tokenizer: tok, maxLength: 16 });
+    const model = Model.fromConfig(TINY_BYTE_CONFIG, { seed: 1 });
+    const adapter = Adapter.attach(model, { method: 'rlora', rank: 2, heads: 2, targetModules: ['q_proj'], seed: 1 });
+    const trainer = new Trainer(model, adapter, { maxSteps: 2, batchSize: 6, progress: false });
+    const h = await trainer.fit(data);
+    expect(Object.keys(h.steps[0].taskLoss).sort()).toEqual(['__proto__', 'constructor', 'plain']);
+    expect(Object.values(h.steps[0].taskLoss).every((l) => typeof l === 'number' && l > 0)).toBe(true);
+    const ev = await trainer.evaluate(data);
+    expect(Object.keys(ev).sort()).toEqual(['__proto__', 'constructor', 'plain']);
+    expect(Object.getOwnPropertyDescriptor(ev, '__proto__')?.value.count).toBe(2);
+    expect((ev as Record<string, { count: number }>)["constructor"].count).toBe(2);
+  });
+});
