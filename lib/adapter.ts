@@ -451,6 +451,9 @@ export class Adapter {
       const cut = key.indexOf('.lora_');
       const module = cut < 0 ? '' : key.slice(0, cut);
       if (!this.layers.has(module)) throw new Error(`${file} holds ${e.name}, which belongs to no adapted module`);
+      // as a base weight would be: NaN or infinite values make every output non-finite, silently
+      const values = (t.dtype === 'float32' || t.dtype === 'float64' ? t : t.to('float32')).data() as Float32Array | Float64Array;
+      if (!values.every(Number.isFinite)) throw new Error(`${file}: ${e.name} holds NaN or infinite values`);
       const entry = byModule.get(module) ?? {};
       entry[key.slice(cut + 1)] = t;
       byModule.set(module, entry);

@@ -70,7 +70,7 @@ const CASES: [string, (file: string) => void, RegExp][] = [
   ['adapter_model.safetensors', (f) => rewrite(f, (t) => {
     const k = Object.keys(t).find((n) => n.endsWith('up_proj.lora_B1.weight'))!;
     t[k] = Tensor.from(new Float32Array(t[k].numel).fill(NaN), t[k].shape);
-  }), /lora_B1.weight holds NaN or infinite values: not a checkpoint to continue from/],
+  }), /adapter_model\.safetensors: base_model\.model\..*lora_B1\.weight holds NaN or infinite values/],
   ['adapter_config.json', fs.rmSync, /no adapter_config.json/],
   ['adapter_config.json', truncate, /is not valid JSON/],
 ];

@@ -67,8 +67,18 @@ void validate(const LoraOptions& o) {
     m << "dropout must be in [0, 1), got " << o.dropout;
     bad(m.str());
   }
-  if (!std::isfinite(o.alpha)) {
-    m << "alpha must be a finite number, got " << o.alpha;
+  // Upper bounds, so that a hostile or mistyped adapter_config.json cannot allocate without end
+  // (heads 1e9 did) or make every product overflow (alpha 1e308 did).
+  if (o.rank > kMaxRank) {
+    m << "rank must be at most " << kMaxRank << ", got " << o.rank;
+    bad(m.str());
+  }
+  if (o.heads > kMaxHeads) {
+    m << "heads must be at most " << kMaxHeads << ", got " << o.heads;
+    bad(m.str());
+  }
+  if (!std::isfinite(o.alpha) || std::abs(o.alpha) > kMaxAlpha) {
+    m << "alpha must be a finite number from -" << kMaxAlpha << " to " << kMaxAlpha << ", got " << o.alpha;
     bad(m.str());
   }
   if (!(o.init.gamma > 0.0) || !std::isfinite(o.init.gamma)) {

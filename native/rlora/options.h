@@ -55,6 +55,12 @@ struct LoraOverrides {
   std::optional<uint64_t> seed;
 };
 
+// Bounds of the options (validate): far above any real adapter (rank 4 to 256, a handful of heads,
+// alpha up to a few hundred), low enough that a bad value is refused before anything is allocated.
+constexpr int64_t kMaxRank = 65536;
+constexpr int64_t kMaxHeads = 1024;
+constexpr double kMaxAlpha = 1e6;
+
 // The preset of a method (docs/ARCHITECTURE.md section 2 table).
 LoraOptions preset(Method method);
 // Preset filled with the overrides, then validated; throws std::invalid_argument naming the bad value.
