@@ -858,6 +858,13 @@ export class Trainer {
       this.pendingSampler = null;
     }
     const total = (this.totalSteps ??= o.maxSteps ?? Math.max(1, Math.ceil((o.epochs * this.sampler.stepsPerEpoch) / o.gradientAccumulation)));
+    if (this.step >= total) {
+      // it used to return {steps: []}, as if it had trained
+      throw new Error(
+        `Trainer.fit refused: this Trainer has run all its ${total} steps (step ${this.step} of ${total}), so a second fit would train nothing: ` +
+          'make a new Trainer for another run, or continue from a checkpoint with Trainer.resume(dir, model, {maxSteps}) and more steps',
+      );
+    }
     this.optimizer ??= this.createOptimizer(total);
     const stopRule = this.stopRule(), bestRule = this.bestRule();
     if ((stopRule || bestRule) && !fitOptions.evalDataset) {

@@ -74,6 +74,14 @@ describe('while Trainer.fit runs', () => {
   });
 });
 
+describe('a second fit after the first finished', () => {
+  it('is refused with the reason (it returned {steps: []} as if it had trained)', async () => {
+    const { trainer } = setup();
+    expect((await trainer.fit(data())).steps).toHaveLength(20);
+    await expect(trainer.fit(data())).rejects.toThrow('Trainer.fit refused: this Trainer has run all its 20 steps (step 20 of 20), so a second fit would train nothing');
+  });
+});
+
 describe('reads and changes of the adapter while Trainer.fit runs (a fit not awaited)', () => {
   it('save, stateDict, headSimilarity, train and eval are refused with "did you forget to await"; after fit, save writes the trained values', async () => {
     const { model, adapter, trainer } = setup();
