@@ -7,6 +7,7 @@ import * as util from 'util';
 import * as distributed from './distributed';
 import type { DistributedOptions } from './distributed';
 import { assertNotTraining, beginTraining, duringCallback, endTraining } from './activity';
+import { CHECKPOINT_FILES, checkpointName, checkpointSteps, evalPredictionsName, LEFTOVER_NAME, LOG_FILE, OPTIMIZER_FILE, RNG_FILE, runFiles, TRAINER_STATE_FILE } from './checkpoint-files';
 import { Adapter, hash48, moduleSeed } from './adapter';
 import { Batch, BatchSampler, MultiTaskDataset, promptBatch, Sampling, SamplerState } from './data';
 import { Model } from './model';
@@ -16,7 +17,7 @@ import { AdamW, Schedule } from './optim';
 import { forEachSafetensor, saveSafetensors } from './safetensors';
 import { StepLog } from './steplog';
 import { sameDevice, Tensor } from './tensor';
-import { removeAtomically, replaceFolder, writeFileAtomically } from './util/files';
+import { removeAtomically, replaceFolder, writeFileAtomically, writeFileFully } from './util/files';
 import { readJsonFile } from './util/json';
 import { checkInstance, closest, show } from './util/options';
 
@@ -57,6 +58,12 @@ export interface TrainerOptions {
    * the checkpoint's parent folder.
    */
   outputDir?: string;
+  /**
+   * Start over in an outputDir that holds an earlier run: fit removes its log.jsonl, checkpoint-N/
+   * and eval-N.jsonl before writing (other files stay). Default false: such a folder is refused,
+   * since appending would mix two runs in one log (Trainer.resume continues a run instead).
+   */
+  overwriteOutputDir?: boolean;
   /** Keep only the newest this many checkpoints (older ones are deleted after a new one is complete); 0 keeps all. Default 0. */
   keepCheckpoints?: number;
   /** A progress bar on stderr. Default: on when stderr is a terminal. */
@@ -270,7 +277,7 @@ interface TrainerState {
 export const TRAINER_OPTION_NAMES = [
   'learningRate', 'epochs', 'maxSteps', 'batchSize', 'gradientAccumulation', 'schedule', 'warmupRatio', 'warmupSteps',
   'weightDecay', 'maxGradNorm', 'seed', 'sampling', 'samplingTemperature', 'groupByLength', 'evalEvery', 'saveEvery',
-  'outputDir', 'keepCheckpoints', 'progress', 'precision', 'device', 'skipNonFinite', 'evalExtraTokens', 'evalBatchSize',
+  'outputDir', 'overwriteOutputDir', 'keepCheckpoints', 'progress', 'precision', 'device', 'skipNonFinite', 'evalExtraTokens', 'evalBatchSize',
   'metrics', 'earlyStopping', 'saveBest', 'loadBestAtEnd', 'distributed', 'gradientCheckpointing',
 ] as const satisfies readonly (keyof TrainerOptions)[];
 // every key of TrainerOptions is listed (a compile error names one that is not)
@@ -297,6 +304,7 @@ const DEFAULTS = {
   skipNonFinite: false,
   evalExtraTokens: 4,
   loadBestAtEnd: false,
+  overwriteOutputDir: false,
 };
 
 const RESERVED_METRICS = ['loss', 'accuracy', 'count'];
@@ -446,9 +454,6 @@ function rankSlice(b: Batch, rank: number, worldSize: number): Batch {
   }
   return { inputIds: [b.inputIds[0]], attentionMask: [b.attentionMask[0]], labels: [b.labels[0].map(() => -100)], tasks: [], indices: [], lossTokens: 0 };
 }
-
-/** Leftovers of writes a killed process did not finish in an outputDir (util/files.ts sideName). */
-const SIDE_NAME = /^\.(checkpoint-\d+|log\.jsonl|eval-\d+\.jsonl)\.(tmp|old|deleting)-/;
 
 function messageOf(e: unknown): string {
   return util.types.isNativeError(e) ? e.message : String(e);
@@ -610,6 +615,7 @@ export class Trainer {
     positiveInt(o.batchSize, 'batchSize');
     if (o.evalBatchSize !== undefined) positiveInt(o.evalBatchSize, 'evalBatchSize');
     optionalBool(o.gradientCheckpointing, 'gradientCheckpointing');
+    optionalBool(o.overwriteOutputDir, 'overwriteOutputDir');
     if (o.distributed !== undefined && o.distributed !== 'auto' && o.distributed !== false) {
       if (typeof o.distributed !== 'object' || o.distributed === null) throw new TypeError(`distributed must be 'auto', false or an object {backend?, timeoutMs?}, got ${util.inspect(o.distributed)}`);
       distributed.resolveOptions({ ...o.distributed, rank: 0, worldSize: 1 }); // names a bad key or value now
@@ -883,16 +889,26 @@ export class Trainer {
     const save = async (): Promise<void> => {
       // rank 0 writes while the others wait: every rank goes on once the checkpoint is complete
       const rng = dp ? await this.gatherGeneratorStates() : undefined;
-      history.lastCheckpoint = writer ? this.saveCheckpointUnchecked(rng) : path.join(o.outputDir!, `checkpoint-${this.step}`);
+      history.lastCheckpoint = writer ? this.saveCheckpointUnchecked(rng) : path.join(o.outputDir!, checkpointName(this.step));
       if (!writer) this.lastCheckpoint = history.lastCheckpoint;
       if (dp) await distributed.barrier();
       savedAt = this.step;
     };
-    const log = o.outputDir && writer ? path.join(o.outputDir, 'log.jsonl') : undefined;
+    const log = o.outputDir && writer ? path.join(o.outputDir, LOG_FILE) : undefined;
     if (o.outputDir && writer) {
+      // a folder holding another run: refused, or emptied of it (overwriteOutputDir); this Trainer's
+      // own earlier fits and a resumed run continue there
+      const earlier = this.step === 0 && this.resumedFrom === undefined ? runFiles(o.outputDir).filter((f) => !LEFTOVER_NAME.test(f)) : [];
+      if (earlier.length && !o.overwriteOutputDir) {
+        throw new Error(
+          `Trainer.fit refused: outputDir ${o.outputDir} holds an earlier run (${earlier.sort().join(', ')}); logging into it would mix two runs: ` +
+            'choose another outputDir, set overwriteOutputDir: true to start over there, or continue that run with Trainer.resume',
+        );
+      }
+      for (const f of earlier) fs.rmSync(path.join(o.outputDir, f), { recursive: true, force: true });
       fs.mkdirSync(o.outputDir, { recursive: true });
       // half-written or half-deleted checkpoints and logs of a process that was killed
-      for (const f of fs.readdirSync(o.outputDir)) if (SIDE_NAME.test(f)) fs.rmSync(path.join(o.outputDir, f), { recursive: true, force: true });
+      for (const f of fs.readdirSync(o.outputDir)) if (LEFTOVER_NAME.test(f)) fs.rmSync(path.join(o.outputDir, f), { recursive: true, force: true });
     }
     // resuming from an older checkpoint: the steps after it are about to be logged again
     if (log && this.resumedFrom !== undefined && fs.existsSync(log)) trimLog(log, this.resumedFrom);
@@ -911,13 +927,13 @@ export class Trainer {
       this.adapter.setMode(true);
       history.evals.push(rec);
       if (log) fs.appendFileSync(log, JSON.stringify({ type: 'eval', ...rec }) + '\n');
-      if (o.outputDir && writer) writeFileAtomically(path.join(o.outputDir, `eval-${this.step}.jsonl`), predictions.map((p) => JSON.stringify(p) + '\n').join(''));
+      if (o.outputDir && writer) writeFileAtomically(path.join(o.outputDir, evalPredictionsName(this.step)), predictions.map((p) => JSON.stringify(p) + '\n').join(''));
       if (fitOptions.onEval) duringCallback(this.model, () => fitOptions.onEval!(rec));
       if (bestRule) {
         const value = metricOf(tasks, bestRule.metric);
         if (improves(value, this.best.save?.value, bestRule.mode, 0)) {
           // set first: the checkpoint records that it is the best, and pruning spares it
-          this.best.save = { value, checkpoint: path.join(o.outputDir!, `checkpoint-${this.step}`) };
+          this.best.save = { value, checkpoint: path.join(o.outputDir!, checkpointName(this.step)) };
           await save();
           history.bestCheckpoint = this.best.save.checkpoint;
           history.bestMetric = value;
@@ -1148,7 +1164,7 @@ export class Trainer {
     if (!dir0) throw new Error('saveCheckpoint needs outputDir');
     if (!this.optimizer || !this.sampler) throw new Error('nothing to checkpoint before fit() has started');
     if (this.brokenAt) throw this.brokenError();
-    const dir = path.join(dir0, `checkpoint-${this.step}`);
+    const dir = path.join(dir0, checkpointName(this.step));
     const opt = this.optimizer.native.state();
     const sampler = this.sampler;
     replaceFolder(dir, (tmp) => {
@@ -1158,7 +1174,7 @@ export class Trainer {
         optTensors[`${i}.exp_avg`] = new Tensor(p.expAvg);
         optTensors[`${i}.exp_avg_sq`] = new Tensor(p.expAvgSq);
       });
-      saveSafetensors(path.join(tmp, 'optimizer.safetensors'), optTensors, {
+      saveSafetensors(path.join(tmp, OPTIMIZER_FILE), optTensors, {
         steps: String(opt.steps),
         param_steps: JSON.stringify(opt.params.map((p) => p.step)),
       });
@@ -1167,7 +1183,7 @@ export class Trainer {
         rng = {};
         for (const [name, layer] of this.adapter.layers) rng[name] = new Tensor(layer.native.generatorState());
       }
-      saveSafetensors(path.join(tmp, 'rng.safetensors'), rng);
+      saveSafetensors(path.join(tmp, RNG_FILE), rng);
       const state: TrainerState = {
         version: 1,
         step: this.step,
@@ -1177,15 +1193,14 @@ export class Trainer {
         dataset: this.trainInfo!,
         best: this.best,
       };
-      fs.writeFileSync(path.join(tmp, 'trainer_state.json'), JSON.stringify(state, null, 2) + '\n');
+      writeFileFully(path.join(tmp, TRAINER_STATE_FILE), JSON.stringify(state, null, 2) + '\n');
     });
     this.lastCheckpoint = dir;
     const keep = this.options.keepCheckpoints;
     if (keep > 0) {
       const best = this.best.save?.checkpoint;
-      const steps = fs.readdirSync(dir0).map((f) => /^checkpoint-(\d+)$/.exec(f)).filter((m): m is RegExpExecArray => m !== null).map((m) => Number(m[1]))
-        .filter((s) => best === undefined || path.resolve(dir0, `checkpoint-${s}`) !== path.resolve(best)); // saveBest's is never pruned
-      for (const s of steps.sort((x, y) => y - x).slice(keep)) removeAtomically(path.join(dir0, `checkpoint-${s}`));
+      const steps = checkpointSteps(dir0).filter((s) => best === undefined || path.resolve(dir0, checkpointName(s)) !== path.resolve(best)); // saveBest's is never pruned
+      for (const s of steps.reverse().slice(keep)) removeAtomically(path.join(dir0, checkpointName(s)));
     }
     return dir;
   }
@@ -1246,13 +1261,13 @@ export class Trainer {
     const given = Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined)) as typeof overrides;
     if (given.maxSteps !== undefined) positiveInt(given.maxSteps, 'maxSteps');
     const file = (name: string): string => path.join(checkpointDir, name);
-    for (const name of ['trainer_state.json', 'optimizer.safetensors', 'rng.safetensors']) {
+    for (const name of CHECKPOINT_FILES) {
       if (!fs.existsSync(file(name))) throw new Error(`${checkpointDir} is not a complete checkpoint: no ${name}`);
     }
-    const statePath = file('trainer_state.json');
+    const statePath = file(TRAINER_STATE_FILE);
     const state = readTrainerState(statePath);
-    const optimizerState = readOptimizerState(file('optimizer.safetensors'));
-    const rngPath = file('rng.safetensors');
+    const optimizerState = readOptimizerState(file(OPTIMIZER_FILE));
+    const rngPath = file(RNG_FILE);
     const rng = new Map<string, Tensor>();
     naming(rngPath, () => forEachSafetensor(rngPath, (e, t) => rng.set(e.name, t)));
     const adapter = await Adapter.load(model, checkpointDir); // attaches nothing when it fails (NaN or infinite weights included)
@@ -1282,7 +1297,7 @@ export class Trainer {
       trainer.pendingTrainInfo = state.dataset;
       trainer.lastCheckpoint = checkpointDir;
       const optimizer = naming(statePath, () => trainer.createOptimizer(total));
-      naming(file('optimizer.safetensors'), () => optimizer.native.setState(optimizerState));
+      naming(file(OPTIMIZER_FILE), () => optimizer.native.setState(optimizerState));
       trainer.optimizer = optimizer;
       for (const [name, t] of rng) {
         if (/^rank\d+\//.test(name)) {

@@ -82,6 +82,26 @@ describe('a second fit after the first finished', () => {
   });
 });
 
+describe('an outputDir that holds an earlier run', () => {
+  it('is refused (it appended to the old log and mixed checkpoints); overwriteOutputDir starts over and keeps other files', async () => {
+    const dir = path.join(tmp, 'reused');
+    await setup(dir).trainer.fit(data());
+    fs.writeFileSync(path.join(dir, 'notes.txt'), 'mine');
+    const second = setup(dir).trainer;
+    await expect(second.fit(data())).rejects.toThrow(`Trainer.fit refused: outputDir ${dir} holds an earlier run (checkpoint-20, log.jsonl); logging into it would mix two runs`);
+    const model = Model.fromConfig(CFG, { seed: 1 });
+    const adapter = Adapter.attach(model, { method: 'lora', rank: 2, targetModules: ['up_proj'], seed: 2 });
+    const fresh = new Trainer(model, adapter, { learningRate: 1e-2, maxSteps: 3, batchSize: 4, progress: false, outputDir: dir, overwriteOutputDir: true });
+    await fresh.fit(data());
+    expect(fs.readdirSync(dir).sort()).toEqual(['checkpoint-3', 'log.jsonl', 'notes.txt']);
+    const steps = fs.readFileSync(path.join(dir, 'log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((r) => r.step !== undefined && r.loss !== undefined);
+    expect(steps.map((r) => r.step)).toEqual([1, 2, 3]); // the new run's alone
+    // resuming the run there continues it (no refusal)
+    const resumed = await Trainer.resume(path.join(dir, 'checkpoint-3'), Model.fromConfig(CFG, { seed: 1 }), { maxSteps: 4, progress: false });
+    expect((await resumed.fit(data())).steps.map((r) => r.step)).toEqual([4]);
+  });
+});
+
 describe('reads and changes of the adapter while Trainer.fit runs (a fit not awaited)', () => {
   it('save, stateDict, headSimilarity, train and eval are refused with "did you forget to await"; after fit, save writes the trained values', async () => {
     const { model, adapter, trainer } = setup();

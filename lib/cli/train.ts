@@ -10,6 +10,7 @@ import { as, checkVocabulary, describeDataset, evalTable, lib, loadModel, loadTo
 import { CLEAR_LINE } from '../progress';
 import { launch, launchOptions, withoutLaunchFlags } from './launch';
 import { describeRunConfig, readRunConfig, RunConfig } from './runconfig';
+import { LOG_FILE, runFiles, TRAINER_STATE_FILE } from '../checkpoint-files';
 import { readJsonFile } from '../util/json';
 
 /** Exit code after Ctrl-C (128 + SIGINT), as shells report it. */
@@ -79,10 +80,10 @@ Examples:
   run: (args) => runTrain(args),
 };
 
-/** Files of an earlier run in outputDir. */
+/** Files of an earlier run in outputDir: what fit writes, and the CLI's adapter/ and run.json. */
 function previousRun(dir: string): string[] {
   if (!fs.existsSync(dir)) return [];
-  return fs.readdirSync(dir).filter((f) => f === 'log.jsonl' || f === 'adapter' || f === 'run.json' || /^checkpoint-\d+$/.test(f) || /^eval-\d+\.jsonl$/.test(f) || /^\.checkpoint-\d+\.tmp-/.test(f));
+  return [...runFiles(dir), ...fs.readdirSync(dir).filter((f) => f === 'adapter' || f === 'run.json')];
 }
 
 /** run.json as written to outputDir: every path absolute, so it works from there too. */
@@ -144,7 +145,7 @@ async function runTrain(args: string[]): Promise<number> {
   let barShown = false;
   const say = (s: string): void => void (rank0 && process.stderr.write((barShown ? CLEAR_LINE : '') + s + '\n'));
 
-  if (resume && !fs.existsSync(path.join(resume, 'trainer_state.json'))) {
+  if (resume && !fs.existsSync(path.join(resume, TRAINER_STATE_FILE))) {
     throw new InputError(`${resume} is not a checkpoint (no trainer_state.json); checkpoints are the checkpoint-<step> folders of outputDir`);
   }
   if (!resume && rank0) {
@@ -198,7 +199,7 @@ async function runTrain(args: string[]): Promise<number> {
       if (cfg.trainer.progress !== undefined) overrides.progress = cfg.trainer.progress;
       if (maxSteps !== undefined) overrides.maxSteps = maxSteps; // Trainer.resume warns that the schedule is recomputed
       trainer = await as(`resuming from ${resume}`, () => rl.Trainer.resume(resume, model, overrides));
-      const state = readJsonFile(path.join(resume, 'trainer_state.json')) as { totalSteps: number };
+      const state = readJsonFile(path.join(resume, TRAINER_STATE_FILE)) as { totalSteps: number };
       total = maxSteps ?? state.totalSteps;
       const o = trainer.options as unknown as Record<string, unknown>;
       for (const [k, v] of Object.entries(cfg.trainer)) {
@@ -207,7 +208,7 @@ async function runTrain(args: string[]): Promise<number> {
           say(`note: trainer.${k} is ${JSON.stringify(v)} in run.json but ${JSON.stringify(o[k])} in the checkpoint; the checkpoint's applies`);
         }
       }
-      const log = path.join(cfg.outputDir, 'log.jsonl');
+      const log = path.join(cfg.outputDir, LOG_FILE);
       // eslint-disable-next-line @typescript-eslint/no-require-imports
       const { trimLog } = require('../trainer') as typeof import('../trainer'); // loaded with the addon, as lib() is
       const dropped = fs.existsSync(log) ? trimLog(log, trainer.step) : 0;
@@ -277,7 +278,7 @@ async function runTrain(args: string[]): Promise<number> {
     trainer.adapter.save(adapterDir);
     const last = history.evals[history.evals.length - 1];
     console.log(`trained ${trainer.step} steps; adapter written to ${adapterDir}`);
-    console.log(`checkpoint ${history.lastCheckpoint}; log ${path.join(cfg.outputDir, 'log.jsonl')}`);
+    console.log(`checkpoint ${history.lastCheckpoint}; log ${path.join(cfg.outputDir, LOG_FILE)}`);
     if (last) console.log(`\neval at step ${last.step} (${cfg.data.eval}):\n${evalText(last.tasks)}`);
     else console.log('(no data.eval in run.json: no evaluation)');
     return 0;
