@@ -51,7 +51,7 @@ export interface TextTokenizer {
    * The Jinja chat template that renders `messages` records (Hugging Face's `chat_template`), when
    * the tokenizer has one.
    */
-  readonly chatTemplate?: string;
+  readonly chatTemplate?: string | undefined;
   /** The id of one token (as it appears in the vocabulary), or undefined. */
   tokenToId(token: string): number | undefined;
   /** The token of one id, or undefined when the id is not in the vocabulary. */

@@ -60,7 +60,7 @@ export async function main(dir: string): Promise<number> {
 }
 `;
 
-function consumer(name: string, module: 'commonjs' | 'nodenext', files: Record<string, string>): string {
+function consumer(name: string, module: 'commonjs' | 'nodenext', files: Record<string, string>, extra: Record<string, unknown> = {}): string {
   const dir = path.join(tmp, name);
   fs.mkdirSync(dir, { recursive: true });
   fs.symlinkSync(path.join(tmp, 'node_modules'), path.join(dir, 'node_modules'), 'dir');
@@ -74,6 +74,7 @@ function consumer(name: string, module: 'commonjs' | 'nodenext', files: Record<s
     target: 'ES2022',
     module,
     ...(module === 'commonjs' ? { moduleResolution: 'node10', esModuleInterop: true } : {}),
+    ...extra,
   };
   fs.writeFileSync(path.join(dir, 'tsconfig.json'), JSON.stringify({ compilerOptions, files: Object.keys(files) }, null, 2));
   return dir;
@@ -124,6 +125,36 @@ test('a strict module:commonjs project without @types/node type-checks against r
 
 test('a strict module:nodenext project without @types/node type-checks against rlora (.ts and .mts)', () => {
   const dir = consumer('nodenext', 'nodenext', { 'main.ts': CONSUMER, 'main.mts': CONSUMER });
+  const r = tsc(['-p', '.'], dir);
+  expect(r.output).toBe('');
+  expect(r.status).toBe(0);
+});
+
+// @tsconfig/strictest's checks (with the declarations checked too: skipLibCheck off), on the
+// README's main sample as it stands in the README and on the consumer above.
+const STRICTEST = {
+  exactOptionalPropertyTypes: true,
+  noUncheckedIndexedAccess: true,
+  noImplicitOverride: true,
+  noImplicitReturns: true,
+  noPropertyAccessFromIndexSignature: true,
+  noFallthroughCasesInSwitch: true,
+  allowUnusedLabels: false,
+  allowUnreachableCode: false,
+  isolatedModules: true,
+  skipLibCheck: false,
+};
+
+function readmeSample(): string {
+  const readme = fs.readFileSync(path.join(REPO, 'README.md'), 'utf8');
+  const m = /```ts\n(import \{ Adapter, Model, MultiTaskDataset, Tokenizer, Trainer \} from 'rlora';[\s\S]*?)```/.exec(readme);
+  if (!m) throw new Error('README.md has no ts sample starting with the import of Adapter, Model, MultiTaskDataset, Tokenizer, Trainer');
+  // (the sample prints with console.log, which a project without @types/node or the DOM lib lacks)
+  return 'declare const console: { log(...values: unknown[]): void };\n' + m[1] + 'export {};\n';
+}
+
+test('a project with @tsconfig/strictest\'s checks type-checks the README sample and the consumer', () => {
+  const dir = consumer('strictest', 'nodenext', { 'readme.mts': readmeSample(), 'main.mts': CONSUMER }, STRICTEST);
   const r = tsc(['-p', '.'], dir);
   expect(r.output).toBe('');
   expect(r.status).toBe(0);
