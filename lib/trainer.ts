@@ -118,8 +118,8 @@ export interface TrainerOptions {
    * prediction is the greedy generation decoded by the dataset's tokenizer (up to eos, special
    * tokens skipped) and the reference is the example's response text; or the name of a built-in
    * metric (BUILTIN_METRICS: 'exactMatch', 'charF1'). Averaged over the examples of each task and
-   * reported in TaskEval.metrics. Functions are not saved in checkpoints (names are): pass them
-   * again to Trainer.resume. Names 'loss', 'accuracy' and 'count' are taken. Default: none.
+   * reported in TaskEval.metrics. Functions are not saved in checkpoints (their names are):
+   * Trainer.resume refuses until they are passed again. Names 'loss', 'accuracy' and 'count' are taken. Default: none.
    */
   metrics?: Record<string, MetricFn | BuiltinMetric>;
   /**
@@ -271,6 +271,8 @@ interface TrainerState {
   dataset: { size: number; tasks: string[] };
   /** earlyStopping's and saveBest's progress (absent in older checkpoints). */
   best?: { stop?: { best: number; bad: number }; save?: { value: number; checkpoint: string } };
+  /** Names of the metric functions the run evaluated (a checkpoint cannot hold functions): resume asks for them again. */
+  customMetrics?: string[];
 }
 
 /** Every option the Trainer takes (others are refused, naming the closest). */
@@ -526,6 +528,9 @@ function readTrainerState(file: string): TrainerState {
     if (b.stop !== undefined && !(num(b.stop.best) && Number.isInteger(b.stop.bad))) bad(`best.stop must be {best, bad}, got ${util.inspect(b.stop)}`);
     if (b.save !== undefined && !(typeof b.save.value === 'number' && typeof b.save.checkpoint === 'string')) bad(`best.save must be {value, checkpoint}, got ${util.inspect(b.save)}`);
     if (b.stop && b.stop.best === null) b.stop.best = NaN;
+  }
+  if (state.customMetrics !== undefined && !(Array.isArray(state.customMetrics) && state.customMetrics.every((m) => typeof m === 'string'))) {
+    bad(`customMetrics must be an array of metric names, got ${util.inspect(state.customMetrics)}`);
   }
   return state;
 }
@@ -1192,6 +1197,7 @@ export class Trainer {
         sampler: sampler.state(),
         dataset: this.trainInfo!,
         best: this.best,
+        customMetrics: Object.entries(this.options.metrics ?? {}).filter(([, v]) => typeof v === 'function').map(([k]) => k),
       };
       writeFileFully(path.join(tmp, TRAINER_STATE_FILE), JSON.stringify(state, null, 2) + '\n');
     });
@@ -1270,6 +1276,14 @@ export class Trainer {
     const rngPath = file(RNG_FILE);
     const rng = new Map<string, Tensor>();
     naming(rngPath, () => forEachSafetensor(rngPath, (e, t) => rng.set(e.name, t)));
+    // metric functions cannot be saved: the run's are required again, not dropped silently
+    const missing = (state.customMetrics ?? []).filter((m) => typeof given.metrics?.[m] !== 'function');
+    if (missing.length) {
+      throw new Error(
+        `${statePath}: the run evaluated the metric function${missing.length > 1 ? 's' : ''} ${missing.join(', ')}, which a checkpoint cannot hold: ` +
+          `pass ${missing.length > 1 ? 'them' : 'it'} again, Trainer.resume(dir, model, {metrics: {${missing.join(', ')}}})`,
+      );
+    }
     const adapter = await Adapter.load(model, checkpointDir); // attaches nothing when it fails (NaN or infinite weights included)
     try {
       const outputDir = given.outputDir ?? path.dirname(path.resolve(checkpointDir));

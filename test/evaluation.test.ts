@@ -248,6 +248,25 @@ describe('fit: eval files, early stopping, the best checkpoint', () => {
   });
 });
 
+// Metric functions cannot be saved in a checkpoint: resume used to drop them silently.
+describe('Trainer.resume and metric functions', () => {
+  it('refuses until the run\'s metric functions are passed again, then evaluates them', async () => {
+    const dir = path.join(tmp, 'custom-metrics');
+    const lengthRatio = (p: string, r: string): number => p.length / Math.max(1, r.length);
+    const { model, adapter } = setup();
+    await new Trainer(model, adapter, { ...base, maxSteps: 2, outputDir: dir, metrics: { lengthRatio, exactMatch: 'exactMatch' } }).fit(data(TRAIN));
+    const state = JSON.parse(fs.readFileSync(path.join(dir, 'checkpoint-2', 'trainer_state.json'), 'utf8'));
+    expect(state.customMetrics).toEqual(['lengthRatio']);
+    const again = () => Model.fromConfig(CFG, { seed: 1 });
+    await expect(Trainer.resume(path.join(dir, 'checkpoint-2'), again(), { maxSteps: 3 })).rejects.toThrow(
+      `${path.join(dir, 'checkpoint-2', 'trainer_state.json')}: the run evaluated the metric function lengthRatio, which a checkpoint cannot hold: pass it again, Trainer.resume(dir, model, {metrics: {lengthRatio}})`,
+    );
+    const resumed = await Trainer.resume(path.join(dir, 'checkpoint-2'), again(), { maxSteps: 3, metrics: { lengthRatio, exactMatch: 'exactMatch' } });
+    const ev = await resumed.evaluate(data(EVAL));
+    for (const t of Object.values(ev)) expect(Object.keys(t.metrics ?? {}).sort()).toEqual(['exactMatch', 'lengthRatio']);
+  });
+});
+
 describe('run.json keys', () => {
   const cfg = (trainer: Record<string, unknown>, withEval = true): unknown => ({
     model: 'm', data: { train: 't.jsonl', ...(withEval ? { eval: 'e.jsonl' } : {}) }, adapter: { targetModules: ['q_proj'] }, outputDir: 'out', trainer,
