@@ -331,4 +331,32 @@ describe('rlora train: built-in metrics, saveBest, --max-steps on resume', () =>
     for (const s of steps.slice(2)) expect(Math.abs(s.lr - 1e-2 * 0.5 * (1 + Math.cos((Math.PI * (s.step - 1)) / 4)))).toBeLessThan(1e-15);
     expect(fs.readdirSync(out).filter((f) => /^eval-\d+\.jsonl$/.test(f)).sort()).toEqual(['eval-1.jsonl', 'eval-2.jsonl', 'eval-3.jsonl', 'eval-4.jsonl']);
   });
+
+  // with loadBestAtEnd, adapter/ holds the best checkpoint's weights: the table printed is that
+  // checkpoint's evaluation (it used to be the last one)
+  it('with loadBestAtEnd, the final table is the evaluation of the adapter written', () => {
+    const dir = path.join(tmp, 'cli-best');
+    fs.mkdirSync(dir, { recursive: true });
+    Model.fromConfig(CFG, { seed: 5 }).save(path.join(dir, 'model'));
+    const jsonl = (rows: typeof TRAIN): string => rows.map((r) => JSON.stringify(r) + '\n').join('');
+    fs.writeFileSync(path.join(dir, 'train.jsonl'), jsonl(TRAIN));
+    fs.writeFileSync(path.join(dir, 'eval.jsonl'), jsonl(EVAL));
+    // "best" is the highest evaluation loss here (mode max), so that the best is an early step
+    const run = {
+      model: 'model', tokenizer: 'byte', data: { train: 'train.jsonl', eval: 'eval.jsonl', maxLength: 20 },
+      adapter: { targetModules: ['up_proj', 'down_proj'], rank: 2, heads: 2, dropout: 0 },
+      trainer: { maxSteps: 5, batchSize: 4, learningRate: 5e-2, schedule: 'constant', warmupSteps: 0, evalEvery: 1, evalExtraTokens: 1, saveBest: { metric: 'loss', mode: 'max' }, loadBestAtEnd: true, progress: false },
+      outputDir: 'out',
+    };
+    fs.writeFileSync(path.join(dir, 'run.json'), JSON.stringify(run));
+    const r = cli(['train', '--config', path.join(dir, 'run.json'), '--threads', '1']);
+    expect({ code: r.code, stderr: r.code === 0 ? '' : r.stderr }).toEqual({ code: 0, stderr: '' });
+    const evals = fs.readFileSync(path.join(dir, 'out', 'log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((l) => l.type === 'eval');
+    const meanLoss = (e: { tasks: Record<string, { loss: number }> }): number => mean(Object.values(e.tasks).map((t) => t.loss));
+    const best = evals.reduce((a, b) => (meanLoss(b) > meanLoss(a) ? b : a));
+    expect(best.step).toBeLessThan(5); // the case this test is about: the best is not the last
+    expect(r.stdout).toContain(`(the best checkpoint's, step ${best.step})`);
+    expect(r.stdout).toContain(`eval at step ${best.step}, the adapter written (`);
+    for (const [task, t] of Object.entries(best.tasks as Record<string, { loss: number }>)) expect(r.stdout).toMatch(new RegExp(`^${task}\\s+${t.loss.toFixed(4)}\\s`, 'm'));
+  });
 });

@@ -276,10 +276,12 @@ async function runTrain(args: string[]): Promise<number> {
     const adapterDir = path.join(cfg.outputDir, 'adapter');
     if (!rank0) return 0; // rank 0 writes the adapter and reports
     trainer.adapter.save(adapterDir);
-    const last = history.evals[history.evals.length - 1];
-    console.log(`trained ${trainer.step} steps; adapter written to ${adapterDir}`);
+    // the evaluation of what adapter/ holds: the best checkpoint's when it was loaded back
+    const bestStep = trainer.options.loadBestAtEnd && history.bestCheckpoint ? Number(/checkpoint-(\d+)$/.exec(history.bestCheckpoint)?.[1]) : undefined;
+    const shown = bestStep !== undefined ? history.evals.find((e) => e.step === bestStep) : history.evals[history.evals.length - 1];
+    console.log(`trained ${trainer.step} steps; adapter written to ${adapterDir}${bestStep !== undefined ? ` (the best checkpoint's, step ${bestStep})` : ''}`);
     console.log(`checkpoint ${history.lastCheckpoint}; log ${path.join(cfg.outputDir, LOG_FILE)}`);
-    if (last) console.log(`\neval at step ${last.step} (${cfg.data.eval}):\n${evalText(last.tasks)}`);
+    if (shown) console.log(`\neval at step ${shown.step}${bestStep !== undefined ? ', the adapter written' : ''} (${cfg.data.eval}):\n${evalText(shown.tasks)}`);
     else console.log('(no data.eval in run.json: no evaluation)');
     return 0;
   } finally {
