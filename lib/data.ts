@@ -314,6 +314,17 @@ function encodeText(tokenizer: TextTokenizer, text: string): number[] {
   return tokenizer.encode(text, { addSpecialTokens: false, addBos: false, addEos: false });
 }
 
+/**
+ * The ids of a prompt exactly as a dataset encodes an example's prompt (a plain text, already
+ * through its template): the tokenizer's bos first when `addBos` (the datasets' default) and the
+ * tokenizer has one, then the text without special tokens. Generation encodes its prompts this
+ * way, so that it sees what training and evaluation saw.
+ */
+export function encodePrompt(tokenizer: TextTokenizer, text: string, addBos = true): number[] {
+  const bos = addBos ? tokenizer.bosTokenId : undefined;
+  return [...(bos === undefined ? [] : [bos]), ...encodeText(tokenizer, text)];
+}
+
 /** Tokenizes one example: bos? + prompt + response + eos?, cut to maxLength. */
 function encodeExample(at: string, index: number, e: Example, o: ResolvedOptions): EncodedExample {
   if (e.messages) {

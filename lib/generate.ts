@@ -1,6 +1,7 @@
 // Generation one token at a time (Model.stream) and from text to text (generateText).
 import type { GenerateOptions, Model, TokenBatch } from './model';
 import { toTokenTensor } from './model';
+import { encodePrompt } from './data';
 import type { TextTokenizer } from './tokenizer';
 
 /** The options of `Model.stream`: those of `Model.generate` for one row without padding. */
@@ -9,6 +10,12 @@ export type StreamOptions = Omit<GenerateOptions, 'attentionMask' | 'padTokenId'
 export interface GenerateTextOptions extends StreamOptions {
   /** Called with each new piece of text as soon as it decodes (whole characters only). */
   onText?: (text: string) => void;
+  /**
+   * Put the tokenizer's bos first (when it has one), as rlora's datasets encode prompts by default
+   * (DatasetOptions.addBos). Default true; an adapter records what its training data used
+   * (adapter.trainingData.addBos). The prompt is then encoded without other special tokens.
+   */
+  addBos?: boolean;
 }
 
 const asList = (v: number | number[] | null | undefined): number[] => (v == null ? [] : Array.isArray(v) ? v : [v]);
@@ -65,14 +72,16 @@ export async function* streamTokens(model: Model, inputIds: TokenBatch, options:
 }
 
 /**
- * Continues `prompt` and returns the new text: encodes the prompt (with the tokenizer's bos when
- * it adds one, never an eos), streams new tokens (Model.stream) and decodes those before the
+ * Continues `prompt` and returns the new text: encodes the prompt as datasets encode prompts (the
+ * tokenizer's bos first unless options.addBos is false, never an eos), streams new tokens (Model.stream) and decodes those before the
  * first eos. The eos ids are options.eosTokenId, else the model config's, else the tokenizer's.
  */
 export async function generateText(model: Model, tokenizer: TextTokenizer, prompt: string, options: GenerateTextOptions = {}): Promise<string> {
   if (typeof prompt !== 'string') throw new TypeError(`generateText: prompt must be a string, got ${typeof prompt}`);
-  const { onText, ...rest } = options;
-  const ids = tokenizer.encode(prompt, { addEos: false });
+  const { onText, addBos, ...rest } = options;
+  // exactly as a dataset encodes a prompt (it used to follow the tokenizer's own rules, which for
+  // the byte tokenizer meant no bos: generation then disagreed with evaluation)
+  const ids = encodePrompt(tokenizer, prompt, addBos ?? true);
   const configEos = asList(model.config.eos_token_id);
   const eos = options.eosTokenId !== undefined ? asList(options.eosTokenId) : configEos.length ? configEos : asList(tokenizer.eosTokenId);
   const fresh: number[] = [];

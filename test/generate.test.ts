@@ -2,7 +2,7 @@
 import { spawn } from 'child_process';
 import * as path from 'path';
 
-import { Adapter, ByteTokenizer, generateText, HFConfig, Model } from '../lib';
+import { Adapter, applyPromptTemplate, ByteTokenizer, generateText, HFConfig, Model, MultiTaskDataset, Trainer } from '../lib';
 import { tempFolder, TINY_BYTE_CONFIG } from './helpers/tiny-model';
 
 jest.setTimeout(60_000);
@@ -97,6 +97,38 @@ function runCli(args: string[]): Promise<{ code: number | null; stdout: string; 
     });
   });
 }
+
+// Generation encodes a prompt exactly as training and evaluation did: with the byte tokenizer the
+// datasets put bos first and generateText did not, so `rlora generate` printed another answer than
+// the evaluation predicted for the same adapter (17/20 against 19/20 on a test set).
+describe('generation and evaluation agree', () => {
+  it('generateText gives the evaluation\'s prediction for every example, and rlora generate prints it', async () => {
+    const template = 'Q: {prompt}\nA: {response}';
+    const rows = ['cat', 'dog', 'fish', 'bird', 'ant', 'emu'].map((w, i) => ({ task: i % 2 ? 'upper' : 'first', prompt: w, response: i % 2 ? w.toUpperCase() : w[0] }));
+    const data = MultiTaskDataset.fromArray(rows, { tokenizer: tok, template, maxLength: 24 });
+    const model = Model.fromConfig(CFG, { seed: 7 });
+    const adapter = Adapter.attach(model, { method: 'rlora', heads: 2, rank: 2, dropout: 0, targetModules: ['q_proj', 'v_proj', 'up_proj'], seed: 1 });
+    const trainer = new Trainer(model, adapter, { maxSteps: 30, batchSize: 6, learningRate: 3e-2, evalBatchSize: 1, evalExtraTokens: 3, progress: false });
+    await trainer.fit(data);
+    const { predictions } = await trainer.evaluate(data, { returnPredictions: true });
+    const generated: string[] = [];
+    for (let i = 0; i < rows.length; i++) {
+      const ex = data.get(i);
+      const response = ex.inputIds.slice(ex.promptLength);
+      const eosAt = response.indexOf(tok.eosTokenId!);
+      const maxNewTokens = (eosAt < 0 ? response.length : eosAt) + 3; // as evaluate sizes its generation
+      generated.push(await generateText(model, tok, applyPromptTemplate(template, rows[i].prompt), { maxNewTokens }));
+    }
+    expect(generated).toEqual(predictions.map((p) => p.prediction));
+    // and the CLI, from the saved folders, for one of them
+    const modelDir = path.join(tmp, 'model-agree'), adapterDir = path.join(tmp, 'adapter-agree');
+    Model.fromConfig(CFG, { seed: 7 }).save(modelDir);
+    adapter.save(adapterDir);
+    const r = await runCli(['generate', '--model', modelDir, '--adapter', adapterDir, '--prompt', rows[0].prompt, '--max-new-tokens', String(data.get(0).inputIds.length - data.get(0).promptLength - 1 + 3)]);
+    if (r.code !== 0) throw new Error(`exit ${r.code}\n${r.stdout}\n${r.stderr}`);
+    expect(r.stdout).toBe(`${predictions[0].prediction}\n`);
+  });
+});
 
 describe('rlora generate', () => {
   it('prints what generateText returns, for a saved model folder with an adapter', async () => {

@@ -69,6 +69,7 @@ async function runGenerate(args: string[]): Promise<number> {
   const text = use === undefined ? prompt : rl.applyPromptTemplate(use, prompt);
   await as('generate', () =>
     rl.generateText(model, tokenizer, text, {
+      addBos: trained?.addBos ?? true, // as the adapter's training data was encoded
       ...(maxNewTokens !== undefined ? { maxNewTokens } : {}),
       ...(temperature !== undefined ? { temperature } : {}),
       ...(seed !== undefined ? { seed } : {}),
