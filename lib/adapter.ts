@@ -385,7 +385,7 @@ export class Adapter {
       if (d !== undefined) {
         const ds = d as DataSettings;
         const ok = typeof d === 'object' && d !== null && !Array.isArray(d) && (typeof ds.template === 'string' || ds.template === null) &&
-          Number.isSafeInteger(ds.maxLength) && ds.maxLength >= 2 && typeof ds.fields === 'object' && ds.fields !== null;
+          Number.isSafeInteger(ds.maxLength) && ds.maxLength >= 2 && typeof ds.fields === 'object' && ds.fields !== null && (ds.chat === undefined || typeof ds.chat === 'boolean');
         if (!ok) throw new Error(`${rloraPath}: data must be {template, maxLength, fields, addBos, addEos, tokenizer} as rlora writes it, got ${JSON.stringify(d)}`);
       }
     }

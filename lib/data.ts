@@ -6,8 +6,7 @@ import { constants as bufferConstants } from 'buffer';
 import * as fs from 'fs';
 import * as util from 'util';
 
-import { Template } from '@huggingface/jinja';
-
+import { ChatMessage, renderChat } from './chat';
 import type { TextTokenizer } from './tokenizer';
 
 // Node's util.inspect.custom (the same registered symbol), named without @types/node so that
@@ -27,11 +26,6 @@ export interface Example {
   messages?: ChatMessage[];
 }
 
-/** One turn of a conversation: `{role: 'system' | 'user' | 'assistant', content}`. */
-export interface ChatMessage {
-  role: string;
-  content: string;
-}
 
 export interface DatasetOptions {
   tokenizer: TextTokenizer;
@@ -84,6 +78,8 @@ export interface EncodedExample {
    * a `messages` record. Absent for prompt/response records.
    */
   lossSpans?: readonly (readonly [number, number])[];
+  /** True when the record's messages were rendered with the tokenizer's chat template. */
+  chat?: true;
   /** Whether the sequence was cut to maxLength. */
   truncated: boolean;
 }
@@ -197,7 +193,7 @@ function readRecord(at: string, record: unknown, fields: Record<FieldKey, string
 }
 
 /** An encoded example, frozen (the dataset hands it out as is). */
-function encoded(index: number, e: Example, inputIds: number[], promptLength: number, truncated: boolean, lossSpans: readonly (readonly [number, number])[] = []): EncodedExample {
+function encoded(index: number, e: Example, inputIds: number[], promptLength: number, truncated: boolean, lossSpans: readonly (readonly [number, number])[] = [], chat = false): EncodedExample {
   return Object.freeze({
     index,
     task: e.task,
@@ -206,6 +202,7 @@ function encoded(index: number, e: Example, inputIds: number[], promptLength: nu
     inputIds: Object.freeze(inputIds) as number[],
     promptLength,
     ...(lossSpans.length ? { lossSpans: Object.freeze(lossSpans) } : {}),
+    ...(chat ? { chat: true as const } : {}),
     truncated,
   });
 }
@@ -228,8 +225,6 @@ function readChatRecord(at: string, record: Record<string, unknown>, fields: Rec
   return { task, prompt: before.length ? before[before.length - 1].content : '', response: last.content, messages };
 }
 
-const compiledTemplates = new Map<string, Template>();
-
 /**
  * Tokenizes a conversation with the tokenizer's chat template: the text is rendered turn by turn
  * (the conversation up to each assistant turn with the generation prompt, then with the turn), so
@@ -242,20 +237,11 @@ function encodeChat(at: string, index: number, e: Example, o: ResolvedOptions): 
   if (!source) {
     throw new Error(`${at}: the record has messages, but the tokenizer has no chat_template (tokenizer_config.json or chat_template.jinja): give options.template, or a tokenizer that has one`);
   }
-  let template = compiledTemplates.get(source);
-  if (!template) {
-    try {
-      template = new Template(source);
-    } catch (err) {
-      throw new Error(`${at}: the tokenizer's chat_template does not parse: ${(err as Error).message}`);
-    }
-    compiledTemplates.set(source, template);
-  }
   const render = (messages: ChatMessage[], addGenerationPrompt: boolean): string => {
     try {
-      return template!.render({ messages, add_generation_prompt: addGenerationPrompt, bos_token: tok.bosToken ?? '', eos_token: tok.eosToken ?? '', pad_token: tok.padToken ?? '' });
+      return renderChat(source, messages, addGenerationPrompt, tok);
     } catch (err) {
-      throw new Error(`${at}: the chat template failed: ${(err as Error).message}`);
+      throw new Error(`${at}: ${(err as Error).message === '' ? 'the chat template failed' : (err as Error).message}`);
     }
   };
   const msgs = e.messages!;
@@ -292,7 +278,7 @@ function encodeChat(at: string, index: number, e: Example, o: ResolvedOptions): 
   }
   if (ids.length - Math.max(promptLength, 1) <= 0) throw new Error(`${at}: the last assistant turn renders to no token to learn`);
   const lossSpans = spans.slice(0, -1).filter(([a, b]) => b > a).map((sp) => Object.freeze(sp) as readonly [number, number]);
-  return encoded(index, e, ids, promptLength, truncated, lossSpans);
+  return encoded(index, e, ids, promptLength, truncated, lossSpans, true);
 }
 
 /**
@@ -300,7 +286,7 @@ function encodeChat(at: string, index: number, e: Example, o: ResolvedOptions): 
  * become their ids (as Hugging Face tokenizers read special tokens in text; ByteTokenizer would
  * spell them out byte by byte), the rest is encoded as text.
  */
-function encodeRendered(tokenizer: TextTokenizer, text: string): number[] {
+export function encodeRendered(tokenizer: TextTokenizer, text: string): number[] {
   const specials = new Map<string, number>();
   for (const [t, id] of [[tokenizer.bosToken, tokenizer.bosTokenId], [tokenizer.eosToken, tokenizer.eosTokenId], [tokenizer.padToken, tokenizer.padTokenId]] as const) {
     if (t && id !== undefined) specials.set(t, id);
@@ -450,6 +436,8 @@ export interface DataSettings {
   addEos: boolean;
   /** 'byte' (ByteTokenizer), the tokenizer.json path it was read from, or null when unknown. */
   tokenizer: string | null;
+  /** True when its records were conversations rendered with the tokenizer's chat template (generate with generateChat). */
+  chat?: boolean;
 }
 
 /** Whether position t of e lies in one of its earlier assistant turns. */
@@ -507,6 +495,7 @@ export class MultiTaskDataset {
       addBos: o.addBos ?? true,
       addEos: o.addEos ?? true,
       tokenizer,
+      ...(this.#examples.some((e) => e.chat) ? { chat: true } : {}),
     };
   }
 

@@ -1,7 +1,8 @@
 // Generation one token at a time (Model.stream) and from text to text (generateText).
 import type { GenerateOptions, Model, TokenBatch } from './model';
 import { toTokenTensor } from './model';
-import { encodePrompt } from './data';
+import { ChatMessage, checkMessages, renderChat } from './chat';
+import { encodePrompt, encodeRendered } from './data';
 import type { TextTokenizer } from './tokenizer';
 
 /** The options of `Model.stream`: those of `Model.generate` for one row without padding. */
@@ -78,10 +79,28 @@ export async function* streamTokens(model: Model, inputIds: TokenBatch, options:
  */
 export async function generateText(model: Model, tokenizer: TextTokenizer, prompt: string, options: GenerateTextOptions = {}): Promise<string> {
   if (typeof prompt !== 'string') throw new TypeError(`generateText: prompt must be a string, got ${typeof prompt}`);
-  const { onText, addBos, ...rest } = options;
+  const { addBos, ...rest } = options;
   // exactly as a dataset encodes a prompt (it used to follow the tokenizer's own rules, which for
   // the byte tokenizer meant no bos: generation then disagreed with evaluation)
-  const ids = encodePrompt(tokenizer, prompt, addBos ?? true);
+  return continueIds(model, tokenizer, encodePrompt(tokenizer, prompt, addBos ?? true), rest);
+}
+
+/**
+ * Answers a conversation: renders `messages` with the tokenizer's chat_template and the generation
+ * prompt (Tokenizer.applyChatTemplate(messages, {addGenerationPrompt: true})), encodes that text as
+ * datasets encode chat records (the special tokens it writes become their ids), and returns the new
+ * text up to the first eos, as generateText does. This is how an adapter trained on chat records is
+ * used: its evaluation generates from the same tokens.
+ */
+export async function generateChat(model: Model, tokenizer: TextTokenizer, messages: readonly ChatMessage[], options: Omit<GenerateTextOptions, 'addBos'> = {}): Promise<string> {
+  if (!tokenizer.chatTemplate) throw new Error('generateChat: the tokenizer has no chat_template (tokenizer_config.json or chat_template.jinja); use generateText with a prompt template instead');
+  const text = renderChat(tokenizer.chatTemplate, checkMessages(messages, 'generateChat'), true, tokenizer);
+  return continueIds(model, tokenizer, encodeRendered(tokenizer, text), options);
+}
+
+/** Streams new tokens after `ids` and returns their text before the first eos (generateText, generateChat). */
+async function continueIds(model: Model, tokenizer: TextTokenizer, ids: number[], options: Omit<GenerateTextOptions, 'addBos'>): Promise<string> {
+  const { onText, ...rest } = options;
   const configEos = asList(model.config.eos_token_id);
   const eos = options.eosTokenId !== undefined ? asList(options.eosTokenId) : configEos.length ? configEos : asList(tokenizer.eosTokenId);
   const fresh: number[] = [];

@@ -20,7 +20,8 @@ export type { DistributedOptions, Backend as DistributedBackend } from './distri
 export type { TrainerOptions, StepRecord, TaskEval, EvalRecord, History, FitOptions, TrainStepResult, MetricFn, BuiltinMetric, EarlyStoppingOptions, Prediction, EvaluateOptions } from './trainer';
 export type { AdapterOptions } from './adapter';
 export type { Architecture, HFConfig, ModelOptions, TokenBatch, ForwardOptions, GenerateOptions } from './model';
-export { applyPromptTemplate, generateText } from './generate';
+export { applyPromptTemplate, generateChat, generateText } from './generate';
+export type { ChatMessage, ChatSpecialTokens } from './chat';
 export type { StreamOptions, GenerateTextOptions } from './generate';
 export { AdamW, fitStep } from './optim';
 export type { AdamWOptions, FitStepResult, Schedule } from './optim';

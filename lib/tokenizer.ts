@@ -7,7 +7,9 @@ import * as util from 'util';
 
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 
+import { ChatMessage, checkMessages, renderChat } from './chat';
 import { MAX_CONFIG_JSON_BYTES, MAX_TOKENIZER_JSON_BYTES, readJsonFile } from './util/json';
+import { checkKeys } from './util/options';
 
 // Node's util.inspect.custom (the same registered symbol), named without @types/node so that
 // rlora's published .d.ts files type-check in projects that do not install it.
@@ -108,6 +110,7 @@ function checkText(where: string, text: unknown): asserts text is string {
 function checkOptions(where: string, options: unknown, keys: readonly string[]): void {
   if (options === undefined) return;
   if (!isPlainObject(options)) throw new TypeError(`${where}: options must be an object, got ${describe(options)}`);
+  checkKeys(options, keys, where);
   for (const key of keys) {
     const v = options[key];
     if (v !== undefined && typeof v !== 'boolean') throw new TypeError(`${where}: option ${key} must be a boolean, got ${describe(v)}`);
@@ -380,6 +383,19 @@ export class Tokenizer implements TextTokenizer {
       ids.push(this.eosTokenId);
     }
     return ids;
+  }
+
+  /**
+   * The text the tokenizer's chat_template renders for `messages`, as transformers'
+   * `apply_chat_template(messages, tokenize=False, add_generation_prompt=...)`: with
+   * `addGenerationPrompt` the template's opening of the assistant's turn follows, which is what a
+   * model continues (rlora's datasets and `generateChat` render chat the same way). Throws when the
+   * tokenizer has no chat_template.
+   */
+  applyChatTemplate(messages: readonly ChatMessage[], options: { addGenerationPrompt?: boolean } = {}): string {
+    checkOptions('Tokenizer.applyChatTemplate', options, ['addGenerationPrompt']);
+    if (!this.chatTemplate) throw new Error(`Tokenizer.applyChatTemplate: this tokenizer has no chat_template (${this.source}): tokenizer_config.json or chat_template.jinja gives one`);
+    return renderChat(this.chatTemplate, checkMessages(messages, 'Tokenizer.applyChatTemplate'), options.addGenerationPrompt ?? false, this);
   }
 
   decode(ids: ArrayLike<number>, options?: DecodeOptions): string {

@@ -1,7 +1,13 @@
 // Chat data: {task, messages} records rendered with the tokenizer's chat_template (Hugging Face's
 // format), loss on the assistant turns only. The expected tokens and labels are written out here
 // from the template's text by hand, independently of the renderer.
-import { BatchSampler, ByteTokenizer, Model, MultiTaskDataset, TextTokenizer, Trainer, Adapter } from '../lib';
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+import { Adapter, BatchSampler, ByteTokenizer, generateChat, Model, MultiTaskDataset, TextTokenizer, Tokenizer, Trainer } from '../lib';
+import { byteBpe } from './helpers/byte-bpe';
 import { TINY_BYTE_CONFIG } from './helpers/tiny-model';
 
 const byte = new ByteTokenizer();
@@ -100,5 +106,72 @@ describe('messages records', () => {
     const produced = stop < 0 ? out : out.slice(0, stop);
     expect(r.predictions[0].correct).toBe(produced.length === 1 && produced[0] === '4'.charCodeAt(0));
     expect(r.tasks.chat.count).toBe(1);
+  });
+});
+
+// An adapter trained on chat records records it (rlora_config.json data.chat), and answers are
+// generated from the tokens evaluation generates from: generateChat, Tokenizer.applyChatTemplate
+// and `rlora generate` (which used to claim a "{prompt}\n{response}" template for such an adapter
+// and print garbage).
+describe('generating for an adapter trained on chat records', () => {
+  const CHATML_BPE = "{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{{ eos_token }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}";
+
+  it('Tokenizer.applyChatTemplate renders as transformers does, with and without the generation prompt', () => {
+    const { json, config } = byteBpe(CHATML_BPE);
+    const t = Tokenizer.fromJSON(json, config as never);
+    const msgs = [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'hi' }];
+    expect(t.applyChatTemplate(msgs)).toBe('<|bos|><|system|>Be brief.<|eos|>\n<|user|>hi<|eos|>\n');
+    expect(t.applyChatTemplate(msgs, { addGenerationPrompt: true })).toBe('<|bos|><|system|>Be brief.<|eos|>\n<|user|>hi<|eos|>\n<|assistant|>');
+    expect(() => t.applyChatTemplate(msgs, { addGenerationPromt: true } as never)).toThrow(/unknown option/);
+    const { json: j2, config: c2 } = byteBpe();
+    expect(() => Tokenizer.fromJSON(j2, c2 as never).applyChatTemplate(msgs)).toThrow(/has no chat_template/);
+  });
+
+  it('generateChat gives the evaluation\'s prediction for every example; the adapter records chat; rlora generate uses it', async () => {
+    const { json, config } = byteBpe(CHATML_BPE);
+    const bpe = Tokenizer.fromJSON(json, config as never);
+    const words = ['cat', 'dog', 'owl', 'emu', 'yak', 'elk'];
+    const records = words.map((w, i) => ({ task: i % 2 ? 'upper' : 'first', messages: [{ role: 'user', content: w }, { role: 'assistant', content: i % 2 ? w.toUpperCase() : w[0] }] }));
+    const data = MultiTaskDataset.fromArray(records as never, { tokenizer: bpe, maxLength: 40 });
+    expect(data.settings().chat).toBe(true);
+    expect(MultiTaskDataset.fromArray([{ task: 't', prompt: 'a', response: 'b' }], { tokenizer: bpe, maxLength: 40 }).settings().chat).toBeUndefined();
+    const cfg = { ...TINY_BYTE_CONFIG, vocab_size: 259, bos_token_id: 256, eos_token_id: 257 };
+    const model = Model.fromConfig(cfg, { seed: 3 });
+    const adapter = Adapter.attach(model, { method: 'rlora', rank: 2, heads: 2, dropout: 0, targetModules: ['q_proj', 'up_proj'], seed: 1 });
+    const trainer = new Trainer(model, adapter, { maxSteps: 20, batchSize: 6, learningRate: 3e-2, evalBatchSize: 1, evalExtraTokens: 2, progress: false });
+    await trainer.fit(data);
+    const { predictions } = await trainer.evaluate(data, { returnPredictions: true });
+    const maxNew = (i: number): number => {
+      const e = data.get(i);
+      const r = e.inputIds.slice(e.promptLength);
+      const at = r.indexOf(bpe.eosTokenId!);
+      return (at < 0 ? r.length : at) + 2;
+    };
+    const generated: string[] = [];
+    for (let i = 0; i < words.length; i++) generated.push(await generateChat(model, bpe, records[i].messages.slice(0, 1), { maxNewTokens: maxNew(i) }));
+    expect(generated).toEqual(predictions.map((p) => p.prediction));
+
+    // saved and loaded: the adapter says it was trained on chat
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rlora-chat-gen-'));
+    try {
+      const modelDir = path.join(dir, 'model'), adapterDir = path.join(dir, 'adapter');
+      Model.fromConfig(cfg, { seed: 3 }).save(modelDir);
+      fs.writeFileSync(path.join(modelDir, 'tokenizer.json'), JSON.stringify(json));
+      fs.writeFileSync(path.join(modelDir, 'tokenizer_config.json'), JSON.stringify(config));
+      adapter.save(adapterDir);
+      expect(JSON.parse(fs.readFileSync(path.join(adapterDir, 'rlora_config.json'), 'utf8')).data.chat).toBe(true);
+      expect((await Adapter.load(Model.fromConfig(cfg, { seed: 3 }), adapterDir)).trainingData?.chat).toBe(true);
+      const cli = (args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', path.join(__dirname, '..', 'lib', 'cli.ts'), 'generate', '--model', modelDir, '--adapter', adapterDir, ...args], { cwd: path.join(__dirname, '..'), encoding: 'utf8', timeout: 60_000 });
+      const r = cli(['--prompt', words[1], '--max-new-tokens', String(maxNew(1))]);
+      expect(r.stderr).toContain('the adapter was trained on chat records');
+      expect(r.stderr).not.toMatch(/template the adapter was trained with/);
+      expect(r.stdout).toBe(`${predictions[1].prediction}\n`);
+      // --system adds a system turn; --template and --chat exclude each other
+      const withSystem = cli(['--prompt', words[1], '--system', 'Be brief.', '--max-new-tokens', '3']);
+      expect(withSystem.stdout).toBe(`${await generateChat(model, bpe, [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: words[1] }], { maxNewTokens: 3 })}\n`);
+      expect(cli(['--prompt', 'x', '--chat', '--template', '{prompt}']).status).toBe(2);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

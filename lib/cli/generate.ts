@@ -23,6 +23,10 @@ generated text on stdout token by token, stopping at eos or after --max-new-toke
                         {response} with {prompt} filled in. Default with --adapter: the template
                         the adapter was trained with (its rlora_config.json records it; stderr
                         says so), else none
+  --chat                the prompt is a user's message, rendered with the tokenizer's chat
+                        template and its generation prompt. Default with --adapter: on when the
+                        adapter was trained on chat records (rlora_config.json records it)
+  --system TEXT         with chat, a system message before the user's
 
 Examples:
   rlora generate --model models/SmolLM2-135M --prompt "The capital of France is"
@@ -33,6 +37,7 @@ Examples:
 async function runGenerate(args: string[]): Promise<number> {
   const { opts, rest } = parseArgs(args, {
     model: 'value', adapter: 'value', prompt: 'value', 'max-new-tokens': 'value', temperature: 'value', seed: 'value', template: 'value',
+    chat: 'flag', system: 'value',
   });
   if (rest.length) throw new UsageError(`unexpected argument ${rest[0]}`);
   const modelDir = stringOption(opts, 'model');
@@ -48,6 +53,8 @@ async function runGenerate(args: string[]): Promise<number> {
     throw new UsageError(`--temperature must be a number >= 0, got ${JSON.stringify(tempOpt)}`);
   }
   const template = stringOption(opts, 'template');
+  const system = stringOption(opts, 'system');
+  if (opts.chat && template !== undefined) throw new UsageError('--chat and --template exclude each other: a chat prompt goes through the tokenizer\'s chat template');
   if (adapterDir !== undefined && !fs.existsSync(path.join(adapterDir, 'adapter_config.json'))) {
     throw new InputError(`${adapterDir} is not an adapter folder: no adapter_config.json`);
   }
@@ -61,6 +68,22 @@ async function runGenerate(args: string[]): Promise<number> {
   const adapter = adapterDir !== undefined ? await as(`adapter ${adapterDir}`, () => rl.Adapter.load(model, adapterDir)) : undefined;
   // the prompt as the adapter saw prompts in training (its data template; null: the default one)
   const trained = adapter?.trainingData;
+  const generation = {
+    ...(maxNewTokens !== undefined ? { maxNewTokens } : {}),
+    ...(temperature !== undefined ? { temperature } : {}),
+    ...(seed !== undefined ? { seed } : {}),
+    onText: (piece: string) => void process.stdout.write(piece),
+  };
+  const chat = Boolean(opts.chat) || (template === undefined && trained?.chat === true);
+  if (system !== undefined && !chat) throw new UsageError('--system needs chat: --chat, or an adapter trained on chat records');
+  if (chat) {
+    if (!tokenizer.chatTemplate) throw new InputError(`${hasTokenizer ? path.join(modelDir, 'tokenizer.json') : 'the byte tokenizer'} has no chat_template (tokenizer_config.json or chat_template.jinja): chat needs one`);
+    if (!opts.chat) console.error(`rlora generate: the adapter was trained on chat records (${path.join(adapterDir!, 'rlora_config.json')}): the prompt is a user's message, rendered with the tokenizer's chat template`);
+    const messages = [...(system !== undefined ? [{ role: 'system', content: system }] : []), { role: 'user', content: prompt }];
+    await as('generate', () => rl.generateChat(model, tokenizer, messages, generation));
+    process.stdout.write('\n');
+    return 0;
+  }
   let use = template;
   if (use === undefined && trained && !trained.templateFunction) {
     use = trained.template ?? rl.DEFAULT_TEMPLATE;
@@ -68,13 +91,7 @@ async function runGenerate(args: string[]): Promise<number> {
   }
   const text = use === undefined ? prompt : rl.applyPromptTemplate(use, prompt);
   await as('generate', () =>
-    rl.generateText(model, tokenizer, text, {
-      addBos: trained?.addBos ?? true, // as the adapter's training data was encoded
-      ...(maxNewTokens !== undefined ? { maxNewTokens } : {}),
-      ...(temperature !== undefined ? { temperature } : {}),
-      ...(seed !== undefined ? { seed } : {}),
-      onText: (piece) => process.stdout.write(piece),
-    }),
+    rl.generateText(model, tokenizer, text, { ...generation, addBos: trained?.addBos ?? true }), // as the adapter's training data was encoded
   );
   process.stdout.write('\n');
   return 0;

@@ -1,0 +1,58 @@
+// Chat templates (Hugging Face's `chat_template`, a Jinja template in tokenizer_config.json or
+// chat_template.jinja), rendered with @huggingface/jinja as transformers renders them. Used by the
+// datasets (chat records), Tokenizer.applyChatTemplate and generateChat.
+import { Template } from '@huggingface/jinja';
+
+/** One turn of a conversation: `{role: 'system' | 'user' | 'assistant', content}`. */
+export interface ChatMessage {
+  role: string;
+  content: string;
+}
+
+/** The special tokens a template may write (`bos_token`, `eos_token`, `pad_token`). */
+export interface ChatSpecialTokens {
+  bosToken?: string | undefined;
+  eosToken?: string | undefined;
+  padToken?: string | undefined;
+}
+
+const compiled = new Map<string, Template>();
+
+/**
+ * The text `source` renders for `messages`; with `addGenerationPrompt` the template's opening of the
+ * assistant's turn follows (what a model continues). Throws "the chat template does not parse" or
+ * "the chat template failed: ..." with the template's own message.
+ */
+export function renderChat(source: string, messages: readonly ChatMessage[], addGenerationPrompt: boolean, specials: ChatSpecialTokens): string {
+  let template = compiled.get(source);
+  if (!template) {
+    try {
+      template = new Template(source);
+    } catch (err) {
+      throw new Error(`the chat template does not parse: ${(err as Error).message}`);
+    }
+    compiled.set(source, template);
+  }
+  try {
+    return template.render({
+      messages: messages.map((m) => ({ role: m.role, content: m.content })),
+      add_generation_prompt: addGenerationPrompt,
+      bos_token: specials.bosToken ?? '',
+      eos_token: specials.eosToken ?? '',
+      pad_token: specials.padToken ?? '',
+    });
+  } catch (err) {
+    throw new Error(`the chat template failed: ${(err as Error).message}`);
+  }
+}
+
+/** Checks a list of messages as a template receives it; `where` prefixes errors. */
+export function checkMessages(messages: unknown, where: string): ChatMessage[] {
+  if (!Array.isArray(messages) || messages.length === 0) throw new TypeError(`${where}: messages must be a non-empty array of {role, content}`);
+  return messages.map((m, i) => {
+    if (typeof m !== 'object' || m === null || typeof (m as ChatMessage).role !== 'string' || typeof (m as ChatMessage).content !== 'string') {
+      throw new TypeError(`${where}: messages[${i}] must be {role: string, content: string}`);
+    }
+    return { role: (m as ChatMessage).role, content: (m as ChatMessage).content };
+  });
+}
