@@ -3,6 +3,8 @@
 //
 //   <outputDir>/log.jsonl              one JSON record a step (and evaluations)
 //   <outputDir>/eval-<step>.jsonl      evaluation predictions
+//   <outputDir>/metrics.csv            with reportTo 'csv': step,name,value
+//   <outputDir>/tensorboard/           with reportTo 'tensorboard': event files
 //   <outputDir>/checkpoint-<step>/     the adapter's files, plus:
 //       trainer_state.json             step, data position, options, metrics
 //       optimizer.safetensors          AdamW's moments
@@ -11,6 +13,9 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 export const LOG_FILE = 'log.jsonl';
+/** TrainerOptions.reportTo: 'csv' writes this, 'tensorboard' event files into TENSORBOARD_DIR. */
+export const METRICS_CSV_FILE = 'metrics.csv';
+export const TENSORBOARD_DIR = 'tensorboard';
 export const TRAINER_STATE_FILE = 'trainer_state.json';
 export const OPTIMIZER_FILE = 'optimizer.safetensors';
 export const RNG_FILE = 'rng.safetensors';
@@ -27,7 +32,7 @@ export const LEFTOVER_NAME = /^\.(checkpoint-\d+|log\.jsonl|eval-\d+\.jsonl)\.(t
 /** The entries of `dir` that a training run wrote there: its log, checkpoints, predictions and leftovers. */
 export function runFiles(dir: string): string[] {
   if (!fs.existsSync(dir)) return [];
-  return fs.readdirSync(dir).filter((f) => f === LOG_FILE || CHECKPOINT_NAME.test(f) || EVAL_NAME.test(f) || LEFTOVER_NAME.test(f));
+  return fs.readdirSync(dir).filter((f) => f === LOG_FILE || f === METRICS_CSV_FILE || f === TENSORBOARD_DIR || CHECKPOINT_NAME.test(f) || EVAL_NAME.test(f) || LEFTOVER_NAME.test(f));
 }
 
 /** The steps of the checkpoints in `dir`, ascending. */

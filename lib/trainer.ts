@@ -7,10 +7,14 @@ import * as util from 'util';
 import * as distributed from './distributed';
 import type { DistributedOptions } from './distributed';
 import { assertNotTraining, beginTraining, duringCallback, endTraining } from './activity';
-import { CHECKPOINT_FILES, checkpointName, checkpointSteps, evalPredictionsName, LEFTOVER_NAME, LOG_FILE, OPTIMIZER_FILE, RNG_FILE, runFiles, TRAINER_STATE_FILE } from './checkpoint-files';
+import { CHECKPOINT_FILES, checkpointName, checkpointSteps, evalPredictionsName, LEFTOVER_NAME, LOG_FILE, METRICS_CSV_FILE, OPTIMIZER_FILE, RNG_FILE, runFiles, TENSORBOARD_DIR, TRAINER_STATE_FILE } from './checkpoint-files';
 import { Adapter, hash48, moduleSeed } from './adapter';
 import { Batch, BatchSampler, MultiTaskDataset, promptBatch, Sampling, SamplerState } from './data';
 import { Model } from './model';
+import { CsvSink } from './logging/csv';
+import type { MetricSink, Scalars } from './logging/sink';
+import { TensorBoardSink } from './logging/tensorboard';
+import { evalText, stepLine } from './logging/text';
 import { ProgressLine } from './progress';
 import { native, NativeAdamWState, NativeLmBatch } from './native';
 import { AdamW, Schedule } from './optim';
@@ -19,7 +23,7 @@ import { StepLog } from './steplog';
 import { sameDevice, Tensor } from './tensor';
 import { removeAtomically, replaceFolder, writeFileAtomically, writeFileFully } from './util/files';
 import { readJsonFile } from './util/json';
-import { checkInstance, closest, show } from './util/options';
+import { checkChoice, checkInstance, closest, show } from './util/options';
 
 export interface TrainerOptions {
   /** Base learning rate of AdamW. Default 2e-4 (the published R-LoRA run). */
@@ -66,8 +70,21 @@ export interface TrainerOptions {
   overwriteOutputDir?: boolean;
   /** Keep only the newest this many checkpoints (older ones are deleted after a new one is complete); 0 keeps all. Default 0. */
   keepCheckpoints?: number;
-  /** A progress bar on stderr. Default: on when stderr is a terminal. */
+  /**
+   * A progress bar on stderr. Default: on when stderr is a terminal; where it is not (a log file,
+   * a pipe, CI), a line every `loggingSteps` steps and each evaluation's table instead. false:
+   * nothing on stderr.
+   */
   progress?: boolean;
+  /** Where no progress bar is drawn (progress unset and stderr not a terminal): a step line every this many steps (and the first and last). Default 50. */
+  loggingSteps?: number;
+  /**
+   * Where the numbers also go, besides log.jsonl (Hugging Face's report_to): 'csv' writes
+   * outputDir/metrics.csv (step,name,value), 'tensorboard' writes TensorBoard event files into
+   * outputDir/tensorboard/ (`tensorboard --logdir <outputDir>/tensorboard`). Needs outputDir.
+   * Default: none.
+   */
+  reportTo?: ReportTo[];
   /**
    * 'float32' (default), or 'bfloat16': forward and backward under bfloat16 autocast on the
    * model's device (CPU or CUDA), as torch.autocast does; parameters, gradients and optimizer
@@ -275,11 +292,15 @@ interface TrainerState {
   customMetrics?: string[];
 }
 
+/** Where a run's numbers can go besides log.jsonl (TrainerOptions.reportTo). */
+export const REPORT_TO = ['csv', 'tensorboard'] as const;
+export type ReportTo = (typeof REPORT_TO)[number];
+
 /** Every option the Trainer takes (others are refused, naming the closest). */
 export const TRAINER_OPTION_NAMES = [
   'learningRate', 'epochs', 'maxSteps', 'batchSize', 'gradientAccumulation', 'schedule', 'warmupRatio', 'warmupSteps',
   'weightDecay', 'maxGradNorm', 'seed', 'sampling', 'samplingTemperature', 'groupByLength', 'evalEvery', 'saveEvery',
-  'outputDir', 'overwriteOutputDir', 'keepCheckpoints', 'progress', 'precision', 'device', 'skipNonFinite', 'evalExtraTokens', 'evalBatchSize',
+  'outputDir', 'overwriteOutputDir', 'keepCheckpoints', 'progress', 'loggingSteps', 'reportTo', 'precision', 'device', 'skipNonFinite', 'evalExtraTokens', 'evalBatchSize',
   'metrics', 'earlyStopping', 'saveBest', 'loadBestAtEnd', 'distributed', 'gradientCheckpointing',
 ] as const satisfies readonly (keyof TrainerOptions)[];
 // every key of TrainerOptions is listed (a compile error names one that is not)
@@ -307,6 +328,8 @@ const DEFAULTS = {
   evalExtraTokens: 4,
   loadBestAtEnd: false,
   overwriteOutputDir: false,
+  loggingSteps: 50,
+  reportTo: [] as ReportTo[],
 };
 
 const RESERVED_METRICS = ['loss', 'accuracy', 'count'];
@@ -327,6 +350,31 @@ function improves(value: number, best: number | undefined, mode: 'min' | 'max', 
 /** An optional true/false option: undefined, or a TypeError naming it and the value. */
 function optionalBool(v: unknown, name: string): void {
   if (v !== undefined && typeof v !== 'boolean') throw new TypeError(`${name} must be true or false, got ${util.inspect(v)}`);
+}
+
+/** A sink of TrainerOptions.reportTo in outputDir; a continued run (from step `from` > 0) keeps the rows up to it. */
+function openSink(kind: ReportTo, outputDir: string, from: number): MetricSink {
+  if (kind === 'csv') return new CsvSink(path.join(outputDir, METRICS_CSV_FILE), from > 0 ? from : undefined);
+  return new TensorBoardSink(path.join(outputDir, TENSORBOARD_DIR));
+}
+
+/** A step's numbers under TensorBoard-style names (finite ones only). */
+function stepScalars(rec: StepRecord): Scalars {
+  const all: Scalars = { 'train/loss': rec.loss, 'train/learning_rate': rec.lr, 'train/grad_norm': rec.gradNorm, 'train/tokens_per_second': rec.tokensPerSecond };
+  for (const [t, l] of Object.entries(rec.taskLoss)) all[`train/loss/${t}`] = l;
+  return Object.fromEntries(Object.entries(all).filter(([, v]) => Number.isFinite(v)));
+}
+
+/** An evaluation's numbers: each task's loss, accuracy and metrics, and their means over the tasks. */
+function evalScalars(tasks: Record<string, TaskEval>): Scalars {
+  const all: [string, number][] = [];
+  for (const [t, r] of Object.entries(tasks)) {
+    all.push([`eval/${t}/loss`, r.loss], [`eval/${t}/accuracy`, r.accuracy]);
+    for (const [m, v] of Object.entries(r.metrics ?? {})) all.push([`eval/${t}/${m}`, v]);
+  }
+  const rs = Object.values(tasks);
+  if (rs.length) all.push(['eval/loss', rs.reduce((a, r) => a + r.loss, 0) / rs.length], ['eval/accuracy', rs.reduce((a, r) => a + r.accuracy, 0) / rs.length]);
+  return Object.fromEntries(all.filter(([, v]) => Number.isFinite(v)));
 }
 
 /** An object keyed by task name with no prototype: a task named "__proto__" or "constructor" is a key like any other. */
@@ -621,6 +669,10 @@ export class Trainer {
     if (o.evalBatchSize !== undefined) positiveInt(o.evalBatchSize, 'evalBatchSize');
     optionalBool(o.gradientCheckpointing, 'gradientCheckpointing');
     optionalBool(o.overwriteOutputDir, 'overwriteOutputDir');
+    positiveInt(o.loggingSteps, 'loggingSteps');
+    if (!Array.isArray(o.reportTo)) throw new TypeError(`reportTo must be an array of ${REPORT_TO.map((r) => JSON.stringify(r)).join(', ')}, got ${show(o.reportTo)}`);
+    for (const r of o.reportTo) checkChoice(r, REPORT_TO, 'reportTo[]');
+    if (o.reportTo.length && !o.outputDir) throw new Error(`reportTo ${JSON.stringify(o.reportTo)} needs outputDir (the files are written there)`);
     if (o.distributed !== undefined && o.distributed !== 'auto' && o.distributed !== false) {
       if (typeof o.distributed !== 'object' || o.distributed === null) throw new TypeError(`distributed must be 'auto', false or an object {backend?, timeoutMs?}, got ${util.inspect(o.distributed)}`);
       distributed.resolveOptions({ ...o.distributed, rank: 0, worldSize: 1 }); // names a bad key or value now
@@ -920,6 +972,9 @@ export class Trainer {
     this.resumedFrom = undefined;
     const firstStep = this.step;
     const showBar = writer && (o.progress ?? Boolean(process.stderr.isTTY));
+    // no bar where stderr is no terminal (a log file, CI): a line now and then, and the evaluations
+    const showLines = writer && o.progress === undefined && !process.stderr.isTTY;
+    const sinks: MetricSink[] = o.outputDir && writer ? o.reportTo.map((r) => openSink(r, o.outputDir!, firstStep)) : [];
     if (dp && writer) {
       process.stderr.write(`rlora: data parallel over ${W} processes (${distributed.backendName()}): global batch ${o.batchSize} x ${o.gradientAccumulation} accumulated x ${W} = ${o.batchSize * o.gradientAccumulation * W} rows per step\n`);
     }
@@ -932,6 +987,8 @@ export class Trainer {
       this.adapter.setMode(true);
       history.evals.push(rec);
       if (log) fs.appendFileSync(log, JSON.stringify({ type: 'eval', ...rec }) + '\n');
+      for (const sink of sinks) sink.log(rec.step, evalScalars(rec.tasks));
+      if (showLines) process.stderr.write(`eval at step ${rec.step}:\n${evalText(tasks).replace(/^/gm, '  ')}\n`);
       if (o.outputDir && writer) writeFileAtomically(path.join(o.outputDir, evalPredictionsName(this.step)), predictions.map((p) => JSON.stringify(p) + '\n').join(''));
       if (fitOptions.onEval) duringCallback(this.model, () => fitOptions.onEval!(rec));
       if (bestRule) {
@@ -1002,7 +1059,9 @@ export class Trainer {
         };
         steps.push(rec);
         if (log) fs.appendFileSync(log, JSON.stringify(rec) + '\n');
+        for (const sink of sinks) sink.log(rec.step, stepScalars(rec));
         bar?.update(this.step, rec.loss.toFixed(4), String(Math.round(rec.tokensPerSecond)));
+        if (showLines && (rec.step === firstStep + 1 || rec.step % o.loggingSteps === 0 || rec.step === total)) process.stderr.write(stepLine(rec, total) + '\n');
         if (fitOptions.onStep) duringCallback(this.model, () => fitOptions.onStep!(rec));
         if (o.evalEvery > 0 && this.step % o.evalEvery === 0 && this.step < total && (await evaluate())) {
           history.stopped = 'earlyStopping';

@@ -70,11 +70,6 @@ export function useColor(stream: NodeJS.WriteStream = process.stdout): boolean {
   return Boolean(stream.isTTY);
 }
 
-/** Rows of cells as aligned columns; `right` marks the columns aligned to the right. */
-export function table(rows: string[][], right: boolean[] = []): string {
-  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));
-  return rows.map((r) => r.map((cell, c) => (right[c] ? cell.padStart(widths[c]) : cell.padEnd(widths[c]))).join('  ').trimEnd()).join('\n');
-}
 
 export function formatBytes(n: number): string {
   if (n < 1024) return `${n} B`;
@@ -89,3 +84,4 @@ export function formatBytes(n: number): string {
 }
 
 export { closest, editDistance } from '../util/options';
+export { table } from '../logging/text';

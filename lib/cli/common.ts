@@ -4,8 +4,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import type * as Rlora from '../index';
-import type { TaskEval } from '../trainer';
-import { InputError, table } from './args';
+import { InputError } from './args';
 
 /** The library, loaded on first use (the native addon comes with it). */
 export function lib(): typeof Rlora {
@@ -79,11 +78,4 @@ export function describeDataset(ds: Rlora.MultiTaskDataset): string {
   return `${ds.size} examples (${tasks})${ds.truncated ? `, ${ds.truncated} cut to maxLength ${ds.maxLength}` : ''}`;
 }
 
-/** task, loss, accuracy, count: one row per task. */
-export function evalTable(tasks: Record<string, TaskEval>): string {
-  const rows = [['task', 'loss', 'accuracy', 'count']];
-  for (const [task, r] of Object.entries(tasks)) {
-    rows.push([task, Number.isFinite(r.loss) ? r.loss.toFixed(4) : String(r.loss), `${(100 * r.accuracy).toFixed(1)}%`, String(r.count)]);
-  }
-  return table(rows, [false, true, true, true]);
-}
+export { evalTable } from '../logging/text';

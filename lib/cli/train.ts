@@ -4,13 +4,14 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import type { StepRecord, TaskEval, Trainer, TrainerOptions } from '../trainer';
+import type { Trainer, TrainerOptions } from '../trainer';
 import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
-import { as, checkVocabulary, describeDataset, evalTable, lib, loadModel, loadTokenizer } from './common';
+import { as, checkVocabulary, describeDataset, lib, loadModel, loadTokenizer } from './common';
 import { CLEAR_LINE } from '../progress';
 import { launch, launchOptions, withoutLaunchFlags } from './launch';
 import { describeRunConfig, readRunConfig, RunConfig } from './runconfig';
 import { LOG_FILE, runFiles, TRAINER_STATE_FILE } from '../checkpoint-files';
+import { evalText, fmt, stepLine } from '../logging/text';
 import { readJsonFile } from '../util/json';
 
 /** Exit code after Ctrl-C (128 + SIGINT), as shells report it. */
@@ -99,25 +100,7 @@ function resolvedCopy(cfg: RunConfig): Record<string, unknown> {
   return raw;
 }
 
-const fmt = (x: number): string => (Number.isFinite(x) ? (Math.abs(x) >= 1e-3 || x === 0 ? x.toFixed(4) : x.toExponential(2)) : String(x));
-
-/** The custom metrics of an evaluation, one line per task ("" when none). */
-export function metricLines(tasks: Record<string, TaskEval>): string {
-  return Object.entries(tasks)
-    .filter(([, r]) => r.metrics && Object.keys(r.metrics).length)
-    .map(([t, r]) => `${t}: ${Object.entries(r.metrics!).map(([k, v]) => `${k} ${fmt(v)}`).join(', ')}`)
-    .join('\n');
-}
-
-function evalText(tasks: Record<string, TaskEval>): string {
-  const m = metricLines(tasks);
-  return evalTable(tasks) + (m ? `\n${m}` : '');
-}
-
-function stepLine(rec: StepRecord, total: number): string {
-  const tasks = Object.entries(rec.taskLoss).map(([t, l]) => `${t} ${fmt(l)}`).join(', ');
-  return `step ${rec.step}/${total}  loss ${fmt(rec.loss)}${tasks ? ` (${tasks})` : ''}  lr ${rec.lr.toExponential(2)}  grad ${fmt(rec.gradNorm)}  ${Math.round(rec.tokensPerSecond)} tok/s${rec.skipped ? '  skipped (not finite)' : ''}`;
-}
+export { metricLines } from '../logging/text';
 
 async function runTrain(args: string[]): Promise<number> {
   const { opts, rest } = parseArgs(args, {
@@ -195,8 +178,8 @@ async function runTrain(args: string[]): Promise<number> {
     let trainer: Trainer;
     let total: number;
     if (resume) {
-      const overrides: Pick<TrainerOptions, 'outputDir' | 'progress' | 'maxSteps'> = { outputDir: cfg.outputDir };
-      if (cfg.trainer.progress !== undefined) overrides.progress = cfg.trainer.progress;
+      // the CLI prints its own lines where no bar is drawn: the Trainer's are off (progress given)
+      const overrides: Pick<TrainerOptions, 'outputDir' | 'progress' | 'maxSteps'> = { outputDir: cfg.outputDir, progress: cfg.trainer.progress ?? Boolean(process.stderr.isTTY) };
       if (maxSteps !== undefined) overrides.maxSteps = maxSteps; // Trainer.resume warns that the schedule is recomputed
       trainer = await as(`resuming from ${resume}`, () => rl.Trainer.resume(resume, model, overrides));
       const state = readJsonFile(path.join(resume, TRAINER_STATE_FILE)) as { totalSteps: number };
@@ -215,7 +198,7 @@ async function runTrain(args: string[]): Promise<number> {
       say(`resume     ${resume}: step ${trainer.step} of ${total}${dropped ? ` (dropped ${dropped} log line${dropped === 1 ? '' : 's'} after step ${trainer.step})` : ''}`);
     } else {
       const adapter = await as(`${cfg.file}: adapter`, () => rl.Adapter.attach(model, cfg.adapter));
-      const options = { ...cfg.trainer, device: rl.distributed.rankDevice(cfg.trainer.device), outputDir: cfg.outputDir, ...(maxSteps !== undefined ? { maxSteps } : {}) };
+      const options = { ...cfg.trainer, progress: cfg.trainer.progress ?? Boolean(process.stderr.isTTY), device: rl.distributed.rankDevice(cfg.trainer.device), outputDir: cfg.outputDir, ...(maxSteps !== undefined ? { maxSteps } : {}) };
       trainer = await as(`${cfg.file}: trainer`, () => new rl.Trainer(model, adapter, options));
       const o = trainer.options;
       total = o.maxSteps ?? Math.max(1, Math.ceil((o.epochs * Math.ceil(trainSet.size / (o.batchSize * world))) / o.gradientAccumulation));
