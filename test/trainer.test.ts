@@ -298,9 +298,9 @@ t.fit(ds, { onStep: (s) => s.step === 2 && console.log('saving') });
       expect(Object.keys(loadSafetensors(path.join(dir, c, 'adapter_model.safetensors'))).length).toBeGreaterThan(0);
       expect(Object.keys(loadSafetensors(path.join(dir, c, 'optimizer.safetensors'))).length).toBeGreaterThan(0);
     }
-    // the next run in that folder clears the leftovers
+    // the next run in that folder (starting over there) clears the leftovers
     const m = Model.fromConfig(CFG, { seed: 1 });
-    await new Trainer(m, Adapter.attach(m, { targetModules: ['up_proj'] }), { maxSteps: 1, batchSize: 1, outputDir: dir, progress: false }).fit(dataset());
+    await new Trainer(m, Adapter.attach(m, { targetModules: ['up_proj'] }), { maxSteps: 1, batchSize: 1, outputDir: dir, progress: false, overwriteOutputDir: true }).fit(dataset());
     expect(fs.readdirSync(dir).filter((f) => f.startsWith('.checkpoint-'))).toEqual([]);
   }, 60000);
 });
