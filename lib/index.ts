@@ -17,7 +17,7 @@ export { Adapter, moduleSeed } from './adapter';
 export { Trainer, trainStep, evalLoss, BUILTIN_METRICS } from './trainer';
 export * as distributed from './distributed';
 export type { DistributedOptions, Backend as DistributedBackend } from './distributed';
-export type { TrainerOptions, StepRecord, TaskEval, EvalRecord, History, FitOptions, TrainStepResult, MetricFn, BuiltinMetric, EarlyStoppingOptions, Prediction, EvaluateOptions } from './trainer';
+export type { TrainerOptions, StepRecord, TaskEval, EvalRecord, History, FitOptions, TrainStepResult, MetricFn, BuiltinMetric, EarlyStoppingOptions, Prediction, EvaluateOptions, TrainerCallback, CallbackResult, CallbackState, ReportTo } from './trainer';
 export type { AdapterOptions } from './adapter';
 export type { Architecture, HFConfig, ModelOptions, TokenBatch, ForwardOptions, GenerateOptions } from './model';
 export { applyPromptTemplate, generateChat, generateText } from './generate';

@@ -23,7 +23,7 @@ import { StepLog } from './steplog';
 import { sameDevice, Tensor } from './tensor';
 import { removeAtomically, replaceFolder, writeFileAtomically, writeFileFully } from './util/files';
 import { readJsonFile } from './util/json';
-import { checkChoice, checkInstance, closest, show } from './util/options';
+import { checkChoice, checkInstance, checkKeys, closest, isPlainObject, show } from './util/options';
 
 export interface TrainerOptions {
   /** Base learning rate of AdamW. Default 2e-4 (the published R-LoRA run). */
@@ -257,9 +257,10 @@ export interface History {
    * Why fit returned: 'completed'; 'aborted' (the signal); or 'nonFinite': with skipNonFinite,
    * more than half of this fit's steps had a non-finite loss and were skipped (fit stops as soon as
    * that is so; a checkpoint is written, no final evaluation is made); 'earlyStopping': the
-   * earlyStopping metric stopped improving (a checkpoint is written, no further evaluation).
+   * earlyStopping metric stopped improving (a checkpoint is written, no further evaluation);
+   * 'callback': a TrainerCallback returned {stop: true} (a checkpoint is written, as for the signal).
    */
-  stopped: 'completed' | 'aborted' | 'nonFinite' | 'earlyStopping';
+  stopped: 'completed' | 'aborted' | 'nonFinite' | 'earlyStopping' | 'callback';
   /** Steps of this fit skipped for a non-finite loss (skipNonFinite). */
   skippedSteps: number;
   /** The folder log.jsonl and the checkpoints went to (options.outputDir); absent when none. */
@@ -275,8 +276,45 @@ export interface FitOptions {
   evalDataset?: MultiTaskDataset;
   /** Stops after the current step (and writes a checkpoint when outputDir is set). */
   signal?: { readonly aborted: boolean };
+  /** Called after each step's record (as TrainerCallback.onStepEnd, without the way to stop). */
   onStep?: (record: StepRecord) => void;
+  /** Called after each evaluation (as TrainerCallback.onEvaluate, without the way to stop). */
   onEval?: (record: EvalRecord) => void;
+  /** Hooks in the shape of Hugging Face's TrainerCallback; each may stop the fit. Called in order. */
+  callbacks?: TrainerCallback[];
+}
+
+/** What a callback may return: `{stop: true}` ends the fit after this step (History.stopped 'callback'), as control.should_training_stop does. */
+export type CallbackResult = void | undefined | { stop?: boolean } | Promise<void | undefined | { stop?: boolean }>;
+
+/** Where the fit is, for callbacks. */
+export interface CallbackState {
+  /** Steps done so far (the trainer's step). */
+  step: number;
+  /** The steps this fit runs to. */
+  totalSteps: number;
+}
+
+/**
+ * Hooks called by Trainer.fit, in the shape of Hugging Face's TrainerCallback (on_step_end, on_log,
+ * on_evaluate, on_save, on_train_end). They run on the JS thread between steps: in a hook's
+ * synchronous part the adapter may be read or changed (stateDict, loadStateDict, save); a native
+ * job started there is refused (README "Calls during training"). A hook that returns a Promise is
+ * awaited before the next step. An exception in a hook ends the fit with it.
+ */
+export interface TrainerCallback {
+  /** Before the first step of this fit. */
+  onTrainBegin?(state: CallbackState): CallbackResult;
+  /** After each optimizer step, with its record. */
+  onStepEnd?(record: StepRecord, state: CallbackState): CallbackResult;
+  /** With the numbers of each step and each evaluation, as reportTo receives them (`train/loss`, `eval/<task>/accuracy`, ...). */
+  onLog?(step: number, scalars: Record<string, number>, state: CallbackState): CallbackResult;
+  /** After each evaluation. */
+  onEvaluate?(record: EvalRecord, state: CallbackState): CallbackResult;
+  /** After each checkpoint is written, with its folder. */
+  onSave?(checkpoint: string, state: CallbackState): CallbackResult;
+  /** When the fit ends (any way but an exception), with its history. */
+  onTrainEnd?(history: History, state: CallbackState): void | Promise<void>;
 }
 
 interface TrainerState {
@@ -350,6 +388,23 @@ function improves(value: number, best: number | undefined, mode: 'min' | 'max', 
 /** An optional true/false option: undefined, or a TypeError naming it and the value. */
 function optionalBool(v: unknown, name: string): void {
   if (v !== undefined && typeof v !== 'boolean') throw new TypeError(`${name} must be true or false, got ${util.inspect(v)}`);
+}
+
+const CALLBACK_HOOKS = ['onTrainBegin', 'onStepEnd', 'onLog', 'onEvaluate', 'onSave', 'onTrainEnd'] as const;
+
+/** FitOptions.callbacks checked: an array of objects; a plain object's keys must be hooks (a typo would never be called). */
+function checkCallbacks(callbacks: unknown): TrainerCallback[] {
+  if (callbacks === undefined) return [];
+  if (!Array.isArray(callbacks)) throw new TypeError(`fit: callbacks must be an array of TrainerCallback objects, got ${show(callbacks)}`);
+  callbacks.forEach((cb, i) => {
+    if (typeof cb !== 'object' || cb === null) throw new TypeError(`fit: callbacks[${i}] must be an object with hooks (${CALLBACK_HOOKS.join(', ')}), got ${show(cb)}`);
+    if (isPlainObject(cb)) checkKeys(cb, CALLBACK_HOOKS, `fit: callbacks[${i}]`);
+    for (const h of CALLBACK_HOOKS) {
+      const fn = (cb as Record<string, unknown>)[h];
+      if (fn !== undefined && typeof fn !== 'function') throw new TypeError(`fit: callbacks[${i}].${h} must be a function, got ${show(fn)}`);
+    }
+  });
+  return callbacks as TrainerCallback[];
 }
 
 /** A sink of TrainerOptions.reportTo in outputDir; a continued run (from step `from` > 0) keeps the rows up to it. */
@@ -943,6 +998,19 @@ export class Trainer {
     }
     /** The step of the checkpoint written last in this fit. */
     let savedAt = -1;
+    const callbacks = checkCallbacks(fitOptions.callbacks);
+    const state = (): CallbackState => ({ step: this.step, totalSteps: total });
+    /** Set when a callback returns {stop: true}: the fit ends after the current step. */
+    let stopRequested = false;
+    const notify = async <K extends Exclude<keyof TrainerCallback, 'onTrainEnd'>>(hook: K, ...args: Parameters<NonNullable<TrainerCallback[K]>>): Promise<void> => {
+      for (const cb of callbacks) {
+        const fn = cb[hook] as ((...a: unknown[]) => CallbackResult) | undefined;
+        if (!fn) continue;
+        const r = duringCallback(this.model, () => fn.apply(cb, args));
+        const v = r instanceof Promise ? await r : r;
+        if (typeof v === 'object' && v !== null && v.stop === true) stopRequested = true;
+      }
+    };
     const save = async (): Promise<void> => {
       // rank 0 writes while the others wait: every rank goes on once the checkpoint is complete
       const rng = dp ? await this.gatherGeneratorStates() : undefined;
@@ -950,6 +1018,7 @@ export class Trainer {
       if (!writer) this.lastCheckpoint = history.lastCheckpoint;
       if (dp) await distributed.barrier();
       savedAt = this.step;
+      await notify('onSave', history.lastCheckpoint, state());
     };
     const log = o.outputDir && writer ? path.join(o.outputDir, LOG_FILE) : undefined;
     if (o.outputDir && writer) {
@@ -991,6 +1060,8 @@ export class Trainer {
       if (showLines) process.stderr.write(`eval at step ${rec.step}:\n${evalText(tasks).replace(/^/gm, '  ')}\n`);
       if (o.outputDir && writer) writeFileAtomically(path.join(o.outputDir, evalPredictionsName(this.step)), predictions.map((p) => JSON.stringify(p) + '\n').join(''));
       if (fitOptions.onEval) duringCallback(this.model, () => fitOptions.onEval!(rec));
+      await notify('onEvaluate', rec, state());
+      if (callbacks.length) await notify('onLog', rec.step, evalScalars(tasks), state());
       if (bestRule) {
         const value = metricOf(tasks, bestRule.metric);
         if (improves(value, this.best.save?.value, bestRule.mode, 0)) {
@@ -1011,7 +1082,8 @@ export class Trainer {
       return false;
     };
     try {
-      while (this.step < total) {
+      await notify('onTrainBegin', state());
+      while (this.step < total && !stopRequested) {
         const micro: Batch[] = [];
         for (let k = 0; k < o.gradientAccumulation; k++) micro.push(dp ? rankSlice(this.sampler.next(), R, W) : this.sampler.next());
         const t0 = process.hrtime.bigint();
@@ -1063,6 +1135,8 @@ export class Trainer {
         bar?.update(this.step, rec.loss.toFixed(4), String(Math.round(rec.tokensPerSecond)));
         if (showLines && (rec.step === firstStep + 1 || rec.step % o.loggingSteps === 0 || rec.step === total)) process.stderr.write(stepLine(rec, total) + '\n');
         if (fitOptions.onStep) duringCallback(this.model, () => fitOptions.onStep!(rec));
+        await notify('onStepEnd', rec, state());
+        if (callbacks.length) await notify('onLog', rec.step, stepScalars(rec), state());
         if (o.evalEvery > 0 && this.step % o.evalEvery === 0 && this.step < total && (await evaluate())) {
           history.stopped = 'earlyStopping';
           break;
@@ -1073,13 +1147,15 @@ export class Trainer {
           break;
         }
         let aborted = Boolean(fitOptions.signal?.aborted);
-        // one decision for every rank: any rank's abort (Ctrl-C) stops them all after this step
-        if (dp) aborted = (await distributed.allreduceSum([aborted ? 1 : 0]))[0] > 0;
-        if (aborted) {
-          history.stopped = 'aborted';
+        let stopped = stopRequested;
+        // one decision for every rank: any rank's abort (Ctrl-C) or callback stops them all after this step
+        if (dp) [aborted, stopped] = (await distributed.allreduceSum([aborted ? 1 : 0, stopped ? 1 : 0])).map((v) => v > 0);
+        if (aborted || stopped) {
+          history.stopped = aborted ? 'aborted' : 'callback';
           break;
         }
       }
+      if (stopRequested && history.stopped === 'completed') history.stopped = 'callback'; // onTrainBegin asked
       if (history.stopped === 'completed') await evaluate();
       if (o.outputDir && savedAt !== this.step) await save();
       if (o.loadBestAtEnd && history.bestCheckpoint && (history.stopped === 'completed' || history.stopped === 'earlyStopping')) {
@@ -1097,6 +1173,7 @@ export class Trainer {
           ' (lower the learning rate?)',
       );
     }
+    for (const cb of callbacks) if (cb.onTrainEnd) await duringCallback(this.model, () => cb.onTrainEnd!(history, state()));
     return history;
   }
 

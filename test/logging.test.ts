@@ -114,3 +114,54 @@ describe('a run with reportTo csv and tensorboard, stderr not a terminal', () =>
     expect(() => new r.Trainer(model, adapter, { reportTo: ['csv'] })).toThrow('reportTo ["csv"] needs outputDir');
   });
 });
+
+// Hooks in the shape of Hugging Face's TrainerCallback; returning {stop: true} ends the fit.
+describe('TrainerCallback', () => {
+  const r = require('../lib') as typeof import('../lib');
+  const { TINY_BYTE_CONFIG } = require('./helpers/tiny-model') as typeof import('./helpers/tiny-model');
+  const setup = (outputDir?: string) => {
+    const tok = new r.ByteTokenizer();
+    const data = r.MultiTaskDataset.fromArray(['cat', 'dog', 'owl', 'yak'].map((w, i) => ({ task: i % 2 ? 'b' : 'a', prompt: w, response: w[0] })), { tokenizer: tok, maxLength: 16 });
+    const model = r.Model.fromConfig(TINY_BYTE_CONFIG, { seed: 1 });
+    const adapter = r.Adapter.attach(model, { method: 'rlora', rank: 2, heads: 2, targetModules: ['q_proj'], seed: 1 });
+    return { data, trainer: new r.Trainer(model, adapter, { maxSteps: 6, batchSize: 4, evalEvery: 2, progress: false, ...(outputDir ? { outputDir, saveEvery: 2 } : {}) }) };
+  };
+
+  it('calls every hook in order with the step, and {stop: true} from onStepEnd ends the fit after that step with a checkpoint', async () => {
+    const out = path.join(tmp, 'callbacks');
+    const { data, trainer } = setup(out);
+    const calls: string[] = [];
+    const cb: import('../lib').TrainerCallback = {
+      onTrainBegin: (s) => void calls.push(`begin ${s.step}/${s.totalSteps}`),
+      onStepEnd: (rec) => {
+        calls.push(`step ${rec.step}`);
+        return rec.step === 3 ? { stop: true } : undefined;
+      },
+      onLog: (step, scalars) => void calls.push(`log ${step} ${'train/loss' in scalars ? 'train' : 'eval'}`),
+      onEvaluate: (rec) => void calls.push(`eval ${rec.step}`),
+      onSave: (dir) => void calls.push(`save ${path.basename(dir)}`),
+      onTrainEnd: (h) => void calls.push(`end ${h.stopped}`),
+    };
+    const h = await trainer.fit(data, { evalDataset: data, callbacks: [cb] });
+    expect(h.stopped).toBe('callback');
+    expect(h.steps.map((s) => s.step)).toEqual([1, 2, 3]);
+    expect(calls).toEqual([
+      'begin 0/6', 'step 1', 'log 1 train', 'step 2', 'log 2 train', 'eval 2', 'log 2 eval', 'save checkpoint-2', 'step 3', 'log 3 train', 'save checkpoint-3', 'end callback',
+    ]);
+    expect(fs.existsSync(path.join(out, 'checkpoint-3', 'trainer_state.json'))).toBe(true);
+  });
+
+  it('an async hook is awaited, and {stop: true} from onEvaluate stops too; a misspelt hook is refused', async () => {
+    const { data, trainer } = setup();
+    let waited = 0;
+    const h = await trainer.fit(data, {
+      evalDataset: data,
+      callbacks: [{ onStepEnd: async () => { await new Promise((res) => setTimeout(res, 5)); waited++; } }, { onEvaluate: (rec) => (rec.step === 4 ? { stop: true } : undefined) }],
+    });
+    expect(h.stopped).toBe('callback');
+    expect(h.steps.map((s) => s.step)).toEqual([1, 2, 3, 4]);
+    expect(waited).toBe(4);
+    const again = setup();
+    await expect(again.trainer.fit(again.data, { callbacks: [{ onStepend: () => undefined } as never] })).rejects.toThrow('fit: callbacks[0]: unknown option "onStepend" (did you mean "onStepEnd"?)');
+  });
+});
