@@ -282,6 +282,12 @@ export interface FitOptions {
   onEval?: (record: EvalRecord) => void;
   /** Hooks in the shape of Hugging Face's TrainerCallback; each may stop the fit. Called in order. */
   callbacks?: TrainerCallback[];
+  /**
+   * Ctrl-C (SIGINT) while this fit runs finishes the current step, writes a checkpoint (with
+   * outputDir) and returns with stopped 'aborted', as `rlora train` does; a second Ctrl-C quits at
+   * once (exit code 130). Without it a script dies at Ctrl-C with no checkpoint. Default false.
+   */
+  stopOnSigint?: boolean;
 }
 
 /** What a callback may return: `{stop: true}` ends the fit after this step (History.stopped 'callback'), as control.should_training_stop does. */
@@ -923,6 +929,8 @@ export class Trainer {
    */
   async fit(train: MultiTaskDataset, fitOptions: FitOptions = {}): Promise<History> {
     checkInstance(train, MultiTaskDataset, 'fit: the training set');
+    checkKeys(fitOptions, ['evalDataset', 'signal', 'onStep', 'onEval', 'callbacks', 'stopOnSigint'], 'fit');
+    optionalBool(fitOptions.stopOnSigint, 'fit: stopOnSigint');
     this.checkLive();
     const current = Adapter.of(this.model);
     if (current !== this.adapter) {
@@ -1081,6 +1089,13 @@ export class Trainer {
       }
       return false;
     };
+    const sigint = { requested: false };
+    const onSigint = (): void => {
+      if (sigint.requested) process.exit(130); // the second Ctrl-C: at once, without a checkpoint
+      sigint.requested = true;
+      process.stderr.write(`\nrlora: Ctrl-C: stopping after step ${this.step + 1}${o.outputDir ? ' and writing a checkpoint' : ''} (Ctrl-C again to quit at once)\n`);
+    };
+    if (fitOptions.stopOnSigint) process.on('SIGINT', onSigint);
     try {
       await notify('onTrainBegin', state());
       while (this.step < total && !stopRequested) {
@@ -1146,7 +1161,7 @@ export class Trainer {
           history.stopped = 'nonFinite';
           break;
         }
-        let aborted = Boolean(fitOptions.signal?.aborted);
+        let aborted = Boolean(fitOptions.signal?.aborted) || sigint.requested;
         let stopped = stopRequested;
         // one decision for every rank: any rank's abort (Ctrl-C) or callback stops them all after this step
         if (dp) [aborted, stopped] = (await distributed.allreduceSum([aborted ? 1 : 0, stopped ? 1 : 0])).map((v) => v > 0);
@@ -1162,6 +1177,7 @@ export class Trainer {
         this.loadAdapterWeights(history.bestCheckpoint);
       }
     } finally {
+      if (fitOptions.stopOnSigint) process.off('SIGINT', onSigint);
       bar?.stop();
       this.adapter.setMode(false);
     }

@@ -165,3 +165,48 @@ describe('TrainerCallback', () => {
     await expect(again.trainer.fit(again.data, { callbacks: [{ onStepend: () => undefined } as never] })).rejects.toThrow('fit: callbacks[0]: unknown option "onStepend" (did you mean "onStepEnd"?)');
   });
 });
+
+// stopOnSigint: Ctrl-C in a script finishes the step, writes a checkpoint and returns (a script
+// used to die without one).
+describe('fit with stopOnSigint', () => {
+  it('SIGINT finishes the current step, checkpoints, and fit returns stopped "aborted"', async () => {
+    const out = path.join(tmp, 'sigint');
+    const script = `
+      const r = require(${JSON.stringify(path.join(__dirname, '..', 'lib'))});
+      const { TINY_BYTE_CONFIG } = require(${JSON.stringify(path.join(__dirname, 'helpers', 'tiny-model'))});
+      (async () => {
+        const tok = new r.ByteTokenizer();
+        const data = r.MultiTaskDataset.fromArray(['cat', 'dog'].map((w) => ({ task: 'a', prompt: w, response: w })), { tokenizer: tok, maxLength: 16 });
+        const model = r.Model.fromConfig(TINY_BYTE_CONFIG, { seed: 1 });
+        const adapter = r.Adapter.attach(model, { targetModules: ['q_proj'] });
+        const t = new r.Trainer(model, adapter, { maxSteps: 100000, batchSize: 2, progress: false, outputDir: ${JSON.stringify(out)} });
+        const h = await t.fit(data, { stopOnSigint: true, onStep: (rec) => { if (rec.step === 3) console.log('ready'); } });
+        console.log(JSON.stringify({ stopped: h.stopped, last: h.steps[h.steps.length - 1].step, checkpoint: h.lastCheckpoint }));
+      })().catch((e) => { console.error(e); process.exit(1); });`;
+    const { spawn } = require('child_process') as typeof import('child_process');
+    const child = spawn(process.execPath, ['-r', 'tsx/cjs', '-e', script], { cwd: path.join(__dirname, '..'), stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '', stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    await new Promise<void>((resolve) => child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      if (stdout.includes('ready')) resolve();
+    }));
+    child.kill('SIGINT');
+    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+    expect({ code, stderr: stderr.replace(/\nrlora: Ctrl-C: stopping after step \d+ and writing a checkpoint \(Ctrl-C again to quit at once\)\n/, '') }).toEqual({ code: 0, stderr: '' });
+    const res = JSON.parse(stdout.trim().split('\n').pop()!);
+    expect(res.stopped).toBe('aborted');
+    expect(res.last).toBeGreaterThanOrEqual(3);
+    expect(res.checkpoint).toBe(path.join(out, `checkpoint-${res.last}`));
+    expect(fs.existsSync(path.join(res.checkpoint, 'trainer_state.json'))).toBe(true);
+  });
+
+  it('refuses an unknown fit option', async () => {
+    const r = require('../lib') as typeof import('../lib');
+    const { TINY_BYTE_CONFIG } = require('./helpers/tiny-model') as typeof import('./helpers/tiny-model');
+    const model = r.Model.fromConfig(TINY_BYTE_CONFIG, { seed: 1 });
+    const t = new r.Trainer(model, r.Adapter.attach(model, { targetModules: ['q_proj'] }), { maxSteps: 1, progress: false });
+    const data = r.MultiTaskDataset.fromArray([{ task: 'a', prompt: 'x', response: 'y' }], { tokenizer: new r.ByteTokenizer(), maxLength: 8 });
+    await expect(t.fit(data, { evalDatset: data } as never)).rejects.toThrow('fit: unknown option "evalDatset" (did you mean "evalDataset"?)');
+  });
+});
