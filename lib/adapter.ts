@@ -11,9 +11,12 @@ import { LoraOptions, MultiHeadLoraLinear, ResolvedLoraOptions } from './layer';
 import { Model } from './model';
 import { forEachSafetensor, readSafetensorsHeader, saveSafetensors } from './safetensors';
 import { Tensor } from './tensor';
+import { renderModelCard } from './model-card';
+import type { ModelCardInput } from './model-card';
+import type { TextTokenizer, TokenizerFiles } from './tokenizer';
 import { replaceFolder, writeFileFully } from './util/files';
 import { readJsonFile } from './util/json';
-import { checkInstance } from './util/options';
+import { checkInstance, checkKeys, isPlainObject, show } from './util/options';
 
 // Node's util.inspect.custom (the same registered symbol), named without @types/node so that
 // rlora's published .d.ts files type-check in projects that do not install it.
@@ -264,6 +267,13 @@ export function hash48(text: string): number {
   return createHash('sha256').update(text).digest().readUIntBE(0, 6);
 }
 
+export interface AdapterSaveOptions {
+  /** Also write its tokenizer.json and tokenizer_config.json, so the folder is complete for sharing (Tokenizer.fromFile reads it back). */
+  tokenizer?: TextTokenizer;
+  /** Also write README.md, a model card (true), with an evaluation table and a paragraph of your own when given. */
+  modelCard?: boolean | { metrics?: ModelCardInput['metrics']; description?: string };
+}
+
 /** The files of an adapter folder (the rest is the user's, and kept by save). */
 const ADAPTER_FILES = ['adapter_config.json', 'rlora_config.json', 'adapter_model.safetensors'];
 
@@ -510,12 +520,31 @@ export class Adapter {
    * alpha differ from the adapter's options are listed by full name in rank_pattern / alpha_pattern;
    * target_modules holds the short names when they select exactly the adapted modules, else the full names.
    */
-  save(dir: string): void {
+  save(dir: string, options: AdapterSaveOptions = {}): void {
     this.check();
     assertNotTraining(this.model, 'Adapter.save', true);
+    checkKeys(options, ['tokenizer', 'modelCard'], 'Adapter.save');
+    const tok = options.tokenizer;
+    if (tok !== undefined && typeof (tok as { files?: unknown }).files !== 'function') {
+      throw new TypeError('Adapter.save: tokenizer must be a Tokenizer or a ByteTokenizer (something with files()), got ' + show(tok));
+    }
+    const card = options.modelCard;
+    if (card !== undefined && typeof card !== 'boolean' && !isPlainObject(card)) throw new TypeError(`Adapter.save: modelCard must be true or {metrics?, description?}, got ${show(card)}`);
+    if (isPlainObject(card)) checkKeys(card, ['metrics', 'description'], 'Adapter.save: modelCard');
     // written beside the old folder and swapped in when complete (util/files.ts): a crash or a full
     // disk never leaves new weights beside an old config; the user's other files in it are kept
-    replaceFolder(dir, (tmp) => this.write(tmp), {
+    replaceFolder(dir, (tmp) => {
+      this.write(tmp);
+      if (tok) for (const [name, content] of Object.entries((tok as { files(): TokenizerFiles }).files())) writeFileFully(path.join(tmp, name), JSON.stringify(content, null, 2) + '\n');
+      if (card) {
+        const c = card === true ? {} : (card as { metrics?: ModelCardInput['metrics']; description?: string });
+        writeFileFully(path.join(tmp, 'README.md'), renderModelCard({
+          name: path.basename(path.resolve(dir)), version: VERSION, baseModel: this.model.source ?? null, options: this.options,
+          targetModules: [...new Set([...this.layers.keys()].map(short))].sort(), trainableParameters: this.trainableParameterCount(),
+          ...(this.trainingData ? { data: this.trainingData } : {}), ...(c.metrics ? { metrics: c.metrics } : {}), ...(c.description ? { description: c.description } : {}),
+        }));
+      }
+    }, {
       owns: (name) => ADAPTER_FILES.includes(name),
       verify: (tmp) => void readSafetensorsHeader(path.join(tmp, 'adapter_model.safetensors')),
     });

@@ -14,6 +14,8 @@ export type { SafetensorsEntry, SafetensorsHeader } from './safetensors';
 export { MultiHeadLoraLinear } from './layer';
 export { Model, SUPPORTED_ARCHITECTURES, normalizeConfig } from './model';
 export { Adapter, moduleSeed } from './adapter';
+export type { AdapterSaveOptions } from './adapter';
+export type { ModelCardInput } from './model-card';
 export { Trainer, trainStep, evalLoss, BUILTIN_METRICS } from './trainer';
 export * as distributed from './distributed';
 export type { DistributedOptions, Backend as DistributedBackend } from './distributed';
@@ -27,7 +29,7 @@ export { AdamW, fitStep } from './optim';
 export type { AdamWOptions, FitStepResult, Schedule } from './optim';
 export type { LoraOptions, InitOptions, InitScheme, InitScale, Method, ResolvedLoraOptions, BaseLinear, VjpResult } from './layer';
 export { Tokenizer, ByteTokenizer } from './tokenizer';
-export type { TextTokenizer, EncodeOptions, DecodeOptions, TokenizerConfig, TokenizerFileOptions, SpecialTokenValue, ByteTokenizerOptions } from './tokenizer';
+export type { TextTokenizer, EncodeOptions, DecodeOptions, TokenizerConfig, TokenizerFileOptions, SpecialTokenValue, ByteTokenizerOptions, TokenizerFiles } from './tokenizer';
 export { MultiTaskDataset, BatchSampler, promptBatch, DEFAULT_TEMPLATE } from './data';
 export type { Example, DatasetOptions, DataSettings, EncodedExample, Sampling, SamplerOptions, Batch, SamplerState } from './data';
 

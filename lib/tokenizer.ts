@@ -38,6 +38,12 @@ export interface DecodeOptions {
 }
 
 /** What datasets, the trainer and generation need from a tokenizer. */
+/** A tokenizer as files: the contents of tokenizer.json and of tokenizer_config.json. */
+export interface TokenizerFiles {
+  'tokenizer.json': object;
+  'tokenizer_config.json': Record<string, unknown>;
+}
+
 export interface TextTokenizer {
   /** Number of token ids: every id in 0..vocabSize-1 may be decoded. */
   readonly vocabSize: number;
@@ -226,8 +232,11 @@ export class Tokenizer implements TextTokenizer {
   readonly #templateBos: boolean; // the post-processor puts bos first
   readonly #templateEos: boolean;
 
+  readonly #files: TokenizerFiles;
+
   private constructor(json: unknown, config: TokenizerConfig, source: string) {
     const tokenizerJson = normalizeTokenizerJson(json, source);
+    this.#files = { 'tokenizer.json': json as object, 'tokenizer_config.json': { ...config } as Record<string, unknown> };
     if (!isPlainObject(config)) throw new TypeError(`${source}: tokenizer config must be an object, got ${describe(config)}`);
     for (const key of ['add_bos_token', 'add_eos_token', 'clean_up_tokenization_spaces'] as const) {
       const v = config[key];
@@ -385,6 +394,11 @@ export class Tokenizer implements TextTokenizer {
     return ids;
   }
 
+  /** The contents of tokenizer.json and tokenizer_config.json that make this tokenizer again (Tokenizer.fromFile reads them back). */
+  files(): TokenizerFiles {
+    return { 'tokenizer.json': this.#files['tokenizer.json'], 'tokenizer_config.json': { ...this.#files['tokenizer_config.json'] } };
+  }
+
   /**
    * The text the tokenizer's chat_template renders for `messages`, as transformers'
    * `apply_chat_template(messages, tokenize=False, add_generation_prompt=...)`: with
@@ -437,6 +451,25 @@ export interface ByteTokenizerOptions {
 
 const BYTE_SPECIALS = ['<bos>', '<eos>', '<pad>'] as const;
 
+/** GPT-2's printable stand-in character of each byte, as byte-level BPE vocabularies spell bytes. */
+function byteLevelChars(): string[] {
+  const bs: number[] = [];
+  for (let b = 33; b <= 126; b++) bs.push(b);
+  for (let b = 161; b <= 172; b++) bs.push(b);
+  for (let b = 174; b <= 255; b++) bs.push(b);
+  const cs = [...bs];
+  let n = 0;
+  for (let b = 0; b < 256; b++) {
+    if (!bs.includes(b)) {
+      bs.push(b);
+      cs.push(256 + n++);
+    }
+  }
+  const out: string[] = new Array(256);
+  bs.forEach((b, i) => (out[b] = String.fromCodePoint(cs[i])));
+  return out;
+}
+
 /**
  * A tokenizer that needs no file: ids 0..255 are the bytes of the UTF-8 text, 256 is bos, 257 eos,
  * 258 pad (vocabSize 259). Byte ids have the tokens `<0x00>`..`<0xFF>`.
@@ -459,6 +492,33 @@ export class ByteTokenizer implements TextTokenizer {
     checkOptions('ByteTokenizer', options, ['addBos', 'addEos']);
     this.#addBos = options.addBos ?? false;
     this.#addEos = options.addEos ?? false;
+  }
+
+  /**
+   * This tokenizer as Hugging Face files: a byte-level BPE (as GPT-2's) with one token per byte and
+   * no merges, so that `Tokenizer.fromFile` (and transformers' tokenizers) give the same ids for
+   * every text, with `<bos>`, `<eos>`, `<pad>` at 256, 257, 258.
+   */
+  files(): TokenizerFiles {
+    const special = (id: number, content: string) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+    const vocab = Object.fromEntries(byteLevelChars().map((c, b) => [c, b]));
+    return {
+      'tokenizer.json': {
+        version: '1.0',
+        truncation: null,
+        padding: null,
+        added_tokens: BYTE_SPECIALS.map((t, i) => special(256 + i, t)),
+        normalizer: null,
+        pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
+        post_processor: null,
+        decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
+        model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges: [] },
+      },
+      'tokenizer_config.json': {
+        bos_token: this.bosToken, eos_token: this.eosToken, pad_token: this.padToken,
+        add_bos_token: this.#addBos, add_eos_token: this.#addEos, clean_up_tokenization_spaces: false,
+      },
+    };
   }
 
   /** The UTF-8 bytes of `text` (a lone surrogate becomes U+FFFD, as in TextEncoder). */

@@ -120,8 +120,8 @@ describe('generating for an adapter trained on chat records', () => {
     const { json, config } = byteBpe(CHATML_BPE);
     const t = Tokenizer.fromJSON(json, config as never);
     const msgs = [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'hi' }];
-    expect(t.applyChatTemplate(msgs)).toBe('<|bos|><|system|>Be brief.<|eos|>\n<|user|>hi<|eos|>\n');
-    expect(t.applyChatTemplate(msgs, { addGenerationPrompt: true })).toBe('<|bos|><|system|>Be brief.<|eos|>\n<|user|>hi<|eos|>\n<|assistant|>');
+    expect(t.applyChatTemplate(msgs)).toBe('<bos><|system|>Be brief.<eos>\n<|user|>hi<eos>\n');
+    expect(t.applyChatTemplate(msgs, { addGenerationPrompt: true })).toBe('<bos><|system|>Be brief.<eos>\n<|user|>hi<eos>\n<|assistant|>');
     expect(() => t.applyChatTemplate(msgs, { addGenerationPromt: true } as never)).toThrow(/unknown option/);
     const { json: j2, config: c2 } = byteBpe();
     expect(() => Tokenizer.fromJSON(j2, c2 as never).applyChatTemplate(msgs)).toThrow(/has no chat_template/);
