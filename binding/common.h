@@ -122,6 +122,16 @@ class PromiseWorker : public Napi::AsyncWorker {
     }
   }
   void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+  // The job's completion reaches the JS thread after its environment began to be torn down
+  // (worker.terminate() while a Worker awaits a native job): every N-API call then fails, and
+  // node-addon-api would throw out of this callback, which aborts the whole process. Nothing can
+  // be settled in an environment that is going away: drop it quietly.
+  void OnWorkComplete(Napi::Env env, napi_status status) override {
+    try {
+      Napi::AsyncWorker::OnWorkComplete(env, status);
+    } catch (...) {
+    }
+  }
 
  private:
   Napi::Promise::Deferred deferred_;
