@@ -10,6 +10,7 @@
 #include "common/cpu_allocator.h"
 #include "common/cpu_support.h"
 #include "common/files.h"
+#include "common/process.h"
 #include "common/format.h"
 #include "common/cuda_memory.h"
 #include "layer.h"
@@ -115,6 +116,12 @@ Napi::Value ExchangePaths(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), exchange_paths(get_string(info[0], "a"), get_string(info[1], "b")));
 }
 
+// setParentDeathSignal(signal, parentPid) -> 0, or the errno (common/process.h).
+Napi::Value SetParentDeathSignal(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), set_parent_death_signal(static_cast<int>(get_integer(info[0], "signal")),
+                                                               static_cast<int>(get_integer(info[1], "parentPid"))));
+}
+
 Napi::Value BlasInfo(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), blas_info()); }
 
 Napi::Object BuildInfo(Napi::Env env) {
@@ -142,6 +149,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("blasInfo", Napi::Function::New(env, BlasInfo));
   exports.Set("cpuDtypeProblem", Napi::Function::New(env, CpuDtypeProblem));
   exports.Set("exchangePaths", Napi::Function::New(env, ExchangePaths));
+  exports.Set("setParentDeathSignal", Napi::Function::New(env, SetParentDeathSignal));
   exports.Set("memoryStats", Napi::Function::New(env, MemoryStats));
   exports.Set("setCpuCaching", Napi::Function::New(env, SetCpuCaching));
   exports.Set("setCpuCacheLimit", Napi::Function::New(env, SetCpuCacheLimit));

@@ -5,6 +5,7 @@
 import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as net from 'net';
+import * as os from 'os';
 import * as path from 'path';
 
 import { Adapter, ByteTokenizer, distributed, loadSafetensors, Model, Trainer } from '../lib';
@@ -548,6 +549,50 @@ describe('data parallel (gloo)', () => {
     const single = cli(['train', '--config', oneRun, '--max-steps', String(step + 5), '--threads', '1']);
     expect((await single.done).code).toBe(0);
     expect(maxRelDiff(adapterArrays(path.join(dir, 'out-dp', 'adapter')), adapterArrays(path.join(dir, 'out-one', 'adapter')))).toBeLessThan(1e-5);
+  });
+
+  // The workers were spawned detached and kept training after kill -9 (or SIGHUP) of their
+  // launcher; now each asks the kernel for SIGTERM when its parent dies.
+  itDp('kill -9 of the launcher ends its workers; more workers than cores is refused', async () => {
+    const dir = path.join(tmp, 'orphans');
+    const run = cliFolder(dir, 100000);
+    const dpRun = run('dp', 2);
+    const log = path.join(dir, 'out-dp', 'log.jsonl');
+    const launcher = cli(['train', '--config', dpRun, '--nproc-per-node', '2', '--master-port', String(await freePort())]);
+    const deadline = Date.now() + 60_000;
+    while (!(fs.existsSync(log) && fs.readFileSync(log, 'utf8').split('\n').filter(Boolean).length >= 2)) {
+      if (Date.now() > deadline) throw new Error('no step lines within 60 s');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const children = (pid: number): number[] =>
+      fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number).filter((p) => {
+        try {
+          return Number(fs.readFileSync(`/proc/${p}/stat`, 'utf8').replace(/^.*\) /, '').split(' ')[1]) === pid;
+        } catch {
+          return false;
+        }
+      });
+    // the workers (tsx may have a helper process of its own beside them)
+    const workers = children(launcher.c.pid!).filter((p) => fs.readFileSync(`/proc/${p}/environ`, 'latin1').includes('RLORA_LAUNCHER_PID='));
+    expect(workers).toHaveLength(2);
+    launcher.c.kill('SIGKILL');
+    await launcher.done;
+    const alive = (p: number): boolean => {
+      try {
+        process.kill(p, 0);
+        return !/^\S+ \(.*\) Z/.test(fs.readFileSync(`/proc/${p}/stat`, 'utf8')); // a zombie is dead
+      } catch {
+        return false;
+      }
+    };
+    const until = Date.now() + 15_000;
+    while (workers.some(alive) && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+    expect(workers.filter(alive)).toEqual([]);
+    // more workers than the usable cores, unless asked for
+    const many = cli(['train', '--config', dpRun, '--nproc-per-node', '1000']);
+    const r = await many.done;
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`--nproc-per-node 1000 is more than the ${os.availableParallelism()} cores this process may use: each worker needs one (add --oversubscribe to start them anyway)`);
   });
 
   // Two "machines" on one host: a launcher per node rank, one worker each, meeting at the master's

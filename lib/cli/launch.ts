@@ -17,8 +17,11 @@ export interface LaunchOptions {
   threads?: number;
 }
 
-/** The launcher's own flags (each takes a value). */
+/** The launcher's own flags (each takes a value; --oversubscribe is a flag). */
 const LAUNCH_FLAGS = ['nproc-per-node', 'nnodes', 'node-rank', 'master-addr', 'master-port'];
+const LAUNCH_SWITCHES = ['oversubscribe'];
+/** Set in each worker's environment: the launcher's pid, so that the worker dies with it (dieWithLauncher). */
+export const LAUNCHER_PID_ENV = 'RLORA_LAUNCHER_PID';
 
 /** The launcher's flags (all optional): checked, with torchrun's defaults. */
 export function launchOptions(opts: Record<string, string | boolean>): LaunchOptions | undefined {
@@ -31,6 +34,11 @@ export function launchOptions(opts: Record<string, string | boolean>): LaunchOpt
     return n;
   };
   const nprocPerNode = int('nproc-per-node', 1, 1024, 1);
+  // each worker needs a core (1000 workers on 2 cores held 19 GB before the first step)
+  const cores = os.availableParallelism();
+  if (nprocPerNode > cores && !opts.oversubscribe) {
+    throw new UsageError(`--nproc-per-node ${nprocPerNode} is more than the ${cores} cores this process may use: each worker needs one (add --oversubscribe to start them anyway)`);
+  }
   const nnodes = int('nnodes', 1, 65536, 1);
   const nodeRank = int('node-rank', 0, nnodes - 1, 0);
   const masterPort = int('master-port', 1, 65535, 29500);
@@ -43,10 +51,12 @@ export function launchOptions(opts: Record<string, string | boolean>): LaunchOpt
 export function withoutLaunchFlags(args: string[]): string[] {
   // --threads too: the launcher gives each worker its share of the cores
   const flags = new Set([...LAUNCH_FLAGS, 'threads'].map((f) => `--${f}`));
+  const switches = new Set(LAUNCH_SWITCHES.map((f) => `--${f}`));
   const out: string[] = [];
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     const eq = a.indexOf('=');
+    if (switches.has(a)) continue;
     if (flags.has(eq > 0 ? a.slice(0, eq) : a)) {
       if (eq < 0) i++; // its value
       continue;
@@ -95,6 +105,7 @@ export async function launch(command: string[], o: LaunchOptions, say: (s: strin
       RANK: String(rank),
       LOCAL_RANK: String(local),
       LOCAL_WORLD_SIZE: String(o.nprocPerNode),
+      [LAUNCHER_PID_ENV]: String(process.pid),
     };
     // its own process group: a terminal's Ctrl-C reaches the launcher alone, which forwards it once
     const child = spawn(process.execPath, [...process.execArgv, ...command, '--threads', String(threads)], { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
@@ -102,7 +113,16 @@ export async function launch(command: string[], o: LaunchOptions, say: (s: strin
     pipeLines(child.stdout!, `[rank ${rank}] `, process.stdout);
     pipeLines(child.stderr!, `[rank ${rank}] `, process.stderr);
     exits.push(
-      new Promise((resolve) =>
+      new Promise((resolve) => {
+        // a worker that cannot be started (EMFILE, EAGAIN): stop the ones started, exit non-zero
+        child.on('error', (e) => {
+          if (firstFailure === undefined) {
+            firstFailure = 1;
+            say(`rlora: could not start rank ${rank}: ${e.message}; stopping the other workers`);
+            stopOthers();
+          }
+          resolve(1);
+        });
         child.on('exit', (code, signal) => {
           const c = code ?? (signal === 'SIGINT' ? 130 : 1);
           if (c !== 0 && firstFailure === undefined) {
@@ -113,8 +133,8 @@ export async function launch(command: string[], o: LaunchOptions, say: (s: strin
             }
           }
           resolve(c);
-        }),
-      ),
+        });
+      }),
     );
   }
   let interrupts = 0;
@@ -133,4 +153,20 @@ export async function launch(command: string[], o: LaunchOptions, say: (s: strin
     process.off('SIGTERM', onSigterm);
   }
   return firstFailure ?? 0;
+}
+
+/**
+ * In a worker started by `rlora train --nproc-per-node`: asks to be sent SIGTERM when the launcher
+ * dies (kill -9, SIGHUP of its terminal), so that no worker trains on alone. A worker whose
+ * launcher is already gone exits. Nothing happens outside such a worker, or where the system has
+ * no parent-death signal (then the workers outlive a killed launcher, as before).
+ */
+export function dieWithLauncher(setParentDeathSignal: (signal: number, parentPid: number) => number): void {
+  const pid = Number(process.env[LAUNCHER_PID_ENV]);
+  if (!Number.isSafeInteger(pid) || pid <= 0) return;
+  const r = setParentDeathSignal(os.constants.signals.SIGTERM, pid);
+  if (r === os.constants.errno.ESRCH) {
+    process.stderr.write('rlora: the launcher of this worker is gone: stopping\n');
+    process.exit(1);
+  }
 }

@@ -8,7 +8,7 @@ import type { Trainer, TrainerOptions } from '../trainer';
 import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
 import { as, checkVocabulary, describeDataset, lib, loadModel, loadTokenizer } from './common';
 import { CLEAR_LINE } from '../progress';
-import { launch, launchOptions, withoutLaunchFlags } from './launch';
+import { dieWithLauncher, launch, launchOptions, withoutLaunchFlags } from './launch';
 import { describeRunConfig, readRunConfig, RunConfig } from './runconfig';
 import { LOG_FILE, runFiles, TRAINER_STATE_FILE } from '../checkpoint-files';
 import { evalText, fmt, stepLine } from '../logging/text';
@@ -55,7 +55,8 @@ Data parallel (README "Data parallel"), as torchrun: each worker trains on its s
 global batch (trainer.batchSize rows each; the global batch is batchSize x gradientAccumulation x
 workers), the gradients are summed over the workers with Gloo, rank 0 writes the files. Output
 lines are prefixed with the rank; Ctrl-C stops every worker at the same step with one checkpoint.
-  --nproc-per-node N   worker processes on this machine (default 1)
+  --nproc-per-node N   worker processes on this machine (default 1; at most the usable cores
+                       unless --oversubscribe). Workers die with the launcher (kill -9 included)
   --nnodes M           machines (default 1); run the same command on each, with its --node-rank
   --node-rank K        this machine's index, 0 to M - 1 (default 0)
   --master-addr HOST   address of the machine with node rank 0 (default 127.0.0.1)
@@ -105,7 +106,7 @@ export { metricLines } from '../logging/text';
 async function runTrain(args: string[]): Promise<number> {
   const { opts, rest } = parseArgs(args, {
     config: 'value', resume: 'value', overwrite: 'flag', threads: 'value', 'max-steps': 'value',
-    'nproc-per-node': 'value', nnodes: 'value', 'node-rank': 'value', 'master-addr': 'value', 'master-port': 'value',
+    'nproc-per-node': 'value', nnodes: 'value', 'node-rank': 'value', 'master-addr': 'value', 'master-port': 'value', oversubscribe: 'flag',
   });
   if (rest.length) throw new UsageError(`unexpected argument ${rest[0]}`);
   const configFile = stringOption(opts, 'config');
@@ -159,6 +160,8 @@ async function runTrain(args: string[]): Promise<number> {
   process.on('SIGINT', onSigint);
   try {
     const rl = lib();
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    dieWithLauncher((require('../native') as typeof import('../native')).native.setParentDeathSignal); // a worker of --nproc-per-node
     if (threadsGiven !== undefined) rl.setNumThreads(threadsGiven); // else the library's default: the usable cores
     const model = await loadModel({ ...cfg.model, device: rl.distributed.rankDevice(cfg.model.device ?? cfg.trainer.device) }, `${cfg.file}: model`);
     say(`model      ${cfg.model.path ?? `random weights from model.config (seed ${cfg.model.seed})`}: ${model.resolvedConfig.architecture}, ${model.parameterCount().toLocaleString('en-US')} parameters, ${model.dtype} on ${model.device}`);
