@@ -500,8 +500,21 @@ export class Model {
   async forward(inputIds: TokenBatch, options: ForwardOptions = {}): Promise<Tensor> {
     assertNotTraining(this, 'Model.forward');
     const ids = toTokenTensor(inputIds, 'inputIds', options.shape);
+    this.checkLength('Model.forward', ids.shape[1], 0);
     const mask = options.attentionMask === undefined ? null : toMaskTensor(options.attentionMask, options.shape);
     return new Tensor(await this.native.forward(ids.native, mask?.native ?? null));
+  }
+
+  /**
+   * Refuses sequences longer than the model's max_position_embeddings (config.json), before any
+   * memory is taken: a 20,000-token prompt used to grow to 9 GB on a model made for 2,048.
+   */
+  private checkLength(where: string, tokens: number, newTokens: number): void {
+    const limit = this.config.max_position_embeddings;
+    if (typeof limit !== 'number' || !Number.isSafeInteger(limit) || limit < 1 || tokens + newTokens <= limit) return;
+    throw new RangeError(
+      `${where}: ${tokens} tokens${newTokens ? ` plus ${newTokens} new ones` : ''} are more than the model's max_position_embeddings (${limit}, in its config): shorten the input${newTokens ? ' or maxNewTokens' : ''}`,
+    );
   }
 
   /**
@@ -511,6 +524,8 @@ export class Model {
    */
   async generate(inputIds: TokenBatch, options: GenerateOptions = {}): Promise<number[][]> {
     assertNotTraining(this, 'Model.generate');
+    // (the Trainer's evaluation, through generateUnchecked, is bounded by the dataset's maxLength)
+    this.checkLength('Model.generate', toTokenTensor(inputIds, 'inputIds', options.shape).shape[1], options.maxNewTokens ?? 32);
     return this.generateUnchecked(inputIds, options);
   }
 

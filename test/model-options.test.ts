@@ -132,3 +132,15 @@ describe('Trainer numeric options', () => {
     expect(make({ learningRate: 3e-4, weightDecay: 0.01, gradientAccumulation: 4 })).not.toThrow();
   });
 });
+
+// A prompt longer than the model is made for is refused before any memory is taken.
+describe('max_position_embeddings', () => {
+  it('forward and generate refuse longer sequences, naming the limit', async () => {
+    const model = Model.fromConfig({ ...TINY_CONFIG, max_position_embeddings: 16 }, { seed: 1 });
+    const long = [Array.from({ length: 17 }, (_, i) => i % 50)];
+    await expect(model.forward(long)).rejects.toThrow("Model.forward: 17 tokens are more than the model's max_position_embeddings (16, in its config): shorten the input");
+    await expect(model.generate([long[0].slice(0, 10)], { maxNewTokens: 7 })).rejects.toThrow("Model.generate: 10 tokens plus 7 new ones are more than the model's max_position_embeddings (16, in its config)");
+    expect((await model.forward([long[0].slice(0, 16)])).shape).toEqual([1, 16, TINY_CONFIG.vocab_size]);
+    expect((await model.generate([long[0].slice(0, 10)], { maxNewTokens: 6 }))[0]).toHaveLength(16);
+  });
+});
