@@ -74,7 +74,7 @@ class JsModel : public Napi::ObjectWrap<JsModel> {
          InstanceMethod("setHeadChunkElements", &JsModel::SetHeadChunkElements),
          InstanceMethod("quantize", &JsModel::Quantize), InstanceMethod("quantization", &JsModel::Quantization),
          InstanceMethod("linearWeight", &JsModel::LinearWeight), InstanceMethod("quantizeModule", &JsModel::QuantizeModule),
-         InstanceMethod("parameterCount", &JsModel::ParameterCount), InstanceMethod("linearNames", &JsModel::LinearNames),
+         InstanceMethod("parameterCount", &JsModel::ParameterCount), InstanceMethod("fingerprint", &JsModel::Fingerprint), InstanceMethod("linearNames", &JsModel::LinearNames),
          InstanceMethod("setAdapter", &JsModel::SetAdapter), InstanceMethod("forward", &JsModel::Forward),
          InstanceMethod("generate", &JsModel::Generate), InstanceMethod("dispose", &JsModel::Dispose),
          InstanceAccessor("dtype", &JsModel::Dtype, nullptr),
@@ -143,6 +143,10 @@ class JsModel : public Napi::ObjectWrap<JsModel> {
       model()->set_parameter(name, t);
       return env.Undefined();
     });
+  }
+
+  Napi::Value Fingerprint(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value { return Napi::Number::New(info.Env(), model()->fingerprint()); });
   }
 
   Napi::Value Parameter(const Napi::CallbackInfo& info) {

@@ -113,6 +113,8 @@ export interface NativeModel {
   /** Checkpointed steps run the head and loss over chunks of at most this many logits (default 2^25). */
   setHeadChunkElements(n: number): void;
   parameterCount(): number;
+  /** A number that differs between models whose weights differ (data-parallel ranks compare it). */
+  fingerprint(): number;
   linearNames(): string[];
   setAdapter(module: string, layer: NativeLoraLinear | null): void;
   forward(ids: NativeTensor, mask: NativeTensor | null): Promise<NativeTensor>;

@@ -1,5 +1,6 @@
 // Trainer: multi-task fine-tuning of an adapter (docs/ARCHITECTURE.md section 5): one native call per
 // optimizer step, per-task logging, evaluation, atomic checkpoints and exact resume.
+import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import * as util from 'util';
@@ -411,6 +412,17 @@ function checkCallbacks(callbacks: unknown): TrainerCallback[] {
     }
   });
   return callbacks as TrainerCallback[];
+}
+
+/** A hash of a dataset's tokens, tasks and prompt lengths, in order. */
+function datasetHash(ds: MultiTaskDataset): number {
+  const h = createHash('sha256');
+  for (let i = 0; i < ds.size; i++) {
+    const e = ds.get(i);
+    h.update(`${e.task}\u0000${e.promptLength}\u0000`);
+    h.update(Buffer.from(Int32Array.from(e.inputIds).buffer));
+  }
+  return h.digest().readUIntBE(0, 6);
 }
 
 /** A sink of TrainerOptions.reportTo in outputDir; a continued run (from step `from` > 0) keeps the rows up to it. */
@@ -831,14 +843,20 @@ export class Trainer {
     }
     // every rank must train the same thing: compare a hash of model, adapter, options and data
     const same = { ...this.savedOptions(), progress: undefined, outputDir: undefined, distributed: undefined, device: undefined }; // each rank has its own GPU
-    const mine = hash48(JSON.stringify({ model: this.model.config, adapter: this.adapter.options, trainer: same, data: { size: train.size, tasks: train.tasks }, step: this.step }));
-    const all = await distributed.allgather(mine);
-    const differ = all.flatMap((v, i) => (v !== all[0] ? [i] : []));
-    if (differ.length) {
-      throw new Error(
-        `data parallel: rank${differ.length > 1 ? 's' : ''} ${differ.join(', ')} of ${W} ${differ.length > 1 ? 'have' : 'has'} another model config, adapter, ` +
-          `trainer options, training set or step than rank 0: every rank must run the same configuration`,
-      );
+    // ... and the data's tokens and the base weights themselves, not only their sizes
+    const parts = {
+      configuration: hash48(JSON.stringify({ model: this.model.config, adapter: this.adapter.options, trainer: same, data: { size: train.size, tasks: train.tasks }, step: this.step })),
+      'training data': datasetHash(train),
+      'base weights': hash48(String(this.model.native.fingerprint())),
+    };
+    const gathered = await Promise.all(Object.values(parts).map((v) => distributed.allgather(v)));
+    const names = Object.keys(parts);
+    const problems = gathered.flatMap((all, k) => {
+      const differ = all.flatMap((v, i) => (v !== all[0] ? [i] : []));
+      return differ.length ? [`rank${differ.length > 1 ? 's' : ''} ${differ.join(', ')} ${differ.length > 1 ? 'have' : 'has'} other ${names[k] === 'configuration' ? 'model config, adapter, trainer options, training set size or step' : names[k]}`] : [];
+    });
+    if (problems.length) {
+      throw new Error(`data parallel over ${W} processes: ${problems.join('; ')} than rank 0: every rank must run the same configuration on the same data and base model`);
     }
     if (!this.rankSeeded) {
       // rank 0 keeps the adapter's streams (one process is rank 0 of 1); the others draw their own

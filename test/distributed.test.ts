@@ -230,7 +230,15 @@ describe('data parallel (gloo)', () => {
     const r = await runWorld(2, (rank) => ({ batchSize: 4, steps: 3, out, lr: rank === 1 ? 5e-3 : 1e-2, timeoutMs: 20_000 }));
     for (const x of r) {
       expect(x.code).toBe(1);
-      expect(x.stderr).toContain('data parallel: rank 1 of 2 has another model config, adapter, trainer options, training set or step than rank 0');
+      expect(x.stderr).toContain('data parallel over 2 processes: rank 1 has other model config, adapter, trainer options, training set size or step than rank 0');
+    }
+    // the same sizes with other contents: data of the same shape, base weights of another seed
+    for (const [args, what] of [[{ otherData: true }, 'training data'], [{ modelSeed: 5 }, 'base weights']] as const) {
+      const r2 = await runWorld(2, (rank) => ({ batchSize: 4, steps: 3, out, timeoutMs: 20_000, ...(rank === 1 ? args : {}) }));
+      for (const x of r2) {
+        expect(x.code).toBe(1);
+        expect(x.stderr).toContain(`data parallel over 2 processes: rank 1 has other ${what} than rank 0`);
+      }
     }
   });
 

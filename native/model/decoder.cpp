@@ -133,6 +133,25 @@ Tensor DecoderModel::parameter(const std::string& name) const {
   return it->second;
 }
 
+double DecoderModel::fingerprint() const {
+  torch::NoGradGuard no_grad;
+  double f = 0;
+  double k = 0;
+  for (const auto& spec : specs_) {
+    k += 1;
+    Tensor p = parameter(spec.name).detach().reshape({-1});
+    const int64_t n = p.numel();
+    if (n == 0) continue;
+    f += k * p.sum().to(torch::kCPU).to(torch::kDouble).item<double>();
+    Tensor at = torch::linspace(0, static_cast<double>(n - 1), std::min<int64_t>(n, 64), torch::TensorOptions().dtype(torch::kDouble))
+                    .to(torch::kLong)
+                    .to(p.device());
+    Tensor sample = p.index_select(0, at).to(torch::kCPU).to(torch::kDouble);
+    f += 1e-3 * k * (sample * torch::arange(1, sample.numel() + 1, torch::kDouble)).sum().item<double>();
+  }
+  return f;
+}
+
 Tensor DecoderModel::linear_weight(const std::string& module) const {
   auto it = linears_.find(module);
   if (it == linears_.end()) throw std::invalid_argument("the model has no linear module named " + module);

@@ -58,6 +58,11 @@ class DecoderModel {
   // all at once (quantize(kind) then marks the model); the values equal init, then quantize.
   void init_random(uint64_t seed, const std::string& quantize = "");
   int64_t parameter_count() const;
+  // A number that differs between two models whose weights differ (in practice always): every
+  // parameter's sum and 64 evenly spaced values of it, weighted by position. Data-parallel ranks
+  // compare it to refuse ranks whose base weights differ. Reads each weight once (a quantized one
+  // is dequantized, one at a time).
+  double fingerprint() const;
   // Makes every base parameter trainable (or frozen again) and returns them in spec order, for
   // full training (pretraining a small model). Frozen is the default.
   std::vector<torch::Tensor> set_trainable(bool on);

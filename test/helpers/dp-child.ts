@@ -29,14 +29,19 @@ interface Args {
   resumeFrom?: string;
   /** distributed.bucketCapMb: gradients exchanged in buckets while backward runs. */
   bucketCapMb?: number;
+  /** Other responses of the same lengths (the same sizes, other contents). */
+  otherData?: boolean;
+  /** The base model's seed (default 1). */
+  modelSeed?: number;
 }
 
 async function main(): Promise<void> {
   const a = JSON.parse(process.argv[2]) as Args;
   const tok = new ByteTokenizer();
-  const rows = Array.from({ length: 24 }, (_, i) => ({ task: i % 3 ? 'add' : 'mul', prompt: `n${i}:`, response: String(i % 3 ? i + 5 : i * 3) }));
+  const rows = Array.from({ length: 24 }, (_, i) => ({ task: i % 3 ? 'add' : 'mul', prompt: `n${i}:`, response: String(i % 3 ? i + 5 : i * 3) }))
+    .map((r) => (a.otherData ? { ...r, response: r.response.replace(/\d/g, (d) => String((Number(d) + 1) % 10)) } : r));
   const data = MultiTaskDataset.fromArray(rows, { tokenizer: tok, maxLength: 16 });
-  const model = Model.fromConfig(TINY_BYTE_CONFIG, { seed: 1 });
+  const model = Model.fromConfig(TINY_BYTE_CONFIG, { seed: a.modelSeed ?? 1 });
   const resumed = a.resumeFrom ? await Trainer.resume(a.resumeFrom, model, { outputDir: a.outputDir, maxSteps: a.steps, progress: false }) : undefined;
   const adapter = resumed?.adapter ?? Adapter.attach(model, { method: 'rlora', rank: 2, heads: 2, dropout: a.dropout ?? 0, targetModules: ['q_proj', 'v_proj', 'up_proj'], seed: 2 });
   const trainer = resumed ?? new Trainer(model, adapter, {
