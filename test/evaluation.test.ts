@@ -295,6 +295,16 @@ describe('run.json keys', () => {
 });
 
 describe('rlora train: built-in metrics, saveBest, --max-steps on resume', () => {
+  /** A folder with the model (seed 5), train.jsonl and eval.jsonl for a run.json. */
+  const runFolder = (name: string): string => {
+    const dir = path.join(tmp, name);
+    fs.mkdirSync(dir, { recursive: true });
+    Model.fromConfig(CFG, { seed: 5 }).save(path.join(dir, 'model'));
+    const jsonl = (rows: typeof TRAIN): string => rows.map((r) => JSON.stringify(r) + '\n').join('');
+    fs.writeFileSync(path.join(dir, 'train.jsonl'), jsonl(TRAIN));
+    fs.writeFileSync(path.join(dir, 'eval.jsonl'), jsonl(EVAL));
+    return dir;
+  };
   const cli = (args: string[]): { code: number | null; stdout: string; stderr: string } => {
     const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '1' };
     delete env.NODE_OPTIONS;
@@ -303,12 +313,7 @@ describe('rlora train: built-in metrics, saveBest, --max-steps on resume', () =>
   };
 
   it('trains 2 steps, resumes with --max-steps 4 (a note, the schedule for 4), writes eval files and the best checkpoint', () => {
-    const dir = path.join(tmp, 'cli');
-    fs.mkdirSync(dir, { recursive: true });
-    Model.fromConfig(CFG, { seed: 5 }).save(path.join(dir, 'model'));
-    const jsonl = (rows: typeof TRAIN): string => rows.map((r) => JSON.stringify(r) + '\n').join('');
-    fs.writeFileSync(path.join(dir, 'train.jsonl'), jsonl(TRAIN));
-    fs.writeFileSync(path.join(dir, 'eval.jsonl'), jsonl(EVAL));
+    const dir = runFolder('cli');
     const run = {
       model: 'model', tokenizer: 'byte', data: { train: 'train.jsonl', eval: 'eval.jsonl', maxLength: 20 },
       adapter: { targetModules: ['up_proj'], rank: 2, heads: 2, dropout: 0 },
@@ -335,12 +340,7 @@ describe('rlora train: built-in metrics, saveBest, --max-steps on resume', () =>
   // with loadBestAtEnd, adapter/ holds the best checkpoint's weights: the table printed is that
   // checkpoint's evaluation (it used to be the last one)
   it('with loadBestAtEnd, the final table is the evaluation of the adapter written', () => {
-    const dir = path.join(tmp, 'cli-best');
-    fs.mkdirSync(dir, { recursive: true });
-    Model.fromConfig(CFG, { seed: 5 }).save(path.join(dir, 'model'));
-    const jsonl = (rows: typeof TRAIN): string => rows.map((r) => JSON.stringify(r) + '\n').join('');
-    fs.writeFileSync(path.join(dir, 'train.jsonl'), jsonl(TRAIN));
-    fs.writeFileSync(path.join(dir, 'eval.jsonl'), jsonl(EVAL));
+    const dir = runFolder('cli-best');
     // "best" is the highest evaluation loss here (mode max), so that the best is an early step
     const run = {
       model: 'model', tokenizer: 'byte', data: { train: 'train.jsonl', eval: 'eval.jsonl', maxLength: 20 },
