@@ -591,6 +591,16 @@ describe('did you mean', () => {
     expect(far.stderr).toContain('Commands:');
   });
 
+  // --threads 1e6 used to print a stack trace (the library's RangeError)
+  it('--threads out of range is a usage error, not a stack trace', async () => {
+    const [train, ev] = await Promise.all([rlora(['train', '--config', 'x.json', '--threads', '1000000']), rlora(['eval', '--adapter', 'x', '--data', 'y', '--threads', '0'])]);
+    for (const [r, v] of [[train, '1000000'], [ev, '0']] as const) {
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain(`--threads must be an integer from 1 to 1024, got "${v}"`);
+      expect(r.stderr).not.toMatch(/^\s+at /m);
+    }
+  });
+
   it('an unknown option close to one of the command names it', async () => {
     const [near, far] = await Promise.all([rlora(['plot', 'x.jsonl', '--ot', 'y.svg']), rlora(['plot', 'x.jsonl', '--zzzzzz'])]);
     expect(near.code).toBe(2);

@@ -49,11 +49,13 @@ export function parseArgs(args: string[], known: Record<string, 'flag' | 'value'
 }
 
 /** An option's value as an integer >= min, or undefined when absent. */
-export function intOption(opts: Record<string, string | boolean>, name: string, min: number): number | undefined {
+export function intOption(opts: Record<string, string | boolean>, name: string, min: number, max?: number): number | undefined {
   const v = opts[name];
   if (v === undefined) return undefined;
   const n = typeof v === 'string' && /^-?\d+$/.test(v.trim()) ? Number(v) : NaN;
-  if (!Number.isSafeInteger(n) || n < min) throw new UsageError(`--${name} must be an integer >= ${min}, got ${JSON.stringify(v)}`);
+  if (!Number.isSafeInteger(n) || n < min || (max !== undefined && n > max)) {
+    throw new UsageError(`--${name} must be an integer ${max !== undefined ? `from ${min} to ${max}` : `>= ${min}`}, got ${JSON.stringify(v)}`);
+  }
   return n;
 }
 

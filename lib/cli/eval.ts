@@ -4,6 +4,7 @@ import * as os from 'os';
 import * as path from 'path';
 
 import type { DatasetOptions } from '../data';
+import { MAX_THREADS } from '../threads';
 import { readJsonFile } from '../util/json';
 import type { ModelSource } from './common';
 import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
@@ -65,7 +66,7 @@ async function runEval(args: string[]): Promise<number> {
   const batchSize = intOption(opts, 'batch-size', 1) ?? cfg?.trainer.batchSize;
   const extra = intOption(opts, 'extra-tokens', 0) ?? cfg?.trainer.evalExtraTokens;
   const maxLength = intOption(opts, 'max-length', 2) ?? cfg?.data.options.maxLength;
-  const threads = intOption(opts, 'threads', 1);
+  const threads = intOption(opts, 'threads', 1, MAX_THREADS);
   const metricsOpt = stringOption(opts, 'metrics');
   let metrics = cfg?.trainer.metrics as Record<string, 'exactMatch' | 'charF1'> | undefined;
   if (metricsOpt !== undefined) {

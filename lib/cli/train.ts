@@ -12,6 +12,7 @@ import { dieWithLauncher, launch, launchOptions, withoutLaunchFlags } from './la
 import { describeRunConfig, readRunConfig, RunConfig } from './runconfig';
 import { LOG_FILE, runFiles, TRAINER_STATE_FILE } from '../checkpoint-files';
 import { evalText, fmt, stepLine } from '../logging/text';
+import { MAX_THREADS } from '../threads';
 import { readJsonFile } from '../util/json';
 
 /** Exit code after Ctrl-C (128 + SIGINT), as shells report it. */
@@ -111,7 +112,7 @@ async function runTrain(args: string[]): Promise<number> {
   if (rest.length) throw new UsageError(`unexpected argument ${rest[0]}`);
   const configFile = stringOption(opts, 'config');
   if (!configFile) throw new UsageError('--config run.json is required');
-  const threadsGiven = intOption(opts, 'threads', 1);
+  const threadsGiven = intOption(opts, 'threads', 1, MAX_THREADS);
   const maxSteps = intOption(opts, 'max-steps', 1);
   const cfg = readRunConfig(configFile);
   const launching = launchOptions(opts);
