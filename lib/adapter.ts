@@ -174,27 +174,46 @@ function refuseUnsupported(cfg: Record<string, unknown>, file: string): void {
  * list matches a name equal to an entry or ending in "." + entry, and only such suffix matches are
  * then limited to `layers_to_transform`; exclude_modules is taken out first.
  */
+/** A regular expression an adapter config holds, compiled; a bad one names the file and key. */
+function configRegExp(source: string, file: string, key: string): RegExp {
+  try {
+    return new RegExp(source);
+  } catch (e) {
+    throw new Error(`${file}: ${key} is not a valid regular expression (${(e as Error).message})`);
+  }
+}
+
+/** exclude_modules / layers_pattern: null, a string, or a list of strings; anything else names the file and key. */
+function stringOrList(v: unknown, file: string, key: string): string | string[] | null {
+  if (v == null) return null;
+  if (typeof v === 'string' || (Array.isArray(v) && v.every((x) => typeof x === 'string'))) return v as string | string[];
+  throw new Error(`${file}: ${key} must be a string, a list of strings or null, got ${JSON.stringify(v)}`);
+}
+
 function peftTargets(model: Model, cfg: Record<string, unknown>, file: string): string[] | RegExp {
   const tm = cfg.target_modules;
   const ltt = cfg.layers_to_transform as number | number[] | null | undefined;
   const usesLayers = ltt != null && !(Array.isArray(ltt) && ltt.length === 0);
-  const ex = cfg.exclude_modules as string | string[] | null | undefined;
+  const ex = stringOrList(cfg.exclude_modules, file, 'exclude_modules');
+  const layersPattern = stringOrList(cfg.layers_pattern, file, 'layers_pattern');
+  for (const p of layersPattern === null ? [] : typeof layersPattern === 'string' ? [layersPattern] : layersPattern) configRegExp(p, file, 'layers_pattern');
+  const exRe = typeof ex === 'string' ? configRegExp(`^(?:${ex})$`, file, 'exclude_modules') : null;
   const excluded = (n: string): boolean =>
-    ex == null ? false : typeof ex === 'string' ? new RegExp(`^(?:${ex})$`).test(n) : ex.includes(n) || ex.some((e) => n.endsWith(`.${e}`));
+    ex === null ? false : exRe ? exRe.test(n) : (ex as string[]).includes(n) || (ex as string[]).some((e) => n.endsWith(`.${e}`));
   if (typeof tm === 'string') {
     if (usesLayers) throw new Error(`${file}: layers_to_transform cannot be used when target_modules is a string (as in PEFT)`);
-    const re = tm.toLowerCase() === 'all-linear' ? /^(?!lm_head$).*$/ : new RegExp(`^(?:${tm})$`);
-    if (ex == null) return re;
+    const re = tm.toLowerCase() === 'all-linear' ? /^(?!lm_head$).*$/ : configRegExp(`^(?:${tm})$`, file, 'target_modules');
+    if (ex === null) return re;
     return model.linearModuleNames().filter((n) => re.test(n) && !excluded(n));
   }
   if (!Array.isArray(tm) || tm.length === 0 || !tm.every((t) => typeof t === 'string')) {
     throw new Error(`${file}: target_modules must be a non-empty list of module names or a regular expression, got ${JSON.stringify(tm)}`);
   }
-  if (!usesLayers && ex == null) return tm as string[];
+  if (!usesLayers && ex === null) return tm as string[];
   const chosen = resolveTargets(model, tm as string[]).filter((n) => {
     if (excluded(n)) return false;
     if (!usesLayers || tm.includes(n)) return true; // an exact full name ignores layers_to_transform, as in PEFT
-    const i = layerIndex(n, cfg.layers_pattern as string | string[] | null);
+    const i = layerIndex(n, layersPattern);
     return i !== undefined && (Array.isArray(ltt) ? ltt.includes(i) : i === ltt);
   });
   if (chosen.length === 0) throw new Error(`${file}: target_modules ${JSON.stringify(tm)} with layers_to_transform ${JSON.stringify(ltt)} selects no module of this model`);

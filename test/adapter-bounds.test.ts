@@ -58,3 +58,23 @@ describe('Adapter.load refuses', () => {
     expect(() => new MultiHeadLoraLinear({ weight: W }, { alpha: -1e7 })).toThrow(/alpha must be a finite number from -1e\+06 to 1e\+06/);
   });
 });
+
+describe('PEFT keys of adapter_config.json', () => {
+  it('a bad regular expression or a wrong type names the file and the key', async () => {
+    const cases: [(j: Record<string, unknown>) => void, string][] = [
+      [(j) => (j.target_modules = 'q_proj('), 'target_modules is not a valid regular expression'],
+      [(j) => (j.exclude_modules = '(k_proj'), 'exclude_modules is not a valid regular expression'],
+      [(j) => (j.exclude_modules = 5), 'exclude_modules must be a string, a list of strings or null, got 5'],
+      [(j) => (j.layers_pattern = 7), 'layers_pattern must be a string, a list of strings or null, got 7'],
+    ];
+    let k = 0;
+    for (const [edit, message] of cases) {
+      // a PEFT LoRA folder: a plain lora adapter without rlora's own file
+      const dir = path.join(tmp, `peft-keys-${k++}`);
+      Adapter.attach(Model.fromConfig(TINY_CONFIG, { seed: 1 }), { method: 'lora', rank: 2, targetModules: ['q_proj', 'v_proj'], seed: 1 }).save(dir);
+      fs.rmSync(path.join(dir, 'rlora_config.json'));
+      editJson(path.join(dir, 'adapter_config.json'), edit);
+      await expect(Adapter.load(Model.fromConfig(TINY_CONFIG, { seed: 1 }), dir)).rejects.toThrow(`${path.join(dir, 'adapter_config.json')}: ${message}`);
+    }
+  });
+});
