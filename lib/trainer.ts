@@ -849,7 +849,9 @@ export class Trainer {
       'training data': datasetHash(train),
       'base weights': hash48(String(this.model.native.fingerprint())),
     };
-    const gathered = await Promise.all(Object.values(parts).map((v) => distributed.allgather(v)));
+    // one collective after the other: every rank must start them in the same order
+    const gathered: number[][] = [];
+    for (const v of Object.values(parts)) gathered.push(await distributed.allgather(v));
     const names = Object.keys(parts);
     const problems = gathered.flatMap((all, k) => {
       const differ = all.flatMap((v, i) => (v !== all[0] ? [i] : []));

@@ -448,6 +448,19 @@ describe('data parallel (gloo)', () => {
     }
   });
 
+  // WORLD_SIZE 2 and one process: it waited twice the timeout (the store's, then Gloo's: 11.2 s
+  // for timeoutMs 5000; 1,204 s by default) and said "Socket Timeout" without naming anyone
+  itDp('a rank that never comes: rank 0 stops after timeoutMs, naming it', async () => {
+    const port = await freePort();
+    const t0 = Date.now();
+    const r = await runChild({ batchSize: 4, steps: 1, out: path.join(tmp, 'alone.json'), timeoutMs: 3000 }, { WORLD_SIZE: '3', RANK: '0', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) });
+    const seconds = (Date.now() - t0) / 1000;
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`distributed init (rank 0 of 3): ranks 1, 2 never arrived at 127.0.0.1:${port} within 3000 ms`);
+    expect(seconds).toBeLessThan(3 + 5); // the timeout given, plus the process's start (not twice the timeout)
+    expect(seconds).toBeGreaterThan(2.9);
+  });
+
   itDp('a port in use: rank 0 says so', async () => {
     const server = net.createServer();
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <mutex>
 #include <stdexcept>
+#include <thread>
 
 #include "common/torch_compat.h"
 
@@ -77,7 +78,7 @@ c10::intrusive_ptr<c10d::Store> make_store(const InitOptions& o, bool libuv) {
   so.port = static_cast<std::uint16_t>(o.master_port);
   so.isServer = o.rank == 0 && !o.agent_store;
   so.numWorkers = static_cast<std::size_t>(o.world_size);
-  so.waitWorkers = !o.agent_store;
+  so.waitWorkers = false;  // arrive() waits, within the same deadline, and names who is missing
   so.timeout = std::chrono::milliseconds(o.timeout_ms);
   const int fd = so.isServer && compat::kStoreTakesListenFd ? listen_on(o) : -1;
   if (fd >= 0) {
@@ -96,14 +97,39 @@ c10::intrusive_ptr<c10d::Store> make_store(const InitOptions& o, bool libuv) {
   return c10::make_intrusive<c10d::PrefixStore>("/worker/attempt_" + std::to_string(o.restart_count), store);
 }
 
-c10::intrusive_ptr<c10d::Store> rendezvous(const InitOptions& o) {
+// Every rank says it arrived, then waits until all have, by `deadline`; past it, the error names
+// the ranks that never arrived (torch's own wait said "Socket Timeout" after its timeout, and the
+// process group then waited a second timeout).
+void arrive(c10d::Store& store, const InitOptions& o, std::chrono::steady_clock::time_point deadline) {
+  store.set("rlora/arrived/" + std::to_string(o.rank), std::vector<uint8_t>{1});
+  store.add("rlora/arrivals", 1);
+  for (;;) {
+    if (store.add("rlora/arrivals", 0) >= o.world_size) return;
+    if (std::chrono::steady_clock::now() >= deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  std::string missing;
+  int count = 0;
+  for (int r = 0; r < o.world_size; ++r) {
+    if (store.check({"rlora/arrived/" + std::to_string(r)})) continue;
+    if (count++ < 16) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+  }
+  if (count > 16) missing += ", ...";
+  throw std::runtime_error("distributed init (rank " + std::to_string(o.rank) + " of " + std::to_string(o.world_size) +
+                           "): rank" + (count == 1 ? " " : "s ") + missing + " never arrived at " + o.master_addr + ":" +
+                           std::to_string(o.master_port) + " within " + std::to_string(o.timeout_ms) +
+                           " ms (start every rank with the same MASTER_ADDR, MASTER_PORT and WORLD_SIZE)");
+}
+
+c10::intrusive_ptr<c10d::Store> rendezvous(const InitOptions& o, std::chrono::steady_clock::time_point deadline) {
+  c10::intrusive_ptr<c10d::Store> store;
   try {
     try {
-      return make_store(o, o.use_libuv && compat::kStoreHasLibuvOption);
+      store = make_store(o, o.use_libuv && compat::kStoreHasLibuvOption);
     } catch (const std::exception& e) {
       // a libtorch built without libuv refuses the default: make the store without it
       if (!(o.use_libuv && compat::kStoreHasLibuvOption && message_of(e).find("libuv") != std::string::npos)) throw;
-      return make_store(o, false);
+      store = make_store(o, false);
     }
   } catch (const std::exception& e) {
     const std::string m = message_of(e);
@@ -117,7 +143,10 @@ c10::intrusive_ptr<c10d::Store> rendezvous(const InitOptions& o) {
                              std::to_string(o.timeout_ms) + " ms (every rank must start with the same " +
                              "MASTER_ADDR, MASTER_PORT and WORLD_SIZE): " + m);
   }
+  arrive(*store, o, deadline);
+  return store;
 }
+
 
 // What every c10d backend shares: the bucketed allreduce, allgather and the errors that name this
 // rank. PG is c10d's ProcessGroupGloo or ProcessGroupNCCL (a ProcessGroup in 1.13, a Backend in
@@ -235,7 +264,9 @@ bool is_loopback(const std::string& addr) {
 class GlooGroup : public C10dGroup<c10d::ProcessGroupGloo> {
  public:
   explicit GlooGroup(const InitOptions& o) : C10dGroup(o, "gloo", torch::Device(torch::kCPU)) {
-    store_ = rendezvous(o);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(o.timeout_ms);
+    store_ = rendezvous(o, deadline);
+    // the group's first connections share the init's deadline; its collectives get the whole timeout
     auto opts = c10d::ProcessGroupGloo::Options::create(std::chrono::milliseconds(o.timeout_ms));
     const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
     if (ifname && *ifname)
@@ -276,7 +307,7 @@ class NcclGroup : public C10dGroup<c10d::ProcessGroupNCCL> {
                                   std::to_string(o.local_rank) + ", but " + std::to_string(n) +
                                   " CUDA device(s) are visible");
     setenv(compat::kNcclBlockingWaitEnv, "1", /*overwrite=*/0);
-    store_ = rendezvous(o);
+    store_ = rendezvous(o, std::chrono::steady_clock::now() + std::chrono::milliseconds(o.timeout_ms));
     auto opts = c10d::ProcessGroupNCCL::Options::create();
     opts->timeout = std::chrono::milliseconds(o.timeout_ms);
     make([&] { return c10::make_intrusive<c10d::ProcessGroupNCCL>(store_, o.rank, o.world_size, opts); });
