@@ -3,7 +3,8 @@
 # prebuilds/linux-x64/ for `npm run package` to pack together:
 #   rlora.glibc.torch1_13-cpu-deb.node    Debian 12's libtorch 1.13 (built here)
 #   rlora.glibc.torch2_6-cpu-deb.node     Debian 13's libtorch 2.6 (built in the trixie cpu root)
-#   rlora.glibc.torch2_6-cu124-deb.node   Debian 13's CUDA build (built in the trixie cuda root)
+#   rlora.glibc.torch2_6-cuda-deb.node    Debian 13's CUDA build (built in the trixie cuda root; "cuda":
+#                                          the loader finds no CUDA version beside Debian's libraries)
 # Each is made by `npm run prebuild-torch` on its own libtorch. The roots come from
 # scripts/trixie-root.sh (made in a few minutes, or reused); this needs root. Pass "cpu" or "cuda"
 # to make only that root's binary (the 1.13 one is always made, when this machine has 1.13).
