@@ -24,7 +24,7 @@ describe('options', () => {
     [{ init: { offest: true } }, /unknown option init\.offest/],
     [{ rnak: 4 }, /unknown option rnak; expected one of/],
     [{ seed: -1 }, /seed must be a non-negative integer, got -1/],
-    [{ alpha: Infinity }, /alpha must be a finite number, got inf/],
+    [{ alpha: Infinity }, /alpha must be a finite number from -1e\+06 to 1e\+06, got inf/],
     // the offset is exact only with a uniform router
     [{ init: { router: 'kaiming' } }, /init\.offset needs init\.router "zeros" \(a uniform router\) .*got init\.router "kaiming"/],
   ])('%j', (opts, message) => {
