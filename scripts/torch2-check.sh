@@ -20,8 +20,8 @@ t0=$SECONDS
 ROOT=$(bash "$HERE/scripts/trixie-root.sh" "$FLAVOR" | tail -1)
 t_root=$((SECONDS - t0))
 
-# RLORA_T2_QUICK=1 (for development): keep the root's node_modules/ and build/ from the last run and
-# run `npm run build` instead of `npm ci`.
+# RLORA_T2_QUICK=1 (for development): keep the root's node_modules/ from the last run and run
+# `npm run build` instead of `npm ci` (build/ is kept too, but every source is newer than it).
 DEST=$ROOT/work/rlora
 KEEP=$ROOT/work/.keep
 rm -rf "$KEEP"
@@ -32,7 +32,9 @@ if [[ ${RLORA_T2_QUICK:-0} == 1 && -d $DEST/node_modules ]]; then
 fi
 rm -rf "$DEST"
 mkdir -p "$DEST"
-(cd "$HERE" && git ls-files -co --exclude-standard -z | tar --null -cf - -T -) | tar -xf - -C "$DEST"
+# -m: the files get the time of the copy, so a kept build/ (RLORA_T2_QUICK) never takes an object
+# compiled from another tree's older copy of a file for up to date
+(cd "$HERE" && git ls-files -co --exclude-standard -z | tar --null -cf - -T -) | tar -xmf - -C "$DEST"
 if [[ -d $KEEP ]]; then mv "$KEEP"/* "$DEST/" && rm -rf "$KEEP"; fi
 
 up() {
