@@ -104,7 +104,7 @@ describe('an outputDir that holds an earlier run', () => {
 
 describe('reads and changes of the adapter while Trainer.fit runs (a fit not awaited)', () => {
   it('save, stateDict, headSimilarity, train and eval are refused with "did you forget to await"; after fit, save writes the trained values', async () => {
-    const { model, adapter, trainer } = setup();
+    const { adapter, trainer } = setup();
     const before = adapter.stateDict();
     const first = trainer.fit(data()); // not awaited, as in the report
     const modes = [...adapter.layers.values()].map((l) => l.training);
