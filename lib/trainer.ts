@@ -22,7 +22,7 @@ import { AdamW, Schedule } from './optim';
 import { forEachSafetensor, saveSafetensors } from './safetensors';
 import { StepLog } from './steplog';
 import { sameDevice, Tensor } from './tensor';
-import { removeAtomically, replaceFolder, writeFileAtomically, writeFileFully } from './util/files';
+import { ensureFolder, removeAtomically, replaceFolder, writeFileAtomically, writeFileFully } from './util/files';
 import { readJsonFile } from './util/json';
 import { checkChoice, checkInstance, checkKeys, closest, isPlainObject, show } from './util/options';
 
@@ -1060,7 +1060,7 @@ export class Trainer {
         );
       }
       for (const f of earlier) fs.rmSync(path.join(o.outputDir, f), { recursive: true, force: true });
-      fs.mkdirSync(o.outputDir, { recursive: true });
+      ensureFolder(o.outputDir, 'outputDir');
       // half-written or half-deleted checkpoints and logs of a process that was killed
       for (const f of fs.readdirSync(o.outputDir)) if (LEFTOVER_NAME.test(f)) fs.rmSync(path.join(o.outputDir, f), { recursive: true, force: true });
     }

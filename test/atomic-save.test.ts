@@ -167,3 +167,28 @@ if (!canMount) console.log('skipping the full-disk test: it mounts a small tmpfs
     expect(fs.statSync(file).size).toBeLessThan(1000);
   });
 });
+
+// A read-only mount: the error says which folder is not writable (fit said "ENOENT ... mkdir").
+(canMount ? describe : describe.skip)('a read-only file system', () => {
+  const ro = path.join(tmp, 'readonly');
+  beforeAll(() => {
+    fs.mkdirSync(ro);
+    const r = spawnSync('mount', ['-t', 'tmpfs', '-o', 'ro,size=1m', 'tmpfs', ro], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`mount failed: ${r.stderr}`);
+  });
+  afterAll(() => {
+    spawnSync('umount', [ro]);
+  });
+
+  it('fit, Adapter.save and Model.save name the folder that is not writable', async () => {
+    const { Trainer, MultiTaskDataset, ByteTokenizer } = await import('../lib');
+    const model = Model.fromConfig(SAVE_CONFIG, { seed: 1 });
+    const adapter = Adapter.attach(model, { targetModules: ['q_proj'] });
+    const data = MultiTaskDataset.fromArray([{ task: 'a', prompt: 'x', response: 'y' }], { tokenizer: new ByteTokenizer(), maxLength: 8 });
+    await expect(new Trainer(model, adapter, { maxSteps: 1, progress: false, outputDir: path.join(ro, 'run') }).fit(data)).rejects.toThrow(
+      `outputDir ${path.join(ro, 'run')} cannot be created: ${ro} is not writable (EROFS)`,
+    );
+    expect(() => adapter.save(path.join(ro, 'adapter'))).toThrow(`${path.join(ro, 'adapter')} cannot be written: nothing can be created beside it (EROFS)`);
+    expect(() => model.save(path.join(ro, 'deep', 'model'))).toThrow(`the folder of ${path.join(ro, 'deep')} cannot be created: ${ro} is not writable (EROFS)`);
+  });
+});

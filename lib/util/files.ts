@@ -17,6 +17,27 @@ export function isLeftover(name: string): boolean {
   return /\.(tmp|old|deleting)-\d+(-\d+)?$/.test(name);
 }
 
+/**
+ * Creates `dir` (and its parents) if needed; a failure says which existing folder is not writable
+ * and why (Node's recursive mkdir reports a read-only file system as ENOENT).
+ */
+export function ensureFolder(dir: string, what: string): void {
+  try {
+    fs.mkdirSync(dir, { recursive: true });
+  } catch (e) {
+    let up = path.resolve(dir);
+    while (!fs.existsSync(up) && path.dirname(up) !== up) up = path.dirname(up);
+    let why = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+    try {
+      fs.accessSync(up, fs.constants.W_OK);
+      if (!fs.statSync(up).isDirectory()) why = `${up} is not a folder`;
+    } catch (a) {
+      why = `${up} is not writable (${(a as NodeJS.ErrnoException).code ?? (a as Error).message})`;
+    }
+    throw new Error(`${what} ${dir} cannot be created: ${why}`);
+  }
+}
+
 /** Flushes a file or a folder (its entries) to disk. */
 export function fsyncPath(p: string): void {
   const fd = fs.openSync(p, 'r');
@@ -100,9 +121,13 @@ export interface ReplaceFolderOptions {
 export function replaceFolder(dir: string, fill: (tmp: string) => void, options: ReplaceFolderOptions = {}): void {
   const st = fs.statSync(dir, { throwIfNoEntry: false });
   if (st && !st.isDirectory()) throw new Error(`${dir} exists and is not a folder`);
-  fs.mkdirSync(path.dirname(path.resolve(dir)), { recursive: true });
+  ensureFolder(path.dirname(path.resolve(dir)), 'the folder of');
   const tmp = sideName(dir, 'tmp');
-  fs.mkdirSync(tmp);
+  try {
+    fs.mkdirSync(tmp);
+  } catch (e) {
+    throw new Error(`${dir} cannot be written: nothing can be created beside it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
   let old: string | undefined;
   try {
     fill(tmp);
