@@ -140,17 +140,24 @@ describe('kill -9 at random moments', () => {
 
 // A full disk: a tmpfs of 1 MiB (root and mount needed; skipped with a message elsewhere).
 const canMount = process.platform === 'linux' && os.userInfo().uid === 0 && spawnSync('mount', ['--version']).status === 0;
-if (!canMount) console.log('skipping the full-disk test: it mounts a small tmpfs, which needs root');
-(canMount ? describe : describe.skip)('a full disk (tmpfs of 1 MiB)', () => {
-  const mnt = path.join(tmp, 'small');
+if (!canMount) console.log('skipping the full-disk and read-only tests: they mount a small tmpfs, which needs root');
+
+/** A tmpfs of 1 MiB mounted at tmp/<name> with `options` for the calling describe block; its path. */
+function tmpfsFor(name: string, options: string): string {
+  const mnt = path.join(tmp, name);
   beforeAll(() => {
     fs.mkdirSync(mnt);
-    const r = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt], { encoding: 'utf8' });
+    const r = spawnSync('mount', ['-t', 'tmpfs', '-o', `${options},size=1m`, 'tmpfs', mnt], { encoding: 'utf8' });
     if (r.status !== 0) throw new Error(`mount failed: ${r.stderr}`);
   });
   afterAll(() => {
     spawnSync('umount', [mnt]);
   });
+  return mnt;
+}
+
+(canMount ? describe : describe.skip)('a full disk (tmpfs of 1 MiB)', () => {
+  const mnt = tmpfsFor('small', 'rw');
 
   it('a save that does not fit fails with ENOSPC and leaves the old model loadable', async () => {
     const dir = path.join(mnt, 'model');
@@ -170,15 +177,7 @@ if (!canMount) console.log('skipping the full-disk test: it mounts a small tmpfs
 
 // A read-only mount: the error says which folder is not writable (fit said "ENOENT ... mkdir").
 (canMount ? describe : describe.skip)('a read-only file system', () => {
-  const ro = path.join(tmp, 'readonly');
-  beforeAll(() => {
-    fs.mkdirSync(ro);
-    const r = spawnSync('mount', ['-t', 'tmpfs', '-o', 'ro,size=1m', 'tmpfs', ro], { encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`mount failed: ${r.stderr}`);
-  });
-  afterAll(() => {
-    spawnSync('umount', [ro]);
-  });
+  const ro = tmpfsFor('readonly', 'ro');
 
   it('fit, Adapter.save and Model.save name the folder that is not writable', async () => {
     const { Trainer, MultiTaskDataset, ByteTokenizer } = await import('../lib');
