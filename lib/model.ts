@@ -524,9 +524,10 @@ export class Model {
    */
   async generate(inputIds: TokenBatch, options: GenerateOptions = {}): Promise<number[][]> {
     assertNotTraining(this, 'Model.generate');
+    const ids = toTokenTensor(inputIds, 'inputIds', options.shape);
     // (the Trainer's evaluation, through generateUnchecked, is bounded by the dataset's maxLength)
-    this.checkLength('Model.generate', toTokenTensor(inputIds, 'inputIds', options.shape).shape[1], options.maxNewTokens ?? 32);
-    return this.generateUnchecked(inputIds, options);
+    this.checkLength('Model.generate', ids.shape[1], options.maxNewTokens ?? 32);
+    return this.generateFrom(ids, options);
   }
 
   /**
@@ -543,7 +544,10 @@ export class Model {
 
   /** @internal generate() for the Trainer's own evaluation, which runs between its steps. */
   async generateUnchecked(inputIds: TokenBatch, options: GenerateOptions = {}): Promise<number[][]> {
-    const ids = toTokenTensor(inputIds, 'inputIds', options.shape);
+    return this.generateFrom(toTokenTensor(inputIds, 'inputIds', options.shape), options);
+  }
+
+  private async generateFrom(ids: Tensor, options: GenerateOptions): Promise<number[][]> {
     const mask = options.attentionMask === undefined ? null : toMaskTensor(options.attentionMask, options.shape);
     const eos = options.eosTokenId !== undefined ? asList(options.eosTokenId) : asList(this.config.eos_token_id);
     const out = await this.native.generate(ids.native, mask?.native ?? null, {
