@@ -3,6 +3,8 @@
 // datasets (chat records), Tokenizer.applyChatTemplate and generateChat.
 import { Template } from '@huggingface/jinja';
 
+import { BudgetExceededError, budgetFor, withBudget } from './util/budget';
+
 /** One turn of a conversation: `{role: 'system' | 'user' | 'assistant', content}`. */
 export interface ChatMessage {
   role: string;
@@ -21,7 +23,9 @@ const compiled = new Map<string, Template>();
 /**
  * The text `source` renders for `messages`; with `addGenerationPrompt` the template's opening of the
  * assistant's turn follows (what a model continues). Throws "the chat template does not parse" or
- * "the chat template failed: ..." with the template's own message.
+ * "the chat template failed: ..." with the template's own message. A template is a program from a
+ * downloaded file: its rendering has a time budget (`budgetFor` the characters of the template and
+ * the messages: 1 s plus 1 ms per 100 characters), past which it is stopped with an error.
  */
 export function renderChat(source: string, messages: readonly ChatMessage[], addGenerationPrompt: boolean, specials: ChatSpecialTokens): string {
   let template = compiled.get(source);
@@ -33,15 +37,18 @@ export function renderChat(source: string, messages: readonly ChatMessage[], add
     }
     compiled.set(source, template);
   }
+  const chars = messages.reduce((n, m) => n + m.content.length + m.role.length, source.length);
+  const items = {
+    messages: messages.map((m) => ({ role: m.role, content: m.content })),
+    add_generation_prompt: addGenerationPrompt,
+    bos_token: specials.bosToken ?? '',
+    eos_token: specials.eosToken ?? '',
+    pad_token: specials.padToken ?? '',
+  };
   try {
-    return template.render({
-      messages: messages.map((m) => ({ role: m.role, content: m.content })),
-      add_generation_prompt: addGenerationPrompt,
-      bos_token: specials.bosToken ?? '',
-      eos_token: specials.eosToken ?? '',
-      pad_token: specials.padToken ?? '',
-    });
+    return withBudget(budgetFor(chars), () => template.render(items), () => 'the chat template ran too long (a loop that does not end soon?)');
   } catch (err) {
+    if (err instanceof BudgetExceededError) throw err;
     throw new Error(`the chat template failed: ${(err as Error).message}`);
   }
 }

@@ -8,6 +8,7 @@ import * as util from 'util';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 
 import { ChatMessage, checkMessages, renderChat } from './chat';
+import { budgetFor, withBudget } from './util/budget';
 import { MAX_CONFIG_JSON_BYTES, MAX_TOKENIZER_JSON_BYTES, readJsonFile } from './util/json';
 import { checkKeys } from './util/options';
 
@@ -155,6 +156,13 @@ function tokenText(value: unknown, key: string, source: string): string | undefi
   throw new Error(`${source}: ${key} must be a string, an object with a string "content", or null; got ${describe(value)}`);
 }
 
+/** Whether a tokenizer.json holds a regex of its own (`{"Regex": ...}` in a Split, Replace, ...). */
+function hasOwnRegex(value: unknown): boolean {
+  if (Array.isArray(value)) return value.some(hasOwnRegex);
+  if (!isPlainObject(value)) return false;
+  return Object.entries(value).some(([k, v]) => (k === 'Regex' && typeof v === 'string') || (k !== 'model' && k !== 'added_tokens' && hasOwnRegex(v)));
+}
+
 /**
  * Checks the shape of a tokenizer.json and returns a copy with the optional top-level keys the
  * library needs filled with their defaults. `source` names the file in the errors.
@@ -233,10 +241,14 @@ export class Tokenizer implements TextTokenizer {
   readonly #templateEos: boolean;
 
   readonly #files: TokenizerFiles;
+  // tokenizer.json's own regexes could backtrack without end (`(a+)+$`): encoding and decoding
+  // with such a tokenizer run under a time budget (lib/util/budget.ts).
+  readonly #regexes: boolean;
 
   private constructor(json: unknown, config: TokenizerConfig, source: string) {
     const tokenizerJson = normalizeTokenizerJson(json, source);
     this.#files = { 'tokenizer.json': json as object, 'tokenizer_config.json': { ...config } as Record<string, unknown> };
+    this.#regexes = hasOwnRegex(tokenizerJson);
     if (!isPlainObject(config)) throw new TypeError(`${source}: tokenizer config must be an object, got ${describe(config)}`);
     for (const key of ['add_bos_token', 'add_eos_token', 'clean_up_tokenization_spaces'] as const) {
       const v = config[key];
@@ -372,7 +384,7 @@ export class Tokenizer implements TextTokenizer {
     const { addSpecialTokens = true, addBos, addEos } = options ?? {};
     // By the post-processor, unless a bos/eos rule is set (by the config or this call).
     const byRules = addBos === undefined && addEos === undefined && this.#addBos === undefined && this.#addEos === undefined;
-    const encoding = this.#hf.encode(text, { add_special_tokens: byRules && addSpecialTokens });
+    const encoding = this.#budgeted(text.length, 'encode', () => this.#hf.encode(text, { add_special_tokens: byRules && addSpecialTokens }));
     const ids = encoding.ids;
     const missing = ids.findIndex((id) => !Number.isInteger(id));
     if (missing >= 0) {
@@ -416,10 +428,16 @@ export class Tokenizer implements TextTokenizer {
     checkOptions('Tokenizer.decode', options, ['skipSpecialTokens']);
     const list = checkIds('Tokenizer.decode', ids, this.vocabSize, (id) => this.#vocab[id] !== undefined);
     if (list.length === 0) return '';
-    return this.#hf.decode(list, {
+    return this.#budgeted(list.length * 16, 'decode', () => this.#hf.decode(list, {
       skip_special_tokens: options?.skipSpecialTokens ?? false,
       clean_up_tokenization_spaces: this.#cleanUpSpaces,
-    });
+    }));
+  }
+
+  /** `fn()`, under a time budget for `chars` characters of text when tokenizer.json has regexes of its own. */
+  #budgeted<T>(chars: number, what: string, fn: () => T): T {
+    if (!this.#regexes) return fn();
+    return withBudget(budgetFor(chars), fn, () => `Tokenizer.${what}: ${this.source}'s regexes ran too long (a pattern that backtracks, such as "(a+)+$"?)`);
   }
 
   tokenToId(token: string): number | undefined {

@@ -175,3 +175,18 @@ describe('generating for an adapter trained on chat records', () => {
     }
   });
 });
+
+describe('a chat template runs under a time budget', () => {
+  // a template is a program in a downloaded file: these would hold the process for hours or exhaust V8's heap
+  it.each([
+    ['a loop over range(1e9)', '{% for i in range(1000000000) %}{% endfor %}{{ messages[0].content }}'],
+    ['nested loops', '{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}'],
+  ])('%s is stopped with an error, within seconds', (_, template) => {
+    const t0 = Date.now();
+    const { json, config } = byteBpe(template);
+    expect(() => Tokenizer.fromJSON(json, config as never).applyChatTemplate(CONVO)).toThrow(/the chat template ran too long \(a loop that does not end soon\?\): stopped after 1\d\d\d ms/);
+    // the datasets render chat records with the same renderer
+    expect(() => MultiTaskDataset.fromArray([{ task: 'chat', messages: CONVO }] as never, { tokenizer: withTemplate(template), maxLength: 200 })).toThrow(/the chat template ran too long/);
+    expect(Date.now() - t0).toBeLessThan(15_000);
+  });
+});

@@ -311,6 +311,27 @@ describe('Tokenizer: WordLevel', () => {
   });
 });
 
+describe('Tokenizer: regexes of tokenizer.json run under a time budget', () => {
+  const split = (pattern: string): object => ({ ...WORD_LEVEL, pre_tokenizer: { type: 'Split', pattern: { Regex: pattern }, behavior: 'Removed', invert: false } });
+
+  test('a Split regex of its own encodes as before', () => {
+    const tok = Tokenizer.fromJSON(split('[ ,]+'));
+    expect(tok.encode('hello, world ,!')).toEqual([1, 2, 3]);
+    expect(tok.encode('hello there')).toEqual([1, 0]);
+  });
+
+  test('a pattern that backtracks ("(a+)+$") is stopped with an error naming the tokenizer, within seconds', () => {
+    const tok = Tokenizer.fromJSON(split('(a+)+$'));
+    const t0 = Date.now();
+    // 2^40 ways to split the a's before the final "b" fails the match: minutes without a budget
+    expect(() => tok.encode('a'.repeat(40) + 'b')).toThrow(
+      /Tokenizer\.encode: Tokenizer\.fromJSON's regexes ran too long \(a pattern that backtracks, such as "\(a\+\)\+\$"\?\): stopped after 1001 ms/,
+    );
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    expect(tok.encode('hello')).toEqual([1]); // still usable
+  });
+});
+
 describe('Tokenizer: errors', () => {
   let good: string;
   beforeAll(() => {
