@@ -21,7 +21,7 @@ export * as distributed from './distributed';
 export type { DistributedOptions, Backend as DistributedBackend } from './distributed';
 export type { TrainerOptions, StepRecord, TaskEval, EvalRecord, History, FitOptions, TrainStepResult, MetricFn, BuiltinMetric, EarlyStoppingOptions, Prediction, EvaluateOptions, TrainerCallback, CallbackResult, CallbackState, ReportTo } from './trainer';
 export type { AdapterOptions } from './adapter';
-export type { Architecture, HFConfig, ModelOptions, TokenBatch, ForwardOptions, GenerateOptions } from './model';
+export type { Architecture, HFConfig, ModelOptions, ModelSaveOptions, TokenBatch, ForwardOptions, GenerateOptions } from './model';
 export { applyPromptTemplate, generateChat, generateText } from './generate';
 export type { ChatMessage, ChatSpecialTokens } from './chat';
 export type { StreamOptions, GenerateTextOptions } from './generate';

@@ -322,6 +322,17 @@ function isModelFile(name: string): boolean {
   return ['config.json', 'generation_config.json', 'model.safetensors', 'model.safetensors.index.json'].includes(name) || /^model-\d{5}-of-\d{5}\.safetensors$/.test(name);
 }
 
+/** Options of Model.save. */
+export interface ModelSaveOptions {
+  /** Weights over this many bytes go into shards (default 5 GB, as transformers' save_pretrained). */
+  maxShardSize?: number;
+  /**
+   * Files copied into the folder with the weights (a tokenizer's files, say), under their own
+   * names, as part of the same replacement: the folder never holds new weights beside old copies.
+   */
+  copyFiles?: readonly string[];
+}
+
 /** Model.save's default shard limit: 5 GB, as transformers' save_pretrained. */
 export const DEFAULT_MAX_SHARD_SIZE = 5_000_000_000;
 
@@ -440,11 +451,14 @@ export class Model {
    * as transformers' save_pretrained) go into shards `model-00001-of-0000N.safetensors` with the
    * index `model.safetensors.index.json`; a tensor larger than the limit gets a shard of its own.
    */
-  save(dir: string, options: { maxShardSize?: number } = {}): void {
+  save(dir: string, options: ModelSaveOptions = {}): void {
     assertNotTraining(this, 'Model.save');
-    if (typeof options !== 'object' || options === null) throw new TypeError(`Model.save: options must be an object, got ${util.inspect(options)}`);
-    const unknown = Object.keys(options).filter((k) => k !== 'maxShardSize');
-    if (unknown.length) throw new RangeError(`Model.save: unknown option ${JSON.stringify(unknown[0])} (known: maxShardSize)`);
+    checkKeys(options as unknown, ['maxShardSize', 'copyFiles'], 'Model.save');
+    const copies = options.copyFiles ?? [];
+    if (!Array.isArray(copies) || copies.some((f) => typeof f !== 'string')) throw new TypeError(`Model.save: copyFiles must be a list of file paths, got ${show(options.copyFiles)}`);
+    for (const f of copies) {
+      if (!fs.statSync(f, { throwIfNoEntry: false })?.isFile()) throw new Error(`Model.save: copyFiles names ${f}, which is not a file`);
+    }
     const limit = options.maxShardSize ?? DEFAULT_MAX_SHARD_SIZE;
     if (!Number.isSafeInteger(limit) || limit < 1) throw new RangeError(`Model.save: maxShardSize must be a whole number of bytes >= 1, got ${util.inspect(options.maxShardSize)}`);
     const shards: { names: string[]; bytes: number }[] = [{ names: [], bytes: 0 }];
@@ -481,6 +495,7 @@ export class Model {
         const config = { ...this.config, architectures: [this.resolvedConfig.architecture], torch_dtype: this.dtype };
         writeFileFully(path.join(tmp, 'config.json'), JSON.stringify(config, null, 2) + '\n');
         if (this.generationConfig) writeFileFully(path.join(tmp, 'generation_config.json'), JSON.stringify(this.generationConfig, null, 2) + '\n');
+        for (const f of copies) fs.copyFileSync(f, path.join(tmp, path.basename(f))); // flushed with the rest before the swap
       },
       { owns: isModelFile, verify: (tmp) => weightFiles(tmp).forEach((f) => readSafetensorsHeader(f)) },
     );

@@ -7,10 +7,10 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { Adapter, Model, saveSafetensors, Tensor } from '../lib';
+import { Adapter, Model, saveSafetensors, Tensor, Trainer } from '../lib';
 import { native } from '../lib/native';
 import { replaceFolder, writeAll } from '../lib/util/files';
-import { SAVE_CONFIG, tempFolder } from './helpers/tiny-model';
+import { SAVE_CONFIG, TINY_BYTE_CONFIG, tempFolder } from './helpers/tiny-model';
 
 const tmp = tempFolder('rlora-atomic-');
 const CHILD = path.join(__dirname, 'helpers', 'save-child.ts');
@@ -99,7 +99,7 @@ describe('Model.save and Adapter.save over an existing folder', () => {
 });
 
 /** Starts the child that saves forever into `dir`, waits for its first save, kills it with SIGKILL after a random delay, and waits for it to die. */
-async function saveThenKill(dir: string, kind: 'model' | 'adapter', maxDelayMs: number): Promise<void> {
+async function saveThenKill(dir: string, kind: 'model' | 'merged' | 'adapter' | 'checkpoint', maxDelayMs: number): Promise<void> {
   const child = spawn(process.execPath, ['-r', 'tsx/cjs', CHILD, dir, kind], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, OMP_NUM_THREADS: '1' } });
   let err = '';
   child.stderr.on('data', (d: Buffer) => (err += d.toString()));
@@ -125,6 +125,29 @@ describe('kill -9 at random moments', () => {
       expect(want).toContain(fingerprint(await Model.fromPretrained(dir)));
       // a killed save's sibling is hidden beside the folder, never inside it
       expect(entries(dir).every((n) => !n.startsWith('.'))).toBe(true);
+    }
+  });
+
+  it('a merged model\'s folder always holds one model with its own tokenizer file (rlora merge --overwrite)', async () => {
+    const dir = path.join(tmp, 'killed-merged', 'out');
+    const want = [1, 2].map((seed) => fingerprint(Model.fromConfig(SAVE_CONFIG, { seed })));
+    for (let k = 0; k < KILLS; k++) {
+      await saveThenKill(dir, 'merged', 400);
+      const seed = (JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer.json'), 'utf8')) as { seed: number }).seed; // a torn copy would not parse
+      expect(fingerprint(await Model.fromPretrained(dir))).toBe(want[seed - 1]); // never new weights beside the other tokenizer
+    }
+  });
+
+  it('every checkpoint a killed run leaves resumes (a checkpoint every step, the newest two kept)', async () => {
+    const dir = path.join(tmp, 'killed-run');
+    for (let k = 0; k < KILLS / 2; k++) {
+      await saveThenKill(dir, 'checkpoint', 400);
+      const checkpoints = entries(dir).filter((n) => /^checkpoint-\d+$/.test(n));
+      expect(checkpoints.length).toBeGreaterThanOrEqual(1);
+      for (const c of checkpoints) {
+        const trainer = await Trainer.resume(path.join(dir, c), Model.fromConfig(TINY_BYTE_CONFIG, { seed: 1 }), { progress: false });
+        expect(trainer.step).toBe(Number(c.split('-')[1]));
+      }
     }
   });
 

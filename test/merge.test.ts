@@ -40,7 +40,7 @@ describe('Model.save', () => {
     model.save(dir);
     expect(fs.readdirSync(dir).filter((f) => f.endsWith('.safetensors') || f.endsWith('.json')).sort()).toEqual(['config.json', 'model.safetensors']);
     expect(() => model.save(dir, { maxShardSize: 0 })).toThrow('Model.save: maxShardSize must be a whole number of bytes >= 1, got 0');
-    expect(() => model.save(dir, { maxShard: 1 } as never)).toThrow('Model.save: unknown option "maxShard" (known: maxShardSize)');
+    expect(() => model.save(dir, { maxShardSiz: 1 } as never)).toThrow('Model.save: unknown option "maxShardSiz" (did you mean "maxShardSize"?); known: maxShardSize, copyFiles');
   });
 
   it('keeps generation_config.json from the folder it loaded', async () => {

@@ -50,9 +50,10 @@ async function runMerge(args: string[]): Promise<number> {
   }
   const modules = adapter.layers.size;
   adapter.merge();
-  await as(`writing ${out}`, () => model.save(out, maxShardSize === undefined ? {} : { maxShardSize }));
+  // the tokenizer's files go in with the weights, in one replacement of the folder
   const copied = COPIED.filter((f) => fs.existsSync(path.join(modelDir, f)));
-  for (const f of copied) fs.copyFileSync(path.join(modelDir, f), path.join(out, f));
+  const copyFiles = copied.map((f) => path.join(modelDir, f));
+  await as(`writing ${out}`, () => model.save(out, maxShardSize === undefined ? { copyFiles } : { maxShardSize, copyFiles }));
   const files = fs.readdirSync(out).filter((f) => f.endsWith('.safetensors'));
   console.log(`merged ${modules} module${modules === 1 ? '' : 's'} of ${adapterDir} into ${modelDir}; wrote ${out} (${files.length} weights file${files.length === 1 ? '' : 's'}${copied.length ? `, ${copied.join(', ')}` : ''})`);
   return 0;
