@@ -663,7 +663,8 @@ export interface SamplerState {
 }
 
 const GROUP_WINDOW = 50;
-const LABEL_IGNORE = -100;
+/** The label of a token that no loss is computed for (prompt, padding), as torch's ignore_index. */
+export const IGNORE_INDEX = -100;
 
 /** xoshiro128** (Blackman and Vigna), seeded through splitmix32. */
 class Rng {
@@ -878,12 +879,12 @@ export class BatchSampler {
         const id = e.inputIds[t];
         ids.push(id);
         mask.push(1);
-        labels.push(t >= e.promptLength || inLossSpan(e, t) ? id : LABEL_IGNORE);
+        labels.push(t >= e.promptLength || inLossSpan(e, t) ? id : IGNORE_INDEX);
       }
       for (let t = n; t < width; t++) {
         ids.push(this.padId);
         mask.push(0);
-        labels.push(LABEL_IGNORE);
+        labels.push(IGNORE_INDEX);
       }
       batch.lossTokens += n - Math.max(e.promptLength, 1) + (e.lossSpans ?? []).reduce((a, [s0, s1]) => a + s1 - Math.max(s0, 1), 0);
       batch.inputIds.push(ids);

@@ -281,7 +281,7 @@ describe('run.json', () => {
     const r = await rlora(['train', '--config', file]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('trainer.learningRat is not a known key (did you mean trainer.learningRate?)');
-    expect(r.stderr).toContain('trainer.batchSize must be >= 1, got 0');
+    expect(r.stderr).toContain('trainer.batchSize must be an integer >= 1, got 0');
     expect(r.stderr).toContain('outputDirr is not a known key (did you mean outputDir?)');
     expect(fs.existsSync(path.join(tmp, 'bad', 'out'))).toBe(false);
   });
@@ -302,15 +302,15 @@ describe('run.json', () => {
     expect(problems({ ...base, adapter: { targetModules: 'q_proj' } })).toEqual([expect.stringMatching(/^adapter\.targetModules must be/)]);
     expect(problems({ ...base, adapter: { targetModules: { regex: 'proj$' }, method: 'qlora' } })).toEqual([expect.stringContaining('adapter.method must be one of "lora", "hydralora", "rlora"')]);
     expect(problems({ ...base, trainer: { warmupRatio: 1, schedule: 'cosine', maxSteps: 2.5 } })).toEqual([
-      'trainer.warmupRatio must be >= 0 and < 1, got 1',
-      'trainer.maxSteps must be an integer, got 2.5',
+      'trainer.warmupRatio must be a finite number >= 0 and < 1, got 1',
+      'trainer.maxSteps must be an integer >= 1, got 2.5',
     ]);
     expect(problems({ ...base, model: { path: 'm', config: {} } })).toEqual([expect.stringContaining('exactly one of model.path')]);
     expect(problems({ ...base, model: { config: { hidden_size: 8 }, sed: 1 } })).toEqual([expect.stringContaining('model.sed is not a known key (did you mean model.seed?)')]);
-    expect(problems([])).toEqual(['run.json must be a JSON object, got an array']);
+    expect(problems([])).toEqual(['run.json must be a JSON object, got []']);
     expect(problems({ ...base, trainer: { distributed: { backend: 'mpi', bucketCapMb: -1, timeout: 5 } } })).toEqual([
       expect.stringContaining('trainer.distributed.backend must be one of "gloo", "nccl"'),
-      expect.stringContaining('trainer.distributed.bucketCapMb must be >= 0, got -1'),
+      expect.stringContaining('trainer.distributed.bucketCapMb must be a finite number >= 0, got -1'),
       expect.stringContaining('trainer.distributed.timeout is not a known key (did you mean trainer.distributed.timeoutMs?)'),
     ]);
     expect(parseRunConfig({ ...base, trainer: { distributed: { backend: 'gloo', timeoutMs: 5000, bucketCapMb: 1 } } }, '/x/run.json').trainer.distributed).toEqual({ backend: 'gloo', timeoutMs: 5000, bucketCapMb: 1 });

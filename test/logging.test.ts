@@ -110,7 +110,7 @@ describe('a run with reportTo csv and tensorboard, stderr not a terminal', () =>
     const { TINY_BYTE_CONFIG } = require('./helpers/tiny-model') as typeof import('./helpers/tiny-model');
     const model = r.Model.fromConfig(TINY_BYTE_CONFIG, { seed: 1 });
     const adapter = r.Adapter.attach(model, { targetModules: ['q_proj'] });
-    expect(() => new r.Trainer(model, adapter, { reportTo: ['wandb'] as never, outputDir: tmp })).toThrow('reportTo[] must be one of "csv", "tensorboard", got "wandb"');
+    expect(() => new r.Trainer(model, adapter, { reportTo: ['wandb'] as never, outputDir: tmp })).toThrow('reportTo[0] must be one of "csv", "tensorboard", got "wandb"');
     expect(() => new r.Trainer(model, adapter, { reportTo: ['csv'] })).toThrow('reportTo ["csv"] needs outputDir');
   });
 });

@@ -1,5 +1,5 @@
 // StepLog keeps a fit's steps in columns; the records it gives back must be the ones pushed.
-import { StepLog } from '../lib/steplog';
+import { StepLog } from '../lib/trainer/steplog';
 import type { StepRecord } from '../lib/trainer';
 
 describe('StepLog', () => {

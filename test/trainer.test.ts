@@ -433,7 +433,7 @@ describe('bfloat16 autocast', () => {
     // evaluation and plain forward are unaffected: no autocast outside the training step
     const m = bf16.a.model;
     expect((await m.forward([[1, 2, 3]])).dtype).toBe('float32');
-    expect(() => new Trainer(m, bf16.a, { precision: 'float16' as never })).toThrow(/precision must be 'float32' or 'bfloat16', got "float16"/);
+    expect(() => new Trainer(m, bf16.a, { precision: 'float16' as never })).toThrow('precision must be one of "float32", "bfloat16", got "float16" (did you mean "bfloat16"?)');
   });
 });
 

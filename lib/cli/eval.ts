@@ -9,7 +9,10 @@ import { readJsonFile } from '../util/json';
 import type { ModelSource } from './common';
 import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
 import { as, checkVocabulary, evalTable, lib, loadModel, loadTokenizer } from './common';
-import { BUILTIN_METRIC_NAMES, readRunConfig, RunConfig } from './runconfig';
+import { BUILTIN_METRICS } from '../trainer/metrics';
+import { readRunConfig, RunConfig } from './runconfig';
+
+const BUILTIN_METRIC_NAMES = Object.keys(BUILTIN_METRICS);
 import { metricLines } from './train';
 
 export const evalCommand: Subcommand = {

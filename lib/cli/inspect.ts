@@ -6,7 +6,7 @@ import * as path from 'path';
 import type { Tensor } from '../tensor';
 import { formatBytes, InputError, parseArgs, stringOption, Subcommand, table, UsageError, useColor } from './args';
 import { lib } from './common';
-import { TRAINER_STATE_FILE } from '../checkpoint-files';
+import { readTrainerState, TRAINER_STATE_FILE } from '../trainer/checkpoint';
 import { readJsonFile } from '../util/json';
 
 export const inspect: Subcommand = {
@@ -216,7 +216,7 @@ function runInspect(args: string[]): number {
   }
   const info = readAdapter(dir);
   const statePath = path.join(dir, TRAINER_STATE_FILE);
-  const state = fs.existsSync(statePath) ? (readJsonFile(statePath) as { step: number; totalSteps: number }) : undefined;
+  const state = fs.existsSync(statePath) ? readTrainerState(statePath) : undefined;
   const all = info.modules;
   const shown = filter ? all.filter((m) => filter!.test(m.name)) : all;
   if (filter && shown.length === 0) throw new InputError(`--module ${pattern} matches none of the ${all.length} modules (e.g. ${all[0]?.name})`);

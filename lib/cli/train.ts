@@ -10,10 +10,9 @@ import { as, checkVocabulary, describeDataset, lib, loadModel, loadTokenizer } f
 import { CLEAR_LINE } from '../progress';
 import { dieWithLauncher, launch, launchOptions, withoutLaunchFlags } from './launch';
 import { describeRunConfig, readRunConfig, RunConfig } from './runconfig';
-import { LOG_FILE, runFiles, TRAINER_STATE_FILE } from '../checkpoint-files';
+import { LOG_FILE, readTrainerState, runFiles, TRAINER_STATE_FILE, trimLog } from '../trainer/checkpoint';
 import { evalText, fmt, stepLine } from '../logging/text';
 import { MAX_THREADS } from '../threads';
-import { readJsonFile } from '../util/json';
 
 /** Exit code after Ctrl-C (128 + SIGINT), as shells report it. */
 export const INTERRUPTED = 130;
@@ -186,7 +185,7 @@ async function runTrain(args: string[]): Promise<number> {
       const overrides: Pick<TrainerOptions, 'outputDir' | 'progress' | 'maxSteps'> = { outputDir: cfg.outputDir, progress: cfg.trainer.progress ?? Boolean(process.stderr.isTTY) };
       if (maxSteps !== undefined) overrides.maxSteps = maxSteps; // Trainer.resume warns that the schedule is recomputed
       trainer = await as(`resuming from ${resume}`, () => rl.Trainer.resume(resume, model, overrides));
-      const state = readJsonFile(path.join(resume, TRAINER_STATE_FILE)) as { totalSteps: number };
+      const state = readTrainerState(path.join(resume, TRAINER_STATE_FILE));
       total = maxSteps ?? state.totalSteps;
       const o = trainer.options as unknown as Record<string, unknown>;
       for (const [k, v] of Object.entries(cfg.trainer)) {
@@ -196,8 +195,6 @@ async function runTrain(args: string[]): Promise<number> {
         }
       }
       const log = path.join(cfg.outputDir, LOG_FILE);
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      const { trimLog } = require('../trainer') as typeof import('../trainer'); // loaded with the addon, as lib() is
       const dropped = fs.existsSync(log) ? trimLog(log, trainer.step) : 0;
       say(`resume     ${resume}: step ${trainer.step} of ${total}${dropped ? ` (dropped ${dropped} log line${dropped === 1 ? '' : 's'} after step ${trainer.step})` : ''}`);
     } else {

@@ -163,3 +163,14 @@ export function replaceFolder(dir: string, fill: (tmp: string) => void, options:
   fsyncPath(path.dirname(path.resolve(dir)));
   if (old !== undefined) fs.rmSync(old, { recursive: true, force: true });
 }
+
+/** Runs fn; an error whose message does not name `file` is thrown again with it in front. */
+export function naming<T>(file: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    const message = e instanceof Error ? e.message : String(e);
+    if (message.includes(file)) throw e;
+    throw new Error(`${file}: ${message}`);
+  }
+}

@@ -2,7 +2,7 @@
 // instead of one JS object a step (about 280 bytes of V8 heap with its per-task losses). A
 // 100,000-step fit so keeps about 7 MB instead of about 28 MB while it trains; fit builds the
 // StepRecord objects once, when it returns.
-import type { StepRecord } from './trainer';
+import type { StepRecord } from './records';
 
 const FIELDS = ['step', 'epoch', 'loss', 'lr', 'gradNorm', 'tokens', 'tokensPerSecond'] as const;
 

@@ -1,0 +1,145 @@
+// The format of a training run's folder, owned here (docs/ARCHITECTURE.md section 4): the names of
+// its files, trainer_state.json's reader and writer, pruning old checkpoints, and trimming the log
+// on resume. The two tensor files are read and written by checkpoint-tensors.ts under these names.
+// It loads nothing native, so the CLI can use it before the addon loads.
+//
+//   <outputDir>/log.jsonl              one JSON record a step (and evaluations)
+//   <outputDir>/eval-<step>.jsonl      evaluation predictions
+//   <outputDir>/metrics.csv            with reportTo 'csv': step,name,value
+//   <outputDir>/tensorboard/           with reportTo 'tensorboard': event files
+//   <outputDir>/checkpoint-<step>/     the adapter's files, plus:
+//       trainer_state.json             step, data position, options, metrics
+//       optimizer.safetensors          AdamW's moments
+//       rng.safetensors                the dropout generators
+import * as fs from 'fs';
+import * as path from 'path';
+import * as util from 'util';
+
+import type { SamplerState } from '../data';
+import { removeAtomically, writeFileAtomically, writeFileFully } from '../util/files';
+import { readJsonFile } from '../util/json';
+import type { BestState } from './metrics';
+import type { TrainerOptions } from './options';
+
+export const LOG_FILE = 'log.jsonl';
+/** TrainerOptions.reportTo: 'csv' writes this, 'tensorboard' event files into TENSORBOARD_DIR. */
+export const METRICS_CSV_FILE = 'metrics.csv';
+export const TENSORBOARD_DIR = 'tensorboard';
+export const TRAINER_STATE_FILE = 'trainer_state.json';
+export const OPTIMIZER_FILE = 'optimizer.safetensors';
+export const RNG_FILE = 'rng.safetensors';
+/** The files a checkpoint holds beside the adapter's. */
+export const CHECKPOINT_FILES = [TRAINER_STATE_FILE, OPTIMIZER_FILE, RNG_FILE] as const;
+
+export const checkpointName = (step: number): string => `checkpoint-${step}`;
+export const evalPredictionsName = (step: number): string => `eval-${step}.jsonl`;
+export const CHECKPOINT_NAME = /^checkpoint-(\d+)$/;
+const EVAL_NAME = /^eval-\d+\.jsonl$/;
+/** Leftovers of writes a killed process did not finish (util/files.ts sideName). */
+export const LEFTOVER_NAME = /^\.(checkpoint-\d+|log\.jsonl|eval-\d+\.jsonl)\.(tmp|old|deleting)-/;
+
+/** The entries of `dir` that a training run wrote there: its log, checkpoints, predictions and leftovers. */
+export function runFiles(dir: string): string[] {
+  if (!fs.existsSync(dir)) return [];
+  return fs.readdirSync(dir).filter((f) => f === LOG_FILE || f === METRICS_CSV_FILE || f === TENSORBOARD_DIR || CHECKPOINT_NAME.test(f) || EVAL_NAME.test(f) || LEFTOVER_NAME.test(f));
+}
+
+/** The steps of the checkpoints in `dir`, ascending. */
+export function checkpointSteps(dir: string): number[] {
+  if (!fs.existsSync(dir)) return [];
+  return fs
+    .readdirSync(dir)
+    .map((f) => CHECKPOINT_NAME.exec(f))
+    .filter((m): m is RegExpExecArray => m !== null && fs.statSync(path.join(dir, m[0])).isDirectory())
+    .map((m) => Number(m[1]))
+    .sort((a, b) => a - b);
+}
+
+export interface TrainerState {
+  version: 1;
+  step: number;
+  totalSteps: number;
+  options: TrainerOptions;
+  sampler: SamplerState;
+  dataset: { size: number; tasks: string[] };
+  /** earlyStopping's and saveBest's progress (absent in older checkpoints). */
+  best?: BestState;
+  /** Names of the metric functions the run evaluated (a checkpoint cannot hold functions): resume asks for them again. */
+  customMetrics?: string[];
+}
+
+/** Reads and checks trainer_state.json; errors name the file. */
+export function readTrainerState(file: string): TrainerState {
+  const state = readJsonFile(file) as TrainerState;
+  const bad = (what: string): never => {
+    throw new Error(`${file}: ${what}`);
+  };
+  if (typeof state !== 'object' || state === null || Array.isArray(state)) bad('not a JSON object');
+  if (state.version !== 1) bad(`unknown version ${util.inspect(state.version)} (expected 1)`);
+  if (!Number.isInteger(state.step) || state.step < 0) bad(`step must be a non-negative integer, got ${util.inspect(state.step)}`);
+  if (!Number.isInteger(state.totalSteps) || state.totalSteps < 1) bad(`totalSteps must be an integer >= 1, got ${util.inspect(state.totalSteps)}`);
+  if (typeof state.options !== 'object' || state.options === null || Array.isArray(state.options)) bad('options must be an object');
+  const d = state.dataset;
+  if (typeof d !== 'object' || d === null || !Number.isInteger(d.size) || !Array.isArray(d.tasks) || !d.tasks.every((t) => typeof t === 'string')) {
+    bad('dataset must be {size, tasks}');
+  }
+  // every checkpoint rlora writes has the data position: without it a resume would start the data over, silently
+  if (typeof state.sampler !== 'object' || state.sampler === null || Array.isArray(state.sampler)) bad(`sampler must be the data position (an object), got ${util.inspect(state.sampler)}`);
+  const b = state.best;
+  if (b !== undefined) {
+    const num = (v: unknown): boolean => typeof v === 'number' || v === null; // NaN is written as null
+    if (typeof b !== 'object' || b === null || Array.isArray(b)) bad('best must be an object');
+    if (b.stop !== undefined && !(num(b.stop.best) && Number.isInteger(b.stop.bad))) bad(`best.stop must be {best, bad}, got ${util.inspect(b.stop)}`);
+    if (b.save !== undefined && !(typeof b.save.value === 'number' && typeof b.save.checkpoint === 'string')) bad(`best.save must be {value, checkpoint}, got ${util.inspect(b.save)}`);
+    if (b.stop && b.stop.best === null) b.stop.best = NaN;
+  }
+  if (state.customMetrics !== undefined && !(Array.isArray(state.customMetrics) && state.customMetrics.every((m) => typeof m === 'string'))) {
+    bad(`customMetrics must be an array of metric names, got ${util.inspect(state.customMetrics)}`);
+  }
+  return state;
+}
+
+/** Writes trainer_state.json into the checkpoint folder being written. */
+export function writeTrainerState(dir: string, state: TrainerState): void {
+  writeFileFully(path.join(dir, TRAINER_STATE_FILE), JSON.stringify(state, null, 2) + '\n');
+}
+
+/** Deletes all but the newest `keep` checkpoints of `dir` (each atomically), sparing `spare` (saveBest's). */
+export function pruneCheckpoints(dir: string, keep: number, spare?: string): void {
+  const steps = checkpointSteps(dir).filter((s) => spare === undefined || path.resolve(dir, checkpointName(s)) !== path.resolve(spare));
+  for (const s of steps.reverse().slice(keep)) removeAtomically(path.join(dir, checkpointName(s)));
+}
+
+/**
+ * Keeps the records of a training log up to `step` (those after it are about to be logged again),
+ * rewriting the file atomically. A last line cut short (a process killed while appending) is dropped
+ * with a warning; any other line that is not a record is an error naming the file and line.
+ * Returns how many records it dropped.
+ * @internal (the CLI reports the count)
+ */
+export function trimLog(file: string, step: number): number {
+  const lines = fs.readFileSync(file, 'utf8').split('\n');
+  const keep: string[] = [];
+  let dropped = 0;
+  lines.forEach((line, i) => {
+    if (line.trim() === '') return;
+    let record: unknown;
+    try {
+      record = JSON.parse(line);
+    } catch (e) {
+      // the last piece has no line end: a record being appended when the process stopped
+      if (i === lines.length - 1) {
+        console.warn(`rlora: ${file}:${i + 1}: dropped a half-written last line (${line.length} characters)`);
+        return;
+      }
+      throw new Error(`${file}:${i + 1}: invalid JSON (${(e as Error).message}): not a training log line`);
+    }
+    const at = (record as { step?: unknown } | null)?.step;
+    if (typeof at !== 'number') throw new Error(`${file}:${i + 1}: a log record without a step`);
+    if (at <= step) keep.push(line + '\n');
+    else dropped++;
+  });
+  writeFileAtomically(file, keep.join(''));
+  return dropped;
+}
+

@@ -1,0 +1,353 @@
+// The Trainer's options: their type (TrainerOptions), and ONE table that gives each option's rule,
+// default and documentation. The Trainer's constructor checks its options with the table, and
+// run.json's `trainer` section (lib/cli/runconfig.ts) is checked and documented from the same
+// rows, so a new option is one row here plus its use. Nothing here loads the native addon.
+import type { DistributedOptions } from '../distributed';
+import type { Sampling } from '../data';
+import type { Schedule } from '../optim';
+import { bool, check, int, Key, num, oneOf, Problem, Spec, str } from '../util/spec';
+import { BUILTIN_METRICS, BuiltinMetric, BestRule, MetricFn, RESERVED_METRICS, StopRule } from './metrics';
+
+export interface TrainerOptions {
+  /** Base learning rate of AdamW. Default 2e-4 (the published R-LoRA run). */
+  learningRate?: number;
+  /** Passes over the training set (default 1), unless maxSteps is given. */
+  epochs?: number;
+  /** Optimizer steps; overrides epochs. */
+  maxSteps?: number;
+  /** Rows per micro-batch. Default 8. */
+  batchSize?: number;
+  /** Micro-batches per optimizer step. Default 1. */
+  gradientAccumulation?: number;
+  /** Default 'cosine'. */
+  schedule?: Schedule;
+  /** Warm-up as a fraction of all steps (default 0.03), unless warmupSteps is given. */
+  warmupRatio?: number;
+  warmupSteps?: number;
+  /** Decoupled weight decay. Default 0. */
+  weightDecay?: number;
+  /** Clip the global gradient norm to this; 0 turns clipping off. Default 1. */
+  maxGradNorm?: number;
+  /** Seed of the data order (the adapter has its own). Default 0. */
+  seed?: number;
+  /** How tasks mix in a batch. Default 'proportional'. */
+  sampling?: Sampling;
+  /** T of 'temperature' sampling. Default 2. */
+  samplingTemperature?: number;
+  /** Batches of similar lengths (less padding). Default false. */
+  groupByLength?: boolean;
+  /** Evaluate the evalDataset every this many steps (and at the end); 0: only at the end. Default 0. */
+  evalEvery?: number;
+  /** Write a checkpoint every this many steps (and at the end); 0: only at the end. Needs outputDir. */
+  saveEvery?: number;
+  /**
+   * Where log.jsonl and checkpoint-<step>/ go. No files when absent. Trainer.resume defaults it to
+   * the checkpoint's parent folder.
+   */
+  outputDir?: string;
+  /**
+   * Start over in an outputDir that holds an earlier run: fit removes its log.jsonl, checkpoint-N/
+   * and eval-N.jsonl before writing (other files stay). Default false: such a folder is refused,
+   * since appending would mix two runs in one log (Trainer.resume continues a run instead).
+   */
+  overwriteOutputDir?: boolean;
+  /** Keep only the newest this many checkpoints (older ones are deleted after a new one is complete); 0 keeps all. Default 0. */
+  keepCheckpoints?: number;
+  /**
+   * A progress bar on stderr. Default: on when stderr is a terminal; where it is not (a log file,
+   * a pipe, CI), a line every `loggingSteps` steps and each evaluation's table instead. false:
+   * nothing on stderr.
+   */
+  progress?: boolean;
+  /** Where no progress bar is drawn (progress unset and stderr not a terminal): a step line every this many steps (and the first and last). Default 50. */
+  loggingSteps?: number;
+  /**
+   * Where the numbers also go, besides log.jsonl (Hugging Face's report_to): 'csv' writes
+   * outputDir/metrics.csv (step,name,value), 'tensorboard' writes TensorBoard event files into
+   * outputDir/tensorboard/ (`tensorboard --logdir <outputDir>/tensorboard`). Needs outputDir.
+   * Default: none.
+   */
+  reportTo?: ReportTo[];
+  /**
+   * 'float32' (default), or 'bfloat16': forward and backward under bfloat16 autocast on the
+   * model's device (CPU or CUDA), as torch.autocast does; parameters, gradients and optimizer
+   * state stay in the model's dtype. Evaluation runs without autocast.
+   */
+  precision?: 'float32' | 'bfloat16';
+  /** Where training runs: the model's device (load the model there); given, it must match. */
+  device?: string;
+  /**
+   * Skip a step whose loss is NaN or infinite (no update) instead of stopping. fit() counts the
+   * skipped steps (History.skippedSteps, and a warning), and stops with `stopped: 'nonFinite'` as
+   * soon as more than half of its steps were skipped. An update that leaves the parameters
+   * non-finite cannot be skipped (it is made): fit() always stops with an error then. Default false.
+   */
+  skipNonFinite?: boolean;
+  /**
+   * Greedy generation in evaluate() stops at eos or after this many tokens beyond the example's
+   * own response length (per row: the batch size never changes a prediction). Default 4.
+   */
+  evalExtraTokens?: number;
+  /**
+   * Rows per batch in evaluate() and in the evaluations during fit (loss and greedy generation
+   * batched together). Evaluation keeps no activations for backward, so it can take larger batches
+   * than training; larger ones are faster. Default: batchSize.
+   */
+  evalBatchSize?: number;
+  /**
+   * Data parallelism over processes (README "Data parallel"). 'auto' (default): on when the
+   * environment's WORLD_SIZE is above 1 (torchrun's contract: MASTER_ADDR, MASTER_PORT, WORLD_SIZE,
+   * RANK), or when distributed.init() made a group of several ranks. An object: as 'auto', with
+   * these options for distributed.init (backend, timeoutMs); one process still makes no group.
+   * The backend, unless named: 'nccl' for a CUDA model where the build has NCCL (each rank's model
+   * must then be on cuda:LOCAL_RANK), else 'gloo'. bucketCapMb: gradients exchanged in buckets
+   * while backward runs (default 25 with NCCL, 0 with Gloo). false: off. batchSize is per process; the
+   * global batch is batchSize x gradientAccumulation x worldSize. Rank 0 alone writes checkpoints,
+   * logs, evaluation files and the progress bar.
+   */
+  distributed?: 'auto' | false | DistributedOptions;
+  /**
+   * Activation checkpointing: the forward keeps only each decoder layer's input, and backward runs
+   * each layer again (dropout draws the same masks), so the step's memory for activations falls
+   * from all layers' to about one layer's, for about one more forward of compute. Same losses and
+   * gradients as without. Default false.
+   */
+  gradientCheckpointing?: boolean;
+  /**
+   * Extra evaluation metrics, by name: a function of (prediction, reference, task), where the
+   * prediction is the greedy generation decoded by the dataset's tokenizer (up to eos, special
+   * tokens skipped) and the reference is the example's response text; or the name of a built-in
+   * metric (BUILTIN_METRICS: 'exactMatch', 'charF1'). Averaged over the examples of each task and
+   * reported in TaskEval.metrics. Functions are not saved in checkpoints (their names are):
+   * Trainer.resume refuses until they are passed again. Names 'loss', 'accuracy' and 'count' are taken. Default: none.
+   */
+  metrics?: Record<string, MetricFn | BuiltinMetric>;
+  /**
+   * Stop fit when the evaluation `metric` (averaged over the tasks: 'loss', 'accuracy' or a name of
+   * `metrics`) has not improved by more than `minDelta` (default 0) for `patience` (default 1)
+   * evaluations in a row; History.stopped is then 'earlyStopping'. `mode`: 'min' (lower is better;
+   * the default for 'loss') or 'max' (the default for any other metric). Needs evalEvery > 0 and
+   * an evalDataset. Default: off.
+   */
+  earlyStopping?: EarlyStoppingOptions;
+  /**
+   * Keep the checkpoint of the best evaluation by this metric (as earlyStopping.metric; the mode
+   * defaults as there, or is given as {metric, mode}): it is written when an evaluation improves
+   * on every earlier one, named in History.bestCheckpoint, and never deleted by keepCheckpoints
+   * (kept besides the newest keepCheckpoints). Needs outputDir, evalEvery > 0 and an evalDataset.
+   * Default: off.
+   */
+  saveBest?: string | { metric: string; mode?: 'min' | 'max' };
+  /**
+   * At the end of fit (completed or early-stopped), load the adapter weights of the best
+   * checkpoint (saveBest) back into the adapter; the last checkpoint still holds the last state.
+   * Needs saveBest and outputDir. Default false.
+   */
+  loadBestAtEnd?: boolean;
+}
+
+
+export interface EarlyStoppingOptions {
+  /** 'loss', 'accuracy' or a name of TrainerOptions.metrics, averaged over the tasks. */
+  metric: string;
+  /** Evaluations without improvement before fit stops. Default 1. */
+  patience?: number;
+  /** An improvement must exceed this. Default 0. */
+  minDelta?: number;
+  /** Default 'min' for 'loss', 'max' otherwise. */
+  mode?: 'min' | 'max';
+}
+
+
+/** Where a run's numbers can go besides log.jsonl (TrainerOptions.reportTo). */
+export const REPORT_TO = ['csv', 'tensorboard'] as const;
+export type ReportTo = (typeof REPORT_TO)[number];
+
+/** The most micro-batches one optimizer step may accumulate (each is a native call; 1e9 ran the JS heap out of memory). */
+export const MAX_GRADIENT_ACCUMULATION = 65536;
+
+/**
+ * One option: its rule (`spec`), its default, its documentation (`rlora train --help` shows it),
+ * and how run.json writes it: the same spec (`runJson` absent), another one, or not at all (false).
+ */
+interface OptionRow {
+  spec: Spec;
+  default?: unknown;
+  doc: string;
+  /** How the value looks in help texts (default: made from the spec). */
+  type?: string;
+  runJson?: Spec | false;
+}
+
+const BUILTIN_NAMES = Object.keys(BUILTIN_METRICS);
+const DISTRIBUTED_KEYS: Record<string, Key> = {
+  backend: { spec: oneOf('gloo', 'nccl'), doc: '"gloo" (CPU) or "nccl" (CUDA, where the build has it); default: nccl for a CUDA model where available, else gloo' },
+  timeoutMs: { spec: int(1), doc: 'how long a collective may wait for the other ranks (default 600000)' },
+  bucketCapMb: { spec: num(0), doc: 'MiB of gradients exchanged per bucket while backward runs; 0: one all-reduce after backward (default 25 with nccl, 0 with gloo)' },
+};
+const METRIC_MODE = { spec: oneOf('min', 'max'), doc: 'lower or higher is better (default min for loss, max otherwise)' };
+
+/** Every Trainer option (others are refused, naming the closest). */
+export const TRAINER_OPTIONS = {
+  learningRate: { spec: num(0, true), default: 2e-4, doc: 'AdamW learning rate (default 2e-4)' },
+  epochs: { spec: num(0, true), default: 1, doc: 'passes over the training set (default 1), unless maxSteps' },
+  maxSteps: { spec: int(1), doc: 'optimizer steps; overrides epochs' },
+  batchSize: { spec: int(1), default: 8, doc: 'rows per micro-batch (default 8)' },
+  gradientAccumulation: { spec: int(1, MAX_GRADIENT_ACCUMULATION), default: 1, doc: `micro-batches per optimizer step, at most ${MAX_GRADIENT_ACCUMULATION} (default 1)` },
+  schedule: { spec: oneOf('cosine', 'linear', 'constant'), default: 'cosine', doc: 'learning-rate schedule after warm-up (default cosine)' },
+  warmupRatio: { spec: num(0, false, 1, true), default: 0.03, doc: 'warm-up as a fraction of all steps (default 0.03)' },
+  warmupSteps: { spec: int(0), doc: 'warm-up steps; overrides warmupRatio' },
+  weightDecay: { spec: num(0), default: 0, doc: 'decoupled weight decay (default 0)' },
+  maxGradNorm: { spec: num(0), default: 1, doc: 'clip the gradient norm to this; 0 is off (default 1)' },
+  seed: { spec: int(0), default: 0, doc: 'seed of the data order (default 0)' },
+  sampling: { spec: oneOf('proportional', 'uniform', 'temperature'), default: 'proportional', doc: 'how tasks mix in a batch (default proportional)' },
+  samplingTemperature: { spec: num(0, true), default: 2, doc: 'T of temperature sampling (default 2)' },
+  groupByLength: { spec: bool, default: false, doc: 'batches of similar lengths (default false)' },
+  evalEvery: { spec: int(0), default: 0, doc: 'evaluate the eval data every this many steps; 0: at the end only (default 0)' },
+  saveEvery: { spec: int(0), default: 0, doc: 'checkpoint every this many steps; 0: at the end only (default 0)' },
+  outputDir: { spec: { kind: 'path' }, doc: 'where log.jsonl and checkpoint-<step>/ go', runJson: false },
+  overwriteOutputDir: { spec: bool, default: false, doc: 'start over in an outputDir that holds an earlier run (default false)', runJson: false },
+  keepCheckpoints: { spec: int(0), default: 0, doc: 'keep only the newest this many checkpoints; 0 keeps all (default 0)' },
+  progress: { spec: bool, doc: 'progress bar (default: when stderr is a terminal; else a line now and then on stderr)' },
+  loggingSteps: { spec: int(1), default: 50, doc: 'without a progress bar, a line every this many steps (default 50)', runJson: false },
+  reportTo: { spec: { kind: 'string-array', values: ['csv', 'tensorboard'], allowEmpty: true }, default: [], doc: 'also write the numbers as metrics.csv and/or TensorBoard event files in outputDir (default none)', runJson: false },
+  precision: { spec: oneOf('float32', 'bfloat16'), doc: '"float32" (default) or "bfloat16": forward and backward under bfloat16 autocast' },
+  device: { spec: str, doc: 'where training runs; the model is loaded there unless model.device says otherwise' },
+  skipNonFinite: { spec: bool, default: false, doc: 'skip a step whose loss is NaN or infinite instead of stopping (default false)' },
+  evalExtraTokens: { spec: int(0), default: 4, doc: 'greedy generation in evaluation runs this many tokens past the response length (default 4)' },
+  evalBatchSize: { spec: int(1), doc: 'rows per evaluation batch (default: batchSize)' },
+  metrics: {
+    spec: { kind: 'any' },
+    doc: 'built-in metrics evaluated beside loss and accuracy, averaged per task: exactMatch (prediction equals response, trimmed), charF1 (F1 of the characters as multisets)',
+    runJson: { kind: 'string-array', values: BUILTIN_NAMES },
+    type: `[${BUILTIN_NAMES.map((n) => JSON.stringify(n)).join(', ')}]`,
+  },
+  earlyStopping: {
+    spec: {
+      kind: 'object',
+      keys: {
+        metric: { spec: str, required: true, doc: '"loss", "accuracy" or a name of trainer.metrics, averaged over the tasks' },
+        patience: { spec: int(1), doc: 'evaluations without improvement before stopping (default 1)' },
+        minDelta: { spec: num(0), doc: 'an improvement must exceed this (default 0)' },
+        mode: METRIC_MODE,
+      },
+    },
+    type: '{metric, patience?, minDelta?, mode?}',
+    doc: 'stop when the eval metric stops improving; needs evalEvery > 0 and eval data:',
+  },
+  saveBest: {
+    spec: { kind: 'one-of', options: [str, { kind: 'object', keys: { metric: { spec: str, required: true, doc: '' }, mode: { ...METRIC_MODE, doc: '' } } }] },
+    type: '"<metric>" | {metric, mode}',
+    doc: 'keep the checkpoint of the best evaluation by this metric (never deleted by keepCheckpoints); needs evalEvery > 0 and eval data',
+  },
+  loadBestAtEnd: { spec: bool, default: false, doc: 'load the best checkpoint\'s adapter (saveBest) at the end, so outputDir/adapter is the best one (default false)' },
+  distributed: {
+    spec: { kind: 'one-of', options: [oneOf('auto', false), { kind: 'object', keys: DISTRIBUTED_KEYS }] },
+    runJson: { kind: 'object', keys: DISTRIBUTED_KEYS },
+    type: '{backend?, timeoutMs?, bucketCapMb?}',
+    doc: 'data parallelism under --nproc-per-node or torchrun\'s variables (on when WORLD_SIZE > 1):',
+  },
+  gradientCheckpointing: { spec: bool, doc: 'recompute each decoder layer in backward instead of keeping its activations: less memory, same results (default false)' },
+} satisfies Record<keyof TrainerOptions, OptionRow>;
+
+/** Every option the Trainer takes, in the table's order. */
+export const TRAINER_OPTION_NAMES = Object.keys(TRAINER_OPTIONS) as (keyof TrainerOptions)[];
+
+type WithDefault = { [K in keyof typeof TRAINER_OPTIONS]: (typeof TRAINER_OPTIONS)[K] extends { default: unknown } ? K : never }[keyof typeof TRAINER_OPTIONS];
+/** The options that have a default, with it (the table's `default` column). */
+export type TrainerDefaults = Required<Pick<TrainerOptions, WithDefault>>;
+export const DEFAULTS = Object.fromEntries(
+  Object.entries(TRAINER_OPTIONS).flatMap(([k, row]) => ('default' in row ? [[k, Array.isArray(row.default) ? [] : row.default]] : [])),
+) as unknown as TrainerDefaults;
+
+/** The options with their defaults, as a Trainer holds them. */
+export type ResolvedTrainerOptions = TrainerDefaults & TrainerOptions;
+
+/** run.json's `trainer` keys, made from the table (its rows that run.json writes, with their run.json spec). */
+export function runJsonTrainerKeys(): Record<string, Key> {
+  return Object.fromEntries(
+    Object.entries(TRAINER_OPTIONS as Record<string, OptionRow>).flatMap(([k, row]) =>
+      row.runJson === false ? [] : [[k, { spec: row.runJson ?? row.spec, doc: row.doc, ...(row.type ? { type: row.type } : {}) }]],
+    ),
+  );
+}
+
+/** A rule across options (a Problem of kind 'rule' is thrown as a plain Error). */
+export type OptionProblem = Problem | { kind: 'rule'; message: string };
+
+/**
+ * Problems of a Trainer's options (defaults filled in): each value against its row, then the
+ * rules across options. `prefix` is how keys are named in messages ('' for the API, 'trainer.'
+ * for run.json, whose `metrics` is a list of built-in names and whose outputDir is always set).
+ */
+export function trainerOptionProblems(o: ResolvedTrainerOptions, prefix = '', runJson = false): OptionProblem[] {
+  const rows = TRAINER_OPTIONS as Record<string, OptionRow>;
+  const problems: OptionProblem[] = [];
+  for (const [k, v] of Object.entries(o)) {
+    if (v === undefined || !Object.hasOwn(rows, k)) continue;
+    const spec = runJson ? rows[k].runJson : rows[k].spec;
+    if (spec) problems.push(...check(v, spec, prefix + k));
+  }
+  if (problems.length) return problems;
+  const rule = (message: string): void => void problems.push({ kind: 'rule', message });
+  const named = (k: string): string => prefix + k;
+  if (!runJson) {
+    if (o.reportTo.length && !o.outputDir) rule(`reportTo ${JSON.stringify(o.reportTo)} needs outputDir (the files are written there)`);
+    if (o.saveEvery > 0 && !o.outputDir) rule('saveEvery needs outputDir');
+    if (o.metrics !== undefined) {
+      if (typeof o.metrics !== 'object' || o.metrics === null || Array.isArray(o.metrics)) {
+        problems.push({ kind: 'type', message: `metrics must be an object of name -> function or built-in metric name, got ${JSON.stringify(o.metrics)}` });
+        return problems;
+      }
+      for (const [name, m] of Object.entries(o.metrics)) {
+        if (RESERVED_METRICS.includes(name)) problems.push({ kind: 'range', message: `metrics.${name}: the name ${JSON.stringify(name)} is taken (${RESERVED_METRICS.join(', ')} are reported anyway)` });
+        else if (typeof m === 'string' ? !Object.hasOwn(BUILTIN_METRICS, m) : typeof m !== 'function') {
+          problems.push({ kind: 'type', message: `metrics.${name} must be a function (prediction, reference, task) => number or one of ${BUILTIN_NAMES.map((n) => JSON.stringify(n)).join(', ')}, got ${typeof m === 'string' ? JSON.stringify(m) : String(m)}` });
+        }
+      }
+    }
+  }
+  const metricNames = runJson ? ((o.metrics ?? []) as unknown as string[]) : Object.keys(o.metrics ?? {});
+  const known = ['loss', 'accuracy', ...metricNames];
+  const metricOk = (metric: unknown, where: string): void => {
+    if (typeof metric !== 'string' || !known.includes(metric)) {
+      problems.push({ kind: 'range', message: `${where} must be one of ${known.map((n) => JSON.stringify(n)).join(', ')} ("loss", "accuracy" or a name of ${named('metrics')}), got ${JSON.stringify(metric)}` });
+    }
+  };
+  const needsEval = (what: string): void => {
+    if (!(o.evalEvery > 0)) rule(`${named(what)} needs ${named('evalEvery')} > 0 (evaluations during training)${runJson ? '' : ' and an evalDataset in fit()'}; ${named('evalEvery')} is ${o.evalEvery}`);
+  };
+  const es = o.earlyStopping;
+  if (es !== undefined) {
+    metricOk(es.metric, named('earlyStopping.metric'));
+    needsEval('earlyStopping');
+  }
+  const sb = o.saveBest;
+  if (sb !== undefined) {
+    metricOk(typeof sb === 'string' ? sb : sb.metric, named(typeof sb === 'string' ? 'saveBest' : 'saveBest.metric'));
+    if (!runJson && !o.outputDir) rule('saveBest needs outputDir (the best checkpoint is written there)');
+    needsEval('saveBest');
+  }
+  if (o.loadBestAtEnd) {
+    if (sb === undefined) rule(`${named('loadBestAtEnd')} needs ${named('saveBest')} (the metric that picks the best checkpoint)`);
+    else if (!runJson && !o.outputDir) rule('loadBestAtEnd needs outputDir');
+  }
+  return problems;
+}
+
+/** earlyStopping's settings with defaults, or undefined. */
+export function stopRuleOf(o: TrainerOptions): StopRule | undefined {
+  const es = o.earlyStopping;
+  if (!es) return undefined;
+  return { metric: es.metric, patience: es.patience ?? 1, minDelta: es.minDelta ?? 0, mode: es.mode ?? (es.metric === 'loss' ? 'min' : 'max') };
+}
+
+/** saveBest's metric and mode, or undefined. */
+export function bestRuleOf(o: TrainerOptions): BestRule | undefined {
+  const sb = o.saveBest;
+  if (sb === undefined) return undefined;
+  const metric = typeof sb === 'string' ? sb : sb.metric;
+  const mode = typeof sb === 'string' ? undefined : sb.mode;
+  return { metric, mode: mode ?? (metric === 'loss' ? 'min' : 'max') };
+}
+

@@ -1,0 +1,82 @@
+// One optimizer step and the evaluation loss, each one native call off the JS thread: the
+// building blocks of Trainer.fit, public for custom loops.
+import * as distributed from '../distributed';
+import { assertNotTraining, beginTraining, endTraining } from '../activity';
+import type { Batch } from '../data';
+import { Model } from '../model';
+import { native, NativeLmBatch } from '../native';
+import { AdamW } from '../optim';
+import { Tensor } from '../tensor';
+import { checkInstance } from '../util/options';
+import { check, throwFirst } from '../util/spec';
+import type { TrainStepResult } from './records';
+
+/** An optional true/false option: undefined, or a TypeError naming it and the value. */
+function optionalBool(v: unknown, name: string): void {
+  if (v !== undefined) throwFirst(check(v, { kind: 'boolean' }, name));
+}
+
+function toLmBatch(b: Pick<Batch, 'inputIds' | 'attentionMask' | 'labels'>): NativeLmBatch {
+  const t = (rows: number[][]): Tensor => Tensor.from(rows, undefined, { dtype: 'int64' });
+  return { ids: t(b.inputIds).native, mask: t(b.attentionMask).native, labels: t(b.labels).native };
+}
+
+/**
+ * Summed cross-entropy of each row's labelled tokens (labels -100 are ignored; each token predicts
+ * the next, as in training) and the count of labelled tokens per row, computed natively without a
+ * gradient, off the JS thread. Refused while the model trains.
+ */
+export async function evalLoss(model: Model, batch: Pick<Batch, 'inputIds' | 'attentionMask' | 'labels'>): Promise<{ lossSum: Float64Array; tokens: number[] }> {
+  checkInstance(model, Model, 'evalLoss: the model');
+  assertNotTraining(model, 'evalLoss');
+  return rowLosses(model, batch);
+}
+
+export async function rowLosses(model: Model, batch: Pick<Batch, 'inputIds' | 'attentionMask' | 'labels'>): Promise<{ lossSum: Float64Array; tokens: number[] }> {
+  const l = await native.lmEvalLoss(model.native, toLmBatch(batch));
+  return { lossSum: new Tensor(l.lossSum).data() as Float64Array, tokens: Array.from(new Tensor(l.tokens).data() as BigInt64Array, Number) };
+}
+
+
+/**
+ * One optimizer step over one or more micro-batches (gradient accumulation): forward, masked
+ * cross-entropy, backward, clipping, AdamW and the schedule, in one native call off the JS thread.
+ * In a process group of several ranks (distributed.init) the step is data-parallel unless
+ * `distributed: false`: each rank passes its own rows, the loss is normalised by every rank's
+ * labelled tokens and the gradients are summed over the ranks, so all make the same update.
+ * The building block of Trainer.fit, for custom loops (e.g. pretraining with an AdamW over a Model).
+ * The model counts as training until the step resolves (README "Calls during training").
+ */
+export async function trainStep(
+  model: Model,
+  batches: Pick<Batch, 'inputIds' | 'attentionMask' | 'labels'>[],
+  optimizer: AdamW,
+  options: { precision?: 'float32' | 'bfloat16'; distributed?: boolean; gradientCheckpointing?: boolean } = {},
+): Promise<TrainStepResult> {
+  checkInstance(model, Model, 'trainStep: the model');
+  if (!(optimizer instanceof AdamW)) throw new TypeError('trainStep: optimizer must be an AdamW');
+  optionalBool(options.distributed, 'trainStep: distributed');
+  optionalBool(options.gradientCheckpointing, 'trainStep: gradientCheckpointing');
+  const dataParallel = options.distributed ?? (distributed.worldSize() > 1);
+  beginTraining(model, 'trainStep');
+  try {
+    return await step(model, batches, optimizer, options.precision ?? 'float32', dataParallel, options.gradientCheckpointing ?? false);
+  } finally {
+    endTraining(model);
+  }
+}
+
+/** One optimizer step, unchecked: trainStep's and Trainer.fit's. */
+export async function step(model: Model, batches: Pick<Batch, 'inputIds' | 'attentionMask' | 'labels'>[], optimizer: AdamW, precision: 'float32' | 'bfloat16', dataParallel = false, checkpointing = false): Promise<TrainStepResult> {
+  const r = await native.lmTrainStep(model.native, batches.map(toLmBatch), optimizer.native, precision, dataParallel, checkpointing);
+  return {
+    loss: r.loss,
+    finite: r.finite,
+    lr: r.lr,
+    gradNorm: r.gradNorm,
+    paramNorm: r.paramNorm,
+    paramsFinite: r.paramsFinite,
+    rowLoss: new Tensor(r.rows.lossSum).data() as Float64Array,
+    rowTokens: Array.from(new Tensor(r.rows.tokens).data() as BigInt64Array, Number),
+  };
+}

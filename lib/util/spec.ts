@@ -1,0 +1,155 @@
+// Declarative option specs and their checker, shared by every options table (the Trainer's
+// options, run.json's sections): a value is checked against its spec and each problem is reported
+// with where it was written, the rule and the value received. A wrong JSON type is a 'type'
+// problem (a TypeError where thrown), a value outside the rule a 'range' problem (a RangeError).
+import { closest, isPlainObject, show } from './options';
+
+export type Spec =
+  | { kind: 'string' }
+  | { kind: 'path' }
+  | { kind: 'boolean' }
+  | { kind: 'number'; integer?: boolean; min?: number; max?: number; minOpen?: boolean; maxOpen?: boolean }
+  | { kind: 'enum'; values: readonly (string | boolean)[] }
+  | { kind: 'object'; keys: Record<string, Key> }
+  /** Any JSON object, checked by whoever uses it (a Hugging Face config). */
+  | { kind: 'json-object' }
+  /** `values`: the strings allowed; `allowEmpty`: [] is fine. */
+  | { kind: 'string-array'; values?: readonly string[]; allowEmpty?: boolean }
+  /** Anything: the user of the value checks it (a function, say). */
+  | { kind: 'any' }
+  | { kind: 'one-of'; options: Spec[] };
+
+export interface Key {
+  spec: Spec;
+  required?: boolean;
+  /** How the value looks, for help texts (defaults to one made from the spec). */
+  type?: string;
+  doc: string;
+}
+
+export interface Problem {
+  kind: 'type' | 'range';
+  message: string;
+}
+
+export const int = (min: number, max?: number): Spec => ({ kind: 'number', integer: true, min, max });
+export const num = (min?: number, minOpen = false, max?: number, maxOpen = false): Spec => ({ kind: 'number', min, minOpen, max, maxOpen });
+export const bool: Spec = { kind: 'boolean' };
+export const str: Spec = { kind: 'string' };
+export const pth: Spec = { kind: 'path' };
+export const oneOf = (...values: (string | boolean)[]): Spec => ({ kind: 'enum', values });
+
+/** The rule a number spec states: "an integer from 1 to 65536", "a finite number >= 0 and < 1". */
+function numberRule(spec: Extract<Spec, { kind: 'number' }>, finite: boolean): string {
+  const { min, max } = spec;
+  let range: string;
+  if (spec.integer && min !== undefined && max !== undefined && !spec.minOpen && !spec.maxOpen) range = `from ${min} to ${max}`;
+  else {
+    const lo = min === undefined ? '' : spec.minOpen ? `> ${min}` : `>= ${min}`;
+    const hi = max === undefined ? '' : spec.maxOpen ? `< ${max}` : `<= ${max}`;
+    range = [lo, hi].filter(Boolean).join(' and ');
+  }
+  const what = spec.integer ? 'an integer' : finite ? 'a finite number' : 'a number';
+  return range ? `${what} ${range}` : what;
+}
+
+/** How a spec's value looks, for help texts and errors ("integer", "\"a\"|\"b\"", "string[]"). */
+export function typeOf(spec: Spec): string {
+  switch (spec.kind) {
+    case 'path':
+      return 'path';
+    case 'number':
+      return spec.integer ? 'integer' : 'number';
+    case 'enum':
+      return spec.values.map((v) => JSON.stringify(v)).join('|');
+    case 'string-array':
+      return spec.values ? `(${spec.values.map((v) => JSON.stringify(v)).join('|')})[]` : 'string[]';
+    case 'json-object':
+    case 'object':
+      return 'object';
+    case 'one-of':
+      return spec.options.map(typeOf).join(' | ');
+    default:
+      return spec.kind;
+  }
+}
+
+/** Problems of `value` against `spec` at `where` ("trainer.batchSize"); empty when it is fine. */
+export function check(value: unknown, spec: Spec, where: string): Problem[] {
+  const type = (message: string): Problem[] => [{ kind: 'type', message }];
+  const range = (message: string): Problem[] => [{ kind: 'range', message }];
+  switch (spec.kind) {
+    case 'any':
+      return [];
+    case 'string':
+    case 'path':
+      if (typeof value !== 'string') return type(`${where} must be a non-empty ${spec.kind === 'path' ? 'path (a string)' : 'string'}, got ${show(value)}`);
+      return value === '' ? range(`${where} must be a non-empty ${spec.kind === 'path' ? 'path (a string)' : 'string'}, got ""`) : [];
+    case 'boolean':
+      return typeof value === 'boolean' ? [] : type(`${where} must be true or false, got ${show(value)}`);
+    case 'number': {
+      if (typeof value !== 'number') {
+        const hint = typeof value === 'string' && value.trim() !== '' && Number.isFinite(Number(value)) ? ` (a string: write ${Number(value)} without quotes)` : '';
+        return type(`${where} must be ${numberRule(spec, false)}, got ${show(value)}${hint}`);
+      }
+      const bad =
+        !Number.isFinite(value) ||
+        (spec.integer && !Number.isInteger(value)) ||
+        (spec.min !== undefined && (spec.minOpen ? value <= spec.min : value < spec.min)) ||
+        (spec.max !== undefined && (spec.maxOpen ? value >= spec.max : value > spec.max));
+      return bad ? range(`${where} must be ${numberRule(spec, true)}, got ${show(value)}`) : [];
+    }
+    case 'enum': {
+      if (spec.values.includes(value as string | boolean)) return [];
+      const list = spec.values.map((v) => JSON.stringify(v)).join(', ');
+      const near = typeof value === 'string' ? closest(value, spec.values.filter((v): v is string => typeof v === 'string')) : undefined;
+      const message = `${where} must be one of ${list}, got ${show(value)}${near ? ` (did you mean ${JSON.stringify(near)}?)` : ''}`;
+      return typeof value === 'string' ? range(message) : type(message);
+    }
+    case 'string-array':
+      if (!Array.isArray(value)) return type(`${where} must be a non-empty array of strings, got ${show(value)}`);
+      if (value.length === 0 && !spec.allowEmpty) return range(`${where} must be a non-empty array of strings, got []`);
+      return value.flatMap((v, i) => check(v, spec.values ? { kind: 'enum', values: spec.values } : str, `${where}[${i}]`));
+    case 'json-object':
+      return isPlainObject(value) ? [] : type(`${where} must be an object, got ${show(value)}`);
+    case 'object': {
+      if (!isPlainObject(value)) return type(`${where || 'the file'} must be ${where ? 'an object' : 'a JSON object'}, got ${show(value)}`);
+      const problems: Problem[] = [];
+      const known = Object.keys(spec.keys);
+      for (const [k, v] of Object.entries(value)) {
+        const at = where ? `${where}.${k}` : k;
+        const key = Object.hasOwn(spec.keys, k) ? spec.keys[k] : undefined;
+        if (!key) {
+          const near = closest(k, known);
+          problems.push(...range(`${at} is not a known key${near ? ` (did you mean ${where ? `${where}.` : ''}${near}?)` : ''}; known keys${where ? ` of ${where}` : ''}: ${known.join(', ')}`));
+          continue;
+        }
+        if (v === undefined) continue;
+        problems.push(...check(v, key.spec, at));
+      }
+      for (const [k, key] of Object.entries(spec.keys)) {
+        if (key.required && value[k] === undefined) problems.push(...type(`${where ? `${where}.` : ''}${k} is required: ${key.doc.replace(/:$/, '')}`));
+      }
+      return problems;
+    }
+    case 'one-of': {
+      // the alternative the value's JSON type picks, so that errors speak of the right one
+      const kindOf = (s: Spec): string => (s.kind === 'path' ? 'string' : s.kind === 'json-object' ? 'object' : s.kind === 'string-array' ? 'array' : s.kind);
+      const valueKind = isPlainObject(value) ? 'object' : Array.isArray(value) ? 'array' : typeof value;
+      const byType = spec.options.find((o) => kindOf(o) === valueKind || (o.kind === 'enum' && o.values.some((v) => typeof v === valueKind)));
+      if (!byType) return type(`${where} must be ${spec.options.map(typeOf).join(' or ')}, got ${show(value)}`);
+      return check(value, byType, where);
+    }
+  }
+}
+
+/** Throws the first of `problems`: a TypeError for a wrong type, a RangeError for a value out of range. */
+export function throwFirst(problems: Problem[]): void {
+  const p = problems[0];
+  if (p) throw p.kind === 'type' ? new TypeError(p.message) : new RangeError(p.message);
+}
+
+/** Checks one value against its spec and throws its first problem (TypeError or RangeError). */
+export function checkValue(value: unknown, spec: Spec, where: string): void {
+  throwFirst(check(value, spec, where));
+}
