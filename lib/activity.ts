@@ -64,3 +64,19 @@ export function assertNotTraining(target: object, action: string, inCallbackOk =
     );
   }
 }
+
+// What is attached to a model (its adapter): kept here, beside what runs on it, so that a model can
+// dispose of its adapter without knowing the Adapter class (model.ts and adapter.ts would import
+// each other otherwise).
+const attachments = new WeakMap<object, { dispose(): void }>();
+
+/** Records `part` as attached to `model` (undefined: nothing is attached any more). */
+export function setAttached(model: object, part: { dispose(): void } | undefined): void {
+  if (part === undefined) attachments.delete(model);
+  else attachments.set(model, part);
+}
+
+/** What is attached to `model`, if anything. */
+export function attachedTo(model: object): { dispose(): void } | undefined {
+  return attachments.get(model);
+}

@@ -5,7 +5,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as util from 'util';
 
-import { assertNotTraining, setOwner } from './activity';
+import { assertNotTraining, attachedTo, setAttached, setOwner } from './activity';
 import type { DataSettings } from './data';
 import { LoraOptions, MultiHeadLoraLinear, ResolvedLoraOptions } from './layer';
 import { Model } from './model';
@@ -16,11 +16,9 @@ import type { ModelCardInput } from './model-card';
 import type { TextTokenizer, TokenizerFiles } from './tokenizer';
 import { replaceFolder, writeFileFully } from './util/files';
 import { readJsonFile } from './util/json';
-import { checkInstance, checkKeys, isPlainObject, show } from './util/options';
+import { checkInstance, checkKeys, inspectSymbol, isPlainObject, show } from './util/options';
+import { ADAPTER_CONFIG_FILE, ADAPTER_FILES, ADAPTER_WEIGHTS_FILE, RLORA_CONFIG_FILE } from './adapter-files';
 
-// Node's util.inspect.custom (the same registered symbol), named without @types/node so that
-// rlora's published .d.ts files type-check in projects that do not install it.
-const inspectSymbol: unique symbol = Symbol.for('nodejs.util.inspect.custom');
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const VERSION: string = (require('../package.json') as { version: string }).version;
@@ -35,7 +33,6 @@ export interface AdapterOptions extends LoraOptions {
 }
 
 const PREFIX = 'base_model.model.';
-const attached = new WeakMap<Model, Adapter>();
 
 /** The base-model shape an adapter was made for (checked on load). */
 interface BaseShape {
@@ -294,7 +291,6 @@ export interface AdapterSaveOptions {
 }
 
 /** The files of an adapter folder (the rest is the user's, and kept by save). */
-const ADAPTER_FILES = ['adapter_config.json', 'rlora_config.json', 'adapter_model.safetensors'];
 
 export class Adapter {
   readonly model: Model;
@@ -341,7 +337,7 @@ export class Adapter {
    */
   private static build(model: Model, targetModules: string[] | RegExp, layerOptions: LoraOptions, perModule?: (name: string) => Partial<LoraOptions>): Adapter {
     checkInstance(model, Model, 'Adapter.attach: the model');
-    if (attached.has(model)) throw new Error('this model already has an adapter attached; detach() it first');
+    if (attachedTo(model)) throw new Error('this model already has an adapter attached; detach() it first');
     const modules = resolveTargets(model, targetModules);
     const seed = layerOptions.seed ?? 0;
     if (!Number.isSafeInteger(seed) || seed < 0) throw new TypeError(`seed must be a non-negative integer, got ${JSON.stringify(seed)}`);
@@ -374,13 +370,14 @@ export class Adapter {
       shared = { ...shared, rank, alpha, scaling };
     }
     const adapter = new Adapter(model, layers, shared, targetModules);
-    attached.set(model, adapter);
+    setAttached(model, adapter);
     return adapter;
   }
 
   /** The adapter attached to a model, if any. */
   static of(model: Model): Adapter | undefined {
-    return attached.get(model);
+    const a = attachedTo(model);
+    return a instanceof Adapter ? a : undefined;
   }
 
   /**
@@ -396,9 +393,9 @@ export class Adapter {
    */
   static async load(model: Model, dir: string): Promise<Adapter> {
     checkInstance(model, Model, 'Adapter.load: the model');
-    const configPath = path.join(dir, 'adapter_config.json');
-    const rloraPath = path.join(dir, 'rlora_config.json');
-    const weightsPath = path.join(dir, 'adapter_model.safetensors');
+    const configPath = path.join(dir, ADAPTER_CONFIG_FILE);
+    const rloraPath = path.join(dir, RLORA_CONFIG_FILE);
+    const weightsPath = path.join(dir, ADAPTER_WEIGHTS_FILE);
     if (!fs.existsSync(configPath)) throw new Error(`no adapter_config.json in ${dir}`);
     if (!fs.existsSync(weightsPath)) throw new Error(`no adapter_model.safetensors in ${dir}`);
     const raw = readJsonFile(configPath);
@@ -564,8 +561,8 @@ export class Adapter {
         }));
       }
     }, {
-      owns: (name) => ADAPTER_FILES.includes(name),
-      verify: (tmp) => void readSafetensorsHeader(path.join(tmp, 'adapter_model.safetensors')),
+      owns: (name) => (ADAPTER_FILES as readonly string[]).includes(name),
+      verify: (tmp) => void readSafetensorsHeader(path.join(tmp, ADAPTER_WEIGHTS_FILE)),
     });
   }
 
@@ -618,9 +615,9 @@ export class Adapter {
       peft_loadable: plain,
     };
     if (this.trainingData) rlora.data = this.trainingData;
-    saveSafetensors(path.join(dir, 'adapter_model.safetensors'), this.values(), { format: 'pt' });
-    writeFileFully(path.join(dir, 'adapter_config.json'), JSON.stringify(config, null, 2) + '\n');
-    writeFileFully(path.join(dir, 'rlora_config.json'), JSON.stringify(rlora, null, 2) + '\n');
+    saveSafetensors(path.join(dir, ADAPTER_WEIGHTS_FILE), this.values(), { format: 'pt' });
+    writeFileFully(path.join(dir, ADAPTER_CONFIG_FILE), JSON.stringify(config, null, 2) + '\n');
+    writeFileFully(path.join(dir, RLORA_CONFIG_FILE), JSON.stringify(rlora, null, 2) + '\n');
   }
 
   /** Removes every layer; the base model is exactly as before (its weights were never changed). */
@@ -631,7 +628,7 @@ export class Adapter {
       this.model.native.setAdapter(name, null);
       setOwner(layer, undefined);
     }
-    attached.delete(this.model);
+    setAttached(this.model, undefined);
     this.live = false;
   }
 
@@ -651,7 +648,7 @@ export class Adapter {
       this.model.native.setParameter(`${name}.weight`, merged.native);
       setOwner(layer, undefined);
     }
-    attached.delete(this.model);
+    setAttached(this.model, undefined);
     this.live = false;
   }
 

@@ -4,10 +4,8 @@ import * as util from 'util';
 import { assertNotTraining } from './activity';
 import { native, NativeLoraLinear, NativeTensor } from './native';
 import { Tensor } from './tensor';
+import { inspectSymbol } from './util/options';
 
-// Node's util.inspect.custom (the same registered symbol), named without @types/node so that
-// rlora's published .d.ts files type-check in projects that do not install it.
-const inspectSymbol: unique symbol = Symbol.for('nodejs.util.inspect.custom');
 
 export type Method = 'lora' | 'hydralora' | 'rlora';
 export type InitScheme = 'kaiming' | 'gaussian' | 'unit' | 'zeros' | 'orthogonal';

@@ -4,17 +4,15 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as util from 'util';
 
-import { assertNotTraining } from './activity';
+import { assertNotTraining, attachedTo } from './activity';
 import { native, NativeModel, NativeModelConfig } from './native';
 import { dtypeByteSize, forEachSafetensor, readSafetensorsHeader, saveSafetensors } from './safetensors';
 import { Device, Dtype, Tensor } from './tensor';
+import { idList, oneRow, rows, toMaskTensor, toTokenTensor, TokenBatch } from './token-batch';
 import { replaceFolder, writeFileFully } from './util/files';
 import { readJsonFile } from './util/json';
-import { checkChoice, checkKeys, isPlainObject, show } from './util/options';
+import { checkChoice, checkKeys, inspectSymbol, isPlainObject, show } from './util/options';
 
-// Node's util.inspect.custom (the same registered symbol), named without @types/node so that
-// rlora's published .d.ts files type-check in projects that do not install it.
-const inspectSymbol: unique symbol = Symbol.for('nodejs.util.inspect.custom');
 
 export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'Qwen2ForCausalLM', 'Qwen3ForCausalLM', 'MistralForCausalLM', 'Phi3ForCausalLM', 'Gemma2ForCausalLM'] as const;
 export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
@@ -62,8 +60,7 @@ export interface ModelOptions {
   quantize?: 'int8' | 'nf4';
 }
 
-/** Token ids: nested arrays, a typed array with `shape`, or an integer Tensor, [batch, sequence]. */
-export type TokenBatch = number[][] | Int32Array | BigInt64Array | Tensor;
+export type { TokenBatch };
 
 export interface ForwardOptions {
   /** 1 for tokens, 0 for padding (left or right), same forms as the ids. */
@@ -71,6 +68,9 @@ export interface ForwardOptions {
   /** [batch, sequence] when the ids (and mask) are flat typed arrays. */
   shape?: [number, number];
 }
+
+/** The options of `Model.stream`: those of `Model.generate` for one row without padding. */
+export type StreamOptions = Omit<GenerateOptions, 'attentionMask' | 'padTokenId'>;
 
 export interface GenerateOptions extends ForwardOptions {
   /** Default 32. */
@@ -207,39 +207,7 @@ export function normalizeConfig(config: HFConfig): NativeModelConfig {
   };
 }
 
-/** Converts token ids (or a mask) to an int64 [batch, sequence] Tensor. */
-export function toTokenTensor(ids: TokenBatch, what: string, shape?: [number, number]): Tensor {
-  if (ids instanceof Tensor) {
-    if (ids.dtype !== 'int64' && ids.dtype !== 'int32' && ids.dtype !== 'uint8' && ids.dtype !== 'bool') {
-      throw new TypeError(`${what} must be an integer Tensor, got dtype ${ids.dtype}`);
-    }
-    return ids.dtype === 'int64' ? ids : ids.to('int64');
-  }
-  if (ids instanceof Int32Array || ids instanceof BigInt64Array) {
-    if (!shape) throw new TypeError(`${what}: a typed array needs options.shape [batch, sequence]`);
-    return Tensor.from(ids, shape, { dtype: 'int64' });
-  }
-  if (!Array.isArray(ids) || ids.length === 0) throw new RangeError(`${what} must be a non-empty batch [batch][sequence] of token ids`);
-  const len = Array.isArray(ids[0]) ? ids[0].length : -1;
-  ids.forEach((row, i) => {
-    if (!Array.isArray(row)) throw new TypeError(`${what}[${i}] must be an array of token ids, got ${util.inspect(row, { depth: 0 })}`);
-    if (row.length !== len) throw new RangeError(`${what} rows must have equal length (pad them and pass attentionMask): row 0 has ${len}, row ${i} has ${row.length}`);
-  });
-  return Tensor.from(ids as number[][], undefined, { dtype: 'int64' });
-}
 
-/** The attention mask as an int64 Tensor; values other than 0 and 1 are refused. */
-function toMaskTensor(mask: TokenBatch, shape?: [number, number]): Tensor {
-  const t = toTokenTensor(mask, 'attentionMask', shape);
-  const flat = t.data() as BigInt64Array;
-  const bad = flat.findIndex((v) => v !== 0n && v !== 1n);
-  if (bad >= 0) {
-    const cols = t.shape[t.shape.length - 1];
-    const at = t.shape.length === 2 ? `[${Math.floor(bad / cols)}][${bad % cols}]` : ` element ${bad}`;
-    throw new RangeError(`attentionMask${at} is ${flat[bad]}; a mask holds only 1 (token) and 0 (padding)`);
-  }
-  return t;
-}
 
 /** The safetensors files of a model folder: model.safetensors, or the shards of its index. */
 function weightFiles(dir: string): string[] {
@@ -268,11 +236,6 @@ function weightFiles(dir: string): string[] {
   return [...files];
 }
 
-function rows(t: Tensor): number[][] {
-  const [b, s] = t.shape;
-  const flat = t.data() as BigInt64Array;
-  return Array.from({ length: b }, (_, i) => Array.from(flat.subarray(i * s, (i + 1) * s), Number));
-}
 
 /** A quantization format ModelOptions.quantize names, or a RangeError naming the value. */
 function checkQuantize(kind: unknown): asserts kind is 'int8' | 'nf4' {
@@ -336,7 +299,6 @@ export interface ModelSaveOptions {
 /** Model.save's default shard limit: 5 GB, as transformers' save_pretrained. */
 export const DEFAULT_MAX_SHARD_SIZE = 5_000_000_000;
 
-const asList = (v: number | number[] | null | undefined): number[] => (v == null ? [] : Array.isArray(v) ? v : [v]);
 
 export class Model {
   /** @internal */
@@ -549,12 +511,33 @@ export class Model {
    * The new tokens of one row (`[[id, ...]]`; more rows are refused), yielded as they come, with the
    * options of generate(); stops after an eos token (which it yields) or maxNewTokens. Greedy
    * decoding yields what generate() returns. It runs generate() one token at a time on the
-   * growing sequence (no key/value cache yet: a later optimisation). See lib/generate.ts.
+   * growing sequence (no key/value cache yet: a later optimisation), so each token costs a
+   * forward pass over the whole sequence. Sampled tokens use seed `seed + i` for the i-th token, so
+   * they differ from one generate() call with the same seed.
    */
-  stream(inputIds: TokenBatch, options: import('./generate').StreamOptions = {}): AsyncGenerator<number, void, undefined> {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const { streamTokens } = require('./generate') as typeof import('./generate'); // generate.ts imports this file
-    return streamTokens(this, inputIds, options);
+  async *stream(inputIds: TokenBatch, options: StreamOptions = {}): AsyncGenerator<number, void, undefined> {
+    if ((options as GenerateOptions).attentionMask !== undefined) {
+      throw new TypeError('Model.stream: attentionMask is not supported (one row needs no padding)');
+    }
+    const seq = oneRow(inputIds, options.shape);
+    const maxNewTokens = options.maxNewTokens ?? 32;
+    if (!Number.isSafeInteger(maxNewTokens) || maxNewTokens < 0) throw new RangeError(`Model.stream: maxNewTokens must be an integer >= 0, got ${maxNewTokens}`);
+    const eos = options.eosTokenId !== undefined ? idList(options.eosTokenId) : idList(this.config.eos_token_id);
+    const seed = options.seed ?? 0;
+    for (let i = 0; i < maxNewTokens; i++) {
+      const [row] = await this.generate([seq], {
+        maxNewTokens: 1,
+        temperature: options.temperature,
+        topK: options.topK,
+        topP: options.topP,
+        eosTokenId: eos,
+        seed: seed + i,
+      });
+      const token = row[seq.length];
+      seq.push(token);
+      yield token;
+      if (eos.includes(token)) return;
+    }
   }
 
   /** @internal generate() for the Trainer's own evaluation, which runs between its steps. */
@@ -564,7 +547,7 @@ export class Model {
 
   private async generateFrom(ids: Tensor, options: GenerateOptions): Promise<number[][]> {
     const mask = options.attentionMask === undefined ? null : toMaskTensor(options.attentionMask, options.shape);
-    const eos = options.eosTokenId !== undefined ? asList(options.eosTokenId) : asList(this.config.eos_token_id);
+    const eos = options.eosTokenId !== undefined ? idList(options.eosTokenId) : idList(this.config.eos_token_id);
     const out = await this.native.generate(ids.native, mask?.native ?? null, {
       maxNewTokens: options.maxNewTokens ?? 32,
       temperature: options.temperature ?? 0,
@@ -585,9 +568,7 @@ export class Model {
    */
   dispose(): void {
     assertNotTraining(this, 'Model.dispose');
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const { Adapter } = require('./adapter') as typeof import('./adapter'); // adapter.ts imports this file
-    Adapter.of(this)?.dispose();
+    attachedTo(this)?.dispose(); // its adapter
     this.native.dispose();
   }
   [Symbol.dispose](): void {

@@ -5,6 +5,7 @@ import * as os from 'os';
 
 import { Dtype, Tensor } from './tensor';
 import { writeAll } from './util/files';
+import { isRecord as isPlainObject } from './util/options';
 
 /** How a dtype of the format is stored and which libtorch dtype it loads as. */
 interface Format {
@@ -106,10 +107,6 @@ export interface SafetensorsHeader {
 /** Sets an own, enumerable property (plain assignment of "__proto__" would change the prototype instead). */
 function defineEntry(obj: object, key: string, value: unknown): void {
   Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true });
-}
-
-function isPlainObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 function fail(path: string, what: string): never {

@@ -2,10 +2,8 @@
 import * as util from 'util';
 
 import { DtypeName, native, NativeTensor } from './native';
+import { inspectSymbol } from './util/options';
 
-// Node's util.inspect.custom (the same registered symbol), named without @types/node so that
-// rlora's published .d.ts files type-check in projects that do not install it.
-const inspectSymbol: unique symbol = Symbol.for('nodejs.util.inspect.custom');
 
 /** The part of Node's util.inspect options that Tensor's inspector uses (util.InspectOptionsStylized). */
 interface InspectOptions {

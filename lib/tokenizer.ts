@@ -10,11 +10,8 @@ import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { ChatMessage, checkMessages, renderChat } from './chat';
 import { budgetFor, withBudget } from './util/budget';
 import { MAX_CONFIG_JSON_BYTES, MAX_TOKENIZER_JSON_BYTES, readJsonFile } from './util/json';
-import { checkKeys } from './util/options';
+import { checkKeys, describeKind as describe, inspectSymbol, isRecord as isPlainObject } from './util/options';
 
-// Node's util.inspect.custom (the same registered symbol), named without @types/node so that
-// rlora's published .d.ts files type-check in projects that do not install it.
-const inspectSymbol: unique symbol = Symbol.for('nodejs.util.inspect.custom');
 
 export interface EncodeOptions {
   /**
@@ -100,15 +97,6 @@ export interface TokenizerFileOptions {
 
 const MODEL_TYPES = ['BPE', 'WordPiece', 'Unigram', 'WordLevel'];
 
-function describe(value: unknown): string {
-  if (value === null) return 'null';
-  if (Array.isArray(value)) return 'an array';
-  return typeof value === 'object' ? 'an object' : `${typeof value} ${util.inspect(value)}`;
-}
-
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
 
 function checkText(where: string, text: unknown): asserts text is string {
   if (typeof text !== 'string') throw new TypeError(`${where}: text must be a string, got ${describe(text)}`);

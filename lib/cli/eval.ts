@@ -14,6 +14,7 @@ import { readRunConfig, RunConfig } from './runconfig';
 
 const BUILTIN_METRIC_NAMES = Object.keys(BUILTIN_METRICS);
 import { metricLines } from './train';
+import { ADAPTER_CONFIG_FILE, RLORA_CONFIG_FILE } from '../adapter-files';
 
 export const evalCommand: Subcommand = {
   summary: 'per-task loss and exact-match accuracy of an adapter on a JSON lines file',
@@ -80,7 +81,7 @@ async function runEval(args: string[]): Promise<number> {
   }
   const predictionsFile = stringOption(opts, 'predictions');
 
-  const configPath = path.join(adapterDir, 'adapter_config.json');
+  const configPath = path.join(adapterDir, ADAPTER_CONFIG_FILE);
   if (!fs.existsSync(configPath)) throw new InputError(`${adapterDir} is not an adapter folder: no adapter_config.json`);
   let source: ModelSource;
   const modelOpt = stringOption(opts, 'model');
@@ -108,7 +109,7 @@ async function runEval(args: string[]): Promise<number> {
       maxLength === undefined ? `maxLength ${recorded.maxLength}` : '',
       !stringOption(opts, 'tokenizer') && recorded.tokenizer ? `tokenizer ${recorded.tokenizer}` : '',
     ].filter(Boolean);
-    if (used.length) console.error(`rlora eval: encoding the data as the adapter was trained (${path.join(adapterDir, 'rlora_config.json')}): ${used.join(', ')}`);
+    if (used.length) console.error(`rlora eval: encoding the data as the adapter was trained (${path.join(adapterDir, RLORA_CONFIG_FILE)}): ${used.join(', ')}`);
     if (recorded.templateFunction && template === undefined) {
       console.error('rlora eval: note: the adapter was trained with a template function, which its folder cannot record: pass --template to encode as in training');
     }
@@ -160,7 +161,7 @@ export function confinedTokenizer(named: string, adapterDir: string, modelDir: s
   };
   if (inside(adapterDir) || inside(modelDir)) return file;
   throw new InputError(
-    `${path.join(adapterDir, 'rlora_config.json')}: data.tokenizer names ${JSON.stringify(named)}, which is outside the adapter folder` +
+    `${path.join(adapterDir, RLORA_CONFIG_FILE)}: data.tokenizer names ${JSON.stringify(named)}, which is outside the adapter folder` +
       `${modelDir ? ' and the model folder' : ''}: refused (an adapter folder may only name files inside itself or the model's folder); pass --tokenizer to choose one`,
   );
 }

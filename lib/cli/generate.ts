@@ -4,6 +4,7 @@ import * as path from 'path';
 
 import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
 import { as, checkVocabulary, lib, loadModel, loadTokenizer } from './common';
+import { ADAPTER_CONFIG_FILE, RLORA_CONFIG_FILE } from '../adapter-files';
 
 export const generateCommand: Subcommand = {
   summary: 'continue a prompt with a model (and an adapter), printing the text as it comes',
@@ -55,7 +56,7 @@ async function runGenerate(args: string[]): Promise<number> {
   const template = stringOption(opts, 'template');
   const system = stringOption(opts, 'system');
   if (opts.chat && template !== undefined) throw new UsageError('--chat and --template exclude each other: a chat prompt goes through the tokenizer\'s chat template');
-  if (adapterDir !== undefined && !fs.existsSync(path.join(adapterDir, 'adapter_config.json'))) {
+  if (adapterDir !== undefined && !fs.existsSync(path.join(adapterDir, ADAPTER_CONFIG_FILE))) {
     throw new InputError(`${adapterDir} is not an adapter folder: no adapter_config.json`);
   }
 
@@ -78,7 +79,7 @@ async function runGenerate(args: string[]): Promise<number> {
   if (system !== undefined && !chat) throw new UsageError('--system needs chat: --chat, or an adapter trained on chat records');
   if (chat) {
     if (!tokenizer.chatTemplate) throw new InputError(`${hasTokenizer ? path.join(modelDir, 'tokenizer.json') : 'the byte tokenizer'} has no chat_template (tokenizer_config.json or chat_template.jinja): chat needs one`);
-    if (!opts.chat) console.error(`rlora generate: the adapter was trained on chat records (${path.join(adapterDir!, 'rlora_config.json')}): the prompt is a user's message, rendered with the tokenizer's chat template`);
+    if (!opts.chat) console.error(`rlora generate: the adapter was trained on chat records (${path.join(adapterDir!, RLORA_CONFIG_FILE)}): the prompt is a user's message, rendered with the tokenizer's chat template`);
     const messages = [...(system !== undefined ? [{ role: 'system', content: system }] : []), { role: 'user', content: prompt }];
     await as('generate', () => rl.generateChat(model, tokenizer, messages, generation));
     process.stdout.write('\n');
@@ -87,7 +88,7 @@ async function runGenerate(args: string[]): Promise<number> {
   let use = template;
   if (use === undefined && trained && !trained.templateFunction) {
     use = trained.template ?? rl.DEFAULT_TEMPLATE;
-    console.error(`rlora generate: the prompt goes through the template the adapter was trained with (${path.join(adapterDir!, 'rlora_config.json')}): ${JSON.stringify(use)}`);
+    console.error(`rlora generate: the prompt goes through the template the adapter was trained with (${path.join(adapterDir!, RLORA_CONFIG_FILE)}): ${JSON.stringify(use)}`);
   }
   const text = use === undefined ? prompt : rl.applyPromptTemplate(use, prompt);
   await as('generate', () =>

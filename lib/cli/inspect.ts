@@ -8,6 +8,7 @@ import { formatBytes, InputError, parseArgs, stringOption, Subcommand, table, Us
 import { lib } from './common';
 import { readTrainerState, TRAINER_STATE_FILE } from '../trainer/checkpoint';
 import { readJsonFile } from '../util/json';
+import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, RLORA_CONFIG_FILE } from '../adapter-files';
 
 export const inspect: Subcommand = {
   summary: 'sizes, config and per-module head similarity (a terminal heatmap) of a saved adapter',
@@ -74,8 +75,8 @@ function offDiagonal(m: number[][]): number[] {
 
 /** Reads an adapter folder into per-module facts. */
 export function readAdapter(dir: string): { config: Record<string, any>; modules: ModuleInfo[]; dtypes: string[]; fileBytes: number } { // eslint-disable-line @typescript-eslint/no-explicit-any
-  const configPath = path.join(dir, 'adapter_config.json');
-  const weights = path.join(dir, 'adapter_model.safetensors');
+  const configPath = path.join(dir, ADAPTER_CONFIG_FILE);
+  const weights = path.join(dir, ADAPTER_WEIGHTS_FILE);
   if (!fs.existsSync(dir)) throw new InputError(`${dir}: no such folder`);
   if (!fs.existsSync(configPath)) throw new InputError(`${dir} is not an adapter folder: no adapter_config.json`);
   if (!fs.existsSync(weights)) throw new InputError(`${dir} is not an adapter folder: no adapter_model.safetensors`);
@@ -86,7 +87,7 @@ export function readAdapter(dir: string): { config: Record<string, any>; modules
     throw new InputError(`${configPath} is not valid JSON: ${(e as Error).message}`);
   }
   // rlora's own settings: rlora_config.json (older adapters: the `rlora` section of adapter_config.json)
-  const rloraPath = path.join(dir, 'rlora_config.json');
+  const rloraPath = path.join(dir, RLORA_CONFIG_FILE);
   if (fs.existsSync(rloraPath)) {
     try {
       config = { ...config, rlora: readJsonFile(rloraPath) };

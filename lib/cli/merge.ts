@@ -5,6 +5,7 @@ import * as path from 'path';
 
 import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
 import { as, lib, loadModel } from './common';
+import { ADAPTER_CONFIG_FILE } from '../adapter-files';
 
 /** Files of a model folder that describe its tokenizer and generation, copied beside the merged weights. */
 const COPIED = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'tokenizer.model', 'chat_template.jinja'];
@@ -38,7 +39,7 @@ async function runMerge(args: string[]): Promise<number> {
   const out = stringOption(opts, 'out');
   if (!modelDir || !adapterDir || !out) throw new UsageError('--model DIR, --adapter DIR and --out DIR are required');
   const maxShardSize = intOption(opts, 'max-shard-size', 1);
-  if (!fs.existsSync(path.join(adapterDir, 'adapter_config.json'))) throw new InputError(`${adapterDir} is not an adapter folder: no adapter_config.json`);
+  if (!fs.existsSync(path.join(adapterDir, ADAPTER_CONFIG_FILE))) throw new InputError(`${adapterDir} is not an adapter folder: no adapter_config.json`);
   if (path.resolve(out) === path.resolve(modelDir)) throw new InputError(`--out ${out} is the base model's folder: write the merged model elsewhere`);
   if (fs.existsSync(path.join(out, 'config.json')) && !opts.overwrite) throw new InputError(`${out} already holds a model (config.json): pass --overwrite to replace it`);
 

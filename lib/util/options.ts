@@ -3,6 +3,13 @@
 import * as util from 'util';
 
 /**
+ * Node's util.inspect.custom (the same registered symbol), named without @types/node so that
+ * rlora's published .d.ts files type-check in projects that do not install it. Classes implement
+ * `[inspectSymbol]()` for their one-line summary in the REPL.
+ */
+export const inspectSymbol: unique symbol = Symbol.for('nodejs.util.inspect.custom');
+
+/**
  * The closest of `candidates` to `word`, for "did you mean": at most `maxDistance` edits away
  * (Damerau-Levenshtein: a swap of two neighbours counts as one) and fewer edits than `word` has
  * letters, so that a one-letter typo of nothing in particular suggests nothing.
@@ -78,4 +85,17 @@ export function checkInstance<T>(value: unknown, cls: { readonly prototype: T; r
     const name = cls.name;
     throw new TypeError(`${what} must be ${/^[AEIOU]/.test(name) ? 'an' : 'a'} ${name}, got ${show(value)}`);
   }
+}
+
+/** Any object but null or an array (a record as JSON gives it, or one built in code). */
+export function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** What kind of value `v` is, for errors about data: "null", "an array", "an object", or its type and value. */
+export function describeKind(v: unknown): string {
+  if (v === null) return 'null';
+  if (v === undefined) return 'undefined';
+  if (Array.isArray(v)) return 'an array';
+  return typeof v === 'object' ? 'an object' : `${typeof v} ${util.inspect(v)}`;
 }

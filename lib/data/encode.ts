@@ -1,0 +1,350 @@
+// Records to tokens: the fields of a record, templates ("{prompt}\n{response}" or a function),
+// conversations rendered with the tokenizer's chat template, and the labels that put the loss on
+// the response (or the assistant turns) only.
+import { constants as bufferConstants } from 'buffer';
+import * as util from 'util';
+
+import { ChatMessage, renderChat } from '../chat';
+import type { TextTokenizer } from '../tokenizer';
+import { DEFAULT_MAX_LINE_BYTES } from './jsonl';
+import { describeKind as describe, isRecord as isPlainObject } from '../util/options';
+
+/** One example of a task. */
+export interface Example {
+  task: string;
+  prompt: string;
+  response: string;
+  /**
+   * A conversation (Hugging Face's chat format) instead of prompt and response: rendered with the
+   * tokenizer's chat_template, loss on the assistant turns only; the last message is the
+   * assistant's answer that evaluation generates. Records give it as a `messages` field.
+   */
+  messages?: ChatMessage[];
+}
+
+
+export interface DatasetOptions {
+  tokenizer: TextTokenizer;
+  /**
+   * How prompt and response become text. A string with `{prompt}` and `{response}` placeholders
+   * (and optionally `{task}`), where the response part starts at `{response}`: the text before
+   * `{response}` is the prompt, `{response}` and everything after it (e.g. a closing newline) is
+   * the response, e.g. `"Q: {prompt}\nA: {response}"`. Or a function returning `{prompt,
+   * response}` strings. Default `"{prompt}\n{response}"` (DEFAULT_TEMPLATE): a newline between
+   * them, so the model can tell where the prompt ends.
+   */
+  template?: string | ((e: Example) => { prompt: string; response: string });
+  /**
+   * Most tokens of a sequence (bos + prompt + response + eos), default 512. Longer sequences are
+   * cut at the end and counted in `truncated`. When bos + prompt alone leave no room for a
+   * response token, the prompt is cut from the left instead (bos and the end of the prompt are
+   * kept) so that exactly one response token remains; such an example counts as truncated too.
+   */
+  maxLength?: number;
+  /**
+   * JSON field names of the records (fromJsonl, fromArray). Default
+   * `{task: 'task', prompt: 'prompt', response: 'response'}`.
+   */
+  fields?: { task?: string; prompt?: string; response?: string };
+  /** Prepend bos / append eos when the tokenizer has them. Default true / true. */
+  addBos?: boolean;
+  addEos?: boolean;
+  /**
+   * fromJsonl: the longest line, in bytes of UTF-8 without its line end (`\n` or `\r\n`); a longer
+   * line is an error naming the file and line, raised as soon as the line passes the limit (it is
+   * never read whole). An integer from 1 to 536,870,888 (the longest string V8 makes). Default
+   * 64 MiB (67,108,864).
+   */
+  maxLineBytes?: number;
+}
+
+export interface EncodedExample {
+  /** Position in its dataset. */
+  index: number;
+  task: string;
+  /** The record's prompt and response, as given (before the template). */
+  prompt: string;
+  response: string;
+  /** bos? + prompt tokens + response tokens + eos?, cut to maxLength. Frozen. */
+  inputIds: number[];
+  /** Number of leading tokens that get no loss (bos + prompt). */
+  promptLength: number;
+  /**
+   * Token ranges [start, end) before promptLength that get loss too: the earlier assistant turns of
+   * a `messages` record. Absent for prompt/response records.
+   */
+  lossSpans?: readonly (readonly [number, number])[];
+  /** True when the record's messages were rendered with the tokenizer's chat template. */
+  chat?: true;
+  /** Whether the sequence was cut to maxLength. */
+  truncated: boolean;
+}
+
+export const DEFAULT_FIELDS = { task: 'task', prompt: 'prompt', response: 'response' } as const;
+export type FieldKey = keyof typeof DEFAULT_FIELDS;
+const FIELD_KEYS: readonly FieldKey[] = ['task', 'prompt', 'response'];
+
+type TemplateFn = (e: Example) => { prompt: string; response: string };
+
+/** Options checked once, with their defaults. */
+export interface ResolvedOptions {
+  tokenizer: TextTokenizer;
+  template: TemplateFn;
+  maxLength: number;
+  fields: Record<FieldKey, string>;
+  bos: number | undefined; // the id to put first, when addBos and the tokenizer has one
+  eos: number | undefined;
+  maxLineBytes: number;
+  original: DatasetOptions;
+}
+
+/** The template when none is given: the prompt, a newline, the response. */
+export const DEFAULT_TEMPLATE = '{prompt}\n{response}';
+
+/** Splits a string template at `{response}`; fills `{prompt}`, `{response}` and `{task}` in one pass. */
+function stringTemplate(where: string, template: string): TemplateFn {
+  const at = template.indexOf('{response}');
+  if (at < 0) throw new Error(`${where}: template ${JSON.stringify(template)} has no {response} placeholder (the response part starts there)`);
+  const head = template.slice(0, at);
+  const tail = template.slice(at);
+  const fill = (part: string, e: Example): string =>
+    part.replace(/\{(prompt|response|task)\}/g, (_, key: FieldKey) => e[key]);
+  return (e) => ({ prompt: fill(head, e), response: fill(tail, e) });
+}
+
+export function resolveOptions(where: string, options: DatasetOptions): ResolvedOptions {
+  if (!isPlainObject(options)) throw new TypeError(`${where}: options must be an object with a tokenizer, got ${describe(options)}`);
+  const tokenizer = options.tokenizer;
+  if (!isPlainObject(tokenizer) || typeof (tokenizer as Partial<TextTokenizer>).encode !== 'function') {
+    throw new TypeError(`${where}: options.tokenizer must be a tokenizer (Tokenizer, ByteTokenizer or a TextTokenizer), got ${describe(tokenizer)}`);
+  }
+  let template: TemplateFn;
+  const t = options.template;
+  if (t === undefined) template = stringTemplate(where, DEFAULT_TEMPLATE);
+  else if (typeof t === 'string') template = stringTemplate(where, t);
+  else if (typeof t === 'function') template = t;
+  else throw new TypeError(`${where}: options.template must be a string or a function, got ${describe(t)}`);
+
+  const maxLength = options.maxLength ?? 512;
+  if (typeof maxLength !== 'number' || !Number.isInteger(maxLength) || maxLength < 2) {
+    throw new RangeError(`${where}: options.maxLength must be an integer >= 2 (bos or a prompt token, and a response token), got ${describe(maxLength)}`);
+  }
+  const fields: Record<FieldKey, string> = { ...DEFAULT_FIELDS };
+  if (options.fields !== undefined) {
+    if (!isPlainObject(options.fields)) throw new TypeError(`${where}: options.fields must be an object, got ${describe(options.fields)}`);
+    for (const [key, value] of Object.entries(options.fields)) {
+      if (!(FIELD_KEYS as readonly string[]).includes(key)) {
+        throw new Error(`${where}: options.fields has an unknown key ${JSON.stringify(key)} (known: ${FIELD_KEYS.join(', ')})`);
+      }
+      if (value === undefined) continue;
+      if (typeof value !== 'string' || value === '') throw new TypeError(`${where}: options.fields.${key} must be a non-empty string, got ${describe(value)}`);
+      fields[key as FieldKey] = value;
+    }
+  }
+  for (const key of ['addBos', 'addEos'] as const) {
+    const v = options[key];
+    if (v !== undefined && typeof v !== 'boolean') throw new TypeError(`${where}: options.${key} must be a boolean, got ${describe(v)}`);
+  }
+  const maxLineBytes = options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES;
+  if (typeof maxLineBytes !== 'number' || !Number.isInteger(maxLineBytes) || maxLineBytes < 1 || maxLineBytes > bufferConstants.MAX_STRING_LENGTH) {
+    throw new RangeError(`${where}: options.maxLineBytes must be an integer from 1 to ${bufferConstants.MAX_STRING_LENGTH}, got ${describe(maxLineBytes)}`);
+  }
+  const bos = options.addBos ?? true ? tokenizer.bosTokenId : undefined;
+  const eos = options.addEos ?? true ? tokenizer.eosTokenId : undefined;
+  return { tokenizer, template, maxLength, fields, bos, eos, maxLineBytes, original: options };
+}
+
+/** Reads the three fields of a raw record; `at` names it in errors ("examples[3]", "file:7"). */
+export function readRecord(at: string, record: unknown, fields: Record<FieldKey, string>): Example {
+  if (!isPlainObject(record)) throw new Error(`${at}: a record must be a JSON object, got ${describe(record)}`);
+  if (Object.prototype.hasOwnProperty.call(record, 'messages')) return readChatRecord(at, record, fields);
+  const out = {} as Example;
+  for (const key of FIELD_KEYS) {
+    const name = fields[key];
+    if (!Object.prototype.hasOwnProperty.call(record, name)) {
+      const keys = Object.keys(record);
+      throw new Error(`${at}: missing field "${name}" (the ${key}); the record has ${keys.length ? keys.map((k) => `"${k}"`).join(', ') : 'no fields'}`);
+    }
+    const value = record[name];
+    if (typeof value !== 'string') throw new TypeError(`${at}: field "${name}" (the ${key}) must be a string, got ${describe(value)}`);
+    out[key] = value;
+  }
+  if (out.task === '') throw new Error(`${at}: field "${fields.task}" (the task) is empty`);
+  return out;
+}
+
+/** An encoded example, frozen (the dataset hands it out as is). */
+function encoded(index: number, e: Example, inputIds: number[], promptLength: number, truncated: boolean, lossSpans: readonly (readonly [number, number])[] = [], chat = false): EncodedExample {
+  return Object.freeze({
+    index,
+    task: e.task,
+    prompt: e.prompt,
+    response: e.response,
+    inputIds: Object.freeze(inputIds) as number[],
+    promptLength,
+    ...(lossSpans.length ? { lossSpans: Object.freeze(lossSpans) } : {}),
+    ...(chat ? { chat: true as const } : {}),
+    truncated,
+  });
+}
+
+/** A `{task, messages}` record: turns of {role, content} strings, the last one the assistant's. */
+function readChatRecord(at: string, record: Record<string, unknown>, fields: Record<FieldKey, string>): Example {
+  const task = record[fields.task];
+  if (typeof task !== 'string' || task === '') throw new TypeError(`${at}: field "${fields.task}" (the task) must be a non-empty string, got ${describe(task)}`);
+  const m = record.messages;
+  if (!Array.isArray(m) || m.length === 0) throw new TypeError(`${at}: field "messages" must be a non-empty array of {role, content}, got ${describe(m)}`);
+  const messages: ChatMessage[] = m.map((x, i) => {
+    if (!isPlainObject(x) || typeof x.role !== 'string' || typeof x.content !== 'string') {
+      throw new TypeError(`${at}: messages[${i}] must be {role, content} with string values, got ${describe(x)}`);
+    }
+    return { role: x.role, content: x.content };
+  });
+  const last = messages[messages.length - 1];
+  if (last.role !== 'assistant') throw new Error(`${at}: the last message must be the assistant's (the answer to learn and to generate), got role ${JSON.stringify(last.role)}`);
+  const before = messages.slice(0, -1);
+  return { task, prompt: before.length ? before[before.length - 1].content : '', response: last.content, messages };
+}
+
+/**
+ * Tokenizes a conversation with the tokenizer's chat template: the text is rendered turn by turn
+ * (the conversation up to each assistant turn with the generation prompt, then with the turn), so
+ * each assistant turn's tokens are known; those get loss, the rest (system, user, the template's
+ * markup before a turn) do not. The template supplies bos/eos as it writes them.
+ */
+function encodeChat(at: string, index: number, e: Example, o: ResolvedOptions): EncodedExample {
+  const tok = o.tokenizer;
+  const source = tok.chatTemplate;
+  if (!source) {
+    throw new Error(`${at}: the record has messages, but the tokenizer has no chat_template (tokenizer_config.json or chat_template.jinja): give options.template, or a tokenizer that has one`);
+  }
+  const render = (messages: ChatMessage[], addGenerationPrompt: boolean): string => {
+    try {
+      return renderChat(source, messages, addGenerationPrompt, tok);
+    } catch (err) {
+      throw new Error(`${at}: ${(err as Error).message === '' ? 'the chat template failed' : (err as Error).message}`);
+    }
+  };
+  const msgs = e.messages!;
+  let ids: number[] = [];
+  let spans: [number, number][] = [];
+  let text = '';
+  msgs.forEach((msg, i) => {
+    if (msg.role !== 'assistant') return;
+    const before = render(msgs.slice(0, i), true);
+    const upto = render(msgs.slice(0, i + 1), false);
+    if (!before.startsWith(text) || !upto.startsWith(before)) {
+      throw new Error(`${at}: the chat template does not render the conversation turn by turn (the text before message ${i} is not the start of the text with it), so the assistant's tokens cannot be told apart`);
+    }
+    ids.push(...encodeRendered(tok, before.slice(text.length)));
+    const start = ids.length;
+    ids.push(...encodeRendered(tok, upto.slice(before.length)));
+    spans.push([start, ids.length]);
+    text = upto;
+  });
+  let truncated = false;
+  const max = o.maxLength;
+  let promptLength = spans[spans.length - 1][0];
+  if (promptLength > max - 1) {
+    // no room for the answer: drop the conversation's start (earlier turns)
+    const cut = promptLength - (max - 1);
+    ids = ids.slice(cut);
+    spans = spans.map(([a, b]) => [a - cut, b - cut] as [number, number]).filter(([, b]) => b > 0).map(([a, b]) => [Math.max(a, 0), b] as [number, number]);
+    promptLength -= cut;
+    truncated = true;
+  }
+  if (ids.length > max) {
+    ids = ids.slice(0, max);
+    truncated = true;
+  }
+  if (ids.length - Math.max(promptLength, 1) <= 0) throw new Error(`${at}: the last assistant turn renders to no token to learn`);
+  const lossSpans = spans.slice(0, -1).filter(([a, b]) => b > a).map((sp) => Object.freeze(sp) as readonly [number, number]);
+  return encoded(index, e, ids, promptLength, truncated, lossSpans, true);
+}
+
+/**
+ * Text a chat template wrote, as tokens: the tokenizer's bos, eos and pad tokens written as text
+ * become their ids (as Hugging Face tokenizers read special tokens in text; ByteTokenizer would
+ * spell them out byte by byte), the rest is encoded as text.
+ */
+export function encodeRendered(tokenizer: TextTokenizer, text: string): number[] {
+  const specials = new Map<string, number>();
+  for (const [t, id] of [[tokenizer.bosToken, tokenizer.bosTokenId], [tokenizer.eosToken, tokenizer.eosTokenId], [tokenizer.padToken, tokenizer.padTokenId]] as const) {
+    if (t && id !== undefined) specials.set(t, id);
+  }
+  if (specials.size === 0) return encodeText(tokenizer, text);
+  const pattern = new RegExp(`(${[...specials.keys()].map((t) => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|')})`);
+  return text.split(pattern).flatMap((part, i) => (i % 2 === 1 ? [specials.get(part)!] : part ? encodeText(tokenizer, part) : []));
+}
+
+function encodeText(tokenizer: TextTokenizer, text: string): number[] {
+  return tokenizer.encode(text, { addSpecialTokens: false, addBos: false, addEos: false });
+}
+
+/**
+ * The ids of a prompt exactly as a dataset encodes an example's prompt (a plain text, already
+ * through its template): the tokenizer's bos first when `addBos` (the datasets' default) and the
+ * tokenizer has one, then the text without special tokens. Generation encodes its prompts this
+ * way, so that it sees what training and evaluation saw.
+ */
+export function encodePrompt(tokenizer: TextTokenizer, text: string, addBos = true): number[] {
+  const bos = addBos ? tokenizer.bosTokenId : undefined;
+  return [...(bos === undefined ? [] : [bos]), ...encodeText(tokenizer, text)];
+}
+
+/** Tokenizes one example: bos? + prompt + response + eos?, cut to maxLength. */
+export function encodeExample(at: string, index: number, e: Example, o: ResolvedOptions): EncodedExample {
+  if (e.messages) {
+    if (o.original.template === undefined) return encodeChat(at, index, e, o);
+    // a template wins: the earlier turns' contents (one per line) are the prompt, the last answer the response
+    e = { task: e.task, prompt: e.messages.slice(0, -1).map((m) => m.content).join('\n'), response: e.response };
+  }
+  let parts: { prompt: string; response: string };
+  try {
+    parts = o.template(e);
+  } catch (err) {
+    throw new Error(`${at}: the template failed: ${(err as Error).message}`);
+  }
+  if (!isPlainObject(parts) || typeof parts.prompt !== 'string' || typeof parts.response !== 'string') {
+    throw new TypeError(`${at}: the template function must return {prompt, response} strings, got ${util.inspect(parts, { depth: 1 })}`);
+  }
+  let promptIds = encodeText(o.tokenizer, parts.prompt);
+  const responseIds = encodeText(o.tokenizer, parts.response);
+  if (o.eos !== undefined) responseIds.push(o.eos);
+  const head = o.bos !== undefined ? [o.bos] : [];
+  const max = o.maxLength;
+  let truncated = false;
+  if (head.length + promptIds.length > max - 1 && responseIds.length > 0) {
+    // No room for a response token: keep bos and the end of the prompt (nearest the response).
+    promptIds = promptIds.slice(promptIds.length - (max - 1 - head.length));
+    truncated = true;
+  }
+  const promptPart = head.concat(promptIds);
+  let inputIds = promptPart.concat(responseIds);
+  if (inputIds.length > max) {
+    inputIds = inputIds.slice(0, max);
+    truncated = true;
+  }
+  const promptLength = promptPart.length;
+  // A token gets loss when its label is set and it has a token before it (position >= 1).
+  if (inputIds.length - Math.max(promptLength, 1) <= 0) {
+    throw new Error(
+      `${at}: the example has no token to learn (response ${JSON.stringify(e.response)} gives ${responseIds.length} token(s)` +
+        `${o.eos === undefined ? ', no eos is appended' : ''}${promptLength === 0 ? ', and nothing precedes it' : ''})`,
+    );
+  }
+  return encoded(index, e, inputIds, promptLength, truncated);
+}
+
+export function withIndex(e: EncodedExample, index: number): EncodedExample {
+  return e.index === index ? e : Object.freeze({ ...e, index });
+}
+
+
+/** The label of a token that no loss is computed for (prompt, padding), as torch's ignore_index. */
+export const IGNORE_INDEX = -100;
+
+/** Whether position t of e lies in one of its earlier assistant turns. */
+export function inLossSpan(e: EncodedExample, t: number): boolean {
+  return t >= 1 && e.lossSpans !== undefined && e.lossSpans.some(([a, b]) => t >= a && t < b);
+}
