@@ -9,7 +9,8 @@ import { native, NativeModel, NativeModelConfig } from './native';
 import { dtypeByteSize, forEachSafetensor, readSafetensorsHeader, saveSafetensors } from './safetensors';
 import { Device, Dtype, Tensor } from './tensor';
 import { idList, oneRow, rows, toMaskTensor, toTokenTensor, TokenBatch } from './token-batch';
-import { replaceFolder, writeFileFully } from './util/files';
+import { writeFileFully } from './util/files';
+import { replaceFolder } from './util/replace-folder';
 import { readJsonFile } from './util/json';
 import { checkChoice, checkKeys, inspectSymbol, isPlainObject, show } from './util/options';
 

@@ -528,8 +528,8 @@ describe('data parallel (gloo)', () => {
     const { TINY_BYTE_CONFIG } = await import('./helpers/tiny-model');
     const model = Model.fromConfig(TINY_BYTE_CONFIG, { seed: 1 });
     const adapter = Adapter.attach(model, { method: 'lora', rank: 2, targetModules: ['q_proj'] });
-    expect(() => new Trainer(model, adapter, { distributed: 'yes' as never })).toThrow("distributed must be 'auto', false or an object {backend?, timeoutMs?}, got 'yes'");
-    expect(() => new Trainer(model, adapter, { distributed: { timeoutMs: 0 } })).toThrow('distributed: timeoutMs must be an integer from 1 to');
+    expect(() => new Trainer(model, adapter, { distributed: 'yes' as never })).toThrow('distributed must be "auto", false or an object, got "yes"');
+    expect(() => new Trainer(model, adapter, { distributed: { timeoutMs: 0 } })).toThrow('distributed.timeoutMs must be an integer >= 1, got 0');
     expect(() => new Trainer(model, adapter, { distributed: { backend: 'gloo', timeoutMs: 1000 } })).not.toThrow();
   });
 

@@ -290,7 +290,7 @@ describe('run.json keys', () => {
     expect(problems({ evalEvery: 1, earlyStopping: { metric: 'loss', patience: 0 } })).toContain('trainer.earlyStopping.patience must be an integer >= 1, got 0');
     expect(problems({ evalEvery: 1, earlyStopping: { metric: 'loss', patients: 2 } })).toContain('trainer.earlyStopping.patients is not a known key');
     expect(problems({ loadBestAtEnd: true })).toContain('trainer.loadBestAtEnd needs trainer.saveBest');
-    expect(problems({ evalEvery: 1, saveBest: 3 })).toContain('trainer.saveBest must be string or object, got 3');
+    expect(problems({ evalEvery: 1, saveBest: 3 })).toContain('trainer.saveBest must be string or an object, got 3');
   });
 });
 

@@ -183,7 +183,7 @@ const BUILTIN_NAMES = Object.keys(BUILTIN_METRICS);
 const DISTRIBUTED_KEYS: Record<string, Key> = {
   backend: { spec: oneOf('gloo', 'nccl'), doc: '"gloo" (CPU) or "nccl" (CUDA, where the build has it); default: nccl for a CUDA model where available, else gloo' },
   timeoutMs: { spec: int(1), doc: 'how long a collective may wait for the other ranks (default 600000)' },
-  bucketCapMb: { spec: num(0), doc: 'MiB of gradients exchanged per bucket while backward runs; 0: one all-reduce after backward (default 25 with nccl, 0 with gloo)' },
+  bucketCapMb: { spec: num(0, false, 1 << 20), doc: 'MiB of gradients exchanged per bucket while backward runs; 0: one all-reduce after backward (default 25 with nccl, 0 with gloo)' },
 };
 const METRIC_MODE = { spec: oneOf('min', 'max'), doc: 'lower or higher is better (default min for loss, max otherwise)' };
 

@@ -1,11 +1,10 @@
 // Writing files and folders so that a crash (kill -9, power loss) or a full disk never leaves a
 // half-written one where a complete one was: everything is written to a hidden sibling, checked,
 // flushed to disk, and only then renamed into place. Every folder rlora writes (a model, an
-// adapter, a merged model, a checkpoint) goes through replaceFolder.
+// adapter, a merged model, a checkpoint) goes through replaceFolder (replace-folder.ts, which needs
+// the addon); these helpers need none, so the CLI can use them before the addon loads.
 import * as fs from 'fs';
 import * as path from 'path';
-
-import { native } from '../native';
 
 /** A hidden sibling name for a file or folder being written or removed (`.<name>.<what>-<pid>-<time>`). */
 export function sideName(target: string, what: 'tmp' | 'old' | 'deleting'): string {
@@ -97,71 +96,6 @@ export function removeAtomically(dir: string): void {
   const trash = sideName(dir, 'deleting');
   fs.renameSync(dir, trash);
   fs.rmSync(trash, { recursive: true, force: true });
-}
-
-export interface ReplaceFolderOptions {
-  /**
-   * The entries of such a folder that rlora writes: when `dir` exists, every other entry (a README
-   * or tokenizer the user put there) is copied into the new folder. Default: rlora owns everything
-   * (a checkpoint), so nothing is carried over.
-   */
-  owns?: (name: string) => boolean;
-  /** Checks the new folder before it replaces the old one (e.g. that every file reads back); throws to keep the old. */
-  verify?: (tmp: string) => void;
-}
-
-/**
- * Writes the folder `dir` so that at every instant it is either the old complete folder or the new
- * complete one: `fill` writes into a hidden sibling, the files the user kept in the old folder are
- * copied in (ReplaceFolderOptions.owns), everything is flushed and verified, then the two are
- * swapped in one atomic step (renameat2's RENAME_EXCHANGE; where the system lacks it, the old folder
- * is renamed aside and the new one renamed in), and the old one is removed. If anything fails before the
- * swap, the sibling is removed and `dir` is untouched; a crash leaves at most a hidden sibling.
- */
-export function replaceFolder(dir: string, fill: (tmp: string) => void, options: ReplaceFolderOptions = {}): void {
-  const st = fs.statSync(dir, { throwIfNoEntry: false });
-  if (st && !st.isDirectory()) throw new Error(`${dir} exists and is not a folder`);
-  ensureFolder(path.dirname(path.resolve(dir)), 'the folder of');
-  const tmp = sideName(dir, 'tmp');
-  try {
-    fs.mkdirSync(tmp);
-  } catch (e) {
-    throw new Error(`${dir} cannot be written: nothing can be created beside it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
-  let old: string | undefined;
-  try {
-    fill(tmp);
-    if (st && options.owns) {
-      const written = new Set(fs.readdirSync(tmp));
-      for (const name of fs.readdirSync(dir)) {
-        if (options.owns(name) || written.has(name) || isLeftover(name)) continue;
-        fs.cpSync(path.join(dir, name), path.join(tmp, name), { recursive: true, preserveTimestamps: true, verbatimSymlinks: true });
-      }
-    }
-    for (const name of fs.readdirSync(tmp)) {
-      const p = path.join(tmp, name);
-      if (fs.lstatSync(p).isFile()) fsyncPath(p);
-    }
-    fsyncPath(tmp);
-    options.verify?.(tmp);
-    if (st && native.exchangePaths(tmp, dir) === 0) {
-      old = tmp; // one atomic step: `dir` is the new folder, `tmp` the old one
-    } else {
-      // where the system cannot swap in one step: the old folder aside, then the new one in (a
-      // crash between the two leaves `dir` absent and the old folder in its hidden sibling)
-      if (st) {
-        old = sideName(dir, 'old');
-        fs.renameSync(dir, old);
-      }
-      fs.renameSync(tmp, dir);
-    }
-  } catch (e) {
-    if (old !== undefined && old !== tmp && !fs.existsSync(dir)) fs.renameSync(old, dir); // the swap failed half-way: put the old one back
-    if (old !== tmp) fs.rmSync(tmp, { recursive: true, force: true });
-    throw e;
-  }
-  fsyncPath(path.dirname(path.resolve(dir)));
-  if (old !== undefined) fs.rmSync(old, { recursive: true, force: true });
 }
 
 /** Runs fn; an error whose message does not name `file` is thrown again with it in front. */

@@ -137,7 +137,10 @@ export function check(value: unknown, spec: Spec, where: string): Problem[] {
       const kindOf = (s: Spec): string => (s.kind === 'path' ? 'string' : s.kind === 'json-object' ? 'object' : s.kind === 'string-array' ? 'array' : s.kind);
       const valueKind = isPlainObject(value) ? 'object' : Array.isArray(value) ? 'array' : typeof value;
       const byType = spec.options.find((o) => kindOf(o) === valueKind || (o.kind === 'enum' && o.values.some((v) => typeof v === valueKind)));
-      if (!byType) return type(`${where} must be ${spec.options.map(typeOf).join(' or ')}, got ${show(value)}`);
+      const alternatives = spec.options.map((o) => (o.kind === 'enum' ? o.values.map((v) => JSON.stringify(v)).join(', ') : o.kind === 'object' || o.kind === 'json-object' ? 'an object' : typeOf(o))).join(' or ');
+      if (!byType) return type(`${where} must be ${alternatives}, got ${show(value)}`);
+      // a value of the enum's type that is not one of its values: every alternative is named
+      if (byType.kind === 'enum' && !byType.values.includes(value as string | boolean)) return range(`${where} must be ${alternatives}, got ${show(value)}`);
       return check(value, byType, where);
     }
   }
