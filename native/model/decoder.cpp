@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "common/cpu_allocator.h"
+#include "common/errors.h"
 #include "common/format.h"
 #include "common/torch_compat.h"
 
@@ -16,7 +17,7 @@ namespace F = torch::nn::functional;
 
 void validate(const ModelConfig& c) {
   auto positive = [](int64_t v, const char* name) {
-    if (v < 1) throw std::invalid_argument(std::string("config.") + name + " must be an integer >= 1, got " + std::to_string(v));
+    if (v < 1) throw OutOfRange(std::string("config.") + name + " must be an integer >= 1, got " + std::to_string(v));
   };
   positive(c.vocab_size, "vocab_size");
   positive(c.hidden_size, "hidden_size");
@@ -28,11 +29,11 @@ void validate(const ModelConfig& c) {
   if (c.num_attention_heads % c.num_key_value_heads != 0)
     throw std::invalid_argument("config.num_attention_heads (" + std::to_string(c.num_attention_heads) +
                                 ") must be a multiple of num_key_value_heads (" + std::to_string(c.num_key_value_heads) + ")");
-  if (c.head_dim % 2 != 0) throw std::invalid_argument("config.head_dim must be even for rotary embeddings, got " + std::to_string(c.head_dim));
-  if (!(c.rms_norm_eps > 0)) throw std::invalid_argument("config.rms_norm_eps must be > 0");
-  if (!(c.rope_theta > 0)) throw std::invalid_argument("config.rope_theta must be > 0");
+  if (c.head_dim % 2 != 0) throw OutOfRange("config.head_dim must be even for rotary embeddings, got " + std::to_string(c.head_dim));
+  if (!(c.rms_norm_eps > 0)) throw OutOfRange("config.rms_norm_eps must be > 0");
+  if (!(c.rope_theta > 0)) throw OutOfRange("config.rope_theta must be > 0");
   if (c.rope_scaling.llama3 && !(c.rope_scaling.factor > 0 && c.rope_scaling.high_freq_factor > c.rope_scaling.low_freq_factor))
-    throw std::invalid_argument("config.rope_scaling (llama3) needs factor > 0 and high_freq_factor > low_freq_factor");
+    throw OutOfRange("config.rope_scaling (llama3) needs factor > 0 and high_freq_factor > low_freq_factor");
 }
 
 DecoderModel::DecoderModel(const ModelConfig& config, torch::ScalarType dtype, torch::Device device)
@@ -160,7 +161,7 @@ Tensor DecoderModel::linear_weight(const std::string& module) const {
 
 void DecoderModel::check_quantizable(const std::string& kind) const {
   if (!quantization_.empty()) throw std::invalid_argument("the model is already quantized (" + quantization_ + ")");
-  if (kind != "int8" && kind != "nf4") throw std::invalid_argument("quantize must be \"int8\" or \"nf4\", got \"" + kind + "\"");
+  if (kind != "int8" && kind != "nf4") throw OutOfRange("quantize must be \"int8\" or \"nf4\", got \"" + kind + "\"");
   if (!partial_kind_.empty() && partial_kind_ != kind)
     throw std::invalid_argument("some modules were quantized as " + partial_kind_ + ", not " + kind);
 }
@@ -320,8 +321,8 @@ void DecoderModel::check_ids(const Tensor& ids, const Tensor& mask) const {
   if (ids.scalar_type() != torch::kInt64) throw std::invalid_argument("input ids must be int64, got " + dtype_str(ids.scalar_type()));
   const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
   if (lo < 0 || hi >= config_.vocab_size)
-    throw std::invalid_argument("token id " + std::to_string(lo < 0 ? lo : hi) + " is outside the vocabulary [0, " +
-                                std::to_string(config_.vocab_size) + ")");
+    throw OutOfRange("token id " + std::to_string(lo < 0 ? lo : hi) + " is outside the vocabulary [0, " +
+                     std::to_string(config_.vocab_size) + ")");
   if (mask.defined() && mask.sizes() != ids.sizes())
     throw std::invalid_argument("attention mask has shape " + shape_str(mask) + ", the input ids " + shape_str(ids));
 }
@@ -520,7 +521,7 @@ Tensor DecoderModel::backward_checkpointed(const Tensor& ids, const Tensor& mask
 }
 
 void DecoderModel::set_head_chunk_elements(int64_t n) {
-  if (n < 1) throw std::invalid_argument("head chunk elements must be at least 1, got " + std::to_string(n));
+  if (n < 1) throw OutOfRange("head chunk elements must be at least 1, got " + std::to_string(n));
   head_chunk_elements_ = n;
 }
 
@@ -531,10 +532,10 @@ Tensor DecoderModel::forward(const Tensor& ids, const Tensor& mask) {
 
 Tensor DecoderModel::generate(const Tensor& ids, const Tensor& mask, const GenerateOptions& o) {
   check_ids(ids, mask);
-  if (o.max_new_tokens < 0) throw std::invalid_argument("maxNewTokens must be >= 0, got " + std::to_string(o.max_new_tokens));
-  if (!(o.temperature >= 0)) throw std::invalid_argument("temperature must be >= 0, got " + std::to_string(o.temperature));
-  if (o.top_k < 0) throw std::invalid_argument("topK must be >= 0, got " + std::to_string(o.top_k));
-  if (!(o.top_p > 0 && o.top_p <= 1)) throw std::invalid_argument("topP must be in (0, 1], got " + std::to_string(o.top_p));
+  if (o.max_new_tokens < 0) throw OutOfRange("maxNewTokens must be >= 0, got " + std::to_string(o.max_new_tokens));
+  if (!(o.temperature >= 0)) throw OutOfRange("temperature must be >= 0, got " + std::to_string(o.temperature));
+  if (o.top_k < 0) throw OutOfRange("topK must be >= 0, got " + std::to_string(o.top_k));
+  if (!(o.top_p > 0 && o.top_p <= 1)) throw OutOfRange("topP must be in (0, 1], got " + std::to_string(o.top_p));
   if (mask.defined()) {
     // Left padding only: once a row has a token, it has no padding after it.
     Tensor m = mask.to(torch::kCPU, torch::kInt64);
