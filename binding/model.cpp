@@ -7,6 +7,7 @@
 #include "common.h"
 #include "common/format.h"
 #include "layer.h"
+#include "model/generate.h"
 #include "tensor.h"
 
 namespace rlora::binding {
@@ -275,7 +276,7 @@ class JsModel : public Napi::ObjectWrap<JsModel> {
           [m, ids, mask, g] {
             std::lock_guard<std::mutex> lock(m->mutex());
             torch::NoGradGuard no_grad;
-            return m->generate(ids, mask, g);
+            return model::generate(*m, ids, mask, g);
           },
           [](Napi::Env e, torch::Tensor& y) -> Napi::Value { return JsTensor::Wrap(e, y); });
     });
