@@ -270,6 +270,7 @@ void InitTrain(Napi::Env env, Napi::Object exports) {
   exports.Set("fitLayerStep", Napi::Function::New(env, FitLayerStep));
   exports.Set("lmTrainStep", Napi::Function::New(env, LmTrainStep));
   exports.Set("lmEvalLoss", Napi::Function::New(env, LmEvalLoss));
+  exports.Set("ignoreLabel", Napi::Number::New(env, static_cast<double>(train::kIgnoreLabel)));
 }
 
 }  // namespace rlora::binding

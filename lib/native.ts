@@ -207,6 +207,8 @@ export interface NativeAddon {
   fitLayerStep(layer: NativeLoraLinear, x: NativeTensor, target: NativeTensor, optimizer: NativeAdamW): Promise<NativeFitResult>;
   lmTrainStep(model: NativeModel, microBatches: NativeLmBatch[], optimizer: NativeAdamW, precision?: 'float32' | 'bfloat16', distributed?: boolean, gradientCheckpointing?: boolean): Promise<NativeLmStep>;
   lmEvalLoss(model: NativeModel, batch: NativeLmBatch): Promise<NativeLmLoss>;
+  /** The label of a position without loss (-100, Hugging Face's ignore_index): native/train/lm_step.h kIgnoreLabel. */
+  readonly ignoreLabel: number;
   NativeTensor: NativeTensorStatic & (new (...args: never[]) => NativeTensor);
   NativeLoraLinear: new (weight: NativeTensor, bias: NativeTensor | null, options: object) => NativeLoraLinear;
   /** Sets libtorch's intra-op threads for every job, and OpenBLAS's pool too unless `blas` is false. */
