@@ -286,6 +286,13 @@ std::shared_ptr<MultiHeadLoraLinear> DecoderModel::adapter(const std::string& mo
   return it == linears_.end() ? nullptr : it->second.lora;
 }
 
+std::vector<std::shared_ptr<MultiHeadLoraLinear>> DecoderModel::adapters() const {
+  std::vector<std::shared_ptr<MultiHeadLoraLinear>> out;
+  for (const auto& [name, lin] : linears_)
+    if (lin.lora) out.push_back(lin.lora);
+  return out;
+}
+
 Tensor DecoderModel::linear(const std::string& module, const Tensor& x) const {
   const Linear& l = linears_.at(module);
   if (l.lora) return l.lora->forward(x);

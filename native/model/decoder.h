@@ -90,6 +90,8 @@ class DecoderModel {
   // module's weight.
   void set_adapter(const std::string& module, std::shared_ptr<MultiHeadLoraLinear> layer);
   std::shared_ptr<MultiHeadLoraLinear> adapter(const std::string& module) const;
+  // Every attached adapter layer (the binding's job locks take theirs: binding/locks.h).
+  std::vector<std::shared_ptr<MultiHeadLoraLinear>> adapters() const;
 
   // ids [B, S] int64 in [0, vocab); mask [B, S] (1 = token, 0 = padding) or undefined. Positions
   // count real tokens only, so left padding does not shift them. Returns logits [B, S, vocab].
@@ -114,7 +116,7 @@ class DecoderModel {
   // The most logits one chunk of backward_checkpointed's head may hold (at least 1).
   void set_head_chunk_elements(int64_t n);
 
-  // Runs one job at a time (the adapters are shared state).
+  // One job at a time: which locks a job takes is decided in one place, binding/locks.h.
   std::mutex& mutex() const { return mutex_; }
 
  private:
