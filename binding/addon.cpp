@@ -9,17 +9,17 @@
 #include "common/blas_info.h"
 #include "common/cpu_allocator.h"
 #include "common/cpu_support.h"
-#include "common/files.h"
-#include "common/process.h"
-#include "common/format.h"
 #include "common/cuda_memory.h"
+#include "common/files.h"
+#include "common/format.h"
+#include "common/process.h"
 #include "layer.h"
+#include "model.h"
 #include "tensor.h"
+#include "train.h"
 
 namespace rlora::binding {
 
-void InitTrain(Napi::Env env, Napi::Object exports);
-void InitModel(Napi::Env env, Napi::Object exports);
 void InitDist(Napi::Env env, Napi::Object exports);
 
 namespace {
@@ -28,21 +28,14 @@ namespace {
 // the process when the system refuses (e.g. a million); past the cores they only slow jobs down.
 constexpr int64_t kMaxThreads = 1024;
 
+// setNumThreads(n, {blas?})
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
-  const std::string range = "an integer from 1 to " + std::to_string(kMaxThreads);
-  if (!info[0].IsNumber()) type_error(info.Env(), "threads", range, info[0]);
-  const double d = info[0].As<Napi::Number>().DoubleValue();
-  if (!(d >= 1 && d <= static_cast<double>(kMaxThreads)) || std::floor(d) != d)
-    throw Napi::RangeError::New(info.Env(), "threads must be " + range + ", got " + describe(info[0]));
-  bool blas = true;  // OpenBLAS's pool is process-wide: it follows the same number unless told not to
-  if (info.Length() > 1 && !info[1].IsUndefined()) {
-    if (!info[1].IsObject()) type_error(info.Env(), "options", "an object", info[1]);
-    auto o = info[1].As<Napi::Object>();
-    check_keys(o, {"blas"});
-    if (o.Has("blas") && !o.Get("blas").IsUndefined()) blas = get_bool(o.Get("blas"), "blas");
-  }
-  g_num_threads.store(static_cast<int>(d));
-  if (blas) set_blas_threads(static_cast<int>(d));
+  const int n = static_cast<int>(get_integer(info[0], "threads", 1, kMaxThreads));
+  OptionsReader o(info[1], "setNumThreads", {"blas"});
+  // OpenBLAS's pool is process-wide: it follows the same number unless told not to
+  const bool blas = o.has("blas") ? o.boolean("blas") : true;
+  g_num_threads.store(n);
+  if (blas) set_blas_threads(n);
   return info.Env().Undefined();
 }
 
@@ -86,9 +79,7 @@ Napi::Value SetCpuCaching(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value SetCpuCacheLimit(const Napi::CallbackInfo& info) {
-  int64_t bytes = get_integer(info[0], "bytes");
-  if (bytes < 0) type_error(info.Env(), "bytes", "a non-negative integer", info[0]);
-  cpu_allocator::set_cache_limit(static_cast<size_t>(bytes));
+  cpu_allocator::set_cache_limit(static_cast<size_t>(get_integer(info[0], "bytes", 0)));
   return info.Env().Undefined();
 }
 
@@ -106,9 +97,7 @@ Napi::Value ResetPeakMemory(const Napi::CallbackInfo& info) {
 
 // cpuDtypeProblem(dtype) -> "" when a model's products run on the CPU in dtype, else libtorch's message.
 Napi::Value CpuDtypeProblem(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&]() -> Napi::Value {
-    return Napi::String::New(info.Env(), cpu_dtype_problem(parse_dtype(get_string(info[0], "dtype"))));
-  });
+  return Napi::String::New(info.Env(), cpu_dtype_problem(parse_dtype(get_string(info[0], "dtype"))));
 }
 
 // exchangePaths(a, b) -> 0, or the errno: swaps two paths atomically (common/files.h).
@@ -138,23 +127,23 @@ Napi::Object BuildInfo(Napi::Env env) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData<AddonData>(new AddonData());  // freed with the environment
   JsTensor::Init(env, exports);
-  InitLayer(env, exports);
+  JsLoraLinear::Init(env, exports);
+  JsModel::Init(env, exports);
   InitTrain(env, exports);
-  InitModel(env, exports);
   InitDist(env, exports);
-  exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
-  exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads));
-  exports.Set("blasThreads", Napi::Function::New(env, BlasThreads));
+  export_function<SetNumThreads>(exports, "setNumThreads");
+  export_function<GetNumThreads>(exports, "getNumThreads");
+  export_function<BlasThreads>(exports, "blasThreads");
   exports.Set("buildInfo", BuildInfo(env));
-  exports.Set("blasInfo", Napi::Function::New(env, BlasInfo));
-  exports.Set("cpuDtypeProblem", Napi::Function::New(env, CpuDtypeProblem));
-  exports.Set("exchangePaths", Napi::Function::New(env, ExchangePaths));
-  exports.Set("setParentDeathSignal", Napi::Function::New(env, SetParentDeathSignal));
-  exports.Set("memoryStats", Napi::Function::New(env, MemoryStats));
-  exports.Set("setCpuCaching", Napi::Function::New(env, SetCpuCaching));
-  exports.Set("setCpuCacheLimit", Napi::Function::New(env, SetCpuCacheLimit));
-  exports.Set("emptyCache", Napi::Function::New(env, EmptyCache));
-  exports.Set("resetPeakMemory", Napi::Function::New(env, ResetPeakMemory));
+  export_function<BlasInfo>(exports, "blasInfo");
+  export_function<CpuDtypeProblem>(exports, "cpuDtypeProblem");
+  export_function<ExchangePaths>(exports, "exchangePaths");
+  export_function<SetParentDeathSignal>(exports, "setParentDeathSignal");
+  export_function<MemoryStats>(exports, "memoryStats");
+  export_function<SetCpuCaching>(exports, "setCpuCaching");
+  export_function<SetCpuCacheLimit>(exports, "setCpuCacheLimit");
+  export_function<EmptyCache>(exports, "emptyCache");
+  export_function<ResetPeakMemory>(exports, "resetPeakMemory");
   // Threads are set by lib/native.ts right after loading: the usable cores (or OMP_NUM_THREADS) for
   // libtorch's pool, and for OpenBLAS's unless OPENBLAS_NUM_THREADS sized it (lib/threads.ts).
   // On by default (RLORA_CPU_CACHING=0 turns it off): large CPU blocks are reused, not re-faulted.

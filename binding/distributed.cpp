@@ -1,12 +1,12 @@
 // Data parallelism: joining and leaving the process group, and the few collectives lib/ needs
 // beside the training step (which finds the group itself). Checks and converts; the work is in
 // native/distributed.
-#include <cstring>
 #include <napi.h>
 
 #include "common.h"
 #include "distributed/group.h"
 #include "distributed/reducer.h"
+#include "tensor.h"
 
 namespace rlora::binding {
 
@@ -35,24 +35,23 @@ Napi::Value to_js_array(Napi::Env env, const std::vector<T>& values) {
 // distInit({masterAddr, masterPort, rank, worldSize, backend, timeoutMs, localRank, bucketCapBytes, useLibuv,
 //           agentStore, restartCount}) -> Promise<void>
 Napi::Value DistInit(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return guarded(env, [&]() -> Napi::Value {
-    if (!info[0].IsObject()) type_error(env, "options", "an object", info[0]);
-    auto o = info[0].As<Napi::Object>();
-    dist::InitOptions opts;
-    opts.master_addr = get_string(o.Get("masterAddr"), "masterAddr");
-    opts.master_port = static_cast<int>(get_integer(o.Get("masterPort"), "masterPort"));
-    opts.rank = static_cast<int>(get_integer(o.Get("rank"), "rank"));
-    opts.world_size = static_cast<int>(get_integer(o.Get("worldSize"), "worldSize"));
-    opts.backend = get_string(o.Get("backend"), "backend");
-    opts.timeout_ms = get_integer(o.Get("timeoutMs"), "timeoutMs");
-    opts.local_rank = static_cast<int>(get_integer(o.Get("localRank"), "localRank"));
-    opts.bucket_cap_bytes = get_integer(o.Get("bucketCapBytes"), "bucketCapBytes");
-    opts.use_libuv = get_bool(o.Get("useLibuv"), "useLibuv");
-    opts.agent_store = get_bool(o.Get("agentStore"), "agentStore");
-    opts.restart_count = static_cast<int>(get_integer(o.Get("restartCount"), "restartCount"));
-    return run_async_void(env, [opts] { dist::init(opts); });
-  });
+  OptionsReader o(info[0], "distInit",
+                  {"masterAddr", "masterPort", "rank", "worldSize", "backend", "timeoutMs", "localRank", "bucketCapBytes",
+                   "useLibuv", "agentStore", "restartCount"},
+                  /*required=*/true);
+  dist::InitOptions opts;
+  opts.master_addr = o.string("masterAddr");
+  opts.master_port = static_cast<int>(o.integer("masterPort"));
+  opts.rank = static_cast<int>(o.integer("rank"));
+  opts.world_size = static_cast<int>(o.integer("worldSize"));
+  opts.backend = o.string("backend");
+  opts.timeout_ms = o.integer("timeoutMs");
+  opts.local_rank = static_cast<int>(o.integer("localRank"));
+  opts.bucket_cap_bytes = o.integer("bucketCapBytes");
+  opts.use_libuv = o.boolean("useLibuv");
+  opts.agent_store = o.boolean("agentStore");
+  opts.restart_count = static_cast<int>(o.integer("restartCount"));
+  return run_async_void(info.Env(), [opts] { dist::init(opts); });
 }
 
 // distInfo() -> {rank, worldSize, backend, device} or null
@@ -69,11 +68,8 @@ Napi::Value DistInfo(const Napi::CallbackInfo& info) {
 
 // distBarrier() -> Promise<void>
 Napi::Value DistBarrier(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return guarded(env, [&]() -> Napi::Value {
-    auto g = need_group("barrier");
-    return run_async_void(env, [g] { g->barrier(); });
-  });
+  auto g = need_group("barrier");
+  return run_async_void(info.Env(), [g] { g->barrier(); });
 }
 
 // distAllreduceSum(values: number[] | Float32Array | Float64Array) -> Promise of the same kind
@@ -81,55 +77,43 @@ Napi::Value DistBarrier(const Napi::CallbackInfo& info) {
 // trainer's gradient buckets are)
 Napi::Value DistAllreduceSum(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  return guarded(env, [&]() -> Napi::Value {
-    auto g = need_group("allreduce");
-    if (info[0].IsTypedArray()) {
-      auto a = info[0].As<Napi::TypedArray>();
-      const auto kind = a.TypedArrayType();
-      if (kind != napi_float32_array && kind != napi_float64_array)
-        type_error(env, "values", "an array of numbers, a Float32Array or a Float64Array", info[0]);
-      const bool f32 = kind == napi_float32_array;
-      const auto* bytes = static_cast<const uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset();
-      torch::Tensor t = torch::empty({static_cast<int64_t>(a.ElementLength())}, f32 ? torch::kFloat32 : torch::kFloat64);
-      std::memcpy(t.data_ptr(), bytes, a.ByteLength());
-      return run_async<torch::Tensor>(
-          env,
-          [g, t] {
-            if (t.numel() > 0) g->allreduce_sum({t});
-            return t;
-          },
-          [f32](Napi::Env e, torch::Tensor& r) -> Napi::Value {
-            auto buf = Napi::ArrayBuffer::New(e, r.nbytes());
-            std::memcpy(buf.Data(), r.data_ptr(), r.nbytes());
-            if (f32) return Napi::Float32Array::New(e, r.numel(), buf, 0);
-            return Napi::Float64Array::New(e, r.numel(), buf, 0);
-          });
-    }
-    if (!info[0].IsArray()) type_error(env, "values", "an array of numbers, a Float32Array or a Float64Array", info[0]);
-    auto arr = info[0].As<Napi::Array>();
-    std::vector<double> v;
-    for (uint32_t i = 0; i < arr.Length(); ++i) v.push_back(get_number(arr.Get(i), "values[" + std::to_string(i) + "]"));
-    return run_async<std::vector<double>>(
+  auto g = need_group("allreduce");
+  const char* expected = "an array of numbers, a Float32Array or a Float64Array";
+  if (info[0].IsTypedArray()) {
+    auto a = info[0].As<Napi::TypedArray>();
+    const auto kind = a.TypedArrayType();
+    if (kind != napi_float32_array && kind != napi_float64_array) type_error(env, "values", expected, info[0]);
+    const bool f32 = kind == napi_float32_array;
+    torch::Tensor t = tensor_from_js(a, f32 ? torch::kFloat32 : torch::kFloat64, {static_cast<int64_t>(a.ElementLength())});
+    return run_async<torch::Tensor>(
         env,
-        [g, v] {
-          torch::Tensor t = torch::tensor(v, torch::kFloat64);
+        [g, t] {
           if (t.numel() > 0) g->allreduce_sum({t});
-          return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
+          return t;
         },
-        [](Napi::Env e, std::vector<double>& r) { return to_js_array(e, r); });
-  });
+        [f32](Napi::Env e, torch::Tensor& r) -> Napi::Value { return tensor_to_js(e, r, f32 ? JsArray::Float32 : JsArray::Float64); });
+  }
+  if (!info[0].IsArray()) type_error(env, "values", expected, info[0]);
+  auto arr = info[0].As<Napi::Array>();
+  std::vector<double> v;
+  for (uint32_t i = 0; i < arr.Length(); ++i) v.push_back(get_number(arr.Get(i), "values[" + std::to_string(i) + "]"));
+  return run_async<std::vector<double>>(
+      env,
+      [g, v] {
+        torch::Tensor t = torch::tensor(v, torch::kFloat64);
+        if (t.numel() > 0) g->allreduce_sum({t});
+        return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
+      },
+      [](Napi::Env e, std::vector<double>& r) { return to_js_array(e, r); });
 }
 
 // distAllgather(value: integer) -> Promise<number[]> (every rank's value, in rank order)
 Napi::Value DistAllgather(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return guarded(env, [&]() -> Napi::Value {
-    auto g = need_group("allgather");
-    const int64_t value = get_integer(info[0], "value");
-    return run_async<std::vector<int64_t>>(
-        env, [g, value] { return g->allgather(value); },
-        [](Napi::Env e, std::vector<int64_t>& r) { return to_js_array(e, r); });
-  });
+  auto g = need_group("allgather");
+  const int64_t value = get_integer(info[0], "value");
+  return run_async<std::vector<int64_t>>(
+      info.Env(), [g, value] { return g->allgather(value); },
+      [](Napi::Env e, std::vector<int64_t>& r) { return to_js_array(e, r); });
 }
 
 // distLastReduce() -> {buckets, startedInBackward, fallback, waitMs} of the last overlapped step
@@ -151,13 +135,13 @@ Napi::Value DistDestroy(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void InitDist(Napi::Env env, Napi::Object exports) {
-  exports.Set("distInit", Napi::Function::New(env, DistInit));
-  exports.Set("distInfo", Napi::Function::New(env, DistInfo));
-  exports.Set("distBarrier", Napi::Function::New(env, DistBarrier));
-  exports.Set("distAllreduceSum", Napi::Function::New(env, DistAllreduceSum));
-  exports.Set("distAllgather", Napi::Function::New(env, DistAllgather));
-  exports.Set("distDestroy", Napi::Function::New(env, DistDestroy));
-  exports.Set("distLastReduce", Napi::Function::New(env, DistLastReduce));
+  export_function<DistInit>(exports, "distInit");
+  export_function<DistInfo>(exports, "distInfo");
+  export_function<DistBarrier>(exports, "distBarrier");
+  export_function<DistAllreduceSum>(exports, "distAllreduceSum");
+  export_function<DistAllgather>(exports, "distAllgather");
+  export_function<DistDestroy>(exports, "distDestroy");
+  export_function<DistLastReduce>(exports, "distLastReduce");
   exports.Set("hasGloo", Napi::Boolean::New(env, dist::has_gloo()));
   exports.Set("hasNccl", Napi::Boolean::New(env, dist::has_nccl()));
 }

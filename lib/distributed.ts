@@ -121,7 +121,8 @@ export function storeOptions(env: Env = process.env): StoreOptions {
  */
 export async function init(options: DistributedOptions = {}): Promise<{ rank: number; worldSize: number }> {
   const o = resolveOptions(options);
-  await native.distInit({ ...o, ...storeOptions(), bucketCapBytes: Math.round(o.bucketCapMb * 2 ** 20) });
+  const { bucketCapMb, ...rest } = o;
+  await native.distInit({ ...rest, ...storeOptions(), bucketCapBytes: Math.round(bucketCapMb * 2 ** 20) });
   return { rank: o.rank, worldSize: o.worldSize };
 }
 

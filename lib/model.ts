@@ -328,7 +328,7 @@ export class Model {
     // with quantize, each decoder weight is quantized as soon as it is drawn (the float weights
     // never exist all at once); the values are those of drawing everything, then quantizing
     if (options.quantize !== undefined) checkQuantize(options.quantize);
-    m.native.initRandom(options.seed ?? 0, options.quantize);
+    m.native.initRandom({ seed: options.seed ?? 0, quantize: options.quantize });
     if (options.quantize !== undefined) m.quantize(options.quantize);
     return m;
   }

@@ -109,7 +109,7 @@ export interface NativeModel {
   quantizeModule(module: string, kind: string): void;
   quantization(): string;
   linearWeight(module: string): NativeTensor;
-  initRandom(seed: number, quantize?: 'int8' | 'nf4'): void;
+  initRandom(options: { seed: number; quantize?: 'int8' | 'nf4' }): void;
   /** Checkpointed steps run the head and loss over chunks of at most this many logits (default 2^25). */
   setHeadChunkElements(n: number): void;
   parameterCount(): number;
@@ -148,6 +148,15 @@ export interface NativeLmLoss {
   lossSum: NativeTensor;
   /** [rows] int64 labelled tokens of each row. */
   tokens: NativeTensor;
+}
+
+export interface NativeLmStepOptions {
+  /** Default 'float32'; 'bfloat16' runs the forward and backward under autocast. */
+  precision?: 'float32' | 'bfloat16';
+  /** Sum the step over the process group's ranks (the group must exist). Default false. */
+  distributed?: boolean;
+  /** Activation checkpointing: the same loss and gradients, less memory. Default false. */
+  gradientCheckpointing?: boolean;
 }
 
 export interface NativeLmStep {
@@ -205,8 +214,10 @@ export interface NativeAddon {
   NativeModel: new (config: NativeModelConfig, dtype: DtypeName, device: string) => NativeModel;
   NativeAdamW: new (modules: NativeLoraLinear[] | NativeModel, options: object) => NativeAdamW;
   fitLayerStep(layer: NativeLoraLinear, x: NativeTensor, target: NativeTensor, optimizer: NativeAdamW): Promise<NativeFitResult>;
-  lmTrainStep(model: NativeModel, microBatches: NativeLmBatch[], optimizer: NativeAdamW, precision?: 'float32' | 'bfloat16', distributed?: boolean, gradientCheckpointing?: boolean): Promise<NativeLmStep>;
+  lmTrainStep(model: NativeModel, microBatches: NativeLmBatch[], optimizer: NativeAdamW, options?: NativeLmStepOptions): Promise<NativeLmStep>;
   lmEvalLoss(model: NativeModel, batch: NativeLmBatch): Promise<NativeLmLoss>;
+  /** The label of a position without loss (-100, Hugging Face's ignore_index): native/train/lm_step.h kIgnoreLabel. */
+  readonly ignoreLabel: number;
   NativeTensor: NativeTensorStatic & (new (...args: never[]) => NativeTensor);
   NativeLoraLinear: new (weight: NativeTensor, bias: NativeTensor | null, options: object) => NativeLoraLinear;
   /** Sets libtorch's intra-op threads for every job, and OpenBLAS's pool too unless `blas` is false. */

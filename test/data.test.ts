@@ -6,6 +6,8 @@ import * as os from 'os';
 import * as path from 'path';
 
 import { Batch, BatchSampler, ByteTokenizer, DEFAULT_TEMPLATE, Example, MultiTaskDataset, promptBatch, SamplerOptions } from '../lib';
+import { IGNORE_INDEX } from '../lib/data';
+import { native } from '../lib/native';
 
 const BOS = 256, EOS = 257, PAD = 258;
 const tokenizer = new ByteTokenizer();
@@ -38,6 +40,11 @@ function makeExamples(counts: Record<string, number>): Example[] {
 function take(sampler: BatchSampler, n: number): Batch[] {
   return Array.from({ length: n }, () => sampler.next());
 }
+
+test('the labels datasets ignore are the ones the native loss ignores', () => {
+  expect(IGNORE_INDEX).toBe(-100);
+  expect(native.ignoreLabel).toBe(IGNORE_INDEX);
+});
 
 describe('MultiTaskDataset encoding', () => {
   it('puts bos + prompt + response + eos, and labels only response and eos', () => {

@@ -21,14 +21,55 @@ describe('options', () => {
     [{ init: { scale: 'big' } }, /init\.scale must be one of "none", "stable", "reference"; got "big"/],
     [{ init: { stableBase: 'in' } }, /init\.stableBase must be one of "rank", "out"; got "in"/],
     [{ init: { gamma: 0 } }, /init\.gamma must be a finite number > 0, got 0/],
-    [{ init: { offest: true } }, /unknown option init\.offest/],
-    [{ rnak: 4 }, /unknown option rnak; expected one of/],
+    [{ init: { offest: true } }, /^MultiHeadLoraLinear: init: unknown option "offest" \(did you mean "offset"\?\); known: a, b, router, scale, gamma, stableBase, offset$/],
+    [{ rnak: 4 }, /^MultiHeadLoraLinear: unknown option "rnak" \(did you mean "rank"\?\); known: method, rank, heads, /],
+    [{ zzz: 4 }, /^MultiHeadLoraLinear: unknown option "zzz"; known: /],
     [{ seed: -1 }, /seed must be a non-negative integer, got -1/],
     [{ alpha: Infinity }, /alpha must be a finite number from -1e\+06 to 1e\+06, got inf/],
     // the offset is exact only with a uniform router
     [{ init: { router: 'kaiming' } }, /init\.offset needs init\.router "zeros" \(a uniform router\) .*got init\.router "kaiming"/],
   ])('%j', (opts, message) => {
     expect(() => make(opts)).toThrow(message);
+  });
+});
+
+describe('error classes', () => {
+  // As in lib/: a value of the wrong type is a TypeError, a value out of range (or an unknown
+  // option) a RangeError, whichever of the binding or native/ finds it; an argument that does not
+  // fit the others (a bias of another shape) is an Error. The addon's errors come from Node's
+  // realm, not jest's: compared by name.
+  const nameOf = (fn: () => unknown): string => {
+    try {
+      fn();
+    } catch (e) {
+      return (e as Error).name;
+    }
+    return 'no error';
+  };
+  it.each([
+    [{ rank: 1.5 }, 'TypeError'],
+    [{ dropout: '0.1' }, 'TypeError'],
+    [{ seed: 1.5 }, 'TypeError'],
+    [{ init: 3 }, 'TypeError'],
+    [{ rank: 0 }, 'RangeError'],
+    [{ dropout: 1 }, 'RangeError'],
+    [{ seed: -1 }, 'RangeError'],
+    [{ method: 'qlora' }, 'RangeError'],
+    [{ rnak: 4 }, 'RangeError'],
+    [{ init: { offest: true } }, 'RangeError'],
+  ])('%j: %s', (opts, name) => {
+    expect(nameOf(() => make(opts))).toBe(name);
+  });
+
+  it('a layer reseeded with a negative seed: RangeError, as the option', () => {
+    const l = make({});
+    expect(nameOf(() => l.native.reseed(-1))).toBe('RangeError');
+    expect(() => l.native.reseed(-1)).toThrow('seed must be a non-negative integer, got -1');
+    expect(nameOf(() => l.native.reseed(0.5))).toBe('TypeError');
+  });
+
+  it('a bias that does not fit the weight: Error', () => {
+    expect(nameOf(() => make({}, { weight: W, bias: Tensor.from([1, 2]) }))).toBe('Error');
   });
 });
 

@@ -105,7 +105,7 @@ describe('schedules (transformers formulas)', () => {
     expect(() => new AdamW([l], { schedule: 'step' as never })).toThrow(/schedule must be one of "constant", "linear", "cosine"; got "step"/);
     expect(() => new AdamW([l], { lr: -1 })).toThrow(/lr must be a finite number >= 0/);
     expect(() => new AdamW([l], { betas: [0.9, 1] })).toThrow(/betas\[1\] must be in \[0, 1\)/);
-    expect(() => new AdamW([l], { lrr: 1 } as never)).toThrow(/unknown option lrr/);
+    expect(() => new AdamW([l], { lrr: 1 } as never)).toThrow('AdamW: unknown option "lrr" (did you mean "lr"?); known: lr, betas, eps, weightDecay, maxGradNorm, schedule, warmupSteps, totalSteps');
     expect(() => new AdamW([], {})).toThrow(/non-empty array/);
   });
 

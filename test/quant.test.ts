@@ -115,7 +115,7 @@ describe('quantize: errors and files', () => {
     expect(() => m.quantize('int4' as never)).toThrow("quantize must be 'int8' or 'nf4', got 'int4'");
     m.quantize('int8');
     expect(() => m.quantize('nf4')).toThrow('the model is already quantized (int8)');
-    expect(() => m.native.initRandom(1)).toThrow('the model is quantized (int8): its weights are fixed');
+    expect(() => m.native.initRandom({ seed: 1 })).toThrow('the model is quantized (int8): its weights are fixed');
     expect(() => new AdamW(m, { lr: 1e-3 })).toThrow('a quantized model (int8) cannot be trained in full: attach an adapter');
   });
 

@@ -85,7 +85,7 @@ describe('setNumThreads', () => {
   });
 
   it('setNumThreads refuses an unknown option', () => {
-    expectErrorMatching(() => (native.setNumThreads as (n: number, o: object) => void)(2, { blsa: false }), /unknown option blsa; expected one of blas$/);
+    expectErrorMatching(() => (native.setNumThreads as (n: number, o: object) => void)(2, { blsa: false }), /^setNumThreads: unknown option "blsa" \(did you mean "blas"\?\); known: blas$/);
   });
 });
 

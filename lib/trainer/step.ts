@@ -68,7 +68,7 @@ export async function trainStep(
 
 /** One optimizer step, unchecked: trainStep's and Trainer.fit's. */
 export async function step(model: Model, batches: Pick<Batch, 'inputIds' | 'attentionMask' | 'labels'>[], optimizer: AdamW, precision: 'float32' | 'bfloat16', dataParallel = false, checkpointing = false): Promise<TrainStepResult> {
-  const r = await native.lmTrainStep(model.native, batches.map(toLmBatch), optimizer.native, precision, dataParallel, checkpointing);
+  const r = await native.lmTrainStep(model.native, batches.map(toLmBatch), optimizer.native, { precision, distributed: dataParallel, gradientCheckpointing: checkpointing });
   return {
     loss: r.loss,
     finite: r.finite,

@@ -3,6 +3,8 @@
 #include <stdexcept>
 #include <utility>
 
+#include "common/errors.h"
+
 namespace rlora {
 
 namespace {
@@ -23,19 +25,19 @@ torch::ScalarType parse_dtype(const std::string& name) {
     if (name == n) return st;
   std::string known;
   for (const auto& [n, st] : kDtypes) known += (known.empty() ? "" : ", ") + std::string(n);
-  throw std::invalid_argument("unknown dtype \"" + name + "\"; expected one of " + known);
+  throw OutOfRange("unknown dtype \"" + name + "\"; expected one of " + known);
 }
 
 torch::Device parse_device(const std::string& name) {
   const bool cuda = name == "cuda" || name.rfind("cuda:", 0) == 0;
   if (name != "cpu" && !cuda)
-    throw std::invalid_argument("unknown device \"" + name + "\"; expected \"cpu\", \"cuda\" or \"cuda:N\"");
+    throw OutOfRange("unknown device \"" + name + "\"; expected \"cpu\", \"cuda\" or \"cuda:N\"");
   if (cuda) {
     if (!torch::cuda::is_available())
       throw std::invalid_argument("device \"" + name + "\" requested but this libtorch sees no CUDA device");
     torch::Device d(name);
     if (d.has_index() && d.index() >= static_cast<int64_t>(torch::cuda::device_count()))
-      throw std::invalid_argument("device \"" + name + "\" does not exist: " +
+      throw OutOfRange("device \"" + name + "\" does not exist: " +
                                   std::to_string(torch::cuda::device_count()) + " CUDA device(s) visible");
     return d;
   }

@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "common/errors.h"
 #include "common/torch_compat.h"
 
 #include <fcntl.h>
@@ -332,13 +333,13 @@ bool has_gloo() { return RLORA_WITH_GLOO != 0; }
 bool has_nccl() { return RLORA_WITH_NCCL != 0; }
 
 void init(const InitOptions& o) {
-  if (o.world_size < 1) throw std::invalid_argument("WORLD_SIZE must be >= 1, got " + std::to_string(o.world_size));
+  if (o.world_size < 1) throw OutOfRange("WORLD_SIZE must be >= 1, got " + std::to_string(o.world_size));
   if (o.rank < 0 || o.rank >= o.world_size)
-    throw std::invalid_argument("RANK must be in [0, " + std::to_string(o.world_size - 1) + "] for WORLD_SIZE " +
+    throw OutOfRange("RANK must be in [0, " + std::to_string(o.world_size - 1) + "] for WORLD_SIZE " +
                                 std::to_string(o.world_size) + ", got " + std::to_string(o.rank));
   if (o.master_port < 1 || o.master_port > 65535)
-    throw std::invalid_argument("MASTER_PORT must be in [1, 65535], got " + std::to_string(o.master_port));
-  if (o.timeout_ms < 1) throw std::invalid_argument("timeoutMs must be >= 1, got " + std::to_string(o.timeout_ms));
+    throw OutOfRange("MASTER_PORT must be in [1, 65535], got " + std::to_string(o.master_port));
+  if (o.timeout_ms < 1) throw OutOfRange("timeoutMs must be >= 1, got " + std::to_string(o.timeout_ms));
   {
     std::lock_guard<std::mutex> lock(g_mutex);
     if (g_group)
@@ -346,10 +347,10 @@ void init(const InitOptions& o) {
                              " of " + std::to_string(g_group->world_size()) + " (call destroy first)");
   }
   if (o.backend != "gloo" && o.backend != "nccl")
-    throw std::invalid_argument("backend must be \"gloo\" or \"nccl\", got \"" + o.backend + "\"");
-  if (o.local_rank < 0) throw std::invalid_argument("LOCAL_RANK must be >= 0, got " + std::to_string(o.local_rank));
+    throw OutOfRange("backend must be \"gloo\" or \"nccl\", got \"" + o.backend + "\"");
+  if (o.local_rank < 0) throw OutOfRange("LOCAL_RANK must be >= 0, got " + std::to_string(o.local_rank));
   if (o.bucket_cap_bytes < 0)
-    throw std::invalid_argument("the gradient bucket size must be >= 0 bytes, got " + std::to_string(o.bucket_cap_bytes));
+    throw OutOfRange("the gradient bucket size must be >= 0 bytes, got " + std::to_string(o.bucket_cap_bytes));
   std::shared_ptr<Group> g;
   if (o.backend == "nccl") {
 #if RLORA_WITH_NCCL

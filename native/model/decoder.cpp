@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "common/cpu_allocator.h"
+#include "common/errors.h"
 #include "common/format.h"
 #include "common/torch_compat.h"
 
@@ -16,7 +17,7 @@ namespace F = torch::nn::functional;
 
 void validate(const ModelConfig& c) {
   auto positive = [](int64_t v, const char* name) {
-    if (v < 1) throw std::invalid_argument(std::string("config.") + name + " must be an integer >= 1, got " + std::to_string(v));
+    if (v < 1) throw OutOfRange(std::string("config.") + name + " must be an integer >= 1, got " + std::to_string(v));
   };
   positive(c.vocab_size, "vocab_size");
   positive(c.hidden_size, "hidden_size");
@@ -28,11 +29,11 @@ void validate(const ModelConfig& c) {
   if (c.num_attention_heads % c.num_key_value_heads != 0)
     throw std::invalid_argument("config.num_attention_heads (" + std::to_string(c.num_attention_heads) +
                                 ") must be a multiple of num_key_value_heads (" + std::to_string(c.num_key_value_heads) + ")");
-  if (c.head_dim % 2 != 0) throw std::invalid_argument("config.head_dim must be even for rotary embeddings, got " + std::to_string(c.head_dim));
-  if (!(c.rms_norm_eps > 0)) throw std::invalid_argument("config.rms_norm_eps must be > 0");
-  if (!(c.rope_theta > 0)) throw std::invalid_argument("config.rope_theta must be > 0");
+  if (c.head_dim % 2 != 0) throw OutOfRange("config.head_dim must be even for rotary embeddings, got " + std::to_string(c.head_dim));
+  if (!(c.rms_norm_eps > 0)) throw OutOfRange("config.rms_norm_eps must be > 0");
+  if (!(c.rope_theta > 0)) throw OutOfRange("config.rope_theta must be > 0");
   if (c.rope_scaling.llama3 && !(c.rope_scaling.factor > 0 && c.rope_scaling.high_freq_factor > c.rope_scaling.low_freq_factor))
-    throw std::invalid_argument("config.rope_scaling (llama3) needs factor > 0 and high_freq_factor > low_freq_factor");
+    throw OutOfRange("config.rope_scaling (llama3) needs factor > 0 and high_freq_factor > low_freq_factor");
 }
 
 DecoderModel::DecoderModel(const ModelConfig& config, torch::ScalarType dtype, torch::Device device)
@@ -160,7 +161,7 @@ Tensor DecoderModel::linear_weight(const std::string& module) const {
 
 void DecoderModel::check_quantizable(const std::string& kind) const {
   if (!quantization_.empty()) throw std::invalid_argument("the model is already quantized (" + quantization_ + ")");
-  if (kind != "int8" && kind != "nf4") throw std::invalid_argument("quantize must be \"int8\" or \"nf4\", got \"" + kind + "\"");
+  if (kind != "int8" && kind != "nf4") throw OutOfRange("quantize must be \"int8\" or \"nf4\", got \"" + kind + "\"");
   if (!partial_kind_.empty() && partial_kind_ != kind)
     throw std::invalid_argument("some modules were quantized as " + partial_kind_ + ", not " + kind);
 }
@@ -285,6 +286,13 @@ std::shared_ptr<MultiHeadLoraLinear> DecoderModel::adapter(const std::string& mo
   return it == linears_.end() ? nullptr : it->second.lora;
 }
 
+std::vector<std::shared_ptr<MultiHeadLoraLinear>> DecoderModel::adapters() const {
+  std::vector<std::shared_ptr<MultiHeadLoraLinear>> out;
+  for (const auto& [name, lin] : linears_)
+    if (lin.lora) out.push_back(lin.lora);
+  return out;
+}
+
 Tensor DecoderModel::linear(const std::string& module, const Tensor& x) const {
   const Linear& l = linears_.at(module);
   if (l.lora) return l.lora->forward(x);
@@ -320,13 +328,13 @@ void DecoderModel::check_ids(const Tensor& ids, const Tensor& mask) const {
   if (ids.scalar_type() != torch::kInt64) throw std::invalid_argument("input ids must be int64, got " + dtype_str(ids.scalar_type()));
   const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
   if (lo < 0 || hi >= config_.vocab_size)
-    throw std::invalid_argument("token id " + std::to_string(lo < 0 ? lo : hi) + " is outside the vocabulary [0, " +
+    throw OutOfRange("token id " + std::to_string(lo < 0 ? lo : hi) + " is outside the vocabulary [0, " +
                                 std::to_string(config_.vocab_size) + ")");
   if (mask.defined() && mask.sizes() != ids.sizes())
     throw std::invalid_argument("attention mask has shape " + shape_str(mask) + ", the input ids " + shape_str(ids));
 }
 
-DecoderModel::Prep DecoderModel::prepare(const Tensor& ids_in, const Tensor& mask_in, const Cache* cache) const {
+DecoderModel::Prep DecoderModel::prepare(const Tensor& ids_in, const Tensor& mask_in, const KvCache* cache) const {
   const auto& c = config_;
   Prep pr;
   pr.ids = ids_in.to(device_);
@@ -362,7 +370,7 @@ DecoderModel::Prep DecoderModel::prepare(const Tensor& ids_in, const Tensor& mas
   return pr;
 }
 
-Tensor DecoderModel::decoder_layer(int64_t l, const Tensor& h_in, const Prep& pr, Cache* cache) const {
+Tensor DecoderModel::decoder_layer(int64_t l, const Tensor& h_in, const Prep& pr, KvCache* cache) const {
   const auto& c = config_;
   const int64_t B = h_in.size(0), S = h_in.size(1), D = c.head_dim, T = pr.full_mask.size(1);
   const int64_t nH = c.num_attention_heads, nKV = c.num_key_value_heads;
@@ -436,7 +444,7 @@ Tensor DecoderModel::head(const Tensor& h_in) const {
   return cap > 0 ? torch::tanh(logits / cap) * cap : logits;
 }
 
-Tensor DecoderModel::run(const Tensor& ids_in, const Tensor& mask_in, Cache* cache) {
+Tensor DecoderModel::run(const Tensor& ids_in, const Tensor& mask_in, KvCache* cache) {
   Prep pr = prepare(ids_in, mask_in, cache);
   Tensor h = embed(pr.ids);
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) h = decoder_layer(l, h, pr, cache);
@@ -520,7 +528,7 @@ Tensor DecoderModel::backward_checkpointed(const Tensor& ids, const Tensor& mask
 }
 
 void DecoderModel::set_head_chunk_elements(int64_t n) {
-  if (n < 1) throw std::invalid_argument("head chunk elements must be at least 1, got " + std::to_string(n));
+  if (n < 1) throw OutOfRange("head chunk elements must be at least 1, got " + std::to_string(n));
   head_chunk_elements_ = n;
 }
 
@@ -529,56 +537,6 @@ Tensor DecoderModel::forward(const Tensor& ids, const Tensor& mask) {
   return run(ids, mask, nullptr);
 }
 
-Tensor DecoderModel::generate(const Tensor& ids, const Tensor& mask, const GenerateOptions& o) {
-  check_ids(ids, mask);
-  if (o.max_new_tokens < 0) throw std::invalid_argument("maxNewTokens must be >= 0, got " + std::to_string(o.max_new_tokens));
-  if (!(o.temperature >= 0)) throw std::invalid_argument("temperature must be >= 0, got " + std::to_string(o.temperature));
-  if (o.top_k < 0) throw std::invalid_argument("topK must be >= 0, got " + std::to_string(o.top_k));
-  if (!(o.top_p > 0 && o.top_p <= 1)) throw std::invalid_argument("topP must be in (0, 1], got " + std::to_string(o.top_p));
-  if (mask.defined()) {
-    // Left padding only: once a row has a token, it has no padding after it.
-    Tensor m = mask.to(torch::kCPU, torch::kInt64);
-    Tensor after = (m.cumsum(1) > 0).logical_and(m == 0);
-    if (after.any().item<bool>())
-      throw std::invalid_argument("generate needs left padding: the attention mask has padding after a token");
-  }
-  const int64_t B = ids.size(0);
-  Cache cache;
-  at::Generator gen = compat::make_cpu_generator(o.seed);
-  Tensor out = ids.to(torch::kCPU);
-  Tensor done = torch::zeros({B}, torch::kBool);
-  Tensor step_ids = ids, step_mask = mask.defined() ? mask : torch::ones_like(ids);
-  for (int64_t t = 0; t < o.max_new_tokens; ++t) {
-    Tensor logits = run(step_ids, step_mask, &cache).select(1, step_ids.size(1) - 1).to(torch::kFloat32);
-    Tensor next;
-    if (o.temperature == 0) {
-      next = logits.argmax(-1).to(torch::kCPU);  // on the model's device: only the ids come back
-    } else {
-      // sampling draws from a CPU generator (the same tokens on every device for a seed)
-      logits = logits.to(torch::kCPU);
-      logits = logits / o.temperature;
-      if (o.top_k > 0 && o.top_k < logits.size(-1)) {
-        Tensor kth = std::get<0>(logits.topk(o.top_k, -1)).select(-1, o.top_k - 1).unsqueeze(-1);
-        logits = logits.masked_fill(logits < kth, -std::numeric_limits<float>::infinity());
-      }
-      if (o.top_p < 1.0) {
-        auto sorted = logits.sort(-1, /*descending=*/true);
-        Tensor probs = torch::softmax(std::get<0>(sorted), -1);
-        Tensor cum = probs.cumsum(-1);
-        Tensor drop = (cum - probs) > o.top_p;  // keep the smallest prefix whose mass reaches top_p
-        Tensor drop_orig = torch::zeros_like(drop).scatter(-1, std::get<1>(sorted), drop);
-        logits = logits.masked_fill(drop_orig, -std::numeric_limits<float>::infinity());
-      }
-      next = torch::multinomial(torch::softmax(logits, -1), 1, false, gen).squeeze(1);
-    }
-    next = torch::where(done, torch::full_like(next, o.pad_token_id), next);
-    out = torch::cat({out, next.unsqueeze(1)}, 1);
-    for (int64_t e : o.eos_token_ids) done = done.logical_or(next == e);
-    if (done.all().item<bool>()) break;
-    step_ids = next.unsqueeze(1).to(device_);
-    step_mask = torch::ones({B, 1}, torch::TensorOptions().dtype(torch::kInt64).device(device_));
-  }
-  return out;
-}
+Tensor DecoderModel::forward_cached(const Tensor& ids, const Tensor& mask, KvCache& cache) { return run(ids, mask, &cache); }
 
 }  // namespace rlora::model

@@ -1,8 +1,13 @@
-// A decoder-only transformer with the Hugging Face conventions of LlamaForCausalLM and the other
-// families of docs/ARCHITECTURE.md section 3 (Qwen2, Qwen3, Mistral, Phi3, Gemma2): RMSNorm in
-// float32, rotary embeddings (rotate-half, optional llama3 scaling), grouped-query attention, causal and padding
-// masks, SwiGLU MLP, tied or separate lm_head. Parameters carry the Hugging Face names, and any
-// linear module can be wrapped by a MultiHeadLoraLinear.
+// A decoder-only transformer with the Hugging Face conventions of the six supported families
+// (docs/ARCHITECTURE.md section 3): LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM,
+// MistralForCausalLM, Phi3ForCausalLM and Gemma2ForCausalLM. One code path, with the differences
+// as ModelConfig flags: RMSNorm in float32 (Gemma2: times 1 + weight), rotary embeddings
+// (rotate-half, optional llama3 scaling), grouped-query attention with causal and padding masks
+// (optional sliding window, Gemma2's soft-capping), q/k/v biases (Qwen2), per-head q/k norms
+// (Qwen3), fused qkv and gate_up projections (Phi3), SwiGLU MLP (Gemma2: tanh-GELU gate and its
+// extra norms), tied or separate lm_head. Parameters carry the Hugging Face names, and any linear
+// module can be wrapped by a MultiHeadLoraLinear. Generation (the sampling loop over the key/value
+// cache) is in model/generate.h.
 #pragma once
 
 #include <torch/torch.h>
@@ -26,14 +31,11 @@ struct ParamSpec {
   std::vector<int64_t> shape;
 };
 
-struct GenerateOptions {
-  int64_t max_new_tokens = 32;
-  double temperature = 0.0;  // 0: greedy
-  int64_t top_k = 0;         // 0: off
-  double top_p = 1.0;        // 1: off
-  std::vector<int64_t> eos_token_ids;
-  int64_t pad_token_id = 0;  // written after a row has finished
-  uint64_t seed = 0;
+// The keys and values of every position a cached forward has seen (generation).
+struct KvCache {
+  std::vector<torch::Tensor> k, v;  // per layer [B, n_kv, T, D]
+  torch::Tensor mask;               // [B, T] of everything seen
+  torch::Tensor next_pos;           // [B] position of the next token
 };
 
 class DecoderModel {
@@ -88,10 +90,17 @@ class DecoderModel {
   // module's weight.
   void set_adapter(const std::string& module, std::shared_ptr<MultiHeadLoraLinear> layer);
   std::shared_ptr<MultiHeadLoraLinear> adapter(const std::string& module) const;
+  // Every attached adapter layer (the binding's job locks take theirs: binding/locks.h).
+  std::vector<std::shared_ptr<MultiHeadLoraLinear>> adapters() const;
 
   // ids [B, S] int64 in [0, vocab); mask [B, S] (1 = token, 0 = padding) or undefined. Positions
   // count real tokens only, so left padding does not shift them. Returns logits [B, S, vocab].
   torch::Tensor forward(const torch::Tensor& ids, const torch::Tensor& mask);
+  // Throws unless ids and mask are a valid input of forward() (shape, dtype, vocabulary).
+  void check_ids(const torch::Tensor& ids, const torch::Tensor& mask) const;
+  // The forward of the next ids.size(1) positions of every row after those in `cache`, which it
+  // extends; unchecked (check the first ids with check_ids). Returns their logits [B, S, vocab].
+  torch::Tensor forward_cached(const torch::Tensor& ids, const torch::Tensor& mask, KvCache& cache);
 
   // Activation checkpointing (training): runs the forward without keeping activations (only
   // each decoder layer's input), then the head and `loss_of_logits(logits, row0).backward()` for
@@ -107,11 +116,7 @@ class DecoderModel {
   // The most logits one chunk of backward_checkpointed's head may hold (at least 1).
   void set_head_chunk_elements(int64_t n);
 
-  // Greedy (temperature 0) or sampled continuation with a key/value cache: each new token costs
-  // one position. Batches must be left-padded. Returns [B, S + new] int64.
-  torch::Tensor generate(const torch::Tensor& ids, const torch::Tensor& mask, const GenerateOptions& options);
-
-  // Runs one job at a time (adapters and the cache are shared state).
+  // One job at a time: which locks a job takes is decided in one place, binding/locks.h.
   std::mutex& mutex() const { return mutex_; }
 
  private:
@@ -119,11 +124,6 @@ class DecoderModel {
     std::string weight, bias;  // parameter names (bias empty when none)
     std::shared_ptr<MultiHeadLoraLinear> lora;
     std::shared_ptr<QuantWeight> quant;  // set when quantized
-  };
-  struct Cache {
-    std::vector<torch::Tensor> k, v;  // per layer [B, n_kv, T, D]
-    torch::Tensor mask;               // [B, T] of everything seen
-    torch::Tensor next_pos;           // [B] position of the next token
   };
 
   void add_param(const std::string& name, std::vector<int64_t> shape);
@@ -137,16 +137,15 @@ class DecoderModel {
     torch::Tensor bias_window;  // Gemma2: the even layers' mask (with the sliding window)
   };
   torch::Tensor embed(const torch::Tensor& ids) const;
-  Prep prepare(const torch::Tensor& ids, const torch::Tensor& mask, const Cache* cache) const;
-  torch::Tensor decoder_layer(int64_t l, const torch::Tensor& h, const Prep& pr, Cache* cache) const;
+  Prep prepare(const torch::Tensor& ids, const torch::Tensor& mask, const KvCache* cache) const;
+  torch::Tensor decoder_layer(int64_t l, const torch::Tensor& h, const Prep& pr, KvCache* cache) const;
   torch::Tensor head(const torch::Tensor& h) const;
   std::vector<std::shared_ptr<MultiHeadLoraLinear>> layer_adapters(int64_t l) const;
   // quantize / quantize_module: the checks both make, one module's codes, and putting them in place
   void check_quantizable(const std::string& kind) const;
   std::shared_ptr<QuantWeight> quantized(const std::string& module, const std::string& kind) const;
   void install(const std::string& module, std::shared_ptr<QuantWeight> q);
-  torch::Tensor run(const torch::Tensor& ids, const torch::Tensor& mask, Cache* cache);
-  void check_ids(const torch::Tensor& ids, const torch::Tensor& mask) const;
+  torch::Tensor run(const torch::Tensor& ids, const torch::Tensor& mask, KvCache* cache);
 
   ModelConfig config_;
   torch::ScalarType dtype_;

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "common/errors.h"
+
 namespace rlora::model {
 
 namespace {
@@ -108,7 +110,7 @@ QuantWeight quantize(const Tensor& weight, const std::string& kind) {
     Tensor codes = torch::bucketize(normed.contiguous(), mids).to(torch::kLong).reshape({qw.out, qw.in / 2, 2});
     qw.q = (codes.select(-1, 0) * 16 + codes.select(-1, 1)).to(torch::kUInt8).contiguous();
   } else {
-    throw std::invalid_argument("quantize must be \"int8\" or \"nf4\", got \"" + kind + "\"");
+    throw OutOfRange("quantize must be \"int8\" or \"nf4\", got \"" + kind + "\"");
   }
   return qw;
 }

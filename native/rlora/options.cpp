@@ -4,6 +4,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "common/errors.h"
+
 namespace rlora {
 
 double LoraOptions::scaling() const {
@@ -50,7 +52,7 @@ template <typename T>
 void apply(T& field, const std::optional<T>& value) {
   if (value) field = *value;
 }
-[[noreturn]] void bad(const std::string& what) { throw std::invalid_argument(what); }
+[[noreturn]] void bad(const std::string& what) { throw OutOfRange(what); }
 }  // namespace
 
 void validate(const LoraOptions& o) {
@@ -91,7 +93,7 @@ void validate(const LoraOptions& o) {
   if (o.init.offset && o.heads > 1 && o.init.router != InitScheme::Zeros && o.init.scale != InitScale::Reference) {
     m << "init.offset needs init.router \"zeros\" (a uniform router) to start exactly at the base model; got init.router \""
       << to_string(o.init.router) << "\" (set init.offset false, or init.scale \"reference\" to reproduce the published code)";
-    bad(m.str());
+    throw std::invalid_argument(m.str());  // two options that do not fit together
   }
 }
 
@@ -125,7 +127,7 @@ E parse_enum(const std::string& name, const std::string& field, const std::pair<
   m << field << " must be one of ";
   for (size_t i = 0; i < K; ++i) m << (i ? ", " : "") << '"' << table[i].first << '"';
   m << "; got \"" << name << '"';
-  throw std::invalid_argument(m.str());
+  throw OutOfRange(m.str());
 }
 template <typename E, size_t K>
 const char* name_of(E v, const std::pair<const char*, E> (&table)[K]) {

@@ -26,8 +26,8 @@ torch::Tensor causal_lm_loss_rows(const torch::Tensor& logits, const torch::Tens
   l = l.scalar_type() == torch::kFloat64 ? l : l.to(torch::kFloat32);
   torch::Tensor y = labels.to(logits.device()).narrow(1, 1, S - 1).reshape({-1});
   torch::Tensor per_token = torch::nn::functional::cross_entropy(
-      l, y, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kNone));
-  torch::Tensor labelled = (y != -100).view({B, S - 1});
+      l, y, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnoreLabel).reduction(torch::kNone));
+  torch::Tensor labelled = (y != kIgnoreLabel).view({B, S - 1});
   if (tokens) *tokens = labelled.sum(1);  // on the logits' device (lm_train_step copies once at the end)
   return per_token.view({B, S - 1}).sum(1);
 }
@@ -39,10 +39,10 @@ LmStepResult lm_train_step(model::DecoderModel& model, const std::vector<LmBatch
   int64_t total = 0;
   for (size_t i = 0; i < micro.size(); ++i) {
     check_batch(micro[i], i);
-    total += (micro[i].labels.narrow(1, 1, micro[i].labels.size(1) - 1) != -100).sum().item<int64_t>();
+    total += (micro[i].labels.narrow(1, 1, micro[i].labels.size(1) - 1) != kIgnoreLabel).sum().item<int64_t>();
   }
   if (group) total = dist::allreduce_sum(*group, total);  // every rank's count: the global normaliser
-  if (total == 0) throw std::invalid_argument("the batch has no labelled token: every label is -100");
+  if (total == 0) throw std::invalid_argument("the batch has no labelled token: every label is " + std::to_string(kIgnoreLabel));
   torch::AutoGradMode grad_on(true);
   opt.zero_grad();
   LmStepResult r;

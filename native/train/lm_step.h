@@ -13,8 +13,12 @@
 
 namespace rlora::train {
 
-// ids [B, S] int64; mask [B, S] (1 token, 0 padding); labels [B, S] int64, -100 where no loss
-// (Hugging Face convention: the model predicts labels[:, t + 1] from position t).
+// The label of a position without loss (Hugging Face's ignore_index): prompt, padding. The addon
+// exports it to JS as `ignoreLabel`.
+constexpr int64_t kIgnoreLabel = -100;
+
+// ids [B, S] int64; mask [B, S] (1 token, 0 padding); labels [B, S] int64, kIgnoreLabel where no
+// loss (Hugging Face convention: the model predicts labels[:, t + 1] from position t).
 struct LmBatch {
   torch::Tensor ids, mask, labels;
 };

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "common/errors.h"
+
 namespace rlora::train {
 
 double scheduled_lr(double base_lr, const ScheduleOptions& s, int64_t step) {
@@ -18,7 +20,7 @@ ScheduleKind parse_schedule(const std::string& name) {
   if (name == "constant") return ScheduleKind::Constant;
   if (name == "linear") return ScheduleKind::Linear;
   if (name == "cosine") return ScheduleKind::Cosine;
-  throw std::invalid_argument("schedule must be one of \"constant\", \"linear\", \"cosine\"; got \"" + name + "\"");
+  throw OutOfRange("schedule must be one of \"constant\", \"linear\", \"cosine\"; got \"" + name + "\"");
 }
 
 const char* to_string(ScheduleKind k) {
@@ -31,7 +33,7 @@ const char* to_string(ScheduleKind k) {
 }
 
 void validate(const AdamWOptions& o) {
-  auto bad = [](const std::string& m) { throw std::invalid_argument(m); };
+  auto bad = [](const std::string& m) { throw OutOfRange(m); };
   if (!(o.lr >= 0) || !std::isfinite(o.lr)) bad("lr must be a finite number >= 0, got " + std::to_string(o.lr));
   if (!(o.beta1 >= 0 && o.beta1 < 1)) bad("betas[0] must be in [0, 1), got " + std::to_string(o.beta1));
   if (!(o.beta2 >= 0 && o.beta2 < 1)) bad("betas[1] must be in [0, 1), got " + std::to_string(o.beta2));
