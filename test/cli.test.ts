@@ -310,7 +310,7 @@ describe('run.json', () => {
     expect(problems([])).toEqual(['run.json must be a JSON object, got []']);
     expect(problems({ ...base, trainer: { distributed: { backend: 'mpi', bucketCapMb: -1, timeout: 5 } } })).toEqual([
       expect.stringContaining('trainer.distributed.backend must be one of "gloo", "nccl"'),
-      expect.stringContaining('trainer.distributed.bucketCapMb must be a finite number >= 0, got -1'),
+      expect.stringContaining('trainer.distributed.bucketCapMb must be a finite number >= 0 and <= 1048576, got -1'),
       expect.stringContaining('trainer.distributed.timeout is not a known key (did you mean trainer.distributed.timeoutMs?)'),
     ]);
     expect(parseRunConfig({ ...base, trainer: { distributed: { backend: 'gloo', timeoutMs: 5000, bucketCapMb: 1 } } }, '/x/run.json').trainer.distributed).toEqual({ backend: 'gloo', timeoutMs: 5000, bucketCapMb: 1 });
