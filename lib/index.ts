@@ -88,3 +88,10 @@ export function blasInfo(): string {
 
 /** What the loaded binary was built against: libtorch version and where it came from, CUDA. */
 export const buildInfo = native.buildInfo;
+
+export { sweep } from './sweep/run';
+export type { SweepResult, SweepPick, ValidationRow } from './sweep/run';
+export type { SweepOptions, SweepVariant, SweepData, SweepAdapterOptions, SweepTrainerOptions, SweepProgress } from './sweep/config';
+export type { JobResult as SweepJobResult } from './sweep/job';
+export type { VariantSummary } from './sweep/report';
+export type { Stat, PairedDifference } from './sweep/stats';
