@@ -8,7 +8,8 @@ import * as path from 'path';
 
 import { Adapter, Model } from '../lib';
 import { ALL_TASKS, bucketOf, buildTasks, majorityRates, TASKS } from '../examples/demo/data';
-import { baseInfo, MethodResult, methods, pairedDifference, Results, SETTINGS, stats, t95 } from '../examples/demo/run';
+import { baseInfo, MethodResult, methods, Results, SETTINGS } from '../examples/demo/run';
+import { pairedDifference, stats, t95 } from '../lib/sweep/stats';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rlora-demo-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -84,11 +85,13 @@ describe('statistics', () => {
     expect(t95(1)).toBe(12.706);
     expect(t95(2)).toBe(4.303);
     expect(t95(9)).toBe(2.262);
-    expect(t95(100)).toBe(1.96);
+    expect(t95(30)).toBe(2.042);
+    expect(t95(40)).toBe(2.021); // qt(0.975, 40) = 2.0211
+    expect(t95(100)).toBe(1.984); // qt(0.975, 100) = 1.9840
   });
 
   it('the paired R-LoRA - HydraLoRA difference and its interval, by hand', () => {
-    const run = (method: string, seed: number, meanAccuracy: number) => ({ method, seed, meanAccuracy }) as MethodResult;
+    const run = (variant: string, seed: number, meanAccuracy: number) => ({ variant, seed, meanAccuracy }) as MethodResult;
     const runs = [run('rlora', 0, 0.7), run('hydralora', 0, 0.6), run('rlora', 1, 0.65), run('hydralora', 1, 0.6), run('rlora', 2, 0.72), run('hydralora', 2, 0.61)];
     const d = pairedDifference(runs, 'rlora', 'hydralora');
     const diffs = [0.1, 0.05, 0.11];
@@ -155,8 +158,8 @@ describe('npm run demo -- --quick', () => {
 
     const r = JSON.parse(fs.readFileSync(path.join(out, 'results.json'), 'utf8')) as Results;
     const names = ['lora', 'hydralora', 'rlora', 'rlora-shared-dropout', 'rlora-zero-init'];
-    expect(r.summary.map((s) => s.method)).toEqual(names);
-    expect(r.runs.map((x) => x.method)).toEqual(names);
+    expect(r.summary.map((s) => s.variant)).toEqual(names);
+    expect(r.runs.map((x) => x.variant)).toEqual(names);
     expect(r.evaluatedOn).toBe('test');
     expect(r.machine.blas).toMatch(/OpenBLAS|not OpenBLAS/);
     expect(Object.keys(r.data.majority).sort()).toEqual([...TASKS].sort());
@@ -168,10 +171,10 @@ describe('npm run demo -- --quick', () => {
       }
       expect(run.losses).toHaveLength(r.settings.steps);
       expect(run.losses[run.losses.length - 1]).toBeLessThan(run.losses[0]); // it learned something
-      expect(run.learningRate).toBe(r.settings.learningRates[run.method.startsWith('rlora') ? 'rlora' : (run.method as 'lora' | 'hydralora')]);
+      expect(run.learningRate).toBe(r.settings.learningRates[run.variant.startsWith('rlora') ? 'rlora' : (run.variant as 'lora' | 'hydralora')]);
     }
     // comparable trainable parameter counts (LoRA's rank is chosen to match)
-    const count = (m: string): number => r.summary.find((s) => s.method === m)!.trainable;
+    const count = (m: string): number => r.summary.find((s) => s.variant === m)!.trainable;
     expect(Math.abs(count('lora') - count('rlora')) / count('rlora')).toBeLessThan(0.1);
     expect(count('hydralora')).toBe(count('rlora'));
     expect(r.rloraMinusHydralora.verdict).toBe('one seed: no interval');
