@@ -13,7 +13,7 @@ const EXAMPLE = `{
   "model": "models/SmolLM2-135M",
   "data": { "train": "data/train.jsonl", "validation": "data/validation.jsonl", "test": "data/test.jsonl",
             "template": "### {task}\\n{prompt}\\n### Answer\\n{response}", "maxLength": 256 },
-  "adapter": { "targetModules": ["q_proj", "v_proj", "up_proj", "down_proj"], "rank": 8, "heads": 5, "alpha": 16 },
+  "adapter": { "targetModules": ["q_proj", "v_proj", "up_proj", "down_proj"], "rank": 8, "alpha": 16 },
   "variants": [
     { "name": "lora", "adapter": { "method": "lora", "rank": 16 } },
     { "name": "hydralora", "adapter": { "method": "hydralora" } },
@@ -30,7 +30,7 @@ const EXAMPLE = `{
 }`;
 
 export const sweepCommand: Subcommand = {
-  summary: 'compare adapter variants and learning rates on your data: seeds, picks on validation, test, paired intervals',
+  summary: 'compare adapter variants and learning rates on your data: seeds, validation picks, paired intervals',
   help: `rlora sweep --config sweep.json [--workers N] [--threads N] [--out DIR]
 
 Trains every variant at every learning rate of its grid and every seed on data.train, in worker
@@ -43,8 +43,8 @@ seed = same data order and start) with its 95% interval (Student's t over the se
 
 Each job's result is a file, outputDir/jobs/<variant>/<split>-lr<rate>-seed<seed>.json: a sweep
 that was stopped (Ctrl-C, a reboot) and run again skips its finished jobs; a variant, rate or seed
-added later runs only its own jobs. A file of a job defined otherwise (other steps, data, options)
-is an error: give another outputDir. Writes outputDir/sweep.json (every number), table.md and
+added later runs only its own jobs; a job file of a job defined otherwise (other steps, data,
+options) is run again and replaced. Writes outputDir/sweep.json (every number), table.md and
 figure.svg/.png (training loss of the picks, head similarity per module kind).
 
   --config FILE   the sweep.json file (required); keys below

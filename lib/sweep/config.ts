@@ -55,7 +55,7 @@ export interface SweepVariant {
 
 /** One finished job as the progress callback sees it. */
 export interface SweepProgress {
-  /** The job's result (or the error line of a failed one). */
+  /** The job's result. */
   result: import('./job').JobResult;
   /** Jobs finished (this run and earlier ones) and all jobs of the sweep. */
   done: number;
@@ -538,14 +538,17 @@ export function resolveSweep(options: unknown, file?: string): ResolvedSweep {
     if (names.indexOf(v.name) !== i) problems.push(`variants[${i}].name ${JSON.stringify(v.name)} is the name of variants[${names.indexOf(v.name)}] too`);
     if ((v.adapter?.targetModules ?? shared.targetModules) === undefined) problems.push(`variants[${i}] (${v.name}) has no targetModules: give adapter.targetModules (for every variant) or variants[${i}].adapter.targetModules`);
     if ((v.learningRates ?? o.learningRates) === undefined) problems.push(`variants[${i}] (${v.name}) has no learning rates: give learningRates (for every variant) or variants[${i}].learningRates`);
-    const lrs = v.learningRates ?? o.learningRates ?? [];
-    const dup = lrs.find((r, j) => lrs.indexOf(r) !== j);
-    if (dup !== undefined) problems.push(`${v.learningRates ? `variants[${i}].learningRates` : 'learningRates'} lists ${dup} twice`);
   });
+  const twice = (lrs: number[] | undefined, key: string): void => {
+    const dup = lrs?.find((r, j) => lrs.indexOf(r) !== j);
+    if (dup !== undefined) problems.push(`${key} lists ${dup} twice`);
+  };
+  twice(o.learningRates, 'learningRates');
+  o.variants.forEach((v, i) => twice(v.learningRates, `variants[${i}].learningRates`));
   (o.compare ?? []).forEach(([a, b], i) => {
     for (const [j, n] of [a, b].entries()) {
       if (!names.includes(n)) {
-        const near = closest(n, names);
+        const near = names.find((x) => n.length > 1 && x.startsWith(n)) ?? closest(n, names);
         problems.push(`compare[${i}][${j}] names no variant: ${JSON.stringify(n)}${near ? ` (did you mean ${JSON.stringify(near)}?)` : ''}; the variants: ${names.join(', ')}`);
       }
     }

@@ -178,8 +178,8 @@ export function pickRate(rows: { learningRate: number; accuracy: Stat; loss: Sta
  * picked by the best mean over seeds; the picks trained again and scored on data.test (when
  * given); mean ± std per task over seeds, and the `compare` pairs' differences with 95% intervals.
  * Each job's result is a file (outputDir/jobs/<variant>/<split>-lr<rate>-seed<seed>.json): run
- * again, a sweep reuses the results of the jobs that finished (a file of a job defined
- * differently is an error: use another outputDir). Writes outputDir/sweep.json (SweepResult),
+ * again, a sweep reuses the results of the jobs that finished (a file of a job defined otherwise
+ * is run again and replaced). A job that fails stops the sweep (the finished jobs stay). Writes outputDir/sweep.json (SweepResult),
  * table.md, and figure.svg and figure.png (the picks' training loss and head similarity).
  */
 export async function sweep(options: SweepOptions): Promise<SweepResult> {
@@ -264,16 +264,16 @@ export async function runSweep(r: ResolvedSweep): Promise<SweepResult> {
       };
     });
   const pct = (x: number): string => `${(100 * x).toFixed(1)}%`;
-  /** Picks the variant's rate once all its validation jobs are done, and starts its final jobs. */
-  const maybePick = (v: ResolvedVariant): void => {
-    if (picks[v.name] || !v.learningRates.every((lr) => r.seeds.every((seed) => results.has(jobFile(r.outputDir, v.name, 'validation', lr, seed))))) return;
+  /** Picks the variant's rate once all its validation jobs are done, and starts its final jobs; returns the line saying so. */
+  const maybePick = (v: ResolvedVariant): string | undefined => {
+    if (picks[v.name] || !v.learningRates.every((lr) => r.seeds.every((seed) => results.has(jobFile(r.outputDir, v.name, 'validation', lr, seed))))) return undefined;
     const rows = validationRows(v);
     const lr = pickRate(rows, r.pickBy);
     picks[v.name] = { learningRate: lr, tuned: true };
     const row = rows.find((x) => x.learningRate === lr)!;
     const others = rows.filter((x) => x !== row).map((x) => `${x.learningRate} ${pct(x.accuracy.mean)}`).join(', ');
-    log(`picked on validation: ${v.name} lr ${lr} (mean accuracy ${pct(row.accuracy.mean)}, loss ${row.loss.mean.toFixed(3)} over ${r.seeds.length} seed${r.seeds.length === 1 ? '' : 's'}; others: ${others})`);
     start(r.seeds.map((seed) => jobOf(v, lr, seed, finalSplit)));
+    return `picked on validation: ${v.name} lr ${lr} (mean accuracy ${pct(row.accuracy.mean)}, loss ${row.loss.mean.toFixed(3)} over ${r.seeds.length} seed${r.seeds.length === 1 ? '' : 's'}; others: ${others})`;
   };
 
   const tasksWord = (n: number, what: string): string => `${n} ${what} job${n === 1 ? '' : 's'}`;
@@ -291,8 +291,9 @@ export async function runSweep(r: ResolvedSweep): Promise<SweepResult> {
       start([jobOf(v, v.learningRates[0], seed, finalSplit)]);
     }
   }
+  const pickedEarlier = tuned.map(maybePick).filter((l) => l !== undefined);
   if (reused) log(`resuming: ${reused} of ${total} jobs finished earlier (their results are in ${path.join(r.outputDir, 'jobs')})`);
-  for (const v of tuned) maybePick(v);
+  for (const l of pickedEarlier) log(l);
 
   const T1 = performance.now();
   await runPool(queue, r.workers, (t, result) => {
@@ -301,6 +302,8 @@ export async function runSweep(r: ResolvedSweep): Promise<SweepResult> {
     writeFileAtomically(file, JSON.stringify({ job: t.job, result } satisfies JobFile) + '\n');
     results.set(file, result);
     ran++;
+    // a variant's last validation job picks its rate (its test jobs may be finished already)
+    const picked = result.split === 'validation' ? maybePick(r.variants.find((x) => x.name === result.variant)!) : undefined;
     const done = reused + ran;
     const remaining = total - done;
     const etaSeconds = remaining === 0 ? 0 : (((performance.now() - T1) / 1000) * remaining) / ran;
@@ -311,8 +314,7 @@ export async function runSweep(r: ResolvedSweep): Promise<SweepResult> {
       (remaining ? `; ETA ${fmtSeconds(etaSeconds)}` : '; done');
     if (r.onProgress) r.onProgress({ result, done, total, etaSeconds, line });
     else log(line);
-    const v = r.variants.find((x) => x.name === result.variant)!;
-    if (result.split === 'validation') maybePick(v);
+    if (picked) log(picked);
   });
 
   const runs = r.seeds.flatMap((seed) => r.variants.map((v) => results.get(jobFile(r.outputDir, v.name, finalSplit, picks[v.name].learningRate, seed))!));
