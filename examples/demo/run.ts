@@ -9,7 +9,7 @@ import * as os from 'os';
 import * as path from 'path';
 
 import { AdapterOptions, HFConfig, PairedDifference, Stat, sweep, SweepJobResult, SweepOptions, SweepResult, TaskEval, VariantSummary } from '../../lib';
-import { ALL_TASKS, buildTasks, DemoData, majorityRates, SplitSizes, TaskName, TASKS } from './data';
+import { ALL_TASKS, buildTasks, DemoData, majorityRates, SplitSizes, TASKS } from './data';
 import { BASE_DIR, PretrainReport } from './pretrain';
 
 /** Adapters on every linear module of the decoder (on the MLP alone they learnt far less here). */
