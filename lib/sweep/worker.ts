@@ -5,7 +5,8 @@ import { Job, runJob } from './job';
 process.on('message', (m: { job: Job; what: string }) => {
   runJob(m.job, m.what).then(
     (ok) => process.send!({ ok }),
-    (e: unknown) => process.send!({ error: e instanceof Error ? (e.stack ?? e.message) : String(e) }),
+    // the message (the stack too under RLORA_DEBUG, or for an error that is not an Error)
+    (e: unknown) => process.send!({ error: e instanceof Error ? (process.env.RLORA_DEBUG ? (e.stack ?? e.message) : e.message) : String(e) }),
   );
 });
 process.on('disconnect', () => process.exit(0));
