@@ -369,6 +369,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<Results | TuneResult
       log(`  seed ${r.seed} ${r.variant.padEnd(21)} ${r.totalSeconds.toFixed(0).padStart(3)} s  mean ${(100 * r.meanAccuracy).toFixed(1)}%  (${TASKS.map((t) => `${t} ${(100 * r.tasks[t].accuracy).toFixed(0)}%`).join(', ')})`),
   });
   const runs = res.runs;
+  if (res.jobs.reused) log(`  (${res.jobs.reused} of ${res.jobs.total} jobs finished in an earlier run: their results are reused from ${path.join(out, 'jobs')})`);
   machine.blas = res.machine.blas;
   const summary = res.summary;
   const diff = res.comparisons[0];

@@ -79,8 +79,9 @@ function workerCommand(): { file: string; execArgv: string[] } {
 
 /**
  * Runs the queue's tasks in `workers` processes until it is empty; `onResult` runs for each result
- * (before the queue learns the task is done, so it may push more). The first failure stops every
- * worker and rejects with the job's label and the error.
+ * (before the queue learns the task is done, so it may push more). After the first failure no
+ * job starts: the other workers finish the one they run (onResult keeps its result), then every
+ * worker is stopped and the promise rejects with the failed job's label and error.
  */
 export async function runPool(queue: TaskQueue, workers: number, onResult: (t: PoolTask, r: JobResult) => void | Promise<void>): Promise<void> {
   const children: ChildProcess[] = [];
