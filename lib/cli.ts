@@ -15,6 +15,7 @@ import { generateCommand } from './cli/generate';
 import { inspect } from './cli/inspect';
 import { mergeCommand } from './cli/merge';
 import { plot } from './cli/plot';
+import { sweepCommand } from './cli/sweep';
 import { train } from './cli/train';
 import { envVarAdvice, isUsable, Libtorch, readElfDynamic, Unusable } from './libtorch';
 import { buildTools, inspectLibtorch, listLocalBuilds, listPrebuilds, loadReport, mappedLibraries, nvidiaSmi, PACKAGE_ROOT, RloraLoadError } from './loader';
@@ -238,7 +239,7 @@ library in use and thread settings. Exits 1 when no binary loads, with what to i
 
 // ---------------------------------------------------------------------------------------------
 
-export const commands: Record<string, Subcommand> = { train, eval: evalCommand, generate: generateCommand, merge: mergeCommand, inspect, plot, build, doctor };
+export const commands: Record<string, Subcommand> = { train, eval: evalCommand, generate: generateCommand, merge: mergeCommand, sweep: sweepCommand, inspect, plot, build, doctor };
 
 function usage(): string {
   const width = Math.max(...Object.keys(commands).map((k) => k.length));

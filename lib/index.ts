@@ -89,3 +89,10 @@ export function blasInfo(): string {
 
 /** What the loaded binary was built against: libtorch version and where it came from, CUDA. */
 export const buildInfo = native.buildInfo;
+
+export { sweep } from './sweep/run';
+export type { SweepResult, SweepPick, ValidationRow } from './sweep/run';
+export type { SweepOptions, SweepVariant, SweepData } from './sweep/config';
+export type { SweepAdapterOptions, SweepTrainerOptions, SweepProgress, JobResult as SweepJobResult } from './sweep/types';
+export type { VariantSummary } from './sweep/report';
+export type { Stat, PairedDifference } from './sweep/stats';

@@ -53,4 +53,6 @@ function describe(name: string, sym: ts.Symbol, indent: string): string[] {
 
 const exports = checker.getExportsOfModule(checker.getSymbolAtLocation(source)!).sort((a, b) => a.name.localeCompare(b.name));
 const lines = exports.flatMap((e) => describe(e.name, e, ''));
-process.stdout.write(lines.join('\n').replace(/import\("[^"]*"\)\./g, '') + '\n');
+// a union of string literals in the order the compiler created them (which moving code changes): sorted
+const sortedUnions = (line: string): string => line.replace(/"[^"]*"(?: \| "[^"]*")+/g, (u) => u.split(' | ').sort().join(' | '));
+process.stdout.write(lines.map(sortedUnions).join('\n').replace(/import\("[^"]*"\)\./g, '') + '\n');

@@ -8,7 +8,10 @@ import * as path from 'path';
 
 import { Adapter, Model } from '../lib';
 import { ALL_TASKS, bucketOf, buildTasks, majorityRates, TASKS } from '../examples/demo/data';
-import { baseInfo, MethodResult, methods, pairedDifference, Results, SETTINGS, stats, t95 } from '../examples/demo/run';
+import { ladder, LadderResults, LADDER_GRID } from '../examples/demo/ladder';
+import { baseInfo, MethodResult, methods, Results, SETTINGS } from '../examples/demo/run';
+import type { SweepResult } from '../lib/sweep/run';
+import { pairedDifference, stats, t95 } from '../lib/sweep/stats';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rlora-demo-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -84,11 +87,13 @@ describe('statistics', () => {
     expect(t95(1)).toBe(12.706);
     expect(t95(2)).toBe(4.303);
     expect(t95(9)).toBe(2.262);
-    expect(t95(100)).toBe(1.96);
+    expect(t95(30)).toBe(2.042);
+    expect(t95(40)).toBe(2.021); // qt(0.975, 40) = 2.0211
+    expect(t95(100)).toBe(1.984); // qt(0.975, 100) = 1.9840
   });
 
   it('the paired R-LoRA - HydraLoRA difference and its interval, by hand', () => {
-    const run = (method: string, seed: number, meanAccuracy: number) => ({ method, seed, meanAccuracy }) as MethodResult;
+    const run = (variant: string, seed: number, meanAccuracy: number) => ({ variant, seed, meanAccuracy }) as MethodResult;
     const runs = [run('rlora', 0, 0.7), run('hydralora', 0, 0.6), run('rlora', 1, 0.65), run('hydralora', 1, 0.6), run('rlora', 2, 0.72), run('hydralora', 2, 0.61)];
     const d = pairedDifference(runs, 'rlora', 'hydralora');
     const diffs = [0.1, 0.05, 0.11];
@@ -127,36 +132,41 @@ describe('methods', () => {
   });
 });
 
+/** `npm run demo -- ...args` (node with tsx as a loader, not the tsx launcher, so that the kill reaches it), killed after `seconds`. */
+async function demo(args: string[], seconds: number): Promise<{ code: number | null; output: string }> {
+  const root = path.resolve(__dirname, '..');
+  const child = spawn(process.execPath, ['--import', 'tsx', 'examples/demo.ts', ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  let output = '';
+  child.stdout!.on('data', (d) => (output += d));
+  child.stderr!.on('data', (d) => (output += d));
+  const exited = new Promise<number | null>((r) => child.on('exit', r));
+  let code: number | null;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    code = await Promise.race([exited, new Promise<number | null>((_, reject) => (timer = setTimeout(() => reject(new Error(`npm run demo -- ${args.join(' ')} took over ${seconds} s:\n${output}`)), seconds * 1000)))]);
+  } finally {
+    clearTimeout(timer);
+    try {
+      process.kill(-child.pid!, 'SIGKILL'); // the demo and its workers
+    } catch {
+      // already gone
+    }
+    await exited;
+  }
+  return { code, output };
+}
+
 describe('npm run demo -- --quick', () => {
   it('runs every method on every task and writes results.json and the figures', async () => {
     const out = path.join(tmp, 'out');
-    const root = path.resolve(__dirname, '..');
-    // node itself with tsx as a loader (not the tsx launcher), so that the kill reaches it
-    const child = spawn(process.execPath, ['--import', 'tsx', 'examples/demo.ts', '--quick', '--out', out], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-    let output = '';
-    child.stdout!.on('data', (d) => (output += d));
-    child.stderr!.on('data', (d) => (output += d));
-    const exited = new Promise<number | null>((r) => child.on('exit', r));
-    let code: number | null;
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      code = await Promise.race([exited, new Promise<number | null>((_, reject) => (timer = setTimeout(() => reject(new Error(`the quick demo took over 90 s:\n${output}`)), 90000)))]);
-    } finally {
-      clearTimeout(timer);
-      try {
-        process.kill(-child.pid!, 'SIGKILL'); // the demo and its workers
-      } catch {
-        // already gone
-      }
-      await exited;
-    }
+    const { code, output } = await demo(['--quick', '--out', out], 90);
     if (code !== 0) throw new Error(`the quick demo exited with ${code}:\n${output}`);
     expect(output).toMatch(/^method +lr +trainable +first-/m);
 
     const r = JSON.parse(fs.readFileSync(path.join(out, 'results.json'), 'utf8')) as Results;
     const names = ['lora', 'hydralora', 'rlora', 'rlora-shared-dropout', 'rlora-zero-init'];
-    expect(r.summary.map((s) => s.method)).toEqual(names);
-    expect(r.runs.map((x) => x.method)).toEqual(names);
+    expect(r.summary.map((s) => s.variant)).toEqual(names);
+    expect(r.runs.map((x) => x.variant)).toEqual(names);
     expect(r.evaluatedOn).toBe('test');
     expect(r.machine.blas).toMatch(/OpenBLAS|not OpenBLAS/);
     expect(Object.keys(r.data.majority).sort()).toEqual([...TASKS].sort());
@@ -168,10 +178,10 @@ describe('npm run demo -- --quick', () => {
       }
       expect(run.losses).toHaveLength(r.settings.steps);
       expect(run.losses[run.losses.length - 1]).toBeLessThan(run.losses[0]); // it learned something
-      expect(run.learningRate).toBe(r.settings.learningRates[run.method.startsWith('rlora') ? 'rlora' : (run.method as 'lora' | 'hydralora')]);
+      expect(run.learningRate).toBe(r.settings.learningRates[run.variant.startsWith('rlora') ? 'rlora' : (run.variant as 'lora' | 'hydralora')]);
     }
     // comparable trainable parameter counts (LoRA's rank is chosen to match)
-    const count = (m: string): number => r.summary.find((s) => s.method === m)!.trainable;
+    const count = (m: string): number => r.summary.find((s) => s.variant === m)!.trainable;
     expect(Math.abs(count('lora') - count('rlora')) / count('rlora')).toBeLessThan(0.1);
     expect(count('hydralora')).toBe(count('rlora'));
     expect(r.rloraMinusHydralora.verdict).toBe('one seed: no interval');
@@ -182,4 +192,73 @@ describe('npm run demo -- --quick', () => {
     const png = fs.readFileSync(path.join(out, 'figure.png'));
     expect(png.subarray(0, 8)).toEqual(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]));
   }, 100000);
+});
+
+describe('the R-LoRA ladder (npm run demo -- --ladder)', () => {
+  it('climbs from HydraLoRA to R-LoRA one choice at a time; the last row is the published init scale', () => {
+    const base = baseInfo();
+    const model = Model.fromConfig(base.config, { seed: 0 });
+    const rungs = ladder(SETTINGS.default);
+    const resolved = rungs.map((r) => {
+      const a = Adapter.attach(model, { ...r.options, targetModules: ['up_proj'] });
+      const { method, ...o } = a.options; // eslint-disable-line @typescript-eslint/no-unused-vars
+      a.detach();
+      return o as Record<string, unknown> & { init: Record<string, unknown> };
+    });
+    /** The options (init's keys as init.<key>) in which b differs from a. */
+    const changes = (a: (typeof resolved)[number], b: (typeof resolved)[number]): string[] => [
+      ...Object.keys(a).filter((k) => k !== 'init' && JSON.stringify(a[k]) !== JSON.stringify(b[k])),
+      ...Object.keys(a.init).filter((k) => a.init[k] !== b.init[k]).map((k) => `init.${k}`),
+    ];
+    expect(rungs.map((r) => r.name)).toEqual(['hydralora', 'hydra+rank-dropout', 'hydra+head-masks', 'hydra+rslora', 'hydra+random-init', 'rlora', 'rlora-reference-init']);
+    expect(rungs[0].options).toMatchObject({ method: 'hydralora', rank: 4, heads: 5, alpha: 32, dropout: 0.1 });
+    expect(rungs[5].options).toEqual({ method: 'rlora', rank: 4, heads: 5, alpha: 32, dropout: 0.1 }); // the preset itself
+    expect(changes(resolved[0], resolved[1])).toEqual(['dropoutOn']);
+    expect(changes(resolved[1], resolved[2])).toEqual(['multiHeadDropout']);
+    expect(changes(resolved[2], resolved[3])).toEqual(['rankStabilization', 'scaling']); // alpha / sqrt(r) instead of alpha / r
+    expect(changes(resolved[3], resolved[4]).sort()).toEqual(['init.a', 'init.b', 'init.offset', 'init.router']);
+    expect(changes(resolved[4], resolved[5])).toEqual(['init.scale']);
+    expect(resolved[5].init.scale).toBe('stable');
+    expect(changes(resolved[5], resolved[6])).toEqual(['init.scale']);
+    expect(resolved[6].init.scale).toBe('reference');
+    expect(LADDER_GRID).toEqual([5e-4, 7e-4, 1e-3, 1.5e-3, 2e-3, 3e-3]);
+    expect(SETTINGS.default.seeds).toBeGreaterThanOrEqual(3);
+  });
+
+  it('on a tiny setting: rates picked on validation, test against HydraLoRA; --budget 2 reuses the picks at twice the steps', async () => {
+    const out = path.join(tmp, 'ladder-out');
+    const tiny = ['--ladder', '--quick', '--steps', '2', '--seeds', '2', '--sizes', '10,5,5', '--out', out];
+    const early = await demo([...tiny, '--budget', '2'], 30);
+    expect(early.code).toBe(1);
+    expect(early.output).toContain(`--budget 2 reuses the learning rates the ladder picked at the default budget, in ${path.join(out, 'ladder', 'sweep.json')}`);
+
+    const first = await demo([...tiny, '--rates', '0.002,0.003'], 150);
+    if (first.code !== 0) throw new Error(`the ladder exited with ${first.code}:\n${first.output}`);
+    expect(first.output).toMatch(/^\| rung \| change \| lr \| validation acc \| test acc \| train loss \| − HydraLoRA on test \(95% interval\) \|$/m);
+    const l = JSON.parse(fs.readFileSync(path.join(out, 'ladder', 'ladder.json'), 'utf8')) as LadderResults;
+    const sw = JSON.parse(fs.readFileSync(path.join(out, 'ladder', 'sweep.json'), 'utf8')) as SweepResult;
+    expect(sw.jobs.total).toBe(7 * 2 * 2 + 7 * 2);
+    expect(l.rows.map((r) => r.variant)).toEqual(ladder(SETTINGS.quick).map((r) => r.name));
+    for (const r of l.rows) {
+      expect(r.learningRate).toBe(sw.picks[r.variant].learningRate);
+      expect([0.002, 0.003]).toContain(r.learningRate);
+      expect(r.validation!.n).toBe(2);
+      expect(r.test.n).toBe(2);
+      if (r.variant === 'hydralora') expect(r.vsHydralora).toBeNull();
+      else expect(r.vsHydralora).toMatchObject({ a: r.variant, b: 'hydralora', seeds: [0, 1], ci95: [expect.any(Number), expect.any(Number)] });
+    }
+    expect(fs.readFileSync(path.join(out, 'ladder', 'ladder.md'), 'utf8')).toContain('| hydra+rslora | + rsLoRA scaling alpha / sqrt(r) |');
+
+    const second = await demo([...tiny, '--budget', '2'], 90);
+    if (second.code !== 0) throw new Error(`the ladder at --budget 2 exited with ${second.code}:\n${second.output}`);
+    const l2 = JSON.parse(fs.readFileSync(path.join(out, 'ladder', 'budget-2', 'ladder.json'), 'utf8')) as LadderResults;
+    const sw2 = JSON.parse(fs.readFileSync(path.join(out, 'ladder', 'budget-2', 'sweep.json'), 'utf8')) as SweepResult;
+    expect(l2.steps).toBe(4);
+    expect(sw2.definition.steps).toBe(4);
+    expect(sw2.jobs.total).toBe(7 * 2); // test jobs only: nothing tuned at 2x
+    expect(sw2.validation).toEqual([]);
+    for (const r of l2.rows) expect(r.learningRate).toBe(sw.picks[r.variant].learningRate);
+    expect(l2.orderingAt1x).toEqual(l.ordering);
+    expect(second.output).toMatch(/by mean test accuracy at 2 steps: .* \(the (same order|order changes)\)/);
+  }, 300_000);
 });

@@ -1,21 +1,19 @@
-// The demo's experiment: load the shipped base model (examples/demo/base), fine-tune LoRA,
-// HydraLoRA, R-LoRA and the paper's two R-LoRA ablations on a multi-task mixture over shared word
-// inputs, several seeds each, evaluate on the held-out test split, compare with statistics, measure
-// head similarity, write results and figures.
+// The demo's experiment, a sweep definition run by rlora's sweep (lib/sweep/): load the shipped
+// base model (examples/demo/base), fine-tune LoRA, HydraLoRA, R-LoRA and the paper's two R-LoRA
+// ablations on a multi-task mixture over shared word inputs, several seeds each, evaluate on the
+// held-out test split, compare with statistics, measure head similarity, write results and
+// figures. `--tune` picks the learning rates on validation with the same sweep; the R-LoRA ladder
+// (`--ladder`) is in ladder.ts.
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { Adapter, AdapterOptions, blasInfo, HFConfig, Model, MultiTaskDataset, resetPeakMemory, memoryStats, setNumThreads, TaskEval, Trainer, ByteTokenizer } from '../../lib';
-import { ALL_TASKS, buildTasks, majorityRates, SplitSizes, TaskName, TASKS } from './data';
-import { writeFigure } from './figure';
+import { AdapterOptions, HFConfig, PairedDifference, Stat, sweep, SweepJobResult, SweepOptions, SweepResult, TaskEval, VariantSummary } from '../../lib';
+import { ALL_TASKS, buildTasks, DemoData, majorityRates, SplitSizes, TASKS } from './data';
 import { BASE_DIR, PretrainReport } from './pretrain';
-import { runJobs } from './pool';
 
-const tok = new ByteTokenizer();
 /** Adapters on every linear module of the decoder (on the MLP alone they learnt far less here). */
 export const TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
-export const KINDS = TARGETS.map((t) => t.replace(/_proj$/, ''));
 
 export type TunedMethod = 'lora' | 'hydralora' | 'rlora';
 
@@ -143,229 +141,61 @@ export function baseInfo(dir = BASE_DIR): BaseInfo {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Fine-tuning and evaluation of one method: one job, run in a worker process (pool.ts).
+// The demo as a sweep definition
 
-export interface Job {
+/** One job's result (lib/sweep/types.ts). */
+export type MethodResult = SweepJobResult;
+export type Summary = VariantSummary;
+
+export interface DemoSweepOptions {
   settings: Settings;
-  spec: MethodSpec;
-  seed: number;
-  learningRate: number;
-  split: 'test' | 'validation';
-  tasks: TaskName[];
+  split: DemoData;
+  /** Evaluate the picks on the test split (else on validation). */
+  withTest: boolean;
+  seeds: number[];
   device: string;
   threads: number;
+  workers: number;
   baseDir: string;
+  outputDir: string;
 }
 
-export interface MethodResult {
-  method: string;
-  what: string;
-  seed: number;
-  learningRate: number;
-  trainable: number;
-  tasks: Record<string, TaskEval>;
-  meanAccuracy: number;
-  meanLoss: number;
-  /** Training alone, and training plus evaluation. */
-  seconds: number;
-  totalSeconds: number;
-  tokensPerSecond: number;
-  /** libtorch's CPU caching allocator (blocks of 1 MiB or more) during fit. */
-  peakAllocatedBytes: number;
-  /** Mean off-diagonal cosine similarity of the heads B_i, per module kind (null for one head). */
-  headCosine: Record<string, number | null>;
-  /** Mean N x N head similarity over the modules of each kind. */
-  headSimilarity: Record<string, number[][]>;
-  /** Training loss of every step. */
-  losses: number[];
-  /** The BLAS kernels the job ran on (blasInfo()). */
-  blas: string;
-}
-
-function meanOffDiagonal(m: number[][]): number | null {
-  const n = m.length;
-  if (n < 2) return null;
-  let s = 0;
-  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) if (i !== j) s += m[i][j];
-  return s / (n * (n - 1));
-}
-
-function similarityByKind(adapter: Adapter): Record<string, number[][]> {
-  const out: Record<string, number[][]> = {};
-  const sims = adapter.headSimilarity();
-  for (const kind of KINDS) {
-    const mats = Object.entries(sims).filter(([name]) => name.endsWith(`.${kind}_proj`)).map(([, t]) => {
-      const n = t.shape[0];
-      const v = Array.from(t.data() as ArrayLike<number>, Number);
-      return Array.from({ length: n }, (_, i) => v.slice(i * n, (i + 1) * n));
-    });
-    const n = mats[0].length;
-    out[kind] = Array.from({ length: n }, (_, i) => Array.from({ length: n }, (_, j) => mats.reduce((a, m) => a + m[i][j], 0) / mats.length));
-  }
-  return out;
-}
-
-const loaded = new Map<string, Model>();
-const datasets = new Map<string, { train: MultiTaskDataset; evaluate: MultiTaskDataset }>();
-
-/** Runs one job in this process (the base model and the data are loaded once per process). */
-export async function runJob(job: Job): Promise<MethodResult> {
-  const T0 = performance.now();
-  setNumThreads(job.threads);
-  const key = `${job.baseDir}\0${job.device}`;
-  let model = loaded.get(key);
-  if (!model) loaded.set(key, (model = await Model.fromPretrained(job.baseDir, { device: job.device as 'cpu' })));
-  const dkey = JSON.stringify([job.settings.sizes, job.split, job.tasks]);
-  let data = datasets.get(dkey);
-  if (!data) {
-    const split = buildTasks(job.settings.sizes, 0, job.tasks);
-    const opts = { tokenizer: tok, maxLength: 64 };
-    datasets.set(dkey, (data = { train: MultiTaskDataset.fromArray(split.train, opts), evaluate: MultiTaskDataset.fromArray(split[job.split], opts) }));
-  }
-  const s = job.settings;
-  const adapter = Adapter.attach(model, { ...job.spec.options, targetModules: TARGETS, seed: job.seed });
-  try {
-    const trainer = new Trainer(model, adapter, {
-      learningRate: job.learningRate,
-      maxSteps: s.steps,
-      batchSize: s.batchSize,
+/**
+ * What every demo sweep shares: the base, the byte tokenizer, the data (64 tokens at most), every
+ * linear module adapted, and the trainer's settings (cosine schedule, no weight decay, gradient
+ * norm clipped to 1, tasks sampled in proportion, batches grouped by length).
+ */
+export function demoSweep(o: DemoSweepOptions): Omit<SweepOptions, 'variants'> {
+  const s = o.settings;
+  return {
+    model: o.baseDir,
+    tokenizer: 'byte',
+    device: o.device,
+    data: { train: o.split.train, validation: o.split.validation, ...(o.withTest ? { test: o.split.test } : {}), maxLength: 64 },
+    adapter: { targetModules: TARGETS },
+    seeds: o.seeds,
+    steps: s.steps,
+    batchSize: s.batchSize,
+    trainer: {
       schedule: 'cosine',
       warmupRatio: s.warmupRatio,
       weightDecay: 0,
       maxGradNorm: 1,
-      seed: job.seed,
       sampling: 'proportional',
       groupByLength: true,
       // greedy generation stops one token past the answer: an answer that does not end there is
       // wrong anyway, so accuracy is what any longer limit gives, for less generation
       evalBatchSize: 200,
       evalExtraTokens: 1,
-      progress: false,
-      device: job.device,
-    });
-    resetPeakMemory();
-    const t0 = performance.now();
-    const history = await trainer.fit(data.train);
-    const seconds = (performance.now() - t0) / 1000;
-    const peak = memoryStats().peakAllocatedBytes;
-    const tokens = history.steps.reduce((a, r) => a + r.tokens, 0);
-    const tasks = await trainer.evaluate(data.evaluate);
-    const accs = Object.values(tasks).map((t) => t.accuracy);
-    const losses = Object.values(tasks).map((t) => t.loss);
-    const headSimilarity = similarityByKind(adapter);
-    return {
-      method: job.spec.name,
-      what: job.spec.what,
-      seed: job.seed,
-      learningRate: job.learningRate,
-      trainable: adapter.trainableParameterCount(),
-      tasks,
-      meanAccuracy: accs.reduce((a, b) => a + b, 0) / accs.length,
-      meanLoss: losses.reduce((a, b) => a + b, 0) / losses.length,
-      seconds,
-      totalSeconds: (performance.now() - T0) / 1000,
-      tokensPerSecond: tokens / seconds,
-      peakAllocatedBytes: peak,
-      headCosine: Object.fromEntries(KINDS.map((k) => [k, meanOffDiagonal(headSimilarity[k])])),
-      headSimilarity,
-      losses: history.steps.map((r) => r.loss),
-      blas: blasInfo(),
-    };
-  } finally {
-    adapter.detach();
-  }
+    },
+    workers: o.workers,
+    threads: o.threads,
+    outputDir: o.outputDir,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
-// Statistics over seeds.
-
-export interface Stat {
-  mean: number;
-  /** Sample standard deviation (0 for one value). */
-  std: number;
-  n: number;
-}
-
-export function stats(v: number[]): Stat {
-  const mean = v.reduce((a, b) => a + b, 0) / v.length;
-  const std = v.length > 1 ? Math.sqrt(v.reduce((a, b) => a + (b - mean) ** 2, 0) / (v.length - 1)) : 0;
-  return { mean, std, n: v.length };
-}
-
-/** Two-sided 95% quantile of Student's t with df degrees of freedom (df 1..30; 1.96 beyond). */
-export function t95(df: number): number {
-  const T = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.16, 2.145, 2.131, 2.12, 2.11, 2.101, 2.093, 2.086, 2.08, 2.074, 2.069, 2.064, 2.06, 2.056, 2.052, 2.048, 2.045, 2.042];
-  if (!(df >= 1)) return NaN;
-  return df <= 30 ? T[Math.floor(df) - 1] : 1.96;
-}
-
-export interface PairedDifference {
-  a: string;
-  b: string;
-  /** a - b of mean test accuracy, per seed (same seed = same data order and a paired start). */
-  perSeed: number[];
-  mean: number;
-  std: number;
-  /** 95% confidence interval of the mean difference (Student's t over seeds); null for one seed. */
-  ci95: [number, number] | null;
-  verdict: 'wins' | 'loses' | 'within noise' | 'one seed: no interval';
-}
-
-export function pairedDifference(runs: MethodResult[], a: string, b: string): PairedDifference {
-  const seeds = [...new Set(runs.map((r) => r.seed))].sort((x, y) => x - y);
-  const perSeed = seeds.flatMap((s) => {
-    const ra = runs.find((r) => r.method === a && r.seed === s), rb = runs.find((r) => r.method === b && r.seed === s);
-    return ra && rb ? [ra.meanAccuracy - rb.meanAccuracy] : [];
-  });
-  const st = stats(perSeed);
-  const half = perSeed.length > 1 ? (t95(perSeed.length - 1) * st.std) / Math.sqrt(perSeed.length) : NaN;
-  const ci95: [number, number] | null = perSeed.length > 1 ? [st.mean - half, st.mean + half] : null;
-  const verdict = !ci95 ? 'one seed: no interval' : ci95[0] > 0 ? 'wins' : ci95[1] < 0 ? 'loses' : 'within noise';
-  return { a, b, perSeed, mean: st.mean, std: st.std, ci95, verdict };
-}
-
-export interface Summary {
-  method: string;
-  what: string;
-  learningRate: number;
-  trainable: number;
-  /** Per task and overall, over seeds. */
-  accuracy: Record<string, Stat>;
-  loss: Record<string, Stat>;
-  meanAccuracy: Stat;
-  seconds: number;
-  tokensPerSecond: number;
-  peakAllocatedBytes: number;
-  headCosine: Record<string, Stat | null>;
-  /** Mean off-diagonal head cosine over every kind of module, over seeds (null for one head). */
-  meanHeadCosine: Stat | null;
-}
-
-export function summarize(runs: MethodResult[]): Summary[] {
-  const names = [...new Set(runs.map((r) => r.method))];
-  return names.map((method) => {
-    const rs = runs.filter((r) => r.method === method);
-    const tasks = Object.keys(rs[0].tasks);
-    const allCos = (r: MethodResult): number | null => {
-      const v = KINDS.map((k) => r.headCosine[k]);
-      return v.every((x) => x !== null) ? (v as number[]).reduce((a, b) => a + b, 0) / v.length : null;
-    };
-    return {
-      method,
-      what: rs[0].what,
-      learningRate: rs[0].learningRate,
-      trainable: rs[0].trainable,
-      accuracy: Object.fromEntries(tasks.map((t) => [t, stats(rs.map((r) => r.tasks[t].accuracy))])),
-      loss: Object.fromEntries(tasks.map((t) => [t, stats(rs.map((r) => r.tasks[t].loss))])),
-      meanAccuracy: stats(rs.map((r) => r.meanAccuracy)),
-      seconds: stats(rs.map((r) => r.seconds)).mean,
-      tokensPerSecond: stats(rs.map((r) => r.tokensPerSecond)).mean,
-      peakAllocatedBytes: Math.max(...rs.map((r) => r.peakAllocatedBytes)),
-      headCosine: Object.fromEntries(KINDS.map((k) => [k, rs[0].headCosine[k] === null ? null : stats(rs.map((r) => r.headCosine[k] as number))])),
-      meanHeadCosine: allCos(rs[0]) === null ? null : stats(rs.map((r) => allCos(r) as number)),
-    };
-  });
-}
+// The table and the closing sentences
 
 const pct = (v: Stat, spread: boolean): string => `${(100 * v.mean).toFixed(1)}${spread ? `±${(100 * v.std).toFixed(1)}` : ''}`;
 
@@ -376,7 +206,7 @@ export function table(summary: Summary[], tasks: string[], majority: Record<stri
   const majorityMean = tasks.reduce((a, t) => a + majority[t].rate, 0) / tasks.length;
   const lines = summary.map((r) =>
     [
-      r.method.padEnd(21),
+      r.variant.padEnd(21),
       String(r.learningRate).padStart(6),
       String(r.trainable).padStart(9),
       ...tasks.map((t) => pct(r.accuracy[t], spread).padStart(w)),
@@ -392,7 +222,7 @@ export function table(summary: Summary[], tasks: string[], majority: Record<stri
 
 /** The closing sentences, computed from the numbers. */
 export function conclusion(summary: Summary[], diff: PairedDifference, majorityMean: number): string {
-  const by = (m: string): Summary => summary.find((r) => r.method === m)!;
+  const by = (m: string): Summary => summary.find((r) => r.variant === m)!;
   const r = by('rlora'), h = by('hydralora'), l = by('lora');
   const pts = (x: number): string => `${x >= 0 ? '+' : ''}${(100 * x).toFixed(1)}`;
   const lines: string[] = [];
@@ -429,6 +259,14 @@ export interface DemoOptions {
   /** Worker processes (default: one per core, at most 2 on CPU). */
   workers?: number;
   baseDir?: string;
+  /** The R-LoRA ladder (ladder.ts) instead of the comparison. */
+  ladder?: boolean;
+  /** The ladder: this many times the steps, at the rates picked by the ladder at 1 (default 1). */
+  budget?: number;
+  /** Other steps, split sizes (examples per task), or the ladder's learning-rate grid, for trying things out. */
+  steps?: number;
+  sizes?: SplitSizes;
+  rates?: number[];
   log?: (line: string) => void;
 }
 
@@ -444,6 +282,8 @@ export interface Results {
   summary: Summary[];
   rloraMinusHydralora: PairedDifference;
   conclusion: string;
+  /** The sweep's own results (sweep.json, table.md) in the same folder. */
+  sweep: string;
   totalSeconds: number;
 }
 
@@ -461,15 +301,28 @@ export interface TuneResults {
   totalSeconds: number;
 }
 
-export async function runDemo(o: DemoOptions = {}): Promise<Results | TuneResults> {
-  const log = o.log ?? ((line: string) => console.log(line));
-  const T0 = performance.now();
+/** The settings of a run: quick, default or cuda, with --seeds, --steps and --sizes on top. */
+export function settingsOf(o: DemoOptions): Settings {
   const device = o.device ?? 'cpu';
   const s = { ...SETTINGS[o.quick ? 'quick' : device.startsWith('cuda') ? 'cuda' : 'default'] };
   if (o.seeds !== undefined) s.seeds = o.seeds;
+  if (o.steps !== undefined) s.steps = o.steps;
+  if (o.sizes !== undefined) s.sizes = o.sizes;
+  return s;
+}
+
+/** Workers and threads of a run: 1 thread each, one worker per core (at most 2) on the CPU, 1 on CUDA. */
+export function workersOf(o: DemoOptions): { device: string; threads: number; workers: number } {
+  const device = o.device ?? 'cpu';
+  return { device, threads: o.threads ?? 1, workers: o.workers ?? (device.startsWith('cuda') ? 1 : Math.max(1, Math.min(2, os.cpus().length))) };
+}
+
+export async function runDemo(o: DemoOptions = {}): Promise<Results | TuneResults> {
+  const log = o.log ?? ((line: string) => console.log(line));
+  const T0 = performance.now();
+  const s = settingsOf(o);
   const out = path.resolve(o.out ?? 'demo-out');
-  const threads = o.threads ?? 1;
-  const workers = o.workers ?? (device.startsWith('cuda') ? 1 : Math.max(1, Math.min(2, os.cpus().length)));
+  const { device, threads, workers } = workersOf(o);
   const base = baseInfo(o.baseDir);
   const machine = { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? 'unknown', platform: `${os.platform()} ${os.release()}`, node: process.version, device, threads, workers, blas: '' };
   const tasks = o.tune ? ALL_TASKS : TASKS;
@@ -480,22 +333,22 @@ export async function runDemo(o: DemoOptions = {}): Promise<Results | TuneResult
   log(`rlora demo (${s.name}${o.tune ? ', tuning on validation' : ''}): ${specs.map((m) => m.name).join(', ')} on ${tasks.length} tasks; ${device}, ${workers} worker process(es) x ${threads} thread(s)`);
   log(`base model: ${base.parameters.toLocaleString('en-US')} parameters from ${path.relative(process.cwd(), base.dir) || base.dir} (held-out loss ${base.heldOutMean.toFixed(3)} nats/byte)`);
   log(`data: ${split.train.length} train, ${split.validation.length} validation, ${split.test.length} test examples; tasks ${tasks.join(', ')}; majority answer rates ${tasks.map((t) => `${t} ${(100 * majority[t].rate).toFixed(0)}%`).join(', ')}`);
-  const job = (spec: MethodSpec, seed: number, learningRate: number, which: 'test' | 'validation'): Job => ({ settings: s, spec, seed, learningRate, split: which, tasks, device, threads, baseDir: base.dir });
+  const common = { settings: s, split, device, threads, workers, baseDir: base.dir };
 
   if (o.tune) {
     const tuned = specs.filter((m) => m.name === m.lrOf);
-    const jobs = TUNE_GRID.flatMap((lr) => tuned.map((spec) => job(spec, 0, lr, 'validation')));
-    const results = await runJobs(jobs, workers, (r) => log(`  lr ${String(r.learningRate).padEnd(6)} ${r.method.padEnd(10)} validation accuracy ${(100 * r.meanAccuracy).toFixed(1)}%, loss ${r.meanLoss.toFixed(3)} (${r.totalSeconds.toFixed(0)} s)`));
-    machine.blas = results[0].blas;
-    const rows = results.map((r) => ({ method: r.method, lr: r.learningRate, accuracy: r.meanAccuracy, loss: r.meanLoss, tasks: r.tasks }));
-    const best = Object.fromEntries(
-      tuned.map((m) => {
-        const mine = rows.filter((r) => r.method === m.name);
-        return [m.name, mine.reduce((a, b) => (b.accuracy > a.accuracy || (b.accuracy === a.accuracy && b.loss < a.loss) ? b : a)).lr];
-      }),
-    ) as Record<TunedMethod, number>;
+    const res = await sweep({
+      ...demoSweep({ ...common, withTest: false, seeds: Array.from({ length: o.seeds ?? 1 }, (_, i) => i), outputDir: path.join(out, 'tune') }),
+      variants: tuned.map((m) => ({ name: m.name, what: m.what, adapter: m.options, learningRates: TUNE_GRID })),
+      title: `rlora demo (${s.name}, tuning): ${tasks.length} tasks`,
+      log: null,
+      onProgress: ({ result: r }) => log(`  lr ${String(r.learningRate).padEnd(6)} ${r.variant.padEnd(10)} validation accuracy ${(100 * r.meanAccuracy).toFixed(1)}%, loss ${r.meanLoss.toFixed(3)} (${r.totalSeconds.toFixed(0)} s)`),
+    });
+    machine.blas = res.machine.blas;
+    const rows = res.validation.map((r) => ({ method: r.variant, lr: r.learningRate, accuracy: r.accuracy.mean, loss: r.loss.mean, tasks: r.runs[0].tasks }));
+    const best = Object.fromEntries(tuned.map((m) => [m.name, res.picks[m.name].learningRate])) as Record<TunedMethod, number>;
     log(`best learning rate on validation: ${Object.entries(best).map(([k, v]) => `${k} ${v}`).join(', ')}`);
-    const loraBest = rows.find((r) => r.method === 'lora' && r.lr === best.lora)!;
+    const loraBest = res.runs.find((r) => r.variant === 'lora')!;
     const loraMargin = Object.fromEntries(tasks.map((t) => [t, loraBest.tasks[t].accuracy - majority[t].rate]));
     log(`plain LoRA at lr ${best.lora} against each task's majority rate (validation): ${tasks.map((t) => `${t} ${loraMargin[t] >= 0 ? '+' : ''}${(100 * loraMargin[t]).toFixed(1)}`).join(', ')} points`);
     const tr: TuneResults = { settings: s, grid: TUNE_GRID, tasks, majority, rows, best, loraMargin, machine, totalSeconds: (performance.now() - T0) / 1000 };
@@ -506,13 +359,20 @@ export async function runDemo(o: DemoOptions = {}): Promise<Results | TuneResult
   }
 
   const seeds = Array.from({ length: Math.max(1, s.seeds) }, (_, i) => i);
-  const jobs = seeds.flatMap((seed) => specs.map((spec) => job(spec, seed, s.learningRates[spec.lrOf], 'test')));
-  const runs = await runJobs(jobs, workers, (r) =>
-    log(`  seed ${r.seed} ${r.method.padEnd(21)} ${r.totalSeconds.toFixed(0).padStart(3)} s  mean ${(100 * r.meanAccuracy).toFixed(1)}%  (${TASKS.map((t) => `${t} ${(100 * r.tasks[t].accuracy).toFixed(0)}%`).join(', ')})`),
-  );
-  machine.blas = runs[0].blas;
-  const summary = summarize(runs);
-  const diff = pairedDifference(runs, 'rlora', 'hydralora');
+  const res: SweepResult = await sweep({
+    ...demoSweep({ ...common, withTest: true, seeds, outputDir: out }),
+    variants: specs.map((m) => ({ name: m.name, what: m.what, adapter: m.options, learningRates: [s.learningRates[m.lrOf]] })),
+    compare: [['rlora', 'hydralora']],
+    title: `rlora demo (${s.name}): ${tasks.length} tasks`,
+    log: null,
+    onProgress: ({ result: r }) =>
+      log(`  seed ${r.seed} ${r.variant.padEnd(21)} ${r.totalSeconds.toFixed(0).padStart(3)} s  mean ${(100 * r.meanAccuracy).toFixed(1)}%  (${TASKS.map((t) => `${t} ${(100 * r.tasks[t].accuracy).toFixed(0)}%`).join(', ')})`),
+  });
+  const runs = res.runs;
+  if (res.jobs.reused) log(`  (${res.jobs.reused} of ${res.jobs.total} jobs finished in an earlier run: their results are reused from ${path.join(out, 'jobs')})`);
+  machine.blas = res.machine.blas;
+  const summary = res.summary;
+  const diff = res.comparisons[0];
   const results: Results = {
     command: `npm run demo --${process.argv.slice(2).length ? ' ' + process.argv.slice(2).join(' ') : ''}`,
     machine,
@@ -525,10 +385,10 @@ export async function runDemo(o: DemoOptions = {}): Promise<Results | TuneResult
     summary,
     rloraMinusHydralora: diff,
     conclusion: conclusion(summary, diff, majorityMean),
+    sweep: path.join(out, 'sweep.json'),
     totalSeconds: 0,
   };
-  fs.mkdirSync(out, { recursive: true });
-  const figures = await writeFigure(results, out);
+  const figures = res.files.filter((f) => f.startsWith('figure.'));
   results.totalSeconds = (performance.now() - T0) / 1000;
   fs.writeFileSync(path.join(out, 'results.json'), JSON.stringify(results, null, 2) + '\n');
 

@@ -1,0 +1,575 @@
+// The definition of a sweep (SweepOptions, the keys of `rlora sweep --config sweep.json`): one table
+// of keys that both checks a definition and writes the key reference of `rlora sweep --help`, the
+// checks (unknown keys refused with "did you mean"; every error names the file, or "sweep", and the
+// key), defaults, and paths resolved relative to the file. Nothing here loads the native addon.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+import type { Example } from '../data';
+import type { InitOptions } from '../layer';
+import { readJsonFile } from '../util/json';
+import { closest, isPlainObject } from '../util/options';
+import type { SweepAdapterOptions, SweepProgress, SweepTrainerOptions } from './types';
+
+// ---------------------------------------------------------------------------------------------
+// The options
+
+/** Examples of one split: a JSON lines file of {"task", "prompt", "response"} records, or the records. */
+export type SweepData = string | Example[];
+
+/** One adapter variant of a sweep: a preset plus overrides, and its learning-rate grid. */
+export interface SweepVariant {
+  /** Its name in tables, comparisons and file names: letters, digits and . _ + - (unique in the sweep). */
+  name: string;
+  /** One line saying what it is, for the table (default: its adapter options). */
+  what?: string;
+  /**
+   * Adapter options on top of the sweep's `adapter` (init merged key by key): `method` picks the
+   * preset ('lora', 'hydralora', 'rlora'), the rest override it.
+   */
+  adapter?: SweepAdapterOptions;
+  /** Learning rates to try (default: the sweep's `learningRates`). One rate: nothing to pick, no validation jobs. */
+  learningRates?: number[];
+}
+
+/**
+ * A sweep: every variant at every learning rate of its grid and every seed, trained on
+ * `data.train`, scored on `data.validation`; each variant's rate is picked there by the mean over
+ * the seeds, and the picks are trained again and scored on `data.test` (when given). Jobs run in
+ * worker processes; each job's result is a file under `outputDir/jobs/`, so running the same sweep
+ * again skips the finished jobs.
+ */
+export interface SweepOptions {
+  /** The base model: a Hugging Face model folder (config.json, model.safetensors). */
+  model: string;
+  /** Parameter dtype of the base (default 'float32'). */
+  dtype?: 'float32' | 'bfloat16' | 'float64';
+  /** 'cpu' (default), 'cuda' or 'cuda:N'. */
+  device?: string;
+  /** 'byte' (the byte tokenizer), a tokenizer.json or a folder holding one. Default: the model folder's tokenizer.json. */
+  tokenizer?: string;
+  /** The examples (records {task, prompt, response}) and how they become tokens. */
+  data: {
+    train: SweepData;
+    /** Where learning rates are picked. */
+    validation: SweepData;
+    /** Where the picks are evaluated (optional: without it, the picks' validation runs are the results). */
+    test?: SweepData;
+    /** As DatasetOptions.template (default "{prompt}\n{response}"). */
+    template?: string;
+    /** Most tokens of a sequence (default 512). */
+    maxLength?: number;
+    fields?: { task?: string; prompt?: string; response?: string };
+    addBos?: boolean;
+    addEos?: boolean;
+  };
+  /** Adapter options every variant starts from; `targetModules` here or in every variant. */
+  adapter?: SweepAdapterOptions;
+  /** The variants to compare (at least one). */
+  variants: SweepVariant[];
+  /** Learning rates tried for each variant without its own (needed unless every variant has them). */
+  learningRates?: number[];
+  /** Seeds: a count n (seeds 0 .. n-1) or the list. Default 3. Each seed sets the adapter's initial values and dropout and the data order. */
+  seeds?: number | number[];
+  /** Optimizer steps of every job. */
+  steps: number;
+  /** Rows per step (default 8). */
+  batchSize?: number;
+  /** Other trainer options of every job (the Trainer's defaults otherwise). */
+  trainer?: SweepTrainerOptions;
+  /** How a rate is picked on validation: the best mean over seeds of 'accuracy' (exact match, mean over tasks; default; ties: lower loss) or of 'loss' (lowest). */
+  pickBy?: 'accuracy' | 'loss';
+  /** Pairs [a, b] of variant names: a - b per seed on the final split, with its 95% interval. */
+  compare?: [string, string][];
+  /** Worker processes running jobs side by side (default: the usable cores / threads on the CPU, 1 on CUDA). */
+  workers?: number;
+  /** Threads of each job's matrix products (default 1). */
+  threads?: number;
+  /** Where jobs/, sweep.json, table.md and figure.svg/.png go. */
+  outputDir: string;
+  /** The figure's title (default "rlora sweep: <n> tasks, seed <first seed>"). */
+  title?: string;
+  /** Draw figure.svg and figure.png (default true). */
+  figure?: boolean;
+  /** Where the sweep's lines go (default: stderr); null: nowhere. */
+  log?: ((line: string) => void) | null;
+  /** Called for each finished job instead of logging its line. */
+  onProgress?: (p: SweepProgress) => void;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The key table
+
+type Spec =
+  | { kind: 'string' }
+  | { kind: 'path' }
+  | { kind: 'boolean' }
+  | { kind: 'number'; integer?: boolean; min?: number; minOpen?: boolean; max?: number; maxOpen?: boolean }
+  | { kind: 'enum'; values: readonly string[] }
+  | { kind: 'object'; keys: Record<string, Key> }
+  | { kind: 'array'; of: Spec; min?: number }
+  /** A path, or (in the API) an array of records. */
+  | { kind: 'data' }
+  /** A count or a list of seeds. */
+  | { kind: 'seeds' }
+  /** ["q_proj", ...], {"regex": "..."}, or (in the API) a RegExp. */
+  | { kind: 'targets' }
+  /** [a, b] of variant names. */
+  | { kind: 'pair' }
+  /** A function (API only) or null. */
+  | { kind: 'function' };
+
+interface Key {
+  spec: Spec;
+  required?: boolean;
+  /** How the value looks, for the help (default: made from the spec). */
+  type?: string;
+  doc: string;
+  /** Not written in a JSON file (functions). */
+  apiOnly?: boolean;
+  /** Why the key is refused (kept out of the help): a key of a neighbouring API that the sweep sets itself. */
+  refused?: string;
+}
+
+const int = (min: number): Spec => ({ kind: 'number', integer: true, min });
+const num = (min?: number, minOpen = false, max?: number, maxOpen = false): Spec => ({ kind: 'number', min, minOpen, max, maxOpen });
+const bool: Spec = { kind: 'boolean' };
+const str: Spec = { kind: 'string' };
+const oneOf = (...values: string[]): Spec => ({ kind: 'enum', values });
+const rates: Spec = { kind: 'array', of: num(0, true), min: 1 };
+
+const INIT_SCHEMES = ['kaiming', 'gaussian', 'unit', 'zeros', 'orthogonal'];
+const INIT_KEYS: Record<keyof InitOptions, Key> = {
+  a: { spec: oneOf(...INIT_SCHEMES), doc: '' },
+  b: { spec: oneOf(...INIT_SCHEMES), doc: '' },
+  router: { spec: oneOf(...INIT_SCHEMES), doc: '' },
+  scale: { spec: oneOf('none', 'stable', 'reference'), doc: '' },
+  gamma: { spec: num(0, true), doc: '' },
+  stableBase: { spec: oneOf('rank', 'out'), doc: '' },
+  offset: { spec: bool, doc: '' },
+};
+
+const ADAPTER_KEYS: Record<string, Key> = {
+  method: { spec: oneOf('lora', 'hydralora', 'rlora'), doc: 'the preset filling every key not given (default rlora)' },
+  targetModules: { spec: { kind: 'targets' }, type: '["q_proj", ...] | {"regex": "..."}', doc: 'linear modules to adapt: short names, full names, or a regular expression on full names' },
+  rank: { spec: int(1), doc: 'rank r of the shared A (default 8)' },
+  heads: { spec: int(1), doc: 'number of heads N (default 1 for lora, 5 otherwise)' },
+  alpha: { spec: num(0, true), doc: 'scaling alpha / r, or alpha / sqrt(r) with rankStabilization (default 16)' },
+  dropout: { spec: num(0, false, 1, true), doc: 'dropout probability in [0, 1) (default 0.1)' },
+  dropoutOn: { spec: oneOf('input', 'rank'), doc: 'dropout on x (lora, hydralora) or on A x (rlora)' },
+  multiHeadDropout: { spec: bool, doc: 'a dropout mask per head (rlora: true)' },
+  rankStabilization: { spec: bool, doc: 'rsLoRA scaling alpha / sqrt(r) (rlora: true)' },
+  init: {
+    spec: { kind: 'object', keys: INIT_KEYS },
+    type: '{a, b, router, scale, gamma, stableBase, offset}',
+    doc: `initialisation (InitOptions), merged key by key over the sweep's: a, b, router: ${INIT_SCHEMES.join('|')}; scale: none|stable|reference; gamma; stableBase: rank|out; offset`,
+  },
+  seed: { spec: int(0), doc: '', refused: "the sweep sets the adapter's seed: each job's seed from `seeds`" },
+};
+
+const TRAINER_KEYS: Record<string, Key> = {
+  schedule: { spec: oneOf('cosine', 'linear', 'constant'), doc: 'learning-rate schedule after warm-up (default cosine)' },
+  warmupRatio: { spec: num(0, false, 1, true), doc: 'warm-up as a fraction of the steps (default 0.03)' },
+  warmupSteps: { spec: int(0), doc: 'warm-up steps; overrides warmupRatio' },
+  weightDecay: { spec: num(0), doc: 'decoupled weight decay (default 0)' },
+  maxGradNorm: { spec: num(0), doc: 'clip the gradient norm to this; 0 is off (default 1)' },
+  gradientAccumulation: { spec: int(1), doc: 'micro-batches per optimizer step (default 1)' },
+  sampling: { spec: oneOf('proportional', 'uniform', 'temperature'), doc: 'how tasks mix in a batch (default proportional)' },
+  samplingTemperature: { spec: num(0, true), doc: 'T of temperature sampling (default 2)' },
+  groupByLength: { spec: bool, doc: 'batches of similar lengths (default false)' },
+  evalBatchSize: { spec: int(1), doc: 'rows per evaluation batch (default: batchSize)' },
+  evalExtraTokens: { spec: int(0), doc: 'greedy generation runs this many tokens past the response length (default 4)' },
+  precision: { spec: oneOf('float32', 'bfloat16'), doc: 'float32 (default) or bfloat16 autocast' },
+  gradientCheckpointing: { spec: bool, doc: 'recompute each decoder layer in backward: less memory, same results (default false)' },
+  skipNonFinite: { spec: bool, doc: 'skip steps with a non-finite loss instead of failing the job (default false): a rate that diverges then scores low instead of stopping the sweep' },
+  learningRate: { spec: num(), doc: '', refused: 'set by the sweep: give the grid as learningRates (top level or per variant)' },
+  maxSteps: { spec: num(), doc: '', refused: 'set by the sweep: give it as steps (top level)' },
+  epochs: { spec: num(), doc: '', refused: 'a sweep counts steps: give steps (top level)' },
+  batchSize: { spec: num(), doc: '', refused: 'give it as batchSize (top level)' },
+  seed: { spec: num(), doc: '', refused: 'set by the sweep: each job\'s seed from seeds (top level)' },
+};
+
+const DATA_KEYS: Record<string, Key> = {
+  train: { spec: { kind: 'data' }, required: true, type: 'path', doc: 'JSON lines file of {"task", "prompt", "response"} records (the API also takes the records)' },
+  validation: { spec: { kind: 'data' }, required: true, type: 'path', doc: 'the same, where learning rates are picked' },
+  test: { spec: { kind: 'data' }, type: 'path', doc: 'the same, where the picks are evaluated (optional: without it the results are the picks\' validation runs)' },
+  template: { spec: str, doc: 'how a record becomes text, e.g. "Q: {prompt}\\nA: {response}"; default "{prompt}\\n{response}"' },
+  maxLength: { spec: int(2), doc: 'most tokens of a sequence, longer ones are cut (default 512)' },
+  fields: {
+    spec: { kind: 'object', keys: { task: { spec: str, doc: '' }, prompt: { spec: str, doc: '' }, response: { spec: str, doc: '' } } },
+    type: '{task?, prompt?, response?}',
+    doc: 'the records\' field names, when not "task", "prompt", "response"',
+  },
+  addBos: { spec: bool, doc: 'put the tokenizer\'s bos first (default true)' },
+  addEos: { spec: bool, doc: 'put the tokenizer\'s eos last (default true)' },
+};
+
+const VARIANT_KEYS: Record<string, Key> = {
+  name: { spec: str, required: true, doc: 'its name in tables and file names (letters, digits, . _ + -; unique)' },
+  what: { spec: str, doc: 'one line saying what it is (default: its adapter options)' },
+  adapter: { spec: { kind: 'object', keys: ADAPTER_KEYS }, type: '{...}', doc: 'adapter options over the top-level adapter\'s (init merged key by key)' },
+  learningRates: { spec: rates, type: 'number[]', doc: 'its own learning-rate grid (default: the top-level one); one rate: nothing to pick' },
+};
+
+const TOP_KEYS: Record<string, Key> = {
+  model: { spec: { kind: 'path' }, required: true, doc: 'the base model: a Hugging Face folder (config.json, model.safetensors)' },
+  dtype: { spec: oneOf('float32', 'bfloat16', 'float64'), doc: 'the base\'s parameter dtype (default float32)' },
+  device: { spec: str, doc: '"cpu" (default), "cuda" or "cuda:N"' },
+  tokenizer: { spec: str, type: '"<file or folder>" | "byte"', doc: 'a tokenizer.json (or a folder with one), or "byte"; default the model folder\'s tokenizer.json' },
+  data: { spec: { kind: 'object', keys: DATA_KEYS }, required: true, type: '{...}', doc: 'the examples:' },
+  adapter: { spec: { kind: 'object', keys: ADAPTER_KEYS }, type: '{...}', doc: 'adapter options every variant starts from (AdapterOptions; targetModules here or in each variant):' },
+  variants: {
+    spec: { kind: 'array', of: { kind: 'object', keys: VARIANT_KEYS }, min: 1 },
+    required: true,
+    type: '[{...}, ...]',
+    doc: 'the adapter variants to compare, each:',
+  },
+  learningRates: { spec: rates, type: 'number[]', doc: 'learning rates tried for every variant without its own' },
+  seeds: { spec: { kind: 'seeds' }, type: 'integer | integer[]', doc: 'a count n (seeds 0..n-1) or the seeds (default 3); a seed sets the adapter\'s start, its dropout and the data order' },
+  steps: { spec: int(1), required: true, doc: 'optimizer steps of every job' },
+  batchSize: { spec: int(1), doc: 'rows per step (default 8)' },
+  trainer: { spec: { kind: 'object', keys: TRAINER_KEYS }, type: '{...}', doc: 'other trainer options of every job:' },
+  pickBy: { spec: oneOf('accuracy', 'loss'), doc: 'a variant\'s rate is the best mean over seeds on validation of exact-match accuracy (default; ties: lower loss) or of loss' },
+  compare: { spec: { kind: 'array', of: { kind: 'pair' } }, type: '[["a", "b"], ...]', doc: 'variant pairs: a - b per seed with its 95% interval' },
+  workers: { spec: int(1), doc: 'worker processes running jobs side by side (default: usable cores / threads on the CPU, 1 on CUDA)' },
+  threads: { spec: int(1), doc: 'threads of each job (default 1)' },
+  outputDir: { spec: { kind: 'path' }, required: true, doc: 'where jobs/, sweep.json, table.md and figure.svg/png go' },
+  title: { spec: str, doc: 'the figure\'s title' },
+  figure: { spec: bool, doc: 'draw figure.svg and figure.png (default true)' },
+  log: { spec: { kind: 'function' }, apiOnly: true, doc: 'where lines go (default stderr); null: nowhere' },
+  onProgress: { spec: { kind: 'function' }, apiOnly: true, doc: 'called for each finished job instead of its line' },
+};
+
+// ---------------------------------------------------------------------------------------------
+// The key reference
+
+function typeOf(spec: Spec): string {
+  switch (spec.kind) {
+    case 'number':
+      return spec.integer ? 'integer' : 'number';
+    case 'enum':
+      return spec.values.map((v) => JSON.stringify(v)).join('|');
+    case 'array':
+      return `${typeOf(spec.of)}[]`;
+    case 'object':
+      return 'object';
+    default:
+      return spec.kind;
+  }
+}
+
+/** Words of `text` in lines of at most `width` characters; later lines start with `hang`. */
+function wrap(first: string, text: string, hang: string, width = 100): string[] {
+  const lines: string[] = [];
+  let line = first;
+  for (const word of text.split(' ')) {
+    if (line.length + 1 + word.length > width && line.trim() !== '' && line.length > hang.length) {
+      lines.push(line.trimEnd());
+      line = hang + word;
+    } else line += (line.endsWith(' ') || line === '' ? '' : ' ') + word;
+  }
+  lines.push(line.trimEnd());
+  return lines;
+}
+
+const documented = (keys: Record<string, Key>): [string, Key][] => Object.entries(keys).filter(([, k]) => k.doc !== '' && !k.apiOnly && !k.refused);
+
+/** The key reference of a sweep.json (`rlora sweep --help`), made from the table the checks use. */
+export function describeSweepConfig(): string {
+  const lines: string[] = [];
+  const walk = (keys: Record<string, Key>, indent: string, depth: number): void => {
+    const docd = documented(keys);
+    const w = Math.max(...docd.map(([n, k]) => n.length + (k.required ? 1 : 0)));
+    for (const [name, key] of docd) {
+      const head = `${indent}${(name + (key.required ? '*' : '')).padEnd(w)}  `;
+      lines.push(...wrap(head, `${key.type ?? typeOf(key.spec)}: ${key.doc}`, ' '.repeat(head.length + 2)));
+      const inner = key.spec.kind === 'object' ? key.spec : key.spec.kind === 'array' && key.spec.of.kind === 'object' ? key.spec.of : undefined;
+      // a variant's adapter takes the keys listed under the top-level adapter
+      if (inner && inner.kind === 'object' && documented(inner.keys).length && !(depth > 0 && name === 'adapter')) walk(inner.keys, indent + '    ', depth + 1);
+    }
+  };
+  walk(TOP_KEYS, '  ', 0);
+  return lines.join('\n');
+}
+
+/** Every documented key of sweep.json as a dotted path ("trainer.schedule"; "variants[].name"), for tests and tools. */
+export function sweepConfigKeys(): string[] {
+  const out: string[] = [];
+  const walk = (keys: Record<string, Key>, prefix: string): void => {
+    for (const [name, key] of documented(keys)) {
+      out.push(prefix + name);
+      if (key.spec.kind === 'object') walk(key.spec.keys, `${prefix}${name}.`);
+      else if (key.spec.kind === 'array' && key.spec.of.kind === 'object') walk(key.spec.of.keys, `${prefix}${name}[].`);
+    }
+  };
+  walk(TOP_KEYS, '');
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checks
+
+function describeValue(v: unknown): string {
+  if (v === null) return 'null';
+  if (v === undefined) return 'undefined';
+  if (Array.isArray(v)) return 'an array';
+  if (v instanceof RegExp) return `a RegExp ${String(v)}`;
+  if (typeof v === 'function') return 'a function';
+  if (typeof v === 'object') return 'an object';
+  if (typeof v === 'string') return `string ${JSON.stringify(v.length > 60 ? v.slice(0, 57) + '...' : v)}`;
+  return `${typeof v} ${String(v)}`;
+}
+
+/** Problems with `value` against `spec` at `where` ("trainer.schedule"); empty when fine. `api`: not from a JSON file. */
+function check(value: unknown, spec: Spec, where: string, api: boolean): string[] {
+  switch (spec.kind) {
+    case 'string':
+    case 'path':
+      return typeof value === 'string' && value !== '' ? [] : [`${where} must be a non-empty ${spec.kind === 'path' ? 'path (a string)' : 'string'}, got ${describeValue(value)}`];
+    case 'boolean':
+      return typeof value === 'boolean' ? [] : [`${where} must be true or false, got ${describeValue(value)}`];
+    case 'number': {
+      if (typeof value !== 'number' || !Number.isFinite(value)) {
+        const hint = typeof value === 'string' && value.trim() !== '' && Number.isFinite(Number(value)) ? ` (a string: write ${Number(value)} without quotes)` : '';
+        return [`${where} must be ${spec.integer ? 'an integer' : 'a number'}, got ${describeValue(value)}${hint}`];
+      }
+      if (spec.integer && !Number.isSafeInteger(value)) return [`${where} must be an integer, got ${value}`];
+      const lo = spec.min === undefined ? '' : spec.minOpen ? `> ${spec.min}` : `>= ${spec.min}`;
+      const hi = spec.max === undefined ? '' : spec.maxOpen ? `< ${spec.max}` : `<= ${spec.max}`;
+      const bad = (spec.min !== undefined && (spec.minOpen ? value <= spec.min : value < spec.min)) || (spec.max !== undefined && (spec.maxOpen ? value >= spec.max : value > spec.max));
+      return bad ? [`${where} must be ${[lo, hi].filter(Boolean).join(' and ')}, got ${value}`] : [];
+    }
+    case 'enum': {
+      if (spec.values.includes(value as string)) return [];
+      const near = typeof value === 'string' ? closest(value, [...spec.values]) : undefined;
+      return [`${where} must be one of ${spec.values.map((v) => JSON.stringify(v)).join(', ')}, got ${describeValue(value)}${near ? ` (did you mean ${JSON.stringify(near)}?)` : ''}`];
+    }
+    case 'array': {
+      if (!Array.isArray(value)) return [`${where} must be an array, got ${describeValue(value)}`];
+      if (spec.min !== undefined && value.length < spec.min) return [`${where} must hold at least ${spec.min} value${spec.min === 1 ? '' : 's'}, got none`];
+      return value.flatMap((v, i) => check(v, spec.of, `${where}[${i}]`, api));
+    }
+    case 'data':
+      if (typeof value === 'string' && value !== '') return [];
+      if (api && Array.isArray(value)) return value.length ? [] : [`${where} holds no examples`];
+      return [`${where} must be a path to a JSON lines file${api ? ' or an array of records' : ''}, got ${describeValue(value)}`];
+    case 'seeds':
+      if (typeof value === 'number') return Number.isSafeInteger(value) && value >= 1 ? [] : [`${where} must be a count >= 1 or a list of seeds, got ${value}`];
+      if (!Array.isArray(value) || value.length === 0) return [`${where} must be a count >= 1 or a non-empty list of seeds, got ${describeValue(value)}`];
+      {
+        const p = value.flatMap((v, i) => check(v, int(0), `${where}[${i}]`, api));
+        if (p.length) return p;
+        const dup = value.find((v, i) => value.indexOf(v) !== i);
+        return dup === undefined ? [] : [`${where} lists seed ${dup} twice`];
+      }
+    case 'targets':
+      if (api && value instanceof RegExp) return [];
+      if (Array.isArray(value)) {
+        if (value.length === 0) return [`${where} must name at least one module`];
+        return value.flatMap((v, i) => (typeof v === 'string' && v !== '' ? [] : [`${where}[${i}] must be a non-empty string, got ${describeValue(v)}`]));
+      }
+      if (isPlainObject(value)) {
+        const p = checkObject(value, { regex: { spec: str, required: true, doc: '' } }, where, api);
+        if (p.length) return p;
+        try {
+          new RegExp(value.regex as string);
+        } catch (e) {
+          return [`${where}.regex is not a valid regular expression: ${(e as Error).message}`];
+        }
+        return [];
+      }
+      return [`${where} must be an array of module names or {"regex": "..."}${api ? ' or a RegExp' : ''}, got ${describeValue(value)}`];
+    case 'pair':
+      if (!Array.isArray(value) || value.length !== 2 || value.some((v) => typeof v !== 'string')) return [`${where} must be a pair ["a", "b"] of variant names, got ${describeValue(value)}`];
+      return value[0] === value[1] ? [`${where} compares ${JSON.stringify(value[0])} with itself`] : [];
+    case 'function':
+      if (!api) return [`${where} cannot be given in a JSON file`];
+      return value === null || typeof value === 'function' ? [] : [`${where} must be a function${where.endsWith('log') ? ' or null' : ''}, got ${describeValue(value)}`];
+    case 'object':
+      if (!isPlainObject(value)) return [`${where} must be an object, got ${describeValue(value)}`];
+      return checkObject(value, spec.keys, where, api);
+  }
+}
+
+function checkObject(value: Record<string, unknown>, keys: Record<string, Key>, where: string, api: boolean): string[] {
+  const errors: string[] = [];
+  const known = Object.keys(keys).filter((k) => !keys[k].refused && (api || !keys[k].apiOnly));
+  for (const [k, v] of Object.entries(value)) {
+    const at = where ? `${where}.${k}` : k;
+    const key = keys[k];
+    if (key?.refused) {
+      errors.push(`${at} cannot be given here: ${key.refused}`);
+      continue;
+    }
+    if (!key || (key.apiOnly && !api)) {
+      const near = closest(k, known);
+      errors.push(`unknown key ${at}${near ? ` (did you mean ${where ? `${where}.` : ''}${near}?)` : ''}; known${where ? ` in ${where}` : ''}: ${known.join(', ')}`);
+      continue;
+    }
+    if (v === undefined) continue;
+    errors.push(...check(v, key.spec, at, api));
+  }
+  for (const [k, key] of Object.entries(keys)) {
+    if (key.required && value[k] === undefined) errors.push(`${where ? `${where}.` : ''}${k} is required: ${key.doc.replace(/:$/, '')}`);
+  }
+  return errors;
+}
+
+/** A sweep definition with problems; `problems` each name a key, the message names the file (or "sweep"). */
+export class SweepConfigError extends Error {
+  constructor(
+    readonly where: string,
+    readonly problems: string[],
+  ) {
+    super(`${where}: ${problems.length === 1 ? problems[0] : `${problems.length} problems:\n${problems.map((p) => `  - ${p}`).join('\n')}`}`);
+    this.name = 'SweepConfigError';
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checked definition
+
+export interface ResolvedVariant {
+  name: string;
+  what: string;
+  /** The sweep's adapter options with the variant's on top (init merged), without targetModules. */
+  adapter: Omit<SweepAdapterOptions, 'targetModules'>;
+  /** As written: module names, or {regex}. */
+  targetModules: string[] | { regex: string };
+  learningRates: number[];
+}
+
+export type ResolvedData = { file: string } | { examples: Example[] };
+
+export interface ResolvedSweep {
+  /** The sweep.json file (absolute), or "sweep" for options given in code: errors start with it. */
+  where: string;
+  /** The sweep.json file, when read from one. */
+  file?: string;
+  model: string;
+  dtype?: 'float32' | 'bfloat16' | 'float64';
+  device: string;
+  tokenizer?: string;
+  data: {
+    train: ResolvedData;
+    validation: ResolvedData;
+    test?: ResolvedData;
+    options: { template?: string; maxLength?: number; fields?: { task?: string; prompt?: string; response?: string }; addBos?: boolean; addEos?: boolean };
+  };
+  variants: ResolvedVariant[];
+  seeds: number[];
+  steps: number;
+  batchSize: number;
+  trainer: SweepTrainerOptions;
+  pickBy: 'accuracy' | 'loss';
+  compare: [string, string][];
+  workers: number;
+  threads: number;
+  outputDir: string;
+  title?: string;
+  figure: boolean;
+  log: ((line: string) => void) | null;
+  onProgress?: (p: SweepProgress) => void;
+}
+
+/** A variant name as it may appear in a file name. */
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._+-]*$/;
+
+/** A short description of adapter options: `method, rank 4, heads 5, ...` (the keys given). */
+export function describeAdapter(a: Omit<SweepAdapterOptions, 'targetModules'>): string {
+  const { method, init, ...rest } = a;
+  const bits = [method ?? 'rlora', ...Object.entries(rest).map(([k, v]) => `${k} ${JSON.stringify(v)}`)];
+  if (init && Object.keys(init).length) bits.push(`init ${Object.entries(init).map(([k, v]) => `${k}=${v}`).join(',')}`);
+  return bits.join(', ');
+}
+
+/**
+ * Checks sweep options and fills in the defaults. `file`: the sweep.json they were read from
+ * (relative paths are then relative to its folder, and functions are refused); without it, the
+ * options come from code (paths relative to the working folder, records and RegExps allowed).
+ * Throws a SweepConfigError listing every problem.
+ */
+export function resolveSweep(options: unknown, file?: string): ResolvedSweep {
+  const api = file === undefined;
+  const where = api ? 'sweep' : path.resolve(file);
+  if (!isPlainObject(options)) throw new SweepConfigError(where, [`the sweep must be ${api ? 'an object' : 'a JSON object'}, got ${describeValue(options)}`]);
+  const problems = checkObject(options, TOP_KEYS, '', api);
+  if (problems.length) throw new SweepConfigError(where, problems);
+  const o = options as unknown as SweepOptions;
+  const shared = (o.adapter ?? {}) as SweepAdapterOptions & Record<string, unknown>;
+  // what the key table cannot say
+  const names = o.variants.map((v) => v.name);
+  o.variants.forEach((v, i) => {
+    if (!NAME.test(v.name)) problems.push(`variants[${i}].name must start with a letter or digit and hold only letters, digits, ".", "_", "+" and "-" (it names files), got ${JSON.stringify(v.name)}`);
+    if (names.indexOf(v.name) !== i) problems.push(`variants[${i}].name ${JSON.stringify(v.name)} is the name of variants[${names.indexOf(v.name)}] too`);
+    if ((v.adapter?.targetModules ?? shared.targetModules) === undefined) problems.push(`variants[${i}] (${v.name}) has no targetModules: give adapter.targetModules (for every variant) or variants[${i}].adapter.targetModules`);
+    if ((v.learningRates ?? o.learningRates) === undefined) problems.push(`variants[${i}] (${v.name}) has no learning rates: give learningRates (for every variant) or variants[${i}].learningRates`);
+  });
+  const twice = (lrs: number[] | undefined, key: string): void => {
+    const dup = lrs?.find((r, j) => lrs.indexOf(r) !== j);
+    if (dup !== undefined) problems.push(`${key} lists ${dup} twice`);
+  };
+  twice(o.learningRates, 'learningRates');
+  o.variants.forEach((v, i) => twice(v.learningRates, `variants[${i}].learningRates`));
+  (o.compare ?? []).forEach(([a, b], i) => {
+    for (const [j, n] of [a, b].entries()) {
+      if (!names.includes(n)) {
+        const near = names.find((x) => n.length > 1 && x.startsWith(n)) ?? closest(n, names);
+        problems.push(`compare[${i}][${j}] names no variant: ${JSON.stringify(n)}${near ? ` (did you mean ${JSON.stringify(near)}?)` : ''}; the variants: ${names.join(', ')}`);
+      }
+    }
+  });
+  if (!api && path.resolve(path.dirname(where), o.outputDir, 'sweep.json') === where) problems.push(`outputDir is the folder of this file, where the results (sweep.json) would replace it: name another folder`);
+  if (problems.length) throw new SweepConfigError(where, problems);
+
+  const base = api ? process.cwd() : path.dirname(where);
+  const at = (p: string): string => path.resolve(base, p);
+  const data = (d: SweepData): ResolvedData => (typeof d === 'string' ? { file: at(d) } : { examples: d });
+  const device = o.device ?? 'cpu';
+  const threads = o.threads ?? 1;
+  const { targetModules: sharedTargets, init: sharedInit, ...sharedRest } = shared;
+  const targets = (t: SweepAdapterOptions['targetModules']): string[] | { regex: string } =>
+    t instanceof RegExp ? { regex: t.source } : Array.isArray(t) ? [...t] : { regex: (t as unknown as { regex: string }).regex };
+  const variants = o.variants.map((v): ResolvedVariant => {
+    const { targetModules, init, ...rest } = v.adapter ?? {};
+    const mergedInit = sharedInit || init ? { ...sharedInit, ...init } : undefined;
+    const adapter = { ...sharedRest, ...rest, ...(mergedInit ? { init: mergedInit } : {}) };
+    return { name: v.name, what: v.what ?? describeAdapter(adapter), adapter, targetModules: targets(targetModules ?? sharedTargets), learningRates: [...(v.learningRates ?? o.learningRates!)] };
+  });
+  const seeds = o.seeds === undefined ? [0, 1, 2] : typeof o.seeds === 'number' ? Array.from({ length: o.seeds }, (_, i) => i) : [...o.seeds];
+  return {
+    where,
+    file: api ? undefined : where,
+    model: at(o.model),
+    dtype: o.dtype,
+    device,
+    tokenizer: o.tokenizer === undefined || o.tokenizer === 'byte' ? o.tokenizer : at(o.tokenizer),
+    data: {
+      train: data(o.data.train),
+      validation: data(o.data.validation),
+      test: o.data.test === undefined ? undefined : data(o.data.test),
+      options: { template: o.data.template, maxLength: o.data.maxLength, fields: o.data.fields, addBos: o.data.addBos, addEos: o.data.addEos },
+    },
+    variants,
+    seeds,
+    steps: o.steps,
+    batchSize: o.batchSize ?? 8,
+    trainer: { ...(o.trainer ?? {}) },
+    pickBy: o.pickBy ?? 'accuracy',
+    compare: (o.compare ?? []).map(([a, b]) => [a, b]),
+    workers: o.workers ?? (device.startsWith('cuda') ? 1 : Math.max(1, Math.floor(os.availableParallelism() / threads))),
+    threads,
+    outputDir: at(o.outputDir),
+    title: o.title,
+    figure: o.figure ?? true,
+    log: o.log === undefined ? (line: string) => process.stderr.write(line + '\n') : o.log,
+    onProgress: o.onProgress,
+  };
+}
+
+/** Reads and checks a sweep.json file (errors name the file and the key). */
+export function readSweepConfig(file: string): ResolvedSweep {
+  if (fs.existsSync(file) && fs.statSync(file).isDirectory()) throw new SweepConfigError(path.resolve(file), ['is a folder, not a sweep.json file']);
+  return resolveSweep(readJsonFile(file, { where: 'the sweep definition' }), file);
+}
