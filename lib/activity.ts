@@ -34,11 +34,12 @@ export function setOwner(part: object, owner: object | undefined): void {
 
 /** Runs a user callback of the training of `model` between two steps: synchronous reads and changes of its adapter are allowed in it. */
 export function duringCallback<T>(model: object, fn: () => T): T {
+  const outer = inCallback.has(model); // nested (a checkpoint written from a callback's save): the outer call clears it
   inCallback.add(model);
   try {
     return fn();
   } finally {
-    inCallback.delete(model);
+    if (!outer) inCallback.delete(model);
   }
 }
 

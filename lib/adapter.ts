@@ -15,6 +15,7 @@ import { renderModelCard } from './model-card';
 import type { ModelCardInput } from './model-card';
 import type { TextTokenizer, TokenizerFiles } from './tokenizer';
 import { writeFileFully } from './util/files';
+import { budgetFor, withBudget } from './util/budget';
 import { replaceFolder } from './util/replace-folder';
 import { readJsonFile } from './util/json';
 import { checkInstance, checkKeys, inspectSymbol, isPlainObject, show } from './util/options';
@@ -293,6 +294,12 @@ export interface AdapterSaveOptions {
 
 /** The files of an adapter folder (the rest is the user's, and kept by save). */
 
+/**
+ * The largest magnitude an adapter weight file may hold: the product of two such values (A x, then
+ * B (A x)) reaches float32's limit (3.4e38). Trained adapters hold values many orders below it.
+ */
+export const MAX_ADAPTER_VALUE = 1e18;
+
 export class Adapter {
   readonly model: Model;
   /** Wrapped modules by full name, in model order. */
@@ -428,18 +435,30 @@ export class Adapter {
     } else if (cfg.peft_type !== 'LORA') {
       throw new Error(`${configPath}: peft_type ${JSON.stringify(cfg.peft_type)} is not supported (rlora adapters or PEFT LORA)`);
     }
-    const targets = r ? r.modules : peftTargets(model, cfg, configPath);
     const rankPattern = cfg.rank_pattern ?? {};
     const alphaPattern = cfg.alpha_pattern ?? {};
     const patterned = Object.keys(rankPattern).length + Object.keys(alphaPattern).length > 0;
     const r0 = cfg.r as number;
     const alpha0 = cfg.lora_alpha as number;
-    const perModule = patterned
-      ? (name: string): Partial<LoraOptions> => ({
-          rank: patternValue(rankPattern, name, r0, `${configPath}: rank_pattern`),
-          alpha: patternValue(alphaPattern, name, alpha0, `${configPath}: alpha_pattern`),
-        })
-      : undefined;
+    // target_modules, exclude_modules and the pattern keys are regular expressions from a file:
+    // matched once here under a time budget (one like "(.|.)*z" backtracks for minutes); the same
+    // matching when the adapter is built then costs no more than it did here
+    const keys = 2 + Object.keys(rankPattern).length + Object.keys(alphaPattern).length;
+    const { targets, perName } = withBudget(
+      budgetFor(model.moduleNames().join('.').length * keys),
+      () => {
+        const targets = r ? r.modules : peftTargets(model, cfg, configPath);
+        const perName = patterned
+          ? new Map(resolveTargets(model, targets).map((name): [string, Partial<LoraOptions>] => [name, {
+              rank: patternValue(rankPattern, name, r0, `${configPath}: rank_pattern`),
+              alpha: patternValue(alphaPattern, name, alpha0, `${configPath}: alpha_pattern`),
+            }]))
+          : (resolveTargets(model, targets), undefined);
+        return { targets, perName };
+      },
+      () => `${configPath}: target_modules, exclude_modules or a rank_pattern/alpha_pattern key is a regular expression that ran too long on this model's module names (one that backtracks?)`,
+    );
+    const perModule = perName ? (name: string): Partial<LoraOptions> => perName.get(name) ?? {} : undefined;
     const adapter = Adapter.build(
       model,
       targets,
@@ -472,6 +491,7 @@ export class Adapter {
    * names) into this adapter's layers. Adapter.load, and Trainer's loadBestAtEnd.
    */
   loadWeights(file: string): void {
+    assertNotTraining(this.model, 'Adapter.loadWeights', true);
     const byModule = new Map<string, Record<string, Tensor>>();
     forEachSafetensor(file, (e, t) => {
       const key = e.name.startsWith(PREFIX) ? e.name.slice(PREFIX.length) : e.name;
@@ -480,7 +500,13 @@ export class Adapter {
       if (!this.layers.has(module)) throw new Error(`${file} holds ${e.name}, which belongs to no adapted module`);
       // as a base weight would be: NaN or infinite values make every output non-finite, silently
       const values = (t.dtype === 'float32' || t.dtype === 'float64' ? t : t.to('float32')).data() as Float32Array | Float64Array;
-      if (!values.every(Number.isFinite)) throw new Error(`${file}: ${e.name} holds NaN or infinite values`);
+      let largest = 0;
+      for (const v of values) {
+        if (!Number.isFinite(v)) throw new Error(`${file}: ${e.name} holds NaN or infinite values`);
+        largest = Math.max(largest, Math.abs(v));
+      }
+      // a value this large makes the layer's products overflow float32 (1e38 in lora_A loaded and every logit was infinite)
+      if (largest > MAX_ADAPTER_VALUE) throw new Error(`${file}: ${e.name} holds a value of magnitude ${largest.toExponential(3)}, above ${MAX_ADAPTER_VALUE.toExponential(0)}: the adapter's outputs would overflow to infinity`);
       const entry = byModule.get(module) ?? {};
       entry[key.slice(cut + 1)] = t;
       byModule.set(module, entry);
@@ -522,8 +548,9 @@ export class Adapter {
     return this.values();
   }
 
-  /** @internal stateDict() without the training check: the Trainer's own reads between steps. */
+  /** @internal stateDict() for the Trainer's own reads between steps (refused during a step, as stateDict is). */
   values(): Record<string, Tensor> {
+    assertNotTraining(this.model, 'Adapter.values', true);
     const out: Record<string, Tensor> = {};
     for (const [module, layer] of this.layers) {
       for (const [k, v] of Object.entries(layer.native.stateDict())) out[`${PREFIX}${module}.${k}`] = new Tensor(v);
@@ -567,8 +594,9 @@ export class Adapter {
     });
   }
 
-  /** @internal Writes the adapter's files into the folder `dir` as they are (save() without its swap or training check: the Trainer's checkpoints between steps). */
+  /** @internal Writes the adapter's files into the folder `dir` as they are (save() without its swap: the Trainer's checkpoints between steps; refused during a step). */
   write(dir: string): void {
+    assertNotTraining(this.model, 'Adapter.write', true);
     fs.mkdirSync(dir, { recursive: true });
     const o = this.options;
     const modules = [...this.layers.keys()];

@@ -187,8 +187,9 @@ export class MultiHeadLoraLinear {
     this.loadValues(tensors);
   }
 
-  /** @internal loadStateDict() without the training check: the Trainer loading its best checkpoint at the end of fit. */
+  /** @internal loadStateDict() without its argument check: Adapter.loadWeights (refused during a step, as loadStateDict is). */
   loadValues(tensors: Record<string, Tensor>): void {
+    assertNotTraining(this, 'MultiHeadLoraLinear.loadValues', true);
     const natives = Object.fromEntries(Object.entries(tensors).map(([k, v]) => [k, requireTensor(v, `stateDict["${k}"]`).native]));
     this.native.loadStateDict(natives);
   }

@@ -70,6 +70,8 @@ export interface ForwardOptions {
   shape?: [number, number];
 }
 
+const GENERATE_OPTION_NAMES = ['attentionMask', 'shape', 'maxNewTokens', 'temperature', 'topK', 'topP', 'eosTokenId', 'padTokenId', 'seed'] as const satisfies readonly (keyof GenerateOptions)[];
+
 /** The options of `Model.stream`: those of `Model.generate` for one row without padding. */
 export type StreamOptions = Omit<GenerateOptions, 'attentionMask' | 'padTokenId'>;
 
@@ -477,6 +479,7 @@ export class Model {
    */
   async forward(inputIds: TokenBatch, options: ForwardOptions = {}): Promise<Tensor> {
     assertNotTraining(this, 'Model.forward');
+    checkKeys(options as unknown, ['attentionMask', 'shape'], 'Model.forward');
     const ids = toTokenTensor(inputIds, 'inputIds', options.shape);
     this.checkLength('Model.forward', ids.shape[1], 0);
     const mask = options.attentionMask === undefined ? null : toMaskTensor(options.attentionMask, options.shape);
@@ -502,6 +505,7 @@ export class Model {
    */
   async generate(inputIds: TokenBatch, options: GenerateOptions = {}): Promise<number[][]> {
     assertNotTraining(this, 'Model.generate');
+    checkKeys(options as unknown, GENERATE_OPTION_NAMES, 'Model.generate'); // "maxTokens" was ignored: 32 tokens came
     const ids = toTokenTensor(inputIds, 'inputIds', options.shape);
     // (the Trainer's evaluation, through generateUnchecked, is bounded by the dataset's maxLength)
     this.checkLength('Model.generate', ids.shape[1], options.maxNewTokens ?? 32);

@@ -9,7 +9,7 @@ import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 
 import { ChatMessage, checkMessages, renderChat } from './chat';
 import { budgetFor, withBudget } from './util/budget';
-import { MAX_CONFIG_JSON_BYTES, MAX_TOKENIZER_JSON_BYTES, readJsonFile } from './util/json';
+import { MAX_CONFIG_JSON_BYTES, MAX_TOKENIZER_JSON_BYTES, readJsonFile, readTextFile } from './util/json';
 import { checkKeys, describeKind as describe, inspectSymbol, isRecord as isPlainObject } from './util/options';
 
 
@@ -346,7 +346,7 @@ export class Tokenizer implements TextTokenizer {
     }
     // transformers 4.43+ saves the chat template beside tokenizer.json
     const jinja = path.join(path.dirname(file), 'chat_template.jinja');
-    if (fileConfig.chat_template === undefined && fs.existsSync(jinja)) fileConfig = { ...fileConfig, chat_template: fs.readFileSync(jinja, 'utf8') };
+    if (fileConfig.chat_template === undefined && fs.existsSync(jinja)) fileConfig = { ...fileConfig, chat_template: readTextFile(jinja, { where, maxBytes: MAX_CONFIG_JSON_BYTES, kind: 'chat template' }) };
     return new Tokenizer(json, { ...fileConfig, ...options.config }, file);
   }
 

@@ -2,7 +2,7 @@
 // MASTER_PORT, WORLD_SIZE, RANK), each running test/helpers/dp-child.ts. Two processes with batch 4
 // must train the adapter one process trains with batch 8; evaluations split over the ranks must
 // equal one process's; faults end every rank with an error naming what happened.
-import { spawn } from 'child_process';
+import { spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as net from 'net';
 import * as os from 'os';
@@ -571,6 +571,25 @@ describe('data parallel (gloo)', () => {
     expect((await single.done).code).toBe(0);
     expect(maxRelDiff(adapterArrays(path.join(dir, 'out-dp', 'adapter')), adapterArrays(path.join(dir, 'out-one', 'adapter')))).toBeLessThan(1e-5);
   });
+
+  // With few file descriptors left (EMFILE while making a worker's pipes) the launcher read the
+  // stdout of a child that had none ("Cannot read properties of undefined (reading 'setEncoding')")
+  // and then died of an unhandled 'error' event, leaving rank 0 alone.
+  itDp('a worker that cannot be started (EMFILE) stops the launch with a message, no crash', async () => {
+    const dir = path.join(tmp, 'emfile');
+    const run = cliFolder(dir, 3)('dp', 2);
+    const cliTs = path.join(__dirname, '..', 'lib', 'cli.ts');
+    let reached = 0;
+    for (let n = 24; n <= 40 && reached < 2; n++) {
+      const r = spawnSync('bash', ['-c', `ulimit -n ${n}; exec "${process.execPath}" --import tsx "${cliTs}" train --config "${run}" --nproc-per-node 2 --overwrite --master-port ${await freePort()}`], { encoding: 'utf8', timeout: 60_000 });
+      expect(r.stderr).not.toMatch(/TypeError|Unhandled 'error' event/);
+      if (/could not start rank \d/.test(r.stderr)) {
+        reached++;
+        expect(r.status).toBe(1);
+      }
+    }
+    expect(reached).toBeGreaterThan(0); // some limit made spawning fail: the path was exercised
+  }, 240_000);
 
   // The workers were spawned detached and kept training after kill -9 (or SIGHUP) of their
   // launcher; now each asks the kernel for SIGTERM when its parent dies.

@@ -110,8 +110,9 @@ export async function launch(command: string[], o: LaunchOptions, say: (s: strin
     // its own process group: a terminal's Ctrl-C reaches the launcher alone, which forwards it once
     const child = spawn(process.execPath, [...process.execArgv, ...command, '--threads', String(threads)], { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     children.push(child);
-    pipeLines(child.stdout!, `[rank ${rank}] `, process.stdout);
-    pipeLines(child.stderr!, `[rank ${rank}] `, process.stderr);
+    // a worker that could not be started (EMFILE while making its pipes) has none: its 'error' below says so
+    if (child.stdout) pipeLines(child.stdout, `[rank ${rank}] `, process.stdout);
+    if (child.stderr) pipeLines(child.stderr, `[rank ${rank}] `, process.stderr);
     exits.push(
       new Promise((resolve) => {
         // a worker that cannot be started (EMFILE, EAGAIN): stop the ones started, exit non-zero

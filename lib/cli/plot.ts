@@ -5,6 +5,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { pathToFileURL } from 'url';
 
+import { readTextFile } from '../util/json';
 import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
 
 export const plot: Subcommand = {
@@ -45,10 +46,9 @@ interface EvalLine {
 export function readLog(file: string): { steps: StepLine[]; evals: EvalLine[] } {
   let text: string;
   try {
-    text = fs.readFileSync(file, 'utf8');
+    text = readTextFile(file, { kind: 'log' }); // a regular file of bounded size: not /dev/zero
   } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    throw new InputError(err.code === 'ENOENT' ? `${file}: no such file` : `${file}: ${err.message}`);
+    throw new InputError((e as Error).message);
   }
   const steps = new Map<number, StepLine>();
   const evals = new Map<number, EvalLine>();

@@ -12,6 +12,7 @@ import { DEFAULTS, ResolvedTrainerOptions, runJsonTrainerKeys, trainerOptionProb
 import type { TrainerOptions } from '../trainer/options';
 import { isPlainObject, show } from '../util/options';
 import { bool, check, int, Key, num, oneOf, pth, Spec, str, typeOf } from '../util/spec';
+import { MAX_CONFIG_JSON_BYTES, readTextFile } from '../util/json';
 import { InputError } from './args';
 
 // ---------------------------------------------------------------------------------------------
@@ -233,10 +234,10 @@ export function parseRunConfig(json: unknown, file: string): RunConfig {
 export function readRunConfig(file: string): RunConfig {
   let text: string;
   try {
-    text = fs.readFileSync(file, 'utf8');
+    if (fs.statSync(file, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`${file} is a folder, not a run.json file`);
+    text = readTextFile(file, { maxBytes: MAX_CONFIG_JSON_BYTES, kind: 'run.json' }); // a regular file of bounded size: not /dev/zero
   } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    throw new InputError(err.code === 'ENOENT' ? `${file}: no such file` : err.code === 'EISDIR' ? `${file} is a folder, not a run.json file` : `${file}: ${err.message}`);
+    throw new InputError((e as Error).message);
   }
   let json: unknown;
   try {

@@ -12,6 +12,7 @@ import { dieWithLauncher, launch, launchOptions, withoutLaunchFlags } from './la
 import { describeRunConfig, readRunConfig, RunConfig } from './runconfig';
 import { LOG_FILE, readTrainerState, runFiles, TRAINER_STATE_FILE, trimLog } from '../trainer/checkpoint';
 import { evalText, fmt, stepLine } from '../logging/text';
+import { ensureFolder } from '../util/files';
 import { MAX_THREADS } from '../threads';
 
 /** Exit code after Ctrl-C (128 + SIGINT), as shells report it. */
@@ -209,7 +210,11 @@ async function runTrain(args: string[]): Promise<number> {
     say(`output     ${cfg.outputDir}`);
     say(`threads    ${rl.describeThreadPools(rl.threadPools())}`);
     if (rank0) {
-      fs.mkdirSync(cfg.outputDir, { recursive: true });
+      try {
+        ensureFolder(cfg.outputDir, `${cfg.file}: outputDir`);
+      } catch (e) {
+        throw new InputError((e as Error).message);
+      }
       fs.writeFileSync(path.join(cfg.outputDir, 'run.json'), JSON.stringify(resolvedCopy(cfg), null, 2) + '\n');
     }
 

@@ -7,7 +7,7 @@ import * as util from 'util';
 import { ChatMessage, renderChat } from '../chat';
 import type { TextTokenizer } from '../tokenizer';
 import { DEFAULT_MAX_LINE_BYTES } from './jsonl';
-import { describeKind as describe, isRecord as isPlainObject } from '../util/options';
+import { checkKeys, closest, describeKind as describe, isRecord as isPlainObject } from '../util/options';
 
 /** One example of a task. */
 export interface Example {
@@ -103,6 +103,12 @@ export const DEFAULT_TEMPLATE = '{prompt}\n{response}';
 
 /** Splits a string template at `{response}`; fills `{prompt}`, `{response}` and `{task}` in one pass. */
 function stringTemplate(where: string, template: string): TemplateFn {
+  // a misspelt placeholder would be kept as text, silently dropping the field ("{promt}")
+  for (const m of template.matchAll(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g)) {
+    if (FIELD_KEYS.includes(m[1] as FieldKey)) continue;
+    const near = closest(m[1], [...FIELD_KEYS]);
+    throw new Error(`${where}: template ${JSON.stringify(template)} has the placeholder {${m[1]}}${near ? ` (did you mean {${near}}?)` : ''}; the placeholders are {task}, {prompt} and {response}`);
+  }
   const at = template.indexOf('{response}');
   if (at < 0) throw new Error(`${where}: template ${JSON.stringify(template)} has no {response} placeholder (the response part starts there)`);
   const head = template.slice(0, at);
@@ -112,12 +118,16 @@ function stringTemplate(where: string, template: string): TemplateFn {
   return (e) => ({ prompt: fill(head, e), response: fill(tail, e) });
 }
 
+const DATASET_OPTION_NAMES = ['tokenizer', 'template', 'maxLength', 'fields', 'addBos', 'addEos', 'maxLineBytes'] as const satisfies readonly (keyof DatasetOptions)[];
+
 export function resolveOptions(where: string, options: DatasetOptions): ResolvedOptions {
   if (!isPlainObject(options)) throw new TypeError(`${where}: options must be an object with a tokenizer, got ${describe(options)}`);
   const tokenizer = options.tokenizer;
   if (!isPlainObject(tokenizer) || typeof (tokenizer as Partial<TextTokenizer>).encode !== 'function') {
     throw new TypeError(`${where}: options.tokenizer must be a tokenizer (Tokenizer, ByteTokenizer or a TextTokenizer), got ${describe(tokenizer)}`);
   }
+  // a misspelt option ("maxLen") would otherwise be ignored and its default used
+  checkKeys(options, DATASET_OPTION_NAMES, where);
   let template: TemplateFn;
   const t = options.template;
   if (t === undefined) template = stringTemplate(where, DEFAULT_TEMPLATE);

@@ -17,7 +17,7 @@ import * as util from 'util';
 
 import type { SamplerState } from '../data';
 import { removeAtomically, writeFileAtomically, writeFileFully } from '../util/files';
-import { readJsonFile } from '../util/json';
+import { readJsonFile, readTextFile } from '../util/json';
 import type { BestState } from './metrics';
 import type { TrainerOptions } from './options';
 
@@ -118,7 +118,7 @@ export function pruneCheckpoints(dir: string, keep: number, spare?: string): voi
  * @internal (the CLI reports the count)
  */
 export function trimLog(file: string, step: number): number {
-  const lines = fs.readFileSync(file, 'utf8').split('\n');
+  const lines = readTextFile(file, { kind: 'log' }).split('\n');
   const keep: string[] = [];
   let dropped = 0;
   lines.forEach((line, i) => {

@@ -80,7 +80,7 @@ export async function joinProcessGroup(run: { model: Model; adapter: Adapter; op
   const same = { ...options, progress: undefined, outputDir: undefined, distributed: undefined, device: undefined }; // each rank has its own GPU
   // ... and the data's tokens and the base weights themselves, not only their sizes
   const parts = {
-    configuration: hash48(JSON.stringify({ model: model.config, adapter: adapter.options, trainer: same, data: { size: train.size, tasks: train.tasks }, step: run.step })),
+    configuration: hash48(JSON.stringify({ model: model.config, adapter: adapter.options, modules: [...adapter.layers.keys()], trainer: same, data: { size: train.size, tasks: train.tasks }, step: run.step })),
     'training data': datasetHash(train),
     'base weights': hash48(String(model.native.fingerprint())),
   };

@@ -134,6 +134,20 @@ export class Trainer {
         `Trainer.fit refused: this Trainer's adapter is no longer attached to its model (it was detached or merged${current ? '; another adapter is attached now' : ''}); make a new Trainer with the adapter the model has`,
       );
     }
+    // examples longer than the model's positions would train on positions it has no embedding
+    // for (RoPE beyond its range); 1,600-token examples trained silently on a 256-position model
+    const limit = this.model.config.max_position_embeddings;
+    if (typeof limit === 'number' && Number.isSafeInteger(limit) && limit > 0) {
+      const sets: [string, MultiTaskDataset | undefined][] = [['the training set', train], ['the evalDataset', fitOptions.evalDataset as MultiTaskDataset | undefined]];
+      for (const [what, ds] of sets) {
+        if (!ds) continue;
+        let longest = 0;
+        for (let k = 0; k < ds.size; k++) longest = Math.max(longest, ds.get(k).inputIds.length);
+        if (longest > limit) {
+          throw new RangeError(`Trainer.fit: ${what} has examples of ${longest} tokens, more than the model's max_position_embeddings (${limit}, in its config): encode it with maxLength <= ${limit}`);
+        }
+      }
+    }
     beginTraining(this.model, 'Trainer.fit');
     try {
       return await this.fitUnchecked(train, fitOptions);
@@ -419,7 +433,7 @@ export class Trainer {
     const opt = this.optimizer.native.state();
     const sampler = this.sampler;
     replaceFolder(dir, (tmp) => {
-      this.adapter.write(tmp);
+      duringCallback(this.model, () => this.adapter.write(tmp)); // between steps: nothing native runs
       writeOptimizerState(tmp, opt);
       writeRngStates(tmp, rngStates ?? Object.fromEntries([...this.adapter.layers].map(([name, layer]) => [name, new Tensor(layer.native.generatorState())])));
       writeTrainerState(tmp, {
@@ -449,7 +463,7 @@ export class Trainer {
   /** Loads the adapter weights of a checkpoint (saveBest's) into the adapter. */
   private loadAdapterWeights(dir: string): void {
     const file = path.join(dir, ADAPTER_WEIGHTS_FILE);
-    naming(file, () => this.adapter.loadWeights(file));
+    naming(file, () => duringCallback(this.model, () => this.adapter.loadWeights(file))); // after the last step
   }
 
   private createOptimizer(total: number): AdamW {

@@ -21,19 +21,27 @@ export function isLeftover(name: string): boolean {
  * and why (Node's recursive mkdir reports a read-only file system as ENOENT).
  */
 export function ensureFolder(dir: string, what: string): void {
+  if (fs.statSync(dir, { throwIfNoEntry: false })?.isDirectory()) return;
+  let up = path.resolve(dir);
+  while (!fs.existsSync(up) && path.dirname(up) !== up) up = path.dirname(up);
+  /** Why nothing can be created in `up`, or undefined. */
+  const blocked = (): string | undefined => {
+    try {
+      if (!fs.statSync(up).isDirectory()) return `${up} is not a folder`;
+      fs.accessSync(up, fs.constants.W_OK);
+      return undefined;
+    } catch (a) {
+      return `${up} is not writable (${(a as NodeJS.ErrnoException).code ?? (a as Error).message})`;
+    }
+  };
+  // checked first: Node's recursive mkdir loops without end under /proc (and reports a read-only
+  // file system as ENOENT)
+  const before = blocked();
+  if (before) throw new Error(`${what} ${dir} cannot be created: ${before}`);
   try {
     fs.mkdirSync(dir, { recursive: true });
   } catch (e) {
-    let up = path.resolve(dir);
-    while (!fs.existsSync(up) && path.dirname(up) !== up) up = path.dirname(up);
-    let why = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
-    try {
-      fs.accessSync(up, fs.constants.W_OK);
-      if (!fs.statSync(up).isDirectory()) why = `${up} is not a folder`;
-    } catch (a) {
-      why = `${up} is not writable (${(a as NodeJS.ErrnoException).code ?? (a as Error).message})`;
-    }
-    throw new Error(`${what} ${dir} cannot be created: ${why}`);
+    throw new Error(`${what} ${dir} cannot be created: ${blocked() ?? (e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
 }
 

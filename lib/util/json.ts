@@ -17,9 +17,15 @@ export interface ReadJsonOptions {
   where?: string;
 }
 
-/** Reads and parses `file`; errors name it and say what is wrong, without quoting its contents. */
-export function readJsonFile(file: string, options: ReadJsonOptions = {}): unknown {
-  const maxBytes = options.maxBytes ?? MAX_CONFIG_JSON_BYTES;
+/** The most a chat_template.jinja or a run's log.jsonl may hold before it is refused unread. */
+export const MAX_TEXT_FILE_BYTES = 1 << 30;
+
+/**
+ * The text of `file`, read only when it is a regular file of at most `maxBytes` (a link to
+ * /dev/zero or a FIFO would otherwise read without end or block); errors name the file.
+ */
+export function readTextFile(file: string, options: ReadJsonOptions & { kind?: string } = {}): string {
+  const maxBytes = options.maxBytes ?? MAX_TEXT_FILE_BYTES;
   const at = options.where ? `${options.where}: ${file}` : file;
   let st: fs.Stats;
   try {
@@ -28,14 +34,20 @@ export function readJsonFile(file: string, options: ReadJsonOptions = {}): unkno
     const err = e as NodeJS.ErrnoException;
     throw new Error(err.code === 'ENOENT' ? `${at} not found` : `cannot read ${at}: ${err.message}`);
   }
-  if (!st.isFile()) throw new Error(`${at} is not a regular file (a JSON file was expected)`);
-  if (st.size > maxBytes) throw new Error(`${at} holds ${st.size} bytes, more than the ${maxBytes} a JSON file of this kind may hold`);
-  let text: string;
+  const kind = options.kind ?? 'text';
+  if (!st.isFile()) throw new Error(`${at} is not a regular file (a ${kind} file was expected)`);
+  if (st.size > maxBytes) throw new Error(`${at} holds ${st.size} bytes, more than the ${maxBytes} a ${kind} file of this kind may hold`);
   try {
-    text = fs.readFileSync(file, 'utf8');
+    return fs.readFileSync(file, 'utf8');
   } catch (e) {
     throw new Error(`cannot read ${at}: ${(e as Error).message}`);
   }
+}
+
+/** Reads and parses `file`; errors name it and say what is wrong, without quoting its contents. */
+export function readJsonFile(file: string, options: ReadJsonOptions = {}): unknown {
+  const at = options.where ? `${options.where}: ${file}` : file;
+  const text = readTextFile(file, { maxBytes: options.maxBytes ?? MAX_CONFIG_JSON_BYTES, where: options.where, kind: 'JSON' });
   try {
     return JSON.parse(text);
   } catch (e) {

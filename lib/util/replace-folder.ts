@@ -27,7 +27,9 @@ export interface ReplaceFolderOptions {
  * is renamed aside and the new one renamed in), and the old one is removed. If anything fails before the
  * swap, the sibling is removed and `dir` is untouched; a crash leaves at most a hidden sibling.
  */
-export function replaceFolder(dir: string, fill: (tmp: string) => void, options: ReplaceFolderOptions = {}): void {
+export function replaceFolder(target: string, fill: (tmp: string) => void, options: ReplaceFolderOptions = {}): void {
+  // a link to a folder: the folder it names is replaced, and the link stays (it used to become a folder of its own)
+  const dir = fs.lstatSync(target, { throwIfNoEntry: false })?.isSymbolicLink() && fs.statSync(target, { throwIfNoEntry: false }) ? fs.realpathSync(target) : target;
   const st = fs.statSync(dir, { throwIfNoEntry: false });
   if (st && !st.isDirectory()) throw new Error(`${dir} exists and is not a folder`);
   ensureFolder(path.dirname(path.resolve(dir)), 'the folder of');

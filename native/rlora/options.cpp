@@ -83,8 +83,9 @@ void validate(const LoraOptions& o) {
     m << "alpha must be a finite number from -" << kMaxAlpha << " to " << kMaxAlpha << ", got " << o.alpha;
     bad(m.str());
   }
-  if (!(o.init.gamma > 0.0) || !std::isfinite(o.init.gamma)) {
-    m << "init.gamma must be a finite number > 0, got " << o.init.gamma;
+  // c / sqrt(gamma) scales A and the heads: a gamma of 1e-308 made them infinite (then NaN)
+  if (!(o.init.gamma >= kMinGamma && o.init.gamma <= kMaxGamma)) {
+    m << "init.gamma must be a number from " << kMinGamma << " to " << kMaxGamma << ", got " << o.init.gamma;
     bad(m.str());
   }
   // The offset s * mean_i(B_i) A equals the initial product sum_i w_i(x) B_i A only while the

@@ -60,6 +60,9 @@ struct LoraOverrides {
 constexpr int64_t kMaxRank = 65536;
 constexpr int64_t kMaxHeads = 1024;
 constexpr double kMaxAlpha = 1e6;
+// Bounds of init.gamma (the stable scale is c / sqrt(gamma); the default is 64).
+constexpr double kMinGamma = 1e-6;
+constexpr double kMaxGamma = 1e12;
 
 // The preset of a method (docs/ARCHITECTURE.md section 2 table).
 LoraOptions preset(Method method);
