@@ -37,6 +37,41 @@ describe('Adapter.load refuses', () => {
     }
   });
 
+  it('values so large that the outputs overflow (1e38 loaded, and every logit was infinite)', async () => {
+    const dir = savedAdapter('huge');
+    const file = path.join(dir, 'adapter_model.safetensors');
+    const tensors = loadSafetensors(file);
+    const name = Object.keys(tensors).find((k) => k.endsWith('lora_A.weight'))!;
+    const v = Float32Array.from(tensors[name].data() as Float32Array);
+    v[0] = -1e38;
+    saveSafetensors(file, { ...tensors, [name]: Tensor.from(v, tensors[name].shape) });
+    const model = Model.fromConfig(TINY_CONFIG, { seed: 1 });
+    await expect(Adapter.load(model, dir)).rejects.toThrow(`${file}: ${name} holds a value of magnitude 1.000e+38, above 1e+18`);
+    expect(Adapter.of(model)).toBeUndefined();
+    // 1e17 is a value like any other (far above what training gives, but finite products)
+    v[0] = -1e17;
+    saveSafetensors(file, { ...tensors, [name]: Tensor.from(v, tensors[name].shape) });
+    await expect(Adapter.load(Model.fromConfig(TINY_CONFIG, { seed: 1 }), dir)).resolves.toBeInstanceOf(Adapter);
+  });
+
+  it('a target_modules regex that backtracks, stopped by a time budget naming the file', async () => {
+    const dir = savedAdapter('backtracks');
+    fs.rmSync(path.join(dir, 'rlora_config.json')); // a PEFT folder: its target_modules is matched as a regex
+    const config = path.join(dir, 'adapter_config.json');
+    editJson(config, (j) => Object.assign(j, { peft_type: 'LORA', target_modules: '(.|.)*z' }));
+    const t0 = Date.now();
+    await expect(Adapter.load(Model.fromConfig(TINY_CONFIG, { seed: 1 }), dir)).rejects.toThrow(`${config}: target_modules, exclude_modules or a rank_pattern/alpha_pattern key is a regular expression that ran too long`);
+    expect(Date.now() - t0).toBeLessThan(15_000);
+  });
+
+  it('init.gamma outside 1e-6 to 1e12 (1e-308 made the weights NaN)', () => {
+    const model = Model.fromConfig(TINY_CONFIG, { seed: 1 });
+    for (const [gamma, shown] of [[1e-308, '1e-308'], [1e-7, '1e-07'], [1e13, '1e+13']] as const) {
+      expect(() => Adapter.attach(model, { method: 'rlora', rank: 2, heads: 2, targetModules: ['q_proj'], init: { gamma } })).toThrow(`init.gamma must be a number from 1e-06 to 1e+12, got ${shown}`);
+    }
+    expect(() => Adapter.attach(model, { method: 'rlora', rank: 2, heads: 2, targetModules: ['q_proj'], init: { gamma: 1e-6 } }).detach()).not.toThrow();
+  });
+
   it('heads, rank and alpha beyond their bounds, before allocating', async () => {
     const cases: [string, (j: Record<string, unknown>) => void, RegExp][] = [
       ['rlora_config.json', (j) => (j.heads = 1e9), /heads must be at most 1024, got 1000000000/],

@@ -10,6 +10,7 @@ import type { ModelSource } from './common';
 import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
 import { as, checkVocabulary, evalTable, lib, loadModel, loadTokenizer } from './common';
 import { BUILTIN_METRICS } from '../trainer/metrics';
+import { MAX_EVAL_EXTRA_TOKENS } from '../trainer/options';
 import { readRunConfig, RunConfig } from './runconfig';
 
 const BUILTIN_METRIC_NAMES = Object.keys(BUILTIN_METRICS);
@@ -68,7 +69,7 @@ async function runEval(args: string[]): Promise<number> {
   const data = stringOption(opts, 'data') ?? cfg?.data.eval;
   if (!data) throw new UsageError(`--data FILE is required${cfg ? ' (run.json has no data.eval)' : ''}`);
   const batchSize = intOption(opts, 'batch-size', 1) ?? cfg?.trainer.batchSize;
-  const extra = intOption(opts, 'extra-tokens', 0) ?? cfg?.trainer.evalExtraTokens;
+  const extra = intOption(opts, 'extra-tokens', 0, MAX_EVAL_EXTRA_TOKENS) ?? cfg?.trainer.evalExtraTokens;
   const maxLength = intOption(opts, 'max-length', 2) ?? cfg?.data.options.maxLength;
   const threads = intOption(opts, 'threads', 1, MAX_THREADS);
   const metricsOpt = stringOption(opts, 'metrics');

@@ -291,7 +291,8 @@ export class BatchSampler {
     if (!isPlainObject(state.cycles)) throw new Error(`${where}: state.cycles must be an object`);
     const cycles = new Map<string, TaskCycle>();
     for (const task of this.#dataset.tasks) {
-      const c = (state.cycles as Record<string, TaskCycle>)[task];
+      // own keys only: a task named "__proto__" whose cycle is not made yet would read Object.prototype
+      const c = Object.hasOwn(state.cycles, task) ? (state.cycles as Record<string, TaskCycle>)[task] : undefined;
       if (c === undefined) continue;
       const order = checkIndices(`state.cycles[${JSON.stringify(task)}].order`, isPlainObject(c) ? c.order : undefined);
       if (order.length !== counts[task] || !Number.isInteger(c.position) || c.position < 0 || c.position > order.length) {

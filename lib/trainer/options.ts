@@ -165,6 +165,8 @@ export type ReportTo = (typeof REPORT_TO)[number];
 
 /** The most micro-batches one optimizer step may accumulate (each is a native call; 1e9 ran the JS heap out of memory). */
 export const MAX_GRADIENT_ACCUMULATION = 65536;
+/** The most tokens evaluation generates past a response (1e9 generated until the process was killed). */
+export const MAX_EVAL_EXTRA_TOKENS = 65536;
 
 /**
  * One option: its rule (`spec`), its default, its documentation (`rlora train --help` shows it),
@@ -214,7 +216,7 @@ export const TRAINER_OPTIONS = {
   precision: { spec: oneOf('float32', 'bfloat16'), doc: '"float32" (default) or "bfloat16": forward and backward under bfloat16 autocast' },
   device: { spec: str, doc: 'where training runs; the model is loaded there unless model.device says otherwise' },
   skipNonFinite: { spec: bool, default: false, doc: 'skip a step whose loss is NaN or infinite instead of stopping (default false)' },
-  evalExtraTokens: { spec: int(0), default: 4, doc: 'greedy generation in evaluation runs this many tokens past the response length (default 4)' },
+  evalExtraTokens: { spec: int(0, MAX_EVAL_EXTRA_TOKENS), default: 4, doc: `greedy generation in evaluation runs this many tokens past the response length, at most ${MAX_EVAL_EXTRA_TOKENS} (default 4)` },
   evalBatchSize: { spec: int(1), doc: 'rows per evaluation batch (default: batchSize)' },
   metrics: {
     spec: { kind: 'any' },
