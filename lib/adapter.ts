@@ -14,7 +14,7 @@ import { Tensor } from './tensor';
 import { renderModelCard } from './model-card';
 import type { ModelCardInput } from './model-card';
 import type { TextTokenizer, TokenizerFiles } from './tokenizer';
-import { writeFileFully } from './util/files';
+import { naming, writeFileFully } from './util/files';
 import { budgetFor, withBudget } from './util/budget';
 import { replaceFolder } from './util/replace-folder';
 import { readJsonFile } from './util/json';
@@ -348,7 +348,8 @@ export class Adapter {
     if (attachedTo(model)) throw new Error('this model already has an adapter attached; detach() it first');
     const modules = resolveTargets(model, targetModules);
     const seed = layerOptions.seed ?? 0;
-    if (!Number.isSafeInteger(seed) || seed < 0) throw new TypeError(`seed must be a non-negative integer, got ${JSON.stringify(seed)}`);
+    if (typeof seed !== 'number') throw new TypeError(`seed must be a non-negative integer, got ${show(seed)}`);
+    if (!Number.isSafeInteger(seed) || seed < 0) throw new RangeError(`seed must be a non-negative integer, got ${show(seed)}`);
     const layers = new Map<string, MultiHeadLoraLinear>();
     try {
       for (const name of modules) {
@@ -459,7 +460,8 @@ export class Adapter {
       () => `${configPath}: target_modules, exclude_modules or a rank_pattern/alpha_pattern key is a regular expression that ran too long on this model's module names (one that backtracks?)`,
     );
     const perModule = perName ? (name: string): Partial<LoraOptions> => perName.get(name) ?? {} : undefined;
-    const adapter = Adapter.build(
+    // a value out of range names the file it was read from ("r": 0 said only "rank must be ...")
+    const adapter = naming(configPath, () => Adapter.build(
       model,
       targets,
       {
@@ -475,7 +477,7 @@ export class Adapter {
         seed: r?.seed ?? 0,
       },
       perModule,
-    );
+    ));
     try {
       adapter.loadWeights(weightsPath);
     } catch (e) {

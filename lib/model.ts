@@ -70,6 +70,13 @@ export interface ForwardOptions {
   shape?: [number, number];
 }
 
+/** maxNewTokens of generate and stream: undefined (32), or an integer >= 0. */
+function checkMaxNewTokens(v: unknown, where: string): void {
+  if (v === undefined) return;
+  if (typeof v !== 'number') throw new TypeError(`${where}: maxNewTokens must be an integer >= 0, got ${show(v)}`);
+  if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`${where}: maxNewTokens must be an integer >= 0, got ${show(v)}`);
+}
+
 const GENERATE_OPTION_NAMES = ['attentionMask', 'shape', 'maxNewTokens', 'temperature', 'topK', 'topP', 'eosTokenId', 'padTokenId', 'seed'] as const satisfies readonly (keyof GenerateOptions)[];
 
 /** The options of `Model.stream`: those of `Model.generate` for one row without padding. */
@@ -508,6 +515,7 @@ export class Model {
     checkKeys(options as unknown, GENERATE_OPTION_NAMES, 'Model.generate'); // "maxTokens" was ignored: 32 tokens came
     const ids = toTokenTensor(inputIds, 'inputIds', options.shape);
     // (the Trainer's evaluation, through generateUnchecked, is bounded by the dataset's maxLength)
+    checkMaxNewTokens(options.maxNewTokens, 'Model.generate'); // NaN was reported as a length problem
     this.checkLength('Model.generate', ids.shape[1], options.maxNewTokens ?? 32);
     return this.generateFrom(ids, options);
   }
@@ -525,8 +533,10 @@ export class Model {
       throw new TypeError('Model.stream: attentionMask is not supported (one row needs no padding)');
     }
     const seq = oneRow(inputIds, options.shape);
+    checkMaxNewTokens(options.maxNewTokens, 'Model.stream');
     const maxNewTokens = options.maxNewTokens ?? 32;
-    if (!Number.isSafeInteger(maxNewTokens) || maxNewTokens < 0) throw new RangeError(`Model.stream: maxNewTokens must be an integer >= 0, got ${maxNewTokens}`);
+    // before the first token: a stream used to print up to the limit, then fail
+    this.checkLength('Model.stream', seq.length, maxNewTokens);
     const eos = options.eosTokenId !== undefined ? idList(options.eosTokenId) : idList(this.config.eos_token_id);
     const seed = options.seed ?? 0;
     for (let i = 0; i < maxNewTokens; i++) {

@@ -20,7 +20,7 @@ describe('options', () => {
     [{ init: { router: 'ones' } }, /init\.router must be one of .*; got "ones"/],
     [{ init: { scale: 'big' } }, /init\.scale must be one of "none", "stable", "reference"; got "big"/],
     [{ init: { stableBase: 'in' } }, /init\.stableBase must be one of "rank", "out"; got "in"/],
-    [{ init: { gamma: 0 } }, /init\.gamma must be a finite number > 0, got 0/],
+    [{ init: { gamma: 0 } }, /init\.gamma must be a number from 1e-06 to 1e\+12, got 0/],
     [{ init: { offest: true } }, /^MultiHeadLoraLinear: init: unknown option "offest" \(did you mean "offset"\?\); known: a, b, router, scale, gamma, stableBase, offset$/],
     [{ rnak: 4 }, /^MultiHeadLoraLinear: unknown option "rnak" \(did you mean "rank"\?\); known: method, rank, heads, /],
     [{ zzz: 4 }, /^MultiHeadLoraLinear: unknown option "zzz"; known: /],

@@ -6,7 +6,7 @@ import * as path from 'path';
 import { AdamW, Adapter, BatchSampler, ByteTokenizer, Model, MultiTaskDataset, Tensor, Tokenizer, Trainer, trainStep } from '../lib';
 import { readRunConfig } from '../lib/cli/runconfig';
 import { trimLog } from '../lib/trainer/checkpoint';
-import { ensureFolder } from '../lib/util/files';
+import { ensureFolder, writeAll } from '../lib/util/files';
 import { byteBpe } from './helpers/byte-bpe';
 import { SAVE_CONFIG, tempFolder, TINY_BYTE_CONFIG } from './helpers/tiny-model';
 
@@ -124,3 +124,33 @@ describe('folders', () => {
     expect(Date.now() - t0).toBeLessThan(2000);
   });
 });
+
+describe('errors that name what is wrong', () => {
+  it('a failed write names the file (EFBIG said only "file too large, write")', () => {
+    const efbig = (): number => {
+      const e = new Error('EFBIG: file too large, write') as NodeJS.ErrnoException;
+      e.code = 'EFBIG';
+      throw e;
+    };
+    expect(() => writeAll(0, new Uint8Array(10), '/x/model.safetensors', efbig)).toThrow('EFBIG: file too large, write (writing /x/model.safetensors, 0 of 10 bytes written)');
+  });
+
+  it('maxNewTokens that is no count, and a stream that would pass max_position_embeddings, fail before any token', async () => {
+    const m = Model.fromConfig({ ...TINY_BYTE_CONFIG, max_position_embeddings: 16 }, { seed: 1 });
+    await expect(m.generate([[1, 2]], { maxNewTokens: NaN })).rejects.toThrow(new RangeError('Model.generate: maxNewTokens must be an integer >= 0, got NaN'));
+    const got: number[] = [];
+    await expect((async () => {
+      for await (const t of m.stream([[1, 2, 3]], { maxNewTokens: 20 })) got.push(t);
+    })()).rejects.toThrow("Model.stream: 3 tokens plus 20 new ones are more than the model's max_position_embeddings (16, in its config)");
+    expect(got).toEqual([]); // nothing was printed first
+  });
+
+  it('a value out of range in adapter_config.json names the file ("r": 0)', async () => {
+    const dir = path.join(tmp, 'r0');
+    Adapter.attach(Model.fromConfig(TINY_BYTE_CONFIG, { seed: 1 }), { method: 'lora', rank: 2, targetModules: ['q_proj'] }).save(dir);
+    const file = path.join(dir, 'adapter_config.json');
+    fs.writeFileSync(file, JSON.stringify({ ...JSON.parse(fs.readFileSync(file, 'utf8')), r: 0 }));
+    await expect(Adapter.load(Model.fromConfig(TINY_BYTE_CONFIG, { seed: 1 }), dir)).rejects.toThrow(`${file}: `);
+  });
+});
+

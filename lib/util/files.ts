@@ -64,7 +64,15 @@ export function fsyncPath(p: string): void {
 export function writeAll(fd: number, data: Uint8Array, file: string, write: (fd: number, data: Uint8Array, offset: number, length: number) => number = fs.writeSync): void {
   let done = 0;
   while (done < data.length) {
-    const n = write(fd, data, done, data.length - done);
+    let n: number;
+    try {
+      n = write(fd, data, done, data.length - done);
+    } catch (e) {
+      // EFBIG, EIO, ENOSPC from the system: say which file (Node's message names none)
+      const err = e as NodeJS.ErrnoException;
+      if (typeof err.message === 'string' && !err.message.includes(file)) err.message = `${err.message} (writing ${file}, ${done} of ${data.length} bytes written)`;
+      throw err;
+    }
     if (n <= 0) {
       const e = new Error(`ENOSPC: no space left on device, write ${file} (${done} of ${data.length} bytes written)`) as NodeJS.ErrnoException;
       e.code = 'ENOSPC';
