@@ -460,6 +460,22 @@ export class Adapter {
       () => `${configPath}: target_modules, exclude_modules or a rank_pattern/alpha_pattern key is a regular expression that ran too long on this model's module names (one that backtracks?)`,
     );
     const perModule = perName ? (name: string): Partial<LoraOptions> => perName.get(name) ?? {} : undefined;
+    // the config's sizes, checked against what the weights file holds before anything is allocated
+    // (heads 1024 and r 65536, each within its bound, took 10 GB and more, then failed on the file)
+    const heads = r?.heads ?? 1;
+    let needed = 0;
+    const modules = resolveTargets(model, targets);
+    for (const name of modules) {
+      const [out, inp] = model.linearParameters(name).weight.shape;
+      const rank = perName?.get(name)?.rank ?? r0;
+      needed += rank * inp + heads * rank * out + (heads > 1 ? heads * inp : 0);
+    }
+    const held = readSafetensorsHeader(weightsPath).entries.reduce((n, e) => n + e.shape.reduce((a, b) => a * b, 1), 0);
+    // (sizes beyond the layer's own bounds, kMaxHeads 1024 and kMaxRank 65536 in native/rlora/options.h, get its message instead)
+    const withinBounds = heads <= 1024 && modules.every((name) => (perName?.get(name)?.rank ?? r0) <= 65536);
+    if (withinBounds && needed > held) {
+      throw new Error(`${configPath}: r ${r0} and ${heads} head${heads === 1 ? '' : 's'} on ${modules.length} modules make ${needed} adapter values, but ${weightsPath} holds ${held}: the config does not describe these weights`);
+    }
     // a value out of range names the file it was read from ("r": 0 said only "rank must be ...")
     const adapter = naming(configPath, () => Adapter.build(
       model,

@@ -72,6 +72,17 @@ describe('Adapter.load refuses', () => {
     expect(() => Adapter.attach(model, { method: 'rlora', rank: 2, heads: 2, targetModules: ['q_proj'], init: { gamma: 1e-6 } }).detach()).not.toThrow();
   });
 
+  it('sizes within their bounds that the weights file does not hold, before allocating (1024 heads of rank 65536 took 10 GB)', async () => {
+    const dir = savedAdapter('oversized');
+    editJson(path.join(dir, 'adapter_config.json'), (j) => (j.r = 65536));
+    editJson(path.join(dir, 'rlora_config.json'), (j) => (j.heads = 1024));
+    const t0 = Date.now();
+    await expect(Adapter.load(Model.fromConfig(TINY_CONFIG, { seed: 1 }), dir)).rejects.toThrow(
+      /adapter_config\.json: r 65536 and 1024 heads on \d+ modules make \d+ adapter values, but .*adapter_model\.safetensors holds \d+: the config does not describe these weights/,
+    );
+    expect(Date.now() - t0).toBeLessThan(5000);
+  });
+
   it('heads, rank and alpha beyond their bounds, before allocating', async () => {
     const cases: [string, (j: Record<string, unknown>) => void, RegExp][] = [
       ['rlora_config.json', (j) => (j.heads = 1e9), /heads must be at most 1024, got 1000000000/],
