@@ -232,6 +232,12 @@ describe('data parallel (gloo)', () => {
       expect(x.code).toBe(1);
       expect(x.stderr).toContain('data parallel over 2 processes: rank 1 has other model config, adapter, trainer options, training set size or step than rank 0');
     }
+    // other modules of the same shapes (k_proj for v_proj): their gradients were summed together
+    const r3 = await runWorld(2, (rank) => ({ batchSize: 4, steps: 3, out, timeoutMs: 20_000, ...(rank === 1 ? { targets: ['q_proj', 'k_proj', 'up_proj'] } : {}) }));
+    for (const x of r3) {
+      expect(x.code).toBe(1);
+      expect(x.stderr).toContain('data parallel over 2 processes: rank 1 has other model config, adapter, trainer options, training set size or step than rank 0');
+    }
     // the same sizes with other contents: data of the same shape, base weights of another seed
     for (const [args, what] of [[{ otherData: true }, 'training data'], [{ modelSeed: 5 }, 'base weights']] as const) {
       const r2 = await runWorld(2, (rank) => ({ batchSize: 4, steps: 3, out, timeoutMs: 20_000, ...(rank === 1 ? args : {}) }));

@@ -33,6 +33,8 @@ interface Args {
   otherData?: boolean;
   /** The base model's seed (default 1). */
   modelSeed?: number;
+  /** The adapted modules (default q_proj, v_proj, up_proj). */
+  targets?: string[];
 }
 
 async function main(): Promise<void> {
@@ -43,7 +45,7 @@ async function main(): Promise<void> {
   const data = MultiTaskDataset.fromArray(rows, { tokenizer: tok, maxLength: 16 });
   const model = Model.fromConfig(TINY_BYTE_CONFIG, { seed: a.modelSeed ?? 1 });
   const resumed = a.resumeFrom ? await Trainer.resume(a.resumeFrom, model, { outputDir: a.outputDir, maxSteps: a.steps, progress: false }) : undefined;
-  const adapter = resumed?.adapter ?? Adapter.attach(model, { method: 'rlora', rank: 2, heads: 2, dropout: a.dropout ?? 0, targetModules: ['q_proj', 'v_proj', 'up_proj'], seed: 2 });
+  const adapter = resumed?.adapter ?? Adapter.attach(model, { method: 'rlora', rank: 2, heads: 2, dropout: a.dropout ?? 0, targetModules: a.targets ?? ['q_proj', 'v_proj', 'up_proj'], seed: 2 });
   const trainer = resumed ?? new Trainer(model, adapter, {
     batchSize: a.batchSize,
     ...(a.gradientAccumulation !== undefined ? { gradientAccumulation: a.gradientAccumulation } : {}),
