@@ -23,7 +23,7 @@ MARK=.rlora-root-ready
 # needs the CUDA toolkit (nvcc, headers) and NCCL's header, all in contrib/non-free.
 # (libgloo-cuda-dev conflicts with libgloo-dev; apt removes the cpu root's copy of the latter.)
 # (qemu-user, util-linux and bsdutils: tests that run on an emulated CPU, under taskset, in a terminal)
-COMMON=(cmake g++ make ninja-build git ca-certificates libopenblas0-pthread nodejs npm procps xz-utils qemu-user util-linux bsdutils)
+COMMON=(cmake g++ make ninja-build git ca-certificates libopenblas0-pthread nodejs npm procps xz-utils qemu-user util-linux bsdutils mount bsdextrautils)
 if [[ $FLAVOR == cpu ]]; then
   PKGS=("${COMMON[@]}" libgloo-dev libtorch-dev python3-torch)
 else
