@@ -142,14 +142,20 @@ describe('the definition', () => {
   });
 
   it('refuses unknown keys with "did you mean", naming the file and the key', () => {
-    expect(problems({ ...DEFINITION, learningRate: [1e-3] })[0]).toMatch(/^unknown key learningRate \(did you mean learningRates\?\); known: model, /);
-    expect(problems({ ...DEFINITION, variants: [{ name: 'a', adapter: { rnak: 4 } }] })).toEqual([expect.stringMatching(/^unknown key variants\[0\]\.adapter\.rnak \(did you mean variants\[0\]\.adapter\.rank\?\)/)]);
-    expect(problems({ ...DEFINITION, data: { ...DEFINITION.data, valdation: 'v.jsonl' } })).toContainEqual(expect.stringMatching(/^unknown key data\.valdation \(did you mean data\.validation\?\)/));
+    expect(problems({ ...DEFINITION, learningRate: [1e-3] })[0]).toMatch(/^learningRate is not a known key \(did you mean learningRates\?\); known keys: model, /);
+    expect(problems({ ...DEFINITION, variants: [{ name: 'a', adapter: { rnak: 4 } }] })).toEqual([expect.stringMatching(/^variants\[0\]\.adapter\.rnak is not a known key \(did you mean variants\[0\]\.adapter\.rank\?\)/)]);
+    expect(problems({ ...DEFINITION, data: { ...DEFINITION.data, valdation: 'v.jsonl' } })).toContainEqual(expect.stringMatching(/^data\.valdation is not a known key \(did you mean data\.validation\?\)/));
     expect(problems({ ...DEFINITION, trainer: { learningRate: 1e-3 } })).toEqual(['trainer.learningRate cannot be given here: set by the sweep: give the grid as learningRates (top level or per variant)']);
-    expect(problems({ ...DEFINITION, trainer: { schedule: 'cosin' } })).toEqual(['trainer.schedule must be one of "cosine", "linear", "constant", got string "cosin" (did you mean "cosine"?)']);
+    expect(problems({ ...DEFINITION, trainer: { schedule: 'cosin' } })).toEqual(['trainer.schedule must be one of "cosine", "linear", "constant", got "cosin" (did you mean "cosine"?)']);
     expect(problems({ ...DEFINITION, variants: [{ name: 'a', adapter: { method: 'rloar' } }] })[0]).toMatch(/did you mean "rlora"\?/);
-    expect(problems({ ...DEFINITION, steps: '40' })).toEqual(['steps must be an integer, got string "40" (a string: write 40 without quotes)']);
-    expect(problems({ ...DEFINITION, log: null })[0]).toMatch(/^unknown key log/); // functions only in code
+    expect(problems({ ...DEFINITION, steps: '40' })).toEqual(['steps must be an integer >= 1, got "40" (a string: write 40 without quotes)']);
+    expect(problems({ ...DEFINITION, log: null })[0]).toMatch(/^log is not a known key/); // functions only in code
+    expect(problems({ ...DEFINITION, constructor: 1, toString: 2 })).toEqual([expect.stringMatching(/^constructor is not a known key; known keys: model, /), expect.stringMatching(/^toString is not a known key; /)]);
+    expect(problems({ ...DEFINITION, seeds: [1, 1] })).toEqual(['seeds lists seed 1 twice']);
+    expect(problems({ ...DEFINITION, seeds: 0, steps: 2 ** 60 })).toEqual([
+      'seeds must be a count (an integer >= 1) or a non-empty array of seeds (integers >= 0), got 0',
+      `steps must be an integer >= 1, got ${2 ** 60} (larger than ${Number.MAX_SAFE_INTEGER}, where integers are not exact)`,
+    ]);
   });
 
   it('says what the key table cannot: names, rates, targets, compare, outputDir', () => {
@@ -173,7 +179,7 @@ describe('the definition', () => {
   });
 
   it('in code: records and RegExps are allowed, errors start with "sweep"', () => {
-    expect(problems({ ...DEFINITION, data: { train: [], validation: 'v.jsonl' } }, null)).toEqual(['data.train holds no examples']);
+    expect(problems({ ...DEFINITION, data: { train: [], validation: 'v.jsonl' } }, null)).toEqual(['data.train must be a non-empty array of records, got []']);
     const r = resolveSweep({ ...DEFINITION, adapter: { targetModules: /proj$/ }, data: { train: records(['cat']), validation: 'v.jsonl' } });
     expect(r.variants[0].targetModules).toEqual({ regex: 'proj$' });
     expect(r.data.train).toEqual({ examples: records(['cat']) });
@@ -192,9 +198,9 @@ describe('the definition', () => {
     const file = writeDefinition('typo.json', { ...DEFINITION, sedes: 3 });
     const r = await rlora(['sweep', '--config', file]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain(`rlora sweep: ${file}: unknown key sedes (did you mean seeds?)`);
+    expect(r.stderr).toContain(`rlora sweep: ${file}: sedes is not a known key (did you mean seeds?)`);
     const bad = writeDefinition('bad-adapter.json', { ...DEFINITION, variants: [{ name: 'a', adapter: { method: 'rlora', router: 'x' } }] });
-    expect((await rlora(['sweep', '--config', bad])).stderr).toContain(`${bad}: unknown key variants[0].adapter.router`);
+    expect((await rlora(['sweep', '--config', bad])).stderr).toContain(`${bad}: variants[0].adapter.router is not a known key`);
     // values only the layer can check: named by the variant
     const combo = writeDefinition('combo.json', { ...DEFINITION, compare: undefined, variants: [{ name: 'a', adapter: { method: 'hydralora', init: { offset: true } } }] });
     const c = await rlora(['sweep', '--config', combo]);
@@ -375,7 +381,7 @@ describe('sweep() in code', () => {
 
   it('refuses a bad definition before starting anything', async () => {
     await expect(sweep({ model: base, data: { train: 'x', validation: 'y' }, variants: [{ name: 'a' }], steps: 1, outputDir: tmp, learningRate: 1 } as never)).rejects.toThrow(
-      /^sweep: unknown key learningRate \(did you mean learningRates\?\)/,
+      /^sweep: learningRate is not a known key \(did you mean learningRates\?\)/,
     );
   });
 });

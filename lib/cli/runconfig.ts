@@ -11,7 +11,7 @@ import type { Dtype } from '../tensor';
 import { DEFAULTS, ResolvedTrainerOptions, runJsonTrainerKeys, trainerOptionProblems } from '../trainer/options';
 import type { TrainerOptions } from '../trainer/options';
 import { isPlainObject, show } from '../util/options';
-import { bool, check, int, Key, num, oneOf, pth, Spec, str, typeOf } from '../util/spec';
+import { bool, check, describeKeys, int, Key, keyPaths, num, oneOf, pth, Spec, str } from '../util/spec';
 import { MAX_CONFIG_JSON_BYTES, readTextFile } from '../util/json';
 import { InputError } from './args';
 
@@ -97,36 +97,9 @@ const TOP_KEYS: Record<string, Key> = {
   resume: { spec: pth, doc: 'a checkpoint folder to continue from (its adapter, optimizer, data position and trainer options)' },
 };
 
-/** Words of `text` in lines of at most `width` characters; later lines start with `hang`. */
-function wrap(first: string, text: string, hang: string, width = 100): string[] {
-  const lines: string[] = [];
-  let line = first;
-  for (const word of text.split(' ')) {
-    if (line.length + 1 + word.length > width && line.trim() !== '' && line.length > hang.length) {
-      lines.push(line.trimEnd());
-      line = hang + word;
-    } else line += (line.endsWith(' ') || line === '' ? '' : ' ') + word;
-  }
-  lines.push(line.trimEnd());
-  return lines;
-}
-
 /** The key reference of `rlora train --help`, made from the same table validation uses. */
 export function describeRunConfig(): string {
-  const lines: string[] = [];
-  const walk = (keys: Record<string, Key>, indent: string): void => {
-    const docd = Object.entries(keys).filter(([, k]) => k.doc !== '');
-    const w = Math.max(...docd.map(([n]) => n.length + (keys[n].required ? 1 : 0)));
-    for (const [name, key] of docd) {
-      const type = key.type ?? typeOf(key.spec);
-      const head = `${indent}${(name + (key.required ? '*' : '')).padEnd(w)}  `;
-      lines.push(...wrap(head, `${type}: ${key.doc}`, ' '.repeat(head.length + 2)));
-      const inner = key.spec.kind === 'object' ? key.spec : key.spec.kind === 'one-of' ? key.spec.options.find((o) => o.kind === 'object') : undefined;
-      if (inner && inner.kind === 'object' && Object.values(inner.keys).some((k) => k.doc !== '')) walk(inner.keys, indent + '    ');
-    }
-  };
-  walk(TOP_KEYS, '  ');
-  return lines.join('\n');
+  return describeKeys(TOP_KEYS, '  ');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -250,15 +223,5 @@ export function readRunConfig(file: string): RunConfig {
 
 /** Every documented key of run.json as a dotted path ("trainer.learningRate"), for tests and tools. */
 export function runConfigKeys(): string[] {
-  const out: string[] = [];
-  const walk = (keys: Record<string, Key>, prefix: string): void => {
-    for (const [name, key] of Object.entries(keys)) {
-      if (key.doc === '') continue;
-      out.push(prefix + name);
-      const inner = key.spec.kind === 'object' ? key.spec : key.spec.kind === 'one-of' ? key.spec.options.find((o) => o.kind === 'object') : undefined;
-      if (inner && inner.kind === 'object') walk(inner.keys, `${prefix}${name}.`);
-    }
-  };
-  walk(TOP_KEYS, '');
-  return out;
+  return keyPaths(TOP_KEYS);
 }

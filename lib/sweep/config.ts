@@ -9,7 +9,8 @@ import * as path from 'path';
 import type { Example } from '../data';
 import type { InitOptions } from '../layer';
 import { readJsonFile } from '../util/json';
-import { closest, isPlainObject } from '../util/options';
+import { closest, isPlainObject, show } from '../util/options';
+import { bool, check, describeKeys, Key, keyPaths, num, oneOf, Problem, pth, safeInt, Spec, str } from '../util/spec';
 import type { SweepAdapterOptions, SweepProgress, SweepTrainerOptions } from './types';
 
 // ---------------------------------------------------------------------------------------------
@@ -99,44 +100,76 @@ export interface SweepOptions {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The key table
+// The key table (lib/util/spec.ts's specs; the values only a sweep has are custom specs)
 
-type Spec =
-  | { kind: 'string' }
-  | { kind: 'path' }
-  | { kind: 'boolean' }
-  | { kind: 'number'; integer?: boolean; min?: number; minOpen?: boolean; max?: number; maxOpen?: boolean }
-  | { kind: 'enum'; values: readonly string[] }
-  | { kind: 'object'; keys: Record<string, Key> }
-  | { kind: 'array'; of: Spec; min?: number }
-  /** A path, or (in the API) an array of records. */
-  | { kind: 'data' }
-  /** A count or a list of seeds. */
-  | { kind: 'seeds' }
-  /** ["q_proj", ...], {"regex": "..."}, or (in the API) a RegExp. */
-  | { kind: 'targets' }
-  /** [a, b] of variant names. */
-  | { kind: 'pair' }
-  /** A function (API only) or null. */
-  | { kind: 'function' };
+/** A problem of the kind given, for the custom specs below. */
+const problem = (kind: Problem['kind'], message: string): Problem[] => [{ kind, message }];
 
-interface Key {
-  spec: Spec;
-  required?: boolean;
-  /** How the value looks, for the help (default: made from the spec). */
-  type?: string;
-  doc: string;
-  /** Not written in a JSON file (functions). */
-  apiOnly?: boolean;
-  /** Why the key is refused (kept out of the help): a key of a neighbouring API that the sweep sets itself. */
-  refused?: string;
-}
+/** A split's examples: a path, or (in the API) a non-empty array of records. */
+const data: Spec = {
+  kind: 'custom',
+  type: 'path',
+  check: (value, where, api) => {
+    if (typeof value === 'string' && value !== '') return [];
+    if (api && Array.isArray(value)) return value.length ? [] : problem('range', `${where} must be a non-empty array of records, got []`);
+    return problem(typeof value === 'string' ? 'range' : 'type', `${where} must be a non-empty path to a JSON lines file${api ? ' or a non-empty array of records' : ''}, got ${show(value)}`);
+  },
+};
 
-const int = (min: number): Spec => ({ kind: 'number', integer: true, min });
-const num = (min?: number, minOpen = false, max?: number, maxOpen = false): Spec => ({ kind: 'number', min, minOpen, max, maxOpen });
-const bool: Spec = { kind: 'boolean' };
-const str: Spec = { kind: 'string' };
-const oneOf = (...values: string[]): Spec => ({ kind: 'enum', values });
+/** A count n (seeds 0 .. n-1) or a list of distinct seeds. */
+const seeds: Spec = {
+  kind: 'custom',
+  type: 'integer | integer[]',
+  check: (value, where) => {
+    if (!Array.isArray(value)) {
+      const ok = typeof value === 'number' && check(value, safeInt(1), where).length === 0;
+      return ok ? [] : problem(typeof value === 'number' ? 'range' : 'type', `${where} must be a count (an integer >= 1) or a non-empty array of seeds (integers >= 0), got ${show(value)}`);
+    }
+    const p = check(value, { kind: 'array', of: safeInt(0), min: 1 }, where);
+    const dup = value.find((v, i) => value.indexOf(v) !== i);
+    return p.length || dup === undefined ? p : problem('range', `${where} lists seed ${dup} twice`);
+  },
+};
+
+/** ["q_proj", ...], {"regex": "..."}, or (in the API) a RegExp. */
+const targets: Spec = {
+  kind: 'custom',
+  type: '["q_proj", ...] | {"regex": "..."}',
+  check: (value, where, api) => {
+    if (api && value instanceof RegExp) return [];
+    if (Array.isArray(value)) return check(value, { kind: 'string-array' }, where);
+    if (!isPlainObject(value)) return problem('type', `${where} must be an array of module names or {"regex": "..."}${api ? ' or a RegExp' : ''}, got ${show(value)}`);
+    const p = check(value, { kind: 'object', keys: { regex: { spec: str, required: true, doc: 'a regular expression on full module names' } } }, where, api);
+    if (p.length) return p;
+    try {
+      new RegExp(value.regex as string);
+    } catch (e) {
+      return problem('range', `${where}.regex is not a valid regular expression: ${(e as Error).message}`);
+    }
+    return [];
+  },
+};
+
+/** [a, b]: two variant names. */
+const pair: Spec = {
+  kind: 'custom',
+  type: '["a", "b"]',
+  check: (value, where) => {
+    if (!Array.isArray(value) || value.length !== 2 || value.some((v) => typeof v !== 'string')) return problem(Array.isArray(value) ? 'range' : 'type', `${where} must be a pair ["a", "b"] of variant names, got ${show(value)}`);
+    return value[0] === value[1] ? problem('range', `${where} compares ${JSON.stringify(value[0])} with itself`) : [];
+  },
+};
+
+/** A function or null (only in code: the key is apiOnly). `nullable` says so in the message. */
+const func = (nullable: boolean): Spec => ({
+  kind: 'custom',
+  type: 'function',
+  check: (value, where, api) => {
+    if (!api) return problem('type', `${where} cannot be given in a JSON file`);
+    return value === null || typeof value === 'function' ? [] : problem('type', `${where} must be a function${nullable ? ' or null' : ''}, got ${show(value)}`);
+  },
+});
+
 const rates: Spec = { kind: 'array', of: num(0, true), min: 1 };
 
 const INIT_SCHEMES = ['kaiming', 'gaussian', 'unit', 'zeros', 'orthogonal'];
@@ -152,9 +185,9 @@ const INIT_KEYS: Record<keyof InitOptions, Key> = {
 
 const ADAPTER_KEYS: Record<string, Key> = {
   method: { spec: oneOf('lora', 'hydralora', 'rlora'), doc: 'the preset filling every key not given (default rlora)' },
-  targetModules: { spec: { kind: 'targets' }, type: '["q_proj", ...] | {"regex": "..."}', doc: 'linear modules to adapt: short names, full names, or a regular expression on full names' },
-  rank: { spec: int(1), doc: 'rank r of the shared A (default 8)' },
-  heads: { spec: int(1), doc: 'number of heads N (default 1 for lora, 5 otherwise)' },
+  targetModules: { spec: targets, doc: 'linear modules to adapt: short names, full names, or a regular expression on full names' },
+  rank: { spec: safeInt(1), doc: 'rank r of the shared A (default 8)' },
+  heads: { spec: safeInt(1), doc: 'number of heads N (default 1 for lora, 5 otherwise)' },
   alpha: { spec: num(0, true), doc: 'scaling alpha / r, or alpha / sqrt(r) with rankStabilization (default 16)' },
   dropout: { spec: num(0, false, 1, true), doc: 'dropout probability in [0, 1) (default 0.1)' },
   dropoutOn: { spec: oneOf('input', 'rank'), doc: 'dropout on x (lora, hydralora) or on A x (rlora)' },
@@ -165,21 +198,21 @@ const ADAPTER_KEYS: Record<string, Key> = {
     type: '{a, b, router, scale, gamma, stableBase, offset}',
     doc: `initialisation (InitOptions), merged key by key over the sweep's: a, b, router: ${INIT_SCHEMES.join('|')}; scale: none|stable|reference; gamma; stableBase: rank|out; offset`,
   },
-  seed: { spec: int(0), doc: '', refused: "the sweep sets the adapter's seed: each job's seed from `seeds`" },
+  seed: { spec: safeInt(0), doc: '', refused: "the sweep sets the adapter's seed: each job's seed from `seeds`" },
 };
 
 const TRAINER_KEYS: Record<string, Key> = {
   schedule: { spec: oneOf('cosine', 'linear', 'constant'), doc: 'learning-rate schedule after warm-up (default cosine)' },
   warmupRatio: { spec: num(0, false, 1, true), doc: 'warm-up as a fraction of the steps (default 0.03)' },
-  warmupSteps: { spec: int(0), doc: 'warm-up steps; overrides warmupRatio' },
+  warmupSteps: { spec: safeInt(0), doc: 'warm-up steps; overrides warmupRatio' },
   weightDecay: { spec: num(0), doc: 'decoupled weight decay (default 0)' },
   maxGradNorm: { spec: num(0), doc: 'clip the gradient norm to this; 0 is off (default 1)' },
-  gradientAccumulation: { spec: int(1), doc: 'micro-batches per optimizer step (default 1)' },
+  gradientAccumulation: { spec: safeInt(1), doc: 'micro-batches per optimizer step (default 1)' },
   sampling: { spec: oneOf('proportional', 'uniform', 'temperature'), doc: 'how tasks mix in a batch (default proportional)' },
   samplingTemperature: { spec: num(0, true), doc: 'T of temperature sampling (default 2)' },
   groupByLength: { spec: bool, doc: 'batches of similar lengths (default false)' },
-  evalBatchSize: { spec: int(1), doc: 'rows per evaluation batch (default: batchSize)' },
-  evalExtraTokens: { spec: int(0), doc: 'greedy generation runs this many tokens past the response length (default 4)' },
+  evalBatchSize: { spec: safeInt(1), doc: 'rows per evaluation batch (default: batchSize)' },
+  evalExtraTokens: { spec: safeInt(0), doc: 'greedy generation runs this many tokens past the response length (default 4)' },
   precision: { spec: oneOf('float32', 'bfloat16'), doc: 'float32 (default) or bfloat16 autocast' },
   gradientCheckpointing: { spec: bool, doc: 'recompute each decoder layer in backward: less memory, same results (default false)' },
   skipNonFinite: { spec: bool, doc: 'skip steps with a non-finite loss instead of failing the job (default false): a rate that diverges then scores low instead of stopping the sweep' },
@@ -191,11 +224,11 @@ const TRAINER_KEYS: Record<string, Key> = {
 };
 
 const DATA_KEYS: Record<string, Key> = {
-  train: { spec: { kind: 'data' }, required: true, type: 'path', doc: 'JSON lines file of {"task", "prompt", "response"} records (the API also takes the records)' },
-  validation: { spec: { kind: 'data' }, required: true, type: 'path', doc: 'the same, where learning rates are picked' },
-  test: { spec: { kind: 'data' }, type: 'path', doc: 'the same, where the picks are evaluated (optional: without it the results are the picks\' validation runs)' },
+  train: { spec: data, required: true, doc: 'JSON lines file of {"task", "prompt", "response"} records (the API also takes the records)' },
+  validation: { spec: data, required: true, doc: 'the same, where learning rates are picked' },
+  test: { spec: data, doc: 'the same, where the picks are evaluated (optional: without it the results are the picks\' validation runs)' },
   template: { spec: str, doc: 'how a record becomes text, e.g. "Q: {prompt}\\nA: {response}"; default "{prompt}\\n{response}"' },
-  maxLength: { spec: int(2), doc: 'most tokens of a sequence, longer ones are cut (default 512)' },
+  maxLength: { spec: safeInt(2), doc: 'most tokens of a sequence, longer ones are cut (default 512)' },
   fields: {
     spec: { kind: 'object', keys: { task: { spec: str, doc: '' }, prompt: { spec: str, doc: '' }, response: { spec: str, doc: '' } } },
     type: '{task?, prompt?, response?}',
@@ -213,7 +246,7 @@ const VARIANT_KEYS: Record<string, Key> = {
 };
 
 const TOP_KEYS: Record<string, Key> = {
-  model: { spec: { kind: 'path' }, required: true, doc: 'the base model: a Hugging Face folder (config.json, model.safetensors)' },
+  model: { spec: pth, required: true, doc: 'the base model: a Hugging Face folder (config.json, model.safetensors)' },
   dtype: { spec: oneOf('float32', 'bfloat16', 'float64'), doc: 'the base\'s parameter dtype (default float32)' },
   device: { spec: str, doc: '"cpu" (default), "cuda" or "cuda:N"' },
   tokenizer: { spec: str, type: '"<file or folder>" | "byte"', doc: 'a tokenizer.json (or a folder with one), or "byte"; default the model folder\'s tokenizer.json' },
@@ -226,194 +259,32 @@ const TOP_KEYS: Record<string, Key> = {
     doc: 'the adapter variants to compare, each:',
   },
   learningRates: { spec: rates, type: 'number[]', doc: 'learning rates tried for every variant without its own' },
-  seeds: { spec: { kind: 'seeds' }, type: 'integer | integer[]', doc: 'a count n (seeds 0..n-1) or the seeds (default 3); a seed sets the adapter\'s start, its dropout and the data order' },
-  steps: { spec: int(1), required: true, doc: 'optimizer steps of every job' },
-  batchSize: { spec: int(1), doc: 'rows per step (default 8)' },
+  seeds: { spec: seeds, doc: 'a count n (seeds 0..n-1) or the seeds (default 3); a seed sets the adapter\'s start, its dropout and the data order' },
+  steps: { spec: safeInt(1), required: true, doc: 'optimizer steps of every job' },
+  batchSize: { spec: safeInt(1), doc: 'rows per step (default 8)' },
   trainer: { spec: { kind: 'object', keys: TRAINER_KEYS }, type: '{...}', doc: 'other trainer options of every job:' },
   pickBy: { spec: oneOf('accuracy', 'loss'), doc: 'a variant\'s rate is the best mean over seeds on validation of exact-match accuracy (default; ties: lower loss) or of loss' },
-  compare: { spec: { kind: 'array', of: { kind: 'pair' } }, type: '[["a", "b"], ...]', doc: 'variant pairs: a - b per seed with its 95% interval' },
-  workers: { spec: int(1), doc: 'worker processes running jobs side by side (default: usable cores / threads on the CPU, 1 on CUDA)' },
-  threads: { spec: int(1), doc: 'threads of each job (default 1)' },
-  outputDir: { spec: { kind: 'path' }, required: true, doc: 'where jobs/, sweep.json, table.md and figure.svg/png go' },
+  compare: { spec: { kind: 'array', of: pair }, type: '[["a", "b"], ...]', doc: 'variant pairs: a - b per seed with its 95% interval' },
+  workers: { spec: safeInt(1), doc: 'worker processes running jobs side by side (default: usable cores / threads on the CPU, 1 on CUDA)' },
+  threads: { spec: safeInt(1), doc: 'threads of each job (default 1)' },
+  outputDir: { spec: pth, required: true, doc: 'where jobs/, sweep.json, table.md and figure.svg/png go' },
   title: { spec: str, doc: 'the figure\'s title' },
   figure: { spec: bool, doc: 'draw figure.svg and figure.png (default true)' },
-  log: { spec: { kind: 'function' }, apiOnly: true, doc: 'where lines go (default stderr); null: nowhere' },
-  onProgress: { spec: { kind: 'function' }, apiOnly: true, doc: 'called for each finished job instead of its line' },
+  log: { spec: func(true), apiOnly: true, doc: 'where lines go (default stderr); null: nowhere' },
+  onProgress: { spec: func(false), apiOnly: true, doc: 'called for each finished job instead of its line' },
 };
 
 // ---------------------------------------------------------------------------------------------
-// The key reference
-
-function typeOf(spec: Spec): string {
-  switch (spec.kind) {
-    case 'number':
-      return spec.integer ? 'integer' : 'number';
-    case 'enum':
-      return spec.values.map((v) => JSON.stringify(v)).join('|');
-    case 'array':
-      return `${typeOf(spec.of)}[]`;
-    case 'object':
-      return 'object';
-    default:
-      return spec.kind;
-  }
-}
-
-/** Words of `text` in lines of at most `width` characters; later lines start with `hang`. */
-function wrap(first: string, text: string, hang: string, width = 100): string[] {
-  const lines: string[] = [];
-  let line = first;
-  for (const word of text.split(' ')) {
-    if (line.length + 1 + word.length > width && line.trim() !== '' && line.length > hang.length) {
-      lines.push(line.trimEnd());
-      line = hang + word;
-    } else line += (line.endsWith(' ') || line === '' ? '' : ' ') + word;
-  }
-  lines.push(line.trimEnd());
-  return lines;
-}
-
-const documented = (keys: Record<string, Key>): [string, Key][] => Object.entries(keys).filter(([, k]) => k.doc !== '' && !k.apiOnly && !k.refused);
+// The key reference and the checks (lib/util/spec.ts)
 
 /** The key reference of a sweep.json (`rlora sweep --help`), made from the table the checks use. */
 export function describeSweepConfig(): string {
-  const lines: string[] = [];
-  const walk = (keys: Record<string, Key>, indent: string, depth: number): void => {
-    const docd = documented(keys);
-    const w = Math.max(...docd.map(([n, k]) => n.length + (k.required ? 1 : 0)));
-    for (const [name, key] of docd) {
-      const head = `${indent}${(name + (key.required ? '*' : '')).padEnd(w)}  `;
-      lines.push(...wrap(head, `${key.type ?? typeOf(key.spec)}: ${key.doc}`, ' '.repeat(head.length + 2)));
-      const inner = key.spec.kind === 'object' ? key.spec : key.spec.kind === 'array' && key.spec.of.kind === 'object' ? key.spec.of : undefined;
-      // a variant's adapter takes the keys listed under the top-level adapter
-      if (inner && inner.kind === 'object' && documented(inner.keys).length && !(depth > 0 && name === 'adapter')) walk(inner.keys, indent + '    ', depth + 1);
-    }
-  };
-  walk(TOP_KEYS, '  ', 0);
-  return lines.join('\n');
+  return describeKeys(TOP_KEYS, '  ');
 }
 
 /** Every documented key of sweep.json as a dotted path ("trainer.schedule"; "variants[].name"), for tests and tools. */
 export function sweepConfigKeys(): string[] {
-  const out: string[] = [];
-  const walk = (keys: Record<string, Key>, prefix: string): void => {
-    for (const [name, key] of documented(keys)) {
-      out.push(prefix + name);
-      if (key.spec.kind === 'object') walk(key.spec.keys, `${prefix}${name}.`);
-      else if (key.spec.kind === 'array' && key.spec.of.kind === 'object') walk(key.spec.of.keys, `${prefix}${name}[].`);
-    }
-  };
-  walk(TOP_KEYS, '');
-  return out;
-}
-
-// ---------------------------------------------------------------------------------------------
-// The checks
-
-function describeValue(v: unknown): string {
-  if (v === null) return 'null';
-  if (v === undefined) return 'undefined';
-  if (Array.isArray(v)) return 'an array';
-  if (v instanceof RegExp) return `a RegExp ${String(v)}`;
-  if (typeof v === 'function') return 'a function';
-  if (typeof v === 'object') return 'an object';
-  if (typeof v === 'string') return `string ${JSON.stringify(v.length > 60 ? v.slice(0, 57) + '...' : v)}`;
-  return `${typeof v} ${String(v)}`;
-}
-
-/** Problems with `value` against `spec` at `where` ("trainer.schedule"); empty when fine. `api`: not from a JSON file. */
-function check(value: unknown, spec: Spec, where: string, api: boolean): string[] {
-  switch (spec.kind) {
-    case 'string':
-    case 'path':
-      return typeof value === 'string' && value !== '' ? [] : [`${where} must be a non-empty ${spec.kind === 'path' ? 'path (a string)' : 'string'}, got ${describeValue(value)}`];
-    case 'boolean':
-      return typeof value === 'boolean' ? [] : [`${where} must be true or false, got ${describeValue(value)}`];
-    case 'number': {
-      if (typeof value !== 'number' || !Number.isFinite(value)) {
-        const hint = typeof value === 'string' && value.trim() !== '' && Number.isFinite(Number(value)) ? ` (a string: write ${Number(value)} without quotes)` : '';
-        return [`${where} must be ${spec.integer ? 'an integer' : 'a number'}, got ${describeValue(value)}${hint}`];
-      }
-      if (spec.integer && !Number.isSafeInteger(value)) return [`${where} must be an integer, got ${value}`];
-      const lo = spec.min === undefined ? '' : spec.minOpen ? `> ${spec.min}` : `>= ${spec.min}`;
-      const hi = spec.max === undefined ? '' : spec.maxOpen ? `< ${spec.max}` : `<= ${spec.max}`;
-      const bad = (spec.min !== undefined && (spec.minOpen ? value <= spec.min : value < spec.min)) || (spec.max !== undefined && (spec.maxOpen ? value >= spec.max : value > spec.max));
-      return bad ? [`${where} must be ${[lo, hi].filter(Boolean).join(' and ')}, got ${value}`] : [];
-    }
-    case 'enum': {
-      if (spec.values.includes(value as string)) return [];
-      const near = typeof value === 'string' ? closest(value, [...spec.values]) : undefined;
-      return [`${where} must be one of ${spec.values.map((v) => JSON.stringify(v)).join(', ')}, got ${describeValue(value)}${near ? ` (did you mean ${JSON.stringify(near)}?)` : ''}`];
-    }
-    case 'array': {
-      if (!Array.isArray(value)) return [`${where} must be an array, got ${describeValue(value)}`];
-      if (spec.min !== undefined && value.length < spec.min) return [`${where} must hold at least ${spec.min} value${spec.min === 1 ? '' : 's'}, got none`];
-      return value.flatMap((v, i) => check(v, spec.of, `${where}[${i}]`, api));
-    }
-    case 'data':
-      if (typeof value === 'string' && value !== '') return [];
-      if (api && Array.isArray(value)) return value.length ? [] : [`${where} holds no examples`];
-      return [`${where} must be a path to a JSON lines file${api ? ' or an array of records' : ''}, got ${describeValue(value)}`];
-    case 'seeds':
-      if (typeof value === 'number') return Number.isSafeInteger(value) && value >= 1 ? [] : [`${where} must be a count >= 1 or a list of seeds, got ${value}`];
-      if (!Array.isArray(value) || value.length === 0) return [`${where} must be a count >= 1 or a non-empty list of seeds, got ${describeValue(value)}`];
-      {
-        const p = value.flatMap((v, i) => check(v, int(0), `${where}[${i}]`, api));
-        if (p.length) return p;
-        const dup = value.find((v, i) => value.indexOf(v) !== i);
-        return dup === undefined ? [] : [`${where} lists seed ${dup} twice`];
-      }
-    case 'targets':
-      if (api && value instanceof RegExp) return [];
-      if (Array.isArray(value)) {
-        if (value.length === 0) return [`${where} must name at least one module`];
-        return value.flatMap((v, i) => (typeof v === 'string' && v !== '' ? [] : [`${where}[${i}] must be a non-empty string, got ${describeValue(v)}`]));
-      }
-      if (isPlainObject(value)) {
-        const p = checkObject(value, { regex: { spec: str, required: true, doc: '' } }, where, api);
-        if (p.length) return p;
-        try {
-          new RegExp(value.regex as string);
-        } catch (e) {
-          return [`${where}.regex is not a valid regular expression: ${(e as Error).message}`];
-        }
-        return [];
-      }
-      return [`${where} must be an array of module names or {"regex": "..."}${api ? ' or a RegExp' : ''}, got ${describeValue(value)}`];
-    case 'pair':
-      if (!Array.isArray(value) || value.length !== 2 || value.some((v) => typeof v !== 'string')) return [`${where} must be a pair ["a", "b"] of variant names, got ${describeValue(value)}`];
-      return value[0] === value[1] ? [`${where} compares ${JSON.stringify(value[0])} with itself`] : [];
-    case 'function':
-      if (!api) return [`${where} cannot be given in a JSON file`];
-      return value === null || typeof value === 'function' ? [] : [`${where} must be a function${where.endsWith('log') ? ' or null' : ''}, got ${describeValue(value)}`];
-    case 'object':
-      if (!isPlainObject(value)) return [`${where} must be an object, got ${describeValue(value)}`];
-      return checkObject(value, spec.keys, where, api);
-  }
-}
-
-function checkObject(value: Record<string, unknown>, keys: Record<string, Key>, where: string, api: boolean): string[] {
-  const errors: string[] = [];
-  const known = Object.keys(keys).filter((k) => !keys[k].refused && (api || !keys[k].apiOnly));
-  for (const [k, v] of Object.entries(value)) {
-    const at = where ? `${where}.${k}` : k;
-    const key = keys[k];
-    if (key?.refused) {
-      errors.push(`${at} cannot be given here: ${key.refused}`);
-      continue;
-    }
-    if (!key || (key.apiOnly && !api)) {
-      const near = closest(k, known);
-      errors.push(`unknown key ${at}${near ? ` (did you mean ${where ? `${where}.` : ''}${near}?)` : ''}; known${where ? ` in ${where}` : ''}: ${known.join(', ')}`);
-      continue;
-    }
-    if (v === undefined) continue;
-    errors.push(...check(v, key.spec, at, api));
-  }
-  for (const [k, key] of Object.entries(keys)) {
-    if (key.required && value[k] === undefined) errors.push(`${where ? `${where}.` : ''}${k} is required: ${key.doc.replace(/:$/, '')}`);
-  }
-  return errors;
+  return keyPaths(TOP_KEYS);
 }
 
 /** A sweep definition with problems; `problems` each name a key, the message names the file (or "sweep"). */
@@ -493,8 +364,8 @@ export function describeAdapter(a: Omit<SweepAdapterOptions, 'targetModules'>): 
 export function resolveSweep(options: unknown, file?: string): ResolvedSweep {
   const api = file === undefined;
   const where = api ? 'sweep' : path.resolve(file);
-  if (!isPlainObject(options)) throw new SweepConfigError(where, [`the sweep must be ${api ? 'an object' : 'a JSON object'}, got ${describeValue(options)}`]);
-  const problems = checkObject(options, TOP_KEYS, '', api);
+  if (!isPlainObject(options)) throw new SweepConfigError(where, [`the sweep must be ${api ? 'an object' : 'a JSON object'}, got ${show(options)}`]);
+  const problems = check(options, { kind: 'object', keys: TOP_KEYS }, '', api).map((p) => p.message);
   if (problems.length) throw new SweepConfigError(where, problems);
   const o = options as unknown as SweepOptions;
   const shared = (o.adapter ?? {}) as SweepAdapterOptions & Record<string, unknown>;
