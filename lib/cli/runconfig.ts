@@ -11,14 +11,13 @@ import type { Dtype } from '../tensor';
 import { DEFAULTS, ResolvedTrainerOptions, runJsonTrainerKeys, trainerOptionProblems } from '../trainer/options';
 import type { TrainerOptions } from '../trainer/options';
 import { isPlainObject, show } from '../util/options';
-import { bool, check, describeKeys, int, Key, keyPaths, num, oneOf, pth, Spec, str } from '../util/spec';
+import { check, describeKeys, int, Key, keyPaths, oneOf, pth, Spec, str } from '../util/spec';
 import { MAX_CONFIG_JSON_BYTES, readTextFile } from '../util/json';
+import { adapterKeys, ENCODING_KEYS } from '../config-keys';
 import { InputError } from './args';
 
 // ---------------------------------------------------------------------------------------------
 // The keys
-
-const INIT_SCHEMES = ['kaiming', 'gaussian', 'unit', 'zeros', 'orthogonal'];
 
 const MODEL_KEYS: Record<string, Key> = {
   path: { spec: pth, doc: 'a Hugging Face model folder (config.json, model.safetensors)' },
@@ -31,51 +30,20 @@ const MODEL_KEYS: Record<string, Key> = {
 const DATA_KEYS: Record<string, Key> = {
   train: { spec: pth, required: true, doc: 'JSON lines file of {"task", "prompt", "response"} records' },
   eval: { spec: pth, doc: 'JSON lines file evaluated per task (loss, exact-match accuracy) during and after training' },
-  template: { spec: str, doc: 'how a record becomes text, e.g. "Q: {prompt}\\nA: {response}" ({task} too); the loss starts at {response}; default "{prompt}\\n{response}"' },
-  maxLength: { spec: int(2), doc: 'most tokens of a sequence, longer ones are cut (default 512)' },
-  fields: {
-    spec: { kind: 'object', keys: { task: { spec: str, doc: '' }, prompt: { spec: str, doc: '' }, response: { spec: str, doc: '' } } },
-    type: '{task?, prompt?, response?}',
-    doc: 'the records\' field names, when not "task", "prompt", "response"',
-  },
-  addBos: { spec: bool, doc: 'put the tokenizer\'s bos first (default true)' },
-  addEos: { spec: bool, doc: 'put the tokenizer\'s eos last (default true)' },
-};
-
-const INIT_KEYS: Record<string, Key> = {
-  a: { spec: oneOf(...INIT_SCHEMES), doc: '' },
-  b: { spec: oneOf(...INIT_SCHEMES), doc: '' },
-  router: { spec: oneOf(...INIT_SCHEMES), doc: '' },
-  scale: { spec: oneOf('none', 'stable', 'reference'), doc: '' },
-  gamma: { spec: num(0, true), doc: '' },
-  stableBase: { spec: oneOf('rank', 'out'), doc: '' },
-  offset: { spec: bool, doc: '' },
+  ...ENCODING_KEYS,
 };
 
 const ADAPTER_KEYS: Record<string, Key> = {
-  method: { spec: oneOf('lora', 'hydralora', 'rlora'), doc: 'preset for every key not given (default rlora)' },
   targetModules: {
     spec: { kind: 'one-of', options: [{ kind: 'string-array' }, { kind: 'object', keys: { regex: { spec: str, required: true, doc: '' } } }] },
     required: true,
     type: '["q_proj", ...] | {"regex": "..."}',
     doc: 'linear modules to adapt: short names ("gate_proj"), full names, or a regular expression on full names',
   },
-  rank: { spec: int(1), doc: 'rank r of the shared A (default 8)' },
-  heads: { spec: int(1), doc: 'number of heads N (default 1 for lora, 5 otherwise)' },
-  alpha: { spec: num(0, true), doc: 'scaling alpha / r, or alpha / sqrt(r) with rankStabilization (default 16)' },
-  dropout: { spec: num(0, false, 1, true), doc: 'dropout probability in [0, 1) (default 0.1)' },
-  dropoutOn: { spec: oneOf('input', 'rank'), doc: 'dropout on x (lora, hydralora) or on A x (rlora)' },
-  multiHeadDropout: { spec: bool, doc: 'a dropout mask per head (rlora: true)' },
-  rankStabilization: { spec: bool, doc: 'rsLoRA scaling alpha / sqrt(r) (rlora: true)' },
-  init: {
-    spec: { kind: 'object', keys: INIT_KEYS },
-    type: '{a, b, router, scale, gamma, stableBase, offset}',
-    doc: `initialisation (see InitOptions): a, b, router: ${INIT_SCHEMES.join('|')}; scale: none|stable|reference; gamma; stableBase: rank|out; offset`,
-  },
+  ...adapterKeys(),
   seed: { spec: int(0), doc: 'seed of the adapter\'s initial values and dropout masks (default 0)' },
 };
 
-// the Trainer's options table (lib/trainer/options.ts): the rows run.json writes
 const TRAINER_KEYS: Record<string, Key> = runJsonTrainerKeys();
 
 const TOP_KEYS: Record<string, Key> = {

@@ -7,7 +7,8 @@ import * as os from 'os';
 import * as path from 'path';
 
 import type { Example } from '../data';
-import type { InitOptions } from '../layer';
+import { adapterKeys, ENCODING_KEYS } from '../config-keys';
+import { runJsonTrainerKeys } from '../trainer/options';
 import { readJsonFile } from '../util/json';
 import { closest, isPlainObject, show } from '../util/options';
 import { bool, check, describeKeys, Key, keyPaths, num, oneOf, Problem, pth, safeInt, Spec, str } from '../util/spec';
@@ -172,50 +173,17 @@ const func = (nullable: boolean): Spec => ({
 
 const rates: Spec = { kind: 'array', of: num(0, true), min: 1 };
 
-const INIT_SCHEMES = ['kaiming', 'gaussian', 'unit', 'zeros', 'orthogonal'];
-const INIT_KEYS: Record<keyof InitOptions, Key> = {
-  a: { spec: oneOf(...INIT_SCHEMES), doc: '' },
-  b: { spec: oneOf(...INIT_SCHEMES), doc: '' },
-  router: { spec: oneOf(...INIT_SCHEMES), doc: '' },
-  scale: { spec: oneOf('none', 'stable', 'reference'), doc: '' },
-  gamma: { spec: num(0, true), doc: '' },
-  stableBase: { spec: oneOf('rank', 'out'), doc: '' },
-  offset: { spec: bool, doc: '' },
-};
-
 const ADAPTER_KEYS: Record<string, Key> = {
-  method: { spec: oneOf('lora', 'hydralora', 'rlora'), doc: 'the preset filling every key not given (default rlora)' },
   targetModules: { spec: targets, doc: 'linear modules to adapt: short names, full names, or a regular expression on full names' },
-  rank: { spec: safeInt(1), doc: 'rank r of the shared A (default 8)' },
-  heads: { spec: safeInt(1), doc: 'number of heads N (default 1 for lora, 5 otherwise)' },
-  alpha: { spec: num(0, true), doc: 'scaling alpha / r, or alpha / sqrt(r) with rankStabilization (default 16)' },
-  dropout: { spec: num(0, false, 1, true), doc: 'dropout probability in [0, 1) (default 0.1)' },
-  dropoutOn: { spec: oneOf('input', 'rank'), doc: 'dropout on x (lora, hydralora) or on A x (rlora)' },
-  multiHeadDropout: { spec: bool, doc: 'a dropout mask per head (rlora: true)' },
-  rankStabilization: { spec: bool, doc: 'rsLoRA scaling alpha / sqrt(r) (rlora: true)' },
-  init: {
-    spec: { kind: 'object', keys: INIT_KEYS },
-    type: '{a, b, router, scale, gamma, stableBase, offset}',
-    doc: `initialisation (InitOptions), merged key by key over the sweep's: a, b, router: ${INIT_SCHEMES.join('|')}; scale: none|stable|reference; gamma; stableBase: rank|out; offset`,
-  },
+  ...adapterKeys(", merged key by key over the sweep's"),
   seed: { spec: safeInt(0), doc: '', refused: "the sweep sets the adapter's seed: each job's seed from `seeds`" },
 };
 
+/** The Trainer's options a sweep passes on (its table's rows), and those it sets itself (refused, saying where they go). */
+const PASSED_ON = ['schedule', 'warmupRatio', 'warmupSteps', 'weightDecay', 'maxGradNorm', 'gradientAccumulation', 'sampling', 'samplingTemperature', 'groupByLength', 'evalBatchSize', 'evalExtraTokens', 'precision', 'gradientCheckpointing', 'skipNonFinite'] as const satisfies readonly (keyof SweepTrainerOptions)[];
 const TRAINER_KEYS: Record<string, Key> = {
-  schedule: { spec: oneOf('cosine', 'linear', 'constant'), doc: 'learning-rate schedule after warm-up (default cosine)' },
-  warmupRatio: { spec: num(0, false, 1, true), doc: 'warm-up as a fraction of the steps (default 0.03)' },
-  warmupSteps: { spec: safeInt(0), doc: 'warm-up steps; overrides warmupRatio' },
-  weightDecay: { spec: num(0), doc: 'decoupled weight decay (default 0)' },
-  maxGradNorm: { spec: num(0), doc: 'clip the gradient norm to this; 0 is off (default 1)' },
-  gradientAccumulation: { spec: safeInt(1), doc: 'micro-batches per optimizer step (default 1)' },
-  sampling: { spec: oneOf('proportional', 'uniform', 'temperature'), doc: 'how tasks mix in a batch (default proportional)' },
-  samplingTemperature: { spec: num(0, true), doc: 'T of temperature sampling (default 2)' },
-  groupByLength: { spec: bool, doc: 'batches of similar lengths (default false)' },
-  evalBatchSize: { spec: safeInt(1), doc: 'rows per evaluation batch (default: batchSize)' },
-  evalExtraTokens: { spec: safeInt(0), doc: 'greedy generation runs this many tokens past the response length (default 4)' },
-  precision: { spec: oneOf('float32', 'bfloat16'), doc: 'float32 (default) or bfloat16 autocast' },
-  gradientCheckpointing: { spec: bool, doc: 'recompute each decoder layer in backward: less memory, same results (default false)' },
-  skipNonFinite: { spec: bool, doc: 'skip steps with a non-finite loss instead of failing the job (default false): a rate that diverges then scores low instead of stopping the sweep' },
+  ...Object.fromEntries(PASSED_ON.map((k) => [k, runJsonTrainerKeys()[k]])),
+  skipNonFinite: { ...runJsonTrainerKeys().skipNonFinite, doc: 'skip steps with a non-finite loss instead of failing the job (default false): a rate that diverges then scores low instead of stopping the sweep' },
   learningRate: { spec: num(), doc: '', refused: 'set by the sweep: give the grid as learningRates (top level or per variant)' },
   maxSteps: { spec: num(), doc: '', refused: 'set by the sweep: give it as steps (top level)' },
   epochs: { spec: num(), doc: '', refused: 'a sweep counts steps: give steps (top level)' },
@@ -227,15 +195,7 @@ const DATA_KEYS: Record<string, Key> = {
   train: { spec: data, required: true, doc: 'JSON lines file of {"task", "prompt", "response"} records (the API also takes the records)' },
   validation: { spec: data, required: true, doc: 'the same, where learning rates are picked' },
   test: { spec: data, doc: 'the same, where the picks are evaluated (optional: without it the results are the picks\' validation runs)' },
-  template: { spec: str, doc: 'how a record becomes text, e.g. "Q: {prompt}\\nA: {response}"; default "{prompt}\\n{response}"' },
-  maxLength: { spec: safeInt(2), doc: 'most tokens of a sequence, longer ones are cut (default 512)' },
-  fields: {
-    spec: { kind: 'object', keys: { task: { spec: str, doc: '' }, prompt: { spec: str, doc: '' }, response: { spec: str, doc: '' } } },
-    type: '{task?, prompt?, response?}',
-    doc: 'the records\' field names, when not "task", "prompt", "response"',
-  },
-  addBos: { spec: bool, doc: 'put the tokenizer\'s bos first (default true)' },
-  addEos: { spec: bool, doc: 'put the tokenizer\'s eos last (default true)' },
+  ...ENCODING_KEYS,
 };
 
 const VARIANT_KEYS: Record<string, Key> = {
