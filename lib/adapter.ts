@@ -2,6 +2,7 @@
 // adapter folder of docs/ARCHITECTURE.md section 4 (PEFT's names and config keys for plain LoRA).
 import { createHash } from 'crypto';
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import * as util from 'util';
 
@@ -295,6 +296,24 @@ export interface AdapterSaveOptions {
 /** The files of an adapter folder (the rest is the user's, and kept by save). */
 
 /**
+ * How many values an adapter of `heads` heads and rank `rankOf(module)` holds on `modules` (A, the
+ * heads B_i, the router); undefined when a size is no integer within the layer's bounds (kMaxRank
+ * 65536, kMaxHeads 1024 in native/rlora/options.h), whose own check then names it.
+ */
+function adapterValueCount(model: Model, modules: string[], rankOf: (module: string) => unknown, heads: unknown): number | undefined {
+  const ok = (v: unknown, max: number): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 1 && v <= max;
+  if (!ok(heads, 1024)) return undefined;
+  let n = 0;
+  for (const name of modules) {
+    const rank = rankOf(name);
+    if (!ok(rank, 65536)) return undefined;
+    const [out, inp] = model.linearParameters(name).weight.shape;
+    n += rank * inp + heads * rank * out + (heads > 1 ? heads * inp : 0);
+  }
+  return n;
+}
+
+/**
  * The largest magnitude an adapter weight file may hold: the product of two such values (A x, then
  * B (A x)) reaches float32's limit (3.4e38). Trained adapters hold values many orders below it.
  */
@@ -350,6 +369,11 @@ export class Adapter {
     const seed = layerOptions.seed ?? 0;
     if (typeof seed !== 'number') throw new TypeError(`seed must be a non-negative integer, got ${show(seed)}`);
     if (!Number.isSafeInteger(seed) || seed < 0) throw new RangeError(`seed must be a non-negative integer, got ${show(seed)}`);
+    // sizes the user gave that this machine cannot hold (float32 values) are refused before allocating
+    const values = adapterValueCount(model, modules, (name) => perModule?.(name).rank ?? layerOptions.rank, layerOptions.heads ?? 1);
+    if (values !== undefined && values * 4 > os.totalmem()) {
+      throw new RangeError(`rank ${layerOptions.rank} and ${layerOptions.heads ?? 1} heads on ${modules.length} modules make ${values} adapter values (${(values * 4 / 2 ** 30).toFixed(1)} GiB as float32), more than this machine's memory (${(os.totalmem() / 2 ** 30).toFixed(1)} GiB)`);
+    }
     const layers = new Map<string, MultiHeadLoraLinear>();
     try {
       for (const name of modules) {
@@ -463,21 +487,14 @@ export class Adapter {
     // the config's sizes, checked against what the weights file holds before anything is allocated
     // (heads 1024 and r 65536, each within its bound, took 10 GB and more, then failed on the file)
     const heads = r?.heads ?? 1;
-    let needed = 0;
     const modules = resolveTargets(model, targets);
-    for (const name of modules) {
-      const [out, inp] = model.linearParameters(name).weight.shape;
-      const rank = perName?.get(name)?.rank ?? r0;
-      needed += rank * inp + heads * rank * out + (heads > 1 ? heads * inp : 0);
-    }
+    const needed = adapterValueCount(model, modules, (name) => perName?.get(name)?.rank ?? r0, heads);
     const held = readSafetensorsHeader(weightsPath).entries.reduce((n, e) => n + e.shape.reduce((a, b) => a * b, 1), 0);
-    // (sizes beyond the layer's own bounds, kMaxHeads 1024 and kMaxRank 65536 in native/rlora/options.h, get its message instead)
-    const withinBounds = heads <= 1024 && modules.every((name) => (perName?.get(name)?.rank ?? r0) <= 65536);
-    if (withinBounds && needed > held) {
+    if (needed !== undefined && needed > held) {
       throw new Error(`${configPath}: r ${r0} and ${heads} head${heads === 1 ? '' : 's'} on ${modules.length} modules make ${needed} adapter values, but ${weightsPath} holds ${held}: the config does not describe these weights`);
     }
-    // a value out of range names the file it was read from ("r": 0 said only "rank must be ...")
-    const adapter = naming(configPath, () => Adapter.build(
+    // a value out of range names the files it was read from ("r": 0 said only "rank must be ...")
+    const adapter = naming(r ? `${configPath} / ${RLORA_CONFIG_FILE}` : configPath, () => Adapter.build(
       model,
       targets,
       {

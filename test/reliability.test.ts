@@ -150,7 +150,50 @@ describe('errors that name what is wrong', () => {
     Adapter.attach(Model.fromConfig(TINY_BYTE_CONFIG, { seed: 1 }), { method: 'lora', rank: 2, targetModules: ['q_proj'] }).save(dir);
     const file = path.join(dir, 'adapter_config.json');
     fs.writeFileSync(file, JSON.stringify({ ...JSON.parse(fs.readFileSync(file, 'utf8')), r: 0 }));
-    await expect(Adapter.load(Model.fromConfig(TINY_BYTE_CONFIG, { seed: 1 }), dir)).rejects.toThrow(`${file}: `);
+    await expect(Adapter.load(Model.fromConfig(TINY_BYTE_CONFIG, { seed: 1 }), dir)).rejects.toThrow(`${file} / rlora_config.json: rank must be an integer >= 1, got 0`);
+  });
+});
+
+describe('third look (after the re-audit)', () => {
+  it('a value of rlora_config.json out of range names that file too; r 2.5 is an integer problem, not a size mismatch', async () => {
+    const dir = path.join(tmp, 'rc-heads');
+    Adapter.attach(Model.fromConfig(TINY_BYTE_CONFIG, { seed: 1 }), { method: 'rlora', rank: 2, heads: 2, targetModules: ['q_proj'] }).save(dir);
+    const rc = path.join(dir, 'rlora_config.json');
+    fs.writeFileSync(rc, JSON.stringify({ ...JSON.parse(fs.readFileSync(rc, 'utf8')), heads: 1e9 }));
+    await expect(Adapter.load(Model.fromConfig(TINY_BYTE_CONFIG, { seed: 1 }), dir)).rejects.toThrow(`${path.join(dir, 'adapter_config.json')} / rlora_config.json: heads must be at most 1024, got 1000000000`);
+    const dir2 = path.join(tmp, 'r-frac');
+    Adapter.attach(Model.fromConfig(TINY_BYTE_CONFIG, { seed: 1 }), { method: 'lora', rank: 2, targetModules: ['q_proj'] }).save(dir2);
+    const ac = path.join(dir2, 'adapter_config.json');
+    fs.writeFileSync(ac, JSON.stringify({ ...JSON.parse(fs.readFileSync(ac, 'utf8')), r: 2.5 }));
+    await expect(Adapter.load(Model.fromConfig(TINY_BYTE_CONFIG, { seed: 1 }), dir2)).rejects.toThrow(/rank must be an integer/);
+  });
+
+  it('Adapter.attach refuses sizes whose values alone exceed this machine\'s memory, before allocating', () => {
+    const m = Model.fromConfig(TINY_BYTE_CONFIG, { seed: 1 });
+    const t0 = Date.now();
+    expect(() => Adapter.attach(m, { method: 'rlora', rank: 65536, heads: 1024, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] })).toThrow(/adapter values \([\d.]+ GiB as float32\), more than this machine's memory/);
+    expect(Date.now() - t0).toBeLessThan(2000);
+  });
+
+  it('Trainer: a seed beyond exact integers, a device that does not exist, a disposed model', async () => {
+    const m = Model.fromConfig(TINY_BYTE_CONFIG, { seed: 1 });
+    const a = Adapter.attach(m, { rank: 2, heads: 2, targetModules: ['q_proj'] });
+    expect(() => new Trainer(m, a, { seed: 2 ** 53 })).toThrow(/seed must be an integer >= 0, got 9007199254740992/);
+    expect(() => new Trainer(m, a, { device: 'tpu' })).toThrow(new RangeError('device must be "cpu", "cuda" or "cuda:N", got "tpu"'));
+    const t = new Trainer(m, a, { maxSteps: 1, progress: false });
+    m.dispose();
+    const ds = MultiTaskDataset.fromArray(rows(['a']), { tokenizer: tok, maxLength: 16 });
+    await expect(t.fit(ds)).rejects.toThrow("this Trainer's model cannot be used: this Model was disposed");
+    await expect(t.evaluate(ds)).rejects.toThrow("this Trainer's model cannot be used: this Model was disposed");
+  });
+
+  it('evaluation never generates past max_position_embeddings (evalExtraTokens 300 went on past a 64-position model)', async () => {
+    const m = Model.fromConfig({ ...TINY_BYTE_CONFIG, max_position_embeddings: 24 }, { seed: 1 });
+    const a = Adapter.attach(m, { rank: 2, heads: 2, targetModules: ['q_proj'] });
+    const ds = MultiTaskDataset.fromArray([{ task: 'a', prompt: 'abcdefgh', response: 'xyz' }], { tokenizer: tok, maxLength: 24 });
+    const r = await new Trainer(m, a, { evalExtraTokens: 300, progress: false }).evaluate(ds, { returnPredictions: true });
+    // the prompt is bos + 8 bytes + "\n": 14 of the 24 positions are left for generation
+    expect([...r.predictions[0].prediction].length).toBeLessThanOrEqual(24 - 10); // a byte decodes to at most one character
   });
 });
 

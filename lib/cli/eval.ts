@@ -5,6 +5,7 @@ import * as path from 'path';
 
 import type { DatasetOptions } from '../data';
 import { MAX_THREADS } from '../threads';
+import { writeFileFully } from '../util/files';
 import { readJsonFile } from '../util/json';
 import type { ModelSource } from './common';
 import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
@@ -130,7 +131,13 @@ async function runEval(args: string[]): Promise<number> {
     progress: false, ...(batchSize ? { batchSize } : {}), ...(extra !== undefined ? { evalExtraTokens: extra } : {}), ...(metrics ? { metrics } : {}),
   });
   const { tasks, predictions } = await trainer.evaluate(ds, { returnPredictions: true });
-  if (predictionsFile) fs.writeFileSync(predictionsFile, predictions.map((p) => JSON.stringify(p) + '\n').join(''));
+  if (predictionsFile) {
+    try {
+      writeFileFully(predictionsFile, predictions.map((p) => JSON.stringify(p) + '\n').join(''));
+    } catch (e) {
+      throw new InputError(`--predictions ${predictionsFile} cannot be written: ${(e as Error).message}`);
+    }
+  }
   if (opts.json) {
     console.log(JSON.stringify({ tasks, adapter: path.resolve(adapterDir), model: source.path ?? null, data: path.resolve(data), examples: ds.size }, null, 2));
   } else {

@@ -55,7 +55,10 @@ export async function evaluate(model: Model, adapter: Adapter, dataset: MultiTas
       return stop < 0 ? r : r.slice(0, stop);
     });
     const prompts = promptBatch(exs, padId);
-    const maxNew = Math.max(...responses.map((r) => r.length)) + o.evalExtraTokens;
+    // never past the model's positions (evalExtraTokens 300 generated on past a 256-position model)
+    const limit = model.config.max_position_embeddings;
+    const room = typeof limit === 'number' && Number.isSafeInteger(limit) && limit > 0 ? Math.max(0, limit - prompts.inputIds[0].length) : Infinity;
+    const maxNew = Math.min(room, Math.max(...responses.map((r) => r.length)) + o.evalExtraTokens);
     const gen = await model.generateUnchecked(prompts.inputIds, {
       attentionMask: prompts.attentionMask,
       maxNewTokens: maxNew,

@@ -5,7 +5,8 @@
 import type { DistributedOptions } from '../distributed';
 import type { Sampling } from '../data';
 import type { Schedule } from '../optim';
-import { bool, check, int, Key, num, oneOf, Problem, Spec, str } from '../util/spec';
+import { show } from '../util/options';
+import { bool, check, int, Key, num, oneOf, Problem, safeInt, Spec, str } from '../util/spec';
 import { BUILTIN_METRICS, BuiltinMetric, BestRule, MetricFn, RESERVED_METRICS, StopRule } from './metrics';
 
 export interface TrainerOptions {
@@ -201,7 +202,7 @@ export const TRAINER_OPTIONS = {
   warmupSteps: { spec: int(0), doc: 'warm-up steps; overrides warmupRatio' },
   weightDecay: { spec: num(0), default: 0, doc: 'decoupled weight decay (default 0)' },
   maxGradNorm: { spec: num(0), default: 1, doc: 'clip the gradient norm to this; 0 is off (default 1)' },
-  seed: { spec: int(0), default: 0, doc: 'seed of the data order (default 0)' },
+  seed: { spec: safeInt(0), default: 0, doc: 'seed of the data order (default 0)' },
   sampling: { spec: oneOf('proportional', 'uniform', 'temperature'), default: 'proportional', doc: 'how tasks mix in a batch (default proportional)' },
   samplingTemperature: { spec: num(0, true), default: 2, doc: 'T of temperature sampling (default 2)' },
   groupByLength: { spec: bool, default: false, doc: 'batches of similar lengths (default false)' },
@@ -214,7 +215,14 @@ export const TRAINER_OPTIONS = {
   loggingSteps: { spec: int(1), default: 50, doc: 'without a progress bar, a line every this many steps (default 50)', runJson: false },
   reportTo: { spec: { kind: 'string-array', values: ['csv', 'tensorboard'], allowEmpty: true }, default: [], doc: 'also write the numbers as metrics.csv and/or TensorBoard event files in outputDir (default none)', runJson: false },
   precision: { spec: oneOf('float32', 'bfloat16'), doc: '"float32" (default) or "bfloat16": forward and backward under bfloat16 autocast' },
-  device: { spec: str, doc: 'where training runs; the model is loaded there unless model.device says otherwise' },
+  device: {
+    spec: {
+      kind: 'custom',
+      type: 'string',
+      check: (v, where) => (typeof v === 'string' && /^(cpu|cuda(:\d+)?)$/.test(v) ? [] : [{ kind: typeof v === 'string' ? 'range' : 'type', message: `${where} must be "cpu", "cuda" or "cuda:N", got ${show(v)}` }]),
+    },
+    doc: 'where training runs: "cpu", "cuda" or "cuda:N"; the model is loaded there unless model.device says otherwise',
+  },
   skipNonFinite: { spec: bool, default: false, doc: 'skip a step whose loss is NaN or infinite instead of stopping (default false)' },
   evalExtraTokens: { spec: int(0, MAX_EVAL_EXTRA_TOKENS), default: 4, doc: `greedy generation in evaluation runs this many tokens past the response length, at most ${MAX_EVAL_EXTRA_TOKENS} (default 4)` },
   evalBatchSize: { spec: int(1), doc: 'rows per evaluation batch (default: batchSize)' },

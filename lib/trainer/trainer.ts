@@ -66,9 +66,6 @@ export class Trainer {
     checkInstance(model, Model, 'Trainer: the model (first argument)');
     checkInstance(adapter, Adapter, 'Trainer: the adapter (second argument)');
     if (adapter.model !== model) throw new TypeError('Trainer: the adapter (second argument) must be attached to that model');
-    if (options.device !== undefined && !sameDevice(options.device, model.device)) {
-      throw new RangeError(`device ${JSON.stringify(options.device)} differs from the model's (${model.device}): load the model with {device: ${JSON.stringify(options.device)}}`);
-    }
     this.model = model;
     this.adapter = adapter;
     // an explicit undefined means "the default", as an absent key does
@@ -77,6 +74,9 @@ export class Trainer {
     this.options = { ...DEFAULTS, ...given };
     for (const p of trainerOptionProblems(this.options)) {
       throw p.kind === 'type' ? new TypeError(p.message) : p.kind === 'range' ? new RangeError(p.message) : new Error(p.message);
+    }
+    if (this.options.device !== undefined && !sameDevice(this.options.device as string, model.device)) {
+      throw new RangeError(`device ${JSON.stringify(options.device)} differs from the model's (${model.device}): load the model with {device: ${JSON.stringify(options.device)}}`);
     }
     this.best = new BestTracker(stopRuleOf(this.options), bestRuleOf(this.options));
   }
@@ -100,6 +100,11 @@ export class Trainer {
 
   private checkLive(): void {
     if (this.disposed) throw new Error('this Trainer was disposed');
+    try {
+      this.model.parameterCount(); // a disposed model throws here
+    } catch (e) {
+      throw new Error(`this Trainer's model cannot be used: ${(e as Error).message}`);
+    }
   }
 
   /**

@@ -5,6 +5,7 @@
 // the addon); these helpers need none, so the CLI can use them before the addon loads.
 import * as fs from 'fs';
 import * as path from 'path';
+import * as util from 'util';
 
 /** A hidden sibling name for a file or folder being written or removed (`.<name>.<what>-<pid>-<time>`). */
 export function sideName(target: string, what: 'tmp' | 'old' | 'deleting'): string {
@@ -119,8 +120,9 @@ export function naming<T>(file: string, fn: () => T): T {
   try {
     return fn();
   } catch (e) {
-    const message = e instanceof Error ? e.message : String(e);
-    if (message.includes(file)) throw e;
-    throw new Error(`${file}: ${message}`);
+    if (!(e instanceof Error) && !util.types.isNativeError(e)) throw new Error(`${file}: ${String(e)}`);
+    const err = e as Error;
+    if (!err.message.includes(file)) err.message = `${file}: ${err.message}`; // its class (TypeError, RangeError) kept
+    throw err;
   }
 }
