@@ -114,6 +114,19 @@ async function saveThenKill(dir: string, kind: 'model' | 'merged' | 'adapter' | 
   await dead;
 }
 
+describe('leftovers of killed saves', () => {
+  it('are removed by the next save of the same folder when their process is gone; a running one\'s stay', () => {
+    const dir = path.join(tmp, 'stale');
+    Model.fromConfig(SAVE_CONFIG, { seed: 1 }).save(dir);
+    const gone = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout; // a pid that has exited
+    const stale = path.join(tmp, `.stale.tmp-${gone}-1`), live = path.join(tmp, `.stale.tmp-${process.pid}-2`), other = path.join(tmp, `.other.tmp-${gone}-3`);
+    for (const d of [stale, live, other]) fs.mkdirSync(d);
+    Model.fromConfig(SAVE_CONFIG, { seed: 2 }).save(dir);
+    expect([stale, live, other].map((d) => fs.existsSync(d))).toEqual([false, true, true]);
+    for (const d of [live, other]) fs.rmSync(d, { recursive: true });
+  });
+});
+
 describe('kill -9 at random moments', () => {
   jest.setTimeout(180_000);
   const KILLS = 8;

@@ -31,6 +31,7 @@ export function replaceFolder(target: string, fill: (tmp: string) => void, optio
   // a link to a folder: the folder it names is replaced, and the link stays (it used to become a folder of its own)
   const dir = fs.lstatSync(target, { throwIfNoEntry: false })?.isSymbolicLink() && fs.statSync(target, { throwIfNoEntry: false }) ? fs.realpathSync(target) : target;
   const st = fs.statSync(dir, { throwIfNoEntry: false });
+  if (st?.isDirectory()) removeStaleSiblings(dir);
   if (st && !st.isDirectory()) throw new Error(`${dir} exists and is not a folder`);
   ensureFolder(path.dirname(path.resolve(dir)), 'the folder of');
   const tmp = sideName(dir, 'tmp');
@@ -74,3 +75,29 @@ export function replaceFolder(target: string, fill: (tmp: string) => void, optio
   fsyncPath(path.dirname(path.resolve(dir)));
   if (old !== undefined) fs.rmSync(old, { recursive: true, force: true });
 }
+
+/** Whether process `pid` runs (or exists without our right to signal it). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Removes the hidden siblings of `dir` (sideName's `.<name>.<tmp|old|deleting>-<pid>-<time>`) that
+ * processes no longer running left (a save killed with -9). Called only while `dir` itself is a
+ * complete folder: a killed swap may have left the only copy in an `.old` sibling otherwise.
+ */
+function removeStaleSiblings(dir: string): void {
+  const parent = path.dirname(path.resolve(dir));
+  const name = path.basename(path.resolve(dir));
+  for (const entry of fs.readdirSync(parent)) {
+    const m = /^\.(.+)\.(?:tmp|old|deleting)-(\d+)-\d+$/.exec(entry);
+    if (!m || m[1] !== name || alive(Number(m[2]))) continue;
+    fs.rmSync(path.join(parent, entry), { recursive: true, force: true });
+  }
+}
+
