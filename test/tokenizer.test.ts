@@ -474,7 +474,7 @@ describe('ByteTokenizer', () => {
     expect(() => tok.decode([2.5])).toThrow(new TypeError('ByteTokenizer.decode: ids[0] is number 2.5, not an integer token id'));
     expect(() => tok.decode(['a'] as unknown as number[])).toThrow(/ids\[0\] is string 'a', not an integer token id/);
     expect(() => tok.decode({ length: 1 } as unknown as number[])).toThrow(/ids must be an array of token ids, got an object/);
-    expect(() => tok.encode(undefined as unknown as string)).toThrow(new TypeError('ByteTokenizer.encode: text must be a string, got undefined undefined'));
+    expect(() => tok.encode(undefined as unknown as string)).toThrow(new TypeError('ByteTokenizer.encode: text must be a string, got undefined'));
     expect(() => tok.encode(Buffer.from('hi') as unknown as string)).toThrow(/text must be a string, got an object/);
   });
 
