@@ -55,3 +55,16 @@ test('library code never imports from lib/cli/', () => {
   const bad = files.filter((f) => !f.startsWith(cli + path.sep) && f !== path.join(LIB, 'cli.ts')).flatMap((f) => graph.get(f)!.filter((g) => g.startsWith(cli + path.sep)).map((g) => `${rel(f)} imports ${rel(g)}`));
   expect(bad).toEqual([]);
 });
+
+test('the run folder\'s file names are written in one module (lib/trainer/checkpoint.ts), as are the adapter folder\'s (lib/adapter-files.ts)', () => {
+  const owners: [RegExp, string][] = [
+    [/'(trainer_state\.json|optimizer\.safetensors|rng\.safetensors|log\.jsonl|metrics\.csv)'|`checkpoint-\$\{/, path.join('trainer', 'checkpoint.ts')],
+    [/'(adapter_config\.json|adapter_model\.safetensors|rlora_config\.json)'/, 'adapter-files.ts'],
+  ];
+  for (const [literal, owner] of owners) {
+    // code, not comments or messages: a quoted name or a template building one
+    const users = files.filter((f) => fs.readFileSync(f, 'utf8').split('\n').some((line) => !/^\s*(\/\/|\*)/.test(line) && literal.test(line))).map(rel);
+    expect(users).toEqual([owner]);
+  }
+});
+

@@ -10,7 +10,7 @@ import { as, checkVocabulary, describeDataset, lib, loadModel, loadTokenizer } f
 import { CLEAR_LINE } from '../progress';
 import { dieWithLauncher, launch, launchOptions, withoutLaunchFlags } from './launch';
 import { describeRunConfig, readRunConfig, RunConfig } from './runconfig';
-import { LOG_FILE, readTrainerState, runFiles, TRAINER_STATE_FILE, trimLog } from '../trainer/checkpoint';
+import { checkpointName, LOG_FILE, readTrainerState, runFiles, TRAINER_STATE_FILE, trimLog } from '../trainer/checkpoint';
 import { evalText, fmt, stepLine } from '../logging/text';
 import { ensureFolder } from '../util/files';
 import { MAX_THREADS } from '../threads';
@@ -131,7 +131,7 @@ async function runTrain(args: string[]): Promise<number> {
   const say = (s: string): void => void (rank0 && process.stderr.write((barShown ? CLEAR_LINE : '') + s + '\n'));
 
   if (resume && !fs.existsSync(path.join(resume, TRAINER_STATE_FILE))) {
-    throw new InputError(`${resume} is not a checkpoint (no trainer_state.json); checkpoints are the checkpoint-<step> folders of outputDir`);
+    throw new InputError(`${resume} is not a checkpoint (no ${TRAINER_STATE_FILE}); checkpoints are the ${checkpointName(0).replace('0', '<step>')} folders of outputDir`);
   }
   if (!resume && rank0) {
     const earlier = previousRun(cfg.outputDir);
