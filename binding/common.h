@@ -169,8 +169,14 @@ class Owned {
   }
   void release(const Napi::Env& env) {
     value_ = T();
-    if (bytes_ > 0) Napi::MemoryManagement::AdjustExternalMemory(env, -bytes_);
+    const int64_t bytes = bytes_;
     bytes_ = 0;
+    // also called from a destructor while a Worker's environment is torn down, where the N-API
+    // call can fail: an exception out of a destructor would abort the whole process
+    try {
+      if (bytes > 0) Napi::MemoryManagement::AdjustExternalMemory(env, -bytes);
+    } catch (...) {
+    }
   }
 
  private:
@@ -273,7 +279,11 @@ class PromiseWorker : public Napi::AsyncWorker {
       if (error_) std::rethrow_exception(error_);
       deferred_.Resolve(convert_(env, result_));
     } catch (...) {
-      deferred_.Reject(js_error(env, std::current_exception()).Value());
+      try {
+        deferred_.Reject(js_error(env, std::current_exception()).Value());
+      } catch (...) {
+        // the environment is going away (see OnWorkComplete): nothing can be settled
+      }
     }
   }
   // The job's completion reaches the JS thread after its environment began to be torn down
