@@ -13,6 +13,7 @@
 #include "common/files.h"
 #include "common/format.h"
 #include "common/process.h"
+#include "generation.h"
 #include "layer.h"
 #include "model.h"
 #include "tensor.h"
@@ -129,6 +130,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   JsTensor::Init(env, exports);
   JsLoraLinear::Init(env, exports);
   JsModel::Init(env, exports);
+  JsGeneration::Init(env, exports);
+  exports.Set("minTemperature", Napi::Number::New(env, model::kMinTemperature));
   InitTrain(env, exports);
   InitDist(env, exports);
   export_function<SetNumThreads>(exports, "setNumThreads");

@@ -138,7 +138,7 @@ class OptionsReader {
 // environment of their own, and a JS function belongs to one environment, so the class
 // constructors live here (Napi instance data), never in process-wide statics.
 struct AddonData {
-  Napi::FunctionReference tensor, layer, model, adamw;
+  Napi::FunctionReference tensor, layer, model, adamw, generation;
 };
 AddonData& addon_data(const Napi::Env& env);
 // Whether v is an object made by the class `cls` of this environment.

@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "common/format.h"
+#include "generation.h"
 #include "layer.h"
 #include "locks.h"
 #include "model/generate.h"
@@ -199,28 +200,16 @@ Napi::Value JsModel::Forward(const Napi::CallbackInfo& info) {
   });
 }
 
-// generate(ids, mask | null, {maxNewTokens, temperature, topK, topP, eosTokenIds, padTokenId, seed}) -> Promise<ids>
+// generate(ids, mask | null, options as NativeGeneration's) -> Promise<ids>
 Napi::Value JsModel::Generate(const Napi::CallbackInfo& info) {
   torch::Tensor ids = unwrap<JsTensor>(info[0], "inputIds");
   torch::Tensor mask = unwrap_optional<JsTensor>(info[1], "attentionMask");
-  OptionsReader o(info[2], "NativeModel.generate",
-                  {"maxNewTokens", "temperature", "topK", "topP", "eosTokenIds", "padTokenId", "seed"}, /*required=*/true);
-  model::GenerateOptions g;
-  g.max_new_tokens = o.integer("maxNewTokens");
-  g.temperature = o.number("temperature");
-  g.top_k = o.integer("topK");
-  g.top_p = o.number("topP");
-  g.pad_token_id = o.integer("padTokenId");
-  g.seed = o.seed("seed");
-  Napi::Value eos = o.get("eosTokenIds");
-  if (!eos.IsArray()) type_error(info.Env(), "eosTokenIds", "an array of integers", eos);
-  for (uint32_t i = 0; i < eos.As<Napi::Array>().Length(); ++i)
-    g.eos_token_ids.push_back(get_integer(eos.As<Napi::Array>().Get(i), "eosTokenIds[" + std::to_string(i) + "]"));
+  model::GenerateOptions g = parse_generate_options(info[2], "NativeModel.generate");
   auto m = get();
   return tensor_promise(info.Env(), [m, ids, mask, g] {
     auto lock = JobLock::on_model(*m);
     torch::NoGradGuard no_grad;
-    return model::generate(*m, ids, mask, g);
+    return model::generate(m, ids, mask, g);
   });
 }
 

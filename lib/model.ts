@@ -5,10 +5,11 @@ import * as path from 'path';
 import * as util from 'util';
 
 import { assertNotTraining, attachedTo } from './activity';
+import { checkAborted, expandRows, GenerationDefaults, generationDefaults, GenerationRun, resolveSampling, ResolvedSampling, SAMPLING_OPTION_NAMES, SamplingOptions, stopList } from './generation';
 import { native, NativeModel, NativeModelConfig } from './native';
 import { dtypeByteSize, forEachSafetensor, readSafetensorsHeader, saveSafetensors } from './safetensors';
 import { Device, Dtype, Tensor } from './tensor';
-import { idList, oneRow, rows, toMaskTensor, toTokenTensor, TokenBatch } from './token-batch';
+import { oneRow, rows, toMaskTensor, toTokenTensor, TokenBatch } from './token-batch';
 import { writeFileFully } from './util/files';
 import { replaceFolder } from './util/replace-folder';
 import { readJsonFile } from './util/json';
@@ -70,35 +71,28 @@ export interface ForwardOptions {
   shape?: [number, number];
 }
 
-/** maxNewTokens of generate and stream: undefined (32), or an integer >= 0. */
-function checkMaxNewTokens(v: unknown, where: string): void {
-  if (v === undefined) return;
-  if (typeof v !== 'number') throw new TypeError(`${where}: maxNewTokens must be an integer >= 0, got ${show(v)}`);
-  if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`${where}: maxNewTokens must be an integer >= 0, got ${show(v)}`);
+const GENERATE_OPTION_NAMES = ['attentionMask', 'shape', 'padTokenId', 'stop', 'tokenizer', ...SAMPLING_OPTION_NAMES] as const satisfies readonly (keyof GenerateOptions)[];
+const STREAM_OPTION_NAMES = ['shape', ...SAMPLING_OPTION_NAMES.filter((n) => n !== 'numReturnSequences')] as const;
+
+/** The options of `Model.stream`: those of `Model.generate` for one row, one sequence, without padding. */
+export type StreamOptions = Omit<SamplingOptions, 'numReturnSequences'> & Pick<ForwardOptions, 'shape'>;
+
+/** What decodes token ids to text (a Tokenizer), for stop strings in Model.generate. */
+export interface TokenDecoder {
+  decode(ids: number[]): string;
 }
 
-const GENERATE_OPTION_NAMES = ['attentionMask', 'shape', 'maxNewTokens', 'temperature', 'topK', 'topP', 'eosTokenId', 'padTokenId', 'seed'] as const satisfies readonly (keyof GenerateOptions)[];
-
-/** The options of `Model.stream`: those of `Model.generate` for one row without padding. */
-export type StreamOptions = Omit<GenerateOptions, 'attentionMask' | 'padTokenId'>;
-
-export interface GenerateOptions extends ForwardOptions {
-  /** Default 32. */
-  maxNewTokens?: number;
-  /** 0 (default) is greedy decoding. */
-  temperature?: number;
-  /** Sample from the k most likely tokens only; 0 (default) is off. */
-  topK?: number;
-  /** Sample from the smallest set of tokens whose probability reaches p; 1 (default) is off. */
-  topP?: number;
-  /** A row stops at this token (or any of these). Default: the config's eos_token_id. */
-  eosTokenId?: number | number[];
-  /** Written after a row has stopped. Default: the config's pad_token_id, else the first eos id, else 0. */
+export interface GenerateOptions extends ForwardOptions, SamplingOptions {
+  /** Written after a row has stopped. Default: generation_config.json's pad_token_id, then config.json's, then the first eos id, then 0. */
   padTokenId?: number;
-  /** Seed of the sampling. Default 0. */
-  seed?: number;
+  /**
+   * Strings that end a row: it stops after the token that completes one (the text functions,
+   * generateText and generateChat, cut the text before it). Needs `tokenizer` to decode the rows.
+   */
+  stop?: string | string[];
+  /** Decodes the new tokens for `stop` (a Tokenizer). */
+  tokenizer?: TokenDecoder;
 }
-
 
 function architectureOf(config: HFConfig): Architecture {
   const named = Array.isArray(config.architectures) ? config.architectures[0] : undefined;
@@ -505,74 +499,103 @@ export class Model {
     );
   }
 
+  /** The eos and pad defaults of generation (generation_config.json, then config.json). */
+  generationDefaults(): GenerationDefaults {
+    return generationDefaults(this.config, this.generationConfig);
+  }
+
   /**
-   * Continues each row (left-padded when lengths differ) with a key/value cache. Returns the full
-   * rows: prompt then new tokens; a row that stopped early is filled with padTokenId. Refused while
-   * the model trains (README "Calls during training").
+   * Continues each row (left-padded when lengths differ) with the key/value cache. Returns the full
+   * rows: prompt then new tokens; a row that stopped early is filled with padTokenId. With
+   * numReturnSequences n, each prompt row gives n rows in a row. Refused while the model trains
+   * (README "Calls during training").
    */
   async generate(inputIds: TokenBatch, options: GenerateOptions = {}): Promise<number[][]> {
     assertNotTraining(this, 'Model.generate');
-    checkKeys(options as unknown, GENERATE_OPTION_NAMES, 'Model.generate'); // "maxTokens" was ignored: 32 tokens came
+    const where = 'Model.generate';
+    const o = resolveSampling(options, GENERATE_OPTION_NAMES, where, this.generationDefaults()); // "maxTokens" was ignored: 32 tokens came
+    const stop = stopList(options.stop, where);
+    if (stop.length && typeof options.tokenizer?.decode !== 'function') throw new TypeError(`${where}: stop needs the tokenizer option (a Tokenizer) to decode the new tokens`);
     const ids = toTokenTensor(inputIds, 'inputIds', options.shape);
     // (the Trainer's evaluation, through generateUnchecked, is bounded by the dataset's maxLength)
-    checkMaxNewTokens(options.maxNewTokens, 'Model.generate'); // NaN was reported as a length problem
-    this.checkLength('Model.generate', ids.shape[1], options.maxNewTokens ?? 32);
-    return this.generateFrom(ids, options);
+    this.checkLength(where, ids.shape[1], o.maxNewTokens);
+    return this.generateFrom(ids, options, o, stop);
   }
 
   /**
    * The new tokens of one row (`[[id, ...]]`; more rows are refused), yielded as they come, with the
-   * options of generate(); stops after an eos token (which it yields) or maxNewTokens. Greedy
-   * decoding yields what generate() returns. It runs generate() one token at a time on the
-   * growing sequence (no key/value cache yet: a later optimisation), so each token costs a
-   * forward pass over the whole sequence. Sampled tokens use seed `seed + i` for the i-th token, so
-   * they differ from one generate() call with the same seed.
+   * options of generate(); stops after an eos token (which it yields) or maxNewTokens. It runs the
+   * same generation as generate(): with the same seed it yields the same tokens.
    */
   async *stream(inputIds: TokenBatch, options: StreamOptions = {}): AsyncGenerator<number, void, undefined> {
-    if ((options as GenerateOptions).attentionMask !== undefined) {
+    if (options !== null && typeof options === 'object' && (options as GenerateOptions).attentionMask !== undefined) {
       throw new TypeError('Model.stream: attentionMask is not supported (one row needs no padding)');
     }
+    const o = resolveSampling(options, STREAM_OPTION_NAMES, 'Model.stream', this.generationDefaults());
     const seq = oneRow(inputIds, options.shape);
-    checkMaxNewTokens(options.maxNewTokens, 'Model.stream');
-    const maxNewTokens = options.maxNewTokens ?? 32;
     // before the first token: a stream used to print up to the limit, then fail
-    this.checkLength('Model.stream', seq.length, maxNewTokens);
-    const eos = options.eosTokenId !== undefined ? idList(options.eosTokenId) : idList(this.config.eos_token_id);
-    const seed = options.seed ?? 0;
-    for (let i = 0; i < maxNewTokens; i++) {
-      const [row] = await this.generate([seq], {
-        maxNewTokens: 1,
-        temperature: options.temperature,
-        topK: options.topK,
-        topP: options.topP,
-        eosTokenId: eos,
-        seed: seed + i,
-      });
-      const token = row[seq.length];
-      seq.push(token);
-      yield token;
-      if (eos.includes(token)) return;
+    this.checkLength('Model.stream', seq.length, o.maxNewTokens);
+    assertNotTraining(this, 'Model.stream');
+    const run = new GenerationRun(this.native, Tensor.from([seq], undefined, { dtype: 'int64' }), null, o);
+    try {
+      while (!run.finished) {
+        checkAborted(o.signal);
+        const [fresh] = await run.step(1);
+        for (const token of fresh) yield token;
+        assertNotTraining(this, 'Model.stream');
+      }
+    } finally {
+      run.dispose();
     }
   }
 
   /** @internal generate() for the Trainer's own evaluation, which runs between its steps. */
   async generateUnchecked(inputIds: TokenBatch, options: GenerateOptions = {}): Promise<number[][]> {
-    return this.generateFrom(toTokenTensor(inputIds, 'inputIds', options.shape), options);
+    const o = resolveSampling(options, GENERATE_OPTION_NAMES, 'Model.generate', this.generationDefaults());
+    return this.generateFrom(toTokenTensor(inputIds, 'inputIds', options.shape), options, o, []);
   }
 
-  private async generateFrom(ids: Tensor, options: GenerateOptions): Promise<number[][]> {
+  /**
+   * @internal A generation over token rows for the text functions (lib/generate.ts): the run, which
+   * they step and end themselves. Checks the length and the training state first.
+   */
+  startGeneration(ids: Tensor, mask: Tensor | null, o: ResolvedSampling, where: string): GenerationRun {
+    assertNotTraining(this, where);
+    this.checkLength(where, ids.shape[1], o.maxNewTokens);
+    const expanded = expandRows(ids, mask, o.numReturnSequences);
+    return new GenerationRun(this.native, expanded.ids, expanded.mask, o);
+  }
+
+  private async generateFrom(ids: Tensor, options: GenerateOptions, o: ResolvedSampling, stop: string[]): Promise<number[][]> {
     const mask = options.attentionMask === undefined ? null : toMaskTensor(options.attentionMask, options.shape);
-    const eos = options.eosTokenId !== undefined ? idList(options.eosTokenId) : idList(this.config.eos_token_id);
-    const out = await this.native.generate(ids.native, mask?.native ?? null, {
-      maxNewTokens: options.maxNewTokens ?? 32,
-      temperature: options.temperature ?? 0,
-      topK: options.topK ?? 0,
-      topP: options.topP ?? 1,
-      eosTokenIds: eos,
-      padTokenId: options.padTokenId ?? this.config.pad_token_id ?? eos[0] ?? 0,
-      seed: options.seed ?? 0,
-    });
-    return rows(new Tensor(out));
+    if (options.padTokenId !== undefined) {
+      if (!Number.isSafeInteger(options.padTokenId) || options.padTokenId < 0) throw new RangeError(`Model.generate: padTokenId must be a token id, got ${show(options.padTokenId)}`);
+      o = { ...o, padTokenId: options.padTokenId };
+    }
+    const expanded = expandRows(ids, mask, o.numReturnSequences);
+    const prompt = rows(expanded.ids);
+    const run = new GenerationRun(this.native, expanded.ids, expanded.mask, o);
+    const fresh: number[][] = prompt.map(() => []);
+    try {
+      if (!stop.length && !o.signal) {
+        (await run.step(o.maxNewTokens)).forEach((r, i) => fresh[i].push(...r));
+      } else {
+        const ended = prompt.map(() => false);
+        while (!run.finished) {
+          checkAborted(o.signal);
+          const step = await run.step(1);
+          step.forEach((r, i) => fresh[i].push(...r));
+          if (!stop.length) continue;
+          // a row ends after the token that completes a stop string (in the new tokens' text)
+          const now = fresh.map((r, i) => !ended[i] && !r.some((t) => o.eosTokenIds.includes(t)) && stop.some((s) => options.tokenizer!.decode(r).includes(s)));
+          now.forEach((e, i) => (ended[i] ||= e));
+          run.endRows(now);
+        }
+      }
+    } finally {
+      run.dispose();
+    }
+    return prompt.map((p, i) => [...p, ...fresh[i]]);
   }
 
   /**

@@ -91,12 +91,25 @@ export interface NativeModelConfig {
 
 export interface NativeGenerateOptions {
   maxNewTokens: number;
+  minNewTokens: number;
   temperature: number;
   topK: number;
   topP: number;
+  repetitionPenalty: number;
   eosTokenIds: number[];
   padTokenId: number;
   seed: number;
+}
+
+/** A generation in progress (native/model/generate.h): its key/value cache, sampler and ended rows. */
+export interface NativeGeneration {
+  /** Up to n more tokens of every row, [B, k] int64 (k = 0 once finished). */
+  step(n: number): Promise<NativeTensor>;
+  /** Ends the rows flagged (a [B] tensor of 0/1) now. */
+  endRows(rows: NativeTensor): void;
+  readonly finished: boolean;
+  readonly produced: number;
+  dispose(): void;
 }
 
 export interface NativeModel {
@@ -212,6 +225,9 @@ export interface CudaMemoryStats {
 
 export interface NativeAddon {
   NativeModel: new (config: NativeModelConfig, dtype: DtypeName, device: string) => NativeModel;
+  NativeGeneration: new (model: NativeModel, ids: NativeTensor, mask: NativeTensor | null, options: NativeGenerateOptions) => NativeGeneration;
+  /** The smallest temperature that samples (native/model/generate.h kMinTemperature). */
+  readonly minTemperature: number;
   NativeAdamW: new (modules: NativeLoraLinear[] | NativeModel, options: object) => NativeAdamW;
   fitLayerStep(layer: NativeLoraLinear, x: NativeTensor, target: NativeTensor, optimizer: NativeAdamW): Promise<NativeFitResult>;
   lmTrainStep(model: NativeModel, microBatches: NativeLmBatch[], optimizer: NativeAdamW, options?: NativeLmStepOptions): Promise<NativeLmStep>;

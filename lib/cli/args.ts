@@ -17,9 +17,15 @@ export class UsageError extends Error {}
 /** A mistake in an input the user gave (a config file, a log): printed alone, exit code 1. */
 export class InputError extends Error {}
 
-/** --name, --name=value and --name value; the rest are positional. Throws on an option not in `known`. */
-export function parseArgs(args: string[], known: Record<string, 'flag' | 'value'>): { opts: Record<string, string | boolean>; rest: string[] } {
-  const opts: Record<string, string | boolean> = {};
+/** Parsed options: a flag is true, a value a string, a 'list' option (given once or more) a list of strings. */
+export type ParsedOptions = Record<string, string | boolean | string[]>;
+
+/**
+ * --name, --name=value and --name value; the rest are positional. Throws on an option not in `known`.
+ * A 'list' option may be given several times; its values are collected in order.
+ */
+export function parseArgs(args: string[], known: Record<string, 'flag' | 'value' | 'list'>): { opts: ParsedOptions; rest: string[] } {
+  const opts: ParsedOptions = {};
   const rest: string[] = [];
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
@@ -41,15 +47,20 @@ export function parseArgs(args: string[], known: Record<string, 'flag' | 'value'
     if (kind === 'flag') {
       if (eq >= 0) throw new UsageError(`--${name} takes no value`);
       opts[name] = true;
-    } else if (eq >= 0) opts[name] = a.slice(eq + 1);
-    else if (i + 1 < args.length) opts[name] = args[++i];
+      continue;
+    }
+    let value: string;
+    if (eq >= 0) value = a.slice(eq + 1);
+    else if (i + 1 < args.length) value = args[++i];
     else throw new UsageError(`--${name} needs a value`);
+    if (kind === 'list') opts[name] = [...((opts[name] as string[] | undefined) ?? []), value];
+    else opts[name] = value;
   }
   return { opts, rest };
 }
 
 /** An option's value as an integer >= min, or undefined when absent. */
-export function intOption(opts: Record<string, string | boolean>, name: string, min: number, max?: number): number | undefined {
+export function intOption(opts: ParsedOptions, name: string, min: number, max?: number): number | undefined {
   const v = opts[name];
   if (v === undefined) return undefined;
   const n = typeof v === 'string' && /^-?\d+$/.test(v.trim()) ? Number(v) : NaN;
@@ -60,7 +71,7 @@ export function intOption(opts: Record<string, string | boolean>, name: string, 
 }
 
 /** A string option, or undefined. */
-export function stringOption(opts: Record<string, string | boolean>, name: string): string | undefined {
+export function stringOption(opts: ParsedOptions, name: string): string | undefined {
   const v = opts[name];
   return typeof v === 'string' ? v : undefined;
 }

@@ -18,8 +18,14 @@ generated text on stdout token by token, stopping at eos or after --max-new-toke
   --adapter DIR         an adapter folder (adapter_config.json, adapter_model.safetensors)
   --prompt TEXT         the text to continue
   --max-new-tokens N    most new tokens (default 32)
-  --temperature T       0 (default) is greedy decoding; above 0 samples
-  --seed S              seed of the sampling (default 0)
+  --min-new-tokens N    eos cannot end the text before N new tokens (default 0)
+  --temperature T       0 (default) is greedy decoding; above 0 samples (at least 1e-30)
+  --top-k K             sample from the K most likely tokens (default 0: off)
+  --top-p P             sample from the smallest set of tokens whose probability reaches P
+                        (default 1: off)
+  --repetition-penalty R  penalise tokens already in the text, as transformers (default 1: off)
+  --stop TEXT           end the text before TEXT (repeat for several)
+  --seed S              seed of the sampling (default: fresh randomness each run)
   --template STR        e.g. "Q: {prompt}\\nA: {response}": the prompt is the template up to
                         {response} with {prompt} filled in. Default with --adapter: the template
                         the adapter was trained with (its rlora_config.json records it; stderr
@@ -37,8 +43,8 @@ Examples:
 
 async function runGenerate(args: string[]): Promise<number> {
   const { opts, rest } = parseArgs(args, {
-    model: 'value', adapter: 'value', prompt: 'value', 'max-new-tokens': 'value', temperature: 'value', seed: 'value', template: 'value',
-    chat: 'flag', system: 'value',
+    model: 'value', adapter: 'value', prompt: 'value', 'max-new-tokens': 'value', 'min-new-tokens': 'value', temperature: 'value', seed: 'value', template: 'value',
+    chat: 'flag', system: 'value', 'top-k': 'value', 'top-p': 'value', 'repetition-penalty': 'value', stop: 'list',
   });
   if (rest.length) throw new UsageError(`unexpected argument ${rest[0]}`);
   const modelDir = stringOption(opts, 'model');
@@ -53,7 +59,23 @@ async function runGenerate(args: string[]): Promise<number> {
   if (temperature !== undefined && (tempOpt!.trim() === '' || !Number.isFinite(temperature) || temperature < 0)) {
     throw new UsageError(`--temperature must be a number >= 0, got ${JSON.stringify(tempOpt)}`);
   }
+  const minNewTokens = intOption(opts, 'min-new-tokens', 0);
+  const topK = intOption(opts, 'top-k', 0);
+  const number = (flag: string, ok: (v: number) => boolean, what: string): number | undefined => {
+    const raw = stringOption(opts, flag);
+    if (raw === undefined) return undefined;
+    const v = Number(raw);
+    if (raw.trim() === '' || !Number.isFinite(v) || !ok(v)) throw new UsageError(`--${flag} must be ${what}, got ${JSON.stringify(raw)}`);
+    return v;
+  };
+  const topP = number('top-p', (v) => v > 0 && v <= 1, 'a number in (0, 1]');
+  const repetitionPenalty = number('repetition-penalty', (v) => v > 0, 'a number > 0');
+  const stop = (opts.stop as string[] | undefined) ?? [];
+  if (stop.some((x) => x === '')) throw new UsageError('--stop must not be empty');
   const template = stringOption(opts, 'template');
+  if (template !== undefined && !template.includes('{prompt}')) {
+    throw new UsageError(`--template ${JSON.stringify(template)} has no {prompt}: the prompt would be dropped (e.g. "Q: {prompt}\\nA: {response}")`);
+  }
   const system = stringOption(opts, 'system');
   if (opts.chat && template !== undefined) throw new UsageError('--chat and --template exclude each other: a chat prompt goes through the tokenizer\'s chat template');
   if (adapterDir !== undefined && !fs.existsSync(path.join(adapterDir, ADAPTER_CONFIG_FILE))) {
@@ -73,6 +95,11 @@ async function runGenerate(args: string[]): Promise<number> {
     ...(maxNewTokens !== undefined ? { maxNewTokens } : {}),
     ...(temperature !== undefined ? { temperature } : {}),
     ...(seed !== undefined ? { seed } : {}),
+    ...(minNewTokens !== undefined ? { minNewTokens } : {}),
+    ...(topK !== undefined ? { topK } : {}),
+    ...(topP !== undefined ? { topP } : {}),
+    ...(repetitionPenalty !== undefined ? { repetitionPenalty } : {}),
+    ...(stop.length ? { stop } : {}),
     onText: (piece: string) => void process.stdout.write(piece),
   };
   const chat = Boolean(opts.chat) || (template === undefined && trained?.chat === true);

@@ -5,7 +5,7 @@
 import { ChildProcess, spawn } from 'child_process';
 import * as os from 'os';
 
-import { UsageError } from './args';
+import { ParsedOptions, UsageError } from './args';
 
 export interface LaunchOptions {
   nprocPerNode: number;
@@ -24,7 +24,7 @@ const LAUNCH_SWITCHES = ['oversubscribe'];
 export const LAUNCHER_PID_ENV = 'RLORA_LAUNCHER_PID';
 
 /** The launcher's flags (all optional): checked, with torchrun's defaults. */
-export function launchOptions(opts: Record<string, string | boolean>): LaunchOptions | undefined {
+export function launchOptions(opts: ParsedOptions): LaunchOptions | undefined {
   if (!LAUNCH_FLAGS.some((n) => opts[n] !== undefined)) return undefined;
   const int = (name: string, min: number, max: number, dflt: number): number => {
     const v = opts[name];

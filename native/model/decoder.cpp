@@ -451,6 +451,8 @@ Tensor DecoderModel::run(const Tensor& ids_in, const Tensor& mask_in, KvCache* c
   if (cache) {
     cache->mask = pr.full_mask;
     cache->next_pos = pr.pos.select(1, pr.ids.size(1) - 1) + 1;
+    // generation reads the last position's logits only: the head (vocab-wide) runs on it alone
+    h = h.narrow(1, h.size(1) - 1, 1);
   }
   return head(h);
 }

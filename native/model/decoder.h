@@ -99,7 +99,8 @@ class DecoderModel {
   // Throws unless ids and mask are a valid input of forward() (shape, dtype, vocabulary).
   void check_ids(const torch::Tensor& ids, const torch::Tensor& mask) const;
   // The forward of the next ids.size(1) positions of every row after those in `cache`, which it
-  // extends; unchecked (check the first ids with check_ids). Returns their logits [B, S, vocab].
+  // extends; unchecked (check the first ids with check_ids). Returns the logits of the last
+  // position only, [B, 1, vocab] (the head runs on nothing else).
   torch::Tensor forward_cached(const torch::Tensor& ids, const torch::Tensor& mask, KvCache& cache);
 
   // Activation checkpointing (training): runs the forward without keeping activations (only
