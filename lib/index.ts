@@ -22,9 +22,11 @@ export type { DistributedOptions, Backend as DistributedBackend } from './distri
 export type { TrainerOptions, StepRecord, TaskEval, EvalRecord, History, FitOptions, TrainStepResult, MetricFn, BuiltinMetric, EarlyStoppingOptions, Prediction, EvaluateOptions, TrainerCallback, CallbackResult, CallbackState, ReportTo } from './trainer';
 export type { AdapterOptions } from './adapter';
 export type { Architecture, HFConfig, ModelOptions, ModelSaveOptions, TokenBatch, ForwardOptions, GenerateOptions } from './model';
-export { applyPromptTemplate, generateChat, generateText } from './generate';
+export { applyPromptTemplate, completeText, generateChat, generateText } from './generate';
+export { MIN_TEMPERATURE } from './generation';
+export type { SamplingOptions } from './generation';
 export type { ChatMessage, ChatSpecialTokens } from './chat';
-export type { GenerateTextOptions } from './generate';
+export type { GenerateTextOptions, TextCompletion } from './generate';
 export type { StreamOptions } from './model';
 export { AdamW, fitStep } from './optim';
 export type { AdamWOptions, FitStepResult, Schedule } from './optim';
