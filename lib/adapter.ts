@@ -319,6 +319,25 @@ function adapterValueCount(model: Model, modules: string[], rankOf: (module: str
  */
 export const MAX_ADAPTER_VALUE = 1e18;
 
+/** Options of Adapter.load. */
+export interface AdapterLoadOptions {
+  /**
+   * Load it under this name beside the model's other adapters (as PEFT's load_adapter): it becomes
+   * active when none is, else it waits for Adapter.setActive(model, name). Without a name it is
+   * the model's 'default' adapter and no other may be attached.
+   */
+  name?: string;
+}
+
+/** The adapters loaded by name on each model (Adapter.loaded, Adapter.setActive). */
+const loadedAdapters = new WeakMap<Model, Map<string, Adapter>>();
+
+/** An unnamed adapter is the model's 'default': refused while another holds that name (inactive). */
+function checkNoDefault(model: Model): void {
+  const other = loadedAdapters.get(model)?.get('default');
+  if (other && !attachedTo(model)) throw new Error('this model has an adapter named "default" loaded (not active); give this one a name (Adapter.load(model, dir, {name})) or detach() that one first');
+}
+
 export class Adapter {
   readonly model: Model;
   /** Wrapped modules by full name, in model order. */
@@ -336,7 +355,18 @@ export class Adapter {
    * by `rlora eval` so the adapter is evaluated on data encoded as in training.
    */
   trainingData?: DataSettings;
+  /**
+   * Its name on the model ('default' unless Adapter.load was given one). Several named adapters
+   * can be loaded on one model, one active at a time (Adapter.setActive), as PEFT's
+   * load_adapter / set_adapter.
+   */
+  get name(): string {
+    return this.#name;
+  }
+  #name = 'default';
   private live = true;
+  /** Its layers are in the model's forward (false: loaded under a name, another one active). */
+  private active = true;
   private disposed = false;
 
   private constructor(model: Model, layers: Map<string, MultiHeadLoraLinear>, options: ResolvedLoraOptions, targets: string[] | RegExp) {
@@ -354,7 +384,10 @@ export class Adapter {
    */
   static attach(model: Model, options: AdapterOptions): Adapter {
     const { targetModules, ...layerOptions } = options ?? ({} as AdapterOptions);
-    return Adapter.build(model, targetModules, layerOptions);
+    checkNoDefault(model);
+    const adapter = Adapter.build(model, targetModules, layerOptions);
+    adapter.register('default');
+    return adapter;
   }
 
   /**
@@ -407,6 +440,72 @@ export class Adapter {
     return adapter;
   }
 
+  /** The adapters loaded on `model` by name (the active one and those loaded beside it). */
+  static loaded(model: Model): ReadonlyMap<string, Adapter> {
+    return new Map(loadedAdapters.get(model) ?? []);
+  }
+
+  /**
+   * Makes the adapter loaded under `name` the active one of `model` (its layers in every forward
+   * and generation from now on), or none with null (the base model alone), as PEFT's set_adapter /
+   * disable_adapter. Refused while the model trains; a generation that started with other adapters
+   * refuses to go on afterwards (its key/value cache holds what they made).
+   */
+  static setActive(model: Model, name: string | null): void {
+    checkInstance(model, Model, 'Adapter.setActive: the model');
+    assertNotTraining(model, 'Adapter.setActive');
+    const current = Adapter.of(model);
+    if (name === null) {
+      current?.deactivate();
+      return;
+    }
+    if (typeof name !== 'string') throw new TypeError(`Adapter.setActive: name must be a string or null, got ${show(name)}`);
+    const next = Adapter.loaded(model).get(name);
+    if (!next) {
+      const names = [...Adapter.loaded(model).keys()];
+      throw new RangeError(`Adapter.setActive: no adapter named ${JSON.stringify(name)} is loaded on this model${names.length ? `; loaded: ${names.join(', ')}` : ''}`);
+    }
+    if (next === current) return;
+    current?.deactivate();
+    next.activate();
+  }
+
+  /** Takes this adapter's layers out of the model's forward; it stays loaded under its name. */
+  private deactivate(): void {
+    if (!this.active) return;
+    for (const [module, layer] of this.layers) {
+      this.model.native.setAdapter(module, null);
+      setOwner(layer, undefined);
+    }
+    setAttached(this.model, undefined);
+    this.active = false;
+  }
+
+  /** Puts this adapter's layers into the model's forward (none other may be active). */
+  private activate(): void {
+    if (this.active) return;
+    for (const [module, layer] of this.layers) {
+      this.model.native.setAdapter(module, layer.native);
+      setOwner(layer, this.model);
+    }
+    setAttached(this.model, this);
+    this.active = true;
+  }
+
+  private unregister(): void {
+    const byName = loadedAdapters.get(this.model);
+    if (byName?.get(this.#name) === this) byName.delete(this.#name);
+  }
+
+  /** Records this adapter under `name` on its model. */
+  private register(name: string): void {
+    this.unregister();
+    const byName = loadedAdapters.get(this.model) ?? new Map<string, Adapter>();
+    byName.set(name, this);
+    loadedAdapters.set(this.model, byName);
+    this.#name = name;
+  }
+
   /** The adapter attached to a model, if any. */
   static of(model: Model): Adapter | undefined {
     const a = attachedTo(model);
@@ -424,8 +523,34 @@ export class Adapter {
    * init_lora_weights that rewrote the base weights) are refused, naming the option and the file.
    * On any error nothing stays attached.
    */
-  static async load(model: Model, dir: string): Promise<Adapter> {
+  static async load(model: Model, dir: string, options: AdapterLoadOptions = {}): Promise<Adapter> {
     checkInstance(model, Model, 'Adapter.load: the model');
+    checkKeys(options as unknown, ['name'], 'Adapter.load');
+    const name = options.name;
+    if (name !== undefined) {
+      if (typeof name !== 'string') throw new TypeError(`Adapter.load: name must be a string, got ${show(name)}`);
+      if (!/^[\w.:-]{1,128}$/.test(name)) throw new RangeError(`Adapter.load: name must be 1 to 128 letters, digits, '_', '.', ':' or '-', got ${show(name)}`);
+      if (Adapter.loaded(model).has(name)) throw new RangeError(`Adapter.load: an adapter named ${JSON.stringify(name)} is already loaded on this model`);
+      // loaded beside the active adapter: that one is taken out while this one is built, then put back
+      const current = Adapter.of(model);
+      current?.deactivate();
+      let loaded: Adapter | undefined;
+      try {
+        loaded = await Adapter.loadOne(model, dir);
+        loaded.register(name);
+        if (current) loaded.deactivate();
+      } finally {
+        current?.activate();
+      }
+      return loaded;
+    }
+    checkNoDefault(model);
+    const adapter = await Adapter.loadOne(model, dir);
+    adapter.register('default');
+    return adapter;
+  }
+
+  private static async loadOne(model: Model, dir: string): Promise<Adapter> {
     const configPath = path.join(dir, ADAPTER_CONFIG_FILE);
     const rloraPath = path.join(dir, RLORA_CONFIG_FILE);
     const weightsPath = path.join(dir, ADAPTER_WEIGHTS_FILE);
@@ -558,6 +683,7 @@ export class Adapter {
   private check(): void {
     if (this.disposed) throw new Error('this Adapter was disposed');
     if (!this.live) throw new Error('this adapter has been detached or merged');
+    if (!this.active) throw new Error(`the adapter ${JSON.stringify(this.#name)} is not active on its model: Adapter.setActive(model, ${JSON.stringify(this.#name)}) first`);
   }
   /**
    * Frees the native memory now instead of when the collector gets to it (rlora tells V8 how much
@@ -686,8 +812,15 @@ export class Adapter {
 
   /** Removes every layer; the base model is exactly as before (its weights were never changed). */
   detach(): void {
+    if (!this.disposed && this.live && !this.active) {
+      // loaded under a name beside the active one: it only leaves the list
+      this.unregister();
+      this.live = false;
+      return;
+    }
     this.check();
     assertNotTraining(this.model, 'Adapter.detach');
+    this.unregister();
     for (const [name, layer] of this.layers) {
       this.model.native.setAdapter(name, null);
       setOwner(layer, undefined);
@@ -706,6 +839,7 @@ export class Adapter {
     if (this.options.heads !== 1) {
       throw new Error(`only a single-head (lora) adapter can be merged: this one has ${this.options.heads} heads, whose router depends on the input`);
     }
+    this.unregister();
     for (const [name, layer] of this.layers) {
       const merged = new Tensor(layer.native.mergedWeight());
       this.model.native.setAdapter(name, null);

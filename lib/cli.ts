@@ -15,6 +15,7 @@ import { generateCommand } from './cli/generate';
 import { inspect } from './cli/inspect';
 import { mergeCommand } from './cli/merge';
 import { plot } from './cli/plot';
+import { serveCommand } from './cli/serve';
 import { sweepCommand } from './cli/sweep';
 import { train } from './cli/train';
 import { envVarAdvice, isUsable, Libtorch, readElfDynamic, Unusable } from './libtorch';
@@ -239,7 +240,7 @@ library in use and thread settings. Exits 1 when no binary loads, with what to i
 
 // ---------------------------------------------------------------------------------------------
 
-export const commands: Record<string, Subcommand> = { train, eval: evalCommand, generate: generateCommand, merge: mergeCommand, sweep: sweepCommand, inspect, plot, build, doctor };
+export const commands: Record<string, Subcommand> = { train, eval: evalCommand, generate: generateCommand, merge: mergeCommand, serve: serveCommand, sweep: sweepCommand, inspect, plot, build, doctor };
 
 function usage(): string {
   const width = Math.max(...Object.keys(commands).map((k) => k.length));
