@@ -8,6 +8,15 @@ import { Tensor } from './tensor';
 import { idList } from './token-batch';
 import { checkKeys, show } from './util/options';
 
+/**
+ * An AbortSignal (declared here by its shape, so rlora's types need no DOM or @types/node): a
+ * standard `AbortController().signal` is one.
+ */
+export interface AbortSignalLike {
+  readonly aborted: boolean;
+  readonly reason?: unknown;
+}
+
 /** The options every generation call takes (Model.generate, Model.stream, generateText, generateChat, rlora serve). */
 export interface SamplingOptions {
   /** New tokens at most. Default 32. */
@@ -41,7 +50,7 @@ export interface SamplingOptions {
    */
   numReturnSequences?: number;
   /** Stops generation after the current token; the call then rejects with the signal's reason. */
-  signal?: AbortSignal;
+  signal?: AbortSignalLike;
 }
 
 /** The names of SamplingOptions, for option checks ("did you mean"). */
@@ -72,7 +81,7 @@ export interface ResolvedSampling {
   padTokenId: number;
   seed: number;
   numReturnSequences: number;
-  signal?: AbortSignal;
+  signal?: AbortSignalLike;
 }
 
 function integer(v: unknown, name: string, where: string, min: number, fallback: number): number {
@@ -108,7 +117,7 @@ export function resolveSampling(options: unknown, known: readonly string[], wher
   }
   eosTokenIds = [...eosTokenIds];
   const seed = o.seed === undefined ? randomInt(2 ** 48 - 1) : integer(o.seed, 'seed', where, 0, 0);
-  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw new TypeError(`${where}: signal must be an AbortSignal, got ${show(o.signal)}`);
+  if (o.signal !== undefined && (typeof o.signal !== 'object' || o.signal === null || typeof o.signal.aborted !== 'boolean')) throw new TypeError(`${where}: signal must be an AbortSignal, got ${show(o.signal)}`);
   return {
     maxNewTokens: integer(o.maxNewTokens, 'maxNewTokens', where, 0, 32),
     minNewTokens: integer(o.minNewTokens, 'minNewTokens', where, 0, 0),
@@ -207,6 +216,6 @@ export function stopList(v: unknown, where: string): string[] {
 }
 
 /** Throws the signal's reason when it has been aborted (after the current token). */
-export function checkAborted(signal: AbortSignal | undefined): void {
+export function checkAborted(signal: AbortSignalLike | undefined): void {
   if (signal?.aborted) throw signal.reason ?? new DOMException('generation aborted', 'AbortError');
 }

@@ -33,11 +33,17 @@ export interface ServeOptions {
   defaultMaxTokens?: number;
 }
 
+/** What rlora's types say of the Node http.Server (rlora's types need no @types/node). */
+export interface HttpServerLike {
+  readonly listening: boolean;
+}
+
 export interface RloraServer {
   /** http://host:port */
   readonly url: string;
   readonly port: number;
-  readonly server: http.Server;
+  /** The Node http.Server itself (cast it to use more of it). */
+  readonly server: HttpServerLike;
   /** Stops accepting requests, aborts running generations and resolves when the server is closed. */
   close(): Promise<void>;
 }

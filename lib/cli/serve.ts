@@ -4,6 +4,7 @@ import * as path from 'path';
 
 import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
 import { as, checkVocabulary, lib, loadModel, loadTokenizer } from './common';
+import { ADAPTER_CONFIG_FILE } from '../adapter-files';
 
 export const serveCommand: Subcommand = {
   summary: 'serve a model and its adapters over OpenAI\'s API (/v1/chat/completions, /v1/completions)',
@@ -43,7 +44,7 @@ async function runServe(args: string[]): Promise<number> {
     const name = spec.slice(0, eq);
     const dir = spec.slice(eq + 1);
     if (name === 'base') throw new UsageError('--adapter: the name "base" is the model alone; pick another');
-    if (!fs.existsSync(path.join(dir, 'adapter_config.json'))) throw new InputError(`--adapter ${name}=${dir}: ${dir} is not an adapter folder (no adapter_config.json)`);
+    if (!fs.existsSync(path.join(dir, ADAPTER_CONFIG_FILE))) throw new InputError(`--adapter ${name}=${dir}: ${dir} is not an adapter folder (no ${ADAPTER_CONFIG_FILE})`);
     return { name, dir };
   });
   const names = adapters.map((a) => a.name);
