@@ -9,7 +9,7 @@ import { encodePrompt, encodeRendered } from './data';
 import { Tensor } from './tensor';
 import { idList } from './token-batch';
 import type { TextTokenizer } from './tokenizer';
-import { show } from './util/options';
+import { checkKeys, show } from './util/options';
 
 export interface GenerateTextOptions extends SamplingOptions {
   /**
@@ -125,8 +125,8 @@ function promptList<T>(v: T | readonly T[], where: string, ok: (x: unknown) => x
 }
 
 function checkedOptions<T extends GenerateTextOptions>(options: T, known: readonly string[], where: string): T {
-  // the sampling options are checked with the model's defaults in complete(); the keys here
-  resolveSampling(options, known, where, { eosTokenIds: [], padTokenId: 0 });
+  // the keys here, before any prompt is encoded; the sampling values in complete(), with the model's defaults
+  checkKeys(options, known, where);
   if (options.onText !== undefined && typeof options.onText !== 'function') throw new TypeError(`${where}: onText must be a function, got ${show(options.onText)}`);
   if (options.addBos !== undefined && typeof options.addBos !== 'boolean') throw new TypeError(`${where}: addBos must be true or false, got ${show(options.addBos)}`);
   return options;

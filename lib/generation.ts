@@ -3,7 +3,7 @@
 // key/value cache) that Model.generate, Model.stream and the text functions (lib/generate.ts) share.
 import { randomInt } from 'crypto';
 
-import { native, NativeGeneration, NativeModel } from './native';
+import { native, NativeGenerateOptions, NativeGeneration, NativeModel } from './native';
 import { Tensor } from './tensor';
 import { idList } from './token-batch';
 import { checkKeys, show } from './util/options';
@@ -69,17 +69,8 @@ export interface GenerationDefaults {
   padTokenId: number;
 }
 
-/** SamplingOptions checked, with every default filled in (what the native Generation takes). */
-export interface ResolvedSampling {
-  maxNewTokens: number;
-  minNewTokens: number;
-  temperature: number;
-  topK: number;
-  topP: number;
-  repetitionPenalty: number;
-  eosTokenIds: number[];
-  padTokenId: number;
-  seed: number;
+/** SamplingOptions checked, with every default filled in: what the native Generation takes, and the rest the loop uses. */
+export interface ResolvedSampling extends NativeGenerateOptions {
   numReturnSequences: number;
   signal?: AbortSignalLike;
 }
@@ -166,17 +157,8 @@ export class GenerationRun {
 
   constructor(model: NativeModel, ids: Tensor, mask: Tensor | null, o: ResolvedSampling) {
     this.rows = ids.shape[0];
-    this.g = new native.NativeGeneration(model, ids.native, mask?.native ?? null, {
-      maxNewTokens: o.maxNewTokens,
-      minNewTokens: o.minNewTokens,
-      temperature: o.temperature,
-      topK: o.topK,
-      topP: o.topP,
-      repetitionPenalty: o.repetitionPenalty,
-      eosTokenIds: o.eosTokenIds,
-      padTokenId: o.padTokenId,
-      seed: o.seed,
-    });
+    const { numReturnSequences: _n, signal: _s, ...nativeOptions } = o; // the loop's own, not the native side's
+    this.g = new native.NativeGeneration(model, ids.native, mask?.native ?? null, nativeOptions);
   }
 
   get finished(): boolean {

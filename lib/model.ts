@@ -562,6 +562,11 @@ export class Model {
   startGeneration(ids: Tensor, mask: Tensor | null, o: ResolvedSampling, where: string): GenerationRun {
     assertNotTraining(this, where);
     this.checkLength(where, ids.shape[1], o.maxNewTokens);
+    return this.run(ids, mask, o);
+  }
+
+  /** A generation over the rows, each repeated numReturnSequences times. */
+  private run(ids: Tensor, mask: Tensor | null, o: ResolvedSampling): GenerationRun {
     const expanded = expandRows(ids, mask, o.numReturnSequences);
     return new GenerationRun(this.native, expanded.ids, expanded.mask, o);
   }
@@ -572,9 +577,8 @@ export class Model {
       if (!Number.isSafeInteger(options.padTokenId) || options.padTokenId < 0) throw new RangeError(`Model.generate: padTokenId must be a token id, got ${show(options.padTokenId)}`);
       o = { ...o, padTokenId: options.padTokenId };
     }
-    const expanded = expandRows(ids, mask, o.numReturnSequences);
-    const prompt = rows(expanded.ids);
-    const run = new GenerationRun(this.native, expanded.ids, expanded.mask, o);
+    const run = this.run(ids, mask, o);
+    const prompt = rows(ids).flatMap((r) => new Array<number[]>(o.numReturnSequences).fill(r)); // as run() repeats them
     const fresh: number[][] = prompt.map(() => []);
     try {
       if (!stop.length && !o.signal) {
