@@ -21,6 +21,7 @@ import { replaceFolder } from './util/replace-folder';
 import { readJsonFile } from './util/json';
 import { checkInstance, checkKeys, inspectSymbol, isPlainObject, show } from './util/options';
 import { ADAPTER_CONFIG_FILE, ADAPTER_FILES, ADAPTER_WEIGHTS_FILE, RLORA_CONFIG_FILE } from './adapter-files';
+import { checkHubOptions, HUB_OPTION_NAMES, HubOptions, resolveRepo } from './hub/resolve';
 
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -423,9 +424,17 @@ export class Adapter {
    * CAUSAL_LM, lora_bias, layer_replication, trainable_token_indices, target_parameters, an
    * init_lora_weights that rewrote the base weights) are refused, naming the option and the file.
    * On any error nothing stays attached.
+   *
+   * `dir` may be a Hugging Face Hub repo id where no such folder exists: the adapter then comes
+   * from the Hugging Face cache, else it is downloaded into it (`options`: HubOptions), as
+   * Model.fromPretrained does.
    */
-  static async load(model: Model, dir: string): Promise<Adapter> {
+  static async load(model: Model, dir: string, options: HubOptions = {}): Promise<Adapter> {
     checkInstance(model, Model, 'Adapter.load: the model');
+    const where = `Adapter.load(${JSON.stringify(dir)})`;
+    checkKeys(options as unknown, HUB_OPTION_NAMES, where);
+    checkHubOptions(options, where);
+    dir = (await resolveRepo(dir, { ...options, kind: 'adapter' }, where)).path;
     const configPath = path.join(dir, ADAPTER_CONFIG_FILE);
     const rloraPath = path.join(dir, RLORA_CONFIG_FILE);
     const weightsPath = path.join(dir, ADAPTER_WEIGHTS_FILE);
@@ -647,7 +656,8 @@ export class Adapter {
     }
     const config: AdapterConfigJson = {
       alpha_pattern: alphaPattern,
-      base_model_name_or_path: this.model.source ?? null,
+      // a Hub repo by its id (and revision), as PEFT writes them; a folder by its path
+      base_model_name_or_path: this.model.hub?.repo ?? this.model.source ?? null,
       bias: 'none',
       fan_in_fan_out: false,
       inference_mode: true,
@@ -660,7 +670,7 @@ export class Adapter {
       peft_type: plain ? 'LORA' : 'RLORA',
       r: o.rank,
       rank_pattern: rankPattern,
-      revision: null,
+      revision: this.model.hub && this.model.hub.revision !== 'main' ? this.model.hub.revision : null,
       target_modules: exact ? shorts : modules,
       task_type: 'CAUSAL_LM',
       use_dora: false,
