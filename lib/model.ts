@@ -579,7 +579,7 @@ export class Model {
     const mask = options.attentionMask === undefined ? null : toMaskTensor(options.attentionMask, options.shape);
     const eos = options.eosTokenId !== undefined ? idList(options.eosTokenId) : idList(this.config.eos_token_id);
     const out = await this.native.generate(ids.native, mask?.native ?? null, {
-      maxNewTokens: options.maxNewTokens ?? 32, minNewTokens: 0, repetitionPenalty: 1, // SHIM
+      maxNewTokens: options.maxNewTokens ?? 32,
       temperature: options.temperature ?? 0,
       topK: options.topK ?? 0,
       topP: options.topP ?? 1,
