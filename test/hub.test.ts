@@ -14,6 +14,7 @@ import * as path from 'path';
 
 import { Adapter, HFConfig, Model, resolveModel, Tokenizer } from '../lib';
 import { isInsideFolder } from '../lib/hub/cache';
+import { DownloadProgress, formatRate, formatSize } from '../lib/hub/progress';
 import { downloadToCache } from '../lib/hub/resolve';
 import { commitOf, filesOf, gitBlobId, HubServer, startHubServer } from './helpers/hub-server';
 import { freePort } from './helpers/ports';
@@ -522,5 +523,32 @@ describe('adapters by Hub id', () => {
     const v2 = await Model.fromPretrained('rlora/sharded', { revision: 'v2' });
     Adapter.attach(v2, { method: 'lora', rank: 2, targetModules: ['q_proj'] }).save(out);
     expect(JSON.parse(fs.readFileSync(path.join(out, 'adapter_config.json'), 'utf8'))).toMatchObject({ base_model_name_or_path: 'rlora/sharded', revision: 'v2' });
+  });
+});
+
+describe('the progress line', () => {
+  it('on a terminal: one line redrawn with the bytes, the total and the rate; elsewhere a line per file; HF_HUB_DISABLE_PROGRESS_BARS=1: nothing', () => {
+    expect([formatSize(390), formatSize(10_831_712), formatSize(2_500_000_000), formatRate(3_100_000, 1), formatRate(5, 0)]).toEqual(['390 B', '10.8 MB', '2.50 GB', '3.10 MB/s', '-']);
+    const writes = (tty: boolean): string[] => {
+      const out: string[] = [];
+      const p = new DownloadProgress({ write: (s: string) => out.push(s), isTTY: tty, columns: 80 });
+      p.start('model.safetensors', 10_000_000, 2_000_000);
+      p.add(3_000_000);
+      p.end();
+      return out;
+    };
+    delete process.env.HF_HUB_DISABLE_PROGRESS_BARS;
+    try {
+      const tty = writes(true);
+      // redrawn in place: carriage return and erase line, a bar of 19 columns (80 - 60 - 1)
+      expect(tty[0]).toBe('\r\x1b[Kmodel.safetensors |====---------------| 2.00 MB / 10.0 MB | -');
+      expect(tty[tty.length - 1]).toMatch(/^\r\x1b\[Kmodel\.safetensors: 10\.0 MB in \d+\.\d s \((.+\/s|-), resumed at 2\.00 MB\)\n$/);
+      const log = writes(false);
+      expect(log).toEqual([expect.stringMatching(/^model\.safetensors: 10\.0 MB in \d+\.\d s \((.+\/s|-), resumed at 2\.00 MB\)\n$/)]);
+      process.env.HF_HUB_DISABLE_PROGRESS_BARS = '1';
+      expect(writes(true)).toEqual([]);
+    } finally {
+      process.env.HF_HUB_DISABLE_PROGRESS_BARS = '1';
+    }
   });
 });
