@@ -21,6 +21,7 @@ import { replaceFolder } from './util/replace-folder';
 import { readJsonFile } from './util/json';
 import { checkInstance, checkKeys, inspectSymbol, isPlainObject, show } from './util/options';
 import { ADAPTER_CONFIG_FILE, ADAPTER_FILES, ADAPTER_WEIGHTS_FILE, RLORA_CONFIG_FILE } from './adapter-files';
+import { checkHubOptions, HUB_OPTION_NAMES, HubOptions, resolveRepo } from './hub/resolve';
 
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -319,8 +320,8 @@ function adapterValueCount(model: Model, modules: string[], rankOf: (module: str
  */
 export const MAX_ADAPTER_VALUE = 1e18;
 
-/** Options of Adapter.load. */
-export interface AdapterLoadOptions {
+/** Options of Adapter.load: where a Hub id comes from (HubOptions), and the name to load it under. */
+export interface AdapterLoadOptions extends HubOptions {
   /**
    * Load it under this name beside the model's other adapters (as PEFT's load_adapter): it becomes
    * active when none is, else it waits for Adapter.setActive(model, name). Without a name it is
@@ -522,32 +523,40 @@ export class Adapter {
    * CAUSAL_LM, lora_bias, layer_replication, trainable_token_indices, target_parameters, an
    * init_lora_weights that rewrote the base weights) are refused, naming the option and the file.
    * On any error nothing stays attached.
+   *
+   * `dir` may be a Hugging Face Hub repo id where no such folder exists: the adapter then comes
+   * from the Hugging Face cache, else it is downloaded into it (`options`: HubOptions), as
+   * Model.fromPretrained does.
    */
   static async load(model: Model, dir: string, options: AdapterLoadOptions = {}): Promise<Adapter> {
     checkInstance(model, Model, 'Adapter.load: the model');
-    checkKeys(options as unknown, ['name'], 'Adapter.load');
-    const name = options.name;
+    const where = `Adapter.load(${JSON.stringify(dir)})`;
+    checkKeys(options as unknown, ['name', ...HUB_OPTION_NAMES], where);
+    const { name, ...hub } = options;
+    checkHubOptions(hub, where);
     if (name !== undefined) {
-      if (typeof name !== 'string') throw new TypeError(`Adapter.load: name must be a string, got ${show(name)}`);
-      if (!/^[\w.:-]{1,128}$/.test(name)) throw new RangeError(`Adapter.load: name must be 1 to 128 letters, digits, '_', '.', ':' or '-', got ${show(name)}`);
-      if (Adapter.loaded(model).has(name)) throw new RangeError(`Adapter.load: an adapter named ${JSON.stringify(name)} is already loaded on this model`);
-      // loaded beside the active adapter: that one is taken out while this one is built, then put back
-      const current = Adapter.of(model);
-      current?.deactivate();
-      let loaded: Adapter | undefined;
-      try {
-        loaded = await Adapter.loadOne(model, dir);
-        loaded.register(name);
-        if (current) loaded.deactivate();
-      } finally {
-        current?.activate();
-      }
-      return loaded;
+      if (typeof name !== 'string') throw new TypeError(`${where}: name must be a string, got ${show(name)}`);
+      if (!/^[\w.:-]{1,128}$/.test(name)) throw new RangeError(`${where}: name must be 1 to 128 letters, digits, '_', '.', ':' or '-', got ${show(name)}`);
+      if (Adapter.loaded(model).has(name)) throw new RangeError(`${where}: an adapter named ${JSON.stringify(name)} is already loaded on this model`);
+    } else checkNoDefault(model);
+    const folder = (await resolveRepo(dir, { ...hub, kind: 'adapter' }, where)).path;
+    if (name === undefined) {
+      const adapter = await Adapter.loadOne(model, folder);
+      adapter.register('default');
+      return adapter;
     }
-    checkNoDefault(model);
-    const adapter = await Adapter.loadOne(model, dir);
-    adapter.register('default');
-    return adapter;
+    // loaded beside the active adapter: that one is taken out while this one is built, then put back
+    const current = Adapter.of(model);
+    current?.deactivate();
+    let loaded: Adapter | undefined;
+    try {
+      loaded = await Adapter.loadOne(model, folder);
+      loaded.register(name);
+      if (current) loaded.deactivate();
+    } finally {
+      current?.activate();
+    }
+    return loaded;
   }
 
   private static async loadOne(model: Model, dir: string): Promise<Adapter> {
@@ -773,7 +782,8 @@ export class Adapter {
     }
     const config: AdapterConfigJson = {
       alpha_pattern: alphaPattern,
-      base_model_name_or_path: this.model.source ?? null,
+      // a Hub repo by its id (and revision), as PEFT writes them; a folder by its path
+      base_model_name_or_path: this.model.hub?.repo ?? this.model.source ?? null,
       bias: 'none',
       fan_in_fan_out: false,
       inference_mode: true,
@@ -786,7 +796,7 @@ export class Adapter {
       peft_type: plain ? 'LORA' : 'RLORA',
       r: o.rank,
       rank_pattern: rankPattern,
-      revision: null,
+      revision: this.model.hub && this.model.hub.revision !== 'main' ? this.model.hub.revision : null,
       target_modules: exact ? shorts : modules,
       task_type: 'CAUSAL_LM',
       use_dora: false,

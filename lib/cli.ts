@@ -10,6 +10,7 @@ import * as os from 'os';
 import * as path from 'path';
 
 import { closest, InputError, parseArgs, Subcommand, UsageError } from './cli/args';
+import { downloadCommand } from './cli/download';
 import { evalCommand } from './cli/eval';
 import { generateCommand } from './cli/generate';
 import { inspect } from './cli/inspect';
@@ -18,6 +19,7 @@ import { plot } from './cli/plot';
 import { serveCommand } from './cli/serve';
 import { sweepCommand } from './cli/sweep';
 import { train } from './cli/train';
+import { hubCacheDir, hubEndpoint, hubToken, isOffline } from './hub/cache';
 import { envVarAdvice, isUsable, Libtorch, readElfDynamic, Unusable } from './libtorch';
 import { buildTools, inspectLibtorch, listLocalBuilds, listPrebuilds, loadReport, mappedLibraries, nvidiaSmi, PACKAGE_ROOT, RloraLoadError } from './loader';
 
@@ -132,12 +134,13 @@ function blasOf(libs: string[]): string {
 }
 
 const doctor: Subcommand = {
-  summary: 'print what rlora finds: Node, libtorch, prebuilds, the binary it loads, CUDA, BLAS, threads',
+  summary: 'print what rlora finds: Node, libtorch, prebuilds, the binary it loads, CUDA, BLAS, threads, the HF cache',
   help: `rlora doctor [--json]
 
 Prints Node, the libtorch installs found (with their prebuild tags), the prebuilt binaries of this
 package, the local build, which binary \`require('rlora')\` loads and why, CUDA devices, the BLAS
-library in use and thread settings. Exits 1 when no binary loads, with what to install or run.
+library in use, thread settings, the Hugging Face cache folder and whether HF_TOKEN is set. Exits 1
+when no binary loads, with what to install or run.
 
   --json   the same as one JSON object`,
   run(args) {
@@ -189,6 +192,14 @@ library in use and thread settings. Exits 1 when no binary loads, with what to i
     } else {
       info.cuda = { available: null, devices: null, nvidiaSmi: gpus };
     }
+    const token = hubToken();
+    let endpoint: string;
+    try {
+      endpoint = hubEndpoint();
+    } catch (e) {
+      endpoint = (e as Error).message;
+    }
+    info.huggingface = { cache: hubCacheDir(), endpoint, offline: isOffline(), token: token ? token.source : null };
     info.error = error;
     if (opts.json) {
       console.log(JSON.stringify(info, null, 2));
@@ -218,6 +229,9 @@ library in use and thread settings. Exits 1 when no binary loads, with what to i
       line('loaded', `${l.kind} ${l.file}`);
       if (l.libtorch) line('', `with the libtorch of ${l.libtorch.where}`);
     } else line('loaded', 'nothing');
+    // (the token itself is never printed: only where it comes from)
+    line('HF cache', `${hubCacheDir()}${isOffline() ? '  (HF_HUB_OFFLINE: no downloads)' : ''}${process.env.HF_ENDPOINT ? `; HF_ENDPOINT=${endpoint}` : ''}`);
+    line('HF_TOKEN', token ? (token.source === 'HF_TOKEN' ? 'set' : `not set; a token file is read: ${token.source}`) : 'not set (gated and private Hub repos need one)');
     if (native) {
       const b = native.buildInfo;
       line('built with', `libtorch ${b.torchVersion} (${b.torchSource})`);
@@ -240,7 +254,7 @@ library in use and thread settings. Exits 1 when no binary loads, with what to i
 
 // ---------------------------------------------------------------------------------------------
 
-export const commands: Record<string, Subcommand> = { train, eval: evalCommand, generate: generateCommand, merge: mergeCommand, serve: serveCommand, sweep: sweepCommand, inspect, plot, build, doctor };
+export const commands: Record<string, Subcommand> = { train, eval: evalCommand, generate: generateCommand, merge: mergeCommand, serve: serveCommand, sweep: sweepCommand, inspect, plot, download: downloadCommand, build, doctor };
 
 function usage(): string {
   const width = Math.max(...Object.keys(commands).map((k) => k.length));

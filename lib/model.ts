@@ -14,6 +14,7 @@ import { writeFileFully } from './util/files';
 import { replaceFolder } from './util/replace-folder';
 import { readJsonFile } from './util/json';
 import { checkChoice, checkKeys, inspectSymbol, isPlainObject, show } from './util/options';
+import { checkHubOptions, HUB_OPTION_NAMES, HubOptions, HubSource, resolveRepo } from './hub/resolve';
 
 
 export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'Qwen2ForCausalLM', 'Qwen3ForCausalLM', 'MistralForCausalLM', 'Phi3ForCausalLM', 'Gemma2ForCausalLM'] as const;
@@ -311,16 +312,19 @@ export class Model {
   readonly config: HFConfig;
   /** The config with every default filled in. */
   readonly resolvedConfig: NativeModelConfig;
-  /** The folder it was loaded from, if any. */
+  /** The folder it was loaded from, if any (for a Hub repo: its snapshot folder in the cache). */
   readonly source?: string;
+  /** The Hub repo, revision and commit it was loaded from, when fromPretrained was given a repo id. */
+  readonly hub?: HubSource;
   /** generation_config.json of that folder, when it had one (save() writes it again). */
   generationConfig?: Record<string, unknown>;
 
-  private constructor(config: HFConfig, resolved: NativeModelConfig, options: ModelOptions, source?: string) {
+  private constructor(config: HFConfig, resolved: NativeModelConfig, options: ModelOptions, source?: string, hub?: HubSource) {
     this.config = config;
     this.resolvedConfig = resolved;
     this.native = new native.NativeModel(resolved, options.dtype ?? 'float32', options.device ?? 'cpu');
     this.source = source;
+    if (hub) this.hub = hub;
   }
 
   /** A new model with random weights (Hugging Face initialisation), for tests, demos and pretraining. */
@@ -340,9 +344,20 @@ export class Model {
    * Loads `dir/config.json` and `dir/model.safetensors` (or the shards listed in
    * `model.safetensors.index.json`), converting F32/F16/BF16 weights to `options.dtype`. Checks
    * every header before it allocates the model, then reads one tensor at a time.
+   *
+   * `dir` may be a Hugging Face Hub repo id ("Qwen/Qwen2.5-0.5B-Instruct") where no such folder
+   * exists: the model then comes from the Hugging Face cache (HF_HUB_CACHE, else HF_HOME/hub, else
+   * ~/.cache/huggingface/hub, shared with Python), else it is downloaded into it (config.json, the
+   * safetensors weights, generation_config.json and the tokenizer files; `revision`, `token`,
+   * `localFilesOnly`: HubOptions).
    */
-  static async fromPretrained(dir: string, options: ModelOptions = {}): Promise<Model> {
-    checkModelOptions(options, `Model.fromPretrained(${JSON.stringify(dir)})`);
+  static async fromPretrained(dir: string, options: ModelOptions & HubOptions = {}): Promise<Model> {
+    const where = `Model.fromPretrained(${JSON.stringify(dir)})`;
+    checkModelOptions(options, where, HUB_OPTION_NAMES);
+    checkHubOptions(options, where);
+    const { revision, token, localFilesOnly } = options;
+    const found = await resolveRepo(dir, { revision, token, localFilesOnly, kind: 'model' }, where);
+    dir = found.path;
     const configPath = path.join(dir, 'config.json');
     if (!fs.existsSync(configPath)) throw new Error(`no config.json in ${dir}: expected a Hugging Face model folder`);
     const config = readJsonFile(configPath) as HFConfig;
@@ -368,7 +383,7 @@ export class Model {
     }
     let model: Model;
     try {
-      model = new Model(config, resolved, options, dir);
+      model = new Model(config, resolved, options, dir, found.hub);
     } catch (e) {
       throw new Error(`${configPath}: cannot make the model it describes: ${(e as Error).message}`);
     }

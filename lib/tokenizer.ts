@@ -11,6 +11,7 @@ import { ChatMessage, checkMessages, renderChat } from './chat';
 import { budgetFor, withBudget } from './util/budget';
 import { MAX_CONFIG_JSON_BYTES, MAX_TOKENIZER_JSON_BYTES, readJsonFile, readTextFile } from './util/json';
 import { checkKeys, describeKind as describe, inspectSymbol, isRecord as isPlainObject } from './util/options';
+import { checkHubOptions, HUB_OPTION_NAMES, HubOptions, resolveLocal, resolveRepo } from './hub/resolve';
 
 
 export interface EncodeOptions {
@@ -307,12 +308,25 @@ export class Tokenizer implements TextTokenizer {
   /**
    * Loads a tokenizer.json (or the tokenizer.json in a directory), and the tokenizer_config.json
    * next to it when there is one (special tokens: bos_token, eos_token, pad_token; add_bos_token,
-   * add_eos_token).
+   * add_eos_token). A Hugging Face Hub repo id where no such file or folder exists reads the repo's
+   * snapshot in the Hugging Face cache; this call downloads nothing (Tokenizer.fromPretrained does).
    */
   static fromFile(file: string, options: TokenizerFileOptions = {}): Tokenizer {
     const where = 'Tokenizer.fromFile';
     if (typeof file !== 'string') throw new TypeError(`${where}: path must be a string, got ${describe(file)}`);
     if (!isPlainObject(options)) throw new TypeError(`${where}: options must be an object, got ${describe(options)}`);
+    if (file !== '') {
+      // a Hub repo id: its snapshot in the Hugging Face cache (this call is synchronous: no download)
+      const found = resolveLocal(file, { kind: 'tokenizer' }, where);
+      if ('download' in found) {
+        const d = found.download;
+        throw new Error(
+          `${where}: ${file} is no file or folder here, and the Hugging Face cache ${d.cacheDir} has no tokenizer.json of the repo ${d.repo} (${d.missing} is missing in ${d.repoDir}): ` +
+            `\`await Tokenizer.fromPretrained(${JSON.stringify(file)})\` downloads it (or \`rlora download ${file}\` beforehand)`,
+        );
+      }
+      file = found.path;
+    }
     let stat: fs.Stats;
     try {
       stat = fs.statSync(file);
@@ -348,6 +362,21 @@ export class Tokenizer implements TextTokenizer {
     const jinja = path.join(path.dirname(file), 'chat_template.jinja');
     if (fileConfig.chat_template === undefined && fs.existsSync(jinja)) fileConfig = { ...fileConfig, chat_template: readTextFile(jinja, { where, maxBytes: MAX_CONFIG_JSON_BYTES, kind: 'chat template' }) };
     return new Tokenizer(json, { ...fileConfig, ...options.config }, file);
+  }
+
+  /**
+   * Tokenizer.fromFile for a folder, a tokenizer.json or a Hugging Face Hub repo id: a repo's
+   * tokenizer.json, tokenizer_config.json, special_tokens_map.json and chat_template.jinja come from
+   * the Hugging Face cache, else they are downloaded into it (`revision`, `token`,
+   * `localFilesOnly`: HubOptions), as Model.fromPretrained does.
+   */
+  static async fromPretrained(nameOrPath: string, options: TokenizerFileOptions & HubOptions = {}): Promise<Tokenizer> {
+    const where = `Tokenizer.fromPretrained(${JSON.stringify(nameOrPath)})`;
+    checkKeys(options as unknown, ['configFile', 'config', ...HUB_OPTION_NAMES], where);
+    checkHubOptions(options, where);
+    const { revision, token, localFilesOnly, ...fileOptions } = options;
+    const found = await resolveRepo(nameOrPath, { revision, token, localFilesOnly, kind: 'tokenizer' }, where);
+    return Tokenizer.fromFile(found.path, fileOptions);
   }
 
   /**

@@ -4,6 +4,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import type * as Rlora from '../index';
+import type { RepoKind } from '../hub/cache';
+import { isPathLike, resolveRepo } from '../hub/resolve';
 import { InputError } from './args';
 
 /** The library, loaded on first use (the native addon comes with it). */
@@ -25,28 +27,45 @@ export async function as<T>(what: string, fn: () => T | Promise<T>): Promise<T> 
 }
 
 export interface ModelSource {
+  /** A folder, or a Hugging Face Hub repo id. */
   path?: string;
+  /** The revision of a Hub repo (default main). */
+  revision?: string;
   config?: Rlora.HFConfig;
   seed?: number;
   dtype?: Rlora.Dtype;
   device?: string;
 }
 
+/** The model of `src`: a folder, a Hub repo id (the cache, else a download), or random weights from a config. Its folder is `model.source`. */
 export async function loadModel(src: ModelSource, where: string): Promise<Rlora.Model> {
   const { Model } = lib();
   const options = { dtype: src.dtype, device: src.device as Rlora.Device | undefined };
   if (src.path) {
-    if (!fs.existsSync(src.path)) throw new InputError(`${where}: model folder not found: ${src.path}`);
-    return as(where, () => Model.fromPretrained(src.path!, options));
+    if (isPathLike(src.path) && !fs.existsSync(src.path)) throw new InputError(`${where}: model folder not found: ${src.path}`);
+    return as(where, () => Model.fromPretrained(src.path!, { ...options, ...(src.revision !== undefined ? { revision: src.revision } : {}) }));
   }
   return as(`${where}.config`, () => Model.fromConfig(src.config!, { ...options, seed: src.seed ?? 0 }));
 }
 
-/** 'byte', a tokenizer.json or a folder holding one; else the model folder's tokenizer.json. */
+/**
+ * The local folder of a folder or Hub repo id given on the command line (`what`: "--adapter"):
+ * as given when it exists, else the repo's snapshot in the Hugging Face cache, else downloaded.
+ */
+export async function resolveFolder(idOrPath: string, kind: RepoKind, what: string): Promise<string> {
+  return as('', async () => (await resolveRepo(idOrPath, { kind }, `${what} ${idOrPath}`)).path);
+}
+
+/** A --model argument: a folder that exists as an absolute path, else as given (a Hub repo id, or a path the error names). */
+export function modelArgument(arg: string): string {
+  return fs.existsSync(arg) ? path.resolve(arg) : arg;
+}
+
+/** 'byte', a tokenizer.json, a folder holding one, or a Hub repo id; else the model folder's tokenizer.json. */
 export async function loadTokenizer(spec: string | undefined, modelDir: string | undefined, where: string): Promise<Rlora.TextTokenizer> {
   const { ByteTokenizer, Tokenizer } = lib();
   if (spec === 'byte') return new ByteTokenizer();
-  if (spec) return as(where, () => Tokenizer.fromFile(spec));
+  if (spec) return as(where, () => (fs.existsSync(spec) || isPathLike(spec) ? Tokenizer.fromFile(spec) : Tokenizer.fromPretrained(spec)));
   if (modelDir && fs.existsSync(path.join(modelDir, 'tokenizer.json'))) return as(where, () => Tokenizer.fromFile(modelDir));
   throw new InputError(
     `${where}: no tokenizer given${modelDir ? ` and ${modelDir} has no tokenizer.json` : ''}: name a tokenizer.json (or a folder with one), or "byte" for the byte tokenizer`,

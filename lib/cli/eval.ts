@@ -9,7 +9,8 @@ import { writeFileFully } from '../util/files';
 import { readJsonFile } from '../util/json';
 import type { ModelSource } from './common';
 import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
-import { as, checkVocabulary, evalTable, lib, loadModel, loadTokenizer } from './common';
+import { as, checkVocabulary, evalTable, lib, loadModel, loadTokenizer, modelArgument, resolveFolder } from './common';
+import { isInsideFolder, isRepoId } from '../hub/cache';
 import { BUILTIN_METRICS } from '../trainer/metrics';
 import { MAX_EVAL_EXTRA_TOKENS } from '../trainer/options';
 import { readRunConfig, RunConfig } from './runconfig';
@@ -20,18 +21,20 @@ import { ADAPTER_CONFIG_FILE, RLORA_CONFIG_FILE } from '../adapter-files';
 
 export const evalCommand: Subcommand = {
   summary: 'per-task loss and exact-match accuracy of an adapter on a JSON lines file',
-  help: `rlora eval --adapter DIR --data FILE [--model DIR] [--tokenizer FILE|byte] [options]
+  help: `rlora eval --adapter DIR|ID --data FILE [--model DIR|ID] [--tokenizer FILE|byte] [options]
 rlora eval --config run.json [--adapter DIR] [--data FILE] [options]
 
 Attaches the adapter to the base model and evaluates every example of the data file: per task the
 mean cross-entropy per response token (loss), the share of examples whose greedy generation equals
 the response exactly (accuracy), and the number of examples (count).
 
-  --adapter DIR       an adapter folder (adapter_config.json, adapter_model.safetensors), or a
-                      checkpoint folder; with --config, default outputDir/adapter
+  --adapter DIR|ID    an adapter folder (adapter_config.json, adapter_model.safetensors), a
+                      checkpoint folder, or a Hub repo id ("org/name": the Hugging Face cache,
+                      else a download into it); with --config, default outputDir/adapter
   --data FILE         JSON lines of {"task", "prompt", "response"}; with --config, default data.eval
-  --model DIR         the base model's Hugging Face folder; default: the folder the adapter names
-                      (base_model_name_or_path), or run.json's model with --config
+  --model DIR|ID      the base model's Hugging Face folder or Hub repo id; default: the folder
+                      or repo the adapter names (base_model_name_or_path, with its revision), or
+                      run.json's model with --config
   --tokenizer T       a tokenizer.json, a folder holding one, or "byte"; default: run.json's, or
                       the model folder's tokenizer.json
   --config FILE       take model, tokenizer, data options (template, maxLength, fields), batch size
@@ -65,8 +68,8 @@ async function runEval(args: string[]): Promise<number> {
   if (rest.length) throw new UsageError(`unexpected argument ${rest[0]}`);
   const cfgFile = stringOption(opts, 'config');
   const cfg: RunConfig | undefined = cfgFile ? readRunConfig(cfgFile) : undefined;
-  const adapterDir = stringOption(opts, 'adapter') ?? (cfg ? path.join(cfg.outputDir, 'adapter') : undefined);
-  if (!adapterDir) throw new UsageError('--adapter DIR is required (or --config run.json, whose outputDir/adapter is used)');
+  const adapterArg = stringOption(opts, 'adapter') ?? (cfg ? path.join(cfg.outputDir, 'adapter') : undefined);
+  if (!adapterArg) throw new UsageError('--adapter DIR is required (or --config run.json, whose outputDir/adapter is used)');
   const data = stringOption(opts, 'data') ?? cfg?.data.eval;
   if (!data) throw new UsageError(`--data FILE is required${cfg ? ' (run.json has no data.eval)' : ''}`);
   const batchSize = intOption(opts, 'batch-size', 1) ?? cfg?.trainer.batchSize;
@@ -83,23 +86,25 @@ async function runEval(args: string[]): Promise<number> {
   }
   const predictionsFile = stringOption(opts, 'predictions');
 
+  const adapterDir = await resolveFolder(adapterArg, 'adapter', '--adapter');
   const configPath = path.join(adapterDir, ADAPTER_CONFIG_FILE);
   if (!fs.existsSync(configPath)) throw new InputError(`${adapterDir} is not an adapter folder: no adapter_config.json`);
   let source: ModelSource;
   const modelOpt = stringOption(opts, 'model');
-  if (modelOpt) source = { path: path.resolve(modelOpt) };
+  if (modelOpt) source = { path: modelArgument(modelOpt) };
   else if (cfg) source = cfg.model;
   else {
-    const named = (readJsonFile(configPath) as { base_model_name_or_path?: string | null }).base_model_name_or_path;
-    if (!named || !fs.existsSync(path.join(named, 'config.json'))) {
-      throw new UsageError(`--model DIR is required: the adapter names no base model folder that exists here${named ? ` (it names ${named})` : ''}`);
-    }
-    source = { path: named };
+    const named = readJsonFile(configPath) as { base_model_name_or_path?: unknown; revision?: unknown };
+    const base = typeof named.base_model_name_or_path === 'string' ? named.base_model_name_or_path : undefined;
+    // a folder that exists here, else a Hub repo id (PEFT writes the id, and the revision beside it)
+    if (base !== undefined && fs.existsSync(path.join(base, 'config.json'))) source = { path: base };
+    else if (base !== undefined && !fs.existsSync(base) && isRepoId(base)) source = { path: base, ...(typeof named.revision === 'string' ? { revision: named.revision } : {}) };
+    else throw new UsageError(`--model DIR is required: the adapter names no base model folder that exists here, nor a Hub repo${base ? ` (it names ${base})` : ''}`);
   }
 
   const rl = lib();
   if (threads !== undefined) rl.setNumThreads(threads); // else the library's default: the usable cores
-  const model = await loadModel(source, 'model');
+  const model = await loadModel(source, `model${source.path && !modelOpt && !cfg ? ` ${source.path} (the adapter's base_model_name_or_path)` : ''}`);
   const adapter = await as(`adapter ${adapterDir}`, () => rl.Adapter.load(model, adapterDir));
   // Without run.json: encode the data as the adapter was trained (rlora_config.json `data`,
   // written by the Trainer, read by Adapter.load), unless the options say otherwise.
@@ -117,8 +122,8 @@ async function runEval(args: string[]): Promise<number> {
     }
   }
   const given = stringOption(opts, 'tokenizer') ?? cfg?.tokenizer;
-  const recordedTokenizer = given === undefined && recorded?.tokenizer ? confinedTokenizer(recorded.tokenizer, adapterDir, source.path) : undefined;
-  const tokenizer = await loadTokenizer(given ?? recordedTokenizer, source.path, 'tokenizer');
+  const recordedTokenizer = given === undefined && recorded?.tokenizer ? confinedTokenizer(recorded.tokenizer, adapterDir, model.source) : undefined;
+  const tokenizer = await loadTokenizer(given ?? recordedTokenizer, model.source, 'tokenizer');
   const fromAdapter = recorded
     ? { ...(recorded.template !== null ? { template: recorded.template } : {}), maxLength: recorded.maxLength, fields: recorded.fields, addBos: recorded.addBos, addEos: recorded.addEos }
     : {};
@@ -161,12 +166,8 @@ export function confinedTokenizer(named: string, adapterDir: string, modelDir: s
   if (named === 'byte') return named;
   const file = path.resolve(adapterDir, named);
   if (!fs.existsSync(file)) return undefined;
-  const real = fs.realpathSync(file);
-  const inside = (dir: string | undefined): boolean => {
-    if (dir === undefined || !fs.existsSync(dir)) return false;
-    const rel = path.relative(fs.realpathSync(dir), real);
-    return rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel);
-  };
+  // (a Hub repo's snapshot folder in the cache links its files to the repo's blobs/: inside too)
+  const inside = (dir: string | undefined): boolean => dir !== undefined && isInsideFolder(file, dir);
   if (inside(adapterDir) || inside(modelDir)) return file;
   throw new InputError(
     `${path.join(adapterDir, RLORA_CONFIG_FILE)}: data.tokenizer names ${JSON.stringify(named)}, which is outside the adapter folder` +

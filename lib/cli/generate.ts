@@ -3,19 +3,21 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
-import { as, checkVocabulary, lib, loadModel, loadTokenizer } from './common';
+import { as, checkVocabulary, lib, loadModel, loadTokenizer, modelArgument, resolveFolder } from './common';
 import { ADAPTER_CONFIG_FILE, RLORA_CONFIG_FILE } from '../adapter-files';
 
 export const generateCommand: Subcommand = {
   summary: 'continue a prompt with a model (and an adapter), printing the text as it comes',
-  help: `rlora generate --model DIR --prompt TEXT [--adapter DIR] [options]
+  help: `rlora generate --model DIR|ID --prompt TEXT [--adapter DIR|ID] [options]
 
 Loads the model (and attaches the adapter), encodes the prompt with the model folder's
 tokenizer.json (the byte tokenizer when the folder has none; stderr says which) and prints the
 generated text on stdout token by token, stopping at eos or after --max-new-tokens.
 
-  --model DIR           the base model's Hugging Face folder
-  --adapter DIR         an adapter folder (adapter_config.json, adapter_model.safetensors)
+  --model DIR|ID        the base model's Hugging Face folder, or a Hub repo id ("org/name":
+                        the Hugging Face cache, else a download into it)
+  --adapter DIR|ID      an adapter folder (adapter_config.json, adapter_model.safetensors), or
+                        a Hub repo id
   --prompt TEXT         the text to continue
   --max-new-tokens N    most new tokens (default 32)
   --min-new-tokens N    eos cannot end the text before N new tokens (default 0)
@@ -47,11 +49,11 @@ async function runGenerate(args: string[]): Promise<number> {
     chat: 'flag', system: 'value', 'top-k': 'value', 'top-p': 'value', 'repetition-penalty': 'value', stop: 'list',
   });
   if (rest.length) throw new UsageError(`unexpected argument ${rest[0]}`);
-  const modelDir = stringOption(opts, 'model');
-  if (!modelDir) throw new UsageError('--model DIR is required');
+  const modelArg = stringOption(opts, 'model');
+  if (!modelArg) throw new UsageError('--model DIR is required');
   const prompt = stringOption(opts, 'prompt');
   if (prompt === undefined) throw new UsageError('--prompt TEXT is required');
-  const adapterDir = stringOption(opts, 'adapter');
+  const adapterArg = stringOption(opts, 'adapter');
   const maxNewTokens = intOption(opts, 'max-new-tokens', 0);
   const seed = intOption(opts, 'seed', 0);
   const tempOpt = stringOption(opts, 'temperature');
@@ -78,12 +80,14 @@ async function runGenerate(args: string[]): Promise<number> {
   }
   const system = stringOption(opts, 'system');
   if (opts.chat && template !== undefined) throw new UsageError('--chat and --template exclude each other: a chat prompt goes through the tokenizer\'s chat template');
+  const adapterDir = adapterArg === undefined ? undefined : await resolveFolder(adapterArg, 'adapter', '--adapter');
   if (adapterDir !== undefined && !fs.existsSync(path.join(adapterDir, ADAPTER_CONFIG_FILE))) {
     throw new InputError(`${adapterDir} is not an adapter folder: no adapter_config.json`);
   }
 
   const rl = lib();
-  const model = await loadModel({ path: path.resolve(modelDir) }, 'model');
+  const model = await loadModel({ path: modelArgument(modelArg) }, 'model');
+  const modelDir = model.source!; // a Hub repo's snapshot folder
   const hasTokenizer = fs.existsSync(path.join(modelDir, 'tokenizer.json'));
   const tokenizer = await loadTokenizer(hasTokenizer ? undefined : 'byte', modelDir, 'tokenizer');
   console.error(hasTokenizer ? `rlora generate: tokenizer ${path.join(modelDir, 'tokenizer.json')}` : `rlora generate: ${modelDir} has no tokenizer.json; using the byte tokenizer`);

@@ -5,17 +5,17 @@ import * as path from 'path';
 
 import type { Tensor } from '../tensor';
 import { formatBytes, InputError, parseArgs, stringOption, Subcommand, table, UsageError, useColor } from './args';
-import { lib } from './common';
+import { lib, resolveFolder } from './common';
 import { readTrainerState, TRAINER_STATE_FILE } from '../trainer/checkpoint';
 import { readJsonFile } from '../util/json';
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, RLORA_CONFIG_FILE } from '../adapter-files';
 
 export const inspect: Subcommand = {
   summary: 'sizes, config and per-module head similarity (a terminal heatmap) of a saved adapter',
-  help: `rlora inspect <adapter-dir> [--module REGEX] [--json]
+  help: `rlora inspect <adapter-dir or Hub repo id> [--module REGEX] [--json]
 
 Reads adapter_config.json, rlora_config.json and adapter_model.safetensors of an adapter folder (or a checkpoint
-folder) and prints: the file size and dtype, the number of adapted modules, trainable parameters
+folder, or a Hub repo's: the Hugging Face cache, else a download into it) and prints: the file size and dtype, the number of adapted modules, trainable parameters
 (A, the heads B_i, the router; the frozen R-LoRA offset counted apart), the adapter config, and per
 module the N x N cosine similarity of the flattened heads B_0 .. B_{N-1} as a heatmap: 1 means two
 heads are identical (HydraLoRA starts so), near 0 that they differ (R-LoRA's aim). Needs no base
@@ -202,10 +202,10 @@ function configLines(c: Record<string, any>): string[][] { // eslint-disable-lin
   return rows;
 }
 
-function runInspect(args: string[]): number {
+async function runInspect(args: string[]): Promise<number> {
   const { opts, rest } = parseArgs(args, { module: 'value', json: 'flag' });
   if (rest.length !== 1) throw new UsageError(rest.length ? `one adapter folder, got ${rest.length} arguments` : 'the adapter folder is required');
-  const dir = rest[0];
+  const dir = await resolveFolder(rest[0], 'adapter', 'adapter');
   let filter: RegExp | undefined;
   const pattern = stringOption(opts, 'module');
   if (pattern !== undefined) {

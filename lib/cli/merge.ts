@@ -4,7 +4,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
-import { as, lib, loadModel } from './common';
+import { as, lib, loadModel, modelArgument, resolveFolder } from './common';
 import { ADAPTER_CONFIG_FILE } from '../adapter-files';
 
 /** Files of a model folder that describe its tokenizer and generation, copied beside the merged weights. */
@@ -12,7 +12,7 @@ const COPIED = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.j
 
 export const mergeCommand: Subcommand = {
   summary: 'fold a LoRA adapter into its base model and write a merged Hugging Face folder',
-  help: `rlora merge --model DIR --adapter DIR --out DIR [--max-shard-size BYTES] [--overwrite]
+  help: `rlora merge --model DIR|ID --adapter DIR|ID --out DIR [--max-shard-size BYTES] [--overwrite]
 
 Loads the base model, attaches the adapter and folds it into the weights (W0 + s B A, minus the
 offset when the adapter has one), then writes config.json, the weights (sharded over
@@ -20,8 +20,10 @@ offset when the adapter has one), then writes config.json, the weights (sharded 
 and the base folder's tokenizer files. Only single-head adapters merge: a multi-head adapter's
 router depends on the input (load it with its base model instead).
 
-  --model DIR            the base model's Hugging Face folder
-  --adapter DIR          the adapter folder (adapter_config.json, adapter_model.safetensors)
+  --model DIR|ID         the base model's Hugging Face folder, or a Hub repo id ("org/name":
+                         the Hugging Face cache, else a download into it)
+  --adapter DIR|ID       the adapter folder (adapter_config.json, adapter_model.safetensors), or
+                         a Hub repo id
   --out DIR              where the merged model goes (must not hold a model unless --overwrite)
   --max-shard-size N     most bytes per weights file (default 5000000000, as transformers)
   --overwrite            replace the model files already in --out
@@ -34,17 +36,20 @@ Examples:
 async function runMerge(args: string[]): Promise<number> {
   const { opts, rest } = parseArgs(args, { model: 'value', adapter: 'value', out: 'value', 'max-shard-size': 'value', overwrite: 'flag' });
   if (rest.length) throw new UsageError(`unexpected argument ${rest[0]}`);
-  const modelDir = stringOption(opts, 'model');
-  const adapterDir = stringOption(opts, 'adapter');
+  const modelArg = stringOption(opts, 'model');
+  const adapterArg = stringOption(opts, 'adapter');
   const out = stringOption(opts, 'out');
-  if (!modelDir || !adapterDir || !out) throw new UsageError('--model DIR, --adapter DIR and --out DIR are required');
+  if (!modelArg || !adapterArg || !out) throw new UsageError('--model DIR, --adapter DIR and --out DIR are required');
   const maxShardSize = intOption(opts, 'max-shard-size', 1);
-  if (!fs.existsSync(path.join(adapterDir, ADAPTER_CONFIG_FILE))) throw new InputError(`${adapterDir} is not an adapter folder: no adapter_config.json`);
-  if (path.resolve(out) === path.resolve(modelDir)) throw new InputError(`--out ${out} is the base model's folder: write the merged model elsewhere`);
+  if (path.resolve(out) === path.resolve(modelArg)) throw new InputError(`--out ${out} is the base model's folder: write the merged model elsewhere`);
   if (fs.existsSync(path.join(out, 'config.json')) && !opts.overwrite) throw new InputError(`${out} already holds a model (config.json): pass --overwrite to replace it`);
+  const adapterDir = await resolveFolder(adapterArg, 'adapter', '--adapter');
+  if (!fs.existsSync(path.join(adapterDir, ADAPTER_CONFIG_FILE))) throw new InputError(`${adapterDir} is not an adapter folder: no adapter_config.json`);
 
   const rl = lib();
-  const model = await loadModel({ path: path.resolve(modelDir) }, 'model');
+  const model = await loadModel({ path: modelArgument(modelArg) }, 'model');
+  const modelDir = model.source!; // a Hub repo's snapshot folder
+  if (path.resolve(out) === path.resolve(modelDir)) throw new InputError(`--out ${out} is the base model's folder: write the merged model elsewhere`);
   const adapter = await as(`adapter ${adapterDir}`, () => rl.Adapter.load(model, adapterDir));
   if (adapter.options.heads !== 1) {
     throw new InputError(`${adapterDir} is a ${adapter.options.method} adapter with ${adapter.options.heads} heads: only single-head (lora) adapters can be merged, because the router mixes the heads differently for every token; load it with its base model instead`);

@@ -14,13 +14,16 @@ import { isPlainObject, show } from '../util/options';
 import { check, describeKeys, int, Key, keyPaths, oneOf, pth, Spec, str } from '../util/spec';
 import { MAX_CONFIG_JSON_BYTES, readTextFile } from '../util/json';
 import { adapterKeys, ENCODING_KEYS } from '../config-keys';
+import { isRepoId, revisionProblem } from '../hub/cache';
+import { isPathLike } from '../hub/resolve';
 import { InputError } from './args';
 
 // ---------------------------------------------------------------------------------------------
 // The keys
 
 const MODEL_KEYS: Record<string, Key> = {
-  path: { spec: pth, doc: 'a Hugging Face model folder (config.json, model.safetensors)' },
+  path: { spec: pth, doc: 'a Hugging Face model folder (config.json, model.safetensors), or a Hub repo id "org/name" where no such folder is next to run.json (the Hugging Face cache, else a download into it)' },
+  revision: { spec: str, doc: 'with a Hub repo id: a branch, tag or commit hash (default main)' },
   config: { spec: { kind: 'json-object' }, type: '{...}', doc: 'a Hugging Face config.json object: a new model with random weights' },
   seed: { spec: int(0), doc: 'seed of the random weights of config (default 0)' },
   dtype: { spec: oneOf('float32', 'bfloat16', 'float64'), doc: 'parameter dtype (default float32)' },
@@ -51,7 +54,7 @@ const TOP_KEYS: Record<string, Key> = {
     spec: { kind: 'one-of', options: [pth, { kind: 'object', keys: MODEL_KEYS }] },
     required: true,
     type: '"<folder>" | {...}',
-    doc: 'the base model: a Hugging Face folder, or an object with exactly one of path and config:',
+    doc: 'the base model: a Hugging Face folder or Hub repo id ("org/name"), or an object with exactly one of path and config:',
   },
   tokenizer: {
     spec: str,
@@ -88,7 +91,8 @@ export interface RunConfig {
   file: string;
   /** The file as written (for the copy in outputDir). */
   raw: Record<string, unknown>;
-  model: { path?: string; config?: HFConfig; seed: number; dtype?: Dtype; device?: string };
+  /** path: an absolute folder, or a Hub repo id. */
+  model: { path?: string; revision?: string; config?: HFConfig; seed: number; dtype?: Dtype; device?: string };
   /** 'byte', an absolute path, or undefined (the model folder's tokenizer). */
   tokenizer?: string;
   data: { train: string; eval?: string; options: Omit<DatasetOptions, 'tokenizer'> };
@@ -136,12 +140,16 @@ export function parseRunConfig(json: unknown, file: string): RunConfig {
     const m = (json as { model: Record<string, unknown> }).model;
     if ((m.path === undefined) === (m.config === undefined)) problems.push('model needs exactly one of model.path (a folder) and model.config (a config.json object)');
     if (m.path !== undefined && m.seed !== undefined) problems.push('model.seed applies to model.config (random weights) only, not to model.path');
+    if (m.revision !== undefined && m.path === undefined) problems.push('model.revision applies to a Hub repo id in model.path only');
+    if (typeof m.revision === 'string' && revisionProblem(m.revision)) problems.push(`model.revision ${JSON.stringify(m.revision)} is refused: ${revisionProblem(m.revision)}`);
   }
   if (problems.length === 0) problems.push(...checkTrainerRules(json as Record<string, any>)); // eslint-disable-line @typescript-eslint/no-explicit-any
   if (problems.length) throw new RunConfigError(file, problems);
   const j = json as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
   const dir = path.dirname(abs);
   const at = (p: string): string => path.resolve(dir, p);
+  // a model path that is no folder next to run.json but an "org/name" repo id stays an id (the Hub's)
+  const modelAt = (p: string): string => (fs.existsSync(at(p)) || isPathLike(p) || !p.includes('/') || !isRepoId(p) ? at(p) : p);
   const m = typeof j.model === 'string' ? { path: j.model } : j.model;
   const targets = j.adapter.targetModules;
   let targetModules: string[] | RegExp;
@@ -157,7 +165,7 @@ export function parseRunConfig(json: unknown, file: string): RunConfig {
   return {
     file: abs,
     raw: j,
-    model: { path: m.path === undefined ? undefined : at(m.path), config: m.config, seed: m.seed ?? 0, dtype: m.dtype, device: m.device },
+    model: { path: m.path === undefined ? undefined : modelAt(m.path), revision: m.revision, config: m.config, seed: m.seed ?? 0, dtype: m.dtype, device: m.device },
     tokenizer: j.tokenizer === undefined ? undefined : j.tokenizer === 'byte' ? 'byte' : at(j.tokenizer),
     data: {
       train: at(d.train),

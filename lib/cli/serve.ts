@@ -3,12 +3,12 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
-import { as, checkVocabulary, lib, loadModel, loadTokenizer } from './common';
+import { as, checkVocabulary, lib, loadModel, loadTokenizer, modelArgument, resolveFolder } from './common';
 import { ADAPTER_CONFIG_FILE } from '../adapter-files';
 
 export const serveCommand: Subcommand = {
   summary: 'serve a model and its adapters over OpenAI\'s API (/v1/chat/completions, /v1/completions)',
-  help: `rlora serve --model DIR [--adapter NAME=DIR ...] [options]
+  help: `rlora serve --model DIR|ID [--adapter NAME=DIR|ID ...] [options]
 
 Loads the model and each adapter under its NAME, and answers OpenAI's API: GET /v1/models (ids:
 "base" for the model alone, and each adapter's NAME), POST /v1/completions and
@@ -16,8 +16,9 @@ POST /v1/chat/completions (chat through the tokenizer's chat template), with "st
 server-sent events. A request's "model" picks the adapter. Requests queue: one generation at a
 time. Ctrl-C stops the server.
 
-  --model DIR           the base model's Hugging Face folder
-  --adapter NAME=DIR    an adapter folder served as NAME (repeat for several)
+  --model DIR|ID        the base model's Hugging Face folder, or a Hub repo id ("org/name": the
+                        Hugging Face cache, else a download into it)
+  --adapter NAME=DIR|ID an adapter folder (or Hub repo id) served as NAME (repeat for several)
   --host H              address to listen on (default 127.0.0.1: this machine only)
   --port P              port (default 8000; 0 picks a free one)
   --api-key KEY         require "Authorization: Bearer KEY"
@@ -34,29 +35,34 @@ Example:
 async function runServe(args: string[]): Promise<number> {
   const { opts, rest } = parseArgs(args, { model: 'value', adapter: 'list', host: 'value', port: 'value', 'api-key': 'value', cors: 'flag', 'max-tokens': 'value' });
   if (rest.length) throw new UsageError(`unexpected argument ${rest[0]}`);
-  const modelDir = stringOption(opts, 'model');
-  if (!modelDir) throw new UsageError('--model DIR is required');
+  const modelArg = stringOption(opts, 'model');
+  if (!modelArg) throw new UsageError('--model DIR|ID is required');
   const port = intOption(opts, 'port', 0, 65535) ?? 8000;
   const maxTokens = intOption(opts, 'max-tokens', 1);
   const adapters = ((opts.adapter as string[] | undefined) ?? []).map((spec) => {
     const eq = spec.indexOf('=');
     if (eq <= 0 || eq === spec.length - 1) throw new UsageError(`--adapter must be NAME=DIR, got ${JSON.stringify(spec)}`);
     const name = spec.slice(0, eq);
-    const dir = spec.slice(eq + 1);
     if (name === 'base') throw new UsageError('--adapter: the name "base" is the model alone; pick another');
-    if (!fs.existsSync(path.join(dir, ADAPTER_CONFIG_FILE))) throw new InputError(`--adapter ${name}=${dir}: ${dir} is not an adapter folder (no ${ADAPTER_CONFIG_FILE})`);
-    return { name, dir };
+    return { name, arg: spec.slice(eq + 1) };
   });
   const names = adapters.map((a) => a.name);
   const twice = names.find((n, i) => names.indexOf(n) !== i);
   if (twice !== undefined) throw new UsageError(`--adapter: the name ${JSON.stringify(twice)} is given twice`);
 
+  const folders: { name: string; dir: string }[] = [];
+  for (const a of adapters) {
+    const dir = await resolveFolder(a.arg, 'adapter', `--adapter ${a.name}`);
+    if (!fs.existsSync(path.join(dir, ADAPTER_CONFIG_FILE))) throw new InputError(`--adapter ${a.name}=${a.arg}: ${dir} is not an adapter folder (no ${ADAPTER_CONFIG_FILE})`);
+    folders.push({ name: a.name, dir });
+  }
   const rl = lib();
-  const model = await loadModel({ path: path.resolve(modelDir) }, 'model');
+  const model = await loadModel({ path: modelArgument(modelArg) }, 'model');
+  const modelDir = model.source!; // a Hub repo's snapshot folder
   const hasTokenizer = fs.existsSync(path.join(modelDir, 'tokenizer.json'));
   const tokenizer = await loadTokenizer(hasTokenizer ? undefined : 'byte', modelDir, 'tokenizer');
   checkVocabulary(model, tokenizer, []);
-  for (const a of adapters) await as(`adapter ${a.name} (${a.dir})`, () => rl.Adapter.load(model, a.dir, { name: a.name }));
+  for (const a of folders) await as(`adapter ${a.name} (${a.dir})`, () => rl.Adapter.load(model, a.dir, { name: a.name }));
   rl.Adapter.setActive(model, null);
   const server = await rl.serve({
     model,

@@ -166,7 +166,7 @@ async function runTrain(args: string[]): Promise<number> {
     if (threadsGiven !== undefined) rl.setNumThreads(threadsGiven); // else the library's default: the usable cores
     const model = await loadModel({ ...cfg.model, device: rl.distributed.rankDevice(cfg.model.device ?? cfg.trainer.device) }, `${cfg.file}: model`);
     say(`model      ${cfg.model.path ?? `random weights from model.config (seed ${cfg.model.seed})`}: ${model.resolvedConfig.architecture}, ${model.parameterCount().toLocaleString('en-US')} parameters, ${model.dtype} on ${model.device}`);
-    const tokenizer = await loadTokenizer(cfg.tokenizer, cfg.model.path, `${cfg.file}: tokenizer`);
+    const tokenizer = await loadTokenizer(cfg.tokenizer, model.source, `${cfg.file}: tokenizer`); // the model's folder (a Hub repo's snapshot)
     const dataOptions = { tokenizer, ...cfg.data.options };
     const trainSet = await as(`${cfg.file}: data.train`, () => rl.MultiTaskDataset.fromJsonl(cfg.data.train, dataOptions));
     const evalSet = cfg.data.eval ? await as(`${cfg.file}: data.eval`, () => rl.MultiTaskDataset.fromJsonl(cfg.data.eval!, dataOptions)) : undefined;
