@@ -11,6 +11,7 @@ import * as path from 'path';
 
 import { closest, InputError, parseArgs, Subcommand, UsageError } from './cli/args';
 import { evalCommand } from './cli/eval';
+import { exportCommand } from './cli/export';
 import { generateCommand } from './cli/generate';
 import { inspect } from './cli/inspect';
 import { mergeCommand } from './cli/merge';
@@ -239,7 +240,7 @@ library in use and thread settings. Exits 1 when no binary loads, with what to i
 
 // ---------------------------------------------------------------------------------------------
 
-export const commands: Record<string, Subcommand> = { train, eval: evalCommand, generate: generateCommand, merge: mergeCommand, sweep: sweepCommand, inspect, plot, build, doctor };
+export const commands: Record<string, Subcommand> = { train, eval: evalCommand, generate: generateCommand, merge: mergeCommand, export: exportCommand, sweep: sweepCommand, inspect, plot, build, doctor };
 
 function usage(): string {
   const width = Math.max(...Object.keys(commands).map((k) => k.length));
