@@ -58,8 +58,8 @@ async function runExport(args: string[]): Promise<number> {
   const adapterDir = stringOption(opts, 'adapter');
   const name = stringOption(opts, 'name');
   if (adapterDir !== undefined && !fs.existsSync(path.join(adapterDir, ADAPTER_CONFIG_FILE))) throw new InputError(`${adapterDir} is not an adapter folder: no ${ADAPTER_CONFIG_FILE}`);
-  if (fs.existsSync(out) && !opts.overwrite) throw new InputError(`${out} exists: pass --overwrite to replace it`);
   if (fs.statSync(out, { throwIfNoEntry: false })?.isDirectory()) throw new InputError(`--out ${out} is a folder: name the .gguf file to write`);
+  if (fs.existsSync(out) && !opts.overwrite) throw new InputError(`${out} exists: pass --overwrite to replace it`);
 
   if (format === 'gguf-lora') {
     if (!adapterDir) throw new UsageError('--format gguf-lora needs --adapter DIR');

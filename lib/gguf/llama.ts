@@ -37,7 +37,6 @@ export function ggufArchitecture(c: NativeModelConfig): GgufArchitecture {
     if (c.slidingWindow > 0) throw new Error('GGUF export of Qwen2 with use_sliding_window: llama.cpp\'s qwen2 graph has no sliding window; the model would compute differently there');
     if (c.headDim * c.numAttentionHeads !== c.hiddenSize) throw new Error(`GGUF export of Qwen2 with head_dim ${c.headDim} x ${c.numAttentionHeads} heads != hidden_size ${c.hiddenSize}: llama.cpp's qwen2 graph needs them equal`);
   }
-  if (arch === 'llama' && c.slidingWindow > 0) throw new Error('GGUF export of a LLaMA with a sliding window is not supported (llama.cpp\'s llama graph has none)');
   return arch;
 }
 

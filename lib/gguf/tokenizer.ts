@@ -164,8 +164,10 @@ export function tokenizerMetadata(tokenizer: Tokenizer | ByteTokenizer, vocabSiz
     kv.push(['tokenizer.ggml.merges', { type: 'array', itemType: 'string', value: merges.map(([a, b]) => `${a} ${b}`) }]);
   } else {
     // llama.cpp's SentencePiece tokenizer joins the adjacent pair whose joined token scores highest:
-    // a token's score is minus the rank of the first merge that makes it, so pairs join in merge order
-    const scores = new Array<number>(vocabSize).fill(0);
+    // a token's score is minus the rank of the first merge that makes it, so pairs join in merge
+    // order; a token no merge makes scores below them all (only tokens of two characters or more
+    // are ever joined, so single characters, bytes and specials are not affected)
+    const scores = new Array<number>(vocabSize).fill(merges.length ? -merges.length : 0);
     const scored = new Set<number>();
     merges.forEach(([a, b], rank) => {
       const id = seen.get(a + b);
