@@ -12,6 +12,7 @@ import * as path from 'path';
 import { closest, InputError, parseArgs, Subcommand, UsageError } from './cli/args';
 import { downloadCommand } from './cli/download';
 import { evalCommand } from './cli/eval';
+import { exportCommand } from './cli/export';
 import { generateCommand } from './cli/generate';
 import { inspect } from './cli/inspect';
 import { mergeCommand } from './cli/merge';
@@ -254,7 +255,7 @@ when no binary loads, with what to install or run.
 
 // ---------------------------------------------------------------------------------------------
 
-export const commands: Record<string, Subcommand> = { train, eval: evalCommand, generate: generateCommand, merge: mergeCommand, serve: serveCommand, sweep: sweepCommand, inspect, plot, download: downloadCommand, build, doctor };
+export const commands: Record<string, Subcommand> = { train, eval: evalCommand, generate: generateCommand, merge: mergeCommand, export: exportCommand, serve: serveCommand, sweep: sweepCommand, inspect, plot, download: downloadCommand, build, doctor };
 
 function usage(): string {
   const width = Math.max(...Object.keys(commands).map((k) => k.length));

@@ -38,6 +38,9 @@ export type { HubOptions, ResolveOptions, HubSource } from './hub/resolve';
 export type { RepoKind } from './hub/cache';
 export { Tokenizer, ByteTokenizer } from './tokenizer';
 export type { TextTokenizer, EncodeOptions, DecodeOptions, TokenizerConfig, TokenizerFileOptions, SpecialTokenValue, ByteTokenizerOptions, TokenizerFiles } from './tokenizer';
+export { exportGguf, exportGgufLora } from './gguf/export';
+export type { GgufExportOptions, GgufLoraExportOptions, GgufExportResult, GgufBaseModel } from './gguf/export';
+export type { GgufArchitecture, GgufDtype } from './gguf/llama';
 export { MultiTaskDataset, BatchSampler, promptBatch, DEFAULT_TEMPLATE } from './data';
 export type { Example, DatasetOptions, DataSettings, EncodedExample, Sampling, SamplerOptions, Batch, SamplerState } from './data';
 
