@@ -41,6 +41,7 @@ export class ProgressLine {
   readonly #t0 = Date.now();
   #last = 0;
   #shown = false;
+  #closed = false;
   #step: number;
   #loss = '-';
   #tps = '-';
@@ -54,15 +55,23 @@ export class ProgressLine {
   }
 
   update(step: number, loss: string, tps: string): void {
+    if (this.#closed) return;
     this.#step = step;
     this.#loss = loss;
     this.#tps = tps;
     if (Date.now() - this.#last >= 100 || step >= this.#total) this.#draw();
   }
 
+  /** Erases the line and draws it no more (Ctrl-C in the REPL: its prompt comes next). */
+  close(): void {
+    if (this.#shown) this.#stream.write(CLEAR_LINE);
+    this.#shown = false;
+    this.#closed = true;
+  }
+
   /** Draws the last state once more and ends the line. */
   stop(): void {
-    if (!this.#shown) return;
+    if (!this.#shown || this.#closed) return;
     this.#draw();
     this.#stream.write('\n');
     this.#shown = false;

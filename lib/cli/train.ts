@@ -13,6 +13,7 @@ import { describeRunConfig, readRunConfig, RunConfig } from './runconfig';
 import { checkpointName, LOG_FILE, readTrainerState, runFiles, TRAINER_STATE_FILE, trimLog } from '../trainer/checkpoint';
 import { evalText, fmt, stepLine } from '../logging/text';
 import { ensureFolder } from '../util/files';
+import { onInterrupt } from '../util/interrupt';
 import { MAX_THREADS } from '../threads';
 
 /** Exit code after Ctrl-C (128 + SIGINT), as shells report it. */
@@ -147,9 +148,8 @@ async function runTrain(args: string[]): Promise<number> {
   // Ctrl-C: the first stops after the current step (the trainer writes a checkpoint), the second
   // quits at once.
   const controller = new AbortController();
-  let interrupts = 0;
-  const onSigint = (): void => {
-    interrupts++;
+  // (a second signal within a second of the first is the same Ctrl-C: npx tsx passes one on as two)
+  const onSigint = (interrupts: number): void => {
     if (interrupts === 1) {
       say(`${barShown ? '' : '\n'}rlora train: stopping after the current step and writing a checkpoint (Ctrl-C again to quit at once, without one)`);
       controller.abort();
@@ -158,7 +158,7 @@ async function runTrain(args: string[]): Promise<number> {
       process.exit(INTERRUPTED);
     }
   };
-  process.on('SIGINT', onSigint);
+  const stopListening = onInterrupt(onSigint);
   try {
     const rl = lib();
     // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -274,6 +274,6 @@ async function runTrain(args: string[]): Promise<number> {
     else console.log('(no data.eval in run.json: no evaluation)');
     return 0;
   } finally {
-    process.off('SIGINT', onSigint);
+    stopListening();
   }
 }

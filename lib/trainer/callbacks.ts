@@ -16,8 +16,12 @@ export interface FitOptions {
   callbacks?: TrainerCallback[];
   /**
    * Ctrl-C (SIGINT) while this fit runs finishes the current step, writes a checkpoint (with
-   * outputDir) and returns with stopped 'aborted', as `rlora train` does; a second Ctrl-C quits at
-   * once (exit code 130). Without it a script dies at Ctrl-C with no checkpoint. Default false.
+   * outputDir) and returns with stopped 'aborted', as `rlora train` does; a second Ctrl-C (more
+   * than a second after the first: npx tsx passes one Ctrl-C on as two signals) quits at once (exit
+   * code 130). Without it a script dies at Ctrl-C with no checkpoint. Default false in a script; in
+   * the Node REPL (stdin a terminal in raw mode, where Ctrl-C is a key that interrupts the `await`
+   * but not the fit) true: the fit stops after the step with a checkpoint and its progress line is
+   * erased before the prompt.
    */
   stopOnSigint?: boolean;
 }

@@ -15,7 +15,8 @@ import { evalText, stepLine } from '../logging/text';
 import type { MetricSink } from '../logging/sink';
 import { Model } from '../model';
 import { AdamW } from '../optim';
-import { ProgressLine } from '../progress';
+import { CLEAR_LINE, ProgressLine } from '../progress';
+import { onInterrupt, rawTerminal } from '../util/interrupt';
 import { sameDevice, Tensor } from '../tensor';
 import { ensureFolder, naming, writeFileAtomically } from '../util/files';
 import { replaceFolder } from '../util/replace-folder';
@@ -296,12 +297,18 @@ export class Trainer {
       return this.best.shouldStop(tasks);
     };
     const sigint = { requested: false };
-    const onSigint = (): void => {
-      if (sigint.requested) process.exit(130); // the second Ctrl-C: at once, without a checkpoint
-      sigint.requested = true;
-      process.stderr.write(`\nrlora: Ctrl-C: stopping after step ${this.step + 1}${o.outputDir ? ' and writing a checkpoint' : ''} (Ctrl-C again to quit at once)\n`);
-    };
-    if (fitOptions.stopOnSigint) process.on('SIGINT', onSigint);
+    // in the REPL Ctrl-C is a key that interrupts the `await` but not the fit: there it stops the fit
+    // unless stopOnSigint is false
+    const stopOnSigint = fitOptions.stopOnSigint ?? rawTerminal();
+    const stopListening = stopOnSigint
+      ? onInterrupt((count) => {
+          if (count > 1) process.exit(130); // Ctrl-C again: at once, without a checkpoint
+          sigint.requested = true;
+          process.stderr.write(bar ? CLEAR_LINE : '\n');
+          bar?.close(); // no more redraws: the REPL's prompt comes next
+          process.stderr.write(`rlora: Ctrl-C: stopping after step ${this.step + 1}${o.outputDir ? ' and writing a checkpoint' : ''} (Ctrl-C again to quit at once)\n`);
+        })
+      : undefined;
     try {
       await notify('onTrainBegin', state());
       while (this.step < total && !stopRequested) {
@@ -384,7 +391,7 @@ export class Trainer {
         this.loadAdapterWeights(history.bestCheckpoint);
       }
     } finally {
-      if (fitOptions.stopOnSigint) process.off('SIGINT', onSigint);
+      stopListening?.();
       bar?.stop();
       this.adapter.setMode(false);
     }
