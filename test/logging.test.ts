@@ -173,7 +173,7 @@ describe('fit with stopOnSigint', () => {
     ['SIGINT', [0]],
     // npx tsx passes one Ctrl-C on as a second signal: the fit used to quit without a checkpoint
     ['two SIGINTs 100 ms apart (one Ctrl-C under npx tsx)', [0, 100]],
-  ])('%s finishes the current step, checkpoints, and fit returns stopped "aborted"', async (what, delays) => {
+  ])('%s finishes the current step, checkpoints, and fit returns stopped "aborted"', async (_what, delays) => {
     const out = path.join(tmp, `sigint-${delays.length}`);
     const script = `
       const r = require(${JSON.stringify(path.join(__dirname, '..', 'lib'))});
