@@ -3,7 +3,8 @@
 // seeds, numReturnSequences, stop strings, batches of prompts and AbortSignal.
 import * as path from 'path';
 
-import { completeText, generateText, Model, Tokenizer } from '../lib';
+import { ByteTokenizer, completeText, generateText, Model, Tokenizer } from '../lib';
+import { TINY_BYTE_CONFIG } from './helpers/tiny-model';
 
 jest.setTimeout(120_000);
 
@@ -158,5 +159,18 @@ describe('text', () => {
     await expect(generateText(model, tok, 'x', { repetitionPenalty: 1.3, stops: ['a'] } as never)).rejects.toThrow(/unknown option "stops" \(did you mean "stop"\?\)/);
     const stream = model.stream([[1, 2]], { maxTokens: 3 } as never);
     await expect(stream.next()).rejects.toThrow(/Model.stream: unknown option "maxTokens"/);
+  });
+
+  it('streamed pieces never split a character: random bytes from an untrained model, pieces joined = the text', async () => {
+    // an untrained byte-level model sampled hot emits bytes >= 0x80, so characters of 2-4 bytes
+    // arrive over several tokens; a piece cut inside one would hold U+FFFD where the text does not
+    const random = Model.fromConfig(TINY_BYTE_CONFIG, { seed: 9 });
+    const byte = new ByteTokenizer();
+    const pieces: string[] = [];
+    const text = await generateText(random, byte, 'x', { maxNewTokens: 400, temperature: 3, seed: 1, eosTokenId: NO_EOS, onText: (p) => pieces.push(p) });
+    expect(pieces.join('')).toBe(text);
+    const multiByte = [...text].filter((c) => c.codePointAt(0)! > 0x7f && c !== '\uFFFD');
+    expect(multiByte.length).toBeGreaterThan(0); // the case under test occurred
+    random.dispose();
   });
 });
