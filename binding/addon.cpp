@@ -13,6 +13,7 @@
 #include "common/files.h"
 #include "common/format.h"
 #include "common/process.h"
+#include "attention.h"
 #include "generation.h"
 #include "layer.h"
 #include "model.h"
@@ -133,6 +134,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   JsGeneration::Init(env, exports);
   exports.Set("minTemperature", Napi::Number::New(env, model::kMinTemperature));
   InitTrain(env, exports);
+  InitAttention(env, exports);
   InitDist(env, exports);
   export_function<SetNumThreads>(exports, "setNumThreads");
   export_function<GetNumThreads>(exports, "getNumThreads");

@@ -226,6 +226,11 @@ export interface CudaMemoryStats {
 export interface NativeAddon {
   NativeModel: new (config: NativeModelConfig, dtype: DtypeName, device: string) => NativeModel;
   NativeGeneration: new (model: NativeModel, ids: NativeTensor, mask: NativeTensor | null, options: NativeGenerateOptions) => NativeGeneration;
+  /**
+   * The attention of native/model/attention.h (block-wise, or eager) with its gradients for dOut:
+   * for tests. q [B, H, S, D], k and v [B, H, T, D], keyMask [B, T] or null.
+   */
+  attentionVjp(q: NativeTensor, k: NativeTensor, v: NativeTensor, dOut: NativeTensor, options: { past: number; window: number; keyMask: NativeTensor | null; scale: number; softcap: number; block: number; eager: boolean }): Promise<{ out: NativeTensor; dq: NativeTensor; dk: NativeTensor; dv: NativeTensor }>;
   /** The smallest temperature that samples (native/model/generate.h kMinTemperature). */
   readonly minTemperature: number;
   NativeAdamW: new (modules: NativeLoraLinear[] | NativeModel, options: object) => NativeAdamW;

@@ -16,11 +16,14 @@ import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, RLORA_CONFIG_FILE } from '..
 import { MAX_CONFIG_JSON_BYTES, readJsonFile } from '../util/json';
 import { isPlainObject, show } from '../util/options';
 
+/** Environment variables, as process.env holds them (declared here: rlora's types need no @types/node). */
+export type Environment = Readonly<Record<string, string | undefined>>;
+
 /** What a folder is resolved for: which files it must hold. */
 export type RepoKind = 'model' | 'adapter' | 'tokenizer';
 
 /** Where the Hub is: HF_ENDPOINT, else https://huggingface.co (no trailing slash). */
-export function hubEndpoint(env: NodeJS.ProcessEnv = process.env): string {
+export function hubEndpoint(env: Environment = process.env): string {
   const raw = env.HF_ENDPOINT?.trim() || 'https://huggingface.co';
   let url: URL;
   try {
@@ -38,24 +41,24 @@ function expandHome(p: string): string {
 }
 
 /** HF_HOME, else $XDG_CACHE_HOME/huggingface, else ~/.cache/huggingface (Python's order). */
-export function hfHome(env: NodeJS.ProcessEnv = process.env): string {
+export function hfHome(env: Environment = process.env): string {
   if (env.HF_HOME) return path.resolve(expandHome(env.HF_HOME));
   return path.join(env.XDG_CACHE_HOME ? path.resolve(expandHome(env.XDG_CACHE_HOME)) : path.join(os.homedir(), '.cache'), 'huggingface');
 }
 
 /** The cache folder: HF_HUB_CACHE (or the older HUGGINGFACE_HUB_CACHE), else HF_HOME/hub. */
-export function hubCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+export function hubCacheDir(env: Environment = process.env): string {
   const set = env.HF_HUB_CACHE || env.HUGGINGFACE_HUB_CACHE;
   return set ? path.resolve(expandHome(set)) : path.join(hfHome(env), 'hub');
 }
 
 /** A true value of an environment variable as huggingface_hub reads it: 1, ON, YES, TRUE. */
-export function envFlag(name: string, env: NodeJS.ProcessEnv = process.env): boolean {
+export function envFlag(name: string, env: Environment = process.env): boolean {
   return ['1', 'ON', 'YES', 'TRUE'].includes((env[name] ?? '').trim().toUpperCase());
 }
 
 /** HF_HUB_OFFLINE: the cache only, no request. */
-export function isOffline(env: NodeJS.ProcessEnv = process.env): boolean {
+export function isOffline(env: Environment = process.env): boolean {
   return envFlag('HF_HUB_OFFLINE', env);
 }
 
@@ -63,7 +66,7 @@ export function isOffline(env: NodeJS.ProcessEnv = process.env): boolean {
  * The token, as Python finds it: HF_TOKEN, else the file HF_TOKEN_PATH names, else HF_HOME/token
  * (what `huggingface-cli login` writes); `source` says which.
  */
-export function hubToken(env: NodeJS.ProcessEnv = process.env): { token: string; source: string } | undefined {
+export function hubToken(env: Environment = process.env): { token: string; source: string } | undefined {
   const fromEnv = env.HF_TOKEN?.trim();
   if (fromEnv) return { token: fromEnv, source: 'HF_TOKEN' };
   const file = env.HF_TOKEN_PATH ? path.resolve(expandHome(env.HF_TOKEN_PATH)) : path.join(hfHome(env), 'token');

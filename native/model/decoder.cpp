@@ -9,8 +9,12 @@
 #include "common/errors.h"
 #include "common/format.h"
 #include "common/torch_compat.h"
+#include "model/attention.h"
 
 namespace rlora::model {
+
+// Above this many scores per head ([S, T]), attention runs block by block (model/attention.h).
+constexpr int64_t kEagerAttentionScores = 256 * 256;
 
 using torch::Tensor;
 namespace F = torch::nn::functional;
@@ -338,7 +342,7 @@ DecoderModel::Prep DecoderModel::prepare(const Tensor& ids_in, const Tensor& mas
   const auto& c = config_;
   Prep pr;
   pr.ids = ids_in.to(device_);
-  const int64_t B = pr.ids.size(0), S = pr.ids.size(1), D = c.head_dim;
+  const int64_t B = pr.ids.size(0), S = pr.ids.size(1);
   Tensor mask = mask_in.defined() ? mask_in.to(device_, torch::kInt64) : torch::ones({B, S}, pr.ids.options());
 
   // Positions count real tokens: left padding does not shift them.
@@ -352,21 +356,7 @@ DecoderModel::Prep DecoderModel::prepare(const Tensor& ids_in, const Tensor& mas
   pr.cos = emb.cos().to(dtype_).unsqueeze(1);  // [B, 1, S, D]
   pr.sin = emb.sin().to(dtype_).unsqueeze(1);
 
-  // Additive mask [B, 1, S, T]: query i (at past + i) sees key j <= past + i that is not padding.
-  Tensor qi = torch::arange(S, pr.ids.options()).unsqueeze(1) + past, kj = torch::arange(T, pr.ids.options()).unsqueeze(0);
-  auto mask_for = [&](bool window) {
-    Tensor causal = kj <= qi;
-    if (window) causal = causal.logical_and(kj > qi - c.sliding_window);
-    Tensor allowed = causal.unsqueeze(0).logical_and(pr.full_mask.unsqueeze(1).to(torch::kBool));  // [B, S, T]
-    // A fully masked row (a padding query) attends to itself only, so softmax stays finite.
-    allowed = allowed.logical_or((kj == qi).unsqueeze(0).expand_as(allowed).logical_and(allowed.any(-1, true).logical_not()));
-    const float neg = -std::numeric_limits<float>::infinity();
-    return torch::zeros({B, 1, S, T}, torch::TensorOptions().dtype(torch::kFloat32).device(device_))
-        .masked_fill(allowed.unsqueeze(1).logical_not(), neg);
-  };
-  // Gemma2: the window on even layers only; others: on every layer when set
-  pr.bias = mask_for(c.sliding_window > 0 && !c.gemma2);
-  if (c.gemma2 && c.sliding_window > 0) pr.bias_window = mask_for(true);
+  pr.past = past;  // the attention's masks are made from positions (model/attention.cpp)
   return pr;
 }
 
@@ -412,12 +402,14 @@ Tensor DecoderModel::decoder_layer(int64_t l, const Tensor& h_in, const Prep& pr
     k = k.unsqueeze(2).expand({B, nKV, nH / nKV, T, D}).reshape({B, nH, T, D});
     v = v.unsqueeze(2).expand({B, nKV, nH / nKV, T, D}).reshape({B, nH, T, D});
   }
-  Tensor scores = torch::matmul(q, k.transpose(2, 3)) * scale;
-  if (c.attn_logit_softcapping > 0) scores = torch::tanh(scores / c.attn_logit_softcapping) * c.attn_logit_softcapping;
-  const Tensor& bias = (c.gemma2 && l % 2 == 0 && pr.bias_window.defined()) ? pr.bias_window : pr.bias;
-  scores = scores + bias.to(q.scalar_type());
-  Tensor attn = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
-  Tensor o = torch::matmul(attn, v).transpose(1, 2).reshape({B, S, nH * D});
+  // Gemma2: the sliding window on even layers only; others: on every layer when set
+  const bool windowed = c.sliding_window > 0 && (!c.gemma2 || l % 2 == 0);
+  const AttentionMask am{pr.past, windowed ? c.sliding_window : 0, pr.full_mask, scale, c.attn_logit_softcapping};
+  // short sequences: the [S, T] scores are small and one product is faster; long ones: blocks,
+  // whose memory is linear in the length (training at 4,096 tokens took 5 GB as scores)
+  Tensor o = (S * T <= kEagerAttentionScores ? eager_attention(q, k, v, am) : block_attention(q, k, v, am))
+                 .transpose(1, 2)
+                 .reshape({B, S, nH * D});
   // Gemma2 puts a norm after attention and after the MLP, and its own before the MLP (where the
   // others use post_attention_layernorm), and gates with the tanh GELU instead of SiLU.
   Tensor a = linear(p + "self_attn.o_proj", o);

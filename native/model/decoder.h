@@ -134,8 +134,8 @@ class DecoderModel {
   // What every layer of one forward shares: ids on the device, positions, rotary tables, the
   // additive attention mask, and the mask of everything seen (with a cache).
   struct Prep {
-    torch::Tensor ids, pos, full_mask, cos, sin, bias;
-    torch::Tensor bias_window;  // Gemma2: the even layers' mask (with the sliding window)
+    torch::Tensor ids, pos, full_mask, cos, sin;
+    int64_t past = 0;  // positions already in the cache before these ids
   };
   torch::Tensor embed(const torch::Tensor& ids) const;
   Prep prepare(const torch::Tensor& ids, const torch::Tensor& mask, const KvCache* cache) const;

@@ -1,0 +1,161 @@
+#include "model/attention.h"
+
+#include <algorithm>
+#include <limits>
+#include <string>
+
+namespace rlora::model {
+
+using torch::Tensor;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// Which keys ks..ks+bk-1 the queries qs..qs+bq-1 may see: [B, 1, bq, bk] bool.
+Tensor allowed_block(const AttentionMask& m, const Tensor& key_mask, const Tensor& empty, int64_t qs, int64_t bq, int64_t ks,
+                     int64_t bk, const torch::Device& device) {
+  auto opts = torch::TensorOptions().dtype(torch::kInt64).device(device);
+  Tensor qi = torch::arange(qs, qs + bq, opts).unsqueeze(1) + m.past;  // [bq, 1]
+  Tensor kj = torch::arange(ks, ks + bk, opts).unsqueeze(0);           // [1, bk]
+  Tensor ok = kj <= qi;
+  if (m.window > 0) ok = ok.logical_and(kj > qi - m.window);
+  Tensor allowed = ok.unsqueeze(0);  // [1, bq, bk]
+  if (key_mask.defined()) allowed = allowed.logical_and(key_mask.narrow(1, ks, bk).unsqueeze(1));  // [B, bq, bk]
+  Tensor self = (kj == qi).unsqueeze(0).logical_and(empty.narrow(1, qs, bq).unsqueeze(2));           // [B, bq, bk]
+  return allowed.logical_or(self).unsqueeze(1);
+}
+
+// Whether any query of qs..qs+bq-1 may see a key of ks..ks+bk-1 (else the block is skipped).
+bool block_needed(const AttentionMask& m, int64_t qs, int64_t bq, int64_t ks, int64_t bk) {
+  if (ks > qs + bq - 1 + m.past) return false;                          // every key after every query
+  if (m.window > 0 && ks + bk - 1 <= qs + m.past - m.window) return false;  // every key before every window
+  return true;
+}
+
+// The scores of a block, in float32: q k^T * scale, soft-capped; `capped` gets tanh(s / cap).
+Tensor block_scores(const Tensor& qb, const Tensor& kb, const AttentionMask& m, Tensor* capped) {
+  Tensor s = torch::matmul(qb, kb.transpose(-2, -1)) * m.scale;
+  if (m.softcap > 0) {
+    Tensor t = torch::tanh(s / m.softcap);
+    if (capped) *capped = t;
+    s = t * m.softcap;
+  }
+  return s;
+}
+
+class BlockAttentionFunction : public torch::autograd::Function<BlockAttentionFunction> {
+ public:
+  static Tensor forward(AutogradContext* ctx, Tensor q, Tensor k, Tensor v, Tensor key_mask, Tensor empty, double scale,
+                        double softcap, int64_t window, int64_t past, int64_t block) {
+    const AttentionMask m{past, window, key_mask, scale, softcap};
+    const int64_t B = q.size(0), H = q.size(1), S = q.size(2), T = k.size(2), D = q.size(3);
+    Tensor qf = q.to(torch::kFloat32), kf = k.to(torch::kFloat32), vf = v.to(torch::kFloat32);
+    Tensor out = torch::empty({B, H, S, D}, qf.options());
+    Tensor lse = torch::empty({B, H, S, 1}, qf.options());
+    for (int64_t qs = 0; qs < S; qs += block) {
+      const int64_t bq = std::min(block, S - qs);
+      Tensor qb = qf.narrow(2, qs, bq);
+      Tensor mx = torch::full({B, H, bq, 1}, -kInf, qf.options());
+      Tensor l = torch::zeros({B, H, bq, 1}, qf.options());
+      Tensor acc = torch::zeros({B, H, bq, D}, qf.options());
+      for (int64_t ks = 0; ks < T; ks += block) {
+        const int64_t bk = std::min(block, T - ks);
+        if (!block_needed(m, qs, bq, ks, bk)) continue;
+        Tensor s = block_scores(qb, kf.narrow(2, ks, bk), m, nullptr);
+        s.masked_fill_(allowed_block(m, key_mask, empty, qs, bq, ks, bk, q.device()).logical_not(), -kInf);
+        Tensor mnew = torch::maximum(mx, std::get<0>(s.max(-1, true)));
+        Tensor msafe = torch::where(torch::isinf(mnew), torch::zeros_like(mnew), mnew);  // a row with no key yet
+        Tensor p = torch::exp(s - msafe);
+        Tensor alpha = torch::exp(mx - msafe);
+        l = l * alpha + p.sum(-1, true);
+        acc = acc * alpha + torch::matmul(p, vf.narrow(2, ks, bk));
+        mx = mnew;
+      }
+      out.narrow(2, qs, bq).copy_(acc / l);
+      lse.narrow(2, qs, bq).copy_(mx + torch::log(l));
+    }
+    ctx->save_for_backward({q, k, v, out, lse, key_mask, empty});
+    ctx->saved_data["scale"] = scale;
+    ctx->saved_data["softcap"] = softcap;
+    ctx->saved_data["window"] = window;
+    ctx->saved_data["past"] = past;
+    ctx->saved_data["block"] = block;
+    return out.to(q.scalar_type());
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    Tensor q = saved[0], k = saved[1], v = saved[2], out = saved[3], lse = saved[4], key_mask = saved[5], empty = saved[6];
+    const AttentionMask m{ctx->saved_data["past"].toInt(), ctx->saved_data["window"].toInt(), key_mask,
+                          ctx->saved_data["scale"].toDouble(), ctx->saved_data["softcap"].toDouble()};
+    const int64_t block = ctx->saved_data["block"].toInt();
+    const int64_t S = q.size(2), T = k.size(2);
+    Tensor qf = q.to(torch::kFloat32), kf = k.to(torch::kFloat32), vf = v.to(torch::kFloat32);
+    Tensor dout = grads[0].to(torch::kFloat32);
+    Tensor delta = (dout * out).sum(-1, true);  // [B, H, S, 1]
+    Tensor dq = torch::zeros_like(qf), dk = torch::zeros_like(kf), dv = torch::zeros_like(vf);
+    for (int64_t qs = 0; qs < S; qs += block) {
+      const int64_t bq = std::min(block, S - qs);
+      Tensor qb = qf.narrow(2, qs, bq), dob = dout.narrow(2, qs, bq);
+      Tensor lseb = lse.narrow(2, qs, bq), deltab = delta.narrow(2, qs, bq);
+      Tensor dqb = dq.narrow(2, qs, bq);
+      for (int64_t ks = 0; ks < T; ks += block) {
+        const int64_t bk = std::min(block, T - ks);
+        if (!block_needed(m, qs, bq, ks, bk)) continue;
+        Tensor kb = kf.narrow(2, ks, bk), vb = vf.narrow(2, ks, bk);
+        Tensor capped;
+        Tensor s = block_scores(qb, kb, m, &capped);
+        s.masked_fill_(allowed_block(m, key_mask, empty, qs, bq, ks, bk, q.device()).logical_not(), -kInf);
+        Tensor p = torch::exp(s - lseb);  // the softmax, as the forward made it
+        dv.narrow(2, ks, bk).add_(torch::matmul(p.transpose(-2, -1), dob));
+        Tensor ds = p * (torch::matmul(dob, vb.transpose(-2, -1)) - deltab);
+        if (m.softcap > 0) ds = ds * (1 - capped * capped);
+        ds = ds * m.scale;
+        dqb.add_(torch::matmul(ds, kb));
+        dk.narrow(2, ks, bk).add_(torch::matmul(ds.transpose(-2, -1), qb));
+      }
+    }
+    return {dq.to(q.scalar_type()), dk.to(k.scalar_type()), dv.to(v.scalar_type()), Tensor(), Tensor(), Tensor(),
+            Tensor(), Tensor(), Tensor(), Tensor()};
+  }
+};
+
+}  // namespace
+
+Tensor empty_rows(const AttentionMask& m, int64_t B, int64_t S, int64_t T, const torch::Device& device) {
+  auto opts = torch::TensorOptions().dtype(torch::kInt64).device(device);
+  if (!m.key_mask.defined()) return torch::zeros({B, S}, opts.dtype(torch::kBool));
+  // keys seen by query i: those at positions (past + i - window, past + i] that are tokens
+  Tensor real = (m.key_mask != 0).to(torch::kInt64);
+  Tensor upto = torch::cat({torch::zeros({B, 1}, opts), real.cumsum(1)}, 1);  // upto[:, t] = tokens before t
+  Tensor last = torch::arange(S, opts) + m.past;                                // [S]
+  Tensor hi = (last + 1).clamp_max(T);
+  Tensor lo = m.window > 0 ? (last - m.window + 1).clamp_min(0) : torch::zeros_like(last);
+  Tensor seen = upto.index_select(1, hi) - upto.index_select(1, lo);
+  return seen == 0;
+}
+
+Tensor block_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionMask& m, int64_t block) {
+  const int64_t B = q.size(0), S = q.size(2), T = k.size(2);
+  if (block < 1) throw std::invalid_argument("block_attention: block must be >= 1, got " + std::to_string(block));
+  Tensor key_mask = m.key_mask.defined() ? (m.key_mask.to(q.device()) != 0) : Tensor();
+  Tensor empty = empty_rows(m, B, S, T, q.device());
+  return BlockAttentionFunction::apply(q, k, v, key_mask, empty, m.scale, m.softcap, m.window, m.past, block);
+}
+
+Tensor eager_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionMask& m) {
+  const int64_t B = q.size(0), S = q.size(2), T = k.size(2);
+  Tensor empty = empty_rows(m, B, S, T, q.device());
+  Tensor key_mask = m.key_mask.defined() ? (m.key_mask.to(q.device()) != 0) : Tensor();
+  Tensor allowed = allowed_block(m, key_mask, empty, 0, S, 0, T, q.device());  // [B, 1, S, T]
+  Tensor scores = torch::matmul(q, k.transpose(2, 3)) * m.scale;
+  if (m.softcap > 0) scores = torch::tanh(scores / m.softcap) * m.softcap;
+  scores = scores.masked_fill(allowed.logical_not(), -kInf);
+  Tensor attn = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
+  return torch::matmul(attn, v);
+}
+
+}  // namespace rlora::model
