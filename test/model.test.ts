@@ -90,6 +90,28 @@ print(json.dumps(out.flatten().tolist()))`,
     expect(err).toBeLessThan(1e-4);
   });
 
+  it('a long sequence, where attention runs by blocks (300 tokens, left padding), agrees with the Python torch forward (1e-4)', async () => {
+    requireTorchPython();
+    const S = 300;
+    const ids = [0, 1].map((b) => Array.from({ length: S }, (_, i) => (i * 7 + b * 13 + 3) % 61));
+    const mask = [Array<number>(S).fill(1), Array.from({ length: S }, (_, i) => (i < 20 ? 0 : 1))];
+    const ours = logitsRows(await model.forward(ids, { attentionMask: mask }));
+    const py = runPython<number[]>(
+      `${PY_REFERENCE}
+W = load_safetensors(INP['weights'])
+cfg = json.load(open(INP['config']))
+out = decoder_forward(W, cfg, torch.tensor(INP['ids']), torch.tensor(INP['mask']))
+print(json.dumps(out.flatten().tolist()))`,
+      { weights: path.join(dir, 'model.safetensors'), config: path.join(dir, 'config.json'), ids, mask },
+    );
+    let err = 0;
+    mask.forEach((row, b) => row.forEach((m, i) => {
+      if (!m) return;
+      for (let v = 0; v < 61; v++) err = Math.max(err, Math.abs(ours[(b * S + i) * 61 + v] - py[(b * S + i) * 61 + v]));
+    }));
+    expect(err).toBeLessThan(1e-4);
+  });
+
   it('padding does not change the logits of real tokens', async () => {
     const padded = logitsRows(await model.forward(IDS, { attentionMask: MASK }));
     const alone = logitsRows(await model.forward([[11, 12, 13, 14, 15]]));
