@@ -13,24 +13,12 @@ import * as path from 'path';
 import { Adapter, ByteTokenizer, getNumThreads, HFConfig, Model, MultiTaskDataset, setNumThreads, Trainer } from '../lib';
 import { heatmap } from '../lib/cli/inspect';
 import { parseRunConfig, RunConfigError, runConfigKeys } from '../lib/cli/runconfig';
+import { CLI, REPO, Result, runCli, runNode, startNode } from './helpers/run-cli';
 
 jest.setTimeout(60_000);
 
-const REPO = path.resolve(__dirname, '..');
-const CLI = path.join(REPO, 'lib', 'cli.ts');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rlora-cli-'));
-const children = new Set<ChildProcess>();
-afterAll(() => {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  fs.rmSync(tmp, { recursive: true, force: true });
-});
-
-interface Result {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 const childEnv = (): NodeJS.ProcessEnv => {
   const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '1' };
@@ -41,32 +29,12 @@ const childEnv = (): NodeJS.ProcessEnv => {
 
 /** Starts `node --import tsx lib/cli.ts ...args` in the repository root. */
 function start(args: string[]): { child: ChildProcess; done: Promise<Result> } {
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { cwd: REPO, env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (d) => (stdout += d));
-  child.stderr!.on('data', (d) => (stderr += d));
-  const done = new Promise<Result>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      children.delete(child);
-      resolve({ code, signal, stdout, stderr });
-    });
-  });
-  return { child, done };
+  return startNode(['--import', 'tsx', CLI, ...args], childEnv());
 }
 
 /** Runs the CLI to its end (killed after `timeoutMs`). */
-async function rlora(args: string[], timeoutMs = 30_000): Promise<Result> {
-  const { child, done } = start(args);
-  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-  try {
-    return await done;
-  } finally {
-    clearTimeout(timer);
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  }
+function rlora(args: string[], timeoutMs = 30_000): Promise<Result> {
+  return runCli(args, childEnv(), timeoutMs);
 }
 
 const explain = (r: Result): string => `exit ${r.code ?? r.signal}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`;
@@ -559,24 +527,7 @@ import { lossSpec, readLog } from '../lib/cli/plot';
 async function withEnv(args: string[], extra: NodeJS.ProcessEnv, timeoutMs = 30_000): Promise<Result> {
   const env = { ...childEnv(), ...extra };
   for (const k of ['LIBTORCH', 'Torch_DIR', 'RLORA_BINARY']) if (!(k in extra)) delete env[k];
-  const argv = args[0] === '-e' ? ['--import', 'tsx', ...args] : ['--import', 'tsx', CLI, ...args];
-  const child = spawn(process.execPath, argv, { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (d) => (stdout += d));
-  child.stderr!.on('data', (d) => (stderr += d));
-  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-  try {
-    return await new Promise<Result>((resolve, reject) => {
-      child.on('error', reject);
-      child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
-    });
-  } finally {
-    clearTimeout(timer);
-    children.delete(child);
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  }
+  return runNode(args[0] === '-e' ? ['--import', 'tsx', ...args] : ['--import', 'tsx', CLI, ...args], env, timeoutMs);
 }
 
 describe('did you mean', () => {

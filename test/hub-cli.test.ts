@@ -4,32 +4,24 @@
 // `rlora doctor` shows the cache folder and whether HF_TOKEN is set (never the token); inspect,
 // train (run.json's model), merge and eval take repo ids, and eval finds the base model by the
 // adapter's base_model_name_or_path. Each child has a cache of its own in a temporary folder.
-import { ChildProcess, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
 import { Adapter, HFConfig, Model } from '../lib';
 import { commitOf, filesOf, HubServer, startHubServer } from './helpers/hub-server';
+import { REPO, Result, runCli } from './helpers/run-cli';
 import { TINY_BYTE_CONFIG, tempFolder } from './helpers/tiny-model';
 
 jest.setTimeout(120_000);
 
-const REPO = path.resolve(__dirname, '..');
-const CLI = path.join(REPO, 'lib', 'cli.ts');
 const tmp = tempFolder('rlora-hub-cli-');
 const DEMO = path.join(REPO, 'examples', 'demo', 'base');
 const CONFIG: HFConfig = { ...TINY_BYTE_CONFIG, hidden_size: 32, intermediate_size: 48 };
 const sharded = path.join(tmp, 'sharded');
 const loraDir = path.join(tmp, 'lora');
-const children = new Set<ChildProcess>();
 let server: HubServer;
 let n = 0;
 
-interface Result {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 
 /** Environment of a child: the stand-in Hub, a fresh cache (or `cache`), nothing of the machine's. */
 function hubEnv(extra: NodeJS.ProcessEnv = {}, cache?: string): NodeJS.ProcessEnv {
@@ -41,24 +33,8 @@ function hubEnv(extra: NodeJS.ProcessEnv = {}, cache?: string): NodeJS.ProcessEn
 }
 
 /** Runs `node --import tsx lib/cli.ts ...args` to its end (killed after `timeoutMs`). */
-async function rlora(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 90_000): Promise<Result> {
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (d) => (stdout += d));
-  child.stderr!.on('data', (d) => (stderr += d));
-  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-  try {
-    return await new Promise<Result>((resolve, reject) => {
-      child.on('error', reject);
-      child.on('close', (code) => resolve({ code, stdout, stderr }));
-    });
-  } finally {
-    clearTimeout(timer);
-    children.delete(child);
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  }
+function rlora(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 90_000): Promise<Result> {
+  return runCli(args, env, timeoutMs);
 }
 const ok = (r: Result): Result => {
   if (r.code !== 0) throw new Error(`exit ${r.code}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`);
@@ -79,7 +55,6 @@ beforeAll(async () => {
   ]);
 });
 afterAll(async () => {
-  for (const c of children) c.kill('SIGKILL');
   await server?.close();
 });
 

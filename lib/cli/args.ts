@@ -84,17 +84,7 @@ export function useColor(stream: NodeJS.WriteStream = process.stdout): boolean {
 }
 
 
-export function formatBytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  const units = ['kB', 'MB', 'GB', 'TB'];
-  let v = n / 1024;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return `${v.toFixed(v < 10 ? 2 : v < 100 ? 1 : 0)} ${units[u]}`;
-}
+export { formatBytes } from '../util/units';
 
 export { closest, editDistance } from '../util/options';
 export { table } from '../logging/text';

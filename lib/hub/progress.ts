@@ -3,18 +3,11 @@
 // line per file when it is done. HF_HUB_DISABLE_PROGRESS_BARS=1 silences both, as in Python.
 import { CLEAR_LINE, progressBarSize } from '../progress';
 import { envFlag } from './cache';
+import { formatBytes } from '../util/units';
 
-/** "812 B", "5.2 MB", "1.07 GB" (decimal units, as download sizes are given). */
+/** "812 B", "5.20 MB", "1.07 GB" (decimal units, as download sizes are given). */
 export function formatSize(n: number): string {
-  if (n < 1000) return `${n} B`;
-  const units = ['kB', 'MB', 'GB', 'TB'];
-  let v = n / 1000;
-  let u = 0;
-  while (v >= 1000 && u < units.length - 1) {
-    v /= 1000;
-    u++;
-  }
-  return `${v.toFixed(v < 10 ? 2 : v < 100 ? 1 : 0)} ${units[u]}`;
+  return formatBytes(n, 1000);
 }
 
 /** "3.1 MB/s" from bytes over seconds ("-" before any time has passed). */
