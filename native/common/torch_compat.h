@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/autocast_mode.h>
+#include <stdexcept>
 #include <string>
 
 namespace rlora::compat {
@@ -21,6 +22,21 @@ inline std::string torch_version() {
 constexpr const char* kNcclBlockingWaitEnv = "TORCH_NCCL_BLOCKING_WAIT";
 #else
 constexpr const char* kNcclBlockingWaitEnv = "NCCL_BLOCKING_WAIT";
+#endif
+
+// Fused causal attention (at::scaled_dot_product_attention with `scale`, 2.1): q [B, H, S, D],
+// k and v [B, H, S, D], no mask but the causal one. Before 2.1 there is none (model/attention.cpp
+// then runs its own block-wise attention).
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
+constexpr bool kHasFusedAttention = true;
+inline torch::Tensor fused_causal_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, double scale) {
+  return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/true, scale);
+}
+#else
+constexpr bool kHasFusedAttention = false;
+inline torch::Tensor fused_causal_attention(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&, double) {
+  throw std::logic_error("fused attention needs libtorch 2.1 or later");
+}
 #endif
 
 // A CPU random generator with its own state (not the global one).

@@ -1,5 +1,7 @@
 #include "model/attention.h"
 
+#include "common/torch_compat.h"
+
 #include <algorithm>
 #include <limits>
 #include <string>
@@ -156,6 +158,17 @@ Tensor eager_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
   scores = scores.masked_fill(allowed.logical_not(), -kInf);
   Tensor attn = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
   return torch::matmul(attn, v);
+}
+
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionMask& m) {
+  const int64_t S = q.size(2), T = k.size(2);
+  if (S * T <= kEagerScores) return eager_attention(q, k, v, m);
+  if (compat::kHasFusedAttention && m.past == 0 && m.window == 0 && m.softcap == 0 && S == T) {
+    // padding only after the tokens (none before a token): a token never sees a padding key
+    const bool right_padded = !m.key_mask.defined() || !(m.key_mask.narrow(1, 1, T - 1) > m.key_mask.narrow(1, 0, T - 1)).any().item<bool>();
+    if (right_padded) return compat::fused_causal_attention(q, k, v, m.scale);
+  }
+  return block_attention(q, k, v, m);
 }
 
 }  // namespace rlora::model

@@ -28,6 +28,13 @@ torch::Tensor empty_rows(const AttentionMask& m, int64_t B, int64_t S, int64_t T
 torch::Tensor block_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const AttentionMask& m,
                               int64_t block = 256);
 
+// Attention as the model runs it: the eager path for short sequences (up to kEagerScores scores a
+// head: one product is faster), libtorch 2.x's fused attention where it computes the same (causal,
+// no cache offset, window or soft-cap, padding only after the tokens: a padding query's output is
+// then not the eager path's, but no token's output or gradient depends on it), else the block path.
+constexpr int64_t kEagerScores = 256 * 256;
+torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const AttentionMask& m);
+
 // The same, materialising the [B, H, S, T] scores (the reference the block path is tested against,
 // and what short sequences use: for them it is the faster of the two).
 torch::Tensor eager_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const AttentionMask& m);

@@ -13,9 +13,6 @@
 
 namespace rlora::model {
 
-// Above this many scores per head ([S, T]), attention runs block by block (model/attention.h).
-constexpr int64_t kEagerAttentionScores = 256 * 256;
-
 using torch::Tensor;
 namespace F = torch::nn::functional;
 
@@ -405,11 +402,8 @@ Tensor DecoderModel::decoder_layer(int64_t l, const Tensor& h_in, const Prep& pr
   // Gemma2: the sliding window on even layers only; others: on every layer when set
   const bool windowed = c.sliding_window > 0 && (!c.gemma2 || l % 2 == 0);
   const AttentionMask am{pr.past, windowed ? c.sliding_window : 0, pr.full_mask, scale, c.attn_logit_softcapping};
-  // short sequences: the [S, T] scores are small and one product is faster; long ones: blocks,
-  // whose memory is linear in the length (training at 4,096 tokens took 5 GB as scores)
-  Tensor o = (S * T <= kEagerAttentionScores ? eager_attention(q, k, v, am) : block_attention(q, k, v, am))
-                 .transpose(1, 2)
-                 .reshape({B, S, nH * D});
+  // long sequences by blocks or fused: memory linear in the length (4,096 tokens took 5 GB as scores)
+  Tensor o = attention(q, k, v, am).transpose(1, 2).reshape({B, S, nH * D});
   // Gemma2 puts a norm after attention and after the MLP, and its own before the MLP (where the
   // others use post_attention_layernorm), and gates with the tanh GELU instead of SiLU.
   Tensor a = linear(p + "self_attn.o_proj", o);
