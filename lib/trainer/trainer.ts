@@ -458,7 +458,7 @@ export class Trainer {
         best: this.best.state,
         customMetrics: Object.entries(this.options.metrics ?? {}).filter(([, v]) => typeof v === 'function').map(([k]) => k),
       });
-    });
+    }, { refuseLink: true }); // a link planted at checkpoint-<step> is refused, never followed
     this.lastCheckpoint = dir;
     if (this.options.keepCheckpoints > 0) pruneCheckpoints(dir0, this.options.keepCheckpoints, this.best.state.save?.checkpoint); // saveBest's is never pruned
     return dir;

@@ -1,0 +1,35 @@
+// The fourth adversarial audit (issue 33): each case here lost data, hung, answered wrongly or
+// printed an unclear error before its fix, and is now refused with an error that names what is
+// wrong (or handled).
+import * as fs from 'fs';
+import * as path from 'path';
+
+import { Adapter, ByteTokenizer, Model, MultiTaskDataset, Trainer } from '../lib';
+import { tempFolder, TINY_BYTE_CONFIG } from './helpers/tiny-model';
+
+const tmp = tempFolder('rlora-audit4-');
+const tok = new ByteTokenizer();
+const rows = (tasks: string[], n = 4): { task: string; prompt: string; response: string }[] => tasks.flatMap((t) => Array.from({ length: n }, (_, i) => ({ task: t, prompt: `p${i}`, response: `r${i}` })));
+
+/** A folder holding one file, which a save through a link would have deleted. */
+function victim(name: string): string {
+  const dir = path.join(tmp, name);
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'precious.txt'), 'keep me');
+  return dir;
+}
+
+describe('data loss', () => {
+  it('a link planted at checkpoint-<step> while a run trains is refused, naming it; the folder it names is untouched', async () => {
+    const m = Model.fromConfig(TINY_BYTE_CONFIG, { seed: 1 });
+    const a = Adapter.attach(m, { rank: 2, heads: 2, targetModules: ['q_proj'] });
+    const ds = MultiTaskDataset.fromArray(rows(['a']), { tokenizer: tok, maxLength: 16 });
+    const out = path.join(tmp, 'run-link');
+    const target = victim('victim-1');
+    const link = path.join(out, 'checkpoint-1');
+    const t = new Trainer(m, a, { maxSteps: 2, saveEvery: 1, batchSize: 2, outputDir: out, progress: false });
+    await expect(t.fit(ds, { onStep: (r) => r.step === 1 && fs.symlinkSync(target, link) })).rejects.toThrow(`${link} is a link (to ${target}); rlora writes this name itself and never follows a link there: remove the link`);
+    expect(fs.readdirSync(target)).toEqual(['precious.txt']);
+    expect(fs.lstatSync(link).isSymbolicLink()).toBe(true);
+  });
+});
