@@ -126,3 +126,24 @@ export function naming<T>(file: string, fn: () => T): T {
     throw err;
   }
 }
+
+/**
+ * Whether `a` and `b` name the same existing file or folder, however they are spelt: the same
+ * device and inode after following links (path strings differ for a link, "x/../y" or a bind
+ * mount). False when either does not exist.
+ */
+export function sameFile(a: string, b: string): boolean {
+  const sa = fs.statSync(a, { throwIfNoEntry: false }), sb = fs.statSync(b, { throwIfNoEntry: false });
+  if (!sa || !sb) return path.resolve(a) === path.resolve(b);
+  return sa.dev === sb.dev && sa.ino === sb.ino;
+}
+
+/** Whether `dir` is the current folder or a folder above it (a folder rlora replaces whole cannot be one). */
+export function holdsWorkingFolder(dir: string): boolean {
+  let up = process.cwd();
+  for (;;) {
+    if (sameFile(dir, up)) return true;
+    if (path.dirname(up) === up) return false;
+    up = path.dirname(up);
+  }
+}
