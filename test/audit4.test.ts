@@ -1,8 +1,9 @@
 // The fourth adversarial audit (issue 33): each case here lost data, hung, answered wrongly or
 // printed an unclear error before its fix, and is now refused with an error that names what is
 // wrong (or handled).
-import { spawnSync } from 'child_process';
+import { execFileSync, spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import * as url from 'url';
 
@@ -36,6 +37,46 @@ describe('data loss', () => {
   });
 });
 
+describe('one run at a time in an outputDir (rlora.lock)', () => {
+  const trainer = (out: string, seed: number): Trainer => {
+    const m = Model.fromConfig(TINY_BYTE_CONFIG, { seed });
+    const a = Adapter.attach(m, { rank: 2, heads: 2, targetModules: ['q_proj'] });
+    return new Trainer(m, a, { maxSteps: 3, batchSize: 2, outputDir: out, progress: false });
+  };
+  const ds = MultiTaskDataset.fromArray(rows(['a']), { tokenizer: tok, maxLength: 16 });
+
+  it('two Trainers of one process: the second is refused, naming the first; the lock goes when the run ends', async () => {
+    const out = path.join(tmp, 'shared-run');
+    const results = await Promise.allSettled([trainer(out, 1).fit(ds), trainer(out, 2).fit(ds)]);
+    const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    expect(failed).toHaveLength(1);
+    expect(failed[0].reason.message).toBe(
+      `outputDir ${out} is in use by another run (a Trainer of this process; ${path.join(out, 'rlora.lock')}): two runs in one outputDir mix their logs and checkpoints: wait for it to end or choose another outputDir`,
+    );
+    expect(fs.readdirSync(out).sort()).toEqual(['checkpoint-3', 'log.jsonl']);
+    expect(fs.readFileSync(path.join(out, 'log.jsonl'), 'utf8').trim().split('\n')).toHaveLength(3); // one run's steps, not two
+  });
+
+  it('a lock of a process that runs is refused, naming its pid; a dead process\'s is taken over', async () => {
+    const out = path.join(tmp, 'locked-run');
+    fs.mkdirSync(out);
+    const lock = path.join(out, 'rlora.lock');
+    const other = spawn('sleep', ['30'], { stdio: 'ignore' });
+    try {
+      fs.writeFileSync(lock, JSON.stringify({ pid: other.pid, hostname: os.hostname(), started: '2026-01-02T03:04:05.000Z' }));
+      await expect(trainer(out, 1).fit(ds)).rejects.toThrow(`outputDir ${out} is in use by another run (process ${other.pid}, started 2026-01-02T03:04:05.000Z; ${lock})`);
+    } finally {
+      other.kill();
+    }
+    const dead = spawnSync(process.execPath, ['-e', 'console.log(process.pid)'], { encoding: 'utf8' });
+    fs.writeFileSync(lock, JSON.stringify({ pid: Number(dead.stdout.trim()), hostname: os.hostname(), started: '2026-01-02T03:04:05.000Z' }));
+    const h = await trainer(out, 1).fit(ds);
+    expect(h.steps).toHaveLength(3);
+    expect(fs.existsSync(lock)).toBe(false);
+  });
+});
+
 describe('rlora merge --out', () => {
   jest.setTimeout(60_000);
   const CLI = path.join(__dirname, '..', 'lib', 'cli.ts');
@@ -63,5 +104,42 @@ describe('rlora merge --out', () => {
     const dot = rlora(['merge', '--model', base, '--adapter', adapterDir, '--out', '.'], here);
     expect(dot.status).not.toBe(0);
     expect(dot.stderr.trim()).toBe('rlora merge: --out . is the current folder or holds it: rlora replaces the whole --out folder, so name a folder of its own (e.g. --out ./merged)');
+  });
+});
+
+describe('special files are refused unread', () => {
+  jest.setTimeout(60_000);
+  /** Runs `code` (TypeScript, with `lib` the library) in a child that is killed after 20 s: a read that blocks cannot hang the suite. */
+  const child = (code: string) =>
+    spawnSync(process.execPath, ['--import', url.pathToFileURL(require.resolve('tsx')).href, '-e', `const lib = require(${JSON.stringify(path.join(__dirname, '..', 'lib'))});\n(async () => {${code}})().catch((e) => { console.log(e.message); });`], {
+      encoding: 'utf8',
+      timeout: 20_000,
+    });
+
+  it('model.safetensors or adapter_model.safetensors that is a link to a FIFO (open() blocked for ever)', async () => {
+    if (process.platform !== 'linux') return;
+    const fifo = path.join(tmp, 'fifo');
+    execFileSync('mkfifo', [fifo]);
+    const modelDir = path.join(tmp, 'fifo-model');
+    const model = Model.fromConfig(TINY_BYTE_CONFIG, { seed: 1 });
+    model.save(modelDir);
+    const adapterDir = path.join(tmp, 'fifo-adapter');
+    Adapter.attach(model, { rank: 2, heads: 2, targetModules: ['q_proj'] }).save(adapterDir);
+    const goodModel = path.join(tmp, 'good-model');
+    model.save(goodModel);
+    for (const f of [path.join(modelDir, 'model.safetensors'), path.join(adapterDir, 'adapter_model.safetensors')]) {
+      fs.rmSync(f);
+      fs.symlinkSync(fifo, f);
+    }
+    const r = child(`
+      await lib.Model.fromPretrained(${JSON.stringify(modelDir)}).catch((e) => console.log(e.message));
+      const m = await lib.Model.fromPretrained(${JSON.stringify(goodModel)});
+      await lib.Adapter.load(m, ${JSON.stringify(adapterDir)}).catch((e) => console.log(e.message));
+      try { lib.loadSafetensors(${JSON.stringify(fifo)}); } catch (e) { console.log(e.message); }`);
+    expect(r.signal).toBeNull(); // not killed after 20 s
+    const lines = r.stdout.trim().split('\n');
+    expect(lines[0]).toContain(`safetensors file ${path.join(modelDir, 'model.safetensors')}: not a regular file (a FIFO)`);
+    expect(lines[1]).toContain(`safetensors file ${path.join(adapterDir, 'adapter_model.safetensors')}: not a regular file (a FIFO)`);
+    expect(lines[2]).toBe(`safetensors file ${fifo}: not a regular file (a FIFO)`);
   });
 });

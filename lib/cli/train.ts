@@ -10,7 +10,7 @@ import { as, checkVocabulary, describeDataset, lib, loadModel, loadTokenizer } f
 import { CLEAR_LINE } from '../progress';
 import { dieWithLauncher, launch, launchOptions, withoutLaunchFlags } from './launch';
 import { describeRunConfig, readRunConfig, RunConfig } from './runconfig';
-import { checkpointName, LOG_FILE, readTrainerState, runFiles, TRAINER_STATE_FILE, trimLog } from '../trainer/checkpoint';
+import { checkpointName, lockRunFolder, LOG_FILE, readTrainerState, runFiles, TRAINER_STATE_FILE, trimLog } from '../trainer/checkpoint';
 import { evalText, fmt, stepLine } from '../logging/text';
 import { ensureFolder } from '../util/files';
 import { onInterrupt } from '../util/interrupt';
@@ -134,9 +134,22 @@ async function runTrain(args: string[]): Promise<number> {
   if (resume && !fs.existsSync(path.join(resume, TRAINER_STATE_FILE))) {
     throw new InputError(`${resume} is not a checkpoint (no ${TRAINER_STATE_FILE}); checkpoints are the ${checkpointName(0).replace('0', '<step>')} folders of outputDir`);
   }
+  // one run at a time in outputDir (rlora.lock, taken before an earlier run is deleted); the
+  // Trainer's fit shares it
+  let unlock: (() => void) | undefined;
+  const lock = (): void => {
+    if (!rank0 || unlock || !fs.existsSync(cfg.outputDir)) return;
+    try {
+      unlock = lockRunFolder(cfg.outputDir, { handOn: true });
+    } catch (e) {
+      throw new InputError((e as Error).message);
+    }
+  };
+  lock();
   if (!resume && rank0) {
     const earlier = previousRun(cfg.outputDir);
     if (earlier.length && !opts.overwrite) {
+      unlock?.();
       throw new InputError(
         `outputDir ${cfg.outputDir} already holds a run (${earlier.sort().join(', ')}): continue it with --resume <checkpoint>, ` +
           'or pass --overwrite to delete those and start over',
@@ -215,6 +228,7 @@ async function runTrain(args: string[]): Promise<number> {
       } catch (e) {
         throw new InputError((e as Error).message);
       }
+      lock();
       fs.writeFileSync(path.join(cfg.outputDir, 'run.json'), JSON.stringify(resolvedCopy(cfg), null, 2) + '\n');
     }
 
@@ -275,5 +289,6 @@ async function runTrain(args: string[]): Promise<number> {
     return 0;
   } finally {
     stopListening();
+    unlock?.();
   }
 }
