@@ -147,3 +147,22 @@ export function holdsWorkingFolder(dir: string): boolean {
     up = path.dirname(up);
   }
 }
+
+/**
+ * Opens `file` for reading only when it is a regular file (after links), without ever blocking: a
+ * FIFO or a device named by a link would block open() until a writer came, or read without end.
+ * Returns the descriptor and the file's size; `fail` makes the error (it names the file).
+ */
+export function openRegularFile(file: string, fail: (what: string) => never): { fd: number; size: number } {
+  const kind = (st: fs.Stats): string => (st.isFIFO() ? 'a FIFO' : st.isDirectory() ? 'a folder' : st.isSocket() ? 'a socket' : st.isCharacterDevice() || st.isBlockDevice() ? 'a device' : 'not a regular file');
+  const before = fs.statSync(file); // ENOENT as Node says it
+  if (!before.isFile()) fail(`not a regular file (${kind(before)})`);
+  // O_NONBLOCK: a FIFO put in its place since the stat opens at once, and fstat refuses it
+  const fd = fs.openSync(file, fs.constants.O_RDONLY | (fs.constants.O_NONBLOCK ?? 0));
+  const st = fs.fstatSync(fd);
+  if (!st.isFile()) {
+    fs.closeSync(fd);
+    fail(`not a regular file (${kind(st)})`);
+  }
+  return { fd, size: st.size };
+}
