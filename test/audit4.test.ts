@@ -7,7 +7,9 @@ import * as os from 'os';
 import * as path from 'path';
 import * as url from 'url';
 
-import { Adapter, ByteTokenizer, Model, MultiTaskDataset, Trainer } from '../lib';
+import { Adapter, ByteTokenizer, Model, MultiTaskDataset, sweep, Trainer } from '../lib';
+import { resolveSweep } from '../lib/sweep/config';
+import { byteBpe } from './helpers/byte-bpe';
 import { tempFolder, TINY_BYTE_CONFIG } from './helpers/tiny-model';
 
 const tmp = tempFolder('rlora-audit4-');
@@ -141,5 +143,71 @@ describe('special files are refused unread', () => {
     expect(lines[0]).toContain(`safetensors file ${path.join(modelDir, 'model.safetensors')}: not a regular file (a FIFO)`);
     expect(lines[1]).toContain(`safetensors file ${path.join(adapterDir, 'adapter_model.safetensors')}: not a regular file (a FIFO)`);
     expect(lines[2]).toBe(`safetensors file ${fifo}: not a regular file (a FIFO)`);
+  });
+});
+
+describe('sweeps', () => {
+  jest.setTimeout(120_000);
+  const baseDir = path.join(tmp, 'sweep-base');
+  const examples = rows(['a', 'b'], 3);
+  const definition = (extra: object = {}) => ({
+    model: baseDir,
+    data: { train: examples, validation: examples, maxLength: 16 },
+    adapter: { targetModules: ['q_proj'], rank: 2, heads: 2 },
+    variants: [{ name: 'v' }],
+    learningRates: [1e-3],
+    seeds: 1,
+    steps: 1,
+    batchSize: 2,
+    workers: 1,
+    figure: false,
+    log: null,
+    outputDir: path.join(tmp, 'sweep-out'),
+    ...extra,
+  });
+  beforeAll(() => {
+    Model.fromConfig(TINY_BYTE_CONFIG, { seed: 1 }).save(baseDir);
+    const { json, config } = byteBpe();
+    fs.writeFileSync(path.join(baseDir, 'tokenizer.json'), JSON.stringify(json));
+    fs.writeFileSync(path.join(baseDir, 'tokenizer_config.json'), JSON.stringify(config));
+  });
+
+  it('seeds 1e8 (3.8 GB before any job) and grids over 10,000 jobs are refused with the count', () => {
+    expect(() => resolveSweep(definition({ seeds: 1e8 }))).toThrow('sweep: seeds is 100000000 seeds, more than the 10,000 jobs a sweep may hold');
+    const rates = Array.from({ length: 100 }, (_, i) => (i + 1) * 1e-4);
+    expect(() => resolveSweep(definition({ seeds: 100, learningRates: rates, variants: [{ name: 'a' }, { name: 'b' }] }))).toThrow(
+      'sweep: the sweep holds 20,200 jobs (2 variants, 200 learning rates in all, 100 seeds), more than the 10,000 a sweep may hold: fewer seeds, rates or variants',
+    );
+  });
+
+  it('data.train = /dev/zero is refused unread (it was read without end while hashing)', async () => {
+    if (process.platform !== 'linux') return;
+    await expect(sweep(definition({ data: { train: '/dev/zero', validation: examples } }) as never)).rejects.toThrow('sweep: data.train: /dev/zero is not a regular file (a device); a JSON lines file was expected');
+  });
+
+  it('a rerun after tokenizer.json or the chat template changed runs the jobs again (it reused the old results)', async () => {
+    const first = await sweep(definition() as never);
+    expect(first.jobs).toMatchObject({ run: 1, reused: 0 });
+    expect((await sweep(definition() as never)).jobs).toMatchObject({ run: 0, reused: 1 });
+    const { json, config } = byteBpe();
+    fs.writeFileSync(path.join(baseDir, 'tokenizer.json'), JSON.stringify(json, null, 1));
+    expect((await sweep(definition() as never)).jobs).toMatchObject({ run: 1, reused: 0 });
+    fs.writeFileSync(path.join(baseDir, 'chat_template.jinja'), '{{ messages[0].content }}');
+    expect((await sweep(definition() as never)).jobs).toMatchObject({ run: 1, reused: 0 });
+    fs.writeFileSync(path.join(baseDir, 'tokenizer_config.json'), JSON.stringify({ ...config, model_max_length: 99 }));
+    expect((await sweep(definition() as never)).jobs).toMatchObject({ run: 1, reused: 0 });
+  });
+});
+
+describe('JSON lines', () => {
+  it('a line that is not UTF-8 (Latin-1 "café") is refused, naming the line and byte (it became U+FFFD)', async () => {
+    const file = path.join(tmp, 'latin1.jsonl');
+    fs.writeFileSync(file, Buffer.concat([Buffer.from('{"task":"a","prompt":"p","response":"r"}\n{"task":"a","prompt":"caf'), Buffer.from([0xe9]), Buffer.from('","response":"r"}\n')]));
+    await expect(MultiTaskDataset.fromJsonl(file, { tokenizer: tok })).rejects.toThrow(
+      `${file}:2: the line is not valid UTF-8 (at byte 26 of the line; a file in Latin-1 or another encoding must be converted to UTF-8 first)`,
+    );
+    // the same text in UTF-8 reads
+    fs.writeFileSync(file, '{"task":"a","prompt":"café","response":"r"}\n');
+    expect((await MultiTaskDataset.fromJsonl(file, { tokenizer: tok })).size).toBe(1);
   });
 });
