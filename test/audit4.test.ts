@@ -8,7 +8,10 @@ import * as path from 'path';
 import * as url from 'url';
 
 import { Adapter, ByteTokenizer, Model, MultiTaskDataset, sweep, Trainer } from '../lib';
+import { evalText, stepLine } from '../lib/logging/text';
+import { progressText } from '../lib/progress';
 import { resolveSweep } from '../lib/sweep/config';
+import { printable, shellQuote } from '../lib/util/printable';
 import { byteBpe } from './helpers/byte-bpe';
 import { tempFolder, TINY_BYTE_CONFIG } from './helpers/tiny-model';
 
@@ -209,5 +212,57 @@ describe('JSON lines', () => {
     // the same text in UTF-8 reads
     fs.writeFileSync(file, '{"task":"a","prompt":"café","response":"r"}\n');
     expect((await MultiTaskDataset.fromJsonl(file, { tokenizer: tok })).size).toBe(1);
+  });
+});
+
+describe('what is printed: control characters escaped, commands quoted', () => {
+  jest.setTimeout(60_000);
+  const CLI = path.join(__dirname, '..', 'lib', 'cli.ts');
+  const rlora = (args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', CLI, ...args], { encoding: 'utf8', cwd: path.join(__dirname, '..') });
+  /** A task name that retitles the terminal and paints it red, and one that reverses what follows. */
+  const EVIL = 'a\x1b]0;pwned\x07\x1b[31mb\u202ec';
+  const SHOWN = 'a\\x1b]0;pwned\\x07\\x1b[31mb\\u202ec';
+
+  it('the step line, the progress line, evaluation tables and metric lines escape them', () => {
+    expect(stepLine({ step: 1, loss: 1, taskLoss: { [EVIL]: 1 }, lr: 1e-3, gradNorm: 1, tokensPerSecond: 10 }, 5)).toContain(`(${SHOWN} 1.0000)`);
+    expect(progressText(1, 5, '1.0\x1b[2J', '10', 1, 10)).toBe('step 1/5 |==--------| loss 1.0\\x1b[2J | 10 tok/s | ETA 1s');
+    const text = evalText({ [EVIL]: { loss: 1, accuracy: 0.5, count: 2, metrics: { ['m\x1b']: 1 } } });
+    expect(text).not.toMatch(/[\x00-\x08\x0b-\x1f\x7f-\x9f\u202e]/);
+    expect(text.split('\n')[1].startsWith(SHOWN)).toBe(true);
+    expect(text.split('\n')[2]).toBe(`${SHOWN}: m\\x1b 1.0000`);
+    expect(printable('line one\nline two\tend')).toBe('line one\nline two\tend'); // what lays text out stays
+  });
+
+  it('CLI errors escape them (a path holding an escape sequence)', () => {
+    const r = rlora(['plot', path.join(tmp, 'no\x1b[2Jsuch.jsonl')]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).not.toContain('\x1b');
+    expect(r.stderr).toContain('no\\x1b[2Jsuch.jsonl');
+  });
+
+  it('rlora plot: task names with control characters give a well-formed SVG', () => {
+    const log = path.join(tmp, 'plot-evil', 'log.jsonl');
+    fs.mkdirSync(path.dirname(log), { recursive: true });
+    const lines = [1, 2, 3].map((step) => JSON.stringify({ step, epoch: 0, loss: 3 / step, taskLoss: { [EVIL]: 3 / step, plain: 2 / step }, lr: 1e-3, gradNorm: 1, tokens: 10, tokensPerSecond: 100 }));
+    fs.writeFileSync(log, lines.join('\n') + '\n');
+    const svg = path.join(tmp, 'plot-evil', 'loss.svg');
+    const r = rlora(['plot', log, '--out', svg]);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    // an XML parser of its own (Python's) reads it
+    const parsed = spawnSync('/usr/bin/python3', ['-c', 'import sys, xml.dom.minidom as m; d = m.parse(sys.argv[1]); print(len(d.getElementsByTagName("text")))', svg], { encoding: 'utf8' });
+    expect(parsed.stderr).toBe('');
+    expect(Number(parsed.stdout)).toBeGreaterThan(3);
+    expect(fs.readFileSync(svg, 'utf8')).toContain('a\\x1b]0;pwned\\x07');
+  });
+
+  it('the printed resume command is one shell word per argument ($(...) in a path ran when pasted)', () => {
+    const words = ['runs/a/checkpoint-4', "/tmp/$(touch pwned)/it's here/run.json", 'a b', '', '-x', '\\'];
+    const quoted = words.map(shellQuote);
+    expect(quoted[0]).toBe('runs/a/checkpoint-4');
+    // a shell reads each back as the one word it was
+    const r = spawnSync('/bin/sh', ['-c', `for w in ${quoted.join(' ')}; do printf '%s\\0' "$w"; done`], { encoding: 'utf8', cwd: tmp });
+    expect(r.stdout.split('\0').slice(0, -1)).toEqual(words);
+    expect(fs.existsSync(path.join(tmp, 'pwned'))).toBe(false);
   });
 });

@@ -10,6 +10,7 @@ import { as, checkVocabulary, describeDataset, lib, loadModel, loadTokenizer } f
 import { CLEAR_LINE } from '../progress';
 import { dieWithLauncher, launch, launchOptions, withoutLaunchFlags } from './launch';
 import { describeRunConfig, readRunConfig, RunConfig } from './runconfig';
+import { printable, shellQuote } from '../util/printable';
 import { checkpointName, lockRunFolder, LOG_FILE, readTrainerState, runFiles, TRAINER_STATE_FILE, trimLog } from '../trainer/checkpoint';
 import { evalText, fmt, stepLine } from '../logging/text';
 import { ensureFolder } from '../util/files';
@@ -129,7 +130,7 @@ async function runTrain(args: string[]): Promise<number> {
   // While the progress bar is drawn, a message first clears the bar's line (the bar draws itself
   // again below it), so neither overwrites the other.
   let barShown = false;
-  const say = (s: string): void => void (rank0 && process.stderr.write((barShown ? CLEAR_LINE : '') + s + '\n'));
+  const say = (s: string): void => void (rank0 && process.stderr.write((barShown ? CLEAR_LINE : '') + printable(s) + '\n'));
 
   if (resume && !fs.existsSync(path.join(resume, TRAINER_STATE_FILE))) {
     throw new InputError(`${resume} is not a checkpoint (no ${TRAINER_STATE_FILE}); checkpoints are the ${checkpointName(0).replace('0', '<step>')} folders of outputDir`);
@@ -257,7 +258,7 @@ async function runTrain(args: string[]): Promise<number> {
       const ckpt = history.lastCheckpoint ?? '(none)';
       say(
         `rlora train: interrupted at step ${trainer.step} of ${total}; checkpoint written to ${ckpt}\n` +
-          `resume with: rlora train --config ${configFile} --resume ${ckpt}`,
+          `resume with: rlora train --config ${shellQuote(configFile)} --resume ${shellQuote(ckpt)}`, // pasted into a shell, it runs as printed
       );
       return INTERRUPTED;
     }
