@@ -266,3 +266,20 @@ describe('what is printed: control characters escaped, commands quoted', () => {
     expect(fs.existsSync(path.join(tmp, 'pwned'))).toBe(false);
   });
 });
+
+describe('unclear errors, now one line naming the value', () => {
+  jest.setTimeout(60_000);
+  it('WORLD_SIZE=0 or abc: rlora train names the variable (it printed a stack trace)', () => {
+    const run = path.join(tmp, 'world-run.json');
+    fs.writeFileSync(run, JSON.stringify({ model: { config: {} }, adapter: { targetModules: ['q_proj'] }, data: { train: 'x.jsonl' }, outputDir: path.join(tmp, 'world-out') }));
+    for (const v of ['0', 'abc']) {
+      const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(__dirname, '..', 'lib', 'cli.ts'), 'train', '--config', run], {
+        encoding: 'utf8',
+        cwd: path.join(__dirname, '..'),
+        env: { ...process.env, WORLD_SIZE: v },
+      });
+      expect(r.status).toBe(1);
+      expect(r.stderr).toBe(`rlora train: environment variable WORLD_SIZE must be an integer >= 1, got "${v}"\n`);
+    }
+  });
+});

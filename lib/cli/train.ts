@@ -125,7 +125,7 @@ async function runTrain(args: string[]): Promise<number> {
   const resume = typeof opts.resume === 'string' ? path.resolve(opts.resume) : cfg.resume;
   // data parallel (WORLD_SIZE > 1): every rank trains, rank 0 alone writes files and reports
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const world = (require('../distributed') as typeof import('../distributed')).worldSizeFromEnv();
+  const world = await as('', () => (require('../distributed') as typeof import('../distributed')).worldSizeFromEnv()); // WORLD_SIZE=0 or abc: one line naming it
   const rank0 = world === 1 || process.env.RANK === '0';
   // While the progress bar is drawn, a message first clears the bar's line (the bar draws itself
   // again below it), so neither overwrites the other.
