@@ -23,6 +23,7 @@ import { train } from './cli/train';
 import { hubCacheDir, hubEndpoint, hubToken, isOffline } from './hub/cache';
 import { envVarAdvice, isUsable, Libtorch, readElfDynamic, Unusable } from './libtorch';
 import { buildTools, inspectLibtorch, listLocalBuilds, listPrebuilds, loadReport, mappedLibraries, nvidiaSmi, PACKAGE_ROOT, RloraLoadError } from './loader';
+import { printable } from './util/printable';
 
 export { InputError, parseArgs, UsageError } from './cli/args';
 export type { Subcommand } from './cli/args';
@@ -304,11 +305,11 @@ export async function main(argv: string[]): Promise<number> {
     if (e instanceof UsageError) {
       // the usage lines (the help up to its first blank line), not the whole help
       const synopsis = cmd.help.split(/\n\s*\n/)[0];
-      console.error(`rlora ${name}: ${e.message}\n\n${synopsis}\n\n\`rlora ${name} --help\` shows every option.`);
+      console.error(`rlora ${name}: ${printable(e.message)}\n\n${synopsis}\n\n\`rlora ${name} --help\` shows every option.`);
       return 2;
     }
     if (e instanceof InputError) {
-      console.error(`rlora ${name}: ${e.message}`);
+      console.error(`rlora ${name}: ${printable(e.message)}`);
       return 1;
     }
     if (e instanceof RloraLoadError) {
@@ -325,7 +326,7 @@ if (require.main === module) {
       process.exitCode = code;
     },
     (e) => {
-      console.error(e instanceof Error ? e.stack : e);
+      console.error(e instanceof Error ? printable(e.stack ?? e.message) : e);
       process.exitCode = 1;
     },
   );

@@ -3,6 +3,8 @@
 // no cursor position, so lines printed between two redraws (evaluations, a Ctrl-C notice: print
 // them after CLEAR_LINE) stay where they are, and the line is drawn again below them.
 
+import { printable } from './util/printable';
+
 /** Erases the progress line: print it before a message while the line is shown. */
 export const CLEAR_LINE = '\r\x1b[K';
 
@@ -26,7 +28,7 @@ export function formatEta(seconds: number): string {
 /** One rendering of the line. */
 export function progressText(step: number, total: number, loss: string, tps: string, etaSeconds: number, barSize: number): string {
   const filled = total > 0 ? Math.min(barSize, Math.round((barSize * step) / total)) : 0;
-  return `step ${step}/${total} |${'='.repeat(filled)}${'-'.repeat(barSize - filled)}| loss ${loss} | ${tps} tok/s | ETA ${formatEta(etaSeconds)}`;
+  return printable(`step ${step}/${total} |${'='.repeat(filled)}${'-'.repeat(barSize - filled)}| loss ${loss} | ${tps} tok/s | ETA ${formatEta(etaSeconds)}`, true);
 }
 
 interface Stream {

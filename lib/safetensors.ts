@@ -4,7 +4,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 
 import { Dtype, Tensor } from './tensor';
-import { writeAll } from './util/files';
+import { openRegularFile, writeAll } from './util/files';
 import { isRecord as isPlainObject } from './util/options';
 
 /** How a dtype of the format is stored and which libtorch dtype it loads as. */
@@ -120,11 +120,8 @@ function checkEndianness(): void {
 /** Reads and validates the header of a safetensors file without reading its tensors. */
 export function readSafetensorsHeader(path: string): SafetensorsHeader {
   checkEndianness();
-  const fd = fs.openSync(path, 'r');
+  const { fd, size } = openRegularFile(path, (what) => fail(path, what));
   try {
-    const stat = fs.fstatSync(fd);
-    if (!stat.isFile()) fail(path, 'not a regular file');
-    const size = stat.size;
     if (size < 8) fail(path, `truncated: ${size} bytes, a file needs at least the 8-byte header length`);
     const lenBuf = Buffer.alloc(8);
     fs.readSync(fd, lenBuf, 0, 8, 0);
@@ -262,7 +259,7 @@ export function forEachSafetensor(
   wanted: (entry: SafetensorsEntry) => boolean = () => true,
 ): SafetensorsHeader {
   const header = readSafetensorsHeader(path);
-  const fd = fs.openSync(path, 'r');
+  const { fd } = openRegularFile(path, (what) => fail(path, what));
   try {
     // one read buffer for every tensor (Tensor.fromBytes copies out of it): a new Buffer each
     // would wait for the collector, and loading a model held about its whole file in them

@@ -6,6 +6,7 @@ import * as path from 'path';
 import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
 import { as, lib, loadModel, modelArgument, resolveFolder } from './common';
 import { ADAPTER_CONFIG_FILE } from '../adapter-files';
+import { holdsWorkingFolder, sameFile } from '../util/files';
 
 /** Files of a model folder that describe its tokenizer and generation, copied beside the merged weights. */
 const COPIED = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'tokenizer.model', 'chat_template.jinja'];
@@ -41,7 +42,12 @@ async function runMerge(args: string[]): Promise<number> {
   const out = stringOption(opts, 'out');
   if (!modelArg || !adapterArg || !out) throw new UsageError('--model DIR, --adapter DIR and --out DIR are required');
   const maxShardSize = intOption(opts, 'max-shard-size', 1);
-  if (path.resolve(out) === path.resolve(modelArg)) throw new InputError(`--out ${out} is the base model's folder: write the merged model elsewhere`);
+  // the same folder however it is spelt (a link to the base's folder had its weights overwritten);
+  // --overwrite is never offered for it
+  const isBase = (dir: string): boolean => sameFile(out, dir);
+  const real = (dir: string): string => (fs.existsSync(dir) ? fs.realpathSync(dir) : path.resolve(dir));
+  if (isBase(modelArg)) throw new InputError(`--out ${out} is the base model's folder (${real(modelArg)}): write the merged model elsewhere`);
+  if (holdsWorkingFolder(out)) throw new InputError(`--out ${out} is the current folder or holds it: rlora replaces the whole --out folder, so name a folder of its own (e.g. --out ./merged)`);
   if (fs.existsSync(path.join(out, 'config.json')) && !opts.overwrite) throw new InputError(`${out} already holds a model (config.json): pass --overwrite to replace it`);
   const adapterDir = await resolveFolder(adapterArg, 'adapter', '--adapter');
   if (!fs.existsSync(path.join(adapterDir, ADAPTER_CONFIG_FILE))) throw new InputError(`${adapterDir} is not an adapter folder: no adapter_config.json`);
@@ -49,7 +55,7 @@ async function runMerge(args: string[]): Promise<number> {
   const rl = lib();
   const model = await loadModel({ path: modelArgument(modelArg) }, 'model');
   const modelDir = model.source!; // a Hub repo's snapshot folder
-  if (path.resolve(out) === path.resolve(modelDir)) throw new InputError(`--out ${out} is the base model's folder: write the merged model elsewhere`);
+  if (isBase(modelDir)) throw new InputError(`--out ${out} is the base model's folder (${real(modelDir)}): write the merged model elsewhere`);
   const adapter = await as(`adapter ${adapterDir}`, () => rl.Adapter.load(model, adapterDir));
   if (adapter.options.heads !== 1) {
     throw new InputError(`${adapterDir} is a ${adapter.options.method} adapter with ${adapter.options.heads} heads: only single-head (lora) adapters can be merged, because the router mixes the heads differently for every token; load it with its base model instead`);

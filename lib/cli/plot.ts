@@ -6,6 +6,7 @@ import * as path from 'path';
 import { pathToFileURL } from 'url';
 
 import { readTextFile } from '../util/json';
+import { printable } from '../util/printable';
 import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
 
 export const plot: Subcommand = {
@@ -182,7 +183,8 @@ export async function renderSvg(spec: Record<string, unknown>): Promise<string> 
   const [vega, vegaLite] = await Promise.all([load('vega'), load('vega-lite')]);
   const view = new vega.View(vega.parse(vegaLite.compile(spec).spec), { renderer: 'none' });
   try {
-    return await view.toSVG();
+    // control characters (a task name's) are not allowed in XML: the SVG would not be well-formed
+    return printable(await view.toSVG());
   } finally {
     view.finalize();
   }

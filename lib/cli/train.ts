@@ -10,7 +10,8 @@ import { as, checkVocabulary, describeDataset, lib, loadModel, loadTokenizer } f
 import { CLEAR_LINE } from '../progress';
 import { dieWithLauncher, launch, launchOptions, withoutLaunchFlags } from './launch';
 import { describeRunConfig, readRunConfig, RunConfig } from './runconfig';
-import { checkpointName, LOG_FILE, readTrainerState, runFiles, TRAINER_STATE_FILE, trimLog } from '../trainer/checkpoint';
+import { printable, shellQuote } from '../util/printable';
+import { checkpointName, lockRunFolder, LOG_FILE, readTrainerState, runFiles, TRAINER_STATE_FILE, trimLog } from '../trainer/checkpoint';
 import { evalText, fmt, stepLine } from '../logging/text';
 import { ensureFolder } from '../util/files';
 import { onInterrupt } from '../util/interrupt';
@@ -124,19 +125,32 @@ async function runTrain(args: string[]): Promise<number> {
   const resume = typeof opts.resume === 'string' ? path.resolve(opts.resume) : cfg.resume;
   // data parallel (WORLD_SIZE > 1): every rank trains, rank 0 alone writes files and reports
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const world = (require('../distributed') as typeof import('../distributed')).worldSizeFromEnv();
+  const world = await as('', () => (require('../distributed') as typeof import('../distributed')).worldSizeFromEnv()); // WORLD_SIZE=0 or abc: one line naming it
   const rank0 = world === 1 || process.env.RANK === '0';
   // While the progress bar is drawn, a message first clears the bar's line (the bar draws itself
   // again below it), so neither overwrites the other.
   let barShown = false;
-  const say = (s: string): void => void (rank0 && process.stderr.write((barShown ? CLEAR_LINE : '') + s + '\n'));
+  const say = (s: string): void => void (rank0 && process.stderr.write((barShown ? CLEAR_LINE : '') + printable(s) + '\n'));
 
   if (resume && !fs.existsSync(path.join(resume, TRAINER_STATE_FILE))) {
     throw new InputError(`${resume} is not a checkpoint (no ${TRAINER_STATE_FILE}); checkpoints are the ${checkpointName(0).replace('0', '<step>')} folders of outputDir`);
   }
+  // one run at a time in outputDir (rlora.lock, taken before an earlier run is deleted); the
+  // Trainer's fit shares it
+  let unlock: (() => void) | undefined;
+  const lock = (): void => {
+    if (!rank0 || unlock || !fs.existsSync(cfg.outputDir)) return;
+    try {
+      unlock = lockRunFolder(cfg.outputDir, { handOn: true });
+    } catch (e) {
+      throw new InputError((e as Error).message);
+    }
+  };
+  lock();
   if (!resume && rank0) {
     const earlier = previousRun(cfg.outputDir);
     if (earlier.length && !opts.overwrite) {
+      unlock?.();
       throw new InputError(
         `outputDir ${cfg.outputDir} already holds a run (${earlier.sort().join(', ')}): continue it with --resume <checkpoint>, ` +
           'or pass --overwrite to delete those and start over',
@@ -215,6 +229,7 @@ async function runTrain(args: string[]): Promise<number> {
       } catch (e) {
         throw new InputError((e as Error).message);
       }
+      lock();
       fs.writeFileSync(path.join(cfg.outputDir, 'run.json'), JSON.stringify(resolvedCopy(cfg), null, 2) + '\n');
     }
 
@@ -243,7 +258,7 @@ async function runTrain(args: string[]): Promise<number> {
       const ckpt = history.lastCheckpoint ?? '(none)';
       say(
         `rlora train: interrupted at step ${trainer.step} of ${total}; checkpoint written to ${ckpt}\n` +
-          `resume with: rlora train --config ${configFile} --resume ${ckpt}`,
+          `resume with: rlora train --config ${shellQuote(configFile)} --resume ${shellQuote(ckpt)}`, // pasted into a shell, it runs as printed
       );
       return INTERRUPTED;
     }
@@ -275,5 +290,6 @@ async function runTrain(args: string[]): Promise<number> {
     return 0;
   } finally {
     stopListening();
+    unlock?.();
   }
 }

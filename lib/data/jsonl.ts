@@ -6,6 +6,25 @@ export const DEFAULT_MAX_LINE_BYTES = 64 * 1024 * 1024;
 /** fromJsonl reads files in chunks of this many bytes. */
 const READ_CHUNK_BYTES = 64 * 1024;
 
+/** Decodes UTF-8 and throws on bytes that are not (Latin-1 text was silently turned into U+FFFD). */
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/** The offset (from 1) of the first byte where `bytes` stops being valid UTF-8 (only on the error path). */
+function firstInvalid(bytes: Uint8Array): number {
+  for (let i = 0; i < bytes.length; ) {
+    const c = bytes[i];
+    const n = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : (c & 0xf0) === 0xe0 ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    if (n === 0 || i + n > bytes.length) return i + 1;
+    try {
+      UTF8.decode(bytes.subarray(i, i + n)); // continuation bytes, overlong forms, surrogates
+    } catch {
+      return i + 1;
+    }
+    i += n;
+  }
+  return bytes.length + 1;
+}
+
 /**
  * Calls onLine(text, lineNumber) for each line of an open file, without its line end (`\n` or
  * `\r\n`; a last line may lack one), reading chunks of READ_CHUNK_BYTES. A line is decoded as UTF-8
@@ -37,7 +56,13 @@ export async function forEachLine(
     if (bytes.length > maxLineBytes) throw tooLong();
     parts = [];
     length = 0;
-    onLine(bytes.toString('utf8'), lineNumber++);
+    let text: string;
+    try {
+      text = UTF8.decode(bytes);
+    } catch {
+      throw new Error(`${file}:${lineNumber}: the line is not valid UTF-8 (at byte ${firstInvalid(bytes)} of the line; a file in Latin-1 or another encoding must be converted to UTF-8 first)`);
+    }
+    onLine(text, lineNumber++);
   };
   for (;;) {
     let bytesRead: number;

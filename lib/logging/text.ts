@@ -1,5 +1,8 @@
 // A run's numbers as people read them: the step line and the evaluation table that `rlora train`
-// prints and that the Trainer prints where no progress bar is drawn. No native code here.
+// prints and that the Trainer prints where no progress bar is drawn. No native code here. Task
+// names are printed through printable(): a name holding an escape sequence cannot drive the terminal.
+
+import { printable } from '../util/printable';
 
 /** What a step line shows (a StepRecord). */
 export interface StepLine {
@@ -33,7 +36,7 @@ export const fmt = (x: number): string => (Number.isFinite(x) ? (Math.abs(x) >= 
 export function evalTable(tasks: Record<string, TaskLine>): string {
   const rows = [['task', 'loss', 'accuracy', 'count']];
   for (const [task, r] of Object.entries(tasks)) {
-    rows.push([task, Number.isFinite(r.loss) ? r.loss.toFixed(4) : String(r.loss), `${(100 * r.accuracy).toFixed(1)}%`, String(r.count)]);
+    rows.push([printable(task, true), Number.isFinite(r.loss) ? r.loss.toFixed(4) : String(r.loss), `${(100 * r.accuracy).toFixed(1)}%`, String(r.count)]);
   }
   return table(rows, [false, true, true, true]);
 }
@@ -42,7 +45,7 @@ export function evalTable(tasks: Record<string, TaskLine>): string {
 export function metricLines(tasks: Record<string, TaskLine>): string {
   return Object.entries(tasks)
     .filter(([, r]) => r.metrics && Object.keys(r.metrics).length)
-    .map(([t, r]) => `${t}: ${Object.entries(r.metrics!).map(([k, v]) => `${k} ${fmt(v)}`).join(', ')}`)
+    .map(([t, r]) => `${printable(t, true)}: ${Object.entries(r.metrics!).map(([k, v]) => `${printable(k, true)} ${fmt(v)}`).join(', ')}`)
     .join('\n');
 }
 
@@ -54,6 +57,6 @@ export function evalText(tasks: Record<string, TaskLine>): string {
 
 /** `step 5/100  loss 2.3100 (a 2.1000, b 2.5000)  lr 2.00e-4  grad 0.5000  812 tok/s` */
 export function stepLine(rec: StepLine, total: number): string {
-  const tasks = Object.entries(rec.taskLoss).map(([t, l]) => `${t} ${fmt(l)}`).join(', ');
+  const tasks = Object.entries(rec.taskLoss).map(([t, l]) => `${printable(t, true)} ${fmt(l)}`).join(', ');
   return `step ${rec.step}/${total}  loss ${fmt(rec.loss)}${tasks ? ` (${tasks})` : ''}  lr ${rec.lr.toExponential(2)}  grad ${fmt(rec.gradNorm)}  ${Math.round(rec.tokensPerSecond)} tok/s${rec.skipped ? '  skipped (not finite)' : ''}`;
 }

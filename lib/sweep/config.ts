@@ -117,13 +117,17 @@ const data: Spec = {
   },
 };
 
-/** A count n (seeds 0 .. n-1) or a list of distinct seeds. */
+/** The most jobs one sweep may hold (variants x rates x seeds, and the test jobs): seeds 1e8 built a 3.8 GB grid before any job started. */
+export const MAX_SWEEP_JOBS = 10_000;
+
+/** A count n (seeds 0 .. n-1, n at most MAX_SWEEP_JOBS) or a list of distinct seeds. */
 const seeds: Spec = {
   kind: 'custom',
   type: 'integer | integer[]',
   check: (value, where) => {
     if (!Array.isArray(value)) {
       const ok = typeof value === 'number' && check(value, safeInt(1), where).length === 0;
+      if (ok && (value as number) > MAX_SWEEP_JOBS) return problem('range', `${where} is ${value} seeds, more than the ${MAX_SWEEP_JOBS.toLocaleString('en-US')} jobs a sweep may hold`);
       return ok ? [] : problem(typeof value === 'number' ? 'range' : 'type', `${where} must be a count (an integer >= 1) or a non-empty array of seeds (integers >= 0), got ${show(value)}`);
     }
     const p = check(value, { kind: 'array', of: safeInt(0), min: 1 }, where);
@@ -351,6 +355,17 @@ export function resolveSweep(options: unknown, file?: string): ResolvedSweep {
       }
     }
   });
+  // every count that multiplies jobs, before any grid is built
+  if (!problems.length) {
+    const nSeeds = o.seeds === undefined ? 3 : typeof o.seeds === 'number' ? o.seeds : o.seeds.length;
+    const rates = o.variants.map((v) => (v.learningRates ?? o.learningRates ?? []).length);
+    const jobs = rates.reduce((n, k) => n + (k > 1 ? k : 0) * nSeeds + nSeeds, 0); // validation jobs where a rate is picked, then one final job a seed
+    if (jobs > MAX_SWEEP_JOBS) {
+      problems.push(
+        `the sweep holds ${jobs.toLocaleString('en-US')} jobs (${o.variants.length} variants, ${rates.reduce((a, b) => a + b, 0)} learning rates in all, ${nSeeds} seeds), more than the ${MAX_SWEEP_JOBS.toLocaleString('en-US')} a sweep may hold: fewer seeds, rates or variants`,
+      );
+    }
+  }
   if (!api && path.resolve(path.dirname(where), o.outputDir, 'sweep.json') === where) problems.push(`outputDir is the folder of this file, where the results (sweep.json) would replace it: name another folder`);
   if (problems.length) throw new SweepConfigError(where, problems);
 

@@ -11,7 +11,7 @@ import type { Example } from '../data';
 import { MultiHeadLoraLinear } from '../layer';
 import { Tensor } from '../tensor';
 import type { TaskEval } from '../trainer';
-import { writeFileAtomically } from '../util/files';
+import { openRegularFile, writeFileAtomically } from '../util/files';
 import { readJsonFile } from '../util/json';
 import { ResolvedData, ResolvedSweep, ResolvedVariant, resolveSweep, SweepConfigError, SweepOptions } from './config';
 import type { FileRef, Job, JobResult } from './types';
@@ -90,17 +90,38 @@ function fmtSeconds(s: number): string {
   return `${(s / 3600).toFixed(1)} h`;
 }
 
+/**
+ * The SHA-256 of a regular file, read in pieces up to the size it had when opened: /dev/zero or a
+ * FIFO (not regular) are refused unread; they were read without end (7.5 GB in 60 s).
+ */
+function hashFile(file: string): string {
+  const { fd, size } = openRegularFile(file, (what) => {
+    throw new Error(`${file} is ${what}; a JSON lines file was expected`);
+  });
+  try {
+    const hash = createHash('sha256');
+    const buf = Buffer.allocUnsafe(1 << 20);
+    for (let done = 0; done < size; ) {
+      const n = fs.readSync(fd, buf, 0, Math.min(buf.length, size - done), done);
+      if (n === 0) break; // shorter than it was: hashed as it is
+      hash.update(buf.subarray(0, n));
+      done += n;
+    }
+    return hash.digest('hex');
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 /** The examples of a split as a file: given one, its hash; given records, written to outputDir/data/<split>.jsonl (unless the same is there). */
 function dataFile(d: ResolvedData, split: string, r: ResolvedSweep): FileRef {
   if ('file' in d) {
-    let buf: Buffer;
     try {
-      buf = fs.readFileSync(d.file);
+      return { file: d.file, sha256: hashFile(d.file) };
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
-      throw new SweepConfigError(r.where, [`data.${split}: ${err.code === 'ENOENT' ? `file not found: ${d.file}` : err.code === 'EISDIR' ? `${d.file} is a folder, not a JSON lines file` : `cannot read ${d.file}: ${err.message}`}`]);
+      throw new SweepConfigError(r.where, [`data.${split}: ${err.code === 'ENOENT' ? `file not found: ${d.file}` : err.code === 'EISDIR' ? `${d.file} is a folder, not a JSON lines file` : err.code === undefined ? err.message : `cannot read ${d.file}: ${err.message}`}`]);
     }
-    return { file: d.file, sha256: sha256(buf) };
   }
   const text = d.examples.map((e: Example) => JSON.stringify(e)).join('\n') + '\n';
   const file = path.join(r.outputDir, 'data', `${split}.jsonl`);
@@ -110,6 +131,24 @@ function dataFile(d: ResolvedData, split: string, r: ResolvedSweep): FileRef {
     writeFileAtomically(file, text);
   }
   return { file, sha256: sha256(text) };
+}
+
+/**
+ * The tokenizer's files as their contents (tokenizer.json, and tokenizer_config.json and
+ * chat_template.jinja beside it): part of a job's identity, so a changed tokenizer or chat
+ * template runs the jobs again (a rerun reused results of the old tokenizer). None for "byte".
+ */
+function tokenizerFiles(r: ResolvedSweep): FileRef[] {
+  if (r.tokenizer === 'byte') return [];
+  const given = r.tokenizer ?? r.model;
+  const folder = fs.statSync(given, { throwIfNoEntry: false })?.isDirectory() ?? false;
+  const dir = folder ? given : path.dirname(given);
+  const files = [folder ? path.join(given, 'tokenizer.json') : given, path.join(dir, 'tokenizer_config.json'), path.join(dir, 'chat_template.jinja')];
+  try {
+    return files.filter((f) => fs.existsSync(f)).map((file) => ({ file, sha256: hashFile(file) }));
+  } catch (e) {
+    throw new SweepConfigError(r.where, [`tokenizer: ${(e as Error).message}`]);
+  }
 }
 
 /** The base model's files that make its weights (name, size, modification time). */
@@ -198,6 +237,7 @@ export async function runSweep(r: ResolvedSweep): Promise<SweepResult> {
   const data: Record<string, FileRef> = { train: dataFile(r.data.train, 'train', r), validation: dataFile(r.data.validation, 'validation', r) };
   if (r.data.test) data.test = dataFile(r.data.test, 'test', r);
   const finalSplit: 'test' | 'validation' = data.test ? 'test' : 'validation';
+  const tokenizerRefs = tokenizerFiles(r);
 
   const jobOf = (v: ResolvedVariant, learningRate: number, seed: number, split: 'validation' | 'test'): PoolTask => ({
     job: {
@@ -212,6 +252,7 @@ export async function runSweep(r: ResolvedSweep): Promise<SweepResult> {
       trainer: r.trainer,
       model: { path: r.model, ...(r.dtype ? { dtype: r.dtype } : {}), device: r.device, files },
       ...(r.tokenizer ? { tokenizer: r.tokenizer } : {}),
+      tokenizerFiles: tokenizerRefs,
       data: { train: data.train, evaluate: data[split], options: r.data.options },
       threads: r.threads,
     },

@@ -47,6 +47,8 @@ export interface Job {
   model: { path: string; dtype?: string; device: string; files: { name: string; size: number; mtimeMs: number }[] };
   /** 'byte', a tokenizer file or folder, or undefined (the model folder's tokenizer.json). */
   tokenizer?: string;
+  /** The tokenizer's files (tokenizer.json, tokenizer_config.json, chat_template.jinja) and their hashes; none for 'byte'. */
+  tokenizerFiles: FileRef[];
   data: { train: FileRef; evaluate: FileRef; options: { template?: string; maxLength?: number; fields?: { task?: string; prompt?: string; response?: string }; addBos?: boolean; addEos?: boolean } };
   threads: number;
 }

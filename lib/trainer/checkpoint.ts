@@ -7,16 +7,18 @@
 //   <outputDir>/eval-<step>.jsonl      evaluation predictions
 //   <outputDir>/metrics.csv            with reportTo 'csv': step,name,value
 //   <outputDir>/tensorboard/           with reportTo 'tensorboard': event files
+//   <outputDir>/rlora.lock             while a run writes there: {pid, hostname, started}
 //   <outputDir>/checkpoint-<step>/     the adapter's files, plus:
 //       trainer_state.json             step, data position, options, metrics
 //       optimizer.safetensors          AdamW's moments
 //       rng.safetensors                the dropout generators
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import * as util from 'util';
 
 import type { SamplerState } from '../data';
-import { removeAtomically, writeFileAtomically, writeFileFully } from '../util/files';
+import { removeAtomically, sideName, writeFileAtomically, writeFileFully } from '../util/files';
 import { readJsonFile, readTextFile } from '../util/json';
 import type { BestState } from './metrics';
 import type { TrainerOptions } from './options';
@@ -42,6 +44,91 @@ export const LEFTOVER_NAME = /^\.(checkpoint-\d+|log\.jsonl|eval-\d+\.jsonl)\.(t
 export function runFiles(dir: string): string[] {
   if (!fs.existsSync(dir)) return [];
   return fs.readdirSync(dir).filter((f) => f === LOG_FILE || f === METRICS_CSV_FILE || f === TENSORBOARD_DIR || CHECKPOINT_NAME.test(f) || EVAL_NAME.test(f) || LEFTOVER_NAME.test(f));
+}
+
+export const LOCK_FILE = 'rlora.lock';
+
+/** What a run's lock file holds. */
+interface LockHolder {
+  pid: number;
+  hostname: string;
+  started: string;
+}
+
+/**
+ * The run folders this process holds (their lock files' real paths), and whether the holder hands
+ * it on to the next Trainer.fit in this process (the CLI locks before it deletes an earlier run,
+ * then its Trainer trains there).
+ */
+const heldHere = new Map<string, { handOn: boolean }>();
+
+/** Whether process `pid` runs (or exists without our right to signal it). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Locks the run folder `dir` (which exists) for one run: `dir/rlora.lock` holds this process's
+ * pid, host and start time. A lock whose process no longer runs on this host (killed with -9) is
+ * taken over; a live one is refused, naming its process (two runs in one outputDir mixed their
+ * logs and checkpoints). Returns the release. `handOn`: the next lockRunFolder of the same folder in
+ * this process (the CLI's Trainer) shares the lock instead of being refused, and its release is a
+ * no-op.
+ * @internal
+ */
+export function lockRunFolder(dir: string, options: { handOn?: boolean } = {}): () => void {
+  const file = path.join(dir, LOCK_FILE);
+  const key = path.join(fs.realpathSync(dir), LOCK_FILE);
+  const mine = heldHere.get(key);
+  if (mine?.handOn) {
+    mine.handOn = false;
+    return () => undefined;
+  }
+  const me: LockHolder = { pid: process.pid, hostname: os.hostname(), started: new Date().toISOString() };
+  for (let attempt = 0; ; attempt++) {
+    // written whole beside it, then linked to its name: the name appears with its contents, once
+    const tmp = sideName(file, 'tmp');
+    writeFileFully(tmp, JSON.stringify(me) + '\n');
+    try {
+      fs.linkSync(tmp, file);
+      heldHere.set(key, { handOn: Boolean(options.handOn) });
+      let released = false;
+      return () => {
+        if (released) return;
+        released = true;
+        heldHere.delete(key);
+        fs.rmSync(file, { force: true });
+      };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new Error(`outputDir ${dir} cannot be locked for this run: ${(e as Error).message}`);
+    } finally {
+      fs.rmSync(tmp, { force: true });
+    }
+    let holder: Partial<LockHolder> | undefined;
+    try {
+      holder = JSON.parse(fs.readFileSync(file, 'utf8')) as Partial<LockHolder>;
+    } catch {
+      holder = undefined;
+    }
+    const pid = holder?.pid;
+    if (typeof pid !== 'number' || typeof holder?.hostname !== 'string') {
+      throw new Error(`outputDir ${dir} is locked by ${file}, which names no run: remove that file if no run writes to ${dir}`);
+    }
+    const who = `process ${pid}${holder.hostname !== me.hostname ? ` on ${holder.hostname}` : ''}${holder.started ? `, started ${holder.started}` : ''}`;
+    const live = holder.hostname !== me.hostname || alive(pid);
+    if (live || attempt > 0) {
+      throw new Error(
+        `outputDir ${dir} is in use by another run (${pid === process.pid ? 'a Trainer of this process' : who}; ${file}): two runs in one outputDir mix their logs and checkpoints: ` +
+          `wait for it to end or choose another outputDir${holder.hostname !== me.hostname ? ` (if that run has ended, remove ${file})` : ''}`,
+      );
+    }
+    fs.rmSync(file, { force: true }); // a process that died holding it: taken over
+  }
 }
 
 /** The steps of the checkpoints in `dir`, ascending. */

@@ -23,7 +23,7 @@ import { replaceFolder } from '../util/replace-folder';
 import { checkInstance, checkKeys } from '../util/options';
 import { bool, checkValue, int } from '../util/spec';
 import { CallbackResult, CallbackState, checkCallbacks, FitOptions, TrainerCallback } from './callbacks';
-import { CHECKPOINT_FILES, checkpointName, evalPredictionsName, LEFTOVER_NAME, LOG_FILE, OPTIMIZER_FILE, pruneCheckpoints, readTrainerState, RNG_FILE, runFiles, TRAINER_STATE_FILE, trimLog, writeTrainerState } from './checkpoint';
+import { CHECKPOINT_FILES, checkpointName, evalPredictionsName, LEFTOVER_NAME, lockRunFolder, LOG_FILE, OPTIMIZER_FILE, pruneCheckpoints, readTrainerState, RNG_FILE, runFiles, TRAINER_STATE_FILE, trimLog, writeTrainerState } from './checkpoint';
 import { readOptimizerState, readRngStates, writeOptimizerState, writeRngStates } from './checkpoint-tensors';
 import { evaluate } from './evaluate';
 import { afterStep } from './flow';
@@ -60,6 +60,8 @@ export class Trainer {
   private rankSeeded = false;
   /** The step whose update left the parameters non-finite; nothing can continue from there. */
   private brokenAt?: { step: number; paramNorm: number };
+  /** Releases outputDir/rlora.lock, which fit holds while it runs. */
+  private unlock?: () => void;
   /** earlyStopping's best value and evaluations since it; saveBest's best value and checkpoint. */
   private best: BestTracker;
 
@@ -158,6 +160,8 @@ export class Trainer {
     try {
       return await this.fitUnchecked(train, fitOptions);
     } finally {
+      this.unlock?.();
+      this.unlock = undefined;
       endTraining(this.model);
     }
   }
@@ -248,6 +252,9 @@ export class Trainer {
     };
     const log = o.outputDir && writer ? path.join(o.outputDir, LOG_FILE) : undefined;
     if (o.outputDir && writer) {
+      // one run at a time in a folder (rlora.lock): a second is refused, naming the first
+      ensureFolder(o.outputDir, 'outputDir');
+      this.unlock = lockRunFolder(o.outputDir);
       // a folder holding another run: refused, or emptied of it (overwriteOutputDir); this Trainer's
       // own earlier fits and a resumed run continue there
       const earlier = this.step === 0 && this.resumedFrom === undefined ? runFiles(o.outputDir).filter((f) => !LEFTOVER_NAME.test(f)) : [];
@@ -258,7 +265,6 @@ export class Trainer {
         );
       }
       for (const f of earlier) fs.rmSync(path.join(o.outputDir, f), { recursive: true, force: true });
-      ensureFolder(o.outputDir, 'outputDir');
       // half-written or half-deleted checkpoints and logs of a process that was killed
       for (const f of fs.readdirSync(o.outputDir)) if (LEFTOVER_NAME.test(f)) fs.rmSync(path.join(o.outputDir, f), { recursive: true, force: true });
     }
@@ -458,7 +464,7 @@ export class Trainer {
         best: this.best.state,
         customMetrics: Object.entries(this.options.metrics ?? {}).filter(([, v]) => typeof v === 'function').map(([k]) => k),
       });
-    });
+    }, { refuseLink: true }); // a link planted at checkpoint-<step> is refused, never followed
     this.lastCheckpoint = dir;
     if (this.options.keepCheckpoints > 0) pruneCheckpoints(dir0, this.options.keepCheckpoints, this.best.state.save?.checkpoint); // saveBest's is never pruned
     return dir;

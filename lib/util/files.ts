@@ -126,3 +126,43 @@ export function naming<T>(file: string, fn: () => T): T {
     throw err;
   }
 }
+
+/**
+ * Whether `a` and `b` name the same existing file or folder, however they are spelt: the same
+ * device and inode after following links (path strings differ for a link, "x/../y" or a bind
+ * mount). False when either does not exist.
+ */
+export function sameFile(a: string, b: string): boolean {
+  const sa = fs.statSync(a, { throwIfNoEntry: false }), sb = fs.statSync(b, { throwIfNoEntry: false });
+  if (!sa || !sb) return path.resolve(a) === path.resolve(b);
+  return sa.dev === sb.dev && sa.ino === sb.ino;
+}
+
+/** Whether `dir` is the current folder or a folder above it (a folder rlora replaces whole cannot be one). */
+export function holdsWorkingFolder(dir: string): boolean {
+  let up = process.cwd();
+  for (;;) {
+    if (sameFile(dir, up)) return true;
+    if (path.dirname(up) === up) return false;
+    up = path.dirname(up);
+  }
+}
+
+/**
+ * Opens `file` for reading only when it is a regular file (after links), without ever blocking: a
+ * FIFO or a device named by a link would block open() until a writer came, or read without end.
+ * Returns the descriptor and the file's size; `fail` makes the error (it names the file).
+ */
+export function openRegularFile(file: string, fail: (what: string) => never): { fd: number; size: number } {
+  const kind = (st: fs.Stats): string => (st.isFIFO() ? 'a FIFO' : st.isDirectory() ? 'a folder' : st.isSocket() ? 'a socket' : st.isCharacterDevice() || st.isBlockDevice() ? 'a device' : 'not a regular file');
+  const before = fs.statSync(file); // ENOENT as Node says it
+  if (!before.isFile()) fail(`not a regular file (${kind(before)})`);
+  // O_NONBLOCK: a FIFO put in its place since the stat opens at once, and fstat refuses it
+  const fd = fs.openSync(file, fs.constants.O_RDONLY | (fs.constants.O_NONBLOCK ?? 0));
+  const st = fs.fstatSync(fd);
+  if (!st.isFile()) {
+    fs.closeSync(fd);
+    fail(`not a regular file (${kind(st)})`);
+  }
+  return { fd, size: st.size };
+}

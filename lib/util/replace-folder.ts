@@ -17,6 +17,12 @@ export interface ReplaceFolderOptions {
   owns?: (name: string) => boolean;
   /** Checks the new folder before it replaces the old one (e.g. that every file reads back); throws to keep the old. */
   verify?: (tmp: string) => void;
+  /**
+   * A name rlora owns (a checkpoint): a link there is refused, naming it, and never followed (saving
+   * through a link planted at checkpoint-<step> replaced the folder it named). Default false: a
+   * link the user made to a model or adapter folder is followed, and the link stays.
+   */
+  refuseLink?: boolean;
 }
 
 /**
@@ -28,6 +34,9 @@ export interface ReplaceFolderOptions {
  * swap, the sibling is removed and `dir` is untouched; a crash leaves at most a hidden sibling.
  */
 export function replaceFolder(target: string, fill: (tmp: string) => void, options: ReplaceFolderOptions = {}): void {
+  if (options.refuseLink && fs.lstatSync(target, { throwIfNoEntry: false })?.isSymbolicLink()) {
+    throw new Error(`${target} is a link (to ${fs.readlinkSync(target)}); rlora writes this name itself and never follows a link there: remove the link`);
+  }
   // a link to a folder: the folder it names is replaced, and the link stays (it used to become a folder of its own)
   const dir = fs.lstatSync(target, { throwIfNoEntry: false })?.isSymbolicLink() && fs.statSync(target, { throwIfNoEntry: false }) ? fs.realpathSync(target) : target;
   const st = fs.statSync(dir, { throwIfNoEntry: false });
