@@ -3,12 +3,15 @@
 // record without one; MultiTaskDataset.split; the errors for a record that fits no format.
 // ByteTokenizer ids are UTF-8 bytes, bos 256, eos 257, pad 258: expected ids and labels are worked
 // out by hand from the text each format writes (the Alpaca prompt is written out here, not taken
-// from the library).
+// from the library). Then run.json's data.train with several files and data.validationSplit, through
+// `rlora train`.
+import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { BatchSampler, ByteTokenizer, Example, MultiTaskDataset, TextTokenizer } from '../lib';
+import { BatchSampler, ByteTokenizer, Example, HFConfig, Model, MultiTaskDataset, TextTokenizer } from '../lib';
+import { parseRunConfig } from '../lib/cli/runconfig';
 
 const BOS = 256, EOS = 257, PAD = 258;
 const tokenizer = new ByteTokenizer();
@@ -238,4 +241,54 @@ test('the Example type takes every format without prompt and response', () => {
   ];
   const ds = MultiTaskDataset.fromArray(records, { tokenizer: chatTok });
   expect(Array.from({ length: ds.size }, (_, i) => ds.get(i).format ?? 'prompt-response')).toEqual(['prompt-response', 'messages', 'text', 'prompt-completion', 'prompt-completion', 'alpaca', 'alpaca']);
+});
+
+describe("run.json: several data.train files, data.validationSplit", () => {
+  const run = (data: object): object => ({ model: 'm', tokenizer: 'byte', data, adapter: { targetModules: ['q_proj'] }, outputDir: 'o' });
+
+  it('parses them, paths relative to run.json; refuses what does not fit', () => {
+    const cfg = parseRunConfig(run({ train: ['a.jsonl', 'sub/b.jsonl'], validationSplit: 0.1, splitSeed: 3 }), '/x/run.json');
+    expect(cfg.data).toMatchObject({ train: ['/x/a.jsonl', '/x/sub/b.jsonl'], validationSplit: 0.1, splitSeed: 3 });
+    expect(parseRunConfig(run({ train: 'a.jsonl' }), '/x/run.json').data).toMatchObject({ train: '/x/a.jsonl', splitSeed: 0 });
+    expect(() => parseRunConfig(run({ train: [] }), '/x/run.json')).toThrow(/data.train/);
+    expect(() => parseRunConfig(run({ train: ['a.jsonl', 3] }), '/x/run.json')).toThrow(/data.train/);
+    expect(() => parseRunConfig(run({ train: 'a.jsonl', validationSplit: 1 }), '/x/run.json')).toThrow(/data.validationSplit must be a finite number > 0 and < 1, got 1/);
+    expect(() => parseRunConfig(run({ train: 'a.jsonl', validationSplit: 0.1, eval: 'e.jsonl' }), '/x/run.json')).toThrow(/data.validationSplit and data.eval exclude each other/);
+    expect(() => parseRunConfig(run({ train: 'a.jsonl', splitSeed: 1 }), '/x/run.json')).toThrow(/data.splitSeed applies to data.validationSplit only/);
+    expect(() => parseRunConfig(run({ train: 'a.jsonl', validationSplt: 0.1 }), '/x/run.json')).toThrow(/did you mean "validationSplit"/);
+  });
+
+  it('rlora train: records without a task take their file\'s name, and the run evaluates on the held-out split', () => {
+    const work = path.join(dir, 'run');
+    fs.mkdirSync(work, { recursive: true });
+    const tok = new ByteTokenizer();
+    const config: HFConfig = { architectures: ['LlamaForCausalLM'], vocab_size: tok.vocabSize, hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1 };
+    Model.fromConfig(config, { seed: 1 }).save(path.join(work, 'model'));
+    const words = ['cat', 'dog', 'fish', 'bird', 'cow', 'ant', 'bee', 'owl', 'elk', 'yak'];
+    fs.writeFileSync(path.join(work, 'upper.jsonl'), words.map((w) => JSON.stringify({ prompt: `${w}:`, completion: w.toUpperCase() })).join('\n') + '\n');
+    fs.writeFileSync(path.join(work, 'story.jsonl'), words.map((w) => JSON.stringify({ text: `the ${w} sat.` })).join('\n') + '\n');
+    fs.writeFileSync(
+      path.join(work, 'run.json'),
+      JSON.stringify({
+        model: 'model', tokenizer: 'byte',
+        data: { train: ['upper.jsonl', 'story.jsonl'], validationSplit: 0.2, maxLength: 32 },
+        adapter: { method: 'lora', rank: 2, targetModules: ['q_proj'] },
+        trainer: { batchSize: 2, maxSteps: 2, learningRate: 1e-3 },
+        outputDir: 'out',
+      }),
+    );
+    const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '1' };
+    delete env.NODE_OPTIONS;
+    const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(__dirname, '..', 'lib', 'cli.ts'), 'train', '--config', path.join(work, 'run.json'), '--threads', '1'], { cwd: path.join(__dirname, '..'), env, encoding: 'utf8', timeout: 60_000 });
+    if (r.status !== 0) throw new Error(`exit ${r.status ?? r.signal}\n${r.stdout}\n${r.stderr}`);
+    // 10 a task, 2 of each held out (ceil(0.2 x 10))
+    expect(r.stderr).toMatch(/^train .*upper\.jsonl, .*story\.jsonl: 16 examples \(story 8, upper 8\)$/m);
+    expect(r.stderr).toMatch(/^eval {7}data\.validationSplit 0\.2 of data\.train \(splitSeed 0\): 4 examples \(story 2, upper 2\)$/m);
+    const evals = fs.readFileSync(path.join(work, 'out', 'log.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)).filter((l) => l.type === 'eval');
+    expect(evals).toHaveLength(1);
+    expect(Object.fromEntries(Object.entries(evals[0].tasks as Record<string, { count: number; loss: number }>).map(([t, e]) => [t, e.count]))).toEqual({ story: 2, upper: 2 });
+    for (const e of Object.values(evals[0].tasks as Record<string, { loss: number }>)) expect(Number.isFinite(e.loss)).toBe(true);
+    // the copy of run.json in outputDir names the files by absolute paths
+    expect(JSON.parse(fs.readFileSync(path.join(work, 'out', 'run.json'), 'utf8')).data.train).toEqual([path.join(work, 'upper.jsonl'), path.join(work, 'story.jsonl')]);
+  }, 90_000);
 });
