@@ -255,7 +255,7 @@ describe("run.json: several data.train files, data.validationSplit", () => {
     expect(() => parseRunConfig(run({ train: 'a.jsonl', validationSplit: 1 }), '/x/run.json')).toThrow(/data.validationSplit must be a finite number > 0 and < 1, got 1/);
     expect(() => parseRunConfig(run({ train: 'a.jsonl', validationSplit: 0.1, eval: 'e.jsonl' }), '/x/run.json')).toThrow(/data.validationSplit and data.eval exclude each other/);
     expect(() => parseRunConfig(run({ train: 'a.jsonl', splitSeed: 1 }), '/x/run.json')).toThrow(/data.splitSeed applies to data.validationSplit only/);
-    expect(() => parseRunConfig(run({ train: 'a.jsonl', validationSplt: 0.1 }), '/x/run.json')).toThrow(/did you mean "validationSplit"/);
+    expect(() => parseRunConfig(run({ train: 'a.jsonl', validationSplt: 0.1 }), '/x/run.json')).toThrow(/did you mean data\.validationSplit\?/);
   });
 
   it('rlora train: records without a task take their file\'s name, and the run evaluates on the held-out split', () => {
