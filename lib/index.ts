@@ -41,8 +41,8 @@ export type { TextTokenizer, EncodeOptions, DecodeOptions, TokenizerConfig, Toke
 export { exportGguf, exportGgufLora } from './gguf/export';
 export type { GgufExportOptions, GgufLoraExportOptions, GgufExportResult, GgufBaseModel } from './gguf/export';
 export type { GgufArchitecture, GgufDtype } from './gguf/llama';
-export { MultiTaskDataset, BatchSampler, promptBatch, DEFAULT_TEMPLATE } from './data';
-export type { Example, DatasetOptions, DataSettings, EncodedExample, Sampling, SamplerOptions, Batch, SamplerState } from './data';
+export { MultiTaskDataset, BatchSampler, promptBatch, DEFAULT_TEMPLATE, ALPACA_PROMPT, DEFAULT_TASK } from './data';
+export type { Example, PromptResponseExample, MessagesExample, TextExample, PromptCompletionExample, AlpacaExample, RecordFormat, TemplateFields, DatasetOptions, DataSettings, DataSplit, EncodedExample, Sampling, SamplerOptions, Batch, SamplerState } from './data';
 
 /**
  * Threads each native job uses for its matrix products: an integer from 1 to 1024, else a

@@ -11,7 +11,10 @@
 // Splits are by word, for all tasks at once: a seeded hash of the word puts it in test (20%),
 // validation (10%) or train (70%), so no test word is seen in training under any question. Within
 // a split each task takes eligible words in hash order; binary tasks take as many of each answer.
-import type { Example } from '../../lib';
+import type { PromptResponseExample } from '../../lib';
+
+/** A demo record: {task, prompt, response}, the task always given. */
+export type Example = Required<PromptResponseExample>;
 
 /* eslint-disable @typescript-eslint/no-require-imports */
 const load = (name: string): unknown => require(name);

@@ -11,7 +11,7 @@ import type { Dtype } from '../tensor';
 import { DEFAULTS, ResolvedTrainerOptions, runJsonTrainerKeys, trainerOptionProblems } from '../trainer/options';
 import type { TrainerOptions } from '../trainer/options';
 import { isPlainObject, show } from '../util/options';
-import { check, describeKeys, int, Key, keyPaths, oneOf, pth, Spec, str } from '../util/spec';
+import { check, describeKeys, int, Key, keyPaths, num, oneOf, pth, safeInt, Spec, str } from '../util/spec';
 import { MAX_CONFIG_JSON_BYTES, readTextFile } from '../util/json';
 import { adapterKeys, ENCODING_KEYS } from '../config-keys';
 import { isRepoId, revisionProblem } from '../hub/cache';
@@ -31,8 +31,15 @@ const MODEL_KEYS: Record<string, Key> = {
 };
 
 const DATA_KEYS: Record<string, Key> = {
-  train: { spec: pth, required: true, doc: 'JSON lines file of {"task", "prompt", "response"} records' },
+  train: {
+    spec: { kind: 'one-of', options: [pth, { kind: 'array', of: pth, min: 1 }] },
+    required: true,
+    type: 'path | path[]',
+    doc: 'JSON lines file(s) of records: {"task", "prompt", "response"}, {"task", "messages"}, {"text"}, {"prompt", "completion"}, Alpaca\'s {"instruction", "input", "output"} (README "Data"); a record without "task" belongs to task "default", or with several files to its file\'s name without the extension',
+  },
   eval: { spec: pth, doc: 'JSON lines file evaluated per task (loss, exact-match accuracy) during and after training' },
+  validationSplit: { spec: num(0, true, 1, true), doc: 'without data.eval: this fraction of each task\'s training examples (rounded up, at most all but one) is held out and evaluated on instead' },
+  splitSeed: { spec: safeInt(0), doc: 'seed of the validationSplit draw (default 0)' },
   ...ENCODING_KEYS,
 };
 
@@ -95,7 +102,8 @@ export interface RunConfig {
   model: { path?: string; revision?: string; config?: HFConfig; seed: number; dtype?: Dtype; device?: string };
   /** 'byte', an absolute path, or undefined (the model folder's tokenizer). */
   tokenizer?: string;
-  data: { train: string; eval?: string; options: Omit<DatasetOptions, 'tokenizer'> };
+  /** train: one file, or several (their records without a task belong to the file's name). */
+  data: { train: string | string[]; eval?: string; validationSplit?: number; splitSeed: number; options: Omit<DatasetOptions, 'tokenizer'> };
   adapter: AdapterOptions;
   trainer: TrainerOptions;
   outputDir: string;
@@ -118,10 +126,19 @@ function checkTrainerRules(j: Record<string, any>): string[] {
   const t = j.trainer;
   if (!isObject(t)) return [];
   const problems = trainerOptionProblems({ ...DEFAULTS, ...t } as ResolvedTrainerOptions, 'trainer.', true).map((p) => p.message);
-  const noEval = !isObject(j.data) || j.data.eval === undefined;
+  const noEval = !isObject(j.data) || (j.data.eval === undefined && j.data.validationSplit === undefined);
   for (const what of ['earlyStopping', 'saveBest']) {
-    if (t[what] !== undefined && noEval) problems.push(`trainer.${what} needs data.eval (the examples it evaluates)`);
+    if (t[what] !== undefined && noEval) problems.push(`trainer.${what} needs data.eval or data.validationSplit (the examples it evaluates)`);
   }
+  return problems;
+}
+
+/** data.validationSplit holds out part of data.train instead of data.eval; splitSeed goes with it. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+function checkDataRules(d: Record<string, any>): string[] {
+  const problems: string[] = [];
+  if (d.validationSplit !== undefined && d.eval !== undefined) problems.push('data.validationSplit and data.eval exclude each other: validationSplit holds out part of data.train when there is no data.eval');
+  if (d.splitSeed !== undefined && d.validationSplit === undefined) problems.push('data.splitSeed applies to data.validationSplit only');
   return problems;
 }
 
@@ -143,7 +160,7 @@ export function parseRunConfig(json: unknown, file: string): RunConfig {
     if (m.revision !== undefined && m.path === undefined) problems.push('model.revision applies to a Hub repo id in model.path only');
     if (typeof m.revision === 'string' && revisionProblem(m.revision)) problems.push(`model.revision ${JSON.stringify(m.revision)} is refused: ${revisionProblem(m.revision)}`);
   }
-  if (problems.length === 0) problems.push(...checkTrainerRules(json as Record<string, any>)); // eslint-disable-line @typescript-eslint/no-explicit-any
+  if (problems.length === 0) problems.push(...checkDataRules((json as Record<string, any>).data), ...checkTrainerRules(json as Record<string, any>)); // eslint-disable-line @typescript-eslint/no-explicit-any
   if (problems.length) throw new RunConfigError(file, problems);
   const j = json as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
   const dir = path.dirname(abs);
@@ -168,8 +185,10 @@ export function parseRunConfig(json: unknown, file: string): RunConfig {
     model: { path: m.path === undefined ? undefined : modelAt(m.path), revision: m.revision, config: m.config, seed: m.seed ?? 0, dtype: m.dtype, device: m.device },
     tokenizer: j.tokenizer === undefined ? undefined : j.tokenizer === 'byte' ? 'byte' : at(j.tokenizer),
     data: {
-      train: at(d.train),
+      train: Array.isArray(d.train) ? d.train.map(at) : at(d.train),
       eval: d.eval === undefined ? undefined : at(d.eval),
+      validationSplit: d.validationSplit,
+      splitSeed: d.splitSeed ?? 0,
       options: { template: d.template, maxLength: d.maxLength, fields: d.fields, addBos: d.addBos, addEos: d.addEos },
     },
     adapter: { ...j.adapter, targetModules },

@@ -4,6 +4,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
+import type { DatasetOptions, MultiTaskDataset } from '../data';
 import type { Trainer, TrainerOptions } from '../trainer';
 import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
 import { as, checkVocabulary, describeDataset, lib, loadModel, loadTokenizer } from './common';
@@ -97,7 +98,7 @@ function resolvedCopy(cfg: RunConfig): Record<string, unknown> {
   if (typeof raw.model === 'string') raw.model = cfg.model.path;
   else if (raw.model.path !== undefined) raw.model.path = cfg.model.path;
   if (raw.tokenizer !== undefined) raw.tokenizer = cfg.tokenizer;
-  raw.data.train = cfg.data.train;
+  raw.data.train = cfg.data.train; // one path or several, absolute
   if (raw.data.eval !== undefined) raw.data.eval = cfg.data.eval;
   raw.outputDir = cfg.outputDir;
   delete raw.resume;
@@ -105,6 +106,23 @@ function resolvedCopy(cfg: RunConfig): Record<string, unknown> {
 }
 
 export { metricLines } from '../logging/text';
+
+/** data.train as the messages name it: the file, or the files joined by commas. */
+function trainName(cfg: RunConfig): string {
+  return typeof cfg.data.train === 'string' ? cfg.data.train : cfg.data.train.join(', ');
+}
+
+/**
+ * The training set (data.train, one file or several) and the evaluation set: data.eval, or the
+ * part of data.train that data.validationSplit holds out (the rest is trained on).
+ */
+async function readData(rl: ReturnType<typeof lib>, cfg: RunConfig, dataOptions: DatasetOptions): Promise<{ trainSet: MultiTaskDataset; evalSet?: MultiTaskDataset; evalName?: string }> {
+  const all = await as(`${cfg.file}: data.train`, () => rl.MultiTaskDataset.fromJsonl(cfg.data.train, dataOptions));
+  if (cfg.data.eval) return { trainSet: all, evalSet: await as(`${cfg.file}: data.eval`, () => rl.MultiTaskDataset.fromJsonl(cfg.data.eval!, dataOptions)), evalName: cfg.data.eval };
+  if (cfg.data.validationSplit === undefined) return { trainSet: all };
+  const { train, validation } = await as(`${cfg.file}: data.validationSplit`, async () => all.split(cfg.data.validationSplit!, cfg.data.splitSeed));
+  return { trainSet: train, evalSet: validation, evalName: `data.validationSplit ${cfg.data.validationSplit} of data.train (splitSeed ${cfg.data.splitSeed})` };
+}
 
 async function runTrain(args: string[]): Promise<number> {
   const { opts, rest } = parseArgs(args, {
@@ -182,12 +200,11 @@ async function runTrain(args: string[]): Promise<number> {
     say(`model      ${cfg.model.path ?? `random weights from model.config (seed ${cfg.model.seed})`}: ${model.resolvedConfig.architecture}, ${model.parameterCount().toLocaleString('en-US')} parameters, ${model.dtype} on ${model.device}`);
     const tokenizer = await loadTokenizer(cfg.tokenizer, model.source, `${cfg.file}: tokenizer`); // the model's folder (a Hub repo's snapshot)
     const dataOptions = { tokenizer, ...cfg.data.options };
-    const trainSet = await as(`${cfg.file}: data.train`, () => rl.MultiTaskDataset.fromJsonl(cfg.data.train, dataOptions));
-    const evalSet = cfg.data.eval ? await as(`${cfg.file}: data.eval`, () => rl.MultiTaskDataset.fromJsonl(cfg.data.eval!, dataOptions)) : undefined;
+    const { trainSet, evalSet, evalName } = await readData(rl, cfg, dataOptions);
     checkVocabulary(model, tokenizer, evalSet ? [trainSet, evalSet] : [trainSet]);
-    say(`train      ${cfg.data.train}: ${describeDataset(trainSet)}`);
-    if (evalSet) say(`eval       ${cfg.data.eval}: ${describeDataset(evalSet)}`);
-    else if (cfg.trainer.evalEvery) say('note: trainer.evalEvery is set but data.eval is not: no evaluation');
+    say(`train      ${trainName(cfg)}: ${describeDataset(trainSet)}`);
+    if (evalSet) say(`eval       ${evalName}: ${describeDataset(evalSet)}`);
+    else if (cfg.trainer.evalEvery) say('note: trainer.evalEvery is set but neither data.eval nor data.validationSplit is: no evaluation');
     if (controller.signal.aborted) {
       say('rlora train: interrupted before training started; nothing was written');
       return INTERRUPTED;
@@ -285,8 +302,8 @@ async function runTrain(args: string[]): Promise<number> {
     const shown = bestStep !== undefined ? history.evals.find((e) => e.step === bestStep) : history.evals[history.evals.length - 1];
     console.log(`trained ${trainer.step} steps; adapter written to ${adapterDir}${bestStep !== undefined ? ` (the best checkpoint's, step ${bestStep})` : ''}`);
     console.log(`checkpoint ${history.lastCheckpoint}; log ${path.join(cfg.outputDir, LOG_FILE)}`);
-    if (shown) console.log(`\neval at step ${shown.step}${bestStep !== undefined ? ', the adapter written' : ''} (${cfg.data.eval}):\n${evalText(shown.tasks)}`);
-    else console.log('(no data.eval in run.json: no evaluation)');
+    if (shown) console.log(`\neval at step ${shown.step}${bestStep !== undefined ? ', the adapter written' : ''} (${evalName}):\n${evalText(shown.tasks)}`);
+    else console.log('(no data.eval or data.validationSplit in run.json: no evaluation)');
     return 0;
   } finally {
     stopListening();

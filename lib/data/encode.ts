@@ -1,6 +1,6 @@
-// Records to tokens: the fields of a record, templates ("{prompt}\n{response}" or a function),
-// conversations rendered with the tokenizer's chat template, and the labels that put the loss on
-// the response (or the assistant turns) only.
+// Records to tokens (the records themselves are read by formats.ts): templates ("{prompt}\n{response}"
+// or a function), conversations rendered with the tokenizer's chat template, and the labels that put
+// the loss on the response (or the assistant turns, or every token of a text) only.
 import { constants as bufferConstants } from 'buffer';
 import * as util from 'util';
 
@@ -8,20 +8,7 @@ import { ChatMessage, renderChat } from '../chat';
 import type { TextTokenizer } from '../tokenizer';
 import { DEFAULT_MAX_LINE_BYTES } from './jsonl';
 import { checkKeys, closest, describeKind as describe, isRecord as isPlainObject } from '../util/options';
-
-/** One example of a task. */
-export interface Example {
-  task: string;
-  prompt: string;
-  response: string;
-  /**
-   * A conversation (Hugging Face's chat format) instead of prompt and response: rendered with the
-   * tokenizer's chat_template, loss on the assistant turns only; the last message is the
-   * assistant's answer that evaluation generates. Records give it as a `messages` field.
-   */
-  messages?: ChatMessage[];
-}
-
+import { DEFAULT_FIELDS, FIELD_KEYS, FieldKey, ReadExample, RecordFormat, TemplateFields } from './formats';
 
 export interface DatasetOptions {
   tokenizer: TextTokenizer;
@@ -31,9 +18,11 @@ export interface DatasetOptions {
    * `{response}` is the prompt, `{response}` and everything after it (e.g. a closing newline) is
    * the response, e.g. `"Q: {prompt}\nA: {response}"`. Or a function returning `{prompt,
    * response}` strings. Default `"{prompt}\n{response}"` (DEFAULT_TEMPLATE): a newline between
-   * them, so the model can tell where the prompt ends.
+   * them, so the model can tell where the prompt ends. It applies to `{prompt, response}` records
+   * and (given) to `messages` ones; `text`, TRL's `{prompt, completion}` and Alpaca's records have
+   * their own rendering (README "Data").
    */
-  template?: string | ((e: Example) => { prompt: string; response: string });
+  template?: string | ((e: TemplateFields) => { prompt: string; response: string });
   /**
    * Most tokens of a sequence (bos + prompt + response + eos), default 512. Longer sequences are
    * cut at the end and counted in `truncated`. When bos + prompt alone leave no room for a
@@ -42,7 +31,8 @@ export interface DatasetOptions {
    */
   maxLength?: number;
   /**
-   * JSON field names of the records (fromJsonl, fromArray). Default
+   * JSON field names of the records (fromJsonl, fromArray): the task's (in every format) and the
+   * prompt's and response's of `{prompt, response}` records. Default
    * `{task: 'task', prompt: 'prompt', response: 'response'}`.
    */
   fields?: { task?: string; prompt?: string; response?: string };
@@ -62,9 +52,15 @@ export interface EncodedExample {
   /** Position in its dataset. */
   index: number;
   task: string;
-  /** The record's prompt and response, as given (before the template). */
+  /**
+   * The record's prompt and response, as given (before the template): for a text record '' and
+   * the text; for Alpaca's the rendered Alpaca prompt and the output; for a conversation the last
+   * message before the answer and the answer.
+   */
   prompt: string;
   response: string;
+  /** The record's format, when not `{prompt, response}` (README "Data"). */
+  format?: Exclude<RecordFormat, 'prompt-response'>;
   /** bos? + prompt tokens + response tokens + eos?, cut to maxLength. Frozen. */
   inputIds: number[];
   /** Number of leading tokens that get no loss (bos + prompt). */
@@ -80,11 +76,7 @@ export interface EncodedExample {
   truncated: boolean;
 }
 
-export const DEFAULT_FIELDS = { task: 'task', prompt: 'prompt', response: 'response' } as const;
-export type FieldKey = keyof typeof DEFAULT_FIELDS;
-const FIELD_KEYS: readonly FieldKey[] = ['task', 'prompt', 'response'];
-
-type TemplateFn = (e: Example) => { prompt: string; response: string };
+type TemplateFn = (e: TemplateFields) => { prompt: string; response: string };
 
 /** Options checked once, with their defaults. */
 export interface ResolvedOptions {
@@ -113,7 +105,7 @@ function stringTemplate(where: string, template: string): TemplateFn {
   if (at < 0) throw new Error(`${where}: template ${JSON.stringify(template)} has no {response} placeholder (the response part starts there)`);
   const head = template.slice(0, at);
   const tail = template.slice(at);
-  const fill = (part: string, e: Example): string =>
+  const fill = (part: string, e: TemplateFields): string =>
     part.replace(/\{(prompt|response|task)\}/g, (_, key: FieldKey) => e[key]);
   return (e) => ({ prompt: fill(head, e), response: fill(tail, e) });
 }
@@ -164,32 +156,14 @@ export function resolveOptions(where: string, options: DatasetOptions): Resolved
   return { tokenizer, template, maxLength, fields, bos, eos, maxLineBytes, original: options };
 }
 
-/** Reads the three fields of a raw record; `at` names it in errors ("examples[3]", "file:7"). */
-export function readRecord(at: string, record: unknown, fields: Record<FieldKey, string>): Example {
-  if (!isPlainObject(record)) throw new Error(`${at}: a record must be a JSON object, got ${describe(record)}`);
-  if (Object.prototype.hasOwnProperty.call(record, 'messages')) return readChatRecord(at, record, fields);
-  const out = {} as Example;
-  for (const key of FIELD_KEYS) {
-    const name = fields[key];
-    if (!Object.prototype.hasOwnProperty.call(record, name)) {
-      const keys = Object.keys(record);
-      throw new Error(`${at}: missing field "${name}" (the ${key}); the record has ${keys.length ? keys.map((k) => `"${k}"`).join(', ') : 'no fields'}`);
-    }
-    const value = record[name];
-    if (typeof value !== 'string') throw new TypeError(`${at}: field "${name}" (the ${key}) must be a string, got ${describe(value)}`);
-    out[key] = value;
-  }
-  if (out.task === '') throw new Error(`${at}: field "${fields.task}" (the task) is empty`);
-  return out;
-}
-
 /** An encoded example, frozen (the dataset hands it out as is). */
-function encoded(index: number, e: Example, inputIds: number[], promptLength: number, truncated: boolean, lossSpans: readonly (readonly [number, number])[] = [], chat = false): EncodedExample {
+function encoded(index: number, e: ReadExample, inputIds: number[], promptLength: number, truncated: boolean, lossSpans: readonly (readonly [number, number])[] = [], chat = false): EncodedExample {
   return Object.freeze({
     index,
     task: e.task,
     prompt: e.prompt,
     response: e.response,
+    ...(e.format === 'prompt-response' ? {} : { format: e.format }),
     inputIds: Object.freeze(inputIds) as number[],
     promptLength,
     ...(lossSpans.length ? { lossSpans: Object.freeze(lossSpans) } : {}),
@@ -198,31 +172,13 @@ function encoded(index: number, e: Example, inputIds: number[], promptLength: nu
   });
 }
 
-/** A `{task, messages}` record: turns of {role, content} strings, the last one the assistant's. */
-function readChatRecord(at: string, record: Record<string, unknown>, fields: Record<FieldKey, string>): Example {
-  const task = record[fields.task];
-  if (typeof task !== 'string' || task === '') throw new TypeError(`${at}: field "${fields.task}" (the task) must be a non-empty string, got ${describe(task)}`);
-  const m = record.messages;
-  if (!Array.isArray(m) || m.length === 0) throw new TypeError(`${at}: field "messages" must be a non-empty array of {role, content}, got ${describe(m)}`);
-  const messages: ChatMessage[] = m.map((x, i) => {
-    if (!isPlainObject(x) || typeof x.role !== 'string' || typeof x.content !== 'string') {
-      throw new TypeError(`${at}: messages[${i}] must be {role, content} with string values, got ${describe(x)}`);
-    }
-    return { role: x.role, content: x.content };
-  });
-  const last = messages[messages.length - 1];
-  if (last.role !== 'assistant') throw new Error(`${at}: the last message must be the assistant's (the answer to learn and to generate), got role ${JSON.stringify(last.role)}`);
-  const before = messages.slice(0, -1);
-  return { task, prompt: before.length ? before[before.length - 1].content : '', response: last.content, messages };
-}
-
 /**
  * Tokenizes a conversation with the tokenizer's chat template: the text is rendered turn by turn
  * (the conversation up to each assistant turn with the generation prompt, then with the turn), so
  * each assistant turn's tokens are known; those get loss, the rest (system, user, the template's
  * markup before a turn) do not. The template supplies bos/eos as it writes them.
  */
-function encodeChat(at: string, index: number, e: Example, o: ResolvedOptions): EncodedExample {
+function encodeChat(at: string, index: number, e: ReadExample, o: ResolvedOptions): EncodedExample {
   const tok = o.tokenizer;
   const source = tok.chatTemplate;
   if (!source) {
@@ -239,8 +195,9 @@ function encodeChat(at: string, index: number, e: Example, o: ResolvedOptions): 
   let ids: number[] = [];
   let spans: [number, number][] = [];
   let text = '';
+  const lossFrom = e.lossFrom ?? 0; // a conversational prompt-completion's prompt gets none
   msgs.forEach((msg, i) => {
-    if (msg.role !== 'assistant') return;
+    if (msg.role !== 'assistant' || i < lossFrom) return;
     const before = render(msgs.slice(0, i), true);
     const upto = render(msgs.slice(0, i + 1), false);
     if (!before.startsWith(text) || !upto.startsWith(before)) {
@@ -302,18 +259,25 @@ export function encodePrompt(tokenizer: TextTokenizer, text: string, addBos = tr
   return [...(bos === undefined ? [] : [bos]), ...encodeText(tokenizer, text)];
 }
 
-/** Tokenizes one example: bos? + prompt + response + eos?, cut to maxLength. */
-export function encodeExample(at: string, index: number, e: Example, o: ResolvedOptions): EncodedExample {
-  if (e.messages) {
-    if (o.original.template === undefined) return encodeChat(at, index, e, o);
-    // a template wins: the earlier turns' contents (one per line) are the prompt, the last answer the response
-    e = { task: e.task, prompt: e.messages.slice(0, -1).map((m) => m.content).join('\n'), response: e.response };
-  }
+/**
+ * Tokenizes one example: bos? + prompt + response + eos?, cut to maxLength. The template makes
+ * prompt and response of `{prompt, response}` records (and of conversations when given); a text
+ * record is all response (loss on every token), TRL's prompt and completion strings are joined as
+ * they are, Alpaca's prompt is already rendered.
+ */
+export function encodeExample(at: string, index: number, e: ReadExample, o: ResolvedOptions): EncodedExample {
   let parts: { prompt: string; response: string };
-  try {
-    parts = o.template(e);
-  } catch (err) {
-    throw new Error(`${at}: the template failed: ${(err as Error).message}`);
+  if (e.messages && o.original.template === undefined) return encodeChat(at, index, e, o);
+  if (e.format === 'prompt-response' || e.messages) {
+    // with messages, a template wins: the earlier turns' contents (one per line) are the prompt, the last answer the response
+    const fields = e.messages ? { task: e.task, prompt: e.messages.slice(0, -1).map((m) => m.content).join('\n'), response: e.response } : { task: e.task, prompt: e.prompt, response: e.response };
+    try {
+      parts = o.template(fields);
+    } catch (err) {
+      throw new Error(`${at}: the template failed: ${(err as Error).message}`);
+    }
+  } else {
+    parts = { prompt: e.prompt, response: e.response };
   }
   if (!isPlainObject(parts) || typeof parts.prompt !== 'string' || typeof parts.response !== 'string') {
     throw new TypeError(`${at}: the template function must return {prompt, response} strings, got ${util.inspect(parts, { depth: 1 })}`);
@@ -339,7 +303,7 @@ export function encodeExample(at: string, index: number, e: Example, o: Resolved
   // A token gets loss when its label is set and it has a token before it (position >= 1).
   if (inputIds.length - Math.max(promptLength, 1) <= 0) {
     throw new Error(
-      `${at}: the example has no token to learn (response ${JSON.stringify(e.response)} gives ${responseIds.length} token(s)` +
+      `${at}: the example has no token to learn (${e.format === 'text' ? 'text' : 'response'} ${JSON.stringify(e.response)} gives ${responseIds.length} token(s)` +
         `${o.eos === undefined ? ', no eos is appended' : ''}${promptLength === 0 ? ', and nothing precedes it' : ''})`,
     );
   }

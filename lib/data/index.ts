@@ -1,8 +1,10 @@
-// The data package: records to tokens (encode), the JSON-lines reader, MultiTaskDataset and the
-// batch sampler.
+// The data package: the record formats (formats), records to tokens (encode), the JSON-lines
+// reader, MultiTaskDataset and the batch sampler.
 export { DEFAULT_TEMPLATE, encodePrompt, encodeRendered, IGNORE_INDEX } from './encode';
-export type { Example, DatasetOptions, EncodedExample } from './encode';
+export type { DatasetOptions, EncodedExample } from './encode';
+export { ALPACA_PROMPT, DEFAULT_TASK } from './formats';
+export type { Example, PromptResponseExample, MessagesExample, TextExample, PromptCompletionExample, AlpacaExample, RecordFormat, TemplateFields } from './formats';
 export { MultiTaskDataset } from './dataset';
-export type { DataSettings } from './dataset';
+export type { DataSettings, DataSplit } from './dataset';
 export { BatchSampler, promptBatch } from './sampler';
 export type { Sampling, SamplerOptions, Batch, SamplerState } from './sampler';
