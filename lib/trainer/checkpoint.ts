@@ -22,6 +22,7 @@ import { removeAtomically, sideName, writeFileAtomically, writeFileFully } from 
 import { readJsonFile, readTextFile } from '../util/json';
 import type { BestState } from './metrics';
 import type { TrainerOptions } from './options';
+import { processAlive as alive } from '../util/process';
 
 export const LOG_FILE = 'log.jsonl';
 /** TrainerOptions.reportTo: 'csv' writes this, 'tensorboard' event files into TENSORBOARD_DIR. */
@@ -62,15 +63,6 @@ interface LockHolder {
  */
 const heldHere = new Map<string, { handOn: boolean }>();
 
-/** Whether process `pid` runs (or exists without our right to signal it). */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /**
  * Locks the run folder `dir` (which exists) for one run: `dir/rlora.lock` holds this process's

@@ -7,6 +7,7 @@ import * as path from 'path';
 
 import { native } from '../native';
 import { ensureFolder, fsyncPath, isLeftover, sideName } from './files';
+import { processAlive as alive } from './process';
 
 export interface ReplaceFolderOptions {
   /**
@@ -85,15 +86,6 @@ export function replaceFolder(target: string, fill: (tmp: string) => void, optio
   if (old !== undefined) fs.rmSync(old, { recursive: true, force: true });
 }
 
-/** Whether process `pid` runs (or exists without our right to signal it). */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /**
  * Removes the hidden siblings of `dir` (sideName's `.<name>.<tmp|old|deleting>-<pid>-<time>`) that
