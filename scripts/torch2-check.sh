@@ -64,7 +64,7 @@ echo "== torch2-check ($FLAVOR): $(chroot "$ROOT" /usr/bin/python3 -c 'import to
 t1=$SECONDS
 if [[ -d $DEST/node_modules ]]; then inroot "npm run build"; else inroot "npm ci --no-audit --no-fund"; fi
 # node-llama-cpp for the GGUF tests, in a folder of its own (test/gguf-runtime/; they skip without it)
-inroot "npm run test:gguf-setup --silent -- --no-audit --no-fund"
+inroot "npm run test:gguf-setup -- --no-audit --no-fund"
 t_ci=$((SECONDS - t1))
 inroot "npx tsx -e \"const n = require('./lib/native').native; console.log('== addon built against', JSON.stringify(n.buildInfo), 'gloo', n.hasGloo, 'nccl', n.hasNccl)\""
 t2=$SECONDS
