@@ -52,8 +52,9 @@ up
 
 # A clean environment, plus what decides numbers and kernels on this machine
 ENVS=(HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8
-  NODE_EXTRA_CA_CERTS=/etc/rlora/host-ca.crt "CI=${CI:-}")
-for v in OPENBLAS_CORETYPE OPENBLAS_L2_SIZE ONEDNN_MAX_CPU_ISA; do
+  NODE_EXTRA_CA_CERTS=/etc/rlora/host-ca.crt)
+# CI only when set: node-llama-cpp refuses an empty CI ("should be either true, false, 1 or 0")
+for v in CI OPENBLAS_CORETYPE OPENBLAS_L2_SIZE ONEDNN_MAX_CPU_ISA; do
   if [[ -n ${!v:-} ]]; then ENVS+=("$v=${!v}"); fi
 done
 inroot() { chroot "$ROOT" env -i "${ENVS[@]}" bash -c "cd /work/rlora && $1"; }
