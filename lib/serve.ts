@@ -252,7 +252,9 @@ export async function serve(options: ServeOptions): Promise<RloraServer> {
         if (controller.signal.aborted) return [];
         Adapter.setActive(model, adapter ? id : null);
         if (stream) {
-          res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'keep-alive', ...corsHeaders() });
+          // the connection closes with the stream: kept alive, the openai client's node-fetch 2.7 reported
+          // "Premature close" at its end on Node 20.19 (Debian 13), every time
+          res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'close', ...corsHeaders() });
           if (chat) for (let i = 0; i < n * prompts.length; i++) write({ ...(chunkOf(i, null, null) as object), choices: [{ index: i, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }] });
         }
         return completeText(model, tokenizer, prompts, {
