@@ -283,3 +283,16 @@ describe('unclear errors, now one line naming the value', () => {
     }
   });
 });
+
+// Item 19: a learning rate beyond float32 failed inside libtorch ("cannot be converted to type float").
+describe('float32 bounds of the optimizer options', () => {
+  it('learningRate 1e39 is refused naming the key and the float32 bound', () => {
+    const r = require('../lib') as typeof import('../lib');
+    const { TINY_BYTE_CONFIG } = require('./helpers/tiny-model') as typeof import('./helpers/tiny-model');
+    const model = r.Model.fromConfig(TINY_BYTE_CONFIG, { seed: 1 });
+    const adapter = r.Adapter.attach(model, { targetModules: ['q_proj'] });
+    expect(() => new r.Trainer(model, adapter, { learningRate: 1e39 })).toThrow(/learningRate must be a finite number > 0 and <= 3\.4028234663852886e\+38, got 1e\+39/);
+    expect(() => new r.Trainer(model, adapter, { weightDecay: 1e39 })).toThrow(/weightDecay must be .*<= 3\.4028234663852886e\+38/);
+    expect(() => new r.Trainer(model, adapter, { learningRate: 3e38, progress: false })).not.toThrow();
+  });
+});

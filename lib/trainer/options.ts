@@ -9,6 +9,9 @@ import { show } from '../util/options';
 import { bool, check, int, Key, num, oneOf, Problem, safeInt, Spec, str } from '../util/spec';
 import { BUILTIN_METRICS, BuiltinMetric, BestRule, MetricFn, RESERVED_METRICS, StopRule } from './metrics';
 
+/** The largest float32: the optimizer computes in float32, so a larger rate cannot be represented (1e39 failed inside libtorch). */
+const FLOAT32_MAX = 3.4028234663852886e38;
+
 export interface TrainerOptions {
   /** Base learning rate of AdamW. Default 2e-4 (the published R-LoRA run). */
   learningRate?: number;
@@ -192,7 +195,7 @@ const METRIC_MODE = { spec: oneOf('min', 'max'), doc: 'lower or higher is better
 
 /** Every Trainer option (others are refused, naming the closest). */
 export const TRAINER_OPTIONS = {
-  learningRate: { spec: num(0, true), default: 2e-4, doc: 'AdamW learning rate (default 2e-4)' },
+  learningRate: { spec: num(0, true, FLOAT32_MAX), default: 2e-4, doc: 'AdamW learning rate (default 2e-4)' },
   epochs: { spec: num(0, true), default: 1, doc: 'passes over the training set (default 1), unless maxSteps' },
   maxSteps: { spec: int(1), doc: 'optimizer steps; overrides epochs' },
   batchSize: { spec: int(1), default: 8, doc: 'rows per micro-batch (default 8)' },
@@ -200,8 +203,8 @@ export const TRAINER_OPTIONS = {
   schedule: { spec: oneOf('cosine', 'linear', 'constant'), default: 'cosine', doc: 'learning-rate schedule after warm-up (default cosine)' },
   warmupRatio: { spec: num(0, false, 1, true), default: 0.03, doc: 'warm-up as a fraction of all steps (default 0.03)' },
   warmupSteps: { spec: int(0), doc: 'warm-up steps; overrides warmupRatio' },
-  weightDecay: { spec: num(0), default: 0, doc: 'decoupled weight decay (default 0)' },
-  maxGradNorm: { spec: num(0), default: 1, doc: 'clip the gradient norm to this; 0 is off (default 1)' },
+  weightDecay: { spec: num(0, false, FLOAT32_MAX), default: 0, doc: 'decoupled weight decay (default 0)' },
+  maxGradNorm: { spec: num(0, false, FLOAT32_MAX), default: 1, doc: 'clip the gradient norm to this; 0 is off (default 1)' },
   seed: { spec: safeInt(0), default: 0, doc: 'seed of the data order (default 0)' },
   sampling: { spec: oneOf('proportional', 'uniform', 'temperature'), default: 'proportional', doc: 'how tasks mix in a batch (default proportional)' },
   samplingTemperature: { spec: num(0, true), default: 2, doc: 'T of temperature sampling (default 2)' },
