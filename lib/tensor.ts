@@ -135,6 +135,8 @@ export class Tensor<D extends Dtype = Dtype> {
     }
     if (ArrayBuffer.isView(data)) {
       flat = data as TypedData;
+      // a view of a SharedArrayBuffer (another thread may write it): copied, as N-API cannot read one
+      if (typeof SharedArrayBuffer !== 'undefined' && flat.buffer instanceof SharedArrayBuffer) flat = flat.slice() as TypedData;
       dims ??= [flat.length];
       dtype ??= typedDtype(flat);
     } else if (Array.isArray(data)) {

@@ -296,3 +296,18 @@ describe('float32 bounds of the optimizer options', () => {
     expect(() => new r.Trainer(model, adapter, { learningRate: 3e38, progress: false })).not.toThrow();
   });
 });
+
+// Item 24: Tensor.from over a view of a SharedArrayBuffer failed with a bare "Invalid argument".
+describe('Tensor.from over shared memory', () => {
+  it('copies a SharedArrayBuffer view', () => {
+    const r = require('../lib') as typeof import('../lib');
+    const shared = new Float32Array(new SharedArrayBuffer(4 * 6));
+    shared.set([1, 2, 3, 4, 5, 6]);
+    const t = r.Tensor.from(shared, [2, 3]);
+    shared[0] = 100; // the tensor holds its own copy
+    expect(Array.from(t.data() as Float32Array)).toEqual([1, 2, 3, 4, 5, 6]);
+    const ints = new Int32Array(new SharedArrayBuffer(8));
+    ints.set([7, 8]);
+    expect(Array.from(r.Tensor.from(ints, [2]).data() as Int32Array)).toEqual([7, 8]);
+  });
+});
