@@ -123,10 +123,10 @@ describe('Trainer numeric options', () => {
     const model = await Model.fromPretrained(baseDir);
     const adapter = Adapter.attach(model, { targetModules: ['q_proj'] });
     const make = (o: object) => () => new Trainer(model, adapter, o as never);
-    expect(make({ learningRate: '1e-3' })).toThrow('learningRate must be a number > 0, got "1e-3" (a string: write 0.001 without quotes)');
-    expect(make({ learningRate: 1e400 })).toThrow('learningRate must be a finite number > 0, got Infinity');
+    expect(make({ learningRate: '1e-3' })).toThrow('learningRate must be a number > 0 and <= 3.4028234663852886e+38, got "1e-3" (a string: write 0.001 without quotes)');
+    expect(make({ learningRate: 1e400 })).toThrow('learningRate must be a finite number > 0 and <= 3.4028234663852886e+38, got Infinity');
     expect(make({ learningRate: 0 })).toThrow(RangeError);
-    expect(make({ weightDecay: -1 })).toThrow('weightDecay must be a finite number >= 0, got -1');
+    expect(make({ weightDecay: -1 })).toThrow('weightDecay must be a finite number >= 0 and <= 3.4028234663852886e+38, got -1');
     expect(make({ gradientAccumulation: 1e9 })).toThrow('gradientAccumulation must be an integer from 1 to 65536, got 1000000000');
     expect(make({ batchSize: '8' })).toThrow(TypeError);
     expect(make({ learningRate: 3e-4, weightDecay: 0.01, gradientAccumulation: 4 })).not.toThrow();

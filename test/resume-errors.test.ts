@@ -48,7 +48,7 @@ const CASES: [string, (file: string) => void, RegExp][] = [
   ['trainer_state.json', (f) => editState(f, (s) => (s.options.batchSize = 0)), /batchSize must be an integer >= 1, got 0/],
   // it used to resume silently from the start of the data
   ['trainer_state.json', (f) => editState(f, (s) => (s.sampler = null)), /sampler must be the data position \(an object\), got null/],
-  ['trainer_state.json', (f) => editState(f, (s) => (s.options.learningRate = -1)), /learningRate must be a finite number > 0, got -1/],
+  ['trainer_state.json', (f) => editState(f, (s) => (s.options.learningRate = -1)), /learningRate must be a finite number > 0 and <= 3\.4028234663852886e\+38, got -1/],
   ['optimizer.safetensors', fs.rmSync, /no optimizer.safetensors/],
   ['optimizer.safetensors', truncate, /safetensors file/],
   ['optimizer.safetensors', (f) => rewrite(f, (t) => (t['0.exp_avg'] = Tensor.from([1, 2, 3]))), /optimizer state of parameter 0 does not match its shape/],
