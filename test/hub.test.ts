@@ -528,7 +528,7 @@ describe('adapters by Hub id', () => {
 
 describe('the progress line', () => {
   it('on a terminal: one line redrawn with the bytes, the total and the rate; elsewhere a line per file; HF_HUB_DISABLE_PROGRESS_BARS=1: nothing', () => {
-    expect([formatSize(390), formatSize(10_831_712), formatSize(2_500_000_000), formatRate(3_100_000, 1), formatRate(5, 0)]).toEqual(['390 B', '10.8 MB', '2.50 GB', '3.10 MB/s', '-']);
+    expect([formatSize(390), formatSize(10_831_712), formatSize(2_500_000_000), formatRate(3_100_000, 1), formatRate(5, 0), formatRate(0, 2)]).toEqual(['390 B', '10.8 MB', '2.50 GB', '3.10 MB/s', '-', '-']);
     const writes = (tty: boolean): string[] => {
       const out: string[] = [];
       const p = new DownloadProgress({ write: (s: string) => out.push(s), isTTY: tty, columns: 80 });

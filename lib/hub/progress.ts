@@ -10,9 +10,9 @@ export function formatSize(n: number): string {
   return formatBytes(n, 1000);
 }
 
-/** "3.1 MB/s" from bytes over seconds ("-" before any time has passed). */
+/** "3.1 MB/s" from bytes over seconds ("-" before any byte came or any time has passed). */
 export function formatRate(bytes: number, seconds: number): string {
-  return seconds > 0 ? `${formatSize(Math.round(bytes / seconds))}/s` : '-';
+  return seconds > 0 && bytes > 0 ? `${formatSize(Math.round(bytes / seconds))}/s` : '-';
 }
 
 interface Stream {
