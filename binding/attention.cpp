@@ -13,15 +13,17 @@ struct AttentionResult {
   torch::Tensor out, dq, dk, dv;
 };
 
-// attentionVjp(q, k, v, dOut, {past, window, keyMask, scale, softcap, block, eager}) -> Promise<{out, dq, dk, dv}>
+// attentionVjp(q, k, v, dOut, {past, window, keyMask, scale, softcap, block, eager, cuSeqlens?}) -> Promise<{out, dq, dk, dv}>
 Napi::Value AttentionVjp(const Napi::CallbackInfo& info) {
   torch::Tensor q = unwrap<JsTensor>(info[0], "q"), k = unwrap<JsTensor>(info[1], "k"), v = unwrap<JsTensor>(info[2], "v");
   torch::Tensor dout = unwrap<JsTensor>(info[3], "dOut");
-  OptionsReader o(info[4], "attentionVjp", {"past", "window", "keyMask", "scale", "softcap", "block", "eager"}, /*required=*/true);
+  OptionsReader o(info[4], "attentionVjp", {"past", "window", "keyMask", "scale", "softcap", "block", "eager", "cuSeqlens"},
+                  /*required=*/true);
   model::AttentionMask m;
   m.past = o.integer("past", 0);
   m.window = o.integer("window", 0);
   if (o.has("keyMask") && !o.get("keyMask").IsNull()) m.key_mask = unwrap<JsTensor>(o.get("keyMask"), "keyMask");
+  if (o.has("cuSeqlens") && !o.get("cuSeqlens").IsNull()) m.cu_seqlens = unwrap<JsTensor>(o.get("cuSeqlens"), "cuSeqlens");
   m.scale = o.number("scale");
   m.softcap = o.number("softcap");
   const int64_t block = o.integer("block", 1);
@@ -32,6 +34,9 @@ Napi::Value AttentionVjp(const Napi::CallbackInfo& info) {
   if (m.key_mask.defined() && (m.key_mask.dim() != 2 || m.key_mask.size(0) != q.size(0) || m.key_mask.size(1) != k.size(2)))
     throw std::invalid_argument("attentionVjp: keyMask must be [B, T]");
   if (m.past + q.size(2) > k.size(2)) throw std::invalid_argument("attentionVjp: past + S must be <= T");
+  if (m.cu_seqlens.defined() && (q.size(0) != 1 || m.cu_seqlens.dim() != 1 || m.cu_seqlens.numel() < 2 ||
+                                 m.cu_seqlens[-1].item<int64_t>() != k.size(2)))
+    throw std::invalid_argument("attentionVjp: cuSeqlens [0, ..., T] needs B == 1");
   return run_async<AttentionResult>(
       info.Env(),
       [q, k, v, dout, m, block, eager] {

@@ -188,15 +188,16 @@ Napi::Value JsModel::SetAdapter(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// forward(ids, mask | null) -> Promise<logits>
+// forward(ids, mask | null, cuSeqlens | null | undefined) -> Promise<logits>
 Napi::Value JsModel::Forward(const Napi::CallbackInfo& info) {
   torch::Tensor ids = unwrap<JsTensor>(info[0], "inputIds");
   torch::Tensor mask = unwrap_optional<JsTensor>(info[1], "attentionMask");
+  torch::Tensor cu = unwrap_optional<JsTensor>(info[2], "cuSeqlens");
   auto m = get();
-  return tensor_promise(info.Env(), [m, ids, mask] {
+  return tensor_promise(info.Env(), [m, ids, mask, cu] {
     auto lock = JobLock::on_model(*m);
     torch::NoGradGuard no_grad;
-    return m->forward(ids, mask);
+    return m->forward(ids, mask, cu);
   });
 }
 

@@ -152,10 +152,10 @@ Napi::Value FitLayerStep(const Napi::CallbackInfo& info) {
 }
 
 train::LmBatch parse_lm_batch(const Napi::Value& v, const std::string& what) {
-  if (!v.IsObject()) type_error(v.Env(), what, "an object {ids, mask, labels}", v);
+  if (!v.IsObject()) type_error(v.Env(), what, "an object {ids, mask, labels, cuSeqlens?}", v);
   auto o = v.As<Napi::Object>();
   return {unwrap<JsTensor>(o.Get("ids"), what + ".ids"), unwrap<JsTensor>(o.Get("mask"), what + ".mask"),
-          unwrap<JsTensor>(o.Get("labels"), what + ".labels")};
+          unwrap<JsTensor>(o.Get("labels"), what + ".labels"), unwrap_optional<JsTensor>(o.Get("cuSeqlens"), what + ".cuSeqlens")};
 }
 
 Napi::Object lm_loss_to_js(Napi::Env env, train::LmLoss& l) {

@@ -19,7 +19,7 @@ export type { ModelCardInput } from './model-card';
 export { Trainer, trainStep, evalLoss, BUILTIN_METRICS } from './trainer';
 export * as distributed from './distributed';
 export type { DistributedOptions, Backend as DistributedBackend } from './distributed';
-export type { TrainerOptions, StepRecord, TaskEval, EvalRecord, History, FitOptions, TrainStepResult, MetricFn, BuiltinMetric, EarlyStoppingOptions, Prediction, EvaluateOptions, TrainerCallback, CallbackResult, CallbackState, ReportTo } from './trainer';
+export type { TrainerOptions, StepRecord, TaskEval, EvalRecord, History, FitOptions, TrainStepResult, LmRows, MetricFn, BuiltinMetric, EarlyStoppingOptions, Prediction, EvaluateOptions, TrainerCallback, CallbackResult, CallbackState, ReportTo } from './trainer';
 export type { AdapterLoadOptions, AdapterOptions } from './adapter';
 export type { Architecture, HFConfig, ModelOptions, ModelSaveOptions, TokenBatch, ForwardOptions, GenerateOptions } from './model';
 export { applyPromptTemplate, completeText, generateChat, generateText } from './generate';
@@ -41,7 +41,7 @@ export type { TextTokenizer, EncodeOptions, DecodeOptions, TokenizerConfig, Toke
 export { exportGguf, exportGgufLora } from './gguf/export';
 export type { GgufExportOptions, GgufLoraExportOptions, GgufExportResult, GgufBaseModel } from './gguf/export';
 export type { GgufArchitecture, GgufDtype } from './gguf/llama';
-export { MultiTaskDataset, BatchSampler, promptBatch, DEFAULT_TEMPLATE, ALPACA_PROMPT, DEFAULT_TASK } from './data';
+export { MultiTaskDataset, BatchSampler, promptBatch, packBatch, DEFAULT_TEMPLATE, ALPACA_PROMPT, DEFAULT_TASK } from './data';
 export type { Example, PromptResponseExample, MessagesExample, TextExample, PromptCompletionExample, AlpacaExample, RecordFormat, TemplateFields, DatasetOptions, DataSettings, DataSplit, EncodedExample, Sampling, SamplerOptions, Batch, SamplerState } from './data';
 
 /**

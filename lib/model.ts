@@ -9,7 +9,7 @@ import { checkAborted, expandRows, GenerationDefaults, generationDefaults, Gener
 import { native, NativeModel, NativeModelConfig } from './native';
 import { dtypeByteSize, forEachSafetensor, readSafetensorsHeader, saveSafetensors } from './safetensors';
 import { Device, Dtype, Tensor } from './tensor';
-import { oneRow, rows, toMaskTensor, toTokenTensor, TokenBatch } from './token-batch';
+import { cuSeqlensTensor, longestPacked, oneRow, rows, toMaskTensor, toTokenTensor, TokenBatch } from './token-batch';
 import { writeFileFully } from './util/files';
 import { replaceFolder } from './util/replace-folder';
 import { readJsonFile } from './util/json';
@@ -70,6 +70,12 @@ export interface ForwardOptions {
   attentionMask?: TokenBatch;
   /** [batch, sequence] when the ids (and mask) are flat typed arrays. */
   shape?: [number, number];
+  /**
+   * Packing: the one row holds several examples end to end, example e at positions
+   * [cuSeqlens[e], cuSeqlens[e + 1]) (from 0 to the row's length). Positions restart at each
+   * example and attention never crosses one, so each example's logits are those it has alone.
+   */
+  cuSeqlens?: ArrayLike<number>;
 }
 
 const GENERATE_OPTION_NAMES = ['attentionMask', 'shape', 'padTokenId', 'stop', 'tokenizer', ...SAMPLING_OPTION_NAMES] as const satisfies readonly (keyof GenerateOptions)[];
@@ -495,11 +501,12 @@ export class Model {
    */
   async forward(inputIds: TokenBatch, options: ForwardOptions = {}): Promise<Tensor> {
     assertNotTraining(this, 'Model.forward');
-    checkKeys(options as unknown, ['attentionMask', 'shape'], 'Model.forward');
+    checkKeys(options as unknown, ['attentionMask', 'shape', 'cuSeqlens'], 'Model.forward');
     const ids = toTokenTensor(inputIds, 'inputIds', options.shape);
-    this.checkLength('Model.forward', ids.shape[1], 0);
+    const cu = options.cuSeqlens === undefined ? null : cuSeqlensTensor(options.cuSeqlens, 'Model.forward: cuSeqlens');
+    this.checkLength('Model.forward', options.cuSeqlens === undefined ? ids.shape[1] : longestPacked(options.cuSeqlens), 0);
     const mask = options.attentionMask === undefined ? null : toMaskTensor(options.attentionMask, options.shape);
-    return new Tensor(await this.native.forward(ids.native, mask?.native ?? null));
+    return new Tensor(await this.native.forward(ids.native, mask?.native ?? null, cu?.native ?? null));
   }
 
   /**

@@ -130,7 +130,7 @@ export interface NativeModel {
   fingerprint(): number;
   linearNames(): string[];
   setAdapter(module: string, layer: NativeLoraLinear | null): void;
-  forward(ids: NativeTensor, mask: NativeTensor | null): Promise<NativeTensor>;
+  forward(ids: NativeTensor, mask: NativeTensor | null, cuSeqlens?: NativeTensor | null): Promise<NativeTensor>;
   generate(ids: NativeTensor, mask: NativeTensor | null, options: NativeGenerateOptions): Promise<NativeTensor>;
   readonly dtype: DtypeName;
   readonly device: string;
@@ -154,6 +154,8 @@ export interface NativeLmBatch {
   ids: NativeTensor;
   mask: NativeTensor;
   labels: NativeTensor;
+  /** Packing: int32 offsets of the examples in the one row (native/model/decoder.h forward). */
+  cuSeqlens?: NativeTensor | null;
 }
 
 export interface NativeLmLoss {
@@ -230,7 +232,7 @@ export interface NativeAddon {
    * The attention of native/model/attention.h (block-wise, or eager) with its gradients for dOut:
    * for tests. q [B, H, S, D], k and v [B, H, T, D], keyMask [B, T] or null.
    */
-  attentionVjp(q: NativeTensor, k: NativeTensor, v: NativeTensor, dOut: NativeTensor, options: { past: number; window: number; keyMask: NativeTensor | null; scale: number; softcap: number; block: number; eager: boolean }): Promise<{ out: NativeTensor; dq: NativeTensor; dk: NativeTensor; dv: NativeTensor }>;
+  attentionVjp(q: NativeTensor, k: NativeTensor, v: NativeTensor, dOut: NativeTensor, options: { past: number; window: number; keyMask: NativeTensor | null; scale: number; softcap: number; block: number; eager: boolean; cuSeqlens?: NativeTensor | null }): Promise<{ out: NativeTensor; dq: NativeTensor; dk: NativeTensor; dv: NativeTensor }>;
   /** The smallest temperature that samples (native/model/generate.h kMinTemperature). */
   readonly minTemperature: number;
   NativeAdamW: new (modules: NativeLoraLinear[] | NativeModel, options: object) => NativeAdamW;

@@ -70,3 +70,24 @@ export function oneRow(ids: TokenBatch, shape: [number, number] | undefined): nu
 export function idList(v: number | number[] | null | undefined): number[] {
   return v == null ? [] : Array.isArray(v) ? v : [v];
 }
+
+/**
+ * Packing offsets (example e at positions [cu[e], cu[e + 1]) of one row) as the int32 Tensor the
+ * native calls take; a value that is not an int32 offset is refused, naming it (the native side
+ * checks the order and the end).
+ */
+export function cuSeqlensTensor(cu: ArrayLike<number>, what = 'cuSeqlens'): Tensor {
+  if (cu === null || typeof cu !== 'object' || typeof cu.length !== 'number') throw new TypeError(`${what} must be an array of offsets [0, ..., length], got ${util.inspect(cu, { depth: 0 })}`);
+  const out = Int32Array.from(cu, (v, i) => {
+    if (!Number.isInteger(v) || v < 0 || v > 0x7fffffff) throw new RangeError(`${what}[${i}] must be an integer offset from 0 to 2147483647, got ${util.inspect(v, { depth: 0 })}`);
+    return v;
+  });
+  return Tensor.from(out, [out.length]);
+}
+
+/** The longest example of a packed row (the largest gap between offsets). */
+export function longestPacked(cu: ArrayLike<number>): number {
+  let most = 0;
+  for (let e = 1; e < cu.length; e++) most = Math.max(most, cu[e] - cu[e - 1]);
+  return most;
+}

@@ -12,6 +12,8 @@ jest.setTimeout(120_000);
 interface Case {
   B: number; H: number; S: number; T: number; D: number;
   past: number; window: number; softcap: number; block: number; pad: number[];
+  /** Packing: the examples' offsets in the one row (B 1, no padding). */
+  cu?: number[];
 }
 
 function rand(n: number, seed: number): Float64Array {
@@ -30,7 +32,8 @@ async function run(c: Case, eager: boolean) {
   // left padding: row b's first pad[b] keys are padding
   const mask = Tensor.from(BigInt64Array.from({ length: c.B * c.T }, (_, i) => (i % c.T < c.pad[Math.floor(i / c.T)] ? 0n : 1n)), [c.B, c.T]);
   const r = await native.attentionVjp(q.native, k.native, v.native, dOut.native, {
-    past: c.past, window: c.window, keyMask: mask.native, scale: 1 / Math.sqrt(c.D), softcap: c.softcap, block: c.block, eager,
+    past: c.past, window: c.window, keyMask: c.cu ? null : mask.native, scale: 1 / Math.sqrt(c.D), softcap: c.softcap, block: c.block, eager,
+    cuSeqlens: c.cu ? Tensor.from(Int32Array.from(c.cu), [c.cu.length]).native : null,
   });
   const arr = (t: unknown) => Array.from(new Tensor(t as never).data() as Float64Array);
   return { inputs: { q: Array.from(q.data() as Float64Array), k: Array.from(k.data() as Float64Array), v: Array.from(v.data() as Float64Array), dOut: Array.from(dOut.data() as Float64Array) }, out: arr(r.out), dq: arr(r.dq), dk: arr(r.dk), dv: arr(r.dv) };
@@ -51,6 +54,10 @@ ok = kj <= qi
 if c['window'] > 0: ok = ok & (kj > qi - c['window'])
 real = torch.tensor([[t >= c['pad'][b] for t in range(T)] for b in range(B)])
 allowed = ok.unsqueeze(0) & real.unsqueeze(1)                      # [B, S, T]
+if c.get('cu'):                                                    # packed: a query sees its own example only
+    ex = torch.zeros(T, dtype=torch.long)
+    for e in range(len(c['cu']) - 1): ex[c['cu'][e]:c['cu'][e + 1]] = e
+    allowed = allowed & (ex[c['past']:c['past'] + S].unsqueeze(1) == ex.unsqueeze(0)).unsqueeze(0)
 empty = ~allowed.any(-1, keepdim=True)
 allowed = allowed | ((kj == qi).unsqueeze(0) & empty)             # a padding query sees itself
 s = q @ k.transpose(-1, -2) / math.sqrt(D)
@@ -74,6 +81,10 @@ const CASES: [string, Case][] = [
   ['a cache offset (queries after 20 cached keys)', { B: 2, H: 2, S: 9, T: 29, D: 4, past: 20, window: 0, softcap: 0, block: 4, pad: [3, 0] }],
   ['a sliding window of 6', { B: 1, H: 2, S: 30, T: 30, D: 4, past: 0, window: 6, softcap: 0, block: 7, pad: [0] }],
   ['soft-capping (Gemma2) with padding', { B: 2, H: 2, S: 21, T: 21, D: 4, past: 0, window: 0, softcap: 0.5, block: 5, pad: [4, 0] }],
+  // packing: examples of 5, 1, 13, 2 and 19 tokens in one row; blocks of 4 straddle examples, and a
+  // block wholly before a query's example is skipped
+  ['packed examples (cu_seqlens), uneven blocks', { B: 1, H: 2, S: 40, T: 40, D: 4, past: 0, window: 0, softcap: 0, block: 4, pad: [0], cu: [0, 5, 6, 19, 21, 40] }],
+  ['packed examples with a sliding window of 5 and soft-capping', { B: 1, H: 2, S: 40, T: 40, D: 4, past: 0, window: 5, softcap: 0.7, block: 6, pad: [0], cu: [0, 5, 6, 19, 21, 40] }],
 ];
 
 describe('block-wise attention', () => {

@@ -139,6 +139,19 @@ describe('data parallel (gloo)', () => {
     }
   });
 
+  itDp('packed: two processes, each packing its slice, train what one process trains with padded batches twice the size', async () => {
+    const one = path.join(tmp, 'packed-one.json'), two = path.join(tmp, 'packed-two.json');
+    expect(await runChild({ batchSize: 8, steps: 6, out: one, evaluate: true }, {})).toEqual({ code: 0, stderr: '' });
+    const ranks = await runWorld(2, () => ({ batchSize: 4, steps: 6, out: two, evaluate: true, packing: true }));
+    expect(ranks.map((r) => r.code)).toEqual([0, 0]);
+    const a = read(one), b = read(two);
+    expect(maxRelDiff(b.state, a.state)).toBeLessThan(1e-5);
+    expect(a.losses[5]).toBeLessThan(a.losses[0]);
+    b.losses.forEach((l, i) => expect(Math.abs(l - a.losses[i])).toBeLessThan(1e-5 * Math.abs(a.losses[i])));
+    expect(b.tokens).toEqual(a.tokens);
+    for (const [task, t] of Object.entries(a.evals[0].tasks)) expect(b.evals[0].tasks[task].loss).toBeCloseTo(t.loss, 5);
+  });
+
   // torchrun 2.x hosts the store in its agent and tells the workers (TORCHELASTIC_USE_AGENT_STORE):
   // rank 0 must connect to it as a client (hosting its own on MASTER_PORT would fail: the port is
   // the agent's), and keys live under /worker/attempt_<TORCHELASTIC_RESTART_COUNT>.

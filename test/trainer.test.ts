@@ -23,22 +23,24 @@ const stateBytes = (a: Adapter): Record<string, Buffer> =>
   Object.fromEntries(Object.entries(a.stateDict()).map(([k, v]) => [k, Buffer.from(v.native.bytes())]));
 
 describe('one step at a time against PyTorch (float64, dropout 0)', () => {
-  it('losses and adapter weights agree for 10 steps with accumulation, clipping, decay and warm-up cosine (1e-8)', async () => {
+  // packing: the trainer lays each micro-batch's examples end to end in one row; Python runs the
+  // padded rows, so the same numbers show that packing changes nothing but the layout
+  it.each([['padded', false], ['packed', true]])('losses and adapter weights agree for 10 steps with accumulation, clipping, decay and warm-up cosine (1e-8, %s batches)', async (_how, packing) => {
     requireTorchPython();
     const model = Model.fromConfig(CFG, { seed: 1, dtype: 'float64' });
-    const baseDir = path.join(tmp, 'py-base');
+    const baseDir = path.join(tmp, `py-base-${packing}`);
     model.save(baseDir);
     const adapter = Adapter.attach(model, { method: 'rlora', heads: 3, rank: 2, dropout: 0, targetModules: ['gate_proj', 'up_proj', 'down_proj'], seed: 5 });
-    const initDir = path.join(tmp, 'py-init');
+    const initDir = path.join(tmp, `py-init-${packing}`);
     adapter.save(initDir);
     const ds = dataset();
-    const opts = { learningRate: 1e-2, maxSteps: 10, batchSize: 3, gradientAccumulation: 2, schedule: 'cosine' as const, warmupSteps: 2, weightDecay: 0.1, maxGradNorm: 0.02, seed: 3, progress: false };
+    const opts = { learningRate: 1e-2, maxSteps: 10, batchSize: 3, gradientAccumulation: 2, schedule: 'cosine' as const, warmupSteps: 2, weightDecay: 0.1, maxGradNorm: 0.02, seed: 3, progress: false, packing };
     // the same batches the trainer will draw
     const sampler = new BatchSampler(ds, { batchSize: 3, sampling: 'proportional', seed: 3 }, tok.padTokenId!);
     const batches = Array.from({ length: 20 }, () => sampler.next());
     const history = await new Trainer(model, adapter, opts).fit(ds);
     expect(history.steps.map((s) => s.step)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
-    const finalDir = path.join(tmp, 'py-final');
+    const finalDir = path.join(tmp, `py-final-${packing}`);
     adapter.save(finalDir);
 
     const py = runPython<{ losses: number[]; lrs: number[]; norms: number[]; final: Record<string, number[]> }>(

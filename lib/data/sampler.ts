@@ -46,6 +46,11 @@ export interface Batch {
   indices: number[];
   /** Number of labels != -100 at positions >= 1 (those that count after the shift). */
   lossTokens: number;
+  /**
+   * Packed (packBatch): the one row holds the examples end to end, example e at positions
+   * [cuSeqlens[e], cuSeqlens[e + 1]); absent: one example a row.
+   */
+  cuSeqlens?: number[];
 }
 
 /** A cycle through one task's examples (uniform and temperature sampling). */

@@ -184,7 +184,7 @@ const ADAPTER_KEYS: Record<string, Key> = {
 };
 
 /** The Trainer's options a sweep passes on (its table's rows), and those it sets itself (refused, saying where they go). */
-const PASSED_ON = ['schedule', 'warmupRatio', 'warmupSteps', 'weightDecay', 'maxGradNorm', 'gradientAccumulation', 'sampling', 'samplingTemperature', 'groupByLength', 'evalBatchSize', 'evalExtraTokens', 'precision', 'gradientCheckpointing', 'skipNonFinite'] as const satisfies readonly (keyof SweepTrainerOptions)[];
+const PASSED_ON = ['schedule', 'warmupRatio', 'warmupSteps', 'weightDecay', 'maxGradNorm', 'gradientAccumulation', 'sampling', 'samplingTemperature', 'groupByLength', 'packing', 'evalBatchSize', 'evalExtraTokens', 'precision', 'gradientCheckpointing', 'skipNonFinite'] as const satisfies readonly (keyof SweepTrainerOptions)[];
 const TRAINER_KEYS: Record<string, Key> = {
   ...Object.fromEntries(PASSED_ON.map((k) => [k, runJsonTrainerKeys()[k]])),
   skipNonFinite: { ...runJsonTrainerKeys().skipNonFinite, doc: 'skip steps with a non-finite loss instead of failing the job (default false): a rate that diverges then scores low instead of stopping the sweep' },

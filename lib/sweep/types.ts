@@ -18,6 +18,7 @@ export type SweepTrainerOptions = Pick<
   | 'sampling'
   | 'samplingTemperature'
   | 'groupByLength'
+  | 'packing'
   | 'evalBatchSize'
   | 'evalExtraTokens'
   | 'precision'

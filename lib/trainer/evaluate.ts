@@ -5,7 +5,7 @@ import * as util from 'util';
 
 import * as distributed from '../distributed';
 import type { Adapter } from '../adapter';
-import { IGNORE_INDEX, MultiTaskDataset, promptBatch } from '../data';
+import { IGNORE_INDEX, MultiTaskDataset, packBatch, promptBatch } from '../data';
 import type { Model } from '../model';
 import { BUILTIN_METRICS, BuiltinMetric, MetricFn } from './metrics';
 import type { Place } from './parallel';
@@ -18,6 +18,8 @@ export interface EvaluationSettings {
   batchSize: number;
   evalBatchSize?: number;
   evalExtraTokens: number;
+  /** The loss of packed batches (packBatch): the same numbers without padding. */
+  packing?: boolean;
 }
 
 /**
@@ -45,7 +47,7 @@ export async function evaluate(model: Model, adapter: Adapter, dataset: MultiTas
       attentionMask: exs.map((e) => pad(e.inputIds.map(() => 1), 0)),
       labels: exs.map((e) => pad(e.inputIds.map((id, i) => (i < e.promptLength ? IGNORE_INDEX : id)), IGNORE_INDEX)),
     };
-    const { lossSum: sums, tokens: toks } = await rowLosses(model, batch);
+    const { lossSum: sums, tokens: toks } = await rowLosses(model, o.packing ? packBatch(batch) : batch);
     // greedy generation from the prompt
     // the answer generation must give: the response's tokens up to its (first) eos; a chat
     // template may write more after it (e.g. a newline), which generation never reaches

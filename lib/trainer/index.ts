@@ -2,6 +2,7 @@
 // the step functions for custom loops).
 export { Trainer } from './trainer';
 export { trainStep, evalLoss } from './step';
+export type { LmRows } from './step';
 export { BUILTIN_METRICS } from './metrics';
 export type { MetricFn, BuiltinMetric } from './metrics';
 export type { TrainerOptions, EarlyStoppingOptions, ReportTo } from './options';

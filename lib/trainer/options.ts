@@ -40,6 +40,12 @@ export interface TrainerOptions {
   samplingTemperature?: number;
   /** Batches of similar lengths (less padding). Default false. */
   groupByLength?: boolean;
+  /**
+   * Padding-free training: each micro-batch's examples laid end to end in one row, positions
+   * restarting and attention never crossing an example (the same losses and gradients, no compute
+   * on padding). batchSize still counts examples. Default false.
+   */
+  packing?: boolean;
   /** Evaluate the evalDataset every this many steps (and at the end); 0: only at the end. Default 0. */
   evalEvery?: number;
   /** Write a checkpoint every this many steps (and at the end); 0: only at the end. Needs outputDir. */
@@ -209,6 +215,7 @@ export const TRAINER_OPTIONS = {
   sampling: { spec: oneOf('proportional', 'uniform', 'temperature'), default: 'proportional', doc: 'how tasks mix in a batch (default proportional)' },
   samplingTemperature: { spec: num(0, true), default: 2, doc: 'T of temperature sampling (default 2)' },
   groupByLength: { spec: bool, default: false, doc: 'batches of similar lengths (default false)' },
+  packing: { spec: bool, default: false, doc: "padding-free: a micro-batch's examples end to end in one row, attention never crossing one; the same losses and gradients without padding (default false)" },
   evalEvery: { spec: int(0), default: 0, doc: 'evaluate the eval data every this many steps; 0: at the end only (default 0)' },
   saveEvery: { spec: int(0), default: 0, doc: 'checkpoint every this many steps; 0: at the end only (default 0)' },
   outputDir: { spec: { kind: 'path' }, doc: 'where log.jsonl and checkpoint-<step>/ go', runJson: false },

@@ -7,6 +7,7 @@ import { Model } from '../model';
 import { native, NativeLmBatch } from '../native';
 import { AdamW } from '../optim';
 import { Tensor } from '../tensor';
+import { cuSeqlensTensor } from '../token-batch';
 import { checkInstance } from '../util/options';
 import { check, throwFirst } from '../util/spec';
 import type { TrainStepResult } from './records';
@@ -16,23 +17,27 @@ function optionalBool(v: unknown, name: string): void {
   if (v !== undefined) throwFirst(check(v, { kind: 'boolean' }, name));
 }
 
-function toLmBatch(b: Pick<Batch, 'inputIds' | 'attentionMask' | 'labels'>): NativeLmBatch {
+/** The rows a step or a loss takes: a padded batch, or a packed one (packBatch) with its offsets. */
+export type LmRows = Pick<Batch, 'inputIds' | 'attentionMask' | 'labels' | 'cuSeqlens'>;
+
+function toLmBatch(b: LmRows): NativeLmBatch {
   const t = (rows: number[][]): Tensor => Tensor.from(rows, undefined, { dtype: 'int64' });
-  return { ids: t(b.inputIds).native, mask: t(b.attentionMask).native, labels: t(b.labels).native };
+  const cu = b.cuSeqlens ? cuSeqlensTensor(b.cuSeqlens).native : null;
+  return { ids: t(b.inputIds).native, mask: t(b.attentionMask).native, labels: t(b.labels).native, cuSeqlens: cu };
 }
 
 /**
  * Summed cross-entropy of each row's labelled tokens (labels -100 are ignored; each token predicts
- * the next, as in training) and the count of labelled tokens per row, computed natively without a
- * gradient, off the JS thread. Refused while the model trains.
+ * the next, as in training) and the count of labelled tokens per row (per example of a packed
+ * batch), computed natively without a gradient, off the JS thread. Refused while the model trains.
  */
-export async function evalLoss(model: Model, batch: Pick<Batch, 'inputIds' | 'attentionMask' | 'labels'>): Promise<{ lossSum: Float64Array; tokens: number[] }> {
+export async function evalLoss(model: Model, batch: LmRows): Promise<{ lossSum: Float64Array; tokens: number[] }> {
   checkInstance(model, Model, 'evalLoss: the model');
   assertNotTraining(model, 'evalLoss');
   return rowLosses(model, batch);
 }
 
-export async function rowLosses(model: Model, batch: Pick<Batch, 'inputIds' | 'attentionMask' | 'labels'>): Promise<{ lossSum: Float64Array; tokens: number[] }> {
+export async function rowLosses(model: Model, batch: LmRows): Promise<{ lossSum: Float64Array; tokens: number[] }> {
   const l = await native.lmEvalLoss(model.native, toLmBatch(batch));
   return { lossSum: new Tensor(l.lossSum).data() as Float64Array, tokens: Array.from(new Tensor(l.tokens).data() as BigInt64Array, Number) };
 }
@@ -49,7 +54,7 @@ export async function rowLosses(model: Model, batch: Pick<Batch, 'inputIds' | 'a
  */
 export async function trainStep(
   model: Model,
-  batches: Pick<Batch, 'inputIds' | 'attentionMask' | 'labels'>[],
+  batches: LmRows[],
   optimizer: AdamW,
   options: { precision?: 'float32' | 'bfloat16'; distributed?: boolean; gradientCheckpointing?: boolean } = {},
 ): Promise<TrainStepResult> {
@@ -67,7 +72,7 @@ export async function trainStep(
 }
 
 /** One optimizer step, unchecked: trainStep's and Trainer.fit's. */
-export async function step(model: Model, batches: Pick<Batch, 'inputIds' | 'attentionMask' | 'labels'>[], optimizer: AdamW, precision: 'float32' | 'bfloat16', dataParallel = false, checkpointing = false): Promise<TrainStepResult> {
+export async function step(model: Model, batches: LmRows[], optimizer: AdamW, precision: 'float32' | 'bfloat16', dataParallel = false, checkpointing = false): Promise<TrainStepResult> {
   const r = await native.lmTrainStep(model.native, batches.map(toLmBatch), optimizer.native, { precision, distributed: dataParallel, gradientCheckpointing: checkpointing });
   return {
     loss: r.loss,

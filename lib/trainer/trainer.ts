@@ -10,7 +10,7 @@ import * as distributed from '../distributed';
 import { assertNotTraining, beginTraining, duringCallback, endTraining } from '../activity';
 import { ADAPTER_WEIGHTS_FILE } from '../adapter-files';
 import { Adapter } from '../adapter';
-import { Batch, BatchSampler, MultiTaskDataset, SamplerState } from '../data';
+import { Batch, BatchSampler, MultiTaskDataset, packBatch, SamplerState } from '../data';
 import { evalText, stepLine } from '../logging/text';
 import type { MetricSink } from '../logging/sink';
 import { Model } from '../model';
@@ -319,7 +319,10 @@ export class Trainer {
       await notify('onTrainBegin', state());
       while (this.step < total && !stopRequested) {
         const micro: Batch[] = [];
-        for (let k = 0; k < o.gradientAccumulation; k++) micro.push(dp ? rankSlice(this.sampler.next(), R, W) : this.sampler.next());
+        for (let k = 0; k < o.gradientAccumulation; k++) {
+          const rows = dp ? rankSlice(this.sampler.next(), R, W) : this.sampler.next();
+          micro.push(o.packing ? packBatch(rows) : rows); // the same examples, laid out without padding
+        }
         const t0 = process.hrtime.bigint();
         const r = await step(this.model, micro, this.optimizer, o.precision ?? 'float32', Boolean(dp), o.gradientCheckpointing ?? false);
         const seconds = Number(process.hrtime.bigint() - t0) / 1e9;

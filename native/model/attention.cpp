@@ -16,24 +16,38 @@ namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-// Which keys ks..ks+bk-1 the queries qs..qs+bq-1 may see: [B, 1, bq, bk] bool.
-Tensor allowed_block(const AttentionMask& m, const Tensor& key_mask, const Tensor& empty, int64_t qs, int64_t bq, int64_t ks,
-                     int64_t bk, const torch::Device& device) {
+// Which keys ks..ks+bk-1 the queries qs..qs+bq-1 may see: [B, 1, bq, bk] bool. `seg`: each
+// position's example (packing) or undefined.
+Tensor allowed_block(const AttentionMask& m, const Tensor& key_mask, const Tensor& empty, const Tensor& seg, int64_t qs,
+                     int64_t bq, int64_t ks, int64_t bk, const torch::Device& device) {
   auto opts = torch::TensorOptions().dtype(torch::kInt64).device(device);
   Tensor qi = torch::arange(qs, qs + bq, opts).unsqueeze(1) + m.past;  // [bq, 1]
   Tensor kj = torch::arange(ks, ks + bk, opts).unsqueeze(0);           // [1, bk]
   Tensor ok = kj <= qi;
   if (m.window > 0) ok = ok.logical_and(kj > qi - m.window);
+  if (seg.defined()) ok = ok.logical_and(seg.narrow(0, qs + m.past, bq).unsqueeze(1) == seg.narrow(0, ks, bk).unsqueeze(0));
   Tensor allowed = ok.unsqueeze(0);  // [1, bq, bk]
   if (key_mask.defined()) allowed = allowed.logical_and(key_mask.narrow(1, ks, bk).unsqueeze(1));  // [B, bq, bk]
   Tensor self = (kj == qi).unsqueeze(0).logical_and(empty.narrow(1, qs, bq).unsqueeze(2));           // [B, bq, bk]
   return allowed.logical_or(self).unsqueeze(1);
 }
 
+// The examples' first positions (packing), from cu_seqlens; empty without packing.
+std::vector<int64_t> segment_starts(const Tensor& cu) {
+  if (!cu.defined()) return {};
+  Tensor c = cu.to(torch::kCPU, torch::kInt64).contiguous();
+  return std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel() - 1);
+}
+
 // Whether any query of qs..qs+bq-1 may see a key of ks..ks+bk-1 (else the block is skipped).
-bool block_needed(const AttentionMask& m, int64_t qs, int64_t bq, int64_t ks, int64_t bk) {
+// `starts`: the examples' first positions when packed (a query sees nothing before its example's).
+bool block_needed(const AttentionMask& m, const std::vector<int64_t>& starts, int64_t qs, int64_t bq, int64_t ks, int64_t bk) {
   if (ks > qs + bq - 1 + m.past) return false;                          // every key after every query
   if (m.window > 0 && ks + bk - 1 <= qs + m.past - m.window) return false;  // every key before every window
+  if (!starts.empty()) {  // every key before the example of the block's first query
+    auto it = std::upper_bound(starts.begin(), starts.end(), qs + m.past);
+    if (it != starts.begin() && ks + bk - 1 < *std::prev(it)) return false;
+  }
   return true;
 }
 
@@ -48,11 +62,19 @@ Tensor block_scores(const Tensor& qb, const Tensor& kb, const AttentionMask& m, 
   return s;
 }
 
+// An empty tensor stands for "none" in the autograd function's arguments.
+Tensor defined_or_none(const Tensor& t) { return t.numel() > 0 ? t : Tensor(); }
+Tensor none_as_empty(const Tensor& t) { return t.defined() ? t : torch::empty({0}, torch::kInt64); }
+
 class BlockAttentionFunction : public torch::autograd::Function<BlockAttentionFunction> {
  public:
-  static Tensor forward(AutogradContext* ctx, Tensor q, Tensor k, Tensor v, Tensor key_mask, Tensor empty, double scale,
-                        double softcap, int64_t window, int64_t past, int64_t block) {
-    const AttentionMask m{past, window, key_mask, scale, softcap};
+  // key_mask and cu: an empty tensor for none (libtorch's apply takes no undefined tensor)
+  static Tensor forward(AutogradContext* ctx, Tensor q, Tensor k, Tensor v, Tensor key_mask_or_empty, Tensor empty,
+                        Tensor cu_or_empty, double scale, double softcap, int64_t window, int64_t past, int64_t block) {
+    const Tensor key_mask = defined_or_none(key_mask_or_empty), cu = defined_or_none(cu_or_empty);
+    const AttentionMask m{past, window, key_mask, scale, softcap, cu};
+    const Tensor seg = segment_ids(m, q.device());
+    const std::vector<int64_t> starts = segment_starts(cu);
     const int64_t B = q.size(0), H = q.size(1), S = q.size(2), T = k.size(2), D = q.size(3);
     Tensor qf = q.to(torch::kFloat32), kf = k.to(torch::kFloat32), vf = v.to(torch::kFloat32);
     Tensor out = torch::empty({B, H, S, D}, qf.options());
@@ -65,9 +87,9 @@ class BlockAttentionFunction : public torch::autograd::Function<BlockAttentionFu
       Tensor acc = torch::zeros({B, H, bq, D}, qf.options());
       for (int64_t ks = 0; ks < T; ks += block) {
         const int64_t bk = std::min(block, T - ks);
-        if (!block_needed(m, qs, bq, ks, bk)) continue;
+        if (!block_needed(m, starts, qs, bq, ks, bk)) continue;
         Tensor s = block_scores(qb, kf.narrow(2, ks, bk), m, nullptr);
-        s.masked_fill_(allowed_block(m, key_mask, empty, qs, bq, ks, bk, q.device()).logical_not(), -kInf);
+        s.masked_fill_(allowed_block(m, key_mask, empty, seg, qs, bq, ks, bk, q.device()).logical_not(), -kInf);
         Tensor mnew = torch::maximum(mx, std::get<0>(s.max(-1, true)));
         Tensor msafe = torch::where(torch::isinf(mnew), torch::zeros_like(mnew), mnew);  // a row with no key yet
         Tensor p = torch::exp(s - msafe);
@@ -79,7 +101,7 @@ class BlockAttentionFunction : public torch::autograd::Function<BlockAttentionFu
       out.narrow(2, qs, bq).copy_(acc / l);
       lse.narrow(2, qs, bq).copy_(mx + torch::log(l));
     }
-    ctx->save_for_backward({q, k, v, out, lse, key_mask, empty});
+    ctx->save_for_backward({q, k, v, out, lse, key_mask_or_empty, empty, cu_or_empty});
     ctx->saved_data["scale"] = scale;
     ctx->saved_data["softcap"] = softcap;
     ctx->saved_data["window"] = window;
@@ -90,9 +112,12 @@ class BlockAttentionFunction : public torch::autograd::Function<BlockAttentionFu
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto saved = ctx->get_saved_variables();
-    Tensor q = saved[0], k = saved[1], v = saved[2], out = saved[3], lse = saved[4], key_mask = saved[5], empty = saved[6];
+    Tensor q = saved[0], k = saved[1], v = saved[2], out = saved[3], lse = saved[4], key_mask = defined_or_none(saved[5]),
+           empty = saved[6], cu = defined_or_none(saved[7]);
     const AttentionMask m{ctx->saved_data["past"].toInt(), ctx->saved_data["window"].toInt(), key_mask,
-                          ctx->saved_data["scale"].toDouble(), ctx->saved_data["softcap"].toDouble()};
+                          ctx->saved_data["scale"].toDouble(), ctx->saved_data["softcap"].toDouble(), cu};
+    const Tensor seg = segment_ids(m, q.device());
+    const std::vector<int64_t> starts = segment_starts(cu);
     const int64_t block = ctx->saved_data["block"].toInt();
     const int64_t S = q.size(2), T = k.size(2);
     Tensor qf = q.to(torch::kFloat32), kf = k.to(torch::kFloat32), vf = v.to(torch::kFloat32);
@@ -106,11 +131,11 @@ class BlockAttentionFunction : public torch::autograd::Function<BlockAttentionFu
       Tensor dqb = dq.narrow(2, qs, bq);
       for (int64_t ks = 0; ks < T; ks += block) {
         const int64_t bk = std::min(block, T - ks);
-        if (!block_needed(m, qs, bq, ks, bk)) continue;
+        if (!block_needed(m, starts, qs, bq, ks, bk)) continue;
         Tensor kb = kf.narrow(2, ks, bk), vb = vf.narrow(2, ks, bk);
         Tensor capped;
         Tensor s = block_scores(qb, kb, m, &capped);
-        s.masked_fill_(allowed_block(m, key_mask, empty, qs, bq, ks, bk, q.device()).logical_not(), -kInf);
+        s.masked_fill_(allowed_block(m, key_mask, empty, seg, qs, bq, ks, bk, q.device()).logical_not(), -kInf);
         Tensor p = torch::exp(s - lseb);  // the softmax, as the forward made it
         dv.narrow(2, ks, bk).add_(torch::matmul(p.transpose(-2, -1), dob));
         Tensor ds = p * (torch::matmul(dob, vb.transpose(-2, -1)) - deltab);
@@ -121,11 +146,19 @@ class BlockAttentionFunction : public torch::autograd::Function<BlockAttentionFu
       }
     }
     return {dq.to(q.scalar_type()), dk.to(k.scalar_type()), dv.to(v.scalar_type()), Tensor(), Tensor(), Tensor(),
-            Tensor(), Tensor(), Tensor(), Tensor()};
+            Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 
 }  // namespace
+
+Tensor segment_ids(const AttentionMask& m, const torch::Device& device) {
+  if (!m.cu_seqlens.defined()) return Tensor();
+  Tensor cu = m.cu_seqlens.to(torch::kCPU, torch::kInt64);
+  const int64_t n = cu.numel() - 1;
+  Tensor lengths = cu.narrow(0, 1, n) - cu.narrow(0, 0, n);
+  return torch::repeat_interleave(torch::arange(n, cu.options()), lengths).to(device);
+}
 
 Tensor empty_rows(const AttentionMask& m, int64_t B, int64_t S, int64_t T, const torch::Device& device) {
   auto opts = torch::TensorOptions().dtype(torch::kInt64).device(device);
@@ -145,14 +178,15 @@ Tensor block_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
   if (block < 1) throw std::invalid_argument("block_attention: block must be >= 1, got " + std::to_string(block));
   Tensor key_mask = m.key_mask.defined() ? (m.key_mask.to(q.device()) != 0) : Tensor();
   Tensor empty = empty_rows(m, B, S, T, q.device());
-  return BlockAttentionFunction::apply(q, k, v, key_mask, empty, m.scale, m.softcap, m.window, m.past, block);
+  return BlockAttentionFunction::apply(q, k, v, none_as_empty(key_mask), empty, none_as_empty(m.cu_seqlens), m.scale, m.softcap,
+                                       m.window, m.past, block);
 }
 
 Tensor eager_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionMask& m) {
   const int64_t B = q.size(0), S = q.size(2), T = k.size(2);
   Tensor empty = empty_rows(m, B, S, T, q.device());
   Tensor key_mask = m.key_mask.defined() ? (m.key_mask.to(q.device()) != 0) : Tensor();
-  Tensor allowed = allowed_block(m, key_mask, empty, 0, S, 0, T, q.device());  // [B, 1, S, T]
+  Tensor allowed = allowed_block(m, key_mask, empty, segment_ids(m, q.device()), 0, S, 0, T, q.device());  // [B, 1, S, T]
   Tensor scores = torch::matmul(q, k.transpose(2, 3)) * m.scale;
   if (m.softcap > 0) scores = torch::tanh(scores / m.softcap) * m.softcap;
   scores = scores.masked_fill(allowed.logical_not(), -kInf);
@@ -163,7 +197,7 @@ Tensor eager_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionMask& m) {
   const int64_t S = q.size(2), T = k.size(2);
   if (S * T <= kEagerScores) return eager_attention(q, k, v, m);
-  if (compat::kHasFusedAttention && m.past == 0 && m.window == 0 && m.softcap == 0 && S == T) {
+  if (compat::kHasFusedAttention && m.past == 0 && m.window == 0 && m.softcap == 0 && !m.cu_seqlens.defined() && S == T) {
     // padding only after the tokens (none before a token): a token never sees a padding key
     const bool right_padded = !m.key_mask.defined() || !(m.key_mask.narrow(1, 1, T - 1) > m.key_mask.narrow(1, 0, T - 1)).any().item<bool>();
     if (right_padded) return compat::fused_causal_attention(q, k, v, m.scale);

@@ -16,7 +16,15 @@ struct AttentionMask {
   torch::Tensor key_mask;   // [B, T] (nonzero: a token; 0: padding), or undefined: every key is one
   double scale = 1.0;       // scores are q.k * scale
   double softcap = 0.0;     // > 0: scores become tanh(s / softcap) * softcap (Gemma2)
+  // Packing (one row holding several examples, B == 1): example e at positions [cu[e], cu[e + 1]),
+  // int64 on the CPU, cu[0] == 0, the last == T (the varlen layout). A query sees the keys of its
+  // own example only; blocks that hold no key of a query's example are skipped, so a packed row
+  // never pays for attention across examples. Undefined: the row is one sequence.
+  torch::Tensor cu_seqlens;
 };
+
+// Each position's example under m.cu_seqlens: [T] int64 on `device` (undefined without packing).
+torch::Tensor segment_ids(const AttentionMask& m, const torch::Device& device);
 
 // The rows (query positions) that may see no key at all under `m`: a padding query. They attend to
 // their own position only (as the eager path does), so every softmax stays finite. [B, S] bool.
@@ -30,8 +38,9 @@ torch::Tensor block_attention(const torch::Tensor& q, const torch::Tensor& k, co
 
 // Attention as the model runs it: the eager path for short sequences (up to kEagerScores scores a
 // head: one product is faster), libtorch 2.x's fused attention where it computes the same (causal,
-// no cache offset, window or soft-cap, padding only after the tokens: a padding query's output is
-// then not the eager path's, but no token's output or gradient depends on it), else the block path.
+// no cache offset, window, soft-cap or packing, padding only after the tokens: a padding query's
+// output is then not the eager path's, but no token's output or gradient depends on it), else the
+// block path.
 constexpr int64_t kEagerScores = 256 * 256;
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const AttentionMask& m);
 

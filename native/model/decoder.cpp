@@ -323,7 +323,7 @@ Tensor rotate_half(const Tensor& x) {
 }
 }  // namespace
 
-void DecoderModel::check_ids(const Tensor& ids, const Tensor& mask) const {
+void DecoderModel::check_ids(const Tensor& ids, const Tensor& mask, const Tensor& cu) const {
   if (!ids.defined() || ids.dim() != 2) throw std::invalid_argument("input ids must be a 2-D [batch, sequence] tensor, got " + shape_str(ids));
   if (ids.size(0) == 0 || ids.size(1) == 0) throw std::invalid_argument("input ids must not be empty, got shape " + shape_str(ids));
   if (ids.scalar_type() != torch::kInt64) throw std::invalid_argument("input ids must be int64, got " + dtype_str(ids.scalar_type()));
@@ -333,9 +333,30 @@ void DecoderModel::check_ids(const Tensor& ids, const Tensor& mask) const {
                                 std::to_string(config_.vocab_size) + ")");
   if (mask.defined() && mask.sizes() != ids.sizes())
     throw std::invalid_argument("attention mask has shape " + shape_str(mask) + ", the input ids " + shape_str(ids));
+  if (!cu.defined()) return;
+  // packing: one row of examples laid end to end, no padding
+  if (cu.dim() != 1 || cu.numel() < 2)
+    throw std::invalid_argument("cu_seqlens must be 1-D with at least 2 offsets [0, ..., length], got shape " + shape_str(cu));
+  if (cu.scalar_type() != torch::kInt32 && cu.scalar_type() != torch::kInt64)
+    throw std::invalid_argument("cu_seqlens must be int32 or int64, got " + dtype_str(cu.scalar_type()));
+  if (ids.size(0) != 1)
+    throw std::invalid_argument("a packed batch (cu_seqlens) is one row of examples, got " + std::to_string(ids.size(0)) + " rows");
+  Tensor c = cu.to(torch::kCPU, torch::kInt64).contiguous();
+  const int64_t* o = c.data_ptr<int64_t>();
+  const int64_t n = c.numel();
+  if (o[0] != 0) throw std::invalid_argument("cu_seqlens[0] must be 0, got " + std::to_string(o[0]));
+  for (int64_t e = 1; e < n; ++e)
+    if (o[e] <= o[e - 1])
+      throw std::invalid_argument("cu_seqlens must increase (every example holds a token): cu_seqlens[" + std::to_string(e) +
+                                  "] = " + std::to_string(o[e]) + " after " + std::to_string(o[e - 1]));
+  if (o[n - 1] != ids.size(1))
+    throw std::invalid_argument("cu_seqlens ends at " + std::to_string(o[n - 1]) + ", the packed row holds " +
+                                std::to_string(ids.size(1)) + " tokens");
+  if (mask.defined() && (mask == 0).any().item<bool>())
+    throw std::invalid_argument("a packed batch (cu_seqlens) has no padding: its attention mask must be all 1");
 }
 
-DecoderModel::Prep DecoderModel::prepare(const Tensor& ids_in, const Tensor& mask_in, const KvCache* cache) const {
+DecoderModel::Prep DecoderModel::prepare(const Tensor& ids_in, const Tensor& mask_in, const KvCache* cache, const Tensor& cu) const {
   const auto& c = config_;
   Prep pr;
   pr.ids = ids_in.to(device_);
@@ -345,6 +366,13 @@ DecoderModel::Prep DecoderModel::prepare(const Tensor& ids_in, const Tensor& mas
   // Positions count real tokens: left padding does not shift them.
   pr.pos = (cache && cache->next_pos.defined()) ? cache->next_pos.unsqueeze(1) + (mask.cumsum(1) - 1).clamp_min(0)
                                                 : (mask.cumsum(1) - 1).clamp_min(0);
+  if (cu.defined()) {  // packed: positions restart at each example
+    pr.cu_seqlens = cu.to(torch::kCPU, torch::kInt64);
+    const int64_t n = pr.cu_seqlens.numel() - 1;
+    Tensor starts = pr.cu_seqlens.narrow(0, 0, n);
+    Tensor first = torch::repeat_interleave(starts, pr.cu_seqlens.narrow(0, 1, n) - starts);  // [S]
+    pr.pos = (torch::arange(S, first.options()) - first).unsqueeze(0).to(device_);
+  }
   pr.full_mask = (cache && cache->mask.defined()) ? torch::cat({cache->mask, mask}, 1) : mask;
   const int64_t T = pr.full_mask.size(1), past = T - S;
 
@@ -401,7 +429,9 @@ Tensor DecoderModel::decoder_layer(int64_t l, const Tensor& h_in, const Prep& pr
   }
   // Gemma2: the sliding window on even layers only; others: on every layer when set
   const bool windowed = c.sliding_window > 0 && (!c.gemma2 || l % 2 == 0);
-  const AttentionMask am{pr.past, windowed ? c.sliding_window : 0, pr.full_mask, scale, c.attn_logit_softcapping};
+  // packed rows have no padding: the examples' offsets are the mask
+  const AttentionMask am{pr.past, windowed ? c.sliding_window : 0, pr.cu_seqlens.defined() ? Tensor() : pr.full_mask, scale,
+                         c.attn_logit_softcapping, pr.cu_seqlens};
   // long sequences by blocks or fused: memory linear in the length (4,096 tokens took 5 GB as scores)
   Tensor o = attention(q, k, v, am).transpose(1, 2).reshape({B, S, nH * D});
   // Gemma2 puts a norm after attention and after the MLP, and its own before the MLP (where the
@@ -430,8 +460,8 @@ Tensor DecoderModel::head(const Tensor& h_in) const {
   return cap > 0 ? torch::tanh(logits / cap) * cap : logits;
 }
 
-Tensor DecoderModel::run(const Tensor& ids_in, const Tensor& mask_in, KvCache* cache) {
-  Prep pr = prepare(ids_in, mask_in, cache);
+Tensor DecoderModel::run(const Tensor& ids_in, const Tensor& mask_in, KvCache* cache, const Tensor& cu) {
+  Prep pr = prepare(ids_in, mask_in, cache, cu);
   Tensor h = embed(pr.ids);
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) h = decoder_layer(l, h, pr, cache);
   if (cache) {
@@ -451,14 +481,14 @@ std::vector<std::shared_ptr<MultiHeadLoraLinear>> DecoderModel::layer_adapters(i
   return out;
 }
 
-Tensor DecoderModel::backward_checkpointed(const Tensor& ids, const Tensor& mask,
+Tensor DecoderModel::backward_checkpointed(const Tensor& ids, const Tensor& mask, const Tensor& cu,
                                            const std::function<Tensor(const Tensor&, int64_t)>& loss_of_logits) {
-  check_ids(ids, mask);
+  check_ids(ids, mask, cu);
   const int64_t L = config_.num_hidden_layers;
   Prep pr;
   {
     torch::NoGradGuard no_grad;
-    pr = prepare(ids, mask, nullptr);
+    pr = prepare(ids, mask, nullptr, cu);
   }
   // Forward without keeping activations: each layer's input, and the dropout generators of its
   // adapters as they were before it ran (the recomputation must draw the same masks).
@@ -520,9 +550,9 @@ void DecoderModel::set_head_chunk_elements(int64_t n) {
   head_chunk_elements_ = n;
 }
 
-Tensor DecoderModel::forward(const Tensor& ids, const Tensor& mask) {
-  check_ids(ids, mask);
-  return run(ids, mask, nullptr);
+Tensor DecoderModel::forward(const Tensor& ids, const Tensor& mask, const Tensor& cu) {
+  check_ids(ids, mask, cu);
+  return run(ids, mask, nullptr, cu);
 }
 
 Tensor DecoderModel::forward_cached(const Tensor& ids, const Tensor& mask, KvCache& cache) { return run(ids, mask, &cache); }

@@ -95,9 +95,14 @@ class DecoderModel {
 
   // ids [B, S] int64 in [0, vocab); mask [B, S] (1 = token, 0 = padding) or undefined. Positions
   // count real tokens only, so left padding does not shift them. Returns logits [B, S, vocab].
-  torch::Tensor forward(const torch::Tensor& ids, const torch::Tensor& mask);
-  // Throws unless ids and mask are a valid input of forward() (shape, dtype, vocabulary).
-  void check_ids(const torch::Tensor& ids, const torch::Tensor& mask) const;
+  // cu_seqlens (packing, the varlen layout): one row (B == 1) holding several examples, example e
+  // at positions [cu[e], cu[e + 1]) (int32 or int64, cu[0] == 0, increasing, the last == S), no
+  // padding; positions restart at each example and attention never crosses one, so each
+  // example's logits are those it has alone.
+  torch::Tensor forward(const torch::Tensor& ids, const torch::Tensor& mask, const torch::Tensor& cu_seqlens = {});
+  // Throws unless ids, mask and cu_seqlens are a valid input of forward() (shape, dtype,
+  // vocabulary, offsets).
+  void check_ids(const torch::Tensor& ids, const torch::Tensor& mask, const torch::Tensor& cu_seqlens = {}) const;
   // The forward of the next ids.size(1) positions of every row after those in `cache`, which it
   // extends; unchecked (check the first ids with check_ids). Returns the logits of the last
   // position only, [B, 1, vocab] (the head runs on nothing else).
@@ -112,7 +117,7 @@ class DecoderModel {
   // recomputation (the adapters' generators are rewound) and ends where an ordinary forward leaves
   // them, so the gradients are those of forward + backward. Returns the summed loss of the chunks
   // (detached, on the model's device).
-  torch::Tensor backward_checkpointed(const torch::Tensor& ids, const torch::Tensor& mask,
+  torch::Tensor backward_checkpointed(const torch::Tensor& ids, const torch::Tensor& mask, const torch::Tensor& cu_seqlens,
                                       const std::function<torch::Tensor(const torch::Tensor&, int64_t)>& loss_of_logits);
   // The most logits one chunk of backward_checkpointed's head may hold (at least 1).
   void set_head_chunk_elements(int64_t n);
@@ -132,13 +137,13 @@ class DecoderModel {
   torch::Tensor linear(const std::string& module, const torch::Tensor& x) const;
   torch::Tensor rms_norm(const torch::Tensor& x, const std::string& weight) const;
   // What every layer of one forward shares: ids on the device, positions, rotary tables, the
-  // additive attention mask, and the mask of everything seen (with a cache).
+  // mask of everything seen (with a cache), the packed examples' offsets (CPU int64).
   struct Prep {
-    torch::Tensor ids, pos, full_mask, cos, sin;
+    torch::Tensor ids, pos, full_mask, cos, sin, cu_seqlens;
     int64_t past = 0;  // positions already in the cache before these ids
   };
   torch::Tensor embed(const torch::Tensor& ids) const;
-  Prep prepare(const torch::Tensor& ids, const torch::Tensor& mask, const KvCache* cache) const;
+  Prep prepare(const torch::Tensor& ids, const torch::Tensor& mask, const KvCache* cache, const torch::Tensor& cu_seqlens = {}) const;
   torch::Tensor decoder_layer(int64_t l, const torch::Tensor& h, const Prep& pr, KvCache* cache) const;
   torch::Tensor head(const torch::Tensor& h) const;
   std::vector<std::shared_ptr<MultiHeadLoraLinear>> layer_adapters(int64_t l) const;
@@ -146,7 +151,7 @@ class DecoderModel {
   void check_quantizable(const std::string& kind) const;
   std::shared_ptr<QuantWeight> quantized(const std::string& module, const std::string& kind) const;
   void install(const std::string& module, std::shared_ptr<QuantWeight> q);
-  torch::Tensor run(const torch::Tensor& ids, const torch::Tensor& mask, KvCache* cache);
+  torch::Tensor run(const torch::Tensor& ids, const torch::Tensor& mask, KvCache* cache, const torch::Tensor& cu_seqlens = {});
 
   ModelConfig config_;
   torch::ScalarType dtype_;

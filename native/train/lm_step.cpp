@@ -3,24 +3,42 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "common/errors.h"
 #include "common/format.h"
 #include "common/torch_compat.h"
 #include "distributed/reducer.h"
+#include "model/attention.h"
 
 namespace rlora::train {
 
 namespace {
-void check_batch(const LmBatch& b, size_t i) {
+// The batch checked, packed labels without a target at each example's first position.
+LmBatch checked(const model::DecoderModel& model, const LmBatch& b, size_t i) {
   if (!b.labels.defined() || b.labels.sizes() != b.ids.sizes())
     throw std::invalid_argument("micro-batch " + std::to_string(i) + ": labels have shape " + shape_str(b.labels) +
                                 ", the input ids " + shape_str(b.ids));
   if (b.labels.scalar_type() != torch::kInt64)
     throw std::invalid_argument("micro-batch " + std::to_string(i) + ": labels must be int64, got " +
                                 dtype_str(b.labels.scalar_type()));
+  if (!b.cu_seqlens.defined()) return b;
+  try {
+    model.check_ids(b.ids, b.mask, b.cu_seqlens);
+  } catch (const OutOfRange& e) {
+    throw OutOfRange("micro-batch " + std::to_string(i) + ": " + e.what());
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument("micro-batch " + std::to_string(i) + ": " + e.what());
+  }
+  LmBatch out = b;
+  out.cu_seqlens = b.cu_seqlens.to(torch::kCPU, torch::kInt64);
+  const int64_t n = out.cu_seqlens.numel() - 1;
+  out.labels = b.labels.clone();
+  if (n > 1) out.labels.index_fill_(1, out.cu_seqlens.narrow(0, 1, n - 1).to(b.labels.device()), kIgnoreLabel);
+  return out;
 }
 }  // namespace
 
-torch::Tensor causal_lm_loss_rows(const torch::Tensor& logits, const torch::Tensor& labels, torch::Tensor* tokens) {
+torch::Tensor causal_lm_loss_rows(const torch::Tensor& logits, const torch::Tensor& labels, torch::Tensor* tokens,
+                                  const torch::Tensor& cu_seqlens) {
   const int64_t B = logits.size(0), S = logits.size(1), V = logits.size(2);
   torch::Tensor l = logits.narrow(1, 0, S - 1).reshape({-1, V});
   l = l.scalar_type() == torch::kFloat64 ? l : l.to(torch::kFloat32);
@@ -28,19 +46,25 @@ torch::Tensor causal_lm_loss_rows(const torch::Tensor& logits, const torch::Tens
   torch::Tensor per_token = torch::nn::functional::cross_entropy(
       l, y, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnoreLabel).reduction(torch::kNone));
   torch::Tensor labelled = (y != kIgnoreLabel).view({B, S - 1});
+  if (cu_seqlens.defined()) {  // one row of examples: sums per example (of the label's position)
+    const model::AttentionMask m{0, 0, {}, 1.0, 0.0, cu_seqlens};
+    torch::Tensor example = model::segment_ids(m, logits.device()).narrow(0, 1, S - 1);
+    const int64_t n = cu_seqlens.numel() - 1;
+    if (tokens) *tokens = torch::zeros({n}, example.options()).index_add_(0, example, labelled.view({-1}).to(torch::kInt64));
+    return torch::zeros({n}, per_token.options()).index_add(0, example, per_token);
+  }
   if (tokens) *tokens = labelled.sum(1);  // on the logits' device (lm_train_step copies once at the end)
   return per_token.view({B, S - 1}).sum(1);
 }
 
-LmStepResult lm_train_step(model::DecoderModel& model, const std::vector<LmBatch>& micro, AdamW& opt,
+LmStepResult lm_train_step(model::DecoderModel& model, const std::vector<LmBatch>& micro_in, AdamW& opt,
                            torch::ScalarType autocast, dist::Group* group, bool checkpointing) {
   const bool cast = autocast != torch::kFloat32 && autocast != model.dtype();
-  if (micro.empty()) throw std::invalid_argument("a training step needs at least one micro-batch");
+  if (micro_in.empty()) throw std::invalid_argument("a training step needs at least one micro-batch");
+  std::vector<LmBatch> micro;
+  for (size_t i = 0; i < micro_in.size(); ++i) micro.push_back(checked(model, micro_in[i], i));
   int64_t total = 0;
-  for (size_t i = 0; i < micro.size(); ++i) {
-    check_batch(micro[i], i);
-    total += (micro[i].labels.narrow(1, 1, micro[i].labels.size(1) - 1) != kIgnoreLabel).sum().item<int64_t>();
-  }
+  for (const auto& b : micro) total += (b.labels.narrow(1, 1, b.labels.size(1) - 1) != kIgnoreLabel).sum().item<int64_t>();
   if (group) total = dist::allreduce_sum(*group, total);  // every rank's count: the global normaliser
   if (total == 0) throw std::invalid_argument("the batch has no labelled token: every label is " + std::to_string(kIgnoreLabel));
   torch::AutoGradMode grad_on(true);
@@ -58,9 +82,9 @@ LmStepResult lm_train_step(model::DecoderModel& model, const std::vector<LmBatch
     if (checkpointing) {
       compat::AutocastGuard guard(model.device(), cast, autocast);  // the recomputation too
       std::vector<torch::Tensor> row_parts, token_parts;
-      model.backward_checkpointed(b.ids, b.mask, [&](const torch::Tensor& logits, int64_t row0) {
+      model.backward_checkpointed(b.ids, b.mask, b.cu_seqlens, [&](const torch::Tensor& logits, int64_t row0) {
         torch::Tensor t;
-        row_parts.push_back(causal_lm_loss_rows(logits, b.labels.narrow(0, row0, logits.size(0)), &t));
+        row_parts.push_back(causal_lm_loss_rows(logits, b.labels.narrow(0, row0, logits.size(0)), &t, b.cu_seqlens));
         token_parts.push_back(t);
         return row_parts.back().sum() / static_cast<double>(total);
       });
@@ -69,7 +93,7 @@ LmStepResult lm_train_step(model::DecoderModel& model, const std::vector<LmBatch
     } else {
       {
         compat::AutocastGuard guard(model.device(), cast, autocast);
-        rows = causal_lm_loss_rows(model.forward(b.ids, b.mask), b.labels, &tokens);
+        rows = causal_lm_loss_rows(model.forward(b.ids, b.mask, b.cu_seqlens), b.labels, &tokens, b.cu_seqlens);
       }
       torch::Tensor loss = rows.sum() / static_cast<double>(total);
       loss.backward();
@@ -98,11 +122,12 @@ LmStepResult lm_train_step(model::DecoderModel& model, const std::vector<LmBatch
   return r;
 }
 
-LmLoss lm_eval_loss(model::DecoderModel& model, const LmBatch& batch) {
-  check_batch(batch, 0);
+LmLoss lm_eval_loss(model::DecoderModel& model, const LmBatch& batch_in) {
+  const LmBatch batch = checked(model, batch_in, 0);
   torch::NoGradGuard no_grad;
   LmLoss out;
-  out.loss_sum = causal_lm_loss_rows(model.forward(batch.ids, batch.mask), batch.labels, &out.tokens)
+  out.loss_sum = causal_lm_loss_rows(model.forward(batch.ids, batch.mask, batch.cu_seqlens), batch.labels, &out.tokens,
+                                     batch.cu_seqlens)
                      .to(torch::kCPU, torch::kFloat64);
   out.tokens = out.tokens.to(torch::kCPU, torch::kInt64);
   return out;

@@ -19,10 +19,14 @@ constexpr int64_t kIgnoreLabel = -100;
 
 // ids [B, S] int64; mask [B, S] (1 token, 0 padding); labels [B, S] int64, kIgnoreLabel where no
 // loss (Hugging Face convention: the model predicts labels[:, t + 1] from position t).
+// cu_seqlens (packing, DecoderModel::forward): one row of examples end to end; each example's
+// first label is ignored as a row's first is (it would be predicted from the example before), so
+// a packed batch gives each example the loss and gradient it has unpacked.
 struct LmBatch {
-  torch::Tensor ids, mask, labels;
+  torch::Tensor ids, mask, labels, cu_seqlens;
 };
 
+// Per row, or per example of a packed batch.
 struct LmLoss {
   torch::Tensor loss_sum;  // [B] float64: summed cross-entropy of each row's labelled tokens
   torch::Tensor tokens;    // [B] int64: labelled tokens of each row
@@ -35,8 +39,10 @@ struct LmStepResult {
   StepStats stats;
 };
 
-// Cross-entropy per row, in float32 at least, differentiable (the caller chooses grad mode).
-torch::Tensor causal_lm_loss_rows(const torch::Tensor& logits, const torch::Tensor& labels, torch::Tensor* tokens);
+// Cross-entropy per row (per example with cu_seqlens: labels already without a target at an
+// example's first position), in float32 at least, differentiable (the caller chooses grad mode).
+torch::Tensor causal_lm_loss_rows(const torch::Tensor& logits, const torch::Tensor& labels, torch::Tensor* tokens,
+                                  const torch::Tensor& cu_seqlens = {});
 
 // Gradients accumulate over the micro-batches, normalised by their total labelled tokens, so the
 // update equals one step on their union. A non-finite loss makes no update (grads are cleared).

@@ -35,6 +35,8 @@ interface Args {
   modelSeed?: number;
   /** The adapted modules (default q_proj, v_proj, up_proj). */
   targets?: string[];
+  /** Trainer option packing. */
+  packing?: boolean;
 }
 
 async function main(): Promise<void> {
@@ -54,6 +56,7 @@ async function main(): Promise<void> {
     seed: 3,
     progress: false,
     evalBatchSize: 5,
+    packing: a.packing ?? false,
     outputDir: a.outputDir,
     saveEvery: a.saveEvery,
     distributed: a.timeoutMs || a.bucketCapMb !== undefined ? { ...(a.timeoutMs ? { timeoutMs: a.timeoutMs } : {}), ...(a.bucketCapMb !== undefined ? { bucketCapMb: a.bucketCapMb } : {}) } : 'auto',
