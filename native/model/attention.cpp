@@ -51,11 +51,25 @@ bool block_needed(const AttentionMask& m, const std::vector<int64_t>& starts, in
   return true;
 }
 
+// Whether every query of the block may see every key of it (no mask to apply): all keys at or
+// before the first query, inside every query's window, in one example, none of them padding.
+bool block_full(const AttentionMask& m, const std::vector<int64_t>& starts, int64_t qs, int64_t bq, int64_t ks, int64_t bk) {
+  if (m.key_mask.defined()) return false;
+  const int64_t first_q = qs + m.past, last_q = qs + bq - 1 + m.past;
+  if (ks + bk - 1 > first_q) return false;
+  if (m.window > 0 && ks <= last_q - m.window) return false;
+  if (!starts.empty()) {  // no example starts after the first key and at or before the last query
+    auto it = std::upper_bound(starts.begin(), starts.end(), ks);
+    if (it != starts.end() && *it <= last_q) return false;
+  }
+  return true;
+}
+
 // The scores of a block, in float32: q k^T * scale, soft-capped; `capped` gets tanh(s / cap).
 Tensor block_scores(const Tensor& qb, const Tensor& kb, const AttentionMask& m, Tensor* capped) {
-  Tensor s = torch::matmul(qb, kb.transpose(-2, -1)) * m.scale;
+  Tensor s = torch::matmul(qb, kb.transpose(-2, -1)).mul_(m.scale);
   if (m.softcap > 0) {
-    Tensor t = torch::tanh(s / m.softcap);
+    Tensor t = s.div_(m.softcap).tanh_();
     if (capped) *capped = t;
     s = t * m.softcap;
   }
@@ -89,13 +103,14 @@ class BlockAttentionFunction : public torch::autograd::Function<BlockAttentionFu
         const int64_t bk = std::min(block, T - ks);
         if (!block_needed(m, starts, qs, bq, ks, bk)) continue;
         Tensor s = block_scores(qb, kf.narrow(2, ks, bk), m, nullptr);
-        s.masked_fill_(allowed_block(m, key_mask, empty, seg, qs, bq, ks, bk, q.device()).logical_not(), -kInf);
-        Tensor mnew = torch::maximum(mx, std::get<0>(s.max(-1, true)));
+        if (!block_full(m, starts, qs, bq, ks, bk))
+          s.masked_fill_(allowed_block(m, key_mask, empty, seg, qs, bq, ks, bk, q.device()).logical_not(), -kInf);
+        Tensor mnew = torch::maximum(mx, s.amax(-1, true));
         Tensor msafe = torch::where(torch::isinf(mnew), torch::zeros_like(mnew), mnew);  // a row with no key yet
-        Tensor p = torch::exp(s - msafe);
-        Tensor alpha = torch::exp(mx - msafe);
-        l = l * alpha + p.sum(-1, true);
-        acc = acc * alpha + torch::matmul(p, vf.narrow(2, ks, bk));
+        Tensor p = s.sub_(msafe).exp_();  // in place: the block's scores are not needed again
+        Tensor alpha = (mx - msafe).exp_();
+        l.mul_(alpha).add_(p.sum(-1, true));
+        acc.mul_(alpha).add_(torch::matmul(p, vf.narrow(2, ks, bk)));
         mx = mnew;
       }
       out.narrow(2, qs, bq).copy_(acc / l);
@@ -135,12 +150,13 @@ class BlockAttentionFunction : public torch::autograd::Function<BlockAttentionFu
         Tensor kb = kf.narrow(2, ks, bk), vb = vf.narrow(2, ks, bk);
         Tensor capped;
         Tensor s = block_scores(qb, kb, m, &capped);
-        s.masked_fill_(allowed_block(m, key_mask, empty, seg, qs, bq, ks, bk, q.device()).logical_not(), -kInf);
-        Tensor p = torch::exp(s - lseb);  // the softmax, as the forward made it
+        if (!block_full(m, starts, qs, bq, ks, bk))
+          s.masked_fill_(allowed_block(m, key_mask, empty, seg, qs, bq, ks, bk, q.device()).logical_not(), -kInf);
+        Tensor p = s.sub_(lseb).exp_();  // the softmax, as the forward made it
         dv.narrow(2, ks, bk).add_(torch::matmul(p.transpose(-2, -1), dob));
-        Tensor ds = p * (torch::matmul(dob, vb.transpose(-2, -1)) - deltab);
-        if (m.softcap > 0) ds = ds * (1 - capped * capped);
-        ds = ds * m.scale;
+        Tensor ds = torch::matmul(dob, vb.transpose(-2, -1)).sub_(deltab).mul_(p);
+        if (m.softcap > 0) ds.mul_(1 - capped * capped);
+        ds.mul_(m.scale);
         dqb.add_(torch::matmul(ds, kb));
         dk.narrow(2, ks, bk).add_(torch::matmul(ds.transpose(-2, -1), qb));
       }

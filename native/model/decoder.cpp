@@ -382,6 +382,7 @@ DecoderModel::Prep DecoderModel::prepare(const Tensor& ids_in, const Tensor& mas
   pr.sin = emb.sin().to(dtype_).unsqueeze(1);
 
   pr.past = past;  // the attention's masks are made from positions (model/attention.cpp)
+  if (!cu.defined() && (pr.full_mask == 0).any().item<bool>()) pr.key_mask = pr.full_mask;
   return pr;
 }
 
@@ -429,9 +430,8 @@ Tensor DecoderModel::decoder_layer(int64_t l, const Tensor& h_in, const Prep& pr
   }
   // Gemma2: the sliding window on even layers only; others: on every layer when set
   const bool windowed = c.sliding_window > 0 && (!c.gemma2 || l % 2 == 0);
-  // packed rows have no padding: the examples' offsets are the mask
-  const AttentionMask am{pr.past, windowed ? c.sliding_window : 0, pr.cu_seqlens.defined() ? Tensor() : pr.full_mask, scale,
-                         c.attn_logit_softcapping, pr.cu_seqlens};
+  // no mask without padding; packed rows have none: the examples' offsets are the mask
+  const AttentionMask am{pr.past, windowed ? c.sliding_window : 0, pr.key_mask, scale, c.attn_logit_softcapping, pr.cu_seqlens};
   // long sequences by blocks or fused: memory linear in the length (4,096 tokens took 5 GB as scores)
   Tensor o = attention(q, k, v, am).transpose(1, 2).reshape({B, S, nH * D});
   // Gemma2 puts a norm after attention and after the MLP, and its own before the MLP (where the

@@ -140,6 +140,7 @@ class DecoderModel {
   // mask of everything seen (with a cache), the packed examples' offsets (CPU int64).
   struct Prep {
     torch::Tensor ids, pos, full_mask, cos, sin, cu_seqlens;
+    torch::Tensor key_mask;  // full_mask when it holds padding, else undefined (attention skips masks)
     int64_t past = 0;  // positions already in the cache before these ids
   };
   torch::Tensor embed(const torch::Tensor& ids) const;
