@@ -288,6 +288,16 @@ describe("run.json: several data.train files, data.validationSplit", () => {
     expect(evals).toHaveLength(1);
     expect(Object.fromEntries(Object.entries(evals[0].tasks as Record<string, { count: number; loss: number }>).map(([t, e]) => [t, e.count]))).toEqual({ story: 2, upper: 2 });
     for (const e of Object.values(evals[0].tasks as Record<string, { loss: number }>)) expect(Number.isFinite(e.loss)).toBe(true);
+    // rlora eval --config evaluates the same held-out examples: the numbers of the training's final evaluation
+    const ev = spawnSync(process.execPath, ['--import', 'tsx', path.join(__dirname, '..', 'lib', 'cli.ts'), 'eval', '--config', path.join(work, 'run.json'), '--json', '--threads', '1'], { cwd: path.join(__dirname, '..'), env, encoding: 'utf8', timeout: 60_000 });
+    if (ev.status !== 0) throw new Error(`exit ${ev.status ?? ev.signal}\n${ev.stdout}\n${ev.stderr}`);
+    expect(ev.stderr).toContain('rlora eval: evaluating data.validationSplit 0.2 of data.train (splitSeed 0, 4 examples), as rlora train held it out');
+    const out = JSON.parse(ev.stdout) as { examples: number; tasks: Record<string, { loss: number; count: number }> };
+    expect(out.examples).toBe(4);
+    for (const [t, e] of Object.entries(evals[0].tasks as Record<string, { loss: number; count: number }>)) {
+      expect(out.tasks[t].count).toBe(e.count);
+      expect(Math.abs(out.tasks[t].loss - e.loss)).toBeLessThanOrEqual(1e-6 * e.loss);
+    }
     // the copy of run.json in outputDir names the files by absolute paths
     expect(JSON.parse(fs.readFileSync(path.join(work, 'out', 'run.json'), 'utf8')).data.train).toEqual([path.join(work, 'upper.jsonl'), path.join(work, 'story.jsonl')]);
   }, 90_000);

@@ -31,7 +31,8 @@ the response exactly (accuracy), and the number of examples (count).
   --adapter DIR|ID    an adapter folder (adapter_config.json, adapter_model.safetensors), a
                       checkpoint folder, or a Hub repo id ("org/name": the Hugging Face cache,
                       else a download into it); with --config, default outputDir/adapter
-  --data FILE         JSON lines of {"task", "prompt", "response"}; with --config, default data.eval
+  --data FILE         JSON lines of {"task", "prompt", "response"}; with --config, default data.eval,
+                      or the part of data.train that data.validationSplit holds out
   --model DIR|ID      the base model's Hugging Face folder or Hub repo id; default: the folder
                       or repo the adapter names (base_model_name_or_path, with its revision), or
                       run.json's model with --config
@@ -71,7 +72,9 @@ async function runEval(args: string[]): Promise<number> {
   const adapterArg = stringOption(opts, 'adapter') ?? (cfg ? path.join(cfg.outputDir, 'adapter') : undefined);
   if (!adapterArg) throw new UsageError('--adapter DIR is required (or --config run.json, whose outputDir/adapter is used)');
   const data = stringOption(opts, 'data') ?? cfg?.data.eval;
-  if (!data) throw new UsageError(`--data FILE is required${cfg ? ' (run.json has no data.eval)' : ''}`);
+  // run.json without data.eval but with data.validationSplit: the held-out part of data.train, as rlora train drew it
+  const heldOut = data === undefined && cfg?.data.validationSplit !== undefined ? cfg : undefined;
+  if (!data && !heldOut) throw new UsageError(`--data FILE is required${cfg ? ' (run.json has neither data.eval nor data.validationSplit)' : ''}`);
   const batchSize = intOption(opts, 'batch-size', 1) ?? cfg?.trainer.batchSize;
   const extra = intOption(opts, 'extra-tokens', 0, MAX_EVAL_EXTRA_TOKENS) ?? cfg?.trainer.evalExtraTokens;
   const maxLength = intOption(opts, 'max-length', 2) ?? cfg?.data.options.maxLength;
@@ -129,7 +132,10 @@ async function runEval(args: string[]): Promise<number> {
     : {};
   const dataOptions: Omit<DatasetOptions, 'maxLineBytes'> = { ...(cfg?.data.options ?? fromAdapter), tokenizer, maxLength: maxLength ?? cfg?.data.options.maxLength ?? recorded?.maxLength };
   if (template !== undefined) dataOptions.template = template;
-  const ds = await as('', () => rl.MultiTaskDataset.fromJsonl(data, dataOptions));
+  const ds = heldOut
+    ? (await as(`${heldOut.file}: data.train`, () => rl.MultiTaskDataset.fromJsonl(heldOut.data.train, dataOptions))).split(heldOut.data.validationSplit!, heldOut.data.splitSeed).validation
+    : await as('', () => rl.MultiTaskDataset.fromJsonl(data!, dataOptions));
+  if (heldOut) console.error(`rlora eval: evaluating data.validationSplit ${heldOut.data.validationSplit} of data.train (splitSeed ${heldOut.data.splitSeed}, ${ds.size} examples), as rlora train held it out`);
   checkVocabulary(model, tokenizer, [ds]);
   // (keys left out, not undefined: the trainer's defaults apply to absent keys only)
   const trainer = new rl.Trainer(model, adapter, {
@@ -144,9 +150,11 @@ async function runEval(args: string[]): Promise<number> {
     }
   }
   if (opts.json) {
-    console.log(JSON.stringify({ tasks, adapter: path.resolve(adapterDir), model: source.path ?? null, data: path.resolve(data), examples: ds.size }, null, 2));
+    const dataField = data !== undefined ? path.resolve(data) : { train: heldOut!.data.train, validationSplit: heldOut!.data.validationSplit, splitSeed: heldOut!.data.splitSeed };
+    console.log(JSON.stringify({ tasks, adapter: path.resolve(adapterDir), model: source.path ?? null, data: dataField, examples: ds.size }, null, 2));
   } else {
-    console.log(`${ds.size} examples of ${data}, adapter ${adapterDir}${source.path ? `, model ${source.path}` : ''}:\n`);
+    const what = data ?? `data.validationSplit ${heldOut!.data.validationSplit} of data.train`;
+    console.log(`${ds.size} examples of ${what}, adapter ${adapterDir}${source.path ? `, model ${source.path}` : ''}:\n`);
     console.log(evalTable(tasks));
     const m = metricLines(tasks);
     if (m) console.log(m);
