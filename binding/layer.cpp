@@ -83,6 +83,14 @@ void JsLoraLinear::Init(Napi::Env env, Napi::Object exports) {
        method<&JsLoraLinear::ParameterCount>("parameterCount"), dispose_method()});
   addon_data(env).layer = Napi::Persistent(cls);
   exports.Set("NativeLoraLinear", cls);
+  // the bounds native/rlora/options.h checks, for lib/ to check (and document) the same numbers
+  auto limits = Napi::Object::New(env);
+  limits.Set("maxRank", Napi::Number::New(env, static_cast<double>(kMaxRank)));
+  limits.Set("maxHeads", Napi::Number::New(env, static_cast<double>(kMaxHeads)));
+  limits.Set("maxAlpha", Napi::Number::New(env, kMaxAlpha));
+  limits.Set("minGamma", Napi::Number::New(env, kMinGamma));
+  limits.Set("maxGamma", Napi::Number::New(env, kMaxGamma));
+  exports.Set("loraLimits", limits);
 }
 
 JsLoraLinear::JsLoraLinear(const Napi::CallbackInfo& info) : Wrapped(info, "MultiHeadLoraLinear") {

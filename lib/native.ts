@@ -233,6 +233,8 @@ export interface NativeAddon {
    * for tests. q [B, H, S, D], k and v [B, H, T, D], keyMask [B, T] or null.
    */
   attentionVjp(q: NativeTensor, k: NativeTensor, v: NativeTensor, dOut: NativeTensor, options: { past: number; window: number; keyMask: NativeTensor | null; scale: number; softcap: number; block: number; eager: boolean; cuSeqlens?: NativeTensor | null }): Promise<{ out: NativeTensor; dq: NativeTensor; dk: NativeTensor; dv: NativeTensor }>;
+  /** The bounds of the LoRA options that native/rlora/options.h checks (kMaxRank, ...). */
+  readonly loraLimits: { maxRank: number; maxHeads: number; maxAlpha: number; minGamma: number; maxGamma: number };
   /** The smallest temperature that samples (native/model/generate.h kMinTemperature). */
   readonly minTemperature: number;
   NativeAdamW: new (modules: NativeLoraLinear[] | NativeModel, options: object) => NativeAdamW;
