@@ -161,6 +161,24 @@ describe('rlora generate', () => {
     expect(r.stderr).toContain('rlora generate: the prompt goes through the template the adapter was trained with');
   });
 
+  it('without --model: the base model the adapter names (its base_model_name_or_path); none named is a usage error', async () => {
+    const modelDir = path.join(tmp, 'model-named');
+    Model.fromConfig(CFG, { seed: 8 }).save(modelDir);
+    const model = await Model.fromPretrained(modelDir);
+    const adapter = Adapter.attach(model, { method: 'rlora', heads: 2, rank: 2, targetModules: ['q_proj', 'v_proj'], seed: 3 });
+    const adapterDir = path.join(tmp, 'adapter-named');
+    adapter.save(adapterDir);
+    const expected = await generateText(model, tok, 'hi', { maxNewTokens: 6 });
+    const r = await runCli(['generate', '--adapter', adapterDir, '--prompt', 'hi', '--template', '{prompt}', '--max-new-tokens', '6']);
+    if (r.code !== 0) throw new Error(`exit ${r.code}\n${r.stdout}\n${r.stderr}`);
+    expect(r.stdout).toBe(`${expected}\n`);
+    const fromConfig = Model.fromConfig(CFG, { seed: 8 });
+    Adapter.attach(fromConfig, { method: 'lora', rank: 2, targetModules: ['q_proj'] }).save(path.join(tmp, 'adapter-unnamed'));
+    const u = await runCli(['generate', '--adapter', path.join(tmp, 'adapter-unnamed'), '--prompt', 'hi']);
+    expect(u.code).toBe(2);
+    expect(u.stderr).toContain(`--model DIR|ID is required: ${path.join(tmp, 'adapter-unnamed', 'adapter_config.json')} names no base model`);
+  });
+
   it('--prompt is required (usage error, exit 2)', async () => {
     const r = await runCli(['generate', '--model', tmp]);
     expect(r.code).toBe(2);

@@ -6,7 +6,10 @@ import * as path from 'path';
 import type * as Rlora from '../index';
 import type { RepoKind } from '../hub/cache';
 import { isPathLike, resolveRepo } from '../hub/resolve';
-import { InputError } from './args';
+import { ADAPTER_CONFIG_FILE } from '../adapter-files';
+import { isRepoId } from '../hub/cache';
+import { readJsonFile } from '../util/json';
+import { InputError, UsageError } from './args';
 
 /** The library, loaded on first use (the native addon comes with it). */
 export function lib(): typeof Rlora {
@@ -54,6 +57,22 @@ export async function loadModel(src: ModelSource, where: string): Promise<Rlora.
  */
 export async function resolveFolder(idOrPath: string, kind: RepoKind, what: string): Promise<string> {
   return as('', async () => (await resolveRepo(idOrPath, { kind }, `${what} ${idOrPath}`)).path);
+}
+
+/**
+ * The base model an adapter folder names (adapter_config.json's base_model_name_or_path, with its
+ * revision), for commands given --adapter without --model: a folder that exists (as written, or
+ * relative to the adapter folder), else a Hub repo id. `needs` says what to pass instead.
+ */
+export function adapterBase(adapterDir: string, needs = '--model DIR|ID'): ModelSource {
+  const file = path.join(adapterDir, ADAPTER_CONFIG_FILE);
+  const cfg = readJsonFile(file);
+  const named = typeof cfg === 'object' && cfg !== null && !Array.isArray(cfg) ? (cfg as Record<string, unknown>) : {};
+  const base = named.base_model_name_or_path;
+  if (typeof base !== 'string' || base.length === 0) throw new UsageError(`${needs} is required: ${file} names no base model`);
+  for (const dir of [path.resolve(base), path.resolve(adapterDir, base)]) if (fs.existsSync(path.join(dir, 'config.json'))) return { path: dir };
+  if (!fs.existsSync(base) && isRepoId(base)) return { path: base, ...(typeof named.revision === 'string' ? { revision: named.revision } : {}) };
+  throw new UsageError(`${needs} is required: ${file} names its base model ${JSON.stringify(base)}, which is no model folder here nor a Hub repo id`);
 }
 
 /** A --model argument: a folder that exists as an absolute path, else as given (a Hub repo id, or a path the error names). */

@@ -6,11 +6,10 @@ import * as path from 'path';
 import type { DatasetOptions } from '../data';
 import { MAX_THREADS } from '../threads';
 import { writeFileFully } from '../util/files';
-import { readJsonFile } from '../util/json';
 import type { ModelSource } from './common';
 import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
-import { as, checkVocabulary, evalTable, lib, loadModel, loadTokenizer, modelArgument, resolveFolder } from './common';
-import { isInsideFolder, isRepoId } from '../hub/cache';
+import { adapterBase, as, checkVocabulary, evalTable, lib, loadModel, loadTokenizer, modelArgument, resolveFolder } from './common';
+import { isInsideFolder } from '../hub/cache';
 import { BUILTIN_METRICS } from '../trainer/metrics';
 import { MAX_EVAL_EXTRA_TOKENS } from '../trainer/options';
 import { readRunConfig, RunConfig } from './runconfig';
@@ -96,14 +95,7 @@ async function runEval(args: string[]): Promise<number> {
   const modelOpt = stringOption(opts, 'model');
   if (modelOpt) source = { path: modelArgument(modelOpt) };
   else if (cfg) source = cfg.model;
-  else {
-    const named = readJsonFile(configPath) as { base_model_name_or_path?: unknown; revision?: unknown };
-    const base = typeof named.base_model_name_or_path === 'string' ? named.base_model_name_or_path : undefined;
-    // a folder that exists here, else a Hub repo id (PEFT writes the id, and the revision beside it)
-    if (base !== undefined && fs.existsSync(path.join(base, 'config.json'))) source = { path: base };
-    else if (base !== undefined && !fs.existsSync(base) && isRepoId(base)) source = { path: base, ...(typeof named.revision === 'string' ? { revision: named.revision } : {}) };
-    else throw new UsageError(`--model DIR is required: the adapter names no base model folder that exists here, nor a Hub repo${base ? ` (it names ${base})` : ''}`);
-  }
+  else source = adapterBase(adapterDir);
 
   const rl = lib();
   if (threads !== undefined) rl.setNumThreads(threads); // else the library's default: the usable cores

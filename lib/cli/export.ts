@@ -4,16 +4,15 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import { formatBytes, InputError, parseArgs, stringOption, Subcommand, UsageError } from './args';
-import { as, lib, loadModel, loadTokenizer, modelArgument, resolveFolder } from './common';
+import { adapterBase, as, lib, loadModel, loadTokenizer, modelArgument, resolveFolder } from './common';
 import { ADAPTER_CONFIG_FILE } from '../adapter-files';
-import { readJsonFile } from '../util/json';
 
 const FORMATS = ['gguf', 'gguf-lora'] as const;
 const DTYPES = ['f32', 'f16', 'bf16', 'q8_0'] as const;
 
 export const exportCommand: Subcommand = {
   summary: 'write a model (a LoRA merged in) or a LoRA adapter as GGUF, for llama.cpp, node-llama-cpp and Ollama',
-  help: `rlora export --format gguf --model DIR|ID [--adapter DIR|ID] --out FILE [--dtype f32|f16|bf16|q8_0]
+  help: `rlora export --format gguf [--model DIR|ID] [--adapter DIR|ID] --out FILE [--dtype f32|f16|bf16|q8_0]
 rlora export --format gguf-lora --adapter DIR|ID [--model DIR|ID] --out FILE [--dtype f32|f16|bf16|q8_0]
 
 --format gguf writes the base model, with the adapter merged into its weights when --adapter is
@@ -28,7 +27,8 @@ adapter.type lora, adapter.lora.alpha) that llama.cpp applies over the base mode
 adapter_config.json's base_model_name_or_path names.
 
   --format gguf|gguf-lora  what to write
-  --model DIR|ID           the base model's Hugging Face folder, or a Hub repo id
+  --model DIR|ID           the base model's Hugging Face folder, or a Hub repo id; default with
+                           --adapter: the base model the adapter names (base_model_name_or_path)
   --adapter DIR|ID         an adapter folder (adapter_config.json, adapter_model.safetensors),
                            or a Hub repo id
   --tokenizer FILE|byte    the tokenizer to write (default: the model folder's tokenizer.json)
@@ -66,11 +66,13 @@ async function runExport(args: string[]): Promise<number> {
   if (format === 'gguf-lora') {
     if (!adapterDir) throw new UsageError('--format gguf-lora needs --adapter DIR');
     if (opts.tokenizer !== undefined) throw new UsageError('--tokenizer is for --format gguf: a LoRA file holds no vocabulary');
-    modelArg ??= baseModelOf(adapterDir);
-  } else if (!modelArg) throw new UsageError('--format gguf needs --model DIR');
+  } else if (!modelArg && !adapterDir) throw new UsageError('--format gguf needs --model DIR (or an --adapter whose base model it is)');
 
   const rl = lib();
-  const model = await loadModel({ path: modelArgument(modelArg) }, 'model');
+  // without --model: the base the adapter names
+  const source = modelArg !== undefined ? { path: modelArgument(modelArg) } : adapterBase(adapterDir!, '--model DIR');
+  modelArg ??= source.path!;
+  const model = await loadModel(source, `model${stringOption(opts, 'model') === undefined ? ` ${source.path} (the adapter's base_model_name_or_path)` : ''}`);
   const modelDir = model.source!; // a Hub repo's snapshot folder
   const written = path.resolve(out);
   const adapter = adapterDir === undefined ? undefined : await as(`adapter ${adapterDir}`, () => rl.Adapter.load(model, adapterDir));
@@ -103,21 +105,8 @@ async function runExport(args: string[]): Promise<number> {
   return 0;
 }
 
-/** The base model folder an adapter names (adapter_config.json's base_model_name_or_path), when it exists. */
 /** The model's name for general.name: a Hub repo id as given, else the folder's name. */
 function modelName(arg: string, dir: string): string {
   return fs.existsSync(arg) ? path.basename(path.resolve(dir)) : arg;
 }
 
-function baseModelOf(adapterDir: string): string {
-  const cfg = readJsonFile(path.join(adapterDir, ADAPTER_CONFIG_FILE));
-  const base = typeof cfg === 'object' && cfg !== null && !Array.isArray(cfg) ? (cfg as Record<string, unknown>).base_model_name_or_path : undefined;
-  if (typeof base === 'string' && base.length > 0) {
-    // as written when it was saved: relative to where that ran, or to the adapter folder
-    for (const dir of [path.resolve(base), path.resolve(adapterDir, base)]) if (fs.existsSync(path.join(dir, 'config.json'))) return dir;
-    // a Hub repo id ("org/name"): the cache, else a download
-    if (/^[\w.-]+\/[\w.-]+$/.test(base) && !base.startsWith('.')) return base;
-    throw new UsageError(`${path.join(adapterDir, ADAPTER_CONFIG_FILE)} names its base model ${JSON.stringify(base)}, which is no model folder here: pass --model DIR`);
-  }
-  throw new UsageError(`--format gguf-lora needs --model DIR (${path.join(adapterDir, ADAPTER_CONFIG_FILE)} names no base model)`);
-}

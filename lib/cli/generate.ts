@@ -3,19 +3,21 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
-import { as, checkVocabulary, lib, loadModel, loadTokenizer, modelArgument, resolveFolder } from './common';
+import { adapterBase, as, checkVocabulary, lib, loadModel, loadTokenizer, modelArgument, resolveFolder } from './common';
 import { ADAPTER_CONFIG_FILE, RLORA_CONFIG_FILE } from '../adapter-files';
 
 export const generateCommand: Subcommand = {
   summary: 'continue a prompt with a model (and an adapter), printing the text as it comes',
   help: `rlora generate --model DIR|ID --prompt TEXT [--adapter DIR|ID] [options]
+rlora generate --adapter DIR|ID --prompt TEXT [options]
 
 Loads the model (and attaches the adapter), encodes the prompt with the model folder's
 tokenizer.json (the byte tokenizer when the folder has none; stderr says which) and prints the
 generated text on stdout token by token, stopping at eos or after --max-new-tokens.
 
   --model DIR|ID        the base model's Hugging Face folder, or a Hub repo id ("org/name":
-                        the Hugging Face cache, else a download into it)
+                        the Hugging Face cache, else a download into it); default with --adapter:
+                        the base model the adapter names (base_model_name_or_path, its revision)
   --adapter DIR|ID      an adapter folder (adapter_config.json, adapter_model.safetensors), or
                         a Hub repo id
   --prompt TEXT         the text to continue
@@ -50,7 +52,7 @@ async function runGenerate(args: string[]): Promise<number> {
   });
   if (rest.length) throw new UsageError(`unexpected argument ${rest[0]}`);
   const modelArg = stringOption(opts, 'model');
-  if (!modelArg) throw new UsageError('--model DIR is required');
+  if (!modelArg && stringOption(opts, 'adapter') === undefined) throw new UsageError('--model DIR|ID is required (or an --adapter, whose base model is used)');
   const prompt = stringOption(opts, 'prompt');
   if (prompt === undefined) throw new UsageError('--prompt TEXT is required');
   const adapterArg = stringOption(opts, 'adapter');
@@ -86,7 +88,8 @@ async function runGenerate(args: string[]): Promise<number> {
   }
 
   const rl = lib();
-  const model = await loadModel({ path: modelArgument(modelArg) }, 'model');
+  const source = modelArg !== undefined ? { path: modelArgument(modelArg) } : adapterBase(adapterDir!);
+  const model = await loadModel(source, `model${modelArg === undefined ? ` ${source.path} (the adapter's base_model_name_or_path)` : ''}`);
   const modelDir = model.source!; // a Hub repo's snapshot folder
   const hasTokenizer = fs.existsSync(path.join(modelDir, 'tokenizer.json'));
   const tokenizer = await loadTokenizer(hasTokenizer ? undefined : 'byte', modelDir, 'tokenizer');
