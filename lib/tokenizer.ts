@@ -9,7 +9,7 @@ import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 
 import { ChatMessage, checkMessages, renderChat } from './chat';
 import { budgetFor, withBudget } from './util/budget';
-import { MAX_CONFIG_JSON_BYTES, MAX_TOKENIZER_JSON_BYTES, readJsonFile, readTextFile } from './util/json';
+import { checkJsonDepth, MAX_CONFIG_JSON_BYTES, MAX_TOKENIZER_JSON_BYTES, readJsonFile, readTextFile } from './util/json';
 import { checkKeys, describeKind as describe, inspectSymbol, isRecord as isPlainObject } from './util/options';
 import { checkHubOptions, HUB_OPTION_NAMES, HubOptions, resolveLocal, resolveRepo } from './hub/resolve';
 
@@ -159,6 +159,7 @@ function hasOwnRegex(value: unknown): boolean {
 function normalizeTokenizerJson(json: unknown, source: string): Record<string, unknown> {
   const notIt = (what: string): Error =>
     new Error(`${source} is not a Hugging Face tokenizer.json: ${what}`);
+  checkJsonDepth(json, source);
   if (!isPlainObject(json)) throw notIt(`expected a JSON object, got ${describe(json)}`);
   const model = json.model;
   if (!isPlainObject(model)) {
@@ -186,6 +187,12 @@ function normalizeTokenizerJson(json: unknown, source: string): Record<string, u
       throw notIt(`added_tokens[${i}] must be an object with a string "content" and a non-negative integer "id", got ${util.inspect(t, { depth: 1 })}`);
     }
   });
+  for (const key of ['normalizer', 'pre_tokenizer', 'decoder'] as const) {
+    const growth = replaceGrowth(json[key]);
+    if (growth > MAX_REPLACE_GROWTH) {
+      throw notIt(`its ${key}'s Replace steps can make a text up to ${growth.toExponential(1)} times longer (the product of each step's replacement over its pattern; at most ${MAX_REPLACE_GROWTH} is taken): encoding would exhaust memory`);
+    }
+  }
   return {
     normalizer: null,
     pre_tokenizer: null,
@@ -194,6 +201,32 @@ function normalizeTokenizerJson(json: unknown, source: string): Record<string, u
     ...json,
     added_tokens: added,
   };
+}
+
+/** The most a tokenizer's Replace steps may lengthen a text: real ones replace a character by one or a few. */
+const MAX_REPLACE_GROWTH = 65536;
+
+/**
+ * How many times longer a text can come out of the Replace steps in `step` (a normalizer, a
+ * pre-tokenizer or a decoder, nested in Sequences), each applied to the output of the one before:
+ * the product of content length over pattern length (a regex may match one character).
+ */
+function replaceGrowth(step: unknown): number {
+  let growth = 1;
+  const stack = [step];
+  while (stack.length) {
+    const v = stack.pop();
+    if (Array.isArray(v)) stack.push(...v);
+    else if (isPlainObject(v)) {
+      if (v.type === 'Replace' && typeof v.content === 'string' && isPlainObject(v.pattern)) {
+        const p = v.pattern;
+        const matched = typeof p.String === 'string' ? Math.max(1, p.String.length) : 1;
+        growth *= Math.max(1, v.content.length / matched);
+      }
+      stack.push(...Object.values(v));
+    }
+  }
+  return growth;
 }
 
 /** A special token of the config, found in the vocabulary. */

@@ -7,7 +7,7 @@ import * as os from 'os';
 import * as path from 'path';
 import * as url from 'url';
 
-import { Adapter, ByteTokenizer, Model, MultiTaskDataset, sweep, Trainer } from '../lib';
+import { Adapter, ByteTokenizer, Model, MultiTaskDataset, sweep, Tokenizer, Trainer } from '../lib';
 import { evalText, stepLine } from '../lib/logging/text';
 import { progressText } from '../lib/progress';
 import { resolveSweep } from '../lib/sweep/config';
@@ -281,6 +281,33 @@ describe('unclear errors, now one line naming the value', () => {
       expect(r.status).toBe(1);
       expect(r.stderr).toBe(`rlora train: environment variable WORLD_SIZE must be an integer >= 1, got "${v}"\n`);
     }
+  });
+});
+
+// Items 4 and 16: a tokenizer.json whose Replace steps double the text 30 times ran out of V8's
+// heap after 2 minutes; one nested 10,000 deep failed with a bare "Maximum call stack size exceeded".
+describe('tokenizer.json that would exhaust memory or the stack', () => {
+  const replace = (from: string, to: string) => ({ type: 'Replace', pattern: { String: from }, content: to });
+  it('Replace steps that grow a text beyond 65536 times are refused at load, naming the step kind; real ones load', () => {
+    const { json, config } = byteBpe();
+    const doubling = { ...json, normalizer: { type: 'Sequence', normalizers: Array.from({ length: 30 }, () => replace('a', 'aa')) } };
+    expect(() => Tokenizer.fromJSON(doubling, config)).toThrow(/^Tokenizer\.fromJSON is not a Hugging Face tokenizer\.json: its normalizer's Replace steps can make a text up to 1\.1e\+9 times longer .* encoding would exhaust memory$/);
+    // SentencePiece-style: a space to one character, and back in the decoder
+    const real = { ...json, normalizer: { type: 'Sequence', normalizers: [replace(' ', '\u2581'), { type: 'Prepend', prepend: '\u2581' }] }, decoder: { type: 'Sequence', decoders: [replace('\u2581', ' ')] } };
+    expect(Tokenizer.fromJSON(real, config).encode('a b').length).toBeGreaterThan(0);
+  });
+
+  it('nesting deeper than 100 levels is refused in one line naming the file and where', () => {
+    const { json, config } = byteBpe();
+    // written as text: JSON.stringify itself overflows on such a value
+    const deep = '{"type":"Sequence","normalizers":['.repeat(10_000) + JSON.stringify(replace(' ', ' ')) + ']}'.repeat(10_000);
+    const text = JSON.stringify(json).replace(/\}$/, `,"normalizer":${deep}}`); // the last key of a name wins
+    const dir = path.join(tmp, 'deep-tokenizer');
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(path.join(dir, 'tokenizer.json'), text);
+    fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify(config));
+    expect(() => Tokenizer.fromFile(dir)).toThrow(`${path.join(dir, 'tokenizer.json')} nests more than 100 levels deep (at normalizer.normalizers[0].normalizers[0]`);
+    expect(() => Tokenizer.fromJSON(text, config)).toThrow('Tokenizer.fromJSON nests more than 100 levels deep');
   });
 });
 

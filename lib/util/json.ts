@@ -44,15 +44,40 @@ export function readTextFile(file: string, options: ReadJsonOptions & { kind?: s
   }
 }
 
+/** How deep a JSON file rlora reads may nest: real configs and tokenizers nest under 10 levels. */
+export const MAX_JSON_DEPTH = 100;
+
+/**
+ * Throws when `value` nests deeper than MAX_JSON_DEPTH, naming `at` and the path to the first
+ * place too deep (code that walks such a value recursively would overflow the stack with a bare
+ * "Maximum call stack size exceeded"). Walks with a stack of its own.
+ */
+export function checkJsonDepth(value: unknown, at: string): void {
+  const stack: { v: unknown; depth: number; path: string }[] = [{ v: value, depth: 0, path: '' }];
+  while (stack.length) {
+    const { v, depth, path } = stack.pop()!;
+    if (v === null || typeof v !== 'object') continue;
+    if (depth >= MAX_JSON_DEPTH) {
+      const shown = path.length > 120 ? `${path.slice(0, 120)}...` : path;
+      throw new Error(`${at} nests more than ${MAX_JSON_DEPTH} levels deep (at ${shown || 'the top'}); no tokenizer or config needs that many`);
+    }
+    if (Array.isArray(v)) v.forEach((x, i) => stack.push({ v: x, depth: depth + 1, path: `${path}[${i}]` }));
+    else for (const [k, x] of Object.entries(v)) stack.push({ v: x, depth: depth + 1, path: path ? `${path}.${k}` : k });
+  }
+}
+
 /** Reads and parses `file`; errors name it and say what is wrong, without quoting its contents. */
 export function readJsonFile(file: string, options: ReadJsonOptions = {}): unknown {
   const at = options.where ? `${options.where}: ${file}` : file;
   const text = readTextFile(file, { maxBytes: options.maxBytes ?? MAX_CONFIG_JSON_BYTES, where: options.where, kind: 'JSON' });
+  let value: unknown;
   try {
-    return JSON.parse(text);
+    value = JSON.parse(text);
   } catch (e) {
     throw new Error(`${at} is not valid JSON${where(text, (e as Error).message)}`);
   }
+  checkJsonDepth(value, at);
+  return value;
 }
 
 /** " (line L, column C)" where V8's message gives a position, else " (it does not start like JSON)" or "". */
