@@ -35,6 +35,7 @@ export function renderChat(source: string, messages: readonly ChatMessage[], add
     } catch (err) {
       throw new Error(`the chat template does not parse: ${(err as Error).message}`);
     }
+    checkPadding(template.parsed);
     compiled.set(source, template);
   }
   const chars = messages.reduce((n, m) => n + m.content.length + m.role.length, source.length);
@@ -50,6 +51,32 @@ export function renderChat(source: string, messages: readonly ChatMessage[], add
   } catch (err) {
     if (err instanceof BudgetExceededError) throw err;
     throw new Error(`the chat template failed: ${(err as Error).message}`);
+  }
+}
+
+/** The widest indent or center a template may ask for (real templates indent by a few spaces). */
+const MAX_PAD_WIDTH = 1000;
+
+/**
+ * Refuses `indent(n)` and `center(n)` filters whose width is not a number up to MAX_PAD_WIDTH: one
+ * such call is a single built-in that the time budget cannot stop (indent(50000 * 10000) built a
+ * 500 MB string in 3 s against a 1 s budget).
+ */
+function checkPadding(program: unknown): void {
+  const stack = [program];
+  while (stack.length) {
+    const v = stack.pop();
+    if (Array.isArray(v)) stack.push(...v);
+    else if (v !== null && typeof v === 'object') {
+      const node = v as { type?: string; filter?: { type?: string; callee?: { value?: unknown }; args?: { type?: string; value?: unknown }[] } };
+      const f = node.filter;
+      if (node.type === 'FilterExpression' && f?.type === 'CallExpression' && (f.callee?.value === 'indent' || f.callee?.value === 'center')) {
+        const width = f.args?.[0];
+        const ok = width === undefined || ((width.type === 'IntegerLiteral' || width.type === 'NumericLiteral') && typeof width.value === 'number' && width.value <= MAX_PAD_WIDTH);
+        if (!ok) throw new Error(`the chat template's ${String(f.callee.value)}(...) takes a width that is not a number up to ${MAX_PAD_WIDTH}: a wider one runs past the template's time budget`);
+      }
+      stack.push(...Object.values(v));
+    }
   }
 }
 

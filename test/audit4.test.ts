@@ -311,6 +311,19 @@ describe('tokenizer.json that would exhaust memory or the stack', () => {
   });
 });
 
+// Item 25: indent(5e8) in a chat template: one built-in call the time budget could not stop (5.9 s against 1 s).
+describe('a chat template asking for a huge indent', () => {
+  it('is refused before it runs; small widths render', () => {
+    const tmpl = (w: string) => `{% for m in messages %}{{ m.content | indent(${w}) }}{% endfor %}`;
+    for (const w of ['500000000', '50000 * 10000', 'messages | length']) {
+      const { json, config } = byteBpe(tmpl(w));
+      expect(() => Tokenizer.fromJSON(json, config).applyChatTemplate([{ role: 'user', content: 'a\nb' }])).toThrow("the chat template's indent(...) takes a width that is not a number up to 1000");
+    }
+    const { json, config } = byteBpe(tmpl('2'));
+    expect(Tokenizer.fromJSON(json, config).applyChatTemplate([{ role: 'user', content: 'a\nb' }])).toBe('a\n  b');
+  });
+});
+
 // Item 19: a learning rate beyond float32 failed inside libtorch ("cannot be converted to type float").
 describe('float32 bounds of the optimizer options', () => {
   it('learningRate 1e39 is refused naming the key and the float32 bound', () => {
