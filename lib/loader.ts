@@ -247,8 +247,35 @@ function describeLibtorch(lt: Libtorch | Unusable): string {
   return `${what} from ${lt.where}`;
 }
 
+/**
+ * The address-space limit of this process in bytes (`ulimit -v`, `prlimit --as`; shared clusters
+ * set one), or null when unlimited or unknown (not Linux).
+ */
+export function addressSpaceLimit(): number | null {
+  try {
+    const m = /^Max address space\s+(\S+)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'));
+    return m && m[1] !== 'unlimited' && Number.isFinite(Number(m[1])) ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** "1000 MB" for an address-space limit. */
+export function describeLimit(bytes: number): string {
+  return `${Math.round(bytes / 2 ** 20)} MB`;
+}
+
 /** The message of a failed load: what was found, what was tried, what to install or run. */
 export function explain(report: LoadReport): string {
+  // libtorch could not be mapped under an address-space limit: that is the cause, not the build
+  const limit = addressSpaceLimit();
+  if (limit !== null && report.attempts.some((a) => /failed to map segment|cannot allocate memory/i.test(a.error ?? ''))) {
+    return [
+      `rlora: libtorch could not be loaded: this process may map at most ${describeLimit(limit)} (an address-space limit: ulimit -v or prlimit --as), too little for libtorch.`,
+      ...report.attempts.map((a) => `  tried ${a.kind} ${path.relative(process.cwd(), a.file) || a.file}: ${a.error}`),
+      'Raise or remove the limit (ulimit -v unlimited, or ask for more memory on a cluster); loading libtorch needs a few GB of address space.',
+    ].join('\n');
+  }
   // the message names every libtorch install, python3's too (loading stops at the first that fits)
   const found = inspectLibtorch();
   const rel = (f: string) => path.relative(process.cwd(), f) || f;

@@ -1,7 +1,7 @@
 // Loads the native addon (native/ math + binding/ glue) and types what it exports.
 import * as os from 'os';
 
-import { loadAddon } from './loader';
+import { addressSpaceLimit, describeLimit, loadAddon } from './loader';
 import { defaultThreads, ThreadPools } from './threads';
 
 // libgomp reads this when it loads: without it the first multi-threaded job stalled for 1 to 10 s
@@ -278,6 +278,18 @@ export interface NativeAddon {
 // Which binary: a prebuild matching the libtorch found at run time, else a local build, else an
 // error saying what to install or run (loader.ts).
 export const native: NativeAddon = loadAddon() as NativeAddon;
+
+// Under an address-space limit an out-of-memory error can leave OpenBLAS's allocator spinning in the
+// next product (seen after a failed allocation under ulimit -v): say so once, at load, where a user
+// can act on it. RLORA_QUIET_LIMITS=1 silences it.
+{
+  const limit = addressSpaceLimit();
+  if (limit !== null && process.env.RLORA_QUIET_LIMITS !== '1') {
+    process.stderr.write(
+      `rlora: this process may map at most ${describeLimit(limit)} (an address-space limit: ulimit -v or prlimit --as). A model or batch that needs more fails with an out-of-memory error, and after one the next call can hang inside OpenBLAS: raise or remove the limit (ulimit -v unlimited) rather than retrying in the same process.\n`,
+    );
+  }
+}
 
 // Threads: the usable cores (or OMP_NUM_THREADS) for libtorch's pool and for OpenBLAS's, which keeps
 // the size OPENBLAS_NUM_THREADS gave it where that is set (threads.ts).

@@ -324,6 +324,27 @@ describe('a chat template asking for a huge indent', () => {
   });
 });
 
+// Items 8 and 23: under an address-space limit (ulimit -v, prlimit --as) loading advised
+// `npx rlora build` and then aborted inside libtorch, and an out-of-memory error could leave the next
+// call spinning inside OpenBLAS: the limit is named at load.
+describe('an address-space limit', () => {
+  const prlimit = ['/usr/bin/prlimit', '/bin/prlimit'].find((f) => fs.existsSync(f));
+  (prlimit ? it : it.skip)('is named: the load fails saying so, or loads with a warning naming it', () => {
+    for (const mb of [2000, 6000]) {
+      const r = spawnSync(prlimit!, [`--as=${mb * 2 ** 20}`, process.execPath, '-r', 'tsx/cjs', '-e', "require('./lib'); console.log('loaded')"], { cwd: path.join(__dirname, '..'), encoding: 'utf8', timeout: 60_000, env: { ...process.env, RLORA_QUIET_LIMITS: '' } });
+      if (r.stdout.includes('loaded')) {
+        expect(r.stderr).toContain(`rlora: this process may map at most ${mb} MB (an address-space limit: ulimit -v or prlimit --as)`);
+      } else {
+        expect(r.stderr).toContain(`rlora: libtorch could not be loaded: this process may map at most ${mb} MB (an address-space limit`);
+        expect(r.stderr).not.toContain('npx rlora build');
+      }
+    }
+    // without a limit: nothing said
+    const free = spawnSync(process.execPath, ['-r', 'tsx/cjs', '-e', "require('./lib'); console.log('loaded')"], { cwd: path.join(__dirname, '..'), encoding: 'utf8', timeout: 60_000 });
+    expect(free.stderr).not.toContain('address-space limit');
+  });
+});
+
 // Item 19: a learning rate beyond float32 failed inside libtorch ("cannot be converted to type float").
 describe('float32 bounds of the optimizer options', () => {
   it('learningRate 1e39 is refused naming the key and the float32 bound', () => {
