@@ -274,12 +274,21 @@ describe('rlora sweep: 2 variants x 2 rates x 2 seeds in 2 workers', () => {
       const row = result.validation.find((v) => v.variant === variant && v.learningRate === best)!;
       expect(row.picked).toBe(true);
       expect(row.accuracy.mean).toBeCloseTo(means.find((m) => m.lr === best)!.acc, 12);
-      // the test runs are the pick's, trained again and scored on test
+      // the test runs are the pick's adapters, scored on test without training again: their
+      // training numbers are the validation jobs' own (the time of a training is never equal twice)
       for (const seed of [0, 1]) {
         const t = result.runs.find((r) => r.variant === variant && r.seed === seed)!;
         expect([t.split, t.learningRate]).toEqual(['test', best]);
         expect(t.tasks.yes.count).toBe(WORDS.length - 26);
+        const v = (JSON.parse(fs.readFileSync(path.join(out, 'jobs', variant, `validation-lr${best}-seed${seed}.json`), 'utf8')) as { result: JobResult }).result;
+        expect([t.seconds, t.losses, t.trainLoss, t.tokensPerSecond]).toEqual([v.seconds, v.losses, v.trainLoss, v.tokensPerSecond]);
       }
+      // the variant's adapter: its best seed at the picked rate on validation, copied to adapters/<variant>
+      const seeds = [0, 1].map((seed) => (JSON.parse(fs.readFileSync(path.join(out, 'jobs', variant, `validation-lr${best}-seed${seed}.json`), 'utf8')) as { result: JobResult }).result);
+      const top = seeds[1].meanAccuracy > seeds[0].meanAccuracy || (seeds[1].meanAccuracy === seeds[0].meanAccuracy && seeds[1].meanLoss < seeds[0].meanLoss) ? 1 : 0;
+      expect(result.adapters[variant]).toEqual({ dir: path.join(out, 'adapters', variant), learningRate: best, seed: top, chosenOn: 'validation' });
+      const saved = path.join(out, 'jobs', variant, 'adapters', `lr${best}-seed${top}`, 'adapter_model.safetensors');
+      expect(fs.readFileSync(path.join(out, 'adapters', variant, 'adapter_model.safetensors')).equals(fs.readFileSync(saved))).toBe(true);
     }
     expect(result.evaluatedOn).toBe('test');
     expect(result.runs.map((r) => `${r.seed} ${r.variant}`)).toEqual(['0 hydralora', '0 rlora', '1 hydralora', '1 rlora']);

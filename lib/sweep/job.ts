@@ -1,5 +1,6 @@
-// One job of a sweep: a variant at one learning rate and seed, trained on the train split and
-// evaluated on one split (validation or test), with what the table reports (per-task loss and
+// One job of a sweep: a variant at one learning rate and seed, trained on the train split (or its
+// adapter loaded, when the validation job of the same rate and seed trained it) and evaluated on
+// one split (validation or test), with what the table reports (per-task loss and
 // exact match, trainable parameters, tokens/s, peak memory, head similarity, the loss curve). Runs
 // in a worker process (pool.ts); the base model, tokenizer and datasets are loaded once per process.
 import * as fs from 'fs';
@@ -11,7 +12,7 @@ import { Model } from '../model';
 import { native } from '../native';
 import { ByteTokenizer, TextTokenizer, Tokenizer } from '../tokenizer';
 import { Trainer } from '../trainer';
-import type { FileRef, Job, JobResult } from './types';
+import type { FileRef, Job, JobResult, TrainingNumbers } from './types';
 
 function meanOffDiagonal(m: number[][]): number | null {
   const n = m.length;
@@ -77,7 +78,10 @@ export async function runJob(job: Job, what: string): Promise<JobResult> {
   const train = await datasetOf(job.data.train, job);
   const evaluate = await datasetOf(job.data.evaluate, job);
   const t = job.targetModules;
-  const adapter = Adapter.attach(model, { ...job.adapter, targetModules: Array.isArray(t) ? t : new RegExp(t.regex), seed: job.seed });
+  // the validation job of this rate and seed trained it already: evaluate its adapter
+  const adapter = job.trainedBy
+    ? await Adapter.load(model, job.adapterDir)
+    : Adapter.attach(model, { ...job.adapter, targetModules: Array.isArray(t) ? t : new RegExp(t.regex), seed: job.seed });
   try {
     const trainer = new Trainer(model, adapter, {
       ...job.trainer,
@@ -88,18 +92,12 @@ export async function runJob(job: Job, what: string): Promise<JobResult> {
       progress: false,
       device: job.model.device,
     });
-    native.resetPeakMemory();
-    const t0 = performance.now();
-    const history = await trainer.fit(train);
-    const seconds = (performance.now() - t0) / 1000;
-    const peak = native.memoryStats().peakAllocatedBytes;
-    const tokens = history.steps.reduce((a, r) => a + r.tokens, 0);
+    const training = job.trainedBy ?? (await train_(trainer, train));
+    if (!job.trainedBy) adapter.save(job.adapterDir);
     const tasks = await trainer.evaluate(evaluate);
     const accs = Object.values(tasks).map((x) => x.accuracy);
     const losses = Object.values(tasks).map((x) => x.loss);
     const headSimilarity = similarityByKind(adapter);
-    const curve = history.steps.map((r) => r.loss);
-    const last = curve.slice(-10);
     return {
       variant: job.variant,
       what,
@@ -111,19 +109,33 @@ export async function runJob(job: Job, what: string): Promise<JobResult> {
       tasks,
       meanAccuracy: accs.reduce((a, b) => a + b, 0) / accs.length,
       meanLoss: losses.reduce((a, b) => a + b, 0) / losses.length,
-      trainLoss: last.reduce((a, b) => a + b, 0) / last.length,
-      seconds,
+      ...training,
       totalSeconds: (performance.now() - T0) / 1000,
-      tokensPerSecond: tokens / seconds,
-      peakAllocatedBytes: peak,
       headCosine: Object.fromEntries(Object.entries(headSimilarity).map(([k, m]) => [k, meanOffDiagonal(m)])),
       headSimilarity,
-      losses: curve,
-      stopped: history.stopped,
-      skippedSteps: history.skippedSteps,
       blas: native.blasInfo(),
     };
   } finally {
     adapter.detach();
   }
+}
+
+/** Trains the job's adapter and returns what the training measured. */
+async function train_(trainer: Trainer, train: MultiTaskDataset): Promise<TrainingNumbers> {
+  native.resetPeakMemory();
+  const t0 = performance.now();
+  const history = await trainer.fit(train);
+  const seconds = (performance.now() - t0) / 1000;
+  const tokens = history.steps.reduce((a, r) => a + r.tokens, 0);
+  const curve = history.steps.map((r) => r.loss);
+  const last = curve.slice(-10);
+  return {
+    trainLoss: last.reduce((a, b) => a + b, 0) / last.length,
+    seconds,
+    tokensPerSecond: tokens / seconds,
+    peakAllocatedBytes: native.memoryStats().peakAllocatedBytes,
+    losses: curve,
+    stopped: history.stopped,
+    skippedSteps: history.skippedSteps,
+  };
 }

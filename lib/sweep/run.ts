@@ -14,7 +14,8 @@ import type { TaskEval } from '../trainer';
 import { openRegularFile, writeFileAtomically } from '../util/files';
 import { readJsonFile } from '../util/json';
 import { ResolvedData, ResolvedSweep, ResolvedVariant, resolveSweep, SweepConfigError, SweepOptions } from './config';
-import type { FileRef, Job, JobResult } from './types';
+import type { FileRef, Job, JobResult, TrainingNumbers } from './types';
+import { ADAPTER_CONFIG_FILE } from '../adapter-files';
 import { PoolTask, runPool, TaskQueue } from './pool';
 import { markdownTable, summarize, VariantSummary, writeFigure } from './report';
 import { PairedDifference, pairedDifference, Stat, stats } from './stats';
@@ -51,6 +52,12 @@ export interface SweepResult {
   /** Every learning rate of every tuned variant on validation. */
   validation: ValidationRow[];
   picks: Record<string, SweepPick>;
+  /**
+   * Each variant's adapter to use: the seed that scored best (pickBy) at the picked rate, on
+   * validation where the variant was tuned, else on the split its runs were evaluated on; copied
+   * to outputDir/adapters/<variant>/ (`dir`).
+   */
+  adapters: Record<string, { dir: string; learningRate: number; seed: number; chosenOn: 'validation' | 'test' }>;
   /** Where `runs` were evaluated: test when the sweep has test data, else validation. */
   evaluatedOn: 'test' | 'validation';
   /** Each variant at its pick, every seed: seed by seed, variants in the sweep's order. */
@@ -68,6 +75,11 @@ export interface SweepResult {
 /** The file name of a job's result under outputDir. */
 export function jobFile(outputDir: string, variant: string, split: string, learningRate: number, seed: number): string {
   return path.join(outputDir, 'jobs', variant, `${split}-lr${learningRate}-seed${seed}.json`);
+}
+
+/** Where the adapter a job trained is saved: one folder per training (variant, rate, seed), whichever split evaluated it. */
+export function adapterFolder(outputDir: string, variant: string, learningRate: number, seed: number): string {
+  return path.join(outputDir, 'jobs', variant, 'adapters', `lr${learningRate}-seed${seed}`);
 }
 
 /** What a job file holds. */
@@ -203,6 +215,32 @@ function definitionOf(r: ResolvedSweep, data: Record<string, FileRef>): Record<s
   };
 }
 
+/**
+ * Copies each variant's best adapter (the best seed at the picked rate, by pickBy) to
+ * outputDir/adapters/<variant>/, replacing an earlier sweep's.
+ */
+function bestAdapters(r: ResolvedSweep, picks: Record<string, SweepPick>, results: Map<string, JobResult>, finalSplit: 'test' | 'validation'): SweepResult['adapters'] {
+  const out: SweepResult['adapters'] = {};
+  for (const v of r.variants) {
+    const lr = picks[v.name].learningRate;
+    const chosenOn = picks[v.name].tuned ? 'validation' : finalSplit;
+    const scored = r.seeds.map((seed) => ({ seed, x: results.get(jobFile(r.outputDir, v.name, chosenOn, lr, seed))! }));
+    const better = (a: JobResult, b: JobResult): boolean =>
+      r.pickBy === 'accuracy' ? a.meanAccuracy > b.meanAccuracy || (a.meanAccuracy === b.meanAccuracy && a.meanLoss < b.meanLoss) : a.meanLoss < b.meanLoss;
+    const best = scored.reduce((b, c) => (better(c.x, b.x) ? c : b));
+    const from = adapterFolder(r.outputDir, v.name, lr, best.seed);
+    if (!fs.existsSync(path.join(from, ADAPTER_CONFIG_FILE))) continue; // a job of an earlier version, which saved none
+    const dir = path.join(r.outputDir, 'adapters', v.name);
+    const tmp = `${dir}.partial`;
+    fs.rmSync(tmp, { recursive: true, force: true });
+    fs.cpSync(from, tmp, { recursive: true });
+    fs.rmSync(dir, { recursive: true, force: true });
+    fs.renameSync(tmp, dir);
+    out[v.name] = { dir, learningRate: lr, seed: best.seed, chosenOn };
+  }
+  return out;
+}
+
 /** The learning rate a variant's validation runs pick: the best mean over seeds (pickBy), ties to the other metric, then to the earlier rate. */
 export function pickRate(rows: { learningRate: number; accuracy: Stat; loss: Stat }[], pickBy: 'accuracy' | 'loss'): number {
   const acc = (x: { accuracy: Stat }): number => (Number.isNaN(x.accuracy.mean) ? -Infinity : x.accuracy.mean);
@@ -239,7 +277,7 @@ export async function runSweep(r: ResolvedSweep): Promise<SweepResult> {
   const finalSplit: 'test' | 'validation' = data.test ? 'test' : 'validation';
   const tokenizerRefs = tokenizerFiles(r);
 
-  const jobOf = (v: ResolvedVariant, learningRate: number, seed: number, split: 'validation' | 'test'): PoolTask => ({
+  const jobOf = (v: ResolvedVariant, learningRate: number, seed: number, split: 'validation' | 'test', trainedBy?: TrainingNumbers): PoolTask => ({
     job: {
       variant: v.name,
       adapter: v.adapter,
@@ -255,6 +293,8 @@ export async function runSweep(r: ResolvedSweep): Promise<SweepResult> {
       tokenizerFiles: tokenizerRefs,
       data: { train: data.train, evaluate: data[split], options: r.data.options },
       threads: r.threads,
+      adapterDir: adapterFolder(r.outputDir, v.name, learningRate, seed),
+      ...(trainedBy ? { trainedBy } : {}),
     },
     what: v.what,
     label: `${v.name}, seed ${seed}, lr ${learningRate}, ${split}`,
@@ -306,6 +346,13 @@ export async function runSweep(r: ResolvedSweep): Promise<SweepResult> {
       };
     });
   const pct = (x: number): string => `${(100 * x).toFixed(1)}%`;
+  /** The training numbers of the validation job of (v, lr, seed), when it saved its adapter (sweeps before 2026-12-07 did not). */
+  const trainedAdapter = (v: ResolvedVariant, lr: number, seed: number): TrainingNumbers | undefined => {
+    const done = results.get(jobFile(r.outputDir, v.name, 'validation', lr, seed));
+    if (!done || !fs.existsSync(path.join(adapterFolder(r.outputDir, v.name, lr, seed), ADAPTER_CONFIG_FILE))) return undefined;
+    const { trainLoss, seconds, tokensPerSecond, peakAllocatedBytes, losses, stopped, skippedSteps } = done;
+    return { trainLoss, seconds, tokensPerSecond, peakAllocatedBytes, losses, stopped, skippedSteps };
+  };
   /** Picks the variant's rate once all its validation jobs are done, and starts its final jobs; returns the line saying so. */
   const maybePick = (v: ResolvedVariant): string | undefined => {
     if (picks[v.name] || !v.learningRates.every((lr) => r.seeds.every((seed) => results.has(jobFile(r.outputDir, v.name, 'validation', lr, seed))))) return undefined;
@@ -314,7 +361,8 @@ export async function runSweep(r: ResolvedSweep): Promise<SweepResult> {
     picks[v.name] = { learningRate: lr, tuned: true };
     const row = rows.find((x) => x.learningRate === lr)!;
     const others = rows.filter((x) => x !== row).map((x) => `${x.learningRate} ${pct(x.accuracy.mean)}`).join(', ');
-    start(r.seeds.map((seed) => jobOf(v, lr, seed, finalSplit)));
+    // the test jobs evaluate the adapters their validation jobs trained (the same training: not run again)
+    start(r.seeds.map((seed) => jobOf(v, lr, seed, finalSplit, trainedAdapter(v, lr, seed))));
     return `picked on validation: ${v.name} lr ${lr} (mean accuracy ${pct(row.accuracy.mean)}, loss ${row.loss.mean.toFixed(3)} over ${r.seeds.length} seed${r.seeds.length === 1 ? '' : 's'}; others: ${others})`;
   };
 
@@ -360,6 +408,7 @@ export async function runSweep(r: ResolvedSweep): Promise<SweepResult> {
   });
 
   const runs = r.seeds.flatMap((seed) => r.variants.map((v) => results.get(jobFile(r.outputDir, v.name, finalSplit, picks[v.name].learningRate, seed))!));
+  const adapters = bestAdapters(r, picks, results, finalSplit);
   const summary = summarize(runs, r.variants.map((v) => v.name), picks);
   const comparisons = r.compare.map(([a, b]) => pairedDifference(runs, a, b));
   const validation = tuned.flatMap(validationRows);
@@ -382,6 +431,7 @@ export async function runSweep(r: ResolvedSweep): Promise<SweepResult> {
     jobs: { total, run: ran, reused },
     validation,
     picks,
+    adapters,
     evaluatedOn: finalSplit,
     runs,
     summary,
@@ -401,5 +451,6 @@ export async function runSweep(r: ResolvedSweep): Promise<SweepResult> {
   result.totalSeconds = (performance.now() - T0) / 1000;
   writeFileAtomically(path.join(r.outputDir, 'sweep.json'), JSON.stringify(result, null, 2) + '\n');
   log(`wrote ${written.map((f) => path.join(r.outputDir, f)).join(', ')}; ${fmtSeconds(result.totalSeconds)} in all`);
+  for (const [v, a] of Object.entries(adapters)) log(`adapter of ${v}: ${a.dir} (lr ${a.learningRate}, seed ${a.seed}, the best seed on ${a.chosenOn})`);
   return result;
 }

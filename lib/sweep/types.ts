@@ -52,7 +52,18 @@ export interface Job {
   tokenizerFiles: FileRef[];
   data: { train: FileRef; evaluate: FileRef; options: { template?: string; maxLength?: number; fields?: { task?: string; prompt?: string; response?: string }; addBos?: boolean; addEos?: boolean } };
   threads: number;
+  /** The folder the trained adapter is saved to (outputDir/jobs/<variant>/adapters/lr<rate>-seed<seed>), shared by the validation and test job of one training. */
+  adapterDir: string;
+  /**
+   * Set when the same training ran already (the validation job of this rate and seed): the job
+   * loads its adapter from adapterDir and evaluates it, instead of training again; the training's
+   * numbers are that job's.
+   */
+  trainedBy?: TrainingNumbers;
 }
+
+/** What a job's training measured, carried over to a test job that evaluates the same adapter. */
+export type TrainingNumbers = Pick<JobResult, 'trainLoss' | 'seconds' | 'tokensPerSecond' | 'peakAllocatedBytes' | 'losses' | 'stopped' | 'skippedSteps'>;
 
 export interface JobResult {
   variant: string;
