@@ -155,8 +155,8 @@ describe('inspect', () => {
     return blocks;
   }
 
-  it('hydralora at init: every pair of heads has similarity 1, and the sizes are printed', async () => {
-    const r = ok(await rlora(['inspect', dirs.hydralora]));
+  it('hydralora at init (--all): every pair of heads has similarity 1, and the sizes are printed', async () => {
+    const r = ok(await rlora(['inspect', dirs.hydralora, '--all']));
     const m = printedMatrices(r.stdout);
     expect(Object.keys(m)).toEqual(Object.keys(native.hydralora));
     for (const rows of Object.values(m)) {
@@ -171,8 +171,8 @@ describe('inspect', () => {
     expect(r.stdout).not.toContain('\x1b['); // not a terminal, and NO_COLOR
   });
 
-  it('rlora at init: near 0 off the diagonal; the numbers are the layer\'s own headSimilarity', async () => {
-    const [text, json] = await Promise.all([rlora(['inspect', dirs.rlora]), rlora(['inspect', dirs.rlora, '--json'])]);
+  it('rlora at init (--all): near 0 off the diagonal; the numbers are the layer\'s own headSimilarity', async () => {
+    const [text, json] = await Promise.all([rlora(['inspect', dirs.rlora, '--all']), rlora(['inspect', dirs.rlora, '--json'])]);
     const m = printedMatrices(ok(text).stdout);
     expect(Object.keys(m)).toEqual(Object.keys(native.rlora));
     for (const [name, rows] of Object.entries(m)) {
@@ -189,6 +189,27 @@ describe('inspect', () => {
     for (const mod of info.modules) {
       mod.similarity.forEach((row, i) => row.forEach((v, j) => expect(Math.abs(v - native.rlora[mod.name][i][j])).toBeLessThan(1e-12)));
     }
+  });
+
+  it('by default one heatmap per kind of module: the mean of its modules\' matrices, and how to see each', async () => {
+    const r = ok(await rlora(['inspect', dirs.rlora]));
+    const blocks: Record<string, number[][]> = {};
+    let current: number[][] | undefined;
+    for (const line of r.stdout.split('\n')) {
+      const head = /^(\w+)\s+\(mean of (\d+) modules?, 4 heads;/.exec(line);
+      if (head) blocks[head[1]] = current = [];
+      else if (current && /^\s+B\d+(\s+B\d+)*\s*$/.test(line)) continue;
+      else if (current && /^\s+B\d+\s/.test(line)) current.push([...line.replace(/^\s+B\d+/, '').matchAll(/-?\d+\.\d+/g)].map((m) => Number(m[0])));
+      else current = undefined;
+    }
+    expect(Object.keys(blocks)).toEqual(['q_proj', 'up_proj', 'down_proj']);
+    expect(printedMatrices(r.stdout)).toEqual({}); // no module's own
+    for (const [kind, rows] of Object.entries(blocks)) {
+      const mods = Object.entries(native.rlora).filter(([n]) => n.endsWith(`.${kind}`)).map(([, m]) => m);
+      expect(mods).toHaveLength(2);
+      rows.forEach((row, i) => row.forEach((v, j) => expect(Math.abs(v - (mods[0][i][j] + mods[1][i][j]) / 2)).toBeLessThanOrEqual(0.005 + 1e-12)));
+    }
+    expect(r.stdout).toContain(`each module's own heatmap: rlora inspect ${dirs.rlora} --all`);
   });
 
   it('--module filters; colors are 256-color backgrounds on a terminal', async () => {

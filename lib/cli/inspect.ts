@@ -12,17 +12,20 @@ import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, RLORA_CONFIG_FILE } from '..
 
 export const inspect: Subcommand = {
   summary: 'sizes, config and per-module head similarity (a terminal heatmap) of a saved adapter',
-  help: `rlora inspect <adapter-dir or Hub repo id> [--module REGEX] [--json]
+  help: `rlora inspect <adapter-dir or Hub repo id> [--all | --module REGEX] [--json]
 
 Reads adapter_config.json, rlora_config.json and adapter_model.safetensors of an adapter folder (or a checkpoint
 folder, or a Hub repo's: the Hugging Face cache, else a download into it) and prints: the file size and dtype, the number of adapted modules, trainable parameters
-(A, the heads B_i, the router; the frozen R-LoRA offset counted apart), the adapter config, and per
-module the N x N cosine similarity of the flattened heads B_0 .. B_{N-1} as a heatmap: 1 means two
-heads are identical (HydraLoRA starts so), near 0 that they differ (R-LoRA's aim). Needs no base
-model. Colors (256-color backgrounds) on a terminal unless NO_COLOR is set; else shade blocks
+(A, the heads B_i, the router; the frozen R-LoRA offset counted apart), the adapter config, a table
+of the modules, and the N x N cosine similarity of the flattened heads B_0 .. B_{N-1} as a heatmap
+for each kind of module (q_proj, down_proj, ...: the mean over its layers; --all: each module's
+own): 1 means two heads are identical (HydraLoRA starts so), near 0 that they differ (R-LoRA's
+aim). Needs no base model. Colors (256-color backgrounds) on a terminal unless NO_COLOR is set; else shade blocks
 (' ', ░, ▒, ▓, █ for |similarity| from 0 to 1) before each number.
 
-  --module REGEX   only the modules whose full name matches (e.g. 'layers\\.0\\.' or 'down_proj')
+  --all            a heatmap for every module (default: one per kind of module, averaged)
+  --module REGEX   only the modules whose full name matches (e.g. 'layers\\.0\\.' or 'down_proj'),
+                   each with its heatmap
   --json           everything as JSON (similarity matrices included)
 
 Examples:
@@ -203,7 +206,7 @@ function configLines(c: Record<string, any>): string[][] { // eslint-disable-lin
 }
 
 async function runInspect(args: string[]): Promise<number> {
-  const { opts, rest } = parseArgs(args, { module: 'value', json: 'flag' });
+  const { opts, rest } = parseArgs(args, { module: 'value', json: 'flag', all: 'flag' });
   if (rest.length !== 1) throw new UsageError(rest.length ? `one adapter folder, got ${rest.length} arguments` : 'the adapter folder is required');
   const dir = await resolveFolder(rest[0], 'adapter', 'adapter');
   let filter: RegExp | undefined;
@@ -271,9 +274,25 @@ async function runInspect(args: string[]): Promise<number> {
       summary.push([m.name, String(m.heads), String(m.rank), String(m.inFeatures), String(m.outFeatures), m.parameters.toLocaleString('en-US'), m.meanOffDiagonal?.toFixed(3) ?? '-', m.maxOffDiagonal?.toFixed(3) ?? '-']);
     }
     out.push('', table(summary, [false, true, true, true, true, true, true, true]));
-    for (const m of shown) {
-      if (m.heads < 2) continue;
-      out.push('', `${m.name}  (${m.heads} heads; off-diagonal mean ${m.meanOffDiagonal!.toFixed(3)}, max ${m.maxOffDiagonal!.toFixed(3)})`, heatmap(m.similarity, color));
+    if (opts.all || opts.module !== undefined) {
+      for (const m of shown) {
+        if (m.heads < 2) continue;
+        out.push('', `${m.name}  (${m.heads} heads; off-diagonal mean ${m.meanOffDiagonal!.toFixed(3)}, max ${m.maxOffDiagonal!.toFixed(3)})`, heatmap(m.similarity, color));
+      }
+    } else {
+      // one heatmap per kind of module: the mean of its modules' matrices (same head count)
+      for (const kind of shorts) {
+        const mods = shown.filter((m) => m.heads > 1 && m.name.slice(m.name.lastIndexOf('.') + 1) === kind);
+        const groups = new Map<number, ModuleInfo[]>();
+        for (const m of mods) (groups.get(m.heads) ?? groups.set(m.heads, []).get(m.heads)!).push(m);
+        for (const [heads, group] of groups) {
+          const mean = group[0].similarity.map((row, i) => row.map((_, j) => group.reduce((a, m) => a + m.similarity[i][j], 0) / group.length));
+          const off = offDiagonal(mean);
+          const offMean = off.reduce((a, b) => a + b, 0) / off.length;
+          out.push('', `${kind}  (mean of ${group.length} module${group.length === 1 ? '' : 's'}, ${heads} heads; off-diagonal mean ${offMean.toFixed(3)}, max ${Math.max(...off).toFixed(3)})`, heatmap(mean, color));
+        }
+      }
+      if (shown.length > shorts.length) out.push('', `each module's own heatmap: rlora inspect ${args[0] ?? 'DIR'} --all`);
     }
   }
   console.log(out.join('\n'));
