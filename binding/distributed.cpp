@@ -33,11 +33,11 @@ Napi::Value to_js_array(Napi::Env env, const std::vector<T>& values) {
 }
 
 // distInit({masterAddr, masterPort, rank, worldSize, backend, timeoutMs, localRank, bucketCapBytes, useLibuv,
-//           agentStore, restartCount}) -> Promise<void>
+//           agentStore, restartCount, runId?}) -> Promise<void>
 Napi::Value DistInit(const Napi::CallbackInfo& info) {
   OptionsReader o(info[0], "distInit",
                   {"masterAddr", "masterPort", "rank", "worldSize", "backend", "timeoutMs", "localRank", "bucketCapBytes",
-                   "useLibuv", "agentStore", "restartCount"},
+                   "useLibuv", "agentStore", "restartCount", "runId"},
                   /*required=*/true);
   dist::InitOptions opts;
   opts.master_addr = o.string("masterAddr");
@@ -51,6 +51,7 @@ Napi::Value DistInit(const Napi::CallbackInfo& info) {
   opts.use_libuv = o.boolean("useLibuv");
   opts.agent_store = o.boolean("agentStore");
   opts.restart_count = static_cast<int>(o.integer("restartCount"));
+  if (o.has("runId")) opts.run_id = o.string("runId");
   return run_async_void(info.Env(), [opts] { dist::init(opts); });
 }
 

@@ -35,9 +35,17 @@ export interface DistributedOptions {
    * (benchmarks/README.md "benchmarks/distributed": no gain on 2 cores).
    */
   bucketCapMb?: number;
+  /**
+   * What this run is: a rank whose runId differs from rank 0's (a rank of another job started on the
+   * same MASTER_PORT, or one started with other options) is refused at the rendezvous, naming both,
+   * and never counted among this run's ranks. Trainer.fit sets it to a hash of the configuration,
+   * the training data and the base weights. Default: the environment's RLORA_RUN_ID, else
+   * TORCHELASTIC_RUN_ID (torchrun's --rdzv-id), else empty (any rank is taken).
+   */
+  runId?: string;
 }
 
-const OPTION_NAMES = ['backend', 'timeoutMs', 'masterAddr', 'masterPort', 'rank', 'worldSize', 'localRank', 'bucketCapMb'];
+const OPTION_NAMES = ['backend', 'timeoutMs', 'masterAddr', 'masterPort', 'rank', 'worldSize', 'localRank', 'bucketCapMb', 'runId'];
 export const DEFAULT_TIMEOUT_MS = 600_000;
 /** DDP's bucket_cap_mb. */
 export const DEFAULT_NCCL_BUCKET_MB = 25;
@@ -93,7 +101,9 @@ export function resolveOptions(o: DistributedOptions = {}, env: Env = process.en
   if (typeof bucketCapMb !== 'number' || !Number.isFinite(bucketCapMb) || bucketCapMb < 0 || bucketCapMb > 1 << 20) {
     throw new RangeError(`distributed: bucketCapMb must be a number from 0 to ${1 << 20} (MiB), got ${util.inspect(bucketCapMb)}`);
   }
-  return { backend, timeoutMs, masterAddr, masterPort, rank, worldSize, localRank, bucketCapMb };
+  const runId = o.runId ?? env.RLORA_RUN_ID ?? env.TORCHELASTIC_RUN_ID ?? '';
+  if (typeof runId !== 'string' || runId.length > 1024) throw new RangeError(`distributed: runId must be a string of at most 1024 characters, got ${util.inspect(runId, { maxStringLength: 40 })}`);
+  return { backend, timeoutMs, masterAddr, masterPort, rank, worldSize, localRank, bucketCapMb, runId };
 }
 
 export interface StoreOptions {

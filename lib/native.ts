@@ -262,7 +262,7 @@ export interface NativeAddon {
   exchangePaths(a: string, b: string): number;
   /** Linux PR_SET_PDEATHSIG: `signal` when the parent dies; 0, ESRCH when parentPid is no longer the parent, or the errno. */
   setParentDeathSignal(signal: number, parentPid: number): number;
-  distInit(options: { masterAddr: string; masterPort: number; rank: number; worldSize: number; backend: string; timeoutMs: number; localRank: number; bucketCapBytes: number; useLibuv: boolean; agentStore: boolean; restartCount: number }): Promise<void>;
+  distInit(options: { masterAddr: string; masterPort: number; rank: number; worldSize: number; backend: string; timeoutMs: number; localRank: number; bucketCapBytes: number; useLibuv: boolean; agentStore: boolean; restartCount: number; runId: string }): Promise<void>;
   distInfo(): { rank: number; worldSize: number; backend: string; device: string } | null;
   /** The last step with buckets during backward: buckets, how many started before backward returned, whether it summed again after backward, and ms waited after backward. Tests and benchmarks. */
   distLastReduce(): { buckets: number; startedInBackward: number; fallback: boolean; waitMs: number };

@@ -238,22 +238,39 @@ describe('data parallel (gloo)', () => {
     expect(maxRelDiff(read(twoA).state, read(one).state)).toBeGreaterThan(1e-4);
   });
 
+  // Issue 33 item 14: job B's rank 1 joined job A (and exited 0); A's own rank 1 then hung
+  itDp('two jobs on one MASTER_PORT: the other job\'s rank is refused and never counted; this job trains', async () => {
+    const port = String(await freePort());
+    const env = (r: number) => ({ WORLD_SIZE: '2', RANK: String(r), MASTER_ADDR: '127.0.0.1', MASTER_PORT: port });
+    const a = path.join(tmp, 'job-a.json'), b = path.join(tmp, 'job-b.json');
+    const a0 = runChild({ batchSize: 4, steps: 3, out: a, timeoutMs: 30_000 }, env(0));
+    await new Promise((r) => setTimeout(r, 1500)); // A's rank 0 hosts the store
+    const b1 = await runChild({ batchSize: 4, steps: 3, out: b, timeoutMs: 30_000, otherData: true }, env(1));
+    expect(b1.code).toBe(1);
+    expect(b1.stderr).toContain('data parallel over 2 processes: rank 1 has other training data than rank 0 (or a process of another job on this MASTER_PORT: give each job its own port)');
+    const a1 = await runChild({ batchSize: 4, steps: 3, out: a, timeoutMs: 30_000 }, env(1));
+    expect([a1.code, (await a0).code]).toEqual([0, 0]);
+    expect(read(a).worldSize).toBe(2);
+    expect(fs.existsSync(b)).toBe(false);
+  });
+
   itDp('refuses ranks with different configurations, naming the rank', async () => {
     const out = path.join(tmp, 'bad.json');
-    const r = await runWorld(2, (rank) => ({ batchSize: 4, steps: 3, out, lr: rank === 1 ? 5e-3 : 1e-2, timeoutMs: 20_000 }));
+    // rank 1 refuses at the rendezvous; rank 0 names it when its rank 1 never comes (timeoutMs)
+    const r = await runWorld(2, (rank) => ({ batchSize: 4, steps: 3, out, lr: rank === 1 ? 5e-3 : 1e-2, timeoutMs: 5_000 }));
     for (const x of r) {
       expect(x.code).toBe(1);
       expect(x.stderr).toContain('data parallel over 2 processes: rank 1 has other model config, adapter, trainer options, training set size or step than rank 0');
     }
     // other modules of the same shapes (k_proj for v_proj): their gradients were summed together
-    const r3 = await runWorld(2, (rank) => ({ batchSize: 4, steps: 3, out, timeoutMs: 20_000, ...(rank === 1 ? { targets: ['q_proj', 'k_proj', 'up_proj'] } : {}) }));
+    const r3 = await runWorld(2, (rank) => ({ batchSize: 4, steps: 3, out, timeoutMs: 5_000, ...(rank === 1 ? { targets: ['q_proj', 'k_proj', 'up_proj'] } : {}) }));
     for (const x of r3) {
       expect(x.code).toBe(1);
       expect(x.stderr).toContain('data parallel over 2 processes: rank 1 has other model config, adapter, trainer options, training set size or step than rank 0');
     }
     // the same sizes with other contents: data of the same shape, base weights of another seed
     for (const [args, what] of [[{ otherData: true }, 'training data'], [{ modelSeed: 5 }, 'base weights']] as const) {
-      const r2 = await runWorld(2, (rank) => ({ batchSize: 4, steps: 3, out, timeoutMs: 20_000, ...(rank === 1 ? args : {}) }));
+      const r2 = await runWorld(2, (rank) => ({ batchSize: 4, steps: 3, out, timeoutMs: 5_000, ...(rank === 1 ? args : {}) }));
       for (const x of r2) {
         expect(x.code).toBe(1);
         expect(x.stderr).toContain(`data parallel over 2 processes: rank 1 has other ${what} than rank 0`);
@@ -494,8 +511,10 @@ describe('data parallel (gloo)', () => {
   });
 
   it('reads torchrun\'s environment, and names a bad or missing variable', () => {
-    expect(resolveOptions({}, { WORLD_SIZE: '4', RANK: '3', LOCAL_RANK: '1', MASTER_ADDR: 'node0', MASTER_PORT: '1234' })).toEqual({ backend: 'gloo', timeoutMs: 600_000, masterAddr: 'node0', masterPort: 1234, rank: 3, worldSize: 4, localRank: 1, bucketCapMb: 0 });
-    expect(resolveOptions({}, {})).toEqual({ backend: 'gloo', timeoutMs: 600_000, masterAddr: '127.0.0.1', masterPort: 29500, rank: 0, worldSize: 1, localRank: 0, bucketCapMb: 0 });
+    expect(resolveOptions({}, { WORLD_SIZE: '4', RANK: '3', LOCAL_RANK: '1', MASTER_ADDR: 'node0', MASTER_PORT: '1234' })).toEqual({ backend: 'gloo', timeoutMs: 600_000, masterAddr: 'node0', masterPort: 1234, rank: 3, worldSize: 4, localRank: 1, bucketCapMb: 0, runId: '' });
+    expect(resolveOptions({}, {})).toEqual({ backend: 'gloo', timeoutMs: 600_000, masterAddr: '127.0.0.1', masterPort: 29500, rank: 0, worldSize: 1, localRank: 0, bucketCapMb: 0, runId: '' });
+    // the run's id: given, else RLORA_RUN_ID, else torchrun's TORCHELASTIC_RUN_ID
+    expect([resolveOptions({ runId: 'x' }, { RLORA_RUN_ID: 'y' }).runId, resolveOptions({}, { RLORA_RUN_ID: 'y', TORCHELASTIC_RUN_ID: 'z' }).runId, resolveOptions({}, { TORCHELASTIC_RUN_ID: 'z' }).runId]).toEqual(['x', 'y', 'z']);
     expect(resolveOptions({ backend: 'nccl' }, {}).bucketCapMb).toBe(25); // DDP's bucket_cap_mb
     expect(resolveOptions({ bucketCapMb: 0.5 }, {}).bucketCapMb).toBe(0.5);
     expect(() => resolveOptions({ bucketCapMb: -1 })).toThrow('distributed: bucketCapMb must be a number from 0 to 1048576 (MiB), got -1');
@@ -508,7 +527,7 @@ describe('data parallel (gloo)', () => {
     expect(() => resolveOptions({}, { WORLD_SIZE: '2', RANK: '2' })).toThrow('distributed: RANK 2 is not below WORLD_SIZE 2');
     expect(() => resolveOptions({}, { MASTER_PORT: '70000' })).toThrow('environment variable MASTER_PORT must be at most 65535, got 70000');
     expect(() => resolveOptions({ backend: 'mpi' as never })).toThrow("distributed: backend must be 'gloo' or 'nccl', got 'mpi'");
-    expect(() => resolveOptions({ timeout: 5 } as never)).toThrow('distributed: unknown option "timeout"; known: backend, timeoutMs, masterAddr, masterPort, rank, worldSize, localRank, bucketCapMb');
+    expect(() => resolveOptions({ timeout: 5 } as never)).toThrow('distributed: unknown option "timeout"; known: backend, timeoutMs, masterAddr, masterPort, rank, worldSize, localRank, bucketCapMb, runId');
   });
 
   itDp('backends: NCCL only where the build has it, chosen for CUDA models; a Gloo group works on the CPU', async () => {

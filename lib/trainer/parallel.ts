@@ -51,6 +51,24 @@ export function rankSlice(b: Batch, rank: number, worldSize: number): Batch {
 }
 
 /**
+ * The rendezvous' refusal of a rank of another run, said as the parts that differ ("rank 1 has
+ * other training data than rank 0"); other errors unchanged. The message keeps the native one's
+ * hint about another job on the same port.
+ */
+function runMismatch(err: unknown, parts: Record<string, number>, what: (name: string) => string): unknown {
+  const m = err instanceof Error ? /^distributed init \(rank (\d+) of (\d+)\): .*?(?:rank 0 at \S+|a process that came as rank (\d+)) runs another run \[(.*?)\] than this rank \[(.*?)\]/.exec(err.message) : null;
+  if (!m) return err;
+  const parse = (id: string): Record<string, string> => Object.fromEntries([...id.matchAll(/(configuration|training data|base weights|run)=(\S+)/g)].map((x) => [x[1], x[2]]));
+  const [, rank, world, other, theirs, mine] = m;
+  const them = parse(theirs), us = parse(mine);
+  const differ = Object.keys(parts).filter((k) => them[k] !== us[k]).map(what);
+  const who = other !== undefined ? `rank ${other}` : `rank ${rank}`;
+  const runs = them.run !== us.run ? 'another run id (RLORA_RUN_ID or torchrun\'s)' : differ.length ? `other ${differ.join(', other ')}` : 'another run';
+  const job = ` (or a process of another job on this MASTER_PORT: give each job its own port)`;
+  return new Error(`data parallel over ${world} processes: ${who} has ${runs} than rank 0${job}: every rank must run the same configuration on the same data and base model`);
+}
+
+/**
  * Joins (or finds) the process group when data parallelism is on and checks that every rank runs
  * the same configuration (model config, adapter, `options`, data and base weights, by hashes).
  * Undefined: one process. `globalBatch`: the global batch an earlier fit of this Trainer used.
@@ -59,15 +77,48 @@ export async function joinProcessGroup(run: { model: Model; adapter: Adapter; op
   const { model, adapter, options, train } = run;
   const want = options.distributed ?? 'auto';
   if (want === false) return undefined;
+  // one process (no WORLD_SIZE, or 1): no group, whatever the option says (a group of one would
+  // listen on MASTER_PORT for nothing, and fail when another job holds that port)
+  if (!distributed.isInitialized() && distributed.worldSizeFromEnv() <= 1) return undefined;
+  if (distributed.isInitialized() && distributed.worldSize() <= 1) return undefined;
+  // every rank must train the same thing: a hash of model, adapter, options and data ...
+  const same = { ...options, progress: undefined, outputDir: undefined, distributed: undefined, device: undefined }; // each rank has its own GPU
+  // ... and of the data's tokens and the base weights themselves, not only their sizes
+  const parts: Record<string, number> = {
+    configuration: hash48(JSON.stringify({ model: model.config, adapter: adapter.options, modules: [...adapter.layers.keys()], trainer: same, data: { size: train.size, tasks: train.tasks }, step: run.step })),
+    'training data': datasetHash(train),
+    'base weights': hash48(String(model.native.fingerprint())),
+  };
+  const what = (name: string): string => (name === 'configuration' ? 'model config, adapter, trainer options, training set size or step' : name);
+  let W: number;
   if (!distributed.isInitialized()) {
-    // one process (no WORLD_SIZE, or 1): no group, whatever the option says (a group of one
-    // would listen on MASTER_PORT for nothing, and fail when another job holds that port)
-    if (distributed.worldSizeFromEnv() <= 1) return undefined;
     const given = typeof want === 'object' ? want : {};
-    await distributed.init({ ...given, backend: given.backend ?? distributed.defaultBackend(model.device) });
+    // the rendezvous takes only ranks of this run: the parts' hashes are the run's id (after any
+    // id the launcher gave), so a rank of another job on the same port is refused, not counted
+    const base = distributed.resolveOptions({ ...given }).runId;
+    const runId = [...(base ? [`run=${base}`] : []), ...Object.entries(parts).map(([k, v]) => `${k}=${v}`)].join(' ');
+    try {
+      await distributed.init({ ...given, runId, backend: given.backend ?? distributed.defaultBackend(model.device) });
+    } catch (err) {
+      throw runMismatch(err, parts, what);
+    }
+    W = distributed.worldSize();
+    if (W <= 1) return undefined;
+  } else {
+    W = distributed.worldSize();
+    // a group made before (distributed.init): compare the parts over it, one collective after the other
+    const gathered: number[][] = [];
+    for (const v of Object.values(parts)) gathered.push(await distributed.allgather(v));
+    const names = Object.keys(parts);
+    const problems = gathered.flatMap((all, k) => {
+      const differ = all.flatMap((v, i) => (v !== all[0] ? [i] : []));
+      return differ.length ? [`rank${differ.length > 1 ? 's' : ''} ${differ.join(', ')} ${differ.length > 1 ? 'have' : 'has'} other ${what(names[k])}`] : [];
+    });
+    if (problems.length) {
+      throw new Error(`data parallel over ${W} processes: ${problems.join('; ')} than rank 0: every rank must run the same configuration on the same data and base model`);
+    }
   }
-  const W = distributed.worldSize(), R = distributed.rank();
-  if (W <= 1) return undefined;
+  const R = distributed.rank();
   const commDevice = distributed.device() ?? 'cpu';
   if (commDevice !== 'cpu' && !sameDevice(commDevice, model.device)) {
     throw new Error(`data parallel: rank ${R}'s ${distributed.backendName()} group works on ${commDevice} (its LOCAL_RANK), but the model is on ${model.device}: load the model with {device: '${commDevice}'}`);
@@ -75,25 +126,6 @@ export async function joinProcessGroup(run: { model: Model; adapter: Adapter; op
   const batchSize = options.batchSize ?? 0;
   if (run.globalBatch !== undefined && run.globalBatch !== batchSize * W) {
     throw new Error(`this Trainer already trained with a global batch of ${run.globalBatch} rows; with ${W} processes it would be ${batchSize * W}: make a new Trainer (or resume from a checkpoint)`);
-  }
-  // every rank must train the same thing: compare a hash of model, adapter, options and data
-  const same = { ...options, progress: undefined, outputDir: undefined, distributed: undefined, device: undefined }; // each rank has its own GPU
-  // ... and the data's tokens and the base weights themselves, not only their sizes
-  const parts = {
-    configuration: hash48(JSON.stringify({ model: model.config, adapter: adapter.options, modules: [...adapter.layers.keys()], trainer: same, data: { size: train.size, tasks: train.tasks }, step: run.step })),
-    'training data': datasetHash(train),
-    'base weights': hash48(String(model.native.fingerprint())),
-  };
-  // one collective after the other: every rank must start them in the same order
-  const gathered: number[][] = [];
-  for (const v of Object.values(parts)) gathered.push(await distributed.allgather(v));
-  const names = Object.keys(parts);
-  const problems = gathered.flatMap((all, k) => {
-    const differ = all.flatMap((v, i) => (v !== all[0] ? [i] : []));
-    return differ.length ? [`rank${differ.length > 1 ? 's' : ''} ${differ.join(', ')} ${differ.length > 1 ? 'have' : 'has'} other ${names[k] === 'configuration' ? 'model config, adapter, trainer options, training set size or step' : names[k]}`] : [];
-  });
-  if (problems.length) {
-    throw new Error(`data parallel over ${W} processes: ${problems.join('; ')} than rank 0: every rank must run the same configuration on the same data and base model`);
   }
   return { rank: R, worldSize: W };
 }

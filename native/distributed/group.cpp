@@ -98,28 +98,56 @@ c10::intrusive_ptr<c10d::Store> make_store(const InitOptions& o, bool libuv) {
   return c10::make_intrusive<c10d::PrefixStore>("/worker/attempt_" + std::to_string(o.restart_count), store);
 }
 
+std::vector<uint8_t> bytes_of(const std::string& s) { return std::vector<uint8_t>(s.begin(), s.end()); }
+std::string string_of(const std::vector<uint8_t>& b) { return std::string(b.begin(), b.end()); }
+
 // Every rank says it arrived, then waits until all have, by `deadline`; past it, the error names
 // the ranks that never arrived (torch's own wait said "Socket Timeout" after its timeout, and the
-// process group then waited a second timeout).
+// process group then waited a second timeout). Rank 0 publishes its run id first; another rank
+// whose run id differs refuses to join (a rank of another job on the same port, or one started
+// with other options) and leaves a note that rank 0 names if its own rank never comes. Arrivals
+// are counted under the run id, so a foreign rank is never counted as one of this run's.
 void arrive(c10d::Store& store, const InitOptions& o, std::chrono::steady_clock::time_point deadline) {
-  store.set("rlora/arrived/" + std::to_string(o.rank), std::vector<uint8_t>{1});
-  store.add("rlora/arrivals", 1);
+  const std::string here = o.master_addr + ":" + std::to_string(o.master_port);
+  const std::string who = "distributed init (rank " + std::to_string(o.rank) + " of " + std::to_string(o.world_size) + "): ";
+  if (o.rank == 0) {
+    store.set("rlora/run", bytes_of(o.run_id));
+  } else {
+    while (!store.check({"rlora/run"})) {
+      if (std::chrono::steady_clock::now() >= deadline)
+        throw std::runtime_error(who + "rank 0 never arrived at " + here + " within " + std::to_string(o.timeout_ms) + " ms");
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    const std::string theirs = string_of(store.get("rlora/run"));
+    if (theirs != o.run_id) {
+      store.set("rlora/refused/" + std::to_string(o.rank), bytes_of(o.run_id));
+      throw std::runtime_error(who + "rank 0 at " + here + " runs another run [" + theirs + "] than this rank [" + o.run_id +
+                               "]: every rank must run the same configuration on the same data and base model (another job on MASTER_PORT " +
+                               std::to_string(o.master_port) + " shows this too: give each job its own port)");
+    }
+  }
+  const std::string p = "rlora/" + o.run_id + "/";
+  store.set(p + "arrived/" + std::to_string(o.rank), std::vector<uint8_t>{1});
+  store.add(p + "arrivals", 1);
   for (;;) {
-    if (store.add("rlora/arrivals", 0) >= o.world_size) return;
+    if (store.add(p + "arrivals", 0) >= o.world_size) return;
     if (std::chrono::steady_clock::now() >= deadline) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  std::string missing;
+  std::string missing, refused;
   int count = 0;
   for (int r = 0; r < o.world_size; ++r) {
-    if (store.check({"rlora/arrived/" + std::to_string(r)})) continue;
+    if (store.check({p + "arrived/" + std::to_string(r)})) continue;
     if (count++ < 16) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+    const std::string note = "rlora/refused/" + std::to_string(r);
+    if (o.rank == 0 && refused.empty() && store.check({note}))
+      refused = "; a process that came as rank " + std::to_string(r) + " runs another run [" + string_of(store.get(note)) +
+                "] than this rank [" + o.run_id + "] and left: every rank must run the same configuration on the same data and base model";
   }
   if (count > 16) missing += ", ...";
-  throw std::runtime_error("distributed init (rank " + std::to_string(o.rank) + " of " + std::to_string(o.world_size) +
-                           "): rank" + (count == 1 ? " " : "s ") + missing + " never arrived at " + o.master_addr + ":" +
-                           std::to_string(o.master_port) + " within " + std::to_string(o.timeout_ms) +
-                           " ms (start every rank with the same MASTER_ADDR, MASTER_PORT and WORLD_SIZE)");
+  throw std::runtime_error(who + "rank" + (count == 1 ? " " : "s ") + missing + " never arrived at " + here + " within " +
+                           std::to_string(o.timeout_ms) + " ms" +
+                           (refused.empty() ? " (start every rank with the same MASTER_ADDR, MASTER_PORT and WORLD_SIZE)" : refused));
 }
 
 c10::intrusive_ptr<c10d::Store> rendezvous(const InitOptions& o, std::chrono::steady_clock::time_point deadline) {

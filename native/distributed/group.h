@@ -34,6 +34,10 @@ struct InitOptions {
   // (TORCHELASTIC_RESTART_COUNT), as torch.distributed does.
   bool agent_store = false;
   int restart_count = 0;
+  // What this rank runs (lib/ passes a hash of the configuration, the data and the base weights):
+  // ranks of another run, such as another job on the same MASTER_PORT, are refused at the
+  // rendezvous, naming both, and never counted as this run's. Empty: any rank is taken.
+  std::string run_id;
 };
 
 // A collective started without waiting for it (Group::allreduce_sum_async).
