@@ -183,7 +183,7 @@ describe('R-LoRA starts exactly at the base model', () => {
 });
 
 describe('module seeds', () => {
-  // The documented derivation, computed here independently of lib/adapter.ts.
+  // The documented derivation, computed here independently of lib/adapter/targets.ts.
   const documented = (seed: number, module: string): number =>
     Number(BigInt('0x' + createHash('sha256').update(`rlora/${seed}/${module}`).digest('hex').slice(0, 12)));
 

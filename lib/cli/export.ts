@@ -5,7 +5,7 @@ import * as path from 'path';
 
 import { formatBytes, InputError, parseArgs, stringOption, Subcommand, UsageError } from './args';
 import { as, lib, loadModel, loadTokenizer, modelArgument, resolveFolder } from './common';
-import { ADAPTER_CONFIG_FILE } from '../adapter-files';
+import { ADAPTER_CONFIG_FILE } from '../adapter/files';
 import { readJsonFile } from '../util/json';
 
 const FORMATS = ['gguf', 'gguf-lora'] as const;
