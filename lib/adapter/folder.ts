@@ -6,7 +6,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import type { DataSettings } from '../data';
-import type { ResolvedLoraOptions } from '../layer';
+import type { ResolvedLoraOptions } from '../lora-options';
 import type { Model } from '../model';
 import { readJsonFile } from '../util/json';
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, RLORA_CONFIG_FILE } from './files';
