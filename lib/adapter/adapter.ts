@@ -299,7 +299,7 @@ export class Adapter {
   }
 
   private static async loadOne(model: Model, dir: string): Promise<Adapter> {
-    const folder = readAdapterFolder(dir, model);
+    const folder = readAdapterFolder(dir);
     const { configPath, weightsPath, config: cfg, rlora: r } = folder;
     refuseUnsupported(cfg, configPath);
     checkBaseShape(folder, model, dir);

@@ -103,11 +103,11 @@ export interface AdapterFolder {
 }
 
 /**
- * Reads the configs of the adapter folder `dir` (both files must exist) and checks what rlora
- * wrote into them: each a JSON object, rlora_config.json's `data`, and that an rlora adapter was
- * saved for a model of `model`'s shape. Errors name the file (and the key).
+ * Reads the configs of the adapter folder `dir` (adapter_config.json and the weights file must
+ * exist) and checks what rlora wrote into them: each a JSON object, rlora_config.json's `data`.
+ * Errors name the file (and the key).
  */
-export function readAdapterFolder(dir: string, model: Model): AdapterFolder {
+export function readAdapterFolder(dir: string): AdapterFolder {
   const configPath = path.join(dir, ADAPTER_CONFIG_FILE);
   const rloraPath = path.join(dir, RLORA_CONFIG_FILE);
   const weightsPath = path.join(dir, ADAPTER_WEIGHTS_FILE);
