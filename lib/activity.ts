@@ -67,7 +67,7 @@ export function assertNotTraining(target: object, action: string, inCallbackOk =
 }
 
 // What is attached to a model (its adapter): kept here, beside what runs on it, so that a model can
-// dispose of its adapter without knowing the Adapter class (model.ts and adapter.ts would import
+// dispose of its adapter without knowing the Adapter class (model.ts and adapter/adapter.ts would import
 // each other otherwise).
 const attachments = new WeakMap<object, { dispose(): void }>();
 

@@ -2,90 +2,14 @@
 import * as util from 'util';
 
 import { assertNotTraining } from './activity';
+import type { LoraOptions, ResolvedLoraOptions } from './lora-options';
 import { native, NativeLoraLinear, NativeTensor } from './native';
 import { Tensor } from './tensor';
 import { inspectSymbol } from './util/options';
 
 
-export type Method = 'lora' | 'hydralora' | 'rlora';
-export type InitScheme = 'kaiming' | 'gaussian' | 'unit' | 'zeros' | 'orthogonal';
-export type InitScale = 'none' | 'stable' | 'reference';
-
-/**
- * How the LoRA matrices start. Defaults come from the method's preset:
- *
- * | field      | lora      | hydralora | rlora     |
- * |------------|-----------|-----------|-----------|
- * | a          | kaiming   | kaiming   | unit      |
- * | b          | zeros     | zeros     | unit      |
- * | router     | kaiming   | kaiming   | zeros     |
- * | scale      | none      | none      | stable    |
- * | offset     | false     | false     | true      |
- *
- * Schemes: `kaiming` is Kaiming-uniform with a = sqrt(5) (bound 1/sqrt(fan_in), as LoRA);
- * `gaussian` is N(0, 1/rank^2) (PEFT's "gaussian"); `unit` is N(0, 1/in) for A and the router and
- * N(0, 1/out) for each B_i; `orthogonal` is as torch.nn.init.orthogonal_; `zeros`.
- */
-export interface InitOptions {
-  a?: InitScheme;
-  b?: InitScheme;
-  router?: InitScheme;
-  /**
-   * `stable` multiplies A and each B_i once by c / sqrt(gamma); `reference` reproduces the published
-   * R-LoRA code, whose scale sits inside its per-head loop: A is multiplied N times and B_i
-   * (0-based) N - i times; `none` leaves them.
-   */
-  scale?: InitScale;
-  /** gamma of the stable scale. Default 64. */
-  gamma?: number;
-  /** c of the stable scale: `rank` gives r^(1/4) (the published code, default), `out` gives out^(1/4) (the paper's table). */
-  stableBase?: 'rank' | 'out';
-  /**
-   * Subtract the initial product s * mean_i B_i(0) A(0) so the layer starts where the base layer
-   * was (with a uniform router). Kept as a low-rank pair (`lora_offset_A/B.weight`); the frozen
-   * weight itself is never modified. Exact only with a uniform router, so it needs
-   * `router: 'zeros'` (the `rlora` preset) when there are several heads; `scale: 'reference'`
-   * alone may combine it with another router, as the published code does.
-   */
-  offset?: boolean;
-}
-
-export interface LoraOptions {
-  /** Preset that fills every field not given. Default `rlora`. */
-  method?: Method;
-  /** Rank r of the shared down-projection A. Default 8. */
-  rank?: number;
-  /** Number of heads N (B_0 .. B_{N-1}, mixed by a softmax router when N > 1). Default 1 for `lora`, 5 otherwise. */
-  heads?: number;
-  /** alpha of the scaling s = alpha / r (or alpha / sqrt(r) with rankStabilization). Default 16. */
-  alpha?: number;
-  /** Dropout probability p in [0, 1), applied in training mode only. Default 0.1. */
-  dropout?: number;
-  /** Where dropout stands: `input` (on x before A; LoRA, HydraLoRA) or `rank` (on A x; R-LoRA). */
-  dropoutOn?: 'input' | 'rank';
-  /** Each head draws its own dropout mask (R-LoRA: true) or all share one (HydraLoRA: false). */
-  multiHeadDropout?: boolean;
-  /** rsLoRA: s = alpha / sqrt(r). Default true for `rlora`, false otherwise. */
-  rankStabilization?: boolean;
-  init?: InitOptions;
-  /** Seed of the initial values and of the dropout masks. Default 0. */
-  seed?: number;
-}
-
-/** Every option resolved: the preset with the given fields on top, plus the scaling s. */
-export interface ResolvedLoraOptions {
-  method: Method;
-  rank: number;
-  heads: number;
-  alpha: number;
-  dropout: number;
-  dropoutOn: 'input' | 'rank';
-  multiHeadDropout: boolean;
-  rankStabilization: boolean;
-  init: Required<InitOptions>;
-  seed: number;
-  scaling: number;
-}
+// The options are declared in lora-options.ts (once, for the layer and for the config files' key tables).
+export type { InitOptions, InitScale, InitScheme, LoraOptions, Method, ResolvedLoraOptions } from './lora-options';
 
 export interface BaseLinear {
   /** Frozen weight W0, [out, in]. */

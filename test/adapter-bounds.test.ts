@@ -112,6 +112,9 @@ describe('PEFT keys of adapter_config.json', () => {
       [(j) => (j.exclude_modules = '(k_proj'), 'exclude_modules is not a valid regular expression'],
       [(j) => (j.exclude_modules = 5), 'exclude_modules must be a string, a list of strings or null, got 5'],
       [(j) => (j.layers_pattern = 7), 'layers_pattern must be a string, a list of strings or null, got 7'],
+      // exclude_modules taking out every target (a string: was a TypeError naming no file, "got []")
+      [(j) => Object.assign(j, { target_modules: '.*(q_proj|v_proj)', exclude_modules: '.*' }), 'target_modules ".*(q_proj|v_proj)" selects no module of this model once exclude_modules ".*" is taken out'],
+      [(j) => Object.assign(j, { target_modules: ['q_proj'], exclude_modules: ['q_proj'] }), 'target_modules ["q_proj"] selects no module of this model once exclude_modules ["q_proj"] is taken out'],
     ];
     let k = 0;
     for (const [edit, message] of cases) {

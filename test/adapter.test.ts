@@ -87,6 +87,33 @@ describe('PEFT conventions and merge', () => {
     expect(await logits(model)).toEqual(want);
   });
 
+  it('Adapter.load resolves the target modules once (rlora folder; PEFT folder with layers_to_transform and rank_pattern)', async () => {
+    const model = await Model.fromPretrained(baseDir);
+    const dir = path.join(tmp, 'resolved-once');
+    Adapter.attach(model, { method: 'rlora', targetModules: ['q_proj', 'v_proj'], rank: 2, heads: 2 }).save(dir);
+    Adapter.of(model)!.detach();
+    const spy = jest.spyOn(Model.prototype, 'linearModuleNames');
+    try {
+      const a = await Adapter.load(model, dir);
+      expect(spy).toHaveBeenCalledTimes(1); // was 3: the patterns' pass, the size check and build each resolved them
+      expect(a.layers.size).toBe(4);
+      a.detach();
+      spy.mockClear();
+      const peft = path.join(tmp, 'resolved-once-peft');
+      Adapter.attach(model, { method: 'lora', targetModules: ['q_proj', 'v_proj'], rank: 2 }).save(peft);
+      Adapter.of(model)!.detach();
+      const config = path.join(peft, 'adapter_config.json');
+      fs.rmSync(path.join(peft, 'rlora_config.json'));
+      fs.writeFileSync(config, JSON.stringify({ ...JSON.parse(fs.readFileSync(config, 'utf8')), layers_to_transform: [0, 1], rank_pattern: { v_proj: 2 } }));
+      spy.mockClear();
+      const b = await Adapter.load(model, peft);
+      expect(spy).toHaveBeenCalledTimes(1); // was 4: those three and PEFT's choice of layers
+      expect(b.layers.size).toBe(4);
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
   it('merge folds a lora adapter into the weights with the same logits (1e-5)', async () => {
     const model = await Model.fromPretrained(baseDir);
     const a = Adapter.attach(model, { method: 'lora', targetModules: /self_attn\.(q|k|v|o)_proj$/, rank: 4 });
@@ -183,7 +210,7 @@ describe('R-LoRA starts exactly at the base model', () => {
 });
 
 describe('module seeds', () => {
-  // The documented derivation, computed here independently of lib/adapter.ts.
+  // The documented derivation, computed here independently of lib/adapter/targets.ts.
   const documented = (seed: number, module: string): number =>
     Number(BigInt('0x' + createHash('sha256').update(`rlora/${seed}/${module}`).digest('hex').slice(0, 12)));
 

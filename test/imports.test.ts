@@ -56,10 +56,10 @@ test('library code never imports from lib/cli/', () => {
   expect(bad).toEqual([]);
 });
 
-test('the run folder\'s file names are written in one module (lib/trainer/checkpoint.ts), as are the adapter folder\'s (lib/adapter-files.ts)', () => {
+test('the run folder\'s file names are written in one module (lib/trainer/checkpoint.ts), as are the adapter folder\'s (lib/adapter/files.ts)', () => {
   const owners: [RegExp, string][] = [
     [/'(trainer_state\.json|optimizer\.safetensors|rng\.safetensors|log\.jsonl|metrics\.csv)'|`checkpoint-\$\{/, path.join('trainer', 'checkpoint.ts')],
-    [/'(adapter_config\.json|adapter_model\.safetensors|rlora_config\.json)'/, 'adapter-files.ts'],
+    [/'(adapter_config\.json|adapter_model\.safetensors|rlora_config\.json)'/, path.join('adapter', 'files.ts')],
   ];
   for (const [literal, owner] of owners) {
     // code, not comments or messages: a quoted name or a template building one

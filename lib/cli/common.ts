@@ -6,7 +6,7 @@ import * as path from 'path';
 import type * as Rlora from '../index';
 import type { RepoKind } from '../hub/cache';
 import { isPathLike, resolveRepo } from '../hub/resolve';
-import { ADAPTER_CONFIG_FILE } from '../adapter-files';
+import { ADAPTER_CONFIG_FILE } from '../adapter/files';
 import { isRepoId } from '../hub/cache';
 import { readJsonFile } from '../util/json';
 import { InputError, UsageError } from './args';

@@ -16,7 +16,7 @@ import { readRunConfig, RunConfig } from './runconfig';
 
 const BUILTIN_METRIC_NAMES = Object.keys(BUILTIN_METRICS);
 import { metricLines } from './train';
-import { ADAPTER_CONFIG_FILE, RLORA_CONFIG_FILE } from '../adapter-files';
+import { ADAPTER_CONFIG_FILE, RLORA_CONFIG_FILE } from '../adapter/files';
 
 export const evalCommand: Subcommand = {
   summary: 'per-task loss and exact-match accuracy of an adapter on a JSON lines file',

@@ -5,7 +5,7 @@ import * as path from 'path';
 
 import { formatBytes, InputError, parseArgs, stringOption, Subcommand, UsageError } from './args';
 import { adapterBase, as, lib, loadModel, loadTokenizer, modelArgument, resolveFolder } from './common';
-import { ADAPTER_CONFIG_FILE } from '../adapter-files';
+import { ADAPTER_CONFIG_FILE } from '../adapter/files';
 
 const FORMATS = ['gguf', 'gguf-lora'] as const;
 const DTYPES = ['f32', 'f16', 'bf16', 'q8_0'] as const;

@@ -4,7 +4,7 @@ import * as path from 'path';
 
 import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
 import { adapterBase, as, checkVocabulary, lib, loadModel, loadTokenizer, modelArgument, resolveFolder } from './common';
-import { ADAPTER_CONFIG_FILE, RLORA_CONFIG_FILE } from '../adapter-files';
+import { ADAPTER_CONFIG_FILE, RLORA_CONFIG_FILE } from '../adapter/files';
 
 export const generateCommand: Subcommand = {
   summary: 'continue a prompt with a model (and an adapter), printing the text as it comes',

@@ -8,7 +8,7 @@ import { formatBytes, InputError, parseArgs, stringOption, Subcommand, table, Us
 import { lib, resolveFolder } from './common';
 import { readTrainerState, TRAINER_STATE_FILE } from '../trainer/checkpoint';
 import { readJsonFile } from '../util/json';
-import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, RLORA_CONFIG_FILE } from '../adapter-files';
+import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, RLORA_CONFIG_FILE } from '../adapter/files';
 
 export const inspect: Subcommand = {
   summary: 'sizes, config and per-module head similarity (a terminal heatmap) of a saved adapter',

@@ -5,7 +5,7 @@ import * as path from 'path';
 
 import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
 import { as, lib, loadModel, modelArgument, resolveFolder } from './common';
-import { ADAPTER_CONFIG_FILE } from '../adapter-files';
+import { ADAPTER_CONFIG_FILE } from '../adapter/files';
 import { holdsWorkingFolder, sameFile } from '../util/files';
 
 /** Files of a model folder that describe its tokenizer and generation, copied beside the merged weights. */

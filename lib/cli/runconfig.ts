@@ -13,7 +13,8 @@ import type { TrainerOptions } from '../trainer/options';
 import { isPlainObject, show } from '../util/options';
 import { check, describeKeys, int, Key, keyPaths, num, oneOf, pth, safeInt, Spec, str } from '../util/spec';
 import { MAX_CONFIG_JSON_BYTES, readTextFile } from '../util/json';
-import { adapterKeys, ENCODING_KEYS } from '../config-keys';
+import { ENCODING_KEYS } from '../config-keys';
+import { loraKeys } from '../lora-options';
 import { isRepoId, revisionProblem } from '../hub/cache';
 import { isPathLike } from '../hub/resolve';
 import { InputError } from './args';
@@ -50,7 +51,7 @@ const ADAPTER_KEYS: Record<string, Key> = {
     type: '["q_proj", ...] | {"regex": "..."}',
     doc: 'linear modules to adapt: short names ("gate_proj"), full names, or a regular expression on full names',
   },
-  ...adapterKeys(),
+  ...loraKeys(),
   seed: { spec: int(0), doc: 'seed of the adapter\'s initial values and dropout masks (default 0)' },
 };
 

@@ -4,7 +4,7 @@ import * as path from 'path';
 
 import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
 import { as, checkVocabulary, lib, loadModel, loadTokenizer, modelArgument, resolveFolder } from './common';
-import { ADAPTER_CONFIG_FILE } from '../adapter-files';
+import { ADAPTER_CONFIG_FILE } from '../adapter/files';
 
 export const serveCommand: Subcommand = {
   summary: 'serve a model and its adapters over OpenAI\'s API (/v1/chat/completions, /v1/completions)',

@@ -12,7 +12,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, RLORA_CONFIG_FILE } from '../adapter-files';
+import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, RLORA_CONFIG_FILE } from '../adapter/files';
 import { MAX_CONFIG_JSON_BYTES, readJsonFile } from '../util/json';
 import { isPlainObject, show } from '../util/options';
 

@@ -18,7 +18,7 @@ import * as path from 'path';
 
 import type * as HubClient from '@huggingface/hub';
 
-import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE } from '../adapter-files';
+import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE } from '../adapter/files';
 import { fsyncPath, writeAll, writeFileAtomically } from '../util/files';
 import { show } from '../util/options';
 import {

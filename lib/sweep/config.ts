@@ -7,7 +7,8 @@ import * as os from 'os';
 import * as path from 'path';
 
 import type { Example } from '../data';
-import { adapterKeys, ENCODING_KEYS } from '../config-keys';
+import { ENCODING_KEYS } from '../config-keys';
+import { loraKeys } from '../lora-options';
 import { runJsonTrainerKeys } from '../trainer/options';
 import { readJsonFile } from '../util/json';
 import { closest, isPlainObject, show } from '../util/options';
@@ -179,7 +180,7 @@ const rates: Spec = { kind: 'array', of: num(0, true), min: 1 };
 
 const ADAPTER_KEYS: Record<string, Key> = {
   targetModules: { spec: targets, doc: 'linear modules to adapt: short names, full names, or a regular expression on full names' },
-  ...adapterKeys(", merged key by key over the sweep's"),
+  ...loraKeys(", merged key by key over the sweep's"),
   seed: { spec: safeInt(0), doc: '', refused: "the sweep sets the adapter's seed: each job's seed from `seeds`" },
 };
 

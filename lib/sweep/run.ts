@@ -15,7 +15,7 @@ import { openRegularFile, writeFileAtomically } from '../util/files';
 import { readJsonFile } from '../util/json';
 import { ResolvedData, ResolvedSweep, ResolvedVariant, resolveSweep, SweepConfigError, SweepOptions } from './config';
 import type { FileRef, Job, JobResult, TrainingNumbers } from './types';
-import { ADAPTER_CONFIG_FILE } from '../adapter-files';
+import { ADAPTER_CONFIG_FILE } from '../adapter/files';
 import { PoolTask, runPool, TaskQueue } from './pool';
 import { markdownTable, summarize, VariantSummary, writeFigure } from './report';
 import { PairedDifference, pairedDifference, Stat, stats } from './stats';

@@ -8,7 +8,7 @@ import * as util from 'util';
 
 import * as distributed from '../distributed';
 import { assertNotTraining, beginTraining, duringCallback, endTraining } from '../activity';
-import { ADAPTER_WEIGHTS_FILE } from '../adapter-files';
+import { ADAPTER_WEIGHTS_FILE } from '../adapter/files';
 import { Adapter } from '../adapter';
 import { Batch, BatchSampler, MultiTaskDataset, packBatch, SamplerState } from '../data';
 import { evalText, stepLine } from '../logging/text';
