@@ -17,7 +17,7 @@ import type { ModelCardInput } from './model-card';
 import type { TextTokenizer, TokenizerFiles } from './tokenizer';
 import { naming, writeFileFully } from './util/files';
 import { budgetFor, withBudget } from './util/budget';
-import { replaceFolder } from './util/replace-folder';
+import { replaceFolder } from './replace-folder';
 import { readJsonFile } from './util/json';
 import { checkInstance, checkKeys, inspectSymbol, isPlainObject, show } from './util/options';
 import { ADAPTER_CONFIG_FILE, ADAPTER_FILES, ADAPTER_WEIGHTS_FILE, RLORA_CONFIG_FILE } from './adapter-files';
