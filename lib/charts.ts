@@ -4,7 +4,7 @@
 // trailing means, line marks, heatmaps with their values written in the cells) and render them
 // here: headless to SVG by Vega, to PNG by @resvg/resvg-js. Every SVG passes printable(): a control
 // character (in a task or variant name) is not allowed in XML; Vega escapes <, & and quotes
-// itself. Loads no addon.
+// itself. Loads no addon (docs/ARCHITECTURE.md section 11).
 import { pathToFileURL } from 'url';
 
 import { printable } from './util/printable';
