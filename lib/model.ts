@@ -11,7 +11,7 @@ import { dtypeByteSize, forEachSafetensor, readSafetensorsHeader, saveSafetensor
 import { Device, Dtype, Tensor } from './tensor';
 import { cuSeqlensTensor, longestPacked, oneRow, rows, toMaskTensor, toTokenTensor, TokenBatch } from './token-batch';
 import { writeFileFully } from './util/files';
-import { replaceFolder } from './util/replace-folder';
+import { replaceFolder } from './replace-folder';
 import { readJsonFile } from './util/json';
 import { checkChoice, checkKeys, inspectSymbol, isPlainObject, show } from './util/options';
 import { checkHubOptions, HUB_OPTION_NAMES, HubOptions, HubSource, resolveRepo } from './hub/resolve';

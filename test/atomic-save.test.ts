@@ -10,7 +10,7 @@ import * as path from 'path';
 import { Adapter, Model, saveSafetensors, Tensor, Trainer } from '../lib';
 import { native } from '../lib/native';
 import { writeAll } from '../lib/util/files';
-import { replaceFolder } from '../lib/util/replace-folder';
+import { replaceFolder } from '../lib/replace-folder';
 import { SAVE_CONFIG, TINY_BYTE_CONFIG, tempFolder } from './helpers/tiny-model';
 
 const tmp = tempFolder('rlora-atomic-');

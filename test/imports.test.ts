@@ -1,6 +1,7 @@
 // The house's import rules, read from the sources: no circle among lib/ files (type-only imports
 // count: a circle of types is still two modules that cannot be understood apart), and library
-// code never imports the CLI (lib/cli/ may import the library, not the other way round).
+// code never imports the CLI (lib/cli/ may import the library, not the other way round), and
+// lib/util/ imports nothing of lib/ outside itself.
 import * as fs from 'fs';
 import * as path from 'path';
 
@@ -53,6 +54,14 @@ test('no circle among lib/ files (type-only imports included)', () => {
 test('library code never imports from lib/cli/', () => {
   const cli = path.join(LIB, 'cli');
   const bad = files.filter((f) => !f.startsWith(cli + path.sep) && f !== path.join(LIB, 'cli.ts')).flatMap((f) => graph.get(f)!.filter((g) => g.startsWith(cli + path.sep)).map((g) => `${rel(f)} imports ${rel(g)}`));
+  expect(bad).toEqual([]);
+});
+
+test('lib/util/ sits below the rest: its files import only each other (not the addon, not the library)', () => {
+  const util = path.join(LIB, 'util');
+  const utilFiles = files.filter((f) => f.startsWith(util + path.sep));
+  expect(utilFiles.length).toBeGreaterThan(5);
+  const bad = utilFiles.flatMap((f) => graph.get(f)!.filter((g) => !g.startsWith(util + path.sep)).map((g) => `${rel(f)} imports ${rel(g)}`));
   expect(bad).toEqual([]);
 });
 

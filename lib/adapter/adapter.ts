@@ -20,7 +20,7 @@ import type { TextTokenizer, TokenizerFiles } from '../tokenizer';
 import { budgetFor, withBudget } from '../util/budget';
 import { naming, writeFileFully } from '../util/files';
 import { checkInstance, checkKeys, inspectSymbol, isPlainObject, show } from '../util/options';
-import { replaceFolder } from '../util/replace-folder';
+import { replaceFolder } from '../replace-folder';
 import { ADAPTER_CONFIG_FILE, ADAPTER_FILES, ADAPTER_WEIGHTS_FILE, RLORA_CONFIG_FILE } from './files';
 import { checkBaseShape, folderConfigs, readAdapterFolder, short, TENSOR_PREFIX } from './folder';
 import { peftTargets, perModuleRanks, refuseUnsupported } from './peft-config';

@@ -1,12 +1,11 @@
 // rlora plot <log.jsonl>: training loss per task over steps (and the overall loss), plus per-task
-// evaluation loss and accuracy when the log has them, drawn with Vega-Lite (rendered headless to
-// SVG by Vega; PNG through resvg). Needs no native addon.
+// evaluation loss and accuracy when the log has them, drawn with Vega-Lite (the charts and their
+// rendering, to SVG and PNG, are lib/charts.ts's). Needs no native addon.
 import * as fs from 'fs';
 import * as path from 'path';
-import { pathToFileURL } from 'url';
 
+import * as charts from '../charts';
 import { readTextFile } from '../util/json';
-import { printable } from '../util/printable';
 import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
 
 export const plot: Subcommand = {
@@ -83,7 +82,6 @@ export function readLog(file: string): { steps: StepLine[]; evals: EvalLine[] } 
 
 const OVERALL = 'all tasks';
 const OVERALL_COLOR = '#7f7f7f';
-const PALETTE = ['#4c78a8', '#f58518', '#e45756', '#72b7b2', '#54a24b', '#eeca3b', '#b279a2', '#ff9da6', '#9d755d', '#bab0ac'];
 
 export interface PlotOptions {
   title?: string;
@@ -100,50 +98,42 @@ export function lossSpec(log: { steps: StepLine[]; evals: EvalLine[] }, o: PlotO
   const rows: { step: number; series: string; loss: number }[] = [];
   const series: [string, (s: StepLine) => number | undefined][] = [[OVERALL, (s) => s.loss], ...tasks.map((t): [string, (s: StepLine) => number | undefined] => [t, (s) => s.taskLoss[t]])];
   for (const [name, get] of series) {
-    const window: number[] = [];
-    for (const s of log.steps) {
+    const points = log.steps.flatMap((s) => {
       const v = get(s);
-      if (typeof v !== 'number' || !Number.isFinite(v)) continue;
-      window.push(v);
-      if (window.length > smooth) window.shift();
-      rows.push({ step: s.step, series: name, loss: window.reduce((a, b) => a + b, 0) / window.length });
-    }
+      return typeof v === 'number' && Number.isFinite(v) ? [{ step: s.step, v }] : [];
+    });
+    const means = charts.trailingMean(points.map((p) => p.v), smooth);
+    points.forEach((p, i) => rows.push({ step: p.step, series: name, loss: means[i] }));
   }
-  const domain = [...tasks, OVERALL];
-  const color = {
-    field: 'series',
-    type: 'nominal',
-    title: null,
-    scale: { domain, range: [...tasks.map((_, i) => PALETTE[i % PALETTE.length]), OVERALL_COLOR] },
-  };
+  const color = charts.colorEncoding('series', [...tasks, OVERALL], [...tasks.map((_, i) => charts.PALETTE[i % charts.PALETTE.length]), OVERALL_COLOR]);
   const width = o.width ?? 640;
   const height = o.height ?? 320;
   const x = { field: 'step', type: 'quantitative', title: 'step', axis: { format: 'd', tickMinStep: 1 } };
   const y = (title: string) => ({ field: 'loss', type: 'quantitative', title, scale: o.logY ? { type: 'log' } : { zero: false } });
   const train = {
-    title: { text: `training loss${smooth > 1 ? ` (mean of ${smooth} steps)` : ''}`, anchor: 'start', fontSize: 13 },
+    title: charts.chartTitle(`training loss${smooth > 1 ? ` (mean of ${smooth} steps)` : ''}`),
     width,
     height,
     data: { values: rows },
     // the overall loss first, so beneath, thin, dashed and grey: it lies between the tasks' lines
     // and must not cover them (layers are drawn in order, the last on top)
     layer: [
-      { transform: [{ filter: `datum.series === '${OVERALL}'` }], mark: { type: 'line', strokeWidth: 1.25, strokeDash: [5, 3], clip: true }, encoding: { x, y: y('loss'), color } },
-      { transform: [{ filter: `datum.series !== '${OVERALL}'` }], mark: { type: 'line', strokeWidth: 2, clip: true }, encoding: { x, y: y('loss'), color } },
+      { transform: [{ filter: `datum.series === '${OVERALL}'` }], mark: charts.lineMark({ strokeWidth: 1.25, dash: [5, 3], clip: true }), encoding: { x, y: y('loss'), color } },
+      { transform: [{ filter: `datum.series !== '${OVERALL}'` }], mark: charts.lineMark({ strokeWidth: 2, clip: true }), encoding: { x, y: y('loss'), color } },
     ],
   };
-  const charts: unknown[] = [train];
+  const panels: unknown[] = [train];
   if (log.evals.length) {
     const evalRows = log.evals.flatMap((e) =>
       Object.entries(e.tasks).map(([task, r]) => ({ step: e.step, series: task, loss: typeof r.loss === 'number' && Number.isFinite(r.loss) ? r.loss : null, accuracy: r.accuracy })),
     );
     const half = Math.max(160, Math.floor((width - 80) / 2));
-    const mark = { type: 'line', point: true, strokeWidth: 1.5 };
-    charts.push({
+    const mark = charts.lineMark({ strokeWidth: 1.5, points: true });
+    panels.push({
       hconcat: [
-        { title: { text: 'evaluation loss', anchor: 'start', fontSize: 13 }, width: half, height: Math.round(height * 0.75), data: { values: evalRows }, mark, encoding: { x, y: y('loss'), color } },
+        { title: charts.chartTitle('evaluation loss'), width: half, height: Math.round(height * 0.75), data: { values: evalRows }, mark, encoding: { x, y: y('loss'), color } },
         {
-          title: { text: 'evaluation accuracy (exact match)', anchor: 'start', fontSize: 13 },
+          title: charts.chartTitle('evaluation accuracy (exact match)'),
           width: half,
           height: Math.round(height * 0.75),
           data: { values: evalRows },
@@ -153,54 +143,27 @@ export function lossSpec(log: { steps: StepLine[]; evals: EvalLine[] }, o: PlotO
       ],
     });
   }
-  return {
-    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-    ...(o.title ? { title: { text: o.title, fontSize: 15 } } : {}),
-    background: 'white',
-    padding: 12,
-    config: { font: 'sans-serif', legend: { orient: 'right' } },
-    resolve: { scale: { color: 'shared' } },
-    vconcat: charts,
-  };
+  return charts.figure({ title: o.title, charts: panels, config: { legend: { orient: 'right' } }, resolve: { scale: { color: 'shared' } } });
 }
 
-// vega and vega-lite are ES modules only; TypeScript compiled to CommonJS would turn import()
-// into require(), so the import is written where the compiler does not see it.
-const importEsm = new Function('specifier', 'return import(specifier)') as (specifier: string) => Promise<any>; // eslint-disable-line @typescript-eslint/no-explicit-any
-
-async function load(name: string): Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any
-  let resolved: string;
-  try {
-    resolved = require.resolve(name);
-  } catch {
-    throw new InputError(`rlora plot needs the ${name} package, which is not installed (npm install ${name})`);
-  }
-  return importEsm(pathToFileURL(resolved).href);
-}
-
-/** The chart as SVG text. */
+/** The chart as SVG text (lib/charts.ts renderSvg; a missing vega or vega-lite is an InputError). */
 export async function renderSvg(spec: Record<string, unknown>): Promise<string> {
-  const [vega, vegaLite] = await Promise.all([load('vega'), load('vega-lite')]);
-  const view = new vega.View(vega.parse(vegaLite.compile(spec).spec), { renderer: 'none' });
   try {
-    // control characters (a task name's) are not allowed in XML: the SVG would not be well-formed
-    return printable(await view.toSVG());
-  } finally {
-    view.finalize();
+    return await charts.renderSvg(spec);
+  } catch (e) {
+    if (e instanceof charts.ChartPackageError) throw new InputError(`rlora plot needs the ${e.packageName} package, which is not installed (npm install ${e.packageName})`);
+    throw e;
   }
 }
 
-/** SVG to PNG through @resvg/resvg-js (prebuilt binaries; no compiler). */
+/** SVG to PNG (lib/charts.ts renderPng; @resvg/resvg-js not loading is an InputError). */
 export function renderPng(svg: string, scale: number): Buffer {
-  let Resvg: new (svg: string, options: object) => { render(): { asPng(): Buffer } };
   try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    ({ Resvg } = require('@resvg/resvg-js'));
+    return charts.renderPng(svg, scale);
   } catch (e) {
-    throw new InputError(`--png needs @resvg/resvg-js, which does not load here (${(e as Error).message.split('\n')[0]}); the SVG was written`);
+    if (e instanceof charts.ChartPackageError) throw new InputError(`--png needs @resvg/resvg-js, which does not load here (${e.reason}); the SVG was written`);
+    throw e;
   }
-  const r = new Resvg(svg, { fitTo: { mode: 'zoom', value: scale }, font: { loadSystemFonts: true, defaultFontFamily: 'DejaVu Sans', sansSerifFamily: 'DejaVu Sans' } });
-  return r.render().asPng();
 }
 
 async function runPlot(args: string[]): Promise<number> {

@@ -1,12 +1,12 @@
 // What a sweep reports: each variant summarized over seeds (mean ± std per task, trainable
 // parameters, tokens/s, peak memory, head similarity), table.md, and the figure: training loss of
 // each variant over the steps and the head-similarity heatmap of each multi-head variant per
-// module kind, drawn with Vega-Lite, rendered headless to SVG by Vega and to PNG by
-// @resvg/resvg-js (the libraries `rlora plot` uses).
+// module kind, drawn with Vega-Lite from lib/charts.ts's pieces and rendered by it (to SVG and PNG,
+// as `rlora plot`'s charts).
 import * as fs from 'fs';
 import * as path from 'path';
-import { pathToFileURL } from 'url';
 
+import * as charts from '../charts';
 import type { JobResult } from './types';
 import { PairedDifference, Stat, stats } from './stats';
 
@@ -135,11 +135,6 @@ export function markdownTable(o: { summary: VariantSummary[]; validation: { vari
 // ---------------------------------------------------------------------------------------------
 // The figure
 
-// vega and vega-lite are ES modules only; written so that TypeScript compiled to CommonJS keeps import()
-const importEsm = new Function('specifier', 'return import(specifier)') as (specifier: string) => Promise<any>; // eslint-disable-line @typescript-eslint/no-explicit-any
-
-const COLORS = ['#4c78a8', '#f58518', '#e45756', '#72b7b2', '#54a24b', '#b279a2', '#ff9da6', '#9d755d', '#bab0ac', '#eeca3b'];
-
 export interface FigureInput {
   /** The title; ", seed <seed>" follows. */
   title: string;
@@ -153,100 +148,64 @@ export interface FigureInput {
 export function figureSpec(input: FigureInput, smooth = 10): Record<string, unknown> {
   const methods = input.variants;
   const seed = input.runs[0].seed;
+  const runs = input.runs.filter((x) => x.seed === seed);
   const curves: { method: string; step: number; loss: number }[] = [];
-  for (const r of input.runs.filter((x) => x.seed === seed)) {
-    const window: number[] = [];
-    r.losses.forEach((l, i) => {
-      window.push(l);
-      if (window.length > smooth) window.shift();
-      curves.push({ method: r.variant, step: i + 1, loss: window.reduce((a, b) => a + b, 0) / window.length });
-    });
-  }
-  const cells: { method: string; kind: string; i: number; j: number; cos: number }[] = [];
-  for (const r of input.runs.filter((x) => x.seed === seed)) {
+  for (const r of runs) charts.trailingMean(r.losses, smooth).forEach((loss, i) => curves.push({ method: r.variant, step: i + 1, loss }));
+  const cells: { method: string; kind: string; i: number; j: number; cos: number; label: string }[] = [];
+  let heads = 0;
+  for (const r of runs) {
     for (const [kind, m] of Object.entries(r.headSimilarity)) {
       if (m.length < 2) continue;
-      m.forEach((row, i) => row.forEach((cos, j) => cells.push({ method: r.variant, kind, i, j, cos })));
+      heads = Math.max(heads, m.length);
+      m.forEach((row, i) => row.forEach((cos, j) => cells.push({ method: r.variant, kind, i, j, cos, label: charts.cellLabel(cos) })));
     }
   }
   const kinds = [...new Set(cells.map((c) => c.kind))];
-  const colors = methods.map((_, i) => COLORS[i % COLORS.length]);
-  return {
-    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-    title: { text: `${input.title}, seed ${seed}`, fontSize: 15 },
-    background: 'white',
-    padding: 12,
-    config: { font: 'sans-serif' },
-    vconcat: [
+  // every facet is as large as the one with the most heads; its labels as small as they must be there
+  const layout = charts.heatmapLayout(Math.max(1, heads), cells.map((c) => c.label));
+  return charts.figure({
+    title: `${input.title}, seed ${seed}`,
+    charts: [
       {
-        title: { text: `training loss per step (mean of the last ${smooth} steps)`, anchor: 'start', fontSize: 13 },
+        title: charts.chartTitle(`training loss per step (mean of the last ${smooth} steps)`),
         width: 560,
         height: 260,
         data: { values: curves },
-        mark: { type: 'line', strokeWidth: 1.6 },
+        mark: charts.lineMark({ strokeWidth: 1.6 }),
         encoding: {
           x: { field: 'step', type: 'quantitative', title: 'step' },
           y: { field: 'loss', type: 'quantitative', title: 'loss (nats per response token)', scale: { zero: false } },
-          color: { field: 'method', type: 'nominal', scale: { domain: methods, range: colors }, title: null },
+          color: charts.colorEncoding('method', methods),
         },
       },
       ...(cells.length
         ? [
             {
-              title: { text: 'head similarity after training: cosine of heads B_i and B_j, mean over the layers, per module', anchor: 'start', fontSize: 13 },
+              title: charts.chartTitle('head similarity after training: cosine of heads B_i and B_j, mean over the layers, per module'),
               data: { values: cells },
               facet: {
                 row: { field: 'method', type: 'nominal', title: null, sort: methods },
                 column: { field: 'kind', type: 'nominal', title: null, sort: kinds },
               },
-              spec: {
-                width: 80,
-                height: 80,
-                layer: [
-                  {
-                    mark: 'rect',
-                    encoding: {
-                      x: { field: 'j', type: 'ordinal', title: 'head j' },
-                      y: { field: 'i', type: 'ordinal', title: 'head i' },
-                      color: { field: 'cos', type: 'quantitative', title: 'cosine', scale: { domain: [-1, 1], scheme: 'redblue', reverse: true } },
-                    },
-                  },
-                  {
-                    mark: { type: 'text', fontSize: 8 },
-                    encoding: {
-                      x: { field: 'j', type: 'ordinal' },
-                      y: { field: 'i', type: 'ordinal' },
-                      text: { field: 'cos', type: 'quantitative', format: '.2f' },
-                      color: { condition: { test: 'abs(datum.cos) > 0.6', value: 'white' }, value: 'black' },
-                    },
-                  },
-                ],
-              },
+              spec: charts.heatmap({
+                x: { field: 'j', title: 'head j' },
+                y: { field: 'i', title: 'head i' },
+                value: { field: 'cos', title: 'cosine', domain: [-1, 1], scheme: 'redblue', reverse: true },
+                label: 'label',
+                layout,
+                darkAbove: 0.6,
+              }),
             },
           ]
         : []),
     ],
-  };
-}
-
-async function load(name: string): Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any
-  return importEsm(pathToFileURL(require.resolve(name)).href);
+  });
 }
 
 /** Writes figure.svg and figure.png into `dir`; returns the file names. */
 export async function writeFigure(input: FigureInput, dir: string): Promise<string[]> {
-  const [vega, vegaLite] = await Promise.all([load('vega'), load('vega-lite')]);
-  const view = new vega.View(vega.parse(vegaLite.compile(figureSpec(input)).spec), { renderer: 'none' });
-  let svg: string;
-  try {
-    svg = await view.toSVG();
-  } finally {
-    view.finalize();
-  }
+  const svg = await charts.renderSvg(figureSpec(input));
   fs.writeFileSync(path.join(dir, 'figure.svg'), svg);
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const { Resvg } = require('@resvg/resvg-js') as { Resvg: new (svg: string, o: object) => { render(): { asPng(): Buffer } } };
-  const png = new Resvg(svg, { fitTo: { mode: 'zoom', value: 2 }, font: { loadSystemFonts: true, defaultFontFamily: 'DejaVu Sans', sansSerifFamily: 'DejaVu Sans' } }).render().asPng();
-  fs.writeFileSync(path.join(dir, 'figure.png'), png);
+  fs.writeFileSync(path.join(dir, 'figure.png'), charts.renderPng(svg, 2));
   return ['figure.svg', 'figure.png'];
 }

@@ -19,7 +19,7 @@ import { CLEAR_LINE, ProgressLine } from '../progress';
 import { onInterrupt, rawTerminal } from '../util/interrupt';
 import { sameDevice, Tensor } from '../tensor';
 import { ensureFolder, naming, writeFileAtomically } from '../util/files';
-import { replaceFolder } from '../util/replace-folder';
+import { replaceFolder } from '../replace-folder';
 import { checkInstance, checkKeys } from '../util/options';
 import { bool, checkValue, int } from '../util/spec';
 import { CallbackResult, CallbackState, checkCallbacks, FitOptions, TrainerCallback } from './callbacks';

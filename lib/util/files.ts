@@ -1,7 +1,7 @@
 // Writing files and folders so that a crash (kill -9, power loss) or a full disk never leaves a
 // half-written one where a complete one was: everything is written to a hidden sibling, checked,
 // flushed to disk, and only then renamed into place. Every folder rlora writes (a model, an
-// adapter, a merged model, a checkpoint) goes through replaceFolder (replace-folder.ts, which needs
+// adapter, a merged model, a checkpoint) goes through replaceFolder (lib/replace-folder.ts, which needs
 // the addon); these helpers need none, so the CLI can use them before the addon loads.
 import * as fs from 'fs';
 import * as path from 'path';

@@ -1,13 +1,14 @@
 // Replacing a folder as one step: written beside the old one, flushed, verified, then swapped in
 // (renameat2's RENAME_EXCHANGE through the addon, where the system has it). Every folder rlora
 // writes (model, adapter, merged model, checkpoint) goes through here. The other file helpers,
-// which need no addon, are in files.ts.
+// which need no addon, are in util/files.ts; this one needs the addon, so it
+// sits in lib/, above lib/native.ts, not in lib/util/.
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { native } from '../native';
-import { ensureFolder, fsyncPath, isLeftover, sideName } from './files';
-import { processAlive as alive } from './process';
+import { native } from './native';
+import { ensureFolder, fsyncPath, isLeftover, sideName } from './util/files';
+import { processAlive as alive } from './util/process';
 
 export interface ReplaceFolderOptions {
   /**
