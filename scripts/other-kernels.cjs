@@ -22,8 +22,8 @@ if (process.env.RLORA_SKIP_OTHER_KERNELS === '1') {
   process.exit(0);
 }
 const KERNEL_FREE = [
-  'adapter-bounds', 'api-surface', 'atomic-save', 'audit4', 'cli', 'data', 'data-formats', 'demo', 'dispose', 'distributed',
-  'fuzz', 'hub', 'hub-cli', 'imports', 'install', 'interrupt', 'json', 'layer-errors', 'libtorch', 'locking', 'logging',
+  'adapter-bounds', 'api-surface', 'atomic-save', 'audit4', 'charts', 'cli', 'data', 'data-formats', 'demo', 'dispose', 'distributed',
+  'fuzz', 'hub', 'hub-cli', 'imports', 'install', 'interrupt', 'json', 'layer-errors', 'libtorch', 'locking', 'logging', 'lora-options',
   'model-card', 'model-errors', 'reliability', 'resume-errors', 'safetensors', 'serve', 'steplog', 'sweep', 'tensor',
   'threads', 'tokenizer', 'types', 'workers',
 ];

@@ -22,8 +22,9 @@ MARK=.rlora-root-ready
 # Packages inside the root. The CUDA build of libtorch replaces libtorch-dev; its CMake config
 # needs the CUDA toolkit (nvcc, headers) and NCCL's header, all in contrib/non-free.
 # (libgloo-cuda-dev conflicts with libgloo-dev; apt removes the cpu root's copy of the latter.)
-# (qemu-user, util-linux and bsdutils: tests that run on an emulated CPU, under taskset, in a terminal)
-COMMON=(cmake g++ make ninja-build git ca-certificates libopenblas0-pthread nodejs npm procps xz-utils qemu-user util-linux bsdutils mount bsdextrautils)
+# (qemu-user, util-linux and bsdutils: tests that run on an emulated CPU, under taskset, in a terminal;
+# python3-pil and fonts-dejavu-core: the chart test measures labels in the PNG's font)
+COMMON=(cmake g++ make ninja-build git ca-certificates libopenblas0-pthread nodejs npm procps xz-utils qemu-user util-linux bsdutils mount bsdextrautils python3-pil fonts-dejavu-core)
 if [[ $FLAVOR == cpu ]]; then
   PKGS=("${COMMON[@]}" libgloo-dev libtorch-dev python3-torch)
 else
