@@ -47,10 +47,10 @@ class PublishedRLoRA(nn.Module):
         return y
 
 
-def published_step(W, cfg, ids, mask, labels, mods, opt, params):
-    """One training step: the reference forward with the adapters, mean cross-entropy of the next
-    token, AdamW after clipping at 1. Returns the loss."""
-    logits = decoder_forward(W, cfg, ids, mask, mods)
+def published_step(W, cfg, ids, mask, labels, mods, opt, params, attention='eager'):
+    """One training step: the reference forward with the adapters (attention 'eager', or 'sdpa' on
+    torch 2.x), mean cross-entropy of the next token, AdamW after clipping at 1. Returns the loss."""
+    logits = decoder_forward(W, cfg, ids, mask, mods, attention)
     loss = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100)
     del logits
     opt.zero_grad()
@@ -80,12 +80,12 @@ def main():
             base = reset_peak()
         t0 = time.perf_counter()
         ids, mask, labels = torch.tensor(b['inputIds']), torch.tensor(b['attentionMask']), torch.tensor(b['labels'])
-        published_step(W, cfg, ids, mask, labels, mods, opt, params)
+        published_step(W, cfg, ids, mask, labels, mods, opt, params, shape.get('attention', 'eager'))
         if step >= shape['warmup']:
             times.append(time.perf_counter() - t0)
             tokens.append(int(mask.sum()))
             peak = max(peak, peak_bytes() - base)
-    print(json.dumps({'variant': 'torch published loop', 'times': times, 'tokens': tokens, 'peakBytes': peak,
+    print(json.dumps({'variant': 'torch published loop', 'times': times, 'tokens': tokens, 'peakBytes': peak, 'peakRssBytes': peak_bytes(),
                       'trainable': sum(p.numel() for p in params)}))
 
 

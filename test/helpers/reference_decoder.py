@@ -26,7 +26,7 @@ def llama3_inv_freq(inv, rs):
     medium = ~(wavelen < high_wavelen) * ~(wavelen > low_wavelen)
     return torch.where(medium, smoothed, inv_l)
 
-def decoder_forward(W, cfg, ids, mask, lora=None):
+def decoder_forward(W, cfg, ids, mask, lora=None, attention='eager'):
     arch = cfg['architectures'][0]
     B, S = ids.shape
     H, nH, L = cfg['hidden_size'], cfg['num_attention_heads'], cfg['num_hidden_layers']
@@ -64,9 +64,14 @@ def decoder_forward(W, cfg, ids, mask, lora=None):
             a = a & (i[None, :] > i[:, None] - window)
         a = a[None] & mask[:, None, :].bool()
         return a | (torch.eye(S, dtype=torch.bool)[None] & ~a.any(-1, keepdim=True))
+    # attention='sdpa': torch 2.x's fused scaled_dot_product_attention, causal, as transformers runs
+    # it without padding (benchmarks); only where it computes the same (no padding, window, soft-cap)
+    sdpa = attention == 'sdpa'
+    if sdpa and (gemma2 or win or not bool(mask.bool().all())):
+        raise ValueError('attention="sdpa" takes unpadded batches without a sliding window or soft-capping')
     # Gemma2: the sliding window on even layers only (is_sliding = not layer_idx % 2)
-    allowed_global = allowed_with(None if gemma2 else win)
-    allowed_local = allowed_with(win)
+    allowed_global = None if sdpa else allowed_with(None if gemma2 else win)
+    allowed_local = None if sdpa else allowed_with(win)
     h = W['model.embed_tokens.weight'][ids]
     if gemma2:  # embeddings times sqrt(hidden_size), the factor rounded to the dtype
         h = h * torch.tensor(cfg['hidden_size'] ** 0.5, dtype=h.dtype)
@@ -93,13 +98,16 @@ def decoder_forward(W, cfg, ids, mask, lora=None):
         q, k = q * cos + rot(q) * sin, k * cos + rot(k) * sin
         k = k.repeat_interleave(nH // nKV, dim=1)
         v = v.repeat_interleave(nH // nKV, dim=1)
-        s = (q @ k.transpose(2, 3)) * scaling
-        if gemma2:
-            s = softcap(s, cfg.get('attn_logit_softcapping', 50.0))
-        allowed = allowed_local if (gemma2 and l % 2 == 0) or (not gemma2) else allowed_global
-        s = s.masked_fill(~allowed[:, None], float('-inf'))
-        a = torch.softmax(s.float(), -1).to(q.dtype)
-        o = (a @ v).transpose(1, 2).reshape(B, S, nH * D)
+        if sdpa:
+            o = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling).transpose(1, 2).reshape(B, S, nH * D)
+        else:
+            s = (q @ k.transpose(2, 3)) * scaling
+            if gemma2:
+                s = softcap(s, cfg.get('attn_logit_softcapping', 50.0))
+            allowed = allowed_local if (gemma2 and l % 2 == 0) or (not gemma2) else allowed_global
+            s = s.masked_fill(~allowed[:, None], float('-inf'))
+            a = torch.softmax(s.float(), -1).to(q.dtype)
+            o = (a @ v).transpose(1, 2).reshape(B, S, nH * D)
         if gemma2:  # Gemma2DecoderLayer: a norm after attention, and before and after the MLP
             h = h + rms(lin(o, p + 'self_attn.o_proj'), W[p + 'post_attention_layernorm.weight'])
             x = rms(h, W[p + 'pre_feedforward_layernorm.weight'])
