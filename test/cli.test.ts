@@ -312,7 +312,8 @@ describe('train and eval', () => {
     // run.json again in the same outputDir: refused, nothing deleted
     const again = await rlora(['train', '--config', file]);
     expect(again.code).toBe(1);
-    expect(again.stderr).toContain('already holds a run');
+    expect(again.stderr).toContain(`outputDir ${out} holds an earlier run (`);
+    expect(again.stderr).toContain(`continue it with --resume ${path.join(out, 'checkpoint-6')} (or --resume latest)`);
     expect(fs.existsSync(path.join(out, 'checkpoint-6'))).toBe(true);
   });
 
@@ -506,7 +507,7 @@ describe('Ctrl-C', () => {
     // evaluations print with the bar on
     expect(lines.filter((l) => /^eval at step \d+:$/.test(l)).length).toBeGreaterThanOrEqual(1);
     // the notice and the final lines are whole: nothing of the bar left in them
-    expect(lines).toContain('rlora train: stopping after the current step and writing a checkpoint (Ctrl-C again to quit at once, without one)');
+    expect(lines.filter((l) => /^rlora: Ctrl-C: stopping after step \d+ and writing a checkpoint \(Ctrl-C again to quit at once\)$/.test(l))).toHaveLength(1);
     const end = lines.find((l) => l.startsWith('rlora train: interrupted at step'));
     expect(end).toMatch(new RegExp(`^rlora train: interrupted at step \\d+ of 100000; checkpoint written to ${path.join(tmp, 'tty', 'out')}/checkpoint-\\d+$`));
   });

@@ -64,9 +64,11 @@ export interface TrainerOptions {
   /** Keep only the newest this many checkpoints (older ones are deleted after a new one is complete); 0 keeps all. Default 0. */
   keepCheckpoints?: number;
   /**
-   * A progress bar on stderr. Default: on when stderr is a terminal; where it is not (a log file,
-   * a pipe, CI), a line every `loggingSteps` steps and each evaluation's table instead. false:
-   * nothing on stderr.
+   * A progress bar on stderr (each evaluation's table printed above it; during an evaluation, its
+   * own line). Default: on when stderr is a terminal; where it is not (a log file, a pipe, CI), a
+   * line every `loggingSteps` steps and each evaluation's table instead. false: nothing on stderr
+   * (but the Ctrl-C notices of stopOnSigint). Trainer.evaluate shows its line where the bar would
+   * be drawn.
    */
   progress?: boolean;
   /** Where no progress bar is drawn (progress unset and stderr not a terminal): a step line every this many steps (and the first and last). Default 50. */
