@@ -13,7 +13,7 @@ import { as, checkVocabulary, describeDataset, lib, loadModel, loadTokenizer } f
 import { dieWithLauncher, launch, launchOptions, withoutLaunchFlags } from './launch';
 import { describeRunConfig, readRunConfig, RunConfig } from './runconfig';
 import { printable, shellQuote } from '../util/printable';
-import { CHECKPOINT_FILES, checkpointName, EarlierRunError, earlierRunText, latestCheckpoint, LOG_FILE, readTrainerState, TRAINER_STATE_FILE } from '../trainer/checkpoint';
+import { CHECKPOINT_FILES, checkpointName, EarlierRunError, earlierRunFiles, earlierRunText, latestCheckpoint, LOG_FILE, readTrainerState, TRAINER_STATE_FILE } from '../trainer/checkpoint';
 import { evalText, fmt } from '../logging/text';
 import { ensureWritableFolder, writeFileAtomically } from '../util/files';
 import { MAX_THREADS } from '../threads';
@@ -147,8 +147,13 @@ async function runTrain(args: string[]): Promise<number> {
   if (resume && !fs.existsSync(path.join(resume, TRAINER_STATE_FILE))) {
     throw new InputError(`${resume} is not a checkpoint (no ${TRAINER_STATE_FILE}); checkpoints are the ${checkpointName(0).replace('0', '<step>')} folders of outputDir`);
   }
-  // before a model is loaded: an outputDir that cannot be written (a read-only mount) is one line
+  // before a model is loaded: an outputDir that cannot be written (a read-only mount) is one line,
+  // and one holding an earlier run is refused as the Trainer's fit would (the same rule)
   if (rank0) await as('', () => ensureWritableFolder(cfg.outputDir, `${cfg.file}: outputDir`));
+  if (rank0 && !resume && !opts.overwrite) {
+    const earlier = earlierRunFiles(cfg.outputDir);
+    if (earlier.length) throw new InputError(earlierRunCliText(cfg.outputDir, earlier));
+  }
 
   // Ctrl-C (FitOptions.stopOnSigint): the first stops after the current step and the Trainer writes
   // a checkpoint, the second quits at once; before training starts it ends the process (nothing is written)
@@ -208,7 +213,7 @@ async function runTrain(args: string[]): Promise<number> {
       })
       .catch((e: unknown) => {
         if (!(e instanceof EarlierRunError)) throw e;
-        throw new InputError(earlierRunText(e.dir, e.files, { overwrite: 'pass --overwrite', resume: (c) => `continue it with --resume ${shellQuote(c)} (or --resume latest)` }));
+        throw new InputError(earlierRunCliText(e.dir, e.files));
       }),
   );
   if (history.stopped === 'aborted') {
@@ -244,6 +249,11 @@ async function runTrain(args: string[]): Promise<number> {
   if (shown) console.log(`\neval at step ${shown.step}${bestStep !== undefined ? ', the adapter written' : ''} (${evalName}):\n${evalText(shown.tasks)}`);
   else console.log('(no data.eval or data.validationSplit in run.json: no evaluation)');
   return 0;
+}
+
+/** An earlier run in outputDir, with the CLI's flags as the remedies. */
+function earlierRunCliText(dir: string, files: string[]): string {
+  return earlierRunText(dir, files, { overwrite: 'pass --overwrite', resume: (c) => `continue it with --resume ${shellQuote(c)} (or --resume latest)` });
 }
 
 /** --resume latest: the newest complete checkpoint of outputDir. */

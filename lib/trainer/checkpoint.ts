@@ -48,6 +48,11 @@ export function runFiles(dir: string): string[] {
   return fs.readdirSync(dir).filter((f) => f === LOG_FILE || f === METRICS_CSV_FILE || f === TENSORBOARD_DIR || CHECKPOINT_NAME.test(f) || EVAL_NAME.test(f) || LEFTOVER_NAME.test(f));
 }
 
+/** The files of an earlier run in `dir` that a new run there would mix with (leftovers of killed writes are not). */
+export function earlierRunFiles(dir: string): string[] {
+  return runFiles(dir).filter((f) => !LEFTOVER_NAME.test(f));
+}
+
 /**
  * outputDir holds files of an earlier run (`files`, checkpoints among them or not): Trainer.fit
  * refuses to log into it. The CLI words the same facts with its flags (earlierRunText).

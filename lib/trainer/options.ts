@@ -224,8 +224,8 @@ export const TRAINER_OPTIONS = {
   overwriteOutputDir: { spec: bool, default: false, doc: 'start over in an outputDir that holds an earlier run (default false)', runJson: false },
   keepCheckpoints: { spec: int(0), default: 0, doc: 'keep only the newest this many checkpoints; 0 keeps all (default 0)' },
   progress: { spec: bool, doc: 'progress bar (default: when stderr is a terminal; else a line now and then on stderr)' },
-  loggingSteps: { spec: int(1), default: 50, doc: 'without a progress bar, a line every this many steps (default 50)', runJson: false },
-  reportTo: { spec: { kind: 'string-array', values: ['csv', 'tensorboard'], allowEmpty: true }, default: [], doc: 'also write the numbers as metrics.csv and/or TensorBoard event files in outputDir (default none)', runJson: false },
+  loggingSteps: { spec: int(1), default: 50, doc: 'without a progress bar, a line every this many steps (default 50)' },
+  reportTo: { spec: { kind: 'string-array', values: ['csv', 'tensorboard'], allowEmpty: true }, default: [], doc: 'also write the numbers as metrics.csv and/or TensorBoard event files in outputDir (default none)' },
   precision: { spec: oneOf('float32', 'bfloat16'), doc: '"float32" (default) or "bfloat16": forward and backward under bfloat16 autocast' },
   device: {
     spec: {

@@ -24,7 +24,7 @@ import { replaceFolder } from '../util/replace-folder';
 import { checkInstance, checkKeys } from '../util/options';
 import { bool, checkValue, int } from '../util/spec';
 import { CallbackHandler, checkCallbacks, FitOptions, FitReporter, TrainerCallback } from './callbacks';
-import { CHECKPOINT_FILES, checkpointName, EarlierRunError, evalPredictionsName, LEFTOVER_NAME, lockRunFolder, LOG_FILE, OPTIMIZER_FILE, pruneCheckpoints, readTrainerState, restoredState, RNG_FILE, runFiles, TRAINER_STATE_FILE, TrainerState, trimLog, writeTrainerState } from './checkpoint';
+import { CHECKPOINT_FILES, checkpointName, EarlierRunError, earlierRunFiles, evalPredictionsName, LEFTOVER_NAME, lockRunFolder, LOG_FILE, OPTIMIZER_FILE, pruneCheckpoints, readTrainerState, restoredState, RNG_FILE, TRAINER_STATE_FILE, TrainerState, trimLog, writeTrainerState } from './checkpoint';
 import { readOptimizerState, readRngStates, writeOptimizerState, writeRngStates } from './checkpoint-tensors';
 import { evaluate } from './evaluate';
 import { afterStep } from './flow';
@@ -307,7 +307,7 @@ export class Trainer {
     const s = this.state;
     ensureWritableFolder(dir, 'outputDir');
     this.unlock = lockRunFolder(dir);
-    const earlier = s.step === 0 && !s.resumedFrom ? runFiles(dir).filter((f) => !LEFTOVER_NAME.test(f)) : [];
+    const earlier = s.step === 0 && !s.resumedFrom ? earlierRunFiles(dir) : [];
     if (earlier.length && !this.options.overwriteOutputDir) throw new EarlierRunError(dir, earlier);
     for (const f of earlier) fs.rmSync(path.join(dir, f), { recursive: true, force: true });
     // half-written or half-deleted checkpoints and logs of a process that was killed
