@@ -94,30 +94,14 @@ interface LockHolder {
 }
 
 /**
- * The run folders this process holds (their lock files' real paths), and whether the holder hands
- * it on to the next Trainer.fit in this process (the CLI locks before it deletes an earlier run,
- * then its Trainer trains there).
- */
-const heldHere = new Map<string, { handOn: boolean }>();
-
-
-/**
  * Locks the run folder `dir` (which exists) for one run: `dir/rlora.lock` holds this process's
  * pid, host and start time. A lock whose process no longer runs on this host (killed with -9) is
  * taken over; a live one is refused, naming its process (two runs in one outputDir mixed their
- * logs and checkpoints). Returns the release. `handOn`: the next lockRunFolder of the same folder in
- * this process (the CLI's Trainer) shares the lock instead of being refused, and its release is a
- * no-op.
+ * logs and checkpoints). Returns the release.
  * @internal
  */
-export function lockRunFolder(dir: string, options: { handOn?: boolean } = {}): () => void {
+export function lockRunFolder(dir: string): () => void {
   const file = path.join(dir, LOCK_FILE);
-  const key = path.join(fs.realpathSync(dir), LOCK_FILE);
-  const mine = heldHere.get(key);
-  if (mine?.handOn) {
-    mine.handOn = false;
-    return () => undefined;
-  }
   const me: LockHolder = { pid: process.pid, hostname: os.hostname(), started: new Date().toISOString() };
   for (let attempt = 0; ; attempt++) {
     // written whole beside it, then linked to its name: the name appears with its contents, once
@@ -130,12 +114,10 @@ export function lockRunFolder(dir: string, options: { handOn?: boolean } = {}): 
     }
     try {
       fs.linkSync(tmp, file);
-      heldHere.set(key, { handOn: Boolean(options.handOn) });
       let released = false;
       return () => {
         if (released) return;
         released = true;
-        heldHere.delete(key);
         fs.rmSync(file, { force: true });
       };
     } catch (e) {
