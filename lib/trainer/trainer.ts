@@ -222,7 +222,7 @@ export class Trainer {
     /** The steps, in columns until fit returns (a long run's history is then 8 bytes a value). */
     const steps = new StepLog();
     // in the REPL Ctrl-C is a key that interrupts the `await` but not the fit: there it stops the fit unless stopOnSigint is false
-    const stopListening = fitOptions.stopOnSigint ?? rawTerminal() ? events.listenForCtrlC() : undefined;
+    const stopListening = (fitOptions.stopOnSigint ?? rawTerminal()) ? events.listenForCtrlC() : undefined;
     this.adapter.setMode(true);
     try {
       await events.notify('onTrainBegin');
@@ -426,7 +426,7 @@ export class Trainer {
     this.checkLive();
     assertNotTraining(this.model, 'Trainer.evaluate');
     // a line on a terminal (as the training's), erased at the end: a large set takes a while
-    const line = this.options.progress ?? process.stderr.isTTY ? new EvalProgressLine(process.stderr) : undefined;
+    const line = (this.options.progress ?? process.stderr.isTTY) ? new EvalProgressLine(process.stderr) : undefined;
     try {
       const r = await evaluate(this.model, this.adapter, dataset, this.options, Boolean(options.returnPredictions), undefined, line && ((done, total) => line.update(done, total)));
       return options.returnPredictions ? r : r.tasks;
