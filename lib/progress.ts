@@ -1,5 +1,6 @@
 // The training progress line on stderr: "step 120/1000 |=====-----| loss 1.2345 | 3200 tok/s | ETA 4m05s",
-// redrawn in place (carriage return, erase line) at most ten times a second. It saves and restores
+// redrawn in place (carriage return, erase line) at most ten times a second; and an evaluation's,
+// "eval 24/40 examples |======----| ETA 12s" (EvalProgressLine), drawn on the same line. It saves and restores
 // no cursor position, so lines printed between two redraws (evaluations, a Ctrl-C notice: print
 // them after CLEAR_LINE) stay where they are, and the line is drawn again below them.
 
@@ -71,6 +72,11 @@ export class ProgressLine {
     this.#closed = true;
   }
 
+  /** Draws the line again (after another line was drawn in its place: an evaluation's). */
+  redraw(): void {
+    if (!this.#closed) this.#draw();
+  }
+
   /** Draws the last state once more and ends the line. */
   stop(): void {
     if (!this.#shown || this.#closed) return;
@@ -86,5 +92,38 @@ export class ProgressLine {
     this.#stream.write(CLEAR_LINE + progressText(this.#step, this.#total, this.#loss, this.#tps, eta, progressBarSize(this.#stream.columns)));
     this.#last = Date.now();
     this.#shown = true;
+  }
+}
+
+/** One rendering of an evaluation's line. */
+export function evalProgressText(done: number, total: number, etaSeconds: number, barSize: number): string {
+  const filled = total > 0 ? Math.min(barSize, Math.round((barSize * done) / total)) : 0;
+  return `eval ${done}/${total} examples |${'='.repeat(filled)}${'-'.repeat(barSize - filled)}| ETA ${formatEta(etaSeconds)}`;
+}
+
+/** An evaluation's progress line: drawn in place (at most ten times a second), erased by clear(). */
+export class EvalProgressLine {
+  readonly #stream: Stream;
+  readonly #t0 = Date.now();
+  #last = 0;
+  #shown = false;
+
+  constructor(stream: Stream) {
+    this.#stream = stream;
+  }
+
+  update(done: number, total: number): void {
+    if (Date.now() - this.#last < 100 && done < total) return;
+    const elapsed = (Date.now() - this.#t0) / 1000;
+    const eta = done > 0 ? (elapsed / done) * (total - done) : NaN;
+    this.#stream.write(CLEAR_LINE + evalProgressText(done, total, eta, progressBarSize(this.#stream.columns)));
+    this.#last = Date.now();
+    this.#shown = true;
+  }
+
+  /** Erases the line (nothing is left of it). */
+  clear(): void {
+    if (this.#shown) this.#stream.write(CLEAR_LINE);
+    this.#shown = false;
   }
 }

@@ -5,7 +5,7 @@
 // Every child is the real node process (process.execPath --import tsx, never the tsx launcher,
 // whose kill does not reach its child), does bounded work (small maxSteps, keepCheckpoints) and is
 // killed in a finally block.
-import { ChildProcess, spawn } from 'child_process';
+import { ChildProcess, execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -333,7 +333,8 @@ describe('train and eval', () => {
     // run.json again in the same outputDir: refused, nothing deleted
     const again = await rlora(['train', '--config', file]);
     expect(again.code).toBe(1);
-    expect(again.stderr).toContain('already holds a run');
+    expect(again.stderr).toContain(`outputDir ${out} holds an earlier run (`);
+    expect(again.stderr).toContain(`continue it with --resume ${path.join(out, 'checkpoint-6')} (or --resume latest)`);
     expect(fs.existsSync(path.join(out, 'checkpoint-6'))).toBe(true);
   });
 
@@ -433,6 +434,94 @@ describe('eval and a hostile adapter folder', () => {
   });
 });
 
+describe('run.json and outputDir (issue 33)', () => {
+  it('run.json takes trainer.reportTo and trainer.loggingSteps: metrics.csv and event files agree with log.jsonl, a line every 2 steps', async () => {
+    const file = writeRun('report', { maxSteps: 4, loggingSteps: 2, reportTo: ['csv', 'tensorboard'] });
+    const out = path.join(tmp, 'report', 'out');
+    const r = ok(await rlora(['train', '--config', file, '--threads', '1']));
+    const steps = stepLines(path.join(out, 'log.jsonl')).filter((l) => l.type === undefined) as unknown as { step: number; loss: number }[];
+    expect(steps.map((s) => s.step)).toEqual([1, 2, 3, 4]);
+    const csv = fs.readFileSync(path.join(out, 'metrics.csv'), 'utf8').trim().split('\n');
+    expect(csv[0]).toBe('step,name,value');
+    for (const s of steps) expect(Number(csv.find((l) => l.startsWith(`${s.step},train/loss,`))!.split(',').pop())).toBe(s.loss);
+    expect(fs.readdirSync(path.join(out, 'tensorboard')).filter((f) => f.startsWith('events.out.tfevents.'))).toHaveLength(1);
+    expect(r.stderr.split('\n').filter((l) => l.startsWith('step ')).map((l) => l.split(' ')[1])).toEqual(['1/4', '2/4', '4/4']);
+  });
+
+  it('--resume latest continues from the newest complete checkpoint (an incomplete newer one is passed over)', async () => {
+    const file = writeRun('latest', { maxSteps: 4, saveEvery: 2 });
+    const out = path.join(tmp, 'latest', 'out');
+    const none = await rlora(['train', '--config', file, '--resume', 'latest']);
+    expect(none.code).toBe(1);
+    expect(none.stderr).toContain(`--resume latest: outputDir ${out} holds no complete checkpoint`);
+    ok(await rlora(['train', '--config', file, '--threads', '1']));
+    fs.mkdirSync(path.join(out, 'checkpoint-9'));
+    fs.copyFileSync(path.join(out, 'checkpoint-4', 'trainer_state.json'), path.join(out, 'checkpoint-9', 'trainer_state.json')); // no optimizer, no adapter
+    const r = ok(await rlora(['train', '--config', file, '--threads', '1', '--resume', 'latest', '--max-steps', '6']));
+    expect(r.stderr).toContain(`resume     ${path.join(out, 'checkpoint-4')}: step 4 of 6`);
+    expect(stepLines(path.join(out, 'log.jsonl')).filter((l) => l.type === undefined).map((l) => l.step)).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(JSON.parse(fs.readFileSync(path.join(out, 'checkpoint-6', 'trainer_state.json'), 'utf8')).step).toBe(6);
+  });
+
+  it('an outputDir whose run wrote no checkpoint: says so and offers --overwrite, not --resume; --overwrite starts fresh', async () => {
+    const file = writeRun('nockpt', { maxSteps: 2 });
+    const out = path.join(tmp, 'nockpt', 'out');
+    fs.mkdirSync(out, { recursive: true });
+    // what a run that failed before its first checkpoint leaves: its run.json and the first step's record
+    fs.writeFileSync(path.join(out, 'log.jsonl'), JSON.stringify({ step: 1, epoch: 0, loss: 5, taskLoss: {}, lr: 0.01, gradNorm: 1, tokens: 10, tokensPerSecond: 10 }) + '\n');
+    fs.writeFileSync(path.join(out, 'run.json'), '{}\n');
+    const r = await rlora(['train', '--config', file, '--threads', '1']);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim()).toBe( // one line, before a model is loaded
+      `rlora train: outputDir ${out} holds log.jsonl of an earlier run that wrote no checkpoint (it stopped or failed before its first), so there is nothing to resume: ` +
+        'pass --overwrite to delete it and start fresh there, or choose another outputDir',
+    );
+    expect(fs.readFileSync(path.join(out, 'run.json'), 'utf8')).toBe('{}\n'); // nothing written
+    ok(await rlora(['train', '--config', file, '--threads', '1', '--overwrite']));
+    expect(stepLines(path.join(out, 'log.jsonl')).filter((l) => l.type === undefined).map((l) => [l.step, (l as unknown as { loss: number }).loss === 5])).toEqual([[1, false], [2, false]]);
+    expect(JSON.parse(fs.readFileSync(path.join(out, 'run.json'), 'utf8')).outputDir).toBe(out);
+    // the library says the same with its option
+    const model = Model.fromConfig(CFG, { seed: 1 });
+    fs.rmSync(path.join(out, 'checkpoint-2'), { recursive: true });
+    fs.rmSync(path.join(out, 'eval-2.jsonl'));
+    const trainer = new Trainer(model, Adapter.attach(model, { targetModules: ['q_proj'] }), { maxSteps: 1, progress: false, outputDir: out });
+    await expect(trainer.fit(MultiTaskDataset.fromArray(EXAMPLES, { tokenizer: tok, maxLength: 32 }))).rejects.toThrow(
+      `Trainer.fit refused: outputDir ${out} holds log.jsonl of an earlier run that wrote no checkpoint (it stopped or failed before its first), so there is nothing to resume: set overwriteOutputDir: true to delete it`,
+    );
+  });
+
+  it('an outputDir on a read-only mount: one line naming it and the reason, before a model is loaded', async () => {
+    const ro = path.join(tmp, 'readonly');
+    fs.mkdirSync(ro);
+    let mounted = false;
+    try {
+      if (process.getuid?.() === 0) {
+        try {
+          execFileSync('mount', ['-t', 'tmpfs', '-o', 'ro', 'tmpfs', ro], { stdio: 'ignore' });
+          mounted = true;
+        } catch {
+          console.warn(`skipped: running as root, and a read-only tmpfs cannot be mounted on ${ro} (no CAP_SYS_ADMIN?): root writes into any folder, so there is no read-only outputDir to try`);
+          return;
+        }
+      } else fs.chmodSync(ro, 0o555);
+      const reason = mounted ? 'EROFS: a read-only file system' : 'EACCES';
+      const file = writeRun('ro', { maxSteps: 2 }, { outputDir: ro });
+      const r = await rlora(['train', '--config', file, '--threads', '1']);
+      expect(r.code).toBe(1);
+      expect(r.stdout).toBe('');
+      expect(r.stderr.trim()).toBe(`rlora train: ${file}: outputDir ${ro} is not writable (${reason})`); // one line: no model line before it, no stack
+      // the library: refused before the first step, naming outputDir
+      const model = Model.fromConfig(CFG, { seed: 1 });
+      const trainer = new Trainer(model, Adapter.attach(model, { targetModules: ['q_proj'] }), { maxSteps: 1, progress: false, outputDir: ro });
+      await expect(trainer.fit(MultiTaskDataset.fromArray(EXAMPLES, { tokenizer: tok, maxLength: 32 }))).rejects.toThrow(`outputDir ${ro} is not writable (${reason})`);
+      expect(trainer.step).toBe(0);
+    } finally {
+      if (mounted) execFileSync('umount', [ro]);
+      else fs.chmodSync(ro, 0o755);
+    }
+  });
+});
+
 describe('Ctrl-C', () => {
   /** Starts train, sends SIGINT once log.jsonl has more than `after` step lines, waits for the exit. */
   async function interrupt(args: string[], log: string, after: number): Promise<Result> {
@@ -527,7 +616,7 @@ describe('Ctrl-C', () => {
     // evaluations print with the bar on
     expect(lines.filter((l) => /^eval at step \d+:$/.test(l)).length).toBeGreaterThanOrEqual(1);
     // the notice and the final lines are whole: nothing of the bar left in them
-    expect(lines).toContain('rlora train: stopping after the current step and writing a checkpoint (Ctrl-C again to quit at once, without one)');
+    expect(lines.filter((l) => /^rlora: Ctrl-C: stopping after step \d+ and writing a checkpoint \(Ctrl-C again to quit at once\)$/.test(l))).toHaveLength(1);
     const end = lines.find((l) => l.startsWith('rlora train: interrupted at step'));
     expect(end).toMatch(new RegExp(`^rlora train: interrupted at step \\d+ of 100000; checkpoint written to ${path.join(tmp, 'tty', 'out')}/checkpoint-\\d+$`));
   });

@@ -215,3 +215,45 @@ describe('fit with stopOnSigint', () => {
     await expect(t.fit(data, { evalDatset: data } as never)).rejects.toThrow('fit: unknown option "evalDatset" (did you mean "evalDataset"?)');
   });
 });
+
+// An evaluation shows its progress on a terminal (a large set used to mean silence for its whole
+// length): a line "eval <done>/<total> examples |...| ETA", erased when done; nothing more off a
+// terminal. The child's stderr is a pipe told it is a terminal (isTTY), so what a terminal would
+// receive is what the pipe carries.
+describe('evaluation progress', () => {
+  const run = (tty: boolean, fit: boolean): { status: number | null; stderr: string } => {
+    const script = `
+      ${tty ? "Object.defineProperty(process.stderr, 'isTTY', { value: true }); Object.defineProperty(process.stderr, 'columns', { value: 80 });" : ''}
+      const r = require(${JSON.stringify(path.join(__dirname, '..', 'lib'))});
+      const { TINY_BYTE_CONFIG } = require(${JSON.stringify(path.join(__dirname, 'helpers', 'tiny-model'))});
+      (async () => {
+        const rows = ['cat', 'dog', 'owl', 'yak', 'emu'].map((w) => ({ task: 'a', prompt: w, response: w.toUpperCase() }));
+        const data = r.MultiTaskDataset.fromArray(rows, { tokenizer: new r.ByteTokenizer(), maxLength: 16 });
+        const model = r.Model.fromConfig(TINY_BYTE_CONFIG, { seed: 1 });
+        const t = new r.Trainer(model, r.Adapter.attach(model, { targetModules: ['q_proj'] }), { maxSteps: 2, batchSize: 2, evalBatchSize: 2 });
+        if (${fit}) await t.fit(data, { evalDataset: data });
+        else await t.evaluate(data);
+      })().catch((e) => { console.error(e); process.exit(1); });`;
+    return spawnSync(process.execPath, ['-r', 'tsx/cjs', '-e', script], { cwd: path.join(__dirname, '..'), encoding: 'utf8', timeout: 120_000 });
+  };
+
+  it('Trainer.evaluate: a line on a terminal, erased at the end; nothing off one', () => {
+    const onTty = run(true, false);
+    expect(onTty.status).toBe(0);
+    // batches of 2 of 5 examples: the first batch's line (the line is redrawn at most every 100 ms) and the last
+    const drawn = onTty.stderr.split('\r\x1b[K').filter(Boolean);
+    expect(drawn[0]).toMatch(/^eval 2\/5 examples \|={8}-{11}\| ETA \d+s$/); // 80 columns: a bar of 80 - 60 - 1 = 19, round(19 * 2 / 5) = 8 filled
+    expect(drawn[drawn.length - 1]).toBe('eval 5/5 examples |===================| ETA 0s');
+    expect(onTty.stderr.endsWith('\r\x1b[K')).toBe(true); // erased: the next output starts on a clean line
+    const offTty = run(false, false);
+    expect(offTty).toMatchObject({ status: 0, stderr: '' });
+  });
+
+  it('during fit on a terminal: the evaluation line in place of the bar, then the table above the bar', () => {
+    const r = run(true, true);
+    expect(r.status).toBe(0);
+    const i = r.stderr.indexOf('eval 5/5 examples |');
+    expect(i).toBeGreaterThan(r.stderr.indexOf('step 2/2 |'));
+    expect(r.stderr.indexOf('\r\x1b[Keval at step 2:\n  task')).toBeGreaterThan(i);
+  });
+});

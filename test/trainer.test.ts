@@ -150,6 +150,38 @@ print(json.dumps({'losses': losses, 'final': {k: v.detach().flatten().tolist() f
   });
 });
 
+// A checkpoint written before the run's state became one TrainerState (by commit 703d84e, the
+// script in the fixture's README) resumes: trainer_state.json's format is unchanged. Its steps 3
+// and 4 equal those of a run of 4 steps from scratch, and a new checkpoint has the same keys and
+// data position as the old one.
+describe('a checkpoint written by the code before TrainerState', () => {
+  const FIXTURE = path.join(__dirname, 'fixtures', 'checkpoint-703d84e', 'checkpoint-2');
+  const setup = () => {
+    const rows = ['cat', 'dog', 'owl', 'yak', 'emu', 'bee'].map((w, i) => ({ task: i % 2 ? 'upper' : 'first', prompt: w, response: i % 2 ? w.toUpperCase() : w[0] }));
+    return { data: MultiTaskDataset.fromArray(rows, { tokenizer: new ByteTokenizer(), maxLength: 16 }), model: Model.fromConfig(TINY_BYTE_CONFIG, { seed: 1 }) };
+  };
+  const keys = (v: unknown): unknown => (typeof v === 'object' && v !== null && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, keys(x)])) : typeof v);
+
+  it('resumes, and continues as a run from scratch does', async () => {
+    const fresh = setup();
+    const out = path.join(tmp, 'old-format-fresh');
+    const adapter = Adapter.attach(fresh.model, { method: 'rlora', rank: 2, heads: 2, targetModules: ['q_proj', 'v_proj'], seed: 1 });
+    const full = await new Trainer(fresh.model, adapter, { maxSteps: 4, batchSize: 2, saveEvery: 2, learningRate: 1e-2, progress: false, outputDir: out, saveBest: 'loss', evalEvery: 2 }).fit(fresh.data, { evalDataset: fresh.data });
+    const old = JSON.parse(fs.readFileSync(path.join(FIXTURE, 'trainer_state.json'), 'utf8'));
+    const now = JSON.parse(fs.readFileSync(path.join(out, 'checkpoint-2', 'trainer_state.json'), 'utf8'));
+    expect(keys(now)).toEqual(keys({ ...old, options: { ...old.options } }));
+    expect([now.step, now.totalSteps, now.sampler, now.dataset]).toEqual([old.step, old.totalSteps, old.sampler, old.dataset]);
+
+    const resumed = setup();
+    const trainer = await Trainer.resume(FIXTURE, resumed.model, { outputDir: path.join(tmp, 'old-format-resumed') });
+    expect(trainer.step).toBe(2);
+    const rest = await trainer.fit(resumed.data, { evalDataset: resumed.data });
+    expect(rest.steps.map((r) => r.step)).toEqual([3, 4]);
+    rest.steps.forEach((r, i) => expect(Math.abs(r.loss - full.steps[i + 2].loss)).toBeLessThan(1e-5 * Math.abs(full.steps[i + 2].loss)));
+    expect(rest.evals.map((e) => e.step)).toEqual([4]);
+  });
+});
+
 describe('checkpoints and resume', () => {
   const baseDir = path.join(tmp, 'f32-base');
   beforeAll(() => Model.fromConfig(CFG, { seed: 2 }).save(baseDir));

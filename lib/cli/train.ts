@@ -1,5 +1,7 @@
 // rlora train --config run.json: fine-tunes an adapter as run.json describes, with progress,
-// checkpoints, a per-task evaluation at the end, and Ctrl-C that stops after the current step.
+// checkpoints, a per-task evaluation at the end, and Ctrl-C that stops after the current step. The
+// Trainer does the run (its progress, lines, Ctrl-C, the outputDir's lock and earlier run): this
+// file turns run.json and the flags into its options and reports the end.
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -8,14 +10,12 @@ import type { DatasetOptions, MultiTaskDataset } from '../data';
 import type { Trainer, TrainerOptions } from '../trainer';
 import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
 import { as, checkVocabulary, describeDataset, lib, loadModel, loadTokenizer } from './common';
-import { CLEAR_LINE } from '../progress';
 import { dieWithLauncher, launch, launchOptions, withoutLaunchFlags } from './launch';
 import { describeRunConfig, readRunConfig, RunConfig } from './runconfig';
 import { printable, shellQuote } from '../util/printable';
-import { checkpointName, lockRunFolder, LOG_FILE, readTrainerState, runFiles, TRAINER_STATE_FILE, trimLog } from '../trainer/checkpoint';
-import { evalText, fmt, stepLine } from '../logging/text';
-import { ensureFolder } from '../util/files';
-import { onInterrupt } from '../util/interrupt';
+import { CHECKPOINT_FILES, checkpointName, EarlierRunError, earlierRunFiles, earlierRunText, latestCheckpoint, LOG_FILE, readTrainerState, TRAINER_STATE_FILE } from '../trainer/checkpoint';
+import { evalText, fmt } from '../logging/text';
+import { ensureWritableFolder, writeFileAtomically } from '../util/files';
 import { MAX_THREADS } from '../threads';
 
 /** Exit code after Ctrl-C (128 + SIGINT), as shells report it. */
@@ -35,7 +35,7 @@ const EXAMPLE = `{
 
 export const train: Subcommand = {
   summary: 'fine-tune an adapter on several tasks as a run.json file describes',
-  help: `rlora train --config run.json [--resume <checkpoint>] [--max-steps N] [--overwrite] [--threads N]
+  help: `rlora train --config run.json [--resume <checkpoint>|latest] [--max-steps N] [--overwrite] [--threads N]
             [--nproc-per-node N [--nnodes M --node-rank K --master-addr HOST --master-port P]]
 
 Fine-tunes a multi-head LoRA adapter on the tasks of a JSON lines file. Shows progress (a bar on
@@ -47,11 +47,13 @@ Ctrl-C stops after the current step, writes a checkpoint and exits (code ${INTER
 resume; a second Ctrl-C quits at once without one.
 
   --config FILE        the run.json file (required); keys below
-  --resume DIR         continue from this checkpoint (overrides run.json's resume)
+  --resume DIR         continue from this checkpoint (overrides run.json's resume); --resume latest:
+                       the newest complete checkpoint of outputDir
   --max-steps N        total optimizer steps (overrides trainer.maxSteps); with --resume it may
                        extend (or shorten) the run: the learning-rate schedule is recomputed for N
   --overwrite          start over in an outputDir that holds an earlier run (deletes its
-                       log.jsonl, checkpoint-*/, eval-*.jsonl, adapter/ and run.json; nothing else)
+                       log.jsonl, checkpoint-*/, eval-*.jsonl, metrics.csv, tensorboard/ and
+                       adapter/, and writes run.json again; nothing else)
   --threads N          threads of the matrix products (default: the ${os.availableParallelism()} usable cores, or OMP_NUM_THREADS; with
                        --nproc-per-node: the cores shared among the workers)
 
@@ -80,17 +82,12 @@ Examples:
   rlora train --config run.json
   rlora train --config run.json --resume runs/smollm-rlora/checkpoint-400
   rlora train --config run.json --resume runs/smollm-rlora/checkpoint-400 --max-steps 1000
+  rlora train --config run.json --resume latest
   rlora train --config run.json --nproc-per-node 2
   rlora eval --config run.json            # evaluate outputDir/adapter on data.eval again
   rlora plot runs/smollm-rlora/log.jsonl --out loss.svg`,
   run: (args) => runTrain(args),
 };
-
-/** Files of an earlier run in outputDir: what fit writes, and the CLI's adapter/ and run.json. */
-function previousRun(dir: string): string[] {
-  if (!fs.existsSync(dir)) return [];
-  return [...runFiles(dir), ...fs.readdirSync(dir).filter((f) => f === 'adapter' || f === 'run.json')];
-}
 
 /** run.json as written to outputDir: every path absolute, so it works from there too. */
 function resolvedCopy(cfg: RunConfig): Record<string, unknown> {
@@ -140,173 +137,128 @@ async function runTrain(args: string[]): Promise<number> {
     // the launcher: the same command in each worker, without the launcher's flags
     return launch([process.argv[1], 'train', ...withoutLaunchFlags(args)], { ...launching, threads: threadsGiven }, (s) => void process.stderr.write(s + '\n'));
   }
-  const resume = typeof opts.resume === 'string' ? path.resolve(opts.resume) : cfg.resume;
+  const resume = opts.resume === 'latest' ? latest(cfg.outputDir) : typeof opts.resume === 'string' ? path.resolve(opts.resume) : cfg.resume;
   // data parallel (WORLD_SIZE > 1): every rank trains, rank 0 alone writes files and reports
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const world = await as('', () => (require('../distributed') as typeof import('../distributed')).worldSizeFromEnv()); // WORLD_SIZE=0 or abc: one line naming it
   const rank0 = world === 1 || process.env.RANK === '0';
-  // While the progress bar is drawn, a message first clears the bar's line (the bar draws itself
-  // again below it), so neither overwrites the other.
-  let barShown = false;
-  const say = (s: string): void => void (rank0 && process.stderr.write((barShown ? CLEAR_LINE : '') + printable(s) + '\n'));
+  const say = (s: string): void => void (rank0 && process.stderr.write(printable(s) + '\n'));
 
   if (resume && !fs.existsSync(path.join(resume, TRAINER_STATE_FILE))) {
     throw new InputError(`${resume} is not a checkpoint (no ${TRAINER_STATE_FILE}); checkpoints are the ${checkpointName(0).replace('0', '<step>')} folders of outputDir`);
   }
-  // one run at a time in outputDir (rlora.lock, taken before an earlier run is deleted); the
-  // Trainer's fit shares it
-  let unlock: (() => void) | undefined;
-  const lock = (): void => {
-    if (!rank0 || unlock || !fs.existsSync(cfg.outputDir)) return;
-    try {
-      unlock = lockRunFolder(cfg.outputDir, { handOn: true });
-    } catch (e) {
-      throw new InputError((e as Error).message);
-    }
-  };
-  lock();
-  if (!resume && rank0) {
-    const earlier = previousRun(cfg.outputDir);
-    if (earlier.length && !opts.overwrite) {
-      unlock?.();
-      throw new InputError(
-        `outputDir ${cfg.outputDir} already holds a run (${earlier.sort().join(', ')}): continue it with --resume <checkpoint>, ` +
-          'or pass --overwrite to delete those and start over',
-      );
-    }
-    for (const f of earlier) fs.rmSync(path.join(cfg.outputDir, f), { recursive: true, force: true });
+  // before a model is loaded: an outputDir that cannot be written (a read-only mount) is one line,
+  // and one holding an earlier run is refused as the Trainer's fit would (the same rule)
+  if (rank0) await as('', () => ensureWritableFolder(cfg.outputDir, `${cfg.file}: outputDir`));
+  if (rank0 && !resume && !opts.overwrite) {
+    const earlier = earlierRunFiles(cfg.outputDir);
+    if (earlier.length) throw new InputError(earlierRunCliText(cfg.outputDir, earlier));
   }
 
-  // Ctrl-C: the first stops after the current step (the trainer writes a checkpoint), the second
-  // quits at once.
-  const controller = new AbortController();
-  // (a second signal within a second of the first is the same Ctrl-C: npx tsx passes one on as two)
-  const onSigint = (interrupts: number): void => {
-    if (interrupts === 1) {
-      say(`${barShown ? '' : '\n'}rlora train: stopping after the current step and writing a checkpoint (Ctrl-C again to quit at once, without one)`);
-      controller.abort();
-    } else {
-      say('rlora train: quitting now, without a checkpoint');
-      process.exit(INTERRUPTED);
-    }
-  };
-  const stopListening = onInterrupt(onSigint);
-  try {
-    const rl = lib();
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    dieWithLauncher((require('../native') as typeof import('../native')).native.setParentDeathSignal); // a worker of --nproc-per-node
-    if (threadsGiven !== undefined) rl.setNumThreads(threadsGiven); // else the library's default: the usable cores
-    const model = await loadModel({ ...cfg.model, device: rl.distributed.rankDevice(cfg.model.device ?? cfg.trainer.device) }, `${cfg.file}: model`);
-    say(`model      ${cfg.model.path ?? `random weights from model.config (seed ${cfg.model.seed})`}: ${model.resolvedConfig.architecture}, ${model.parameterCount().toLocaleString('en-US')} parameters, ${model.dtype} on ${model.device}`);
-    const tokenizer = await loadTokenizer(cfg.tokenizer, model.source, `${cfg.file}: tokenizer`); // the model's folder (a Hub repo's snapshot)
-    const dataOptions = { tokenizer, ...cfg.data.options };
-    const { trainSet, evalSet, evalName } = await readData(rl, cfg, dataOptions);
-    checkVocabulary(model, tokenizer, evalSet ? [trainSet, evalSet] : [trainSet]);
-    say(`train      ${trainName(cfg)}: ${describeDataset(trainSet)}`);
-    if (evalSet) say(`eval       ${evalName}: ${describeDataset(evalSet)}`);
-    else if (cfg.trainer.evalEvery) say('note: trainer.evalEvery is set but neither data.eval nor data.validationSplit is: no evaluation');
-    if (controller.signal.aborted) {
-      say('rlora train: interrupted before training started; nothing was written');
-      return INTERRUPTED;
-    }
+  // Ctrl-C (FitOptions.stopOnSigint): the first stops after the current step and the Trainer writes
+  // a checkpoint, the second quits at once; before training starts it ends the process (nothing is written)
+  const rl = lib();
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  dieWithLauncher((require('../native') as typeof import('../native')).native.setParentDeathSignal); // a worker of --nproc-per-node
+  if (threadsGiven !== undefined) rl.setNumThreads(threadsGiven); // else the library's default: the usable cores
+  const model = await loadModel({ ...cfg.model, device: rl.distributed.rankDevice(cfg.model.device ?? cfg.trainer.device) }, `${cfg.file}: model`);
+  say(`model      ${cfg.model.path ?? `random weights from model.config (seed ${cfg.model.seed})`}: ${model.resolvedConfig.architecture}, ${model.parameterCount().toLocaleString('en-US')} parameters, ${model.dtype} on ${model.device}`);
+  const tokenizer = await loadTokenizer(cfg.tokenizer, model.source, `${cfg.file}: tokenizer`); // the model's folder (a Hub repo's snapshot)
+  const dataOptions = { tokenizer, ...cfg.data.options };
+  const { trainSet, evalSet, evalName } = await readData(rl, cfg, dataOptions);
+  checkVocabulary(model, tokenizer, evalSet ? [trainSet, evalSet] : [trainSet]);
+  say(`train      ${trainName(cfg)}: ${describeDataset(trainSet)}`);
+  if (evalSet) say(`eval       ${evalName}: ${describeDataset(evalSet)}`);
+  else if (cfg.trainer.evalEvery) say('note: trainer.evalEvery is set but neither data.eval nor data.validationSplit is: no evaluation');
 
-    let trainer: Trainer;
-    let total: number;
-    if (resume) {
-      // the CLI prints its own lines where no bar is drawn: the Trainer's are off (progress given)
-      const overrides: Pick<TrainerOptions, 'outputDir' | 'progress' | 'maxSteps'> = { outputDir: cfg.outputDir, progress: cfg.trainer.progress ?? Boolean(process.stderr.isTTY) };
-      if (maxSteps !== undefined) overrides.maxSteps = maxSteps; // Trainer.resume warns that the schedule is recomputed
-      trainer = await as(`resuming from ${resume}`, () => rl.Trainer.resume(resume, model, overrides));
-      const state = readTrainerState(path.join(resume, TRAINER_STATE_FILE));
-      total = maxSteps ?? state.totalSteps;
-      const o = trainer.options as unknown as Record<string, unknown>;
-      for (const [k, v] of Object.entries(cfg.trainer)) {
-        if (k === 'maxSteps' && maxSteps !== undefined) continue;
-        if (k !== 'progress' && JSON.stringify(o[k]) !== JSON.stringify(v)) {
-          say(`note: trainer.${k} is ${JSON.stringify(v)} in run.json but ${JSON.stringify(o[k])} in the checkpoint; the checkpoint's applies`);
-        }
+  let trainer: Trainer;
+  if (resume) {
+    const overrides: Pick<TrainerOptions, 'outputDir' | 'progress' | 'maxSteps'> = { outputDir: cfg.outputDir, progress: cfg.trainer.progress };
+    if (maxSteps !== undefined) overrides.maxSteps = maxSteps; // Trainer.resume warns that the schedule is recomputed
+    trainer = await as(`resuming from ${resume}`, () => rl.Trainer.resume(resume, model, overrides));
+    const o = trainer.options as unknown as Record<string, unknown>;
+    for (const [k, v] of Object.entries(cfg.trainer)) {
+      if (k === 'maxSteps' && maxSteps !== undefined) continue;
+      if (k !== 'progress' && JSON.stringify(o[k]) !== JSON.stringify(v)) {
+        say(`note: trainer.${k} is ${JSON.stringify(v)} in run.json but ${JSON.stringify(o[k])} in the checkpoint; the checkpoint's applies`);
       }
-      const log = path.join(cfg.outputDir, LOG_FILE);
-      const dropped = fs.existsSync(log) ? trimLog(log, trainer.step) : 0;
-      say(`resume     ${resume}: step ${trainer.step} of ${total}${dropped ? ` (dropped ${dropped} log line${dropped === 1 ? '' : 's'} after step ${trainer.step})` : ''}`);
-    } else {
-      const adapter = await as(`${cfg.file}: adapter`, () => rl.Adapter.attach(model, cfg.adapter));
-      const options = { ...cfg.trainer, progress: cfg.trainer.progress ?? Boolean(process.stderr.isTTY), device: rl.distributed.rankDevice(cfg.trainer.device), outputDir: cfg.outputDir, ...(maxSteps !== undefined ? { maxSteps } : {}) };
-      trainer = await as(`${cfg.file}: trainer`, () => new rl.Trainer(model, adapter, options));
-      const o = trainer.options;
-      total = o.maxSteps ?? Math.max(1, Math.ceil((o.epochs * Math.ceil(trainSet.size / (o.batchSize * world))) / o.gradientAccumulation));
     }
-    const a = trainer.adapter.options;
-    say(`adapter    ${a.method}, rank ${a.rank}, heads ${a.heads}, ${trainer.adapter.layers.size} modules, ${trainer.adapter.trainableParameterCount().toLocaleString('en-US')} trainable parameters`);
-    say(`output     ${cfg.outputDir}`);
-    say(`threads    ${rl.describeThreadPools(rl.threadPools())}`);
-    if (rank0) {
-      try {
-        ensureFolder(cfg.outputDir, `${cfg.file}: outputDir`);
-      } catch (e) {
-        throw new InputError((e as Error).message);
-      }
-      lock();
-      fs.writeFileSync(path.join(cfg.outputDir, 'run.json'), JSON.stringify(resolvedCopy(cfg), null, 2) + '\n');
-    }
+    say(`resume     ${resume}: step ${trainer.step} of ${maxSteps ?? readTrainerState(path.join(resume, TRAINER_STATE_FILE)).totalSteps}`);
+  } else {
+    const adapter = await as(`${cfg.file}: adapter`, () => rl.Adapter.attach(model, cfg.adapter));
+    const options = { ...cfg.trainer, device: rl.distributed.rankDevice(cfg.trainer.device), outputDir: cfg.outputDir, overwriteOutputDir: Boolean(opts.overwrite), ...(maxSteps !== undefined ? { maxSteps } : {}) };
+    trainer = await as(`${cfg.file}: trainer`, () => new rl.Trainer(model, adapter, options));
+  }
+  const a = trainer.adapter.options;
+  say(`adapter    ${a.method}, rank ${a.rank}, heads ${a.heads}, ${trainer.adapter.layers.size} modules, ${trainer.adapter.trainableParameterCount().toLocaleString('en-US')} trainable parameters`);
+  say(`output     ${cfg.outputDir}`);
+  say(`threads    ${rl.describeThreadPools(rl.threadPools())}`);
 
-    const bar = trainer.options.progress ?? Boolean(process.stderr.isTTY);
-    barShown = bar && Boolean(process.stderr.isTTY);
-    let lastLine = 0;
-    const history = await as('', () =>
-      trainer.fit(trainSet, {
+  let total = 0;
+  const adapterDir = path.join(cfg.outputDir, 'adapter');
+  const history = await as('', () =>
+    trainer
+      .fit(trainSet, {
         evalDataset: evalSet,
-        signal: controller.signal,
-        onStep: (rec) => {
-          if (bar) return;
-          const now = Date.now();
-          if (rec.step === 1 || rec.step === total || now - lastLine >= 10_000 || controller.signal.aborted) {
-            say(stepLine(rec, total));
-            lastLine = now;
-          }
-        },
-        onEval: (rec) => {
-          if (rec.step < total) say(`eval at step ${rec.step}:\n${evalText(rec.tasks).replace(/^/gm, '  ')}`); // above the bar when it is on
-        },
+        stopOnSigint: true,
+        callbacks: [{
+          // the Trainer has taken outputDir (locked, an earlier run refused or deleted): run.json is written then
+          onTrainBegin: (state) => {
+            total = state.totalSteps;
+            if (!rank0) return;
+            if (!resume && opts.overwrite) fs.rmSync(adapterDir, { recursive: true, force: true }); // the earlier run's
+            writeFileAtomically(path.join(cfg.outputDir, 'run.json'), JSON.stringify(resolvedCopy(cfg), null, 2) + '\n');
+          },
+        }],
+      })
+      .catch((e: unknown) => {
+        if (!(e instanceof EarlierRunError)) throw e;
+        throw new InputError(earlierRunCliText(e.dir, e.files));
       }),
+  );
+  if (history.stopped === 'aborted') {
+    const ckpt = history.lastCheckpoint ?? '(none)';
+    say(
+      `rlora train: interrupted at step ${trainer.step} of ${total}; checkpoint written to ${ckpt}\n` +
+        `resume with: rlora train --config ${shellQuote(configFile)} --resume ${shellQuote(ckpt)}`, // pasted into a shell, it runs as printed
     );
-    barShown = false; // fit stopped the bar
-    if (history.stopped === 'aborted') {
-      const ckpt = history.lastCheckpoint ?? '(none)';
-      say(
-        `rlora train: interrupted at step ${trainer.step} of ${total}; checkpoint written to ${ckpt}\n` +
-          `resume with: rlora train --config ${shellQuote(configFile)} --resume ${shellQuote(ckpt)}`, // pasted into a shell, it runs as printed
-      );
-      return INTERRUPTED;
-    }
-    if (history.stopped === 'nonFinite') {
-      say(
-        `rlora train: stopped at step ${trainer.step} of ${total}: ${history.skippedSteps} steps had a non-finite loss and were skipped (skipNonFinite), more than half of those planned; ` +
-          `last checkpoint ${history.lastCheckpoint ?? '(none)'}; no adapter written. Lower trainer.learningRate, or check the data.`,
-      );
-      return 1;
-    }
-    if (history.stopped === 'earlyStopping') {
-      const es = trainer.options.earlyStopping!;
-      say(`rlora train: stopped early at step ${trainer.step} of ${total}: eval ${es.metric} did not improve by more than ${es.minDelta ?? 0} for ${es.patience ?? 1} evaluation(s)`);
-    }
-    if (history.bestCheckpoint) {
-      say(`best checkpoint ${history.bestCheckpoint} (eval ${typeof trainer.options.saveBest === 'string' ? trainer.options.saveBest : trainer.options.saveBest?.metric} ${fmt(history.bestMetric!)})` +
-        (trainer.options.loadBestAtEnd ? '; its adapter weights were loaded back and are written to adapter/' : ''));
-    }
-    const adapterDir = path.join(cfg.outputDir, 'adapter');
-    if (!rank0) return 0; // rank 0 writes the adapter and reports
-    trainer.adapter.save(adapterDir);
-    // the evaluation of what adapter/ holds: the best checkpoint's when it was loaded back
-    const bestStep = trainer.options.loadBestAtEnd && history.bestCheckpoint ? Number(/checkpoint-(\d+)$/.exec(history.bestCheckpoint)?.[1]) : undefined;
-    const shown = bestStep !== undefined ? history.evals.find((e) => e.step === bestStep) : history.evals[history.evals.length - 1];
-    console.log(`trained ${trainer.step} steps; adapter written to ${adapterDir}${bestStep !== undefined ? ` (the best checkpoint's, step ${bestStep})` : ''}`);
-    console.log(`checkpoint ${history.lastCheckpoint}; log ${path.join(cfg.outputDir, LOG_FILE)}`);
-    if (shown) console.log(`\neval at step ${shown.step}${bestStep !== undefined ? ', the adapter written' : ''} (${evalName}):\n${evalText(shown.tasks)}`);
-    else console.log('(no data.eval or data.validationSplit in run.json: no evaluation)');
-    return 0;
-  } finally {
-    stopListening();
-    unlock?.();
+    return INTERRUPTED;
   }
+  if (history.stopped === 'nonFinite') {
+    say(
+      `rlora train: stopped at step ${trainer.step} of ${total}: ${history.skippedSteps} steps had a non-finite loss and were skipped (skipNonFinite), more than half of those planned; ` +
+        `last checkpoint ${history.lastCheckpoint ?? '(none)'}; no adapter written. Lower trainer.learningRate, or check the data.`,
+    );
+    return 1;
+  }
+  if (history.stopped === 'earlyStopping') {
+    const es = trainer.options.earlyStopping!;
+    say(`rlora train: stopped early at step ${trainer.step} of ${total}: eval ${es.metric} did not improve by more than ${es.minDelta ?? 0} for ${es.patience ?? 1} evaluation(s)`);
+  }
+  if (history.bestCheckpoint) {
+    say(`best checkpoint ${history.bestCheckpoint} (eval ${typeof trainer.options.saveBest === 'string' ? trainer.options.saveBest : trainer.options.saveBest?.metric} ${fmt(history.bestMetric!)})` +
+      (trainer.options.loadBestAtEnd ? '; its adapter weights were loaded back and are written to adapter/' : ''));
+  }
+  if (!rank0) return 0; // rank 0 writes the adapter and reports
+  trainer.adapter.save(adapterDir);
+  // the evaluation of what adapter/ holds: the best checkpoint's when it was loaded back
+  const bestStep = trainer.options.loadBestAtEnd && history.bestCheckpoint ? Number(/checkpoint-(\d+)$/.exec(history.bestCheckpoint)?.[1]) : undefined;
+  const shown = bestStep !== undefined ? history.evals.find((e) => e.step === bestStep) : history.evals[history.evals.length - 1];
+  console.log(`trained ${trainer.step} steps; adapter written to ${adapterDir}${bestStep !== undefined ? ` (the best checkpoint's, step ${bestStep})` : ''}`);
+  console.log(`checkpoint ${history.lastCheckpoint}; log ${path.join(cfg.outputDir, LOG_FILE)}`);
+  if (shown) console.log(`\neval at step ${shown.step}${bestStep !== undefined ? ', the adapter written' : ''} (${evalName}):\n${evalText(shown.tasks)}`);
+  else console.log('(no data.eval or data.validationSplit in run.json: no evaluation)');
+  return 0;
+}
+
+/** An earlier run in outputDir, with the CLI's flags as the remedies. */
+function earlierRunCliText(dir: string, files: string[]): string {
+  return earlierRunText(dir, files, { overwrite: 'pass --overwrite', resume: (c) => `continue it with --resume ${shellQuote(c)} (or --resume latest)` });
+}
+
+/** --resume latest: the newest complete checkpoint of outputDir. */
+function latest(outputDir: string): string {
+  const found = latestCheckpoint(outputDir);
+  if (!found) throw new InputError(`--resume latest: outputDir ${outputDir} holds no complete checkpoint (a ${checkpointName(0).replace('0', '<step>')} folder with ${CHECKPOINT_FILES.join(', ')} and the adapter's files)`);
+  return found;
 }

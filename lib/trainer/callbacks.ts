@@ -1,6 +1,8 @@
 // Trainer.fit's options and the hooks it calls (in the shape of Hugging Face's TrainerCallback),
-// checked here once.
+// checked here once; and the one dispatcher of the fit's events (CallbackHandler) to rlora's own
+// callbacks and the user's.
 import type { MultiTaskDataset } from '../data';
+import { onInterrupt } from '../util/interrupt';
 import { checkKeys, isPlainObject, show } from '../util/options';
 import type { EvalRecord, History, StepRecord } from './records';
 
@@ -76,3 +78,88 @@ export function checkCallbacks(callbacks: unknown): TrainerCallback[] {
   return callbacks as TrainerCallback[];
 }
 
+
+/**
+ * rlora's own callbacks (log.jsonl, the metric sinks, the progress line, the lines on stderr: in
+ * reporting.ts) have three hooks more than TrainerCallback's.
+ * @internal
+ */
+export interface FitReporter extends TrainerCallback {
+  /** During an evaluation: `done` of `total` examples evaluated. */
+  onEvaluateProgress?(done: number, total: number): void;
+  /** At Ctrl-C (count 1; 2 for the one that quits at once), while a step runs. */
+  onInterrupt?(count: number, state: CallbackState): void;
+  /** When the fit ends, however (an exception too): after onTrainEnd when it returns. */
+  close?(): void;
+}
+
+type Hook = keyof TrainerCallback;
+type HookArgs<K extends Hook> = Parameters<NonNullable<TrainerCallback[K]>> extends [...infer A, CallbackState] ? A : never;
+
+/**
+ * The one path of events out of Trainer.fit (as transformers' CallbackHandler): each hook goes to
+ * rlora's own callbacks first, then to the user's (FitOptions.onStep and onEval, then
+ * FitOptions.callbacks, in their order), each with the fit's state. User hooks run as callbacks
+ * during training (`during`: lib/activity.ts) and may ask to stop (`{stop: true}`); Ctrl-C
+ * (listenForCtrlC, lib/util/interrupt.ts) asks to abort.
+ * @internal
+ */
+export class CallbackHandler {
+  /** A user hook returned {stop: true}: the fit ends after this step. */
+  stopRequested = false;
+  /** Ctrl-C: the fit ends after this step (History.stopped 'aborted'). */
+  interrupted = false;
+  readonly #own: FitReporter[];
+  readonly #user: TrainerCallback[];
+  readonly #during: <T>(fn: () => T) => T;
+  readonly #state: () => CallbackState;
+
+  constructor(own: FitReporter[], user: TrainerCallback[], during: <T>(fn: () => T) => T, state: () => CallbackState) {
+    this.#own = own;
+    this.#user = user;
+    this.#during = during;
+    this.#state = state;
+  }
+
+  /** Calls `hook` of every callback, own ones first, awaiting each in turn. */
+  async notify<K extends Hook>(hook: K, ...args: HookArgs<K>): Promise<void> {
+    const all = [...args, this.#state()];
+    for (const cb of this.#own) {
+      const fn = cb[hook] as ((...a: unknown[]) => CallbackResult) | undefined;
+      if (fn) await fn.apply(cb, all);
+    }
+    for (const cb of this.#user) {
+      const fn = cb[hook] as ((...a: unknown[]) => CallbackResult) | undefined;
+      if (!fn) continue;
+      const r = this.#during(() => fn.apply(cb, all));
+      const v = r instanceof Promise ? await r : r;
+      if (hook !== 'onTrainEnd' && typeof v === 'object' && v !== null && v.stop === true) this.stopRequested = true;
+    }
+  }
+
+  /** An evaluation's progress, to rlora's own callbacks. */
+  evaluateProgress(done: number, total: number): void {
+    for (const cb of this.#own) cb.onEvaluateProgress?.(done, total);
+  }
+
+  /** The end of the fit, however it ends. */
+  close(): void {
+    for (const cb of this.#own) cb.close?.();
+  }
+
+  /**
+   * Ctrl-C until the returned function is called: the first sets `interrupted` (the fit stops after
+   * the current step, with a checkpoint), a later one quits at once (exit code 130); own callbacks
+   * hear both first (the notice, the progress line cleared).
+   */
+  listenForCtrlC(): () => void {
+    return onInterrupt((count) => {
+      for (const cb of this.#own) cb.onInterrupt?.(count, this.#state());
+      if (count > 1) process.exit(INTERRUPTED_EXIT_CODE); // again: at once, without a checkpoint
+      this.interrupted = true;
+    });
+  }
+}
+
+/** The exit code after a second Ctrl-C (128 + SIGINT, as shells report it). */
+export const INTERRUPTED_EXIT_CODE = 130;

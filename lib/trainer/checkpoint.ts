@@ -17,6 +17,7 @@ import * as os from 'os';
 import * as path from 'path';
 import * as util from 'util';
 
+import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE } from '../adapter/files';
 import type { SamplerState } from '../data';
 import { removeAtomically, sideName, writeFileAtomically, writeFileFully } from '../util/files';
 import { readJsonFile, readTextFile } from '../util/json';
@@ -47,6 +48,42 @@ export function runFiles(dir: string): string[] {
   return fs.readdirSync(dir).filter((f) => f === LOG_FILE || f === METRICS_CSV_FILE || f === TENSORBOARD_DIR || CHECKPOINT_NAME.test(f) || EVAL_NAME.test(f) || LEFTOVER_NAME.test(f));
 }
 
+/** The files of an earlier run in `dir` that a new run there would mix with (leftovers of killed writes are not). */
+export function earlierRunFiles(dir: string): string[] {
+  return runFiles(dir).filter((f) => !LEFTOVER_NAME.test(f));
+}
+
+/**
+ * outputDir holds files of an earlier run (`files`, checkpoints among them or not): Trainer.fit
+ * refuses to log into it. The CLI words the same facts with its flags (earlierRunText).
+ * @internal
+ */
+export class EarlierRunError extends Error {
+  constructor(
+    readonly dir: string,
+    readonly files: string[],
+  ) {
+    super(earlierRunText(dir, files, { overwrite: 'set overwriteOutputDir: true', resume: (c) => `continue that run with Trainer.resume(${JSON.stringify(c)}, model)`, prefix: 'Trainer.fit refused: ' }));
+    this.name = 'Error';
+  }
+}
+
+/**
+ * What `dir` holds of an earlier run and what can be done: resume its newest checkpoint, start over
+ * (`overwrite`), or another outputDir. A run that wrote no checkpoint (it stopped before its first,
+ * or failed) has nothing to resume: only starting fresh is offered.
+ */
+export function earlierRunText(dir: string, files: string[], how: { overwrite: string; resume: (checkpoint: string) => string; prefix?: string }): string {
+  const latest = latestCheckpoint(dir);
+  const listed = [...files].sort().join(', ');
+  if (!latest) {
+    return `${how.prefix ?? ''}outputDir ${dir} holds ${listed} of an earlier run that wrote no checkpoint (it stopped or failed before its first), so there is nothing to resume: ` +
+      `${how.overwrite} to delete ${files.length > 1 ? 'them' : 'it'} and start fresh there, or choose another outputDir`;
+  }
+  return `${how.prefix ?? ''}outputDir ${dir} holds an earlier run (${listed}); logging into it would mix two runs: ` +
+    `choose another outputDir, ${how.overwrite} to start over there, or ${how.resume(latest)}`;
+}
+
 export const LOCK_FILE = 'rlora.lock';
 
 /** What a run's lock file holds. */
@@ -57,43 +94,30 @@ interface LockHolder {
 }
 
 /**
- * The run folders this process holds (their lock files' real paths), and whether the holder hands
- * it on to the next Trainer.fit in this process (the CLI locks before it deletes an earlier run,
- * then its Trainer trains there).
- */
-const heldHere = new Map<string, { handOn: boolean }>();
-
-
-/**
  * Locks the run folder `dir` (which exists) for one run: `dir/rlora.lock` holds this process's
  * pid, host and start time. A lock whose process no longer runs on this host (killed with -9) is
  * taken over; a live one is refused, naming its process (two runs in one outputDir mixed their
- * logs and checkpoints). Returns the release. `handOn`: the next lockRunFolder of the same folder in
- * this process (the CLI's Trainer) shares the lock instead of being refused, and its release is a
- * no-op.
+ * logs and checkpoints). Returns the release.
  * @internal
  */
-export function lockRunFolder(dir: string, options: { handOn?: boolean } = {}): () => void {
+export function lockRunFolder(dir: string): () => void {
   const file = path.join(dir, LOCK_FILE);
-  const key = path.join(fs.realpathSync(dir), LOCK_FILE);
-  const mine = heldHere.get(key);
-  if (mine?.handOn) {
-    mine.handOn = false;
-    return () => undefined;
-  }
   const me: LockHolder = { pid: process.pid, hostname: os.hostname(), started: new Date().toISOString() };
   for (let attempt = 0; ; attempt++) {
     // written whole beside it, then linked to its name: the name appears with its contents, once
     const tmp = sideName(file, 'tmp');
-    writeFileFully(tmp, JSON.stringify(me) + '\n');
+    try {
+      writeFileFully(tmp, JSON.stringify(me) + '\n');
+    } catch (e) {
+      fs.rmSync(tmp, { force: true });
+      throw new Error(`outputDir ${dir} cannot be written: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`); // a read-only mount: EROFS
+    }
     try {
       fs.linkSync(tmp, file);
-      heldHere.set(key, { handOn: Boolean(options.handOn) });
       let released = false;
       return () => {
         if (released) return;
         released = true;
-        heldHere.delete(key);
         fs.rmSync(file, { force: true });
       };
     } catch (e) {
@@ -134,7 +158,33 @@ export function checkpointSteps(dir: string): number[] {
     .sort((a, b) => a - b);
 }
 
+/**
+ * The run's progress, one plain object the Trainer holds (as torchtune's checkpoint client takes its
+ * training progress): what a checkpoint saves of it (writeTrainerState, with the options) and what a
+ * resume restores (restoredState). The live objects (optimizer, sampler, generators) are the
+ * Trainer's; their states are saved beside this one.
+ */
 export interface TrainerState {
+  /** Optimizer steps taken so far. */
+  step: number;
+  /** The steps of the run: set by the first fit (or read from the checkpoint). */
+  totalSteps?: number;
+  /** A checkpoint's data position, applied by the next fit (then cleared); a checkpoint saves the sampler's current one. */
+  sampler?: SamplerState;
+  /** The training set's size and tasks, from the first fit (or the checkpoint: a resume needs the same data). */
+  dataset?: { size: number; tasks: string[] };
+  /** earlyStopping's and saveBest's progress. */
+  best: BestState;
+  /** The checkpoint written (or resumed from) last: always one of finite values. */
+  lastCheckpoint?: string;
+  /** The checkpoint this run was resumed from: its step, and its trainer_state.json (errors about its data position name it). */
+  resumedFrom?: { step: number; file: string };
+  /** The step whose update left the parameters non-finite; nothing can continue from there. */
+  broken?: { step: number; paramNorm: number };
+}
+
+/** trainer_state.json: the saved part of a TrainerState with the run's options. */
+export interface SavedTrainerState {
   version: 1;
   step: number;
   totalSteps: number;
@@ -148,8 +198,8 @@ export interface TrainerState {
 }
 
 /** Reads and checks trainer_state.json; errors name the file. */
-export function readTrainerState(file: string): TrainerState {
-  const state = readJsonFile(file) as TrainerState;
+export function readTrainerState(file: string): SavedTrainerState {
+  const state = readJsonFile(file) as SavedTrainerState;
   const bad = (what: string): never => {
     throw new Error(`${file}: ${what}`);
   };
@@ -178,9 +228,46 @@ export function readTrainerState(file: string): TrainerState {
   return state;
 }
 
-/** Writes trainer_state.json into the checkpoint folder being written. */
-export function writeTrainerState(dir: string, state: TrainerState): void {
-  writeFileFully(path.join(dir, TRAINER_STATE_FILE), JSON.stringify(state, null, 2) + '\n');
+/**
+ * Writes trainer_state.json into the checkpoint folder being written: `state` (which has been
+ * through a fit: its totalSteps and dataset are set) with the sampler's position `sampler`, the
+ * options as saved and the names of the metric functions.
+ */
+export function writeTrainerState(dir: string, state: TrainerState, saved: { options: TrainerOptions; sampler: SamplerState; customMetrics: string[] }): void {
+  if (state.totalSteps === undefined || state.dataset === undefined) throw new Error('nothing to checkpoint before fit() has started');
+  const file: SavedTrainerState = {
+    version: 1,
+    step: state.step,
+    totalSteps: state.totalSteps,
+    options: saved.options,
+    sampler: saved.sampler,
+    dataset: state.dataset,
+    best: state.best,
+    customMetrics: saved.customMetrics,
+  };
+  writeFileFully(path.join(dir, TRAINER_STATE_FILE), JSON.stringify(file, null, 2) + '\n');
+}
+
+/** The TrainerState a resume from `checkpointDir` (whose trainer_state.json `file` held `saved`) starts with, running to `totalSteps`. */
+export function restoredState(checkpointDir: string, file: string, saved: SavedTrainerState, totalSteps: number): TrainerState {
+  return {
+    step: saved.step,
+    totalSteps,
+    sampler: saved.sampler,
+    dataset: saved.dataset,
+    best: saved.best ?? {},
+    lastCheckpoint: checkpointDir,
+    resumedFrom: { step: saved.step, file },
+  };
+}
+
+/** The newest complete checkpoint of `dir` (every file a resume reads is there), or undefined. */
+export function latestCheckpoint(dir: string): string | undefined {
+  for (const step of checkpointSteps(dir).reverse()) {
+    const ckpt = path.join(dir, checkpointName(step));
+    if ([...CHECKPOINT_FILES, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE].every((f) => fs.existsSync(path.join(ckpt, f)))) return ckpt;
+  }
+  return undefined;
 }
 
 /** Deletes all but the newest `keep` checkpoints of `dir` (each atomically), sparing `spare` (saveBest's). */

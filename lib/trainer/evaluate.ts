@@ -25,8 +25,17 @@ export interface EvaluationSettings {
 /**
  * dp: data parallelism: this rank evaluates every worldSize-th example (from its rank on), and the
  * ranks' sums and predictions are gathered, so every rank returns the same whole evaluation.
+ * onProgress: after each batch, the examples of this rank's share done so far and its size.
  */
-export async function evaluate(model: Model, adapter: Adapter, dataset: MultiTaskDataset, o: EvaluationSettings, keepPredictions: boolean, dp?: Place): Promise<{ tasks: Record<string, TaskEval>; predictions: Prediction[] }> {
+export async function evaluate(
+  model: Model,
+  adapter: Adapter,
+  dataset: MultiTaskDataset,
+  o: EvaluationSettings,
+  keepPredictions: boolean,
+  dp?: Place,
+  onProgress?: (done: number, total: number) => void,
+): Promise<{ tasks: Record<string, TaskEval>; predictions: Prediction[] }> {
   const metrics = Object.entries(o.metrics ?? {}).map(([name, m]) => [name, typeof m === 'string' ? BUILTIN_METRICS[m] : m] as [string, MetricFn]);
   const metricSum: Record<string, Record<string, number>> = byTask();
   const predictions: Prediction[] = [];
@@ -92,6 +101,7 @@ export async function evaluate(model: Model, adapter: Adapter, dataset: MultiTas
       right[e.task] = (right[e.task] ?? 0) + (ok ? 1 : 0);
       n[e.task] = (n[e.task] ?? 0) + 1;
     });
+    onProgress?.(start + exs.length, mine.length);
   }
   if (dp) {
     // every rank's share, merged in rank order (sums) and dataset order (predictions)

@@ -75,10 +75,11 @@ export interface BestRule {
  * (the best value and its checkpoint). `state` is what a checkpoint saves and a resume restores.
  */
 export class BestTracker {
-  state: BestState = {};
   constructor(
     readonly stopRule: StopRule | undefined,
     readonly bestRule: BestRule | undefined,
+    /** Changed in place: the Trainer's TrainerState holds it (its `best`). */
+    readonly state: BestState = {},
   ) {}
 
   /** The checkpoint an evaluation's `tasks` makes the best one (to be written at `checkpoint`), or undefined when it is not better. */

@@ -64,9 +64,11 @@ export interface TrainerOptions {
   /** Keep only the newest this many checkpoints (older ones are deleted after a new one is complete); 0 keeps all. Default 0. */
   keepCheckpoints?: number;
   /**
-   * A progress bar on stderr. Default: on when stderr is a terminal; where it is not (a log file,
-   * a pipe, CI), a line every `loggingSteps` steps and each evaluation's table instead. false:
-   * nothing on stderr.
+   * A progress bar on stderr (each evaluation's table printed above it; during an evaluation, its
+   * own line). Default: on when stderr is a terminal; where it is not (a log file, a pipe, CI), a
+   * line every `loggingSteps` steps and each evaluation's table instead. false: nothing on stderr
+   * (but the Ctrl-C notices of stopOnSigint). Trainer.evaluate shows its line where the bar would
+   * be drawn.
    */
   progress?: boolean;
   /** Where no progress bar is drawn (progress unset and stderr not a terminal): a step line every this many steps (and the first and last). Default 50. */
@@ -222,8 +224,8 @@ export const TRAINER_OPTIONS = {
   overwriteOutputDir: { spec: bool, default: false, doc: 'start over in an outputDir that holds an earlier run (default false)', runJson: false },
   keepCheckpoints: { spec: int(0), default: 0, doc: 'keep only the newest this many checkpoints; 0 keeps all (default 0)' },
   progress: { spec: bool, doc: 'progress bar (default: when stderr is a terminal; else a line now and then on stderr)' },
-  loggingSteps: { spec: int(1), default: 50, doc: 'without a progress bar, a line every this many steps (default 50)', runJson: false },
-  reportTo: { spec: { kind: 'string-array', values: ['csv', 'tensorboard'], allowEmpty: true }, default: [], doc: 'also write the numbers as metrics.csv and/or TensorBoard event files in outputDir (default none)', runJson: false },
+  loggingSteps: { spec: int(1), default: 50, doc: 'without a progress bar, a line every this many steps (default 50)' },
+  reportTo: { spec: { kind: 'string-array', values: ['csv', 'tensorboard'], allowEmpty: true }, default: [], doc: 'also write the numbers as metrics.csv and/or TensorBoard event files in outputDir (default none)' },
   precision: { spec: oneOf('float32', 'bfloat16'), doc: '"float32" (default) or "bfloat16": forward and backward under bfloat16 autocast' },
   device: {
     spec: {

@@ -1,7 +1,10 @@
 // Trainer: multi-task fine-tuning of an adapter (docs/ARCHITECTURE.md section 5): one native call per
 // optimizer step, per-task logging, evaluation, atomic checkpoints and exact resume. The class
-// holds the run's state and its loop; the options table, metrics, checkpoint format, step,
-// evaluation, data parallelism and the after-step decision are the modules beside it.
+// holds the run's state (one TrainerState, checkpoint.ts) and its loop; what happens after a step
+// goes through one dispatcher (callbacks.ts CallbackHandler) to rlora's own callbacks (reporting.ts:
+// log.jsonl, the sinks, the progress line, the lines on stderr) and the user's. The options table,
+// metrics, checkpoint format, step, evaluation, data parallelism and the after-step decision are
+// the modules beside it.
 import * as fs from 'fs';
 import * as path from 'path';
 import * as util from 'util';
@@ -10,60 +13,69 @@ import * as distributed from '../distributed';
 import { assertNotTraining, beginTraining, duringCallback, endTraining } from '../activity';
 import { ADAPTER_WEIGHTS_FILE } from '../adapter/files';
 import { Adapter } from '../adapter';
-import { Batch, BatchSampler, MultiTaskDataset, packBatch, SamplerState } from '../data';
-import { evalText, stepLine } from '../logging/text';
-import type { MetricSink } from '../logging/sink';
+import { Batch, BatchSampler, MultiTaskDataset, packBatch } from '../data';
 import { Model } from '../model';
 import { AdamW } from '../optim';
-import { CLEAR_LINE, ProgressLine } from '../progress';
-import { onInterrupt, rawTerminal } from '../util/interrupt';
+import { EvalProgressLine } from '../progress';
+import { rawTerminal } from '../util/interrupt';
 import { sameDevice, Tensor } from '../tensor';
-import { ensureFolder, naming, writeFileAtomically } from '../util/files';
+import { ensureWritableFolder, naming, writeFileAtomically } from '../util/files';
 import { replaceFolder } from '../replace-folder';
 import { checkInstance, checkKeys } from '../util/options';
 import { bool, checkValue, int } from '../util/spec';
-import { CallbackResult, CallbackState, checkCallbacks, FitOptions, TrainerCallback } from './callbacks';
-import { CHECKPOINT_FILES, checkpointName, evalPredictionsName, LEFTOVER_NAME, lockRunFolder, LOG_FILE, OPTIMIZER_FILE, pruneCheckpoints, readTrainerState, RNG_FILE, runFiles, TRAINER_STATE_FILE, trimLog, writeTrainerState } from './checkpoint';
+import { CallbackHandler, checkCallbacks, FitOptions, FitReporter, TrainerCallback } from './callbacks';
+import { CHECKPOINT_FILES, checkpointName, EarlierRunError, earlierRunFiles, evalPredictionsName, LEFTOVER_NAME, lockRunFolder, LOG_FILE, OPTIMIZER_FILE, pruneCheckpoints, readTrainerState, restoredState, RNG_FILE, TRAINER_STATE_FILE, TrainerState, trimLog, writeTrainerState } from './checkpoint';
 import { readOptimizerState, readRngStates, writeOptimizerState, writeRngStates } from './checkpoint-tensors';
 import { evaluate } from './evaluate';
 import { afterStep } from './flow';
 import { BestTracker } from './metrics';
 import { bestRuleOf, DEFAULTS, stopRuleOf, TRAINER_OPTION_NAMES, TrainerOptions, trainerOptionProblems } from './options';
-import { gatherGeneratorStates, joinProcessGroup, rankSlice, seedRankGenerators } from './parallel';
+import { gatherGeneratorStates, joinProcessGroup, Place, rankSlice, seedRankGenerators } from './parallel';
 import { byTask, EvalRecord, EvaluateOptions, History, Prediction, StepRecord, TaskEval } from './records';
-import { evalScalars, openSink, stepScalars } from './reporting';
+import { evalScalars, LogFileCallback, openSink, PrinterCallback, ProgressCallback, SinkCallback, stepScalars } from './reporting';
 import { StepLog } from './steplog';
 import { step } from './step';
 
+/** One fit's context, which its steps, evaluations and checkpoints share. */
+interface FitRun {
+  train: MultiTaskDataset;
+  evalDataset?: MultiTaskDataset;
+  dp?: Place;
+  /** Rank 0 (or the only process): writes files and shows progress. */
+  writer: boolean;
+  total: number;
+  firstStep: number;
+  events: CallbackHandler;
+  history: History;
+  /** The step of the checkpoint written last in this fit. */
+  savedAt: number;
+}
 
 export class Trainer {
   readonly model: Model;
   readonly adapter: Adapter;
   readonly options: Required<Omit<TrainerOptions, 'maxSteps' | 'warmupSteps' | 'outputDir' | 'progress' | 'precision' | 'device' | 'metrics' | 'earlyStopping' | 'saveBest' | 'evalBatchSize' | 'distributed' | 'gradientCheckpointing'>> & TrainerOptions;
-  /** Optimizer steps taken so far. */
-  step = 0;
+  /** The run's progress, one plain object: what a checkpoint saves and a resume restores. */
+  private state: TrainerState = { step: 0, best: {} };
   private optimizer?: AdamW;
   private disposed = false;
   private sampler?: BatchSampler;
-  private pendingSampler: SamplerState | null = null;
-  private totalSteps?: number;
-  /** Always a checkpoint of finite values: none is written after an update broke the parameters. */
-  private lastCheckpoint?: string;
-  private trainInfo?: { size: number; tasks: string[] };
-  private resumedFrom?: number;
-  /** trainer_state.json of the checkpoint resumed from, for errors about its data position. */
-  private resumedState?: string;
-  private pendingTrainInfo?: { size: number; tasks: string[] };
   /** Dropout generator states of ranks > 0 from a checkpoint (`rank<R>/<module>`). */
   private rankRng = new Map<string, Tensor>();
   /** Whether this rank's dropout generators were set for data parallelism. */
   private rankSeeded = false;
-  /** The step whose update left the parameters non-finite; nothing can continue from there. */
-  private brokenAt?: { step: number; paramNorm: number };
   /** Releases outputDir/rlora.lock, which fit holds while it runs. */
   private unlock?: () => void;
-  /** earlyStopping's best value and evaluations since it; saveBest's best value and checkpoint. */
+  /** earlyStopping's best value and evaluations since it; saveBest's best value and checkpoint (state.best). */
   private best: BestTracker;
+
+  /** Optimizer steps taken so far. */
+  get step(): number {
+    return this.state.step;
+  }
+  set step(n: number) {
+    this.state.step = n;
+  }
 
   constructor(model: Model, adapter: Adapter, options: TrainerOptions = {}) {
     checkInstance(model, Model, 'Trainer: the model (first argument)');
@@ -81,13 +93,13 @@ export class Trainer {
     if (this.options.device !== undefined && !sameDevice(this.options.device as string, model.device)) {
       throw new RangeError(`device ${JSON.stringify(options.device)} differs from the model's (${model.device}): load the model with {device: ${JSON.stringify(options.device)}}`);
     }
-    this.best = new BestTracker(stopRuleOf(this.options), bestRuleOf(this.options));
+    this.best = new BestTracker(stopRuleOf(this.options), bestRuleOf(this.options), this.state.best);
   }
 
   /** What the REPL and console.log show: a one-line summary, not the private fields. */
   [Symbol.for('nodejs.util.inspect.custom')](): string {
     const o = this.options;
-    const total = this.totalSteps ?? o.maxSteps;
+    const total = this.state.totalSteps ?? o.maxSteps;
     const parts = [
       total !== undefined ? `step ${this.step} of ${total}` : `step ${this.step}, ${o.epochs} epoch${o.epochs === 1 ? '' : 's'}`,
       `lr ${o.learningRate}`,
@@ -168,49 +180,29 @@ export class Trainer {
 
   private async fitUnchecked(train: MultiTaskDataset, fitOptions: FitOptions): Promise<History> {
     const o = this.options;
-    const padId = train.tokenizer.padTokenId ?? train.tokenizer.eosTokenId ?? 0;
-    this.trainInfo = { size: train.size, tasks: train.tasks };
-    this.adapter.trainingData = train.settings(); // saved with the adapter: evaluation encodes data the same way
-    const was = this.pendingTrainInfo;
-    if (was && (was.size !== train.size || was.tasks.join('\0') !== train.tasks.join('\0'))) {
+    const s = this.state;
+    const user = checkCallbacks(fitOptions.callbacks);
+    if (s.resumedFrom && s.dataset && (s.dataset.size !== train.size || s.dataset.tasks.join('\0') !== train.tasks.join('\0'))) {
       throw new Error(
-        `the checkpoint was trained on ${was.size} examples of tasks ${was.tasks.join(', ')}; ` +
+        `the checkpoint was trained on ${s.dataset.size} examples of tasks ${s.dataset.tasks.join(', ')}; ` +
           `this training set has ${train.size} of ${train.tasks.join(', ')}: resume needs the same data`,
       );
     }
-    if (this.brokenAt) throw this.brokenError();
-    const dp = await joinProcessGroup({ model: this.model, adapter: this.adapter, options: this.savedOptions(), train, step: this.step, globalBatch: this.sampler?.batchSize });
+    if (s.broken) throw this.brokenError();
+    s.dataset = { size: train.size, tasks: train.tasks };
+    this.adapter.trainingData = train.settings(); // saved with the adapter: evaluation encodes data the same way
+    const dp = await joinProcessGroup({ model: this.model, adapter: this.adapter, options: this.savedOptions(), train, step: s.step, globalBatch: this.sampler?.batchSize });
     if (dp && !this.rankSeeded) {
-      seedRankGenerators(this.adapter, dp.rank, this.step, this.rankRng);
+      seedRankGenerators(this.adapter, dp.rank, s.step, this.rankRng);
       this.rankSeeded = true;
     }
-    const W = dp?.worldSize ?? 1, R = dp?.rank ?? 0;
-    /** Rank 0 (or the only process) writes files and shows progress. */
-    const writer = R === 0;
-    // one seeded stream of global batches (batchSize x worldSize rows): the data order does not
-    // depend on the number of processes; each rank takes its slice
-    this.sampler ??= new BatchSampler(train, { batchSize: o.batchSize * W, sampling: o.sampling, temperature: o.samplingTemperature, seed: o.seed, groupByLength: o.groupByLength }, padId);
-    if (this.pendingSampler) {
-      const [sampler, state] = [this.sampler, this.pendingSampler];
-      if (state.batchSize !== o.batchSize * W && state.batchSize % o.batchSize === 0 && state.datasetSize === train.size) {
-        // another number of processes: the global batch changed, so the saved order cannot go on;
-        // the same seeded order restarts at the batch that covers the examples already seen
-        const skip = Math.floor((state.step * state.batchSize) / (o.batchSize * W));
-        for (let k = 0; k < skip; k++) sampler.next();
-        if (writer) {
-          process.stderr.write(
-            `rlora: the checkpoint was trained with a global batch of ${state.batchSize} rows (${state.batchSize / o.batchSize} process(es)); this run has ${o.batchSize * W} ` +
-              `(${W} process(es)): continuing at step ${this.step} with the data order of the new batch, from about example ${skip * o.batchSize * W} of the run (not the order an unchanged run would take)\n`,
-          );
-        }
-      } else naming(this.resumedState!, () => sampler.setState(state));
-      this.pendingSampler = null;
-    }
-    const total = (this.totalSteps ??= o.maxSteps ?? Math.max(1, Math.ceil((o.epochs * this.sampler.stepsPerEpoch) / o.gradientAccumulation)));
-    if (this.step >= total) {
+    const writer = (dp?.rank ?? 0) === 0;
+    const sampler = this.startSampler(train, dp?.worldSize ?? 1, writer);
+    const total = (s.totalSteps ??= o.maxSteps ?? Math.max(1, Math.ceil((o.epochs * sampler.stepsPerEpoch) / o.gradientAccumulation)));
+    if (s.step >= total) {
       // it used to return {steps: []}, as if it had trained
       throw new Error(
-        `Trainer.fit refused: this Trainer has run all its ${total} steps (step ${this.step} of ${total}), so a second fit would train nothing: ` +
+        `Trainer.fit refused: this Trainer has run all its ${total} steps (step ${s.step} of ${total}), so a second fit would train nothing: ` +
           'make a new Trainer for another run, or continue from a checkpoint with Trainer.resume(dir, model, {maxSteps}) and more steps',
       );
     }
@@ -218,174 +210,39 @@ export class Trainer {
     if ((this.best.stopRule || this.best.bestRule) && !fitOptions.evalDataset) {
       throw new Error(`${this.best.stopRule ? 'earlyStopping' : 'saveBest'} needs an evalDataset: pass fit(train, {evalDataset})`);
     }
-    this.adapter.setMode(true);
-    const history: History = { steps: [], evals: [], stopped: 'completed', skippedSteps: 0, outputDir: o.outputDir, lastCheckpoint: this.lastCheckpoint };
+    if (o.outputDir && writer) this.openRunFolder(o.outputDir);
+    const history: History = { steps: [], evals: [], stopped: 'completed', skippedSteps: 0, outputDir: o.outputDir, lastCheckpoint: s.lastCheckpoint };
+    if (this.best.state.save) [history.bestCheckpoint, history.bestMetric] = [this.best.state.save.checkpoint, this.best.state.save.value];
+    const given: TrainerCallback[] = fitOptions.onStep || fitOptions.onEval ? [{ onStepEnd: (rec) => void fitOptions.onStep?.(rec), onEvaluate: (rec) => void fitOptions.onEval?.(rec) }] : [];
+    const events = new CallbackHandler(writer ? this.reporters(s.step) : [], [...given, ...user], (fn) => duringCallback(this.model, fn), () => ({ step: s.step, totalSteps: total }));
+    const run: FitRun = { train, evalDataset: fitOptions.evalDataset, dp, writer, total, firstStep: s.step, events, history, savedAt: -1 };
+    if (dp && writer) {
+      process.stderr.write(`rlora: data parallel over ${dp.worldSize} processes (${distributed.backendName()}): global batch ${o.batchSize} x ${o.gradientAccumulation} accumulated x ${dp.worldSize} = ${o.batchSize * o.gradientAccumulation * dp.worldSize} rows per step\n`);
+    }
     /** The steps, in columns until fit returns (a long run's history is then 8 bytes a value). */
     const steps = new StepLog();
-    if (this.best.state.save) {
-      history.bestCheckpoint = this.best.state.save.checkpoint;
-      history.bestMetric = this.best.state.save.value;
-    }
-    /** The step of the checkpoint written last in this fit. */
-    let savedAt = -1;
-    const callbacks = checkCallbacks(fitOptions.callbacks);
-    const state = (): CallbackState => ({ step: this.step, totalSteps: total });
-    /** Set when a callback returns {stop: true}: the fit ends after the current step. */
-    let stopRequested = false;
-    const notify = async <K extends Exclude<keyof TrainerCallback, 'onTrainEnd'>>(hook: K, ...args: Parameters<NonNullable<TrainerCallback[K]>>): Promise<void> => {
-      for (const cb of callbacks) {
-        const fn = cb[hook] as ((...a: unknown[]) => CallbackResult) | undefined;
-        if (!fn) continue;
-        const r = duringCallback(this.model, () => fn.apply(cb, args));
-        const v = r instanceof Promise ? await r : r;
-        if (typeof v === 'object' && v !== null && v.stop === true) stopRequested = true;
-      }
-    };
-    const save = async (): Promise<void> => {
-      // rank 0 writes while the others wait: every rank goes on once the checkpoint is complete
-      const rng = dp ? await gatherGeneratorStates(this.adapter) : undefined;
-      history.lastCheckpoint = writer ? this.saveCheckpointUnchecked(rng) : path.join(o.outputDir!, checkpointName(this.step));
-      if (!writer) this.lastCheckpoint = history.lastCheckpoint;
-      if (dp) await distributed.barrier();
-      savedAt = this.step;
-      await notify('onSave', history.lastCheckpoint, state());
-    };
-    const log = o.outputDir && writer ? path.join(o.outputDir, LOG_FILE) : undefined;
-    if (o.outputDir && writer) {
-      // one run at a time in a folder (rlora.lock): a second is refused, naming the first
-      ensureFolder(o.outputDir, 'outputDir');
-      this.unlock = lockRunFolder(o.outputDir);
-      // a folder holding another run: refused, or emptied of it (overwriteOutputDir); this Trainer's
-      // own earlier fits and a resumed run continue there
-      const earlier = this.step === 0 && this.resumedFrom === undefined ? runFiles(o.outputDir).filter((f) => !LEFTOVER_NAME.test(f)) : [];
-      if (earlier.length && !o.overwriteOutputDir) {
-        throw new Error(
-          `Trainer.fit refused: outputDir ${o.outputDir} holds an earlier run (${earlier.sort().join(', ')}); logging into it would mix two runs: ` +
-            'choose another outputDir, set overwriteOutputDir: true to start over there, or continue that run with Trainer.resume',
-        );
-      }
-      for (const f of earlier) fs.rmSync(path.join(o.outputDir, f), { recursive: true, force: true });
-      // half-written or half-deleted checkpoints and logs of a process that was killed
-      for (const f of fs.readdirSync(o.outputDir)) if (LEFTOVER_NAME.test(f)) fs.rmSync(path.join(o.outputDir, f), { recursive: true, force: true });
-    }
-    // resuming from an older checkpoint: the steps after it are about to be logged again
-    if (log && this.resumedFrom !== undefined && fs.existsSync(log)) trimLog(log, this.resumedFrom);
-    this.resumedFrom = undefined;
-    const firstStep = this.step;
-    const showBar = writer && (o.progress ?? Boolean(process.stderr.isTTY));
-    // no bar where stderr is no terminal (a log file, CI): a line now and then, and the evaluations
-    const showLines = writer && o.progress === undefined && !process.stderr.isTTY;
-    const sinks: MetricSink[] = o.outputDir && writer ? o.reportTo.map((r) => openSink(r, o.outputDir!, firstStep)) : [];
-    if (dp && writer) {
-      process.stderr.write(`rlora: data parallel over ${W} processes (${distributed.backendName()}): global batch ${o.batchSize} x ${o.gradientAccumulation} accumulated x ${W} = ${o.batchSize * o.gradientAccumulation * W} rows per step\n`);
-    }
-    const bar = showBar ? new ProgressLine(process.stderr, total, this.step) : undefined;
-    /** Evaluates; true when earlyStopping says stop. */
-    const evaluateNow = async (): Promise<boolean> => {
-      if (!fitOptions.evalDataset) return false;
-      const { tasks, predictions } = await evaluate(this.model, this.adapter, fitOptions.evalDataset, o, Boolean(o.outputDir), dp);
-      const rec: EvalRecord = { step: this.step, tasks };
-      this.adapter.setMode(true);
-      history.evals.push(rec);
-      if (log) fs.appendFileSync(log, JSON.stringify({ type: 'eval', ...rec }) + '\n');
-      for (const sink of sinks) sink.log(rec.step, evalScalars(rec.tasks));
-      if (showLines) process.stderr.write(`eval at step ${rec.step}:\n${evalText(tasks).replace(/^/gm, '  ')}\n`);
-      if (o.outputDir && writer) writeFileAtomically(path.join(o.outputDir, evalPredictionsName(this.step)), predictions.map((p) => JSON.stringify(p) + '\n').join(''));
-      if (fitOptions.onEval) duringCallback(this.model, () => fitOptions.onEval!(rec));
-      await notify('onEvaluate', rec, state());
-      if (callbacks.length) await notify('onLog', rec.step, evalScalars(tasks), state());
-      const best = this.best.newBest(tasks, path.join(o.outputDir ?? '', checkpointName(this.step)));
-      if (best) {
-        await save();
-        history.bestCheckpoint = best.checkpoint;
-        history.bestMetric = best.value;
-      }
-      return this.best.shouldStop(tasks);
-    };
-    const sigint = { requested: false };
-    // in the REPL Ctrl-C is a key that interrupts the `await` but not the fit: there it stops the fit
-    // unless stopOnSigint is false
-    const stopOnSigint = fitOptions.stopOnSigint ?? rawTerminal();
-    const stopListening = stopOnSigint
-      ? onInterrupt((count) => {
-          if (count > 1) process.exit(130); // Ctrl-C again: at once, without a checkpoint
-          sigint.requested = true;
-          process.stderr.write(bar ? CLEAR_LINE : '\n');
-          bar?.close(); // no more redraws: the REPL's prompt comes next
-          process.stderr.write(`rlora: Ctrl-C: stopping after step ${this.step + 1}${o.outputDir ? ' and writing a checkpoint' : ''} (Ctrl-C again to quit at once)\n`);
-        })
-      : undefined;
+    // in the REPL Ctrl-C is a key that interrupts the `await` but not the fit: there it stops the fit unless stopOnSigint is false
+    const stopListening = (fitOptions.stopOnSigint ?? rawTerminal()) ? events.listenForCtrlC() : undefined;
+    this.adapter.setMode(true);
     try {
-      await notify('onTrainBegin', state());
-      while (this.step < total && !stopRequested) {
-        const micro: Batch[] = [];
-        for (let k = 0; k < o.gradientAccumulation; k++) {
-          const rows = dp ? rankSlice(this.sampler.next(), R, W) : this.sampler.next();
-          micro.push(o.packing ? packBatch(rows) : rows); // the same examples, laid out without padding
-        }
-        const t0 = process.hrtime.bigint();
-        const r = await step(this.model, micro, this.optimizer, o.precision ?? 'float32', Boolean(dp), o.gradientCheckpointing ?? false);
-        const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-        let tokens = micro.reduce((a, b) => a + (b.tasks.length ? b.attentionMask.flat().reduce((x, y) => x + y, 0) : 0), 0);
-        if (!r.finite && !o.skipNonFinite) {
-          throw new Error(
-            `the loss became ${r.loss} at step ${this.step + 1}; no update was made. Last good checkpoint: ${this.lastCheckpoint ?? 'none'} ` +
-              '(lower the learning rate, or set skipNonFinite to skip such steps)',
-          );
-        }
-        if (!r.paramsFinite) {
-          this.brokenAt = { step: this.step + 1, paramNorm: r.paramNorm };
-          throw this.brokenError();
-        }
-        this.step += 1;
-        if (!r.finite) history.skippedSteps += 1;
-        const sums = r.rowLoss;
-        const counts = r.rowTokens;
-        let taskSum: Record<string, number> = byTask(), taskCount: Record<string, number> = byTask();
-        micro.flatMap((b) => (b.tasks.length ? b.tasks : [undefined])).forEach((task, i) => {
-          if (task === undefined) return; // a rank's empty slice (one row without labels)
-          taskSum[task] = (taskSum[task] ?? 0) + sums[i];
-          taskCount[task] = (taskCount[task] ?? 0) + counts[i];
-        });
-        if (dp) {
-          // the step's tokens and per-task losses over every rank
-          const names = train.tasks;
-          const v = await distributed.allreduceSum([tokens, ...names.map((t) => taskSum[t] ?? 0), ...names.map((t) => taskCount[t] ?? 0)]);
-          tokens = v[0];
-          taskSum = Object.assign(byTask<number>(), Object.fromEntries(names.map((t, i) => [t, v[1 + i]])));
-          taskCount = Object.assign(byTask<number>(), Object.fromEntries(names.map((t, i) => [t, v[1 + names.length + i]])));
-        }
-        const rec: StepRecord = {
-          step: this.step,
-          epoch: this.sampler.epoch,
-          loss: r.loss,
-          taskLoss: Object.fromEntries(Object.keys(taskSum).sort().filter((k) => taskCount[k] > 0).map((k) => [k, taskSum[k] / taskCount[k]])),
-          lr: r.lr,
-          gradNorm: r.gradNorm,
-          tokens,
-          tokensPerSecond: tokens / seconds,
-          ...(r.finite ? {} : { skipped: true }),
-        };
+      await events.notify('onTrainBegin');
+      while (s.step < total && !events.stopRequested) {
+        const rec = await this.trainStep(run, sampler);
         steps.push(rec);
-        if (log) fs.appendFileSync(log, JSON.stringify(rec) + '\n');
-        for (const sink of sinks) sink.log(rec.step, stepScalars(rec));
-        bar?.update(this.step, rec.loss.toFixed(4), String(Math.round(rec.tokensPerSecond)));
-        if (showLines && (rec.step === firstStep + 1 || rec.step % o.loggingSteps === 0 || rec.step === total)) process.stderr.write(stepLine(rec, total) + '\n');
-        if (fitOptions.onStep) duringCallback(this.model, () => fitOptions.onStep!(rec));
-        await notify('onStepEnd', rec, state());
-        if (callbacks.length) await notify('onLog', rec.step, stepScalars(rec), state());
-        const next = afterStep(o, { step: this.step, total, firstStep, skippedSteps: history.skippedSteps });
-        if (next.evaluate && (await evaluateNow())) {
+        await events.notify('onStepEnd', rec);
+        await events.notify('onLog', rec.step, stepScalars(rec));
+        const next = afterStep(o, { step: s.step, total, firstStep: run.firstStep, skippedSteps: history.skippedSteps });
+        if (next.evaluate && (await this.evaluateInFit(run))) {
           history.stopped = 'earlyStopping';
           break;
         }
-        if (next.save && savedAt !== this.step) await save();
+        if (next.save && run.savedAt !== s.step) await this.saveInFit(run);
         if (next.stop) {
           history.stopped = next.stop;
           break;
         }
-        let aborted = Boolean(fitOptions.signal?.aborted) || sigint.requested;
-        let stopped = stopRequested;
+        let aborted = Boolean(fitOptions.signal?.aborted) || events.interrupted;
+        let stopped: boolean = events.stopRequested;
         // one decision for every rank: any rank's abort (Ctrl-C) or callback stops them all after this step
         if (dp) [aborted, stopped] = (await distributed.allreduceSum([aborted ? 1 : 0, stopped ? 1 : 0])).map((v) => v > 0);
         if (aborted || stopped) {
@@ -393,27 +250,164 @@ export class Trainer {
           break;
         }
       }
-      if (stopRequested && history.stopped === 'completed') history.stopped = 'callback'; // onTrainBegin asked
-      if (history.stopped === 'completed') await evaluateNow();
-      if (o.outputDir && savedAt !== this.step) await save();
+      if (events.stopRequested && history.stopped === 'completed') history.stopped = 'callback'; // onTrainBegin asked
+      if (history.stopped === 'completed') await this.evaluateInFit(run);
+      if (o.outputDir && run.savedAt !== s.step) await this.saveInFit(run);
       if (o.loadBestAtEnd && history.bestCheckpoint && (history.stopped === 'completed' || history.stopped === 'earlyStopping')) {
         this.loadAdapterWeights(history.bestCheckpoint);
       }
     } finally {
       stopListening?.();
-      bar?.stop();
+      events.close();
       this.adapter.setMode(false);
     }
     history.steps = steps.records();
     if (history.skippedSteps > 0) {
       console.warn(
-        `rlora: skipped ${history.skippedSteps} of ${history.steps.length} steps (${firstStep + 1}..${this.step}) for a non-finite loss` +
-          (history.stopped === 'nonFinite' ? `; stopped, as more than half of the ${total - firstStep} steps planned were skipped` : '') +
+        `rlora: skipped ${history.skippedSteps} of ${history.steps.length} steps (${run.firstStep + 1}..${s.step}) for a non-finite loss` +
+          (history.stopped === 'nonFinite' ? `; stopped, as more than half of the ${total - run.firstStep} steps planned were skipped` : '') +
           ' (lower the learning rate?)',
       );
     }
-    for (const cb of callbacks) if (cb.onTrainEnd) await duringCallback(this.model, () => cb.onTrainEnd!(history, state()));
+    await events.notify('onTrainEnd', history);
     return history;
+  }
+
+  /** The sampler of global batches (batchSize x worldSize rows), at the data position a checkpoint saved if resumed. */
+  private startSampler(train: MultiTaskDataset, W: number, writer: boolean): BatchSampler {
+    const o = this.options, s = this.state;
+    const padId = train.tokenizer.padTokenId ?? train.tokenizer.eosTokenId ?? 0;
+    // one seeded stream of global batches: the data order does not depend on the number of processes; each rank takes its slice
+    const sampler = (this.sampler ??= new BatchSampler(train, { batchSize: o.batchSize * W, sampling: o.sampling, temperature: o.samplingTemperature, seed: o.seed, groupByLength: o.groupByLength }, padId));
+    const saved = s.sampler;
+    if (!saved) return sampler;
+    if (saved.batchSize !== o.batchSize * W && saved.batchSize % o.batchSize === 0 && saved.datasetSize === train.size) {
+      // another number of processes: the global batch changed, so the saved order cannot go on;
+      // the same seeded order restarts at the batch that covers the examples already seen
+      const skip = Math.floor((saved.step * saved.batchSize) / (o.batchSize * W));
+      for (let k = 0; k < skip; k++) sampler.next();
+      if (writer) {
+        process.stderr.write(
+          `rlora: the checkpoint was trained with a global batch of ${saved.batchSize} rows (${saved.batchSize / o.batchSize} process(es)); this run has ${o.batchSize * W} ` +
+            `(${W} process(es)): continuing at step ${s.step} with the data order of the new batch, from about example ${skip * o.batchSize * W} of the run (not the order an unchanged run would take)\n`,
+        );
+      }
+    } else naming(s.resumedFrom!.file, () => sampler.setState(saved));
+    s.sampler = undefined;
+    return sampler;
+  }
+
+  /**
+   * Takes outputDir for this fit: writable (one line naming it and the reason otherwise), locked
+   * (rlora.lock: a second run there is refused, naming the first), an earlier run refused or
+   * deleted (overwriteOutputDir; this Trainer's own earlier fits and a resumed run continue
+   * there), leftovers of a killed process removed, and on resume the log trimmed to the checkpoint.
+   */
+  private openRunFolder(dir: string): void {
+    const s = this.state;
+    ensureWritableFolder(dir, 'outputDir');
+    this.unlock = lockRunFolder(dir);
+    const earlier = s.step === 0 && !s.resumedFrom ? earlierRunFiles(dir) : [];
+    if (earlier.length && !this.options.overwriteOutputDir) throw new EarlierRunError(dir, earlier);
+    for (const f of earlier) fs.rmSync(path.join(dir, f), { recursive: true, force: true });
+    // half-written or half-deleted checkpoints and logs of a process that was killed
+    for (const f of fs.readdirSync(dir)) if (LEFTOVER_NAME.test(f)) fs.rmSync(path.join(dir, f), { recursive: true, force: true });
+    // resuming from an older checkpoint: the steps after it are about to be logged again
+    const log = path.join(dir, LOG_FILE);
+    if (s.resumedFrom && s.step === s.resumedFrom.step && fs.existsSync(log)) trimLog(log, s.step);
+  }
+
+  /** rlora's own callbacks of a fit starting at `firstStep` (rank 0's): log.jsonl, reportTo's sinks, the lines and the progress line on stderr. */
+  private reporters(firstStep: number): FitReporter[] {
+    const o = this.options;
+    const own: FitReporter[] = [];
+    if (o.outputDir) own.push(new LogFileCallback(path.join(o.outputDir, LOG_FILE)));
+    if (o.outputDir && o.reportTo.length) own.push(new SinkCallback(o.reportTo.map((r) => openSink(r, o.outputDir!, firstStep))));
+    const bar = o.progress ?? Boolean(process.stderr.isTTY);
+    // no bar where stderr is no terminal (a log file, CI): a line now and then, and the evaluations
+    own.push(new PrinterCallback(process.stderr, { bar, lines: o.progress === undefined && !process.stderr.isTTY, loggingSteps: o.loggingSteps, checkpoints: Boolean(o.outputDir) }));
+    if (bar) own.push(new ProgressCallback(process.stderr));
+    return own;
+  }
+
+  /** One optimizer step of the fit: its record. */
+  private async trainStep(run: FitRun, sampler: BatchSampler): Promise<StepRecord> {
+    const o = this.options, s = this.state, dp = run.dp;
+    const micro: Batch[] = [];
+    for (let k = 0; k < o.gradientAccumulation; k++) {
+      const rows = dp ? rankSlice(sampler.next(), dp.rank, dp.worldSize) : sampler.next();
+      micro.push(o.packing ? packBatch(rows) : rows); // the same examples, laid out without padding
+    }
+    const t0 = process.hrtime.bigint();
+    const r = await step(this.model, micro, this.optimizer!, o.precision ?? 'float32', Boolean(dp), o.gradientCheckpointing ?? false);
+    const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    let tokens = micro.reduce((a, b) => a + (b.tasks.length ? b.attentionMask.flat().reduce((x, y) => x + y, 0) : 0), 0);
+    if (!r.finite && !o.skipNonFinite) {
+      throw new Error(
+        `the loss became ${r.loss} at step ${s.step + 1}; no update was made. Last good checkpoint: ${s.lastCheckpoint ?? 'none'} ` +
+          '(lower the learning rate, or set skipNonFinite to skip such steps)',
+      );
+    }
+    if (!r.paramsFinite) {
+      s.broken = { step: s.step + 1, paramNorm: r.paramNorm };
+      throw this.brokenError();
+    }
+    s.step += 1;
+    if (!r.finite) run.history.skippedSteps += 1;
+    let taskSum: Record<string, number> = byTask(), taskCount: Record<string, number> = byTask();
+    micro.flatMap((b) => (b.tasks.length ? b.tasks : [undefined])).forEach((task, i) => {
+      if (task === undefined) return; // a rank's empty slice (one row without labels)
+      taskSum[task] = (taskSum[task] ?? 0) + r.rowLoss[i];
+      taskCount[task] = (taskCount[task] ?? 0) + r.rowTokens[i];
+    });
+    if (dp) {
+      // the step's tokens and per-task losses over every rank
+      const names = run.train.tasks;
+      const v = await distributed.allreduceSum([tokens, ...names.map((t) => taskSum[t] ?? 0), ...names.map((t) => taskCount[t] ?? 0)]);
+      tokens = v[0];
+      taskSum = Object.assign(byTask<number>(), Object.fromEntries(names.map((t, i) => [t, v[1 + i]])));
+      taskCount = Object.assign(byTask<number>(), Object.fromEntries(names.map((t, i) => [t, v[1 + names.length + i]])));
+    }
+    return {
+      step: s.step,
+      epoch: sampler.epoch,
+      loss: r.loss,
+      taskLoss: Object.fromEntries(Object.keys(taskSum).sort().filter((k) => taskCount[k] > 0).map((k) => [k, taskSum[k] / taskCount[k]])),
+      lr: r.lr,
+      gradNorm: r.gradNorm,
+      tokens,
+      tokensPerSecond: tokens / seconds,
+      ...(r.finite ? {} : { skipped: true }),
+    };
+  }
+
+  /** Evaluates during the fit (when it has an evalDataset); true when earlyStopping says stop. */
+  private async evaluateInFit(run: FitRun): Promise<boolean> {
+    if (!run.evalDataset) return false;
+    const o = this.options;
+    const { tasks, predictions } = await evaluate(this.model, this.adapter, run.evalDataset, o, Boolean(o.outputDir), run.dp, (done, total) => run.events.evaluateProgress(done, total));
+    this.adapter.setMode(true);
+    const rec: EvalRecord = { step: this.step, tasks };
+    run.history.evals.push(rec);
+    if (o.outputDir && run.writer) writeFileAtomically(path.join(o.outputDir, evalPredictionsName(this.step)), predictions.map((p) => JSON.stringify(p) + '\n').join(''));
+    await run.events.notify('onEvaluate', rec);
+    await run.events.notify('onLog', rec.step, evalScalars(tasks));
+    const best = this.best.newBest(tasks, path.join(o.outputDir ?? '', checkpointName(this.step)));
+    if (best) {
+      await this.saveInFit(run);
+      [run.history.bestCheckpoint, run.history.bestMetric] = [best.checkpoint, best.value];
+    }
+    return this.best.shouldStop(tasks);
+  }
+
+  /** Writes a checkpoint during the fit: rank 0 writes while the others wait; every rank goes on once it is complete. */
+  private async saveInFit(run: FitRun): Promise<void> {
+    const rng = run.dp ? await gatherGeneratorStates(this.adapter) : undefined;
+    const dir = run.writer ? this.saveCheckpointUnchecked(rng) : path.join(this.options.outputDir!, checkpointName(this.step));
+    this.state.lastCheckpoint = run.history.lastCheckpoint = dir;
+    if (run.dp) await distributed.barrier();
+    run.savedAt = this.step;
+    await run.events.notify('onSave', dir);
   }
 
   /**
@@ -431,8 +425,14 @@ export class Trainer {
     if (options.returnPredictions !== undefined) checkValue(options.returnPredictions, bool, 'evaluate: returnPredictions');
     this.checkLive();
     assertNotTraining(this.model, 'Trainer.evaluate');
-    const r = await evaluate(this.model, this.adapter, dataset, this.options, Boolean(options.returnPredictions));
-    return options.returnPredictions ? r : r.tasks;
+    // a line on a terminal (as the training's), erased at the end: a large set takes a while
+    const line = (this.options.progress ?? process.stderr.isTTY) ? new EvalProgressLine(process.stderr) : undefined;
+    try {
+      const r = await evaluate(this.model, this.adapter, dataset, this.options, Boolean(options.returnPredictions), undefined, line && ((done, total) => line.update(done, total)));
+      return options.returnPredictions ? r : r.tasks;
+    } finally {
+      line?.clear();
+    }
   }
 
   /**
@@ -449,7 +449,7 @@ export class Trainer {
     const dir0 = this.options.outputDir;
     if (!dir0) throw new Error('saveCheckpoint needs outputDir');
     if (!this.optimizer || !this.sampler) throw new Error('nothing to checkpoint before fit() has started');
-    if (this.brokenAt) throw this.brokenError();
+    if (this.state.broken) throw this.brokenError();
     const dir = path.join(dir0, checkpointName(this.step));
     const opt = this.optimizer.native.state();
     const sampler = this.sampler;
@@ -457,18 +457,13 @@ export class Trainer {
       duringCallback(this.model, () => this.adapter.write(tmp)); // between steps: nothing native runs
       writeOptimizerState(tmp, opt);
       writeRngStates(tmp, rngStates ?? Object.fromEntries([...this.adapter.layers].map(([name, layer]) => [name, new Tensor(layer.native.generatorState())])));
-      writeTrainerState(tmp, {
-        version: 1,
-        step: this.step,
-        totalSteps: this.totalSteps!,
+      writeTrainerState(tmp, this.state, {
         options: this.savedOptions(),
         sampler: sampler.state(),
-        dataset: this.trainInfo!,
-        best: this.best.state,
         customMetrics: Object.entries(this.options.metrics ?? {}).filter(([, v]) => typeof v === 'function').map(([k]) => k),
       });
     }, { refuseLink: true }); // a link planted at checkpoint-<step> is refused, never followed
-    this.lastCheckpoint = dir;
+    this.state.lastCheckpoint = dir;
     if (this.options.keepCheckpoints > 0) pruneCheckpoints(dir0, this.options.keepCheckpoints, this.best.state.save?.checkpoint); // saveBest's is never pruned
     return dir;
   }
@@ -501,12 +496,36 @@ export class Trainer {
   }
 
   private brokenError(): Error {
-    const b = this.brokenAt!;
+    const b = this.state.broken!;
     return new Error(
       `the update of step ${b.step} left the trainable parameters non-finite or too large (L2 norm ${b.paramNorm}); ` +
-        `the adapter in memory holds them, so nothing is saved or trained from here. Last good checkpoint: ${this.lastCheckpoint ?? 'none'} ` +
+        `the adapter in memory holds them, so nothing is saved or trained from here. Last good checkpoint: ${this.state.lastCheckpoint ?? 'none'} ` +
         '(lower the learning rate and resume from it)',
     );
+  }
+
+  /**
+   * A resume's last part: the run's progress, the optimizer's state and the dropout generators'
+   * read from the checkpoint `dir` (errors name its files).
+   */
+  private restore(state: TrainerState, optimizerState: ReturnType<typeof readOptimizerState>, rng: ReturnType<typeof readRngStates>, dir: string): void {
+    this.state = state;
+    this.best = new BestTracker(this.best.stopRule, this.best.bestRule, state.best);
+    const optimizer = naming(state.resumedFrom!.file, () => this.createOptimizer(state.totalSteps!));
+    naming(path.join(dir, OPTIMIZER_FILE), () => optimizer.native.setState(optimizerState));
+    this.optimizer = optimizer;
+    const rngPath = path.join(dir, RNG_FILE);
+    for (const [name, t] of rng) {
+      if (/^rank\d+\//.test(name)) {
+        this.rankRng.set(name, t); // another rank's stream (data parallelism): taken when it joins
+        continue;
+      }
+      const layer = this.adapter.layers.get(name);
+      if (!layer) throw new Error(`${rngPath} names ${name}, which the adapter does not wrap`);
+      naming(rngPath, () => layer.native.setGeneratorState(t.native));
+    }
+    const missing = [...this.adapter.layers.keys()].filter((name) => !rng.has(name));
+    if (missing.length) throw new Error(`${rngPath} has no generator state for ${missing.join(', ')}`);
   }
 
   /**
@@ -535,7 +554,6 @@ export class Trainer {
     const statePath = file(TRAINER_STATE_FILE);
     const state = readTrainerState(statePath);
     const optimizerState = readOptimizerState(file(OPTIMIZER_FILE));
-    const rngPath = file(RNG_FILE);
     const rng = readRngStates(checkpointDir);
     // metric functions cannot be saved: the run's are required again, not dropped silently
     const missing = (state.customMetrics ?? []).filter((m) => typeof given.metrics?.[m] !== 'function');
@@ -563,28 +581,7 @@ export class Trainer {
       // torch.load's map_location): a checkpoint of a CUDA run resumes on the CPU and back
       const options = { ...state.options, ...given, ...(total !== state.totalSteps ? { maxSteps: total } : {}), outputDir, device: model.device };
       const trainer = naming(statePath, () => new Trainer(model, adapter, options));
-      trainer.step = state.step;
-      trainer.resumedFrom = state.step;
-      trainer.resumedState = statePath;
-      trainer.totalSteps = total;
-      if (state.best !== undefined) trainer.best.state = state.best;
-      trainer.pendingSampler = state.sampler;
-      trainer.pendingTrainInfo = state.dataset;
-      trainer.lastCheckpoint = checkpointDir;
-      const optimizer = naming(statePath, () => trainer.createOptimizer(total));
-      naming(file(OPTIMIZER_FILE), () => optimizer.native.setState(optimizerState));
-      trainer.optimizer = optimizer;
-      for (const [name, t] of rng) {
-        if (/^rank\d+\//.test(name)) {
-          trainer.rankRng.set(name, t); // another rank's stream (data parallelism): taken when it joins
-          continue;
-        }
-        const layer = adapter.layers.get(name);
-        if (!layer) throw new Error(`${rngPath} names ${name}, which the adapter does not wrap`);
-        naming(rngPath, () => layer.native.setGeneratorState(t.native));
-      }
-      const missing = [...adapter.layers.keys()].filter((name) => !rng.has(name));
-      if (missing.length) throw new Error(`${rngPath} has no generator state for ${missing.join(', ')}`);
+      trainer.restore(restoredState(checkpointDir, statePath, state, total), optimizerState, rng, checkpointDir);
       return trainer;
     } catch (e) {
       adapter.detach();

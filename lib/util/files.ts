@@ -46,6 +46,19 @@ export function ensureFolder(dir: string, what: string): void {
   }
 }
 
+/**
+ * ensureFolder, then whether files can be written in `dir`: one error naming it and the reason (a
+ * read-only mount: EROFS; a folder without write permission: EACCES) before anything is started.
+ */
+export function ensureWritableFolder(dir: string, what: string): void {
+  ensureFolder(dir, what);
+  try {
+    fs.accessSync(dir, fs.constants.W_OK);
+  } catch (e) {
+    throw new Error(`${what} ${dir} is not writable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}${(e as NodeJS.ErrnoException).code === 'EROFS' ? ': a read-only file system' : ''})`);
+  }
+}
+
 /** Flushes a file or a folder (its entries) to disk. */
 export function fsyncPath(p: string): void {
   const fd = fs.openSync(p, 'r');
