@@ -345,6 +345,21 @@ describe('an address-space limit', () => {
   });
 });
 
+// A new user's friction: a wrong data path was reported only after the model had loaded.
+describe('data paths are checked before anything loads', () => {
+  it('rlora train and rlora eval name the missing file first (the model and adapter named here do not exist either)', () => {
+    const run = path.join(tmp, 'data-first.json');
+    fs.writeFileSync(run, JSON.stringify({ model: 'no-such-model', adapter: { targetModules: ['q_proj'] }, data: { train: 'missing.jsonl' }, outputDir: path.join(tmp, 'data-first-out') }));
+    const cli = (args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', path.join(__dirname, '..', 'lib', 'cli.ts'), ...args], { encoding: 'utf8', cwd: path.join(__dirname, '..') });
+    const t = cli(['train', '--config', run]);
+    expect([t.status, t.stderr]).toEqual([1, `rlora train: ${run}: data.train: file not found: ${path.join(tmp, 'missing.jsonl')}\n`]);
+    const e = cli(['eval', '--adapter', path.join(tmp, 'no-such-adapter'), '--data', path.join(tmp, 'missing.jsonl')]);
+    expect([e.status, e.stderr]).toEqual([1, `rlora eval: --data: file not found: ${path.join(tmp, 'missing.jsonl')}\n`]);
+    const d = cli(['eval', '--adapter', path.join(tmp, 'no-such-adapter'), '--data', tmp]);
+    expect(d.stderr).toBe(`rlora eval: --data: ${tmp} is a folder, not a JSON lines file\n`);
+  });
+});
+
 // Item 19: a learning rate beyond float32 failed inside libtorch ("cannot be converted to type float").
 describe('float32 bounds of the optimizer options', () => {
   it('learningRate 1e39 is refused naming the key and the float32 bound', () => {

@@ -75,6 +75,29 @@ export function adapterBase(adapterDir: string, needs = '--model DIR|ID'): Model
   throw new UsageError(`${needs} is required: ${file} names its base model ${JSON.stringify(base)}, which is no model folder here nor a Hub repo id`);
 }
 
+/**
+ * Refuses data files that are missing, folders or unreadable, in one line naming `what` (the
+ * run.json key or the flag) and the file, before any model is loaded: a wrong path used to be
+ * reported only after the model had loaded (a minute for a large one).
+ */
+export function checkDataFiles(files: string | string[] | undefined, what: string): void {
+  for (const f of files === undefined ? [] : Array.isArray(files) ? files : [files]) {
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(f);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new InputError(`${what}: ${code === 'ENOENT' ? 'file not found' : `cannot read (${code ?? (e as Error).message})`}: ${f}`);
+    }
+    if (st.isDirectory()) throw new InputError(`${what}: ${f} is a folder, not a JSON lines file`);
+    try {
+      fs.accessSync(f, fs.constants.R_OK);
+    } catch (e) {
+      throw new InputError(`${what}: cannot read ${f} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
+  }
+}
+
 /** A --model argument: a folder that exists as an absolute path, else as given (a Hub repo id, or a path the error names). */
 export function modelArgument(arg: string): string {
   return fs.existsSync(arg) ? path.resolve(arg) : arg;

@@ -8,7 +8,7 @@ import { MAX_THREADS } from '../threads';
 import { writeFileFully } from '../util/files';
 import type { ModelSource } from './common';
 import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
-import { adapterBase, as, checkVocabulary, evalTable, lib, loadModel, loadTokenizer, modelArgument, resolveFolder } from './common';
+import { adapterBase, as, checkDataFiles, checkVocabulary, evalTable, lib, loadModel, loadTokenizer, modelArgument, resolveFolder } from './common';
 import { isInsideFolder } from '../hub/cache';
 import { BUILTIN_METRICS } from '../trainer/metrics';
 import { MAX_EVAL_EXTRA_TOKENS } from '../trainer/options';
@@ -74,6 +74,7 @@ async function runEval(args: string[]): Promise<number> {
   // run.json without data.eval but with data.validationSplit: the held-out part of data.train, as rlora train drew it
   const heldOut = data === undefined && cfg?.data.validationSplit !== undefined ? cfg : undefined;
   if (!data && !heldOut) throw new UsageError(`--data FILE is required${cfg ? ' (run.json has neither data.eval nor data.validationSplit)' : ''}`);
+  checkDataFiles(heldOut ? heldOut.data.train : data, heldOut ? `${heldOut.file}: data.train` : stringOption(opts, 'data') !== undefined ? '--data' : `${cfg!.file}: data.eval`);
   const batchSize = intOption(opts, 'batch-size', 1) ?? cfg?.trainer.batchSize;
   const extra = intOption(opts, 'extra-tokens', 0, MAX_EVAL_EXTRA_TOKENS) ?? cfg?.trainer.evalExtraTokens;
   const maxLength = intOption(opts, 'max-length', 2) ?? cfg?.data.options.maxLength;

@@ -9,7 +9,7 @@ import * as path from 'path';
 import type { DatasetOptions, MultiTaskDataset } from '../data';
 import type { Trainer, TrainerOptions } from '../trainer';
 import { InputError, intOption, parseArgs, stringOption, Subcommand, UsageError } from './args';
-import { as, checkVocabulary, describeDataset, lib, loadModel, loadTokenizer } from './common';
+import { as, checkDataFiles, checkVocabulary, describeDataset, lib, loadModel, loadTokenizer } from './common';
 import { dieWithLauncher, launch, launchOptions, withoutLaunchFlags } from './launch';
 import { describeRunConfig, readRunConfig, RunConfig } from './runconfig';
 import { printable, shellQuote } from '../util/printable';
@@ -144,6 +144,9 @@ async function runTrain(args: string[]): Promise<number> {
   const rank0 = world === 1 || process.env.RANK === '0';
   const say = (s: string): void => void (rank0 && process.stderr.write(printable(s) + '\n'));
 
+  // the data first: a wrong path is one line before a model is loaded
+  checkDataFiles(cfg.data.train, `${cfg.file}: data.train`);
+  checkDataFiles(cfg.data.eval, `${cfg.file}: data.eval`);
   if (resume && !fs.existsSync(path.join(resume, TRAINER_STATE_FILE))) {
     throw new InputError(`${resume} is not a checkpoint (no ${TRAINER_STATE_FILE}); checkpoints are the ${checkpointName(0).replace('0', '<step>')} folders of outputDir`);
   }
