@@ -97,7 +97,10 @@ print(json.dumps({'losses': losses, 'lrs': lrs, 'norms': norms, 'final': {k: v.d
     history.steps.forEach((s, i) => {
       expect(Math.abs(s.loss - py.losses[i])).toBeLessThan(1e-8 * py.losses[i]);
       expect(Math.abs(s.lr - py.lrs[i])).toBeLessThan(1e-15);
-      expect(Math.abs(s.gradNorm - py.norms[i])).toBeLessThan(1e-8 * py.norms[i]);
+      // the attention's softmax runs in float32, as transformers' eager attention does (the
+      // reference too): a packed row sums it over other keys, so its rounding differs (1.7e-8
+      // measured on libtorch 2.6)
+      expect(Math.abs(s.gradNorm - py.norms[i])).toBeLessThan((packing ? 1e-7 : 1e-8) * py.norms[i]);
     });
     expect(py.losses[9]).toBeLessThan(py.losses[0]); // it learned something
     expect(history.steps.some((s) => s.gradNorm > 0.02)).toBe(true); // clipping was active
