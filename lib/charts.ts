@@ -175,8 +175,8 @@ export async function renderSvg(spec: Record<string, unknown>): Promise<string> 
 }
 
 /** SVG to PNG at `scale` pixels per SVG unit, through @resvg/resvg-js (prebuilt binaries; no compiler). */
-export function renderPng(svg: string, scale: number): Buffer {
-  let Resvg: new (svg: string, options: object) => { render(): { asPng(): Buffer } };
+export function renderPng(svg: string, scale: number): Uint8Array {
+  let Resvg: new (svg: string, options: object) => { render(): { asPng(): Uint8Array } };
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     ({ Resvg } = require('@resvg/resvg-js'));

@@ -74,7 +74,6 @@ async function runEval(args: string[]): Promise<number> {
   // run.json without data.eval but with data.validationSplit: the held-out part of data.train, as rlora train drew it
   const heldOut = data === undefined && cfg?.data.validationSplit !== undefined ? cfg : undefined;
   if (!data && !heldOut) throw new UsageError(`--data FILE is required${cfg ? ' (run.json has neither data.eval nor data.validationSplit)' : ''}`);
-  checkDataFiles(heldOut ? heldOut.data.train : data, heldOut ? `${heldOut.file}: data.train` : stringOption(opts, 'data') !== undefined ? '--data' : `${cfg!.file}: data.eval`);
   const batchSize = intOption(opts, 'batch-size', 1) ?? cfg?.trainer.batchSize;
   const extra = intOption(opts, 'extra-tokens', 0, MAX_EVAL_EXTRA_TOKENS) ?? cfg?.trainer.evalExtraTokens;
   const maxLength = intOption(opts, 'max-length', 2) ?? cfg?.data.options.maxLength;
@@ -88,6 +87,8 @@ async function runEval(args: string[]): Promise<number> {
     metrics = Object.fromEntries(names.map((m) => [m, m])) as Record<string, 'exactMatch' | 'charF1'>;
   }
   const predictionsFile = stringOption(opts, 'predictions');
+  // the options read (a bad one is a usage error), the data next: before an adapter or model loads
+  checkDataFiles(heldOut ? heldOut.data.train : data, heldOut ? `${heldOut.file}: data.train` : stringOption(opts, 'data') !== undefined ? '--data' : `${cfg!.file}: data.eval`);
 
   const adapterDir = await resolveFolder(adapterArg, 'adapter', '--adapter');
   const configPath = path.join(adapterDir, ADAPTER_CONFIG_FILE);

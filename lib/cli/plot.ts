@@ -157,7 +157,7 @@ export async function renderSvg(spec: Record<string, unknown>): Promise<string> 
 }
 
 /** SVG to PNG (lib/charts.ts renderPng; @resvg/resvg-js not loading is an InputError). */
-export function renderPng(svg: string, scale: number): Buffer {
+export function renderPng(svg: string, scale: number): Uint8Array {
   try {
     return charts.renderPng(svg, scale);
   } catch (e) {
