@@ -4,7 +4,7 @@ import * as distributed from '../distributed';
 import { assertNotTraining, beginTraining, endTraining } from '../activity';
 import type { Batch } from '../data';
 import { Model } from '../model';
-import { native, NativeLmBatch } from '../native';
+import { native, NativeLmBatch, NativeLmStepOptions } from '../native';
 import { AdamW } from '../optim';
 import { Tensor } from '../tensor';
 import { cuSeqlensTensor } from '../token-batch';
@@ -65,15 +65,18 @@ export async function trainStep(
   const dataParallel = options.distributed ?? (distributed.worldSize() > 1);
   beginTraining(model, 'trainStep');
   try {
-    return await step(model, batches, optimizer, options.precision ?? 'float32', dataParallel, options.gradientCheckpointing ?? false);
+    return await step(model, batches, optimizer, { precision: options.precision ?? 'float32', distributed: dataParallel, gradientCheckpointing: options.gradientCheckpointing ?? false });
   } finally {
     endTraining(model);
   }
 }
 
+/** How a step runs, by name from the API's options to the addon (checked where the user gave them). */
+export type StepSettings = Required<NativeLmStepOptions>;
+
 /** One optimizer step, unchecked: trainStep's and Trainer.fit's. */
-export async function step(model: Model, batches: LmRows[], optimizer: AdamW, precision: 'float32' | 'bfloat16', dataParallel = false, checkpointing = false): Promise<TrainStepResult> {
-  const r = await native.lmTrainStep(model.native, batches.map(toLmBatch), optimizer.native, { precision, distributed: dataParallel, gradientCheckpointing: checkpointing });
+export async function step(model: Model, batches: LmRows[], optimizer: AdamW, settings: StepSettings): Promise<TrainStepResult> {
+  const r = await native.lmTrainStep(model.native, batches.map(toLmBatch), optimizer.native, settings);
   return {
     loss: r.loss,
     finite: r.finite,

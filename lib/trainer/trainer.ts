@@ -339,7 +339,7 @@ export class Trainer {
       micro.push(o.packing ? packBatch(rows) : rows); // the same examples, laid out without padding
     }
     const t0 = process.hrtime.bigint();
-    const r = await step(this.model, micro, this.optimizer!, o.precision ?? 'float32', Boolean(dp), o.gradientCheckpointing ?? false);
+    const r = await step(this.model, micro, this.optimizer!, { precision: o.precision ?? 'float32', distributed: Boolean(dp), gradientCheckpointing: o.gradientCheckpointing ?? false });
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
     let tokens = micro.reduce((a, b) => a + (b.tasks.length ? b.attentionMask.flat().reduce((x, y) => x + y, 0) : 0), 0);
     if (!r.finite && !o.skipNonFinite) {
