@@ -25,7 +25,7 @@ const stateBytes = (a: Adapter): Record<string, Buffer> =>
 describe('one step at a time against PyTorch (float64, dropout 0)', () => {
   // packing: the trainer lays each micro-batch's examples end to end in one row; Python runs the
   // padded rows, so the same numbers show that packing changes nothing but the layout
-  it.each([['padded', false], ['packed', true]])('losses and adapter weights agree for 10 steps with accumulation, clipping, decay and warm-up cosine (1e-8, %s batches)', async (_how, packing) => {
+  it.each([['padded', false], ['packed', true]])('losses and adapter weights agree for 10 steps with accumulation, clipping, decay and warm-up cosine (1e-8; packed 1e-7: %s batches)', async (_how, packing) => {
     requireTorchPython();
     const model = Model.fromConfig(CFG, { seed: 1, dtype: 'float64' });
     const baseDir = path.join(tmp, `py-base-${packing}`);
@@ -94,20 +94,21 @@ for step in range(o['maxSteps']):
 print(json.dumps({'losses': losses, 'lrs': lrs, 'norms': norms, 'final': {k: v.detach().flatten().tolist() for k, v in P.items()}}))`,
       { base: baseDir, init: initDir, opts, batches },
     );
+    // the attention's softmax runs in float32, as transformers' eager attention does (the
+    // reference too): a packed row sums it over other keys, so its rounding differs (gradient norms
+    // 1.7e-8 apart measured on libtorch 2.6, and the weights after 10 steps more than 1e-8)
+    const tol = packing ? 1e-7 : 1e-8;
     history.steps.forEach((s, i) => {
-      expect(Math.abs(s.loss - py.losses[i])).toBeLessThan(1e-8 * py.losses[i]);
+      expect(Math.abs(s.loss - py.losses[i])).toBeLessThan(tol * py.losses[i]);
       expect(Math.abs(s.lr - py.lrs[i])).toBeLessThan(1e-15);
-      // the attention's softmax runs in float32, as transformers' eager attention does (the
-      // reference too): a packed row sums it over other keys, so its rounding differs (1.7e-8
-      // measured on libtorch 2.6)
-      expect(Math.abs(s.gradNorm - py.norms[i])).toBeLessThan((packing ? 1e-7 : 1e-8) * py.norms[i]);
+      expect(Math.abs(s.gradNorm - py.norms[i])).toBeLessThan(tol * py.norms[i]);
     });
     expect(py.losses[9]).toBeLessThan(py.losses[0]); // it learned something
     expect(history.steps.some((s) => s.gradNorm > 0.02)).toBe(true); // clipping was active
     const final = loadSafetensors(path.join(finalDir, 'adapter_model.safetensors'));
     for (const [k, v] of Object.entries(py.final)) {
       const got = final[k].data() as Float64Array;
-      expect({ k, ok: maxAbsDiff(got, v) <= 1e-8 * Math.max(1, maxAbs(v)) }).toEqual({ k, ok: true });
+      expect({ k, ok: maxAbsDiff(got, v) <= tol * Math.max(1, maxAbs(v)) }).toEqual({ k, ok: true });
     }
   });
 });
