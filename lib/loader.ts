@@ -267,18 +267,19 @@ export function describeLimit(bytes: number): string {
 
 /** The message of a failed load: what was found, what was tried, what to install or run. */
 export function explain(report: LoadReport): string {
+  const rel = (f: string) => path.relative(process.cwd(), f) || f;
+  const tried = report.attempts.map((a) => `  tried ${a.kind} ${rel(a.file)}: ${a.error}`);
   // libtorch could not be mapped under an address-space limit: that is the cause, not the build
   const limit = addressSpaceLimit();
   if (limit !== null && report.attempts.some((a) => /failed to map segment|cannot allocate memory/i.test(a.error ?? ''))) {
     return [
       `rlora: libtorch could not be loaded: this process may map at most ${describeLimit(limit)} (an address-space limit: ulimit -v or prlimit --as), too little for libtorch.`,
-      ...report.attempts.map((a) => `  tried ${a.kind} ${path.relative(process.cwd(), a.file) || a.file}: ${a.error}`),
+      ...tried,
       'Raise or remove the limit (ulimit -v unlimited, or ask for more memory on a cluster); loading libtorch needs a few GB of address space.',
     ].join('\n');
   }
   // the message names every libtorch install, python3's too (loading stops at the first that fits)
   const found = inspectLibtorch();
-  const rel = (f: string) => path.relative(process.cwd(), f) || f;
   const platform = `${process.platform}-${process.arch}`;
   const lines = ['rlora: no native binary could be loaded for the libtorch on this machine.'];
   // LIBTORCH or Torch_DIR naming no libtorch: said first, it is why nothing else was looked at
@@ -295,7 +296,7 @@ export function explain(report: LoadReport): string {
   const tags = report.prebuilds.map((p) => p.tag ?? path.basename(p.file));
   lines.push(`  prebuilt binaries in this package for ${platform}: ${tags.length ? tags.join(', ') : 'none'}`);
   lines.push(`  local build: ${report.localBuilds.length ? report.localBuilds.map(rel).join(', ') : `none (${rel(path.join(report.packageRoot, 'build/Release/rlora.node'))})`}`);
-  for (const a of report.attempts) lines.push(`  tried ${a.kind} ${rel(a.file)}: ${a.error}`);
+  lines.push(...tried);
   if (process.env.RLORA_BINARY) lines.push(`  RLORA_BINARY=${process.env.RLORA_BINARY} limits the choice; unset it to let rlora choose.`);
 
   lines.push('Do one of:');

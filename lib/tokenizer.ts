@@ -159,7 +159,6 @@ function hasOwnRegex(value: unknown): boolean {
 function normalizeTokenizerJson(json: unknown, source: string): Record<string, unknown> {
   const notIt = (what: string): Error =>
     new Error(`${source} is not a Hugging Face tokenizer.json: ${what}`);
-  checkJsonDepth(json, source);
   if (!isPlainObject(json)) throw notIt(`expected a JSON object, got ${describe(json)}`);
   const model = json.model;
   if (!isPlainObject(model)) {
@@ -425,6 +424,7 @@ export class Tokenizer implements TextTokenizer {
         throw new Error(`Tokenizer.fromJSON: the string is not valid JSON (${(e as Error).message})`);
       }
     }
+    checkJsonDepth(json, 'Tokenizer.fromJSON'); // (fromFile's readJsonFile checks what it reads)
     return new Tokenizer(json, config, 'Tokenizer.fromJSON');
   }
 

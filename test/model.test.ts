@@ -4,7 +4,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { HFConfig, loadSafetensors, Model, saveSafetensors, Tensor } from '../lib';
+import { loadSafetensors, Model, saveSafetensors, Tensor } from '../lib';
 import { maxAbs, maxAbsDiff } from './helpers/math';
 import { ARCHITECTURES as CONFIGS } from './helpers/architectures';
 import { PY_REFERENCE } from './helpers/pymodel';

@@ -8,6 +8,7 @@ import type { RepoKind } from '../hub/cache';
 import { isPathLike, resolveRepo } from '../hub/resolve';
 import { ADAPTER_CONFIG_FILE } from '../adapter/files';
 import { isRepoId } from '../hub/cache';
+import { openRegularFile } from '../util/files';
 import { readJsonFile } from '../util/json';
 import { InputError, UsageError } from './args';
 
@@ -76,24 +77,21 @@ export function adapterBase(adapterDir: string, needs = '--model DIR|ID'): Model
 }
 
 /**
- * Refuses data files that are missing, folders or unreadable, in one line naming `what` (the
+ * Refuses data files that are missing, not regular files or unreadable, in one line naming `what` (the
  * run.json key or the flag) and the file, before any model is loaded: a wrong path used to be
  * reported only after the model had loaded (a minute for a large one).
  */
 export function checkDataFiles(files: string | string[] | undefined, what: string): void {
   for (const f of files === undefined ? [] : Array.isArray(files) ? files : [files]) {
-    let st: fs.Stats;
     try {
-      st = fs.statSync(f);
+      const { fd } = openRegularFile(f, (why) => {
+        throw new InputError(why.includes('(a folder)') ? `${what}: ${f} is a folder, not a JSON lines file` : `${what}: ${f} is ${why}`);
+      });
+      fs.closeSync(fd);
     } catch (e) {
+      if (e instanceof InputError) throw e;
       const code = (e as NodeJS.ErrnoException).code;
-      throw new InputError(`${what}: ${code === 'ENOENT' ? 'file not found' : `cannot read (${code ?? (e as Error).message})`}: ${f}`);
-    }
-    if (st.isDirectory()) throw new InputError(`${what}: ${f} is a folder, not a JSON lines file`);
-    try {
-      fs.accessSync(f, fs.constants.R_OK);
-    } catch (e) {
-      throw new InputError(`${what}: cannot read ${f} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+      throw new InputError(code === 'ENOENT' ? `${what}: file not found: ${f}` : `${what}: cannot read ${f} (${code ?? (e as Error).message})`);
     }
   }
 }

@@ -92,7 +92,7 @@ export async function runJob(job: Job, what: string): Promise<JobResult> {
       progress: false,
       device: job.model.device,
     });
-    const training = job.trainedBy ?? (await train_(trainer, train));
+    const training = job.trainedBy ?? (await trainAdapter(trainer, train));
     if (!job.trainedBy) adapter.save(job.adapterDir);
     const tasks = await trainer.evaluate(evaluate);
     const accs = Object.values(tasks).map((x) => x.accuracy);
@@ -121,7 +121,7 @@ export async function runJob(job: Job, what: string): Promise<JobResult> {
 }
 
 /** Trains the job's adapter and returns what the training measured. */
-async function train_(trainer: Trainer, train: MultiTaskDataset): Promise<TrainingNumbers> {
+async function trainAdapter(trainer: Trainer, train: MultiTaskDataset): Promise<TrainingNumbers> {
   native.resetPeakMemory();
   const t0 = performance.now();
   const history = await trainer.fit(train);

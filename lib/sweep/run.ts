@@ -16,6 +16,7 @@ import { readJsonFile } from '../util/json';
 import { ResolvedData, ResolvedSweep, ResolvedVariant, resolveSweep, SweepConfigError, SweepOptions } from './config';
 import type { FileRef, Job, JobResult, TrainingNumbers } from './types';
 import { ADAPTER_CONFIG_FILE } from '../adapter/files';
+import { replaceFolder } from '../replace-folder';
 import { PoolTask, runPool, TaskQueue } from './pool';
 import { markdownTable, summarize, VariantSummary, writeFigure } from './report';
 import { PairedDifference, pairedDifference, Stat, stats } from './stats';
@@ -225,29 +226,28 @@ function bestAdapters(r: ResolvedSweep, picks: Record<string, SweepPick>, result
     const lr = picks[v.name].learningRate;
     const chosenOn = picks[v.name].tuned ? 'validation' : finalSplit;
     const scored = r.seeds.map((seed) => ({ seed, x: results.get(jobFile(r.outputDir, v.name, chosenOn, lr, seed))! }));
-    const better = (a: JobResult, b: JobResult): boolean =>
-      r.pickBy === 'accuracy' ? a.meanAccuracy > b.meanAccuracy || (a.meanAccuracy === b.meanAccuracy && a.meanLoss < b.meanLoss) : a.meanLoss < b.meanLoss;
-    const best = scored.reduce((b, c) => (better(c.x, b.x) ? c : b));
-    const from = adapterFolder(r.outputDir, v.name, lr, best.seed);
+    const top = best(scored, (s) => s.x.meanAccuracy, (s) => s.x.meanLoss, r.pickBy);
+    const from = adapterFolder(r.outputDir, v.name, lr, top.seed);
     if (!fs.existsSync(path.join(from, ADAPTER_CONFIG_FILE))) continue; // a job of an earlier version, which saved none
     const dir = path.join(r.outputDir, 'adapters', v.name);
-    const tmp = `${dir}.partial`;
-    fs.rmSync(tmp, { recursive: true, force: true });
-    fs.cpSync(from, tmp, { recursive: true });
-    fs.rmSync(dir, { recursive: true, force: true });
-    fs.renameSync(tmp, dir);
-    out[v.name] = { dir, learningRate: lr, seed: best.seed, chosenOn };
+    replaceFolder(dir, (tmp) => fs.cpSync(from, tmp, { recursive: true }));
+    out[v.name] = { dir, learningRate: lr, seed: top.seed, chosenOn };
   }
   return out;
 }
 
 /** The learning rate a variant's validation runs pick: the best mean over seeds (pickBy), ties to the other metric, then to the earlier rate. */
 export function pickRate(rows: { learningRate: number; accuracy: Stat; loss: Stat }[], pickBy: 'accuracy' | 'loss'): number {
-  const acc = (x: { accuracy: Stat }): number => (Number.isNaN(x.accuracy.mean) ? -Infinity : x.accuracy.mean);
-  const loss = (x: { loss: Stat }): number => (Number.isNaN(x.loss.mean) ? Infinity : x.loss.mean);
-  const better = (a: (typeof rows)[number], b: (typeof rows)[number]): boolean =>
+  return best(rows, (x) => x.accuracy.mean, (x) => x.loss.mean, pickBy).learningRate;
+}
+
+/** The best of `items` by pickBy's metric, ties to the other one, then to the earlier item; NaN scores last. */
+function best<T>(items: T[], accuracyOf: (x: T) => number, lossOf: (x: T) => number, pickBy: 'accuracy' | 'loss'): T {
+  const acc = (x: T): number => (Number.isNaN(accuracyOf(x)) ? -Infinity : accuracyOf(x));
+  const loss = (x: T): number => (Number.isNaN(lossOf(x)) ? Infinity : lossOf(x));
+  const better = (a: T, b: T): boolean =>
     pickBy === 'accuracy' ? acc(a) > acc(b) || (acc(a) === acc(b) && loss(a) < loss(b)) : loss(a) < loss(b) || (loss(a) === loss(b) && acc(a) > acc(b));
-  return rows.reduce((best, x) => (better(x, best) ? x : best)).learningRate;
+  return items.reduce((b, x) => (better(x, b) ? x : b));
 }
 
 /**
