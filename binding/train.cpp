@@ -175,20 +175,21 @@ Napi::Value LmTrainStep(const Napi::CallbackInfo& info) {
   for (uint32_t i = 0; i < arr.Length(); ++i) micro.push_back(parse_lm_batch(arr.Get(i), "microBatches[" + std::to_string(i) + "]"));
   auto opt = unwrap<JsAdamW>(info[2], "optimizer");
   OptionsReader o(info[3], "lmTrainStep", {"precision", "distributed", "gradientCheckpointing"});
-  const torch::ScalarType autocast =
-      o.has("precision") && o.choice("precision", {"float32", "bfloat16"}) == "bfloat16" ? torch::kBFloat16 : torch::kFloat32;
+  train::LmStepOptions options;
+  if (o.has("precision") && o.choice("precision", {"float32", "bfloat16"}) == "bfloat16") options.autocast = torch::kBFloat16;
   // distributed: true sums the step over the process group's ranks (the group must exist)
   std::shared_ptr<dist::Group> group;
   if (o.has("distributed") && o.boolean("distributed")) {
     group = dist::current();
     if (!group) throw std::logic_error("a distributed step needs a process group (call distributed.init first)");
   }
-  const bool checkpointing = o.has("gradientCheckpointing") && o.boolean("gradientCheckpointing");
+  options.checkpointing = o.has("gradientCheckpointing") && o.boolean("gradientCheckpointing");
+  options.group = group.get();  // the captured shared_ptr keeps it alive for the step
   return run_async<train::LmStepResult>(
       info.Env(),
-      [m, micro, opt, autocast, group, checkpointing] {
+      [m, micro, opt, options, group] {
         auto lock = JobLock::on_model(*m, opt.get());
-        return train::lm_train_step(*m, micro, *opt, autocast, group.get(), checkpointing);
+        return train::lm_train_step(*m, micro, *opt, options);
       },
       [](Napi::Env e, train::LmStepResult& r) -> Napi::Value {
         auto o = Napi::Object::New(e);

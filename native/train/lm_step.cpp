@@ -58,7 +58,9 @@ torch::Tensor causal_lm_loss_rows(const torch::Tensor& logits, const torch::Tens
 }
 
 LmStepResult lm_train_step(model::DecoderModel& model, const std::vector<LmBatch>& micro_in, AdamW& opt,
-                           torch::ScalarType autocast, dist::Group* group, bool checkpointing) {
+                           const LmStepOptions& options) {
+  const torch::ScalarType autocast = options.autocast;
+  dist::Group* const group = options.group;
   const bool cast = autocast != torch::kFloat32 && autocast != model.dtype();
   if (micro_in.empty()) throw std::invalid_argument("a training step needs at least one micro-batch");
   std::vector<LmBatch> micro;
@@ -79,7 +81,7 @@ LmStepResult lm_train_step(model::DecoderModel& model, const std::vector<LmBatch
     if (group && group->bucket_cap_bytes() > 0 && i + 1 == micro.size())
       overlap = std::make_unique<dist::OverlappedAllreduce>(*group, opt.params());
     torch::Tensor tokens, rows;
-    if (checkpointing) {
+    if (options.checkpointing) {
       compat::AutocastGuard guard(model.device(), cast, autocast);  // the recomputation too
       std::vector<torch::Tensor> row_parts, token_parts;
       model.backward_checkpointed(b.ids, b.mask, b.cu_seqlens, [&](const torch::Tensor& logits, int64_t row0) {

@@ -44,22 +44,26 @@ struct LmStepResult {
 torch::Tensor causal_lm_loss_rows(const torch::Tensor& logits, const torch::Tensor& labels, torch::Tensor* tokens,
                                   const torch::Tensor& cu_seqlens = {});
 
+// How lm_train_step runs (named, as the JS options that fill it; the binding checks their types).
+struct LmStepOptions {
+  // The forward and backward run under autocast to this dtype (bfloat16) on the model's device;
+  // parameters, gradients and optimizer state keep their own dtype. kFloat32 (or the model's
+  // dtype) means no autocast.
+  torch::ScalarType autocast = torch::kFloat32;
+  // Data parallelism: each rank passes its own slice of the global batch; the loss is normalised
+  // by the labelled tokens of every rank (summed first), the gradients are summed over the ranks,
+  // so every rank makes the same update: that of one process given the union of the slices. The
+  // returned loss is the global one; rows are this rank's. nullptr: one process.
+  dist::Group* group = nullptr;
+  // Activation checkpointing (DecoderModel::backward_checkpointed): the same loss and gradients,
+  // less memory, about one more forward of compute.
+  bool checkpointing = false;
+};
+
 // Gradients accumulate over the micro-batches, normalised by their total labelled tokens, so the
 // update equals one step on their union. A non-finite loss makes no update (grads are cleared).
-// autocast: the forward and backward run under autocast to that dtype (bfloat16) on the model's
-// device; parameters, gradients and optimizer state keep their own dtype. kFloat32 (or the
-// model's dtype) means no autocast.
-//
-// group (data parallelism): each rank passes its own slice of the global batch; the loss is
-// normalised by the labelled tokens of every rank (summed first), the gradients are summed over the
-// ranks (one flat bucket), so every rank makes the same update: that of one process given the
-// union of the slices. The returned loss is the global one; rows are this rank's.
-//
-// checkpointing: activation checkpointing (DecoderModel::backward_checkpointed): the same loss and
-// gradients, less memory, about one more forward of compute.
 LmStepResult lm_train_step(model::DecoderModel& model, const std::vector<LmBatch>& micro, AdamW& opt,
-                           torch::ScalarType autocast = torch::kFloat32, dist::Group* group = nullptr,
-                           bool checkpointing = false);
+                           const LmStepOptions& options = {});
 
 // Loss without gradients (evaluation).
 LmLoss lm_eval_loss(model::DecoderModel& model, const LmBatch& batch);
