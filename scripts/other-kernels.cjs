@@ -25,7 +25,7 @@ if (process.env.RLORA_SKIP_OTHER_KERNELS === '1') {
 }
 const KERNEL_FREE = [
   'adapter-bounds', 'api-surface', 'atomic-save', 'audit4', 'charts', 'cli', 'data', 'data-formats', 'demo', 'dispose', 'distributed',
-  'fuzz', 'gguf', 'hub', 'hub-cli', 'imports', 'install', 'interrupt', 'json', 'layer-errors', 'libtorch', 'locking', 'logging', 'lora-options',
+  'fuzz', 'gguf', 'hub', 'hub-cli', 'imports', 'install', 'interrupt', 'json', 'layer-errors', 'libtorch', 'locking', 'logging', 'lora-options', 'option-docs',
   'model-card', 'model-errors', 'reliability', 'resume-errors', 'safetensors', 'serve', 'steplog', 'sweep', 'tensor',
   'threads', 'tokenizer', 'types', 'workers',
 ];

@@ -1,40 +1,44 @@
-// The Trainer's options: their type (TrainerOptions), and ONE table that gives each option's rule,
-// default and documentation. The Trainer's constructor checks its options with the table, and
-// run.json's `trainer` section (lib/cli/runconfig.ts) is checked and documented from the same
-// rows, so a new option is one row here plus its use. Nothing here loads the native addon.
+// The Trainer's options: their type and documentation (TrainerOptions' JSDoc, which
+// scripts/option-docs.cjs copies into lib/trainer/option-docs.ts for help texts), and ONE table that
+// gives each option's rule and default. The Trainer's constructor checks its options with the
+// table, and run.json's `trainer` section (lib/cli/runconfig.ts) is checked and documented from the
+// same rows, so a new option is a documented member of TrainerOptions plus one row here plus its
+// use. Nothing here loads the native addon.
 import type { DistributedOptions } from '../distributed';
 import type { Sampling } from '../data';
 import type { Schedule } from '../optim';
 import { show } from '../util/options';
 import { bool, check, int, Key, num, oneOf, Problem, safeInt, Spec, str } from '../util/spec';
+import { DISTRIBUTED_DOCS, EARLY_STOPPING_DOCS, TRAINER_OPTION_DOCS } from './option-docs';
 import { BUILTIN_METRICS, BuiltinMetric, BestRule, MetricFn, RESERVED_METRICS, StopRule } from './metrics';
 
 /** The largest float32: the optimizer computes in float32, so a larger rate cannot be represented (1e39 failed inside libtorch). */
 const FLOAT32_MAX = 3.4028234663852886e38;
 
 export interface TrainerOptions {
-  /** Base learning rate of AdamW. Default 2e-4 (the published R-LoRA run). */
+  /** AdamW's base learning rate. Default 2e-4 (the published R-LoRA run). */
   learningRate?: number;
-  /** Passes over the training set (default 1), unless maxSteps is given. */
+  /** Passes over the training set, unless maxSteps is given. Default 1. */
   epochs?: number;
   /** Optimizer steps; overrides epochs. */
   maxSteps?: number;
-  /** Rows per micro-batch. Default 8. */
+  /** Rows (examples) per micro-batch. Default 8. */
   batchSize?: number;
-  /** Micro-batches per optimizer step. Default 1. */
+  /** Micro-batches per optimizer step, at most 65536 (MAX_GRADIENT_ACCUMULATION). Default 1. */
   gradientAccumulation?: number;
-  /** Default 'cosine'. */
+  /** The learning-rate schedule after warm-up: 'cosine', 'linear' or 'constant'. Default 'cosine'. */
   schedule?: Schedule;
-  /** Warm-up as a fraction of all steps (default 0.03), unless warmupSteps is given. */
+  /** Warm-up as a fraction of all steps, unless warmupSteps is given. Default 0.03. */
   warmupRatio?: number;
+  /** Warm-up steps; overrides warmupRatio. */
   warmupSteps?: number;
-  /** Decoupled weight decay. Default 0. */
+  /** Decoupled weight decay (AdamW's). Default 0. */
   weightDecay?: number;
   /** Clip the global gradient norm to this; 0 turns clipping off. Default 1. */
   maxGradNorm?: number;
   /** Seed of the data order (the adapter has its own). Default 0. */
   seed?: number;
-  /** How tasks mix in a batch. Default 'proportional'. */
+  /** How tasks mix in a batch: 'proportional', 'uniform' or 'temperature'. Default 'proportional'. */
   sampling?: Sampling;
   /** T of 'temperature' sampling. Default 2. */
   samplingTemperature?: number;
@@ -48,7 +52,7 @@ export interface TrainerOptions {
   packing?: boolean;
   /** Evaluate the evalDataset every this many steps (and at the end); 0: only at the end. Default 0. */
   evalEvery?: number;
-  /** Write a checkpoint every this many steps (and at the end); 0: only at the end. Needs outputDir. */
+  /** Write a checkpoint every this many steps (and at the end); 0: only at the end. Needs outputDir. Default 0. */
   saveEvery?: number;
   /**
    * Where log.jsonl and checkpoint-<step>/ go. No files when absent. Trainer.resume defaults it to
@@ -77,13 +81,13 @@ export interface TrainerOptions {
    * Where the numbers also go, besides log.jsonl (Hugging Face's report_to): 'csv' writes
    * outputDir/metrics.csv (step,name,value), 'tensorboard' writes TensorBoard event files into
    * outputDir/tensorboard/ (`tensorboard --logdir <outputDir>/tensorboard`). Needs outputDir.
-   * Default: none.
+   * Default none.
    */
   reportTo?: ReportTo[];
   /**
-   * 'float32' (default), or 'bfloat16': forward and backward under bfloat16 autocast on the
-   * model's device (CPU or CUDA), as torch.autocast does; parameters, gradients and optimizer
-   * state stay in the model's dtype. Evaluation runs without autocast.
+   * 'float32', or 'bfloat16': forward and backward under bfloat16 autocast on the model's device
+   * (CPU or CUDA), as torch.autocast does; parameters, gradients and optimizer state stay in the
+   * model's dtype. Evaluation runs without autocast. Default 'float32'.
    */
   precision?: 'float32' | 'bfloat16';
   /** Where training runs: the model's device (load the model there); given, it must match. */
@@ -97,7 +101,8 @@ export interface TrainerOptions {
   skipNonFinite?: boolean;
   /**
    * Greedy generation in evaluate() stops at eos or after this many tokens beyond the example's
-   * own response length (per row: the batch size never changes a prediction). Default 4.
+   * own response length (per row: the batch size never changes a prediction), at most 65536
+   * (MAX_EVAL_EXTRA_TOKENS). Default 4.
    */
   evalExtraTokens?: number;
   /**
@@ -131,7 +136,8 @@ export interface TrainerOptions {
    * tokens skipped) and the reference is the example's response text; or the name of a built-in
    * metric (BUILTIN_METRICS: 'exactMatch', 'charF1'). Averaged over the examples of each task and
    * reported in TaskEval.metrics. Functions are not saved in checkpoints (their names are):
-   * Trainer.resume refuses until they are passed again. Names 'loss', 'accuracy' and 'count' are taken. Default: none.
+   * Trainer.resume refuses until they are passed again. Names 'loss', 'accuracy' and 'count' are
+   * taken. Default none.
    */
   metrics?: Record<string, MetricFn | BuiltinMetric>;
   /**
@@ -166,7 +172,7 @@ export interface EarlyStoppingOptions {
   patience?: number;
   /** An improvement must exceed this. Default 0. */
   minDelta?: number;
-  /** Default 'min' for 'loss', 'max' otherwise. */
+  /** Whether lower ('min') or higher ('max') is better. Default 'min' for 'loss', 'max' otherwise. */
   mode?: 'min' | 'max';
 }
 
@@ -181,95 +187,106 @@ export const MAX_GRADIENT_ACCUMULATION = 65536;
 export const MAX_EVAL_EXTRA_TOKENS = 65536;
 
 /**
- * One option: its rule (`spec`), its default, its documentation (`rlora train --help` shows it),
- * and how run.json writes it: the same spec (`runJson` absent), another one, or not at all (false).
+ * One option: its rule (`spec`), its default, and how run.json writes it: the same spec (`runJson`
+ * absent), another one, or not at all (false). Its documentation is its JSDoc in TrainerOptions
+ * (lib/trainer/option-docs.ts, generated from it), of which `rlora train --help` shows the summary;
+ * `runJsonDoc` only where run.json's form of the option differs from the API's.
  */
 interface OptionRow {
   spec: Spec;
   default?: unknown;
-  doc: string;
   /** How the value looks in help texts (default: made from the spec). */
   type?: string;
   runJson?: Spec | false;
+  runJsonDoc?: string;
+}
+
+/**
+ * The help line of an option from its JSDoc: the first sentence, and the sentence that states the
+ * default when that is another one.
+ */
+export function docSummary(doc: string): string {
+  const sentences = doc.split(/(?<=[.!?])\s+(?=[A-Z'"`(])/);
+  const byDefault = sentences.slice(1).find((x) => /^Default\b/.test(x));
+  return [sentences[0], byDefault].filter(Boolean).join(' ');
 }
 
 const BUILTIN_NAMES = Object.keys(BUILTIN_METRICS);
 const DISTRIBUTED_KEYS: Record<string, Key> = {
-  backend: { spec: oneOf('gloo', 'nccl'), doc: '"gloo" (CPU) or "nccl" (CUDA, where the build has it); default: nccl for a CUDA model where available, else gloo' },
-  timeoutMs: { spec: int(1), doc: 'how long a collective may wait for the other ranks (default 600000)' },
-  bucketCapMb: { spec: num(0, false, 1 << 20), doc: 'MiB of gradients exchanged per bucket while backward runs; 0: one all-reduce after backward (default 25 with nccl, 0 with gloo)' },
+  // The Trainer picks the backend by the model's device (distributed.init's default is gloo).
+  backend: { spec: oneOf('gloo', 'nccl'), doc: '"gloo" (CPU) or "nccl" (CUDA, where the build has it). Default: nccl for a CUDA model where available, else gloo.' },
+  timeoutMs: { spec: int(1), doc: docSummary(DISTRIBUTED_DOCS.timeoutMs) },
+  bucketCapMb: { spec: num(0, false, 1 << 20), doc: docSummary(DISTRIBUTED_DOCS.bucketCapMb) },
 };
-const METRIC_MODE = { spec: oneOf('min', 'max'), doc: 'lower or higher is better (default min for loss, max otherwise)' };
+const METRIC_MODE = { spec: oneOf('min', 'max'), doc: docSummary(EARLY_STOPPING_DOCS.mode) };
 
 /** Every Trainer option (others are refused, naming the closest). */
 export const TRAINER_OPTIONS = {
-  learningRate: { spec: num(0, true, FLOAT32_MAX), default: 2e-4, doc: 'AdamW learning rate (default 2e-4)' },
-  epochs: { spec: num(0, true), default: 1, doc: 'passes over the training set (default 1), unless maxSteps' },
-  maxSteps: { spec: int(1), doc: 'optimizer steps; overrides epochs' },
-  batchSize: { spec: int(1), default: 8, doc: 'rows per micro-batch (default 8)' },
-  gradientAccumulation: { spec: int(1, MAX_GRADIENT_ACCUMULATION), default: 1, doc: `micro-batches per optimizer step, at most ${MAX_GRADIENT_ACCUMULATION} (default 1)` },
-  schedule: { spec: oneOf('cosine', 'linear', 'constant'), default: 'cosine', doc: 'learning-rate schedule after warm-up (default cosine)' },
-  warmupRatio: { spec: num(0, false, 1, true), default: 0.03, doc: 'warm-up as a fraction of all steps (default 0.03)' },
-  warmupSteps: { spec: int(0), doc: 'warm-up steps; overrides warmupRatio' },
-  weightDecay: { spec: num(0, false, FLOAT32_MAX), default: 0, doc: 'decoupled weight decay (default 0)' },
-  maxGradNorm: { spec: num(0, false, FLOAT32_MAX), default: 1, doc: 'clip the gradient norm to this; 0 is off (default 1)' },
-  seed: { spec: safeInt(0), default: 0, doc: 'seed of the data order (default 0)' },
-  sampling: { spec: oneOf('proportional', 'uniform', 'temperature'), default: 'proportional', doc: 'how tasks mix in a batch (default proportional)' },
-  samplingTemperature: { spec: num(0, true), default: 2, doc: 'T of temperature sampling (default 2)' },
-  groupByLength: { spec: bool, default: false, doc: 'batches of similar lengths (default false)' },
-  packing: { spec: bool, default: false, doc: "padding-free: a micro-batch's examples end to end in one row, attention never crossing one; the same losses and gradients without padding (default false)" },
-  evalEvery: { spec: int(0), default: 0, doc: 'evaluate the eval data every this many steps; 0: at the end only (default 0)' },
-  saveEvery: { spec: int(0), default: 0, doc: 'checkpoint every this many steps; 0: at the end only (default 0)' },
-  outputDir: { spec: { kind: 'path' }, doc: 'where log.jsonl and checkpoint-<step>/ go', runJson: false },
-  overwriteOutputDir: { spec: bool, default: false, doc: 'start over in an outputDir that holds an earlier run (default false)', runJson: false },
-  keepCheckpoints: { spec: int(0), default: 0, doc: 'keep only the newest this many checkpoints; 0 keeps all (default 0)' },
-  progress: { spec: bool, doc: 'progress bar (default: when stderr is a terminal; else a line now and then on stderr)' },
-  loggingSteps: { spec: int(1), default: 50, doc: 'without a progress bar, a line every this many steps (default 50)' },
-  reportTo: { spec: { kind: 'string-array', values: ['csv', 'tensorboard'], allowEmpty: true }, default: [], doc: 'also write the numbers as metrics.csv and/or TensorBoard event files in outputDir (default none)' },
-  precision: { spec: oneOf('float32', 'bfloat16'), doc: '"float32" (default) or "bfloat16": forward and backward under bfloat16 autocast' },
+  learningRate: { spec: num(0, true, FLOAT32_MAX), default: 2e-4 },
+  epochs: { spec: num(0, true), default: 1 },
+  maxSteps: { spec: int(1) },
+  batchSize: { spec: int(1), default: 8 },
+  gradientAccumulation: { spec: int(1, MAX_GRADIENT_ACCUMULATION), default: 1 },
+  schedule: { spec: oneOf('cosine', 'linear', 'constant'), default: 'cosine' },
+  warmupRatio: { spec: num(0, false, 1, true), default: 0.03 },
+  warmupSteps: { spec: int(0) },
+  weightDecay: { spec: num(0, false, FLOAT32_MAX), default: 0 },
+  maxGradNorm: { spec: num(0, false, FLOAT32_MAX), default: 1 },
+  seed: { spec: safeInt(0), default: 0 },
+  sampling: { spec: oneOf('proportional', 'uniform', 'temperature'), default: 'proportional' },
+  samplingTemperature: { spec: num(0, true), default: 2 },
+  groupByLength: { spec: bool, default: false },
+  packing: { spec: bool, default: false },
+  evalEvery: { spec: int(0), default: 0 },
+  saveEvery: { spec: int(0), default: 0 },
+  outputDir: { spec: { kind: 'path' }, runJson: false },
+  overwriteOutputDir: { spec: bool, default: false, runJson: false },
+  keepCheckpoints: { spec: int(0), default: 0 },
+  progress: { spec: bool },
+  loggingSteps: { spec: int(1), default: 50 },
+  reportTo: { spec: { kind: 'string-array', values: ['csv', 'tensorboard'], allowEmpty: true }, default: [] },
+  precision: { spec: oneOf('float32', 'bfloat16') },
   device: {
     spec: {
       kind: 'custom',
       type: 'string',
       check: (v, where) => (typeof v === 'string' && /^(cpu|cuda(:\d+)?)$/.test(v) ? [] : [{ kind: typeof v === 'string' ? 'range' : 'type', message: `${where} must be "cpu", "cuda" or "cuda:N", got ${show(v)}` }]),
     },
-    doc: 'where training runs: "cpu", "cuda" or "cuda:N"; the model is loaded there unless model.device says otherwise',
+    runJsonDoc: 'Where training runs: "cpu", "cuda" or "cuda:N"; the model is loaded there unless model.device says otherwise.',
   },
-  skipNonFinite: { spec: bool, default: false, doc: 'skip a step whose loss is NaN or infinite instead of stopping (default false)' },
-  evalExtraTokens: { spec: int(0, MAX_EVAL_EXTRA_TOKENS), default: 4, doc: `greedy generation in evaluation runs this many tokens past the response length, at most ${MAX_EVAL_EXTRA_TOKENS} (default 4)` },
-  evalBatchSize: { spec: int(1), doc: 'rows per evaluation batch (default: batchSize)' },
+  skipNonFinite: { spec: bool, default: false },
+  evalExtraTokens: { spec: int(0, MAX_EVAL_EXTRA_TOKENS), default: 4 },
+  evalBatchSize: { spec: int(1) },
   metrics: {
     spec: { kind: 'any' },
-    doc: 'built-in metrics evaluated beside loss and accuracy, averaged per task: exactMatch (prediction equals response, trimmed), charF1 (F1 of the characters as multisets)',
     runJson: { kind: 'string-array', values: BUILTIN_NAMES },
+    runJsonDoc: 'Built-in metrics evaluated beside loss and accuracy, averaged per task: exactMatch (prediction equals response, trimmed), charF1 (F1 of the characters as multisets).',
     type: `[${BUILTIN_NAMES.map((n) => JSON.stringify(n)).join(', ')}]`,
   },
   earlyStopping: {
     spec: {
       kind: 'object',
       keys: {
-        metric: { spec: str, required: true, doc: '"loss", "accuracy" or a name of trainer.metrics, averaged over the tasks' },
-        patience: { spec: int(1), doc: 'evaluations without improvement before stopping (default 1)' },
-        minDelta: { spec: num(0), doc: 'an improvement must exceed this (default 0)' },
+        metric: { spec: str, required: true, doc: docSummary(EARLY_STOPPING_DOCS.metric) },
+        patience: { spec: int(1), doc: docSummary(EARLY_STOPPING_DOCS.patience) },
+        minDelta: { spec: num(0), doc: docSummary(EARLY_STOPPING_DOCS.minDelta) },
         mode: METRIC_MODE,
       },
     },
     type: '{metric, patience?, minDelta?, mode?}',
-    doc: 'stop when the eval metric stops improving; needs evalEvery > 0 and eval data:',
   },
   saveBest: {
     spec: { kind: 'one-of', options: [str, { kind: 'object', keys: { metric: { spec: str, required: true, doc: '' }, mode: { ...METRIC_MODE, doc: '' } } }] },
     type: '"<metric>" | {metric, mode}',
-    doc: 'keep the checkpoint of the best evaluation by this metric (never deleted by keepCheckpoints); needs evalEvery > 0 and eval data',
   },
-  loadBestAtEnd: { spec: bool, default: false, doc: 'load the best checkpoint\'s adapter (saveBest) at the end, so outputDir/adapter is the best one (default false)' },
+  loadBestAtEnd: { spec: bool, default: false },
   distributed: {
     spec: { kind: 'one-of', options: [oneOf('auto', false), { kind: 'object', keys: DISTRIBUTED_KEYS }] },
     runJson: { kind: 'object', keys: DISTRIBUTED_KEYS },
+    runJsonDoc: "Data parallelism under --nproc-per-node or torchrun's variables (on when WORLD_SIZE > 1):",
     type: '{backend?, timeoutMs?, bucketCapMb?}',
-    doc: 'data parallelism under --nproc-per-node or torchrun\'s variables (on when WORLD_SIZE > 1):',
   },
-  gradientCheckpointing: { spec: bool, doc: 'recompute each decoder layer in backward instead of keeping its activations: less memory, same results (default false)' },
+  gradientCheckpointing: { spec: bool },
 } satisfies Record<keyof TrainerOptions, OptionRow>;
 
 /** Every option the Trainer takes, in the table's order. */
@@ -289,7 +306,7 @@ export type ResolvedTrainerOptions = TrainerDefaults & TrainerOptions;
 export function runJsonTrainerKeys(): Record<string, Key> {
   return Object.fromEntries(
     Object.entries(TRAINER_OPTIONS as Record<string, OptionRow>).flatMap(([k, row]) =>
-      row.runJson === false ? [] : [[k, { spec: row.runJson ?? row.spec, doc: row.doc, ...(row.type ? { type: row.type } : {}) }]],
+      row.runJson === false ? [] : [[k, { spec: row.runJson ?? row.spec, doc: row.runJsonDoc ?? docSummary(TRAINER_OPTION_DOCS[k as keyof TrainerOptions]), ...(row.type ? { type: row.type } : {}) }]],
     ),
   );
 }
