@@ -9,7 +9,7 @@ import * as path from 'path';
 import { Adapter, Model } from '../lib';
 import { ALL_TASKS, bucketOf, buildTasks, majorityRates, TASKS } from '../examples/demo/data';
 import { ladder, LadderResults, LADDER_GRID } from '../examples/demo/ladder';
-import { baseInfo, MethodResult, methods, Results, SETTINGS } from '../examples/demo/run';
+import { baseInfo, MethodResult, methods, Results, SETTINGS, TUNE_FILE, TUNE_GRID, TuneResults } from '../examples/demo/run';
 import type { SweepResult } from '../lib/sweep/run';
 import { pairedDifference, stats, t95 } from '../lib/sweep/stats';
 
@@ -192,6 +192,26 @@ describe('npm run demo -- --quick', () => {
     const png = fs.readFileSync(path.join(out, 'figure.png'));
     expect(png.subarray(0, 8)).toEqual(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]));
   }, 100000);
+});
+
+describe('the learning rates of the default run (npm run demo -- --tune)', () => {
+  it('are each method\'s best mean validation accuracy over 3 seeds, as recorded in tune.json', () => {
+    const t = JSON.parse(fs.readFileSync(TUNE_FILE, 'utf8')) as TuneResults;
+    expect(t.seeds).toEqual([0, 1, 2]);
+    expect(t.grid).toEqual(TUNE_GRID);
+    expect(SETTINGS.default.learningRates).toEqual(t.best);
+    for (const method of ['lora', 'hydralora', 'rlora'] as const) {
+      const rows = t.rows.filter((r) => r.method === method);
+      expect(rows.map((r) => r.lr)).toEqual(TUNE_GRID);
+      for (const r of rows) {
+        expect(r.perSeed).toHaveLength(3);
+        expect(r.accuracy).toBeCloseTo(r.perSeed.reduce((a, b) => a + b, 0) / 3, 12); // the mean over the seeds
+      }
+      // the pick: the highest mean accuracy (ties: lower loss)
+      const best = [...rows].sort((a, b) => b.accuracy - a.accuracy || a.loss - b.loss)[0];
+      expect([method, t.best[method]]).toEqual([method, best.lr]);
+    }
+  });
 });
 
 describe('the R-LoRA ladder (npm run demo -- --ladder)', () => {
