@@ -470,7 +470,7 @@ Tensor DecoderModel::run(const Tensor& ids_in, const Tensor& mask_in, KvCache* c
     // generation reads the last position's logits only: the head (vocab-wide) runs on it alone
     h = h.narrow(1, h.size(1) - 1, 1);
   }
-  return head(h);
+  return h;
 }
 
 std::vector<std::shared_ptr<MultiHeadLoraLinear>> DecoderModel::layer_adapters(int64_t l) const {
@@ -482,7 +482,7 @@ std::vector<std::shared_ptr<MultiHeadLoraLinear>> DecoderModel::layer_adapters(i
 }
 
 Tensor DecoderModel::backward_checkpointed(const Tensor& ids, const Tensor& mask, const Tensor& cu,
-                                           const std::function<Tensor(const Tensor&, int64_t)>& loss_of_logits) {
+                                           const std::function<Tensor(const Tensor&, int64_t)>& loss_of_hidden) {
   check_ids(ids, mask, cu);
   const int64_t L = config_.num_hidden_layers;
   Prep pr;
@@ -523,7 +523,7 @@ Tensor DecoderModel::backward_checkpointed(const Tensor& ids, const Tensor& mask
   const int64_t rows = std::max<int64_t>(1, head_chunk_elements_ / std::max<int64_t>(1, S * config_.vocab_size));
   Tensor loss;  // summed on the model's device: no host synchronisation per chunk
   for (int64_t r0 = 0; r0 < B; r0 += rows) {
-    Tensor part = loss_of_logits(head(top.narrow(0, r0, std::min(rows, B - r0))), r0);
+    Tensor part = loss_of_hidden(top.narrow(0, r0, std::min(rows, B - r0)), r0);
     part.backward();  // the chunk's logits are freed before the next chunk's
     loss = loss.defined() ? loss + part.detach() : part.detach();
   }
@@ -550,11 +550,13 @@ void DecoderModel::set_head_chunk_elements(int64_t n) {
   head_chunk_elements_ = n;
 }
 
-Tensor DecoderModel::forward(const Tensor& ids, const Tensor& mask, const Tensor& cu) {
+Tensor DecoderModel::forward(const Tensor& ids, const Tensor& mask, const Tensor& cu) { return head(hidden(ids, mask, cu)); }
+
+Tensor DecoderModel::hidden(const Tensor& ids, const Tensor& mask, const Tensor& cu) {
   check_ids(ids, mask, cu);
   return run(ids, mask, nullptr, cu);
 }
 
-Tensor DecoderModel::forward_cached(const Tensor& ids, const Tensor& mask, KvCache& cache) { return run(ids, mask, &cache); }
+Tensor DecoderModel::forward_cached(const Tensor& ids, const Tensor& mask, KvCache& cache) { return head(run(ids, mask, &cache)); }
 
 }  // namespace rlora::model

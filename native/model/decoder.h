@@ -100,6 +100,12 @@ class DecoderModel {
   // padding; positions restart at each example and attention never crosses one, so each
   // example's logits are those it has alone.
   torch::Tensor forward(const torch::Tensor& ids, const torch::Tensor& mask, const torch::Tensor& cu_seqlens = {});
+  // forward() in two halves, for a loss that needs the logits of some positions only (training
+  // reads those whose next token is labelled): the last decoder layer's output [B, S, hidden]
+  // (checked as forward), and the head (final norm, lm_head or the tied embedding, Gemma2's
+  // soft-capping) of any [..., hidden] rows. head(hidden(x)) == forward(x).
+  torch::Tensor hidden(const torch::Tensor& ids, const torch::Tensor& mask, const torch::Tensor& cu_seqlens = {});
+  torch::Tensor head(const torch::Tensor& h) const;
   // Throws unless ids, mask and cu_seqlens are a valid input of forward() (shape, dtype,
   // vocabulary, offsets).
   void check_ids(const torch::Tensor& ids, const torch::Tensor& mask, const torch::Tensor& cu_seqlens = {}) const;
@@ -109,16 +115,17 @@ class DecoderModel {
   torch::Tensor forward_cached(const torch::Tensor& ids, const torch::Tensor& mask, KvCache& cache);
 
   // Activation checkpointing (training): runs the forward without keeping activations (only
-  // each decoder layer's input), then the head and `loss_of_logits(logits, row0).backward()` for
-  // chunks of batch rows (logits [rows, S, V] of rows row0.., at most set_head_chunk_elements()
-  // values a chunk, default 2^25, but at least one row: a 150k vocabulary's logits, their
-  // log-softmax and gradient never exist for the whole batch), then each layer again, last to
+  // each decoder layer's input), then `loss_of_hidden(h, row0).backward()` for chunks of batch
+  // rows (h [rows, S, hidden]: the last layer's output of rows row0.., which the loss passes
+  // through head(); chunks of at most set_head_chunk_elements() logits, default 2^25, but at least
+  // one row: a 150k vocabulary's logits, their log-softmax and gradient never exist for the whole
+  // batch), then each layer again, last to
   // first, with gradients, passing the gradient down. Dropout draws the same masks in the
   // recomputation (the adapters' generators are rewound) and ends where an ordinary forward leaves
   // them, so the gradients are those of forward + backward. Returns the summed loss of the chunks
   // (detached, on the model's device).
   torch::Tensor backward_checkpointed(const torch::Tensor& ids, const torch::Tensor& mask, const torch::Tensor& cu_seqlens,
-                                      const std::function<torch::Tensor(const torch::Tensor&, int64_t)>& loss_of_logits);
+                                      const std::function<torch::Tensor(const torch::Tensor&, int64_t)>& loss_of_hidden);
   // The most logits one chunk of backward_checkpointed's head may hold (at least 1).
   void set_head_chunk_elements(int64_t n);
 
@@ -146,12 +153,12 @@ class DecoderModel {
   torch::Tensor embed(const torch::Tensor& ids) const;
   Prep prepare(const torch::Tensor& ids, const torch::Tensor& mask, const KvCache* cache, const torch::Tensor& cu_seqlens = {}) const;
   torch::Tensor decoder_layer(int64_t l, const torch::Tensor& h, const Prep& pr, KvCache* cache) const;
-  torch::Tensor head(const torch::Tensor& h) const;
   std::vector<std::shared_ptr<MultiHeadLoraLinear>> layer_adapters(int64_t l) const;
   // quantize / quantize_module: the checks both make, one module's codes, and putting them in place
   void check_quantizable(const std::string& kind) const;
   std::shared_ptr<QuantWeight> quantized(const std::string& module, const std::string& kind) const;
   void install(const std::string& module, std::shared_ptr<QuantWeight> q);
+  // The decoder layers' output (with a cache: the last position's only).
   torch::Tensor run(const torch::Tensor& ids, const torch::Tensor& mask, KvCache* cache, const torch::Tensor& cu_seqlens = {});
 
   ModelConfig config_;

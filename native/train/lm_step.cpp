@@ -37,24 +37,31 @@ LmBatch checked(const model::DecoderModel& model, const LmBatch& b, size_t i) {
 }
 }  // namespace
 
-torch::Tensor causal_lm_loss_rows(const torch::Tensor& logits, const torch::Tensor& labels, torch::Tensor* tokens,
-                                  const torch::Tensor& cu_seqlens) {
-  const int64_t B = logits.size(0), S = logits.size(1), V = logits.size(2);
-  torch::Tensor l = logits.narrow(1, 0, S - 1).reshape({-1, V});
-  l = l.scalar_type() == torch::kFloat64 ? l : l.to(torch::kFloat32);
-  torch::Tensor y = labels.to(logits.device()).narrow(1, 1, S - 1).reshape({-1});
-  torch::Tensor per_token = torch::nn::functional::cross_entropy(
-      l, y, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnoreLabel).reduction(torch::kNone));
-  torch::Tensor labelled = (y != kIgnoreLabel).view({B, S - 1});
-  if (cu_seqlens.defined()) {  // one row of examples: sums per example (of the label's position)
+torch::Tensor lm_loss_rows(const model::DecoderModel& model, const torch::Tensor& hidden, const torch::Tensor& labels,
+                           torch::Tensor* tokens, const torch::Tensor& cu_seqlens) {
+  const int64_t B = hidden.size(0), S = hidden.size(1), H = hidden.size(2);
+  // which positions predict a labelled token, found on the labels' side (the CPU, where the
+  // binding made them): no host synchronisation with the model's device
+  const torch::Tensor y = labels.narrow(1, 1, S - 1).reshape({-1});
+  const torch::Tensor keep = (y != kIgnoreLabel).nonzero().squeeze(1);  // [M], in position order
+  // the row of each kept position, or with cu_seqlens (one row) its example
+  torch::Tensor group;
+  int64_t n = B;
+  if (cu_seqlens.defined()) {
     const model::AttentionMask m{0, 0, {}, 1.0, 0.0, cu_seqlens};
-    torch::Tensor example = model::segment_ids(m, logits.device()).narrow(0, 1, S - 1);
-    const int64_t n = cu_seqlens.numel() - 1;
-    if (tokens) *tokens = torch::zeros({n}, example.options()).index_add_(0, example, labelled.view({-1}).to(torch::kInt64));
-    return torch::zeros({n}, per_token.options()).index_add(0, example, per_token);
+    group = model::segment_ids(m, keep.device()).narrow(0, 1, S - 1).index_select(0, keep);
+    n = cu_seqlens.numel() - 1;
+  } else {
+    group = keep.div(S - 1, "floor");
   }
-  if (tokens) *tokens = labelled.sum(1);  // on the logits' device (lm_train_step copies once at the end)
-  return per_token.view({B, S - 1}).sum(1);
+  const torch::Device dev = hidden.device();
+  const torch::Tensor keep_d = keep.to(dev), group_d = group.to(dev);
+  torch::Tensor logits = model.head(hidden.narrow(1, 0, S - 1).reshape({-1, H}).index_select(0, keep_d));
+  logits = logits.scalar_type() == torch::kFloat64 ? logits : logits.to(torch::kFloat32);
+  torch::Tensor per_token = torch::nn::functional::cross_entropy(
+      logits, y.index_select(0, keep).to(dev), torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
+  if (tokens) *tokens = torch::zeros({n}, group_d.options()).index_add_(0, group_d, torch::ones_like(group_d));
+  return torch::zeros({n}, per_token.options()).index_add(0, group_d, per_token);
 }
 
 LmStepResult lm_train_step(model::DecoderModel& model, const std::vector<LmBatch>& micro_in, AdamW& opt,
@@ -84,9 +91,9 @@ LmStepResult lm_train_step(model::DecoderModel& model, const std::vector<LmBatch
     if (options.checkpointing) {
       compat::AutocastGuard guard(model.device(), cast, autocast);  // the recomputation too
       std::vector<torch::Tensor> row_parts, token_parts;
-      model.backward_checkpointed(b.ids, b.mask, b.cu_seqlens, [&](const torch::Tensor& logits, int64_t row0) {
+      model.backward_checkpointed(b.ids, b.mask, b.cu_seqlens, [&](const torch::Tensor& hidden, int64_t row0) {
         torch::Tensor t;
-        row_parts.push_back(causal_lm_loss_rows(logits, b.labels.narrow(0, row0, logits.size(0)), &t, b.cu_seqlens));
+        row_parts.push_back(lm_loss_rows(model, hidden, b.labels.narrow(0, row0, hidden.size(0)), &t, b.cu_seqlens));
         token_parts.push_back(t);
         return row_parts.back().sum() / static_cast<double>(total);
       });
@@ -95,7 +102,7 @@ LmStepResult lm_train_step(model::DecoderModel& model, const std::vector<LmBatch
     } else {
       {
         compat::AutocastGuard guard(model.device(), cast, autocast);
-        rows = causal_lm_loss_rows(model.forward(b.ids, b.mask, b.cu_seqlens), b.labels, &tokens, b.cu_seqlens);
+        rows = lm_loss_rows(model, model.hidden(b.ids, b.mask, b.cu_seqlens), b.labels, &tokens, b.cu_seqlens);
       }
       torch::Tensor loss = rows.sum() / static_cast<double>(total);
       loss.backward();
@@ -128,8 +135,8 @@ LmLoss lm_eval_loss(model::DecoderModel& model, const LmBatch& batch_in) {
   const LmBatch batch = checked(model, batch_in, 0);
   torch::NoGradGuard no_grad;
   LmLoss out;
-  out.loss_sum = causal_lm_loss_rows(model.forward(batch.ids, batch.mask, batch.cu_seqlens), batch.labels, &out.tokens,
-                                     batch.cu_seqlens)
+  out.loss_sum = lm_loss_rows(model, model.hidden(batch.ids, batch.mask, batch.cu_seqlens), batch.labels, &out.tokens,
+                              batch.cu_seqlens)
                      .to(torch::kCPU, torch::kFloat64);
   out.tokens = out.tokens.to(torch::kCPU, torch::kInt64);
   return out;

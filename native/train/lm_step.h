@@ -40,9 +40,12 @@ struct LmStepResult {
 };
 
 // Cross-entropy per row (per example with cu_seqlens: labels already without a target at an
-// example's first position), in float32 at least, differentiable (the caller chooses grad mode).
-torch::Tensor causal_lm_loss_rows(const torch::Tensor& logits, const torch::Tensor& labels, torch::Tensor* tokens,
-                                  const torch::Tensor& cu_seqlens = {});
+// example's first position) from the last decoder layer's output `hidden` [B, S, H]: the head runs
+// on the positions whose next token is labelled only (a prompt's positions cost no vocab-wide
+// product, log-softmax or gradient), in float32 at least, differentiable (the caller chooses grad
+// mode). tokens: the labelled tokens of each row (or example).
+torch::Tensor lm_loss_rows(const model::DecoderModel& model, const torch::Tensor& hidden, const torch::Tensor& labels,
+                           torch::Tensor* tokens, const torch::Tensor& cu_seqlens = {});
 
 // How lm_train_step runs (named, as the JS options that fill it; the binding checks their types).
 struct LmStepOptions {
