@@ -13,11 +13,11 @@ import * as path from 'path';
 
 import { Adapter, BatchSampler, Model, MultiTaskDataset, Trainer, ByteTokenizer } from '../lib';
 import { peakBytes, resetPeak } from './memory';
+import { PYTHON, pythonTorchVersion } from './processes';
 
 const CONFIG = { architectures: ['LlamaForCausalLM'], vocab_size: 259, hidden_size: 256, intermediate_size: 688, num_hidden_layers: 2, num_attention_heads: 8, max_position_embeddings: 16384 };
 const ADAPTER = { method: 'rlora' as const, rank: 4, heads: 5, alpha: 32, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] };
 const STEPS = 3;
-const PYTHON = process.env.RLORA_BENCH_PYTHON ?? '/usr/bin/python3';
 
 function dataset(len: number): MultiTaskDataset {
   const text = 'Call me Ishmael. Some years ago, never mind how long precisely, '.repeat(Math.ceil(len / 60)).slice(0, len - 20);
@@ -42,8 +42,7 @@ async function child(len: number): Promise<void> {
 
 /** The same steps in Python torch: eager attention or SDPA; null where torch lacks SDPA (before 2.1). */
 function python(len: number, attention: 'eager' | 'sdpa', dir: string): { stepSeconds: number; peakMB: number } | null {
-  const version = execFileSync(PYTHON, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' }).trim();
-  const [major, minor] = version.split('.').map(Number);
+  const [major, minor] = pythonTorchVersion();
   if (attention === 'sdpa' && (major < 2 || (major === 2 && minor < 1))) return null;
   // the batches the Trainer draws: the same two rows every step
   const data = dataset(len);
@@ -76,7 +75,11 @@ async function main(): Promise<void> {
       const out = execFileSync(process.execPath, ['--import', 'tsx', __filename, '--child', String(len)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
       const row = JSON.parse(out.trim().split('\n').pop()!);
       if (withPython) {
-        row.eager = python(len, 'eager', dir);
+        // eager attention keeps about 8 score-sized tensors of [2, 8, len, len] float32 a layer pair:
+        // past the machine's memory the process would be killed (8,192 tokens: about 34 GB)
+        const eagerBytes = 8 * 2 * CONFIG.num_attention_heads * len * len * 4;
+        if (eagerBytes > 0.8 * os.totalmem()) console.error(`torch eager at ${len} tokens: skipped (about ${(eagerBytes / 2 ** 30).toFixed(0)} GiB of attention scores; this machine has ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB)`);
+        else row.eager = python(len, 'eager', dir);
         row.sdpa = python(len, 'sdpa', dir);
       }
       rows.push(row);

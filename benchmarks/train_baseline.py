@@ -1,7 +1,9 @@
 """Python torch baseline of benchmarks/train.ts: the same model (the reference decoder of the
-tests, eager attention), the same batches, R-LoRA written the way the published code does it:
-for each head, B_i(dropout_i(A(x))) with A x recomputed, mixed by the softmax router; the initial
-product subtracted from the frozen weight; AdamW; clipping at 1.
+tests, eager attention or torch 2.x's SDPA), the same batches, R-LoRA written the way the published
+code does it: for each head, B_i(dropout_i(A(x))) with A x recomputed, mixed by the softmax router;
+the initial product subtracted from the frozen weight; AdamW; clipping at 1. With shape.compile
+(torch 2.x) the forward and the loss run under torch.compile (inductor), as a user would wrap the
+model; the first warm-up step compiles.
 Usage: python3 train_baseline.py <model dir> <batches.json> <timed steps> <json shape>
 """
 import json
@@ -47,12 +49,16 @@ class PublishedRLoRA(nn.Module):
         return y
 
 
-def published_step(W, cfg, ids, mask, labels, mods, opt, params, attention='eager'):
-    """One training step: the reference forward with the adapters (attention 'eager', or 'sdpa' on
-    torch 2.x), mean cross-entropy of the next token, AdamW after clipping at 1. Returns the loss."""
+def lm_loss(W, cfg, ids, mask, labels, mods, attention='eager'):
+    """The reference forward with the adapters (attention 'eager', or 'sdpa' on torch 2.x), and the
+    mean cross-entropy of the next token."""
     logits = decoder_forward(W, cfg, ids, mask, mods, attention)
-    loss = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100)
-    del logits
+    return nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100)
+
+
+def published_step(W, cfg, ids, mask, labels, mods, opt, params, attention='eager', loss_fn=lm_loss):
+    """One training step: loss_fn (lm_loss, or it compiled), AdamW after clipping at 1. Returns the loss."""
+    loss = loss_fn(W, cfg, ids, mask, labels, mods, attention)
     opt.zero_grad()
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -74,18 +80,20 @@ def main():
     params = [p for m in mods.values() for p in m.parameters()]
     opt = torch.optim.AdamW(params, lr=shape['learningRate'], weight_decay=0.0)
     batches = json.load(open(batches_path))['batches']
+    loss_fn = torch.compile(lm_loss) if shape.get('compile') else lm_loss
     times, tokens, peak, base = [], [], 0, 0
     for step, b in enumerate(batches[:shape['warmup'] + timed]):
         if step == shape['warmup']:
             base = reset_peak()
         t0 = time.perf_counter()
         ids, mask, labels = torch.tensor(b['inputIds']), torch.tensor(b['attentionMask']), torch.tensor(b['labels'])
-        published_step(W, cfg, ids, mask, labels, mods, opt, params, shape.get('attention', 'eager'))
+        published_step(W, cfg, ids, mask, labels, mods, opt, params, shape.get('attention', 'eager'), loss_fn)
         if step >= shape['warmup']:
             times.append(time.perf_counter() - t0)
             tokens.append(int(mask.sum()))
             peak = max(peak, peak_bytes() - base)
-    print(json.dumps({'variant': 'torch published loop', 'times': times, 'tokens': tokens, 'peakBytes': peak, 'peakRssBytes': peak_bytes(),
+    variant = 'torch published loop' + (', compiled' if shape.get('compile') else '') + (', sdpa' if shape.get('attention') == 'sdpa' else '')
+    print(json.dumps({'variant': variant, 'times': times, 'tokens': tokens, 'peakBytes': peak, 'peakRssBytes': peak_bytes(),
                       'trainable': sum(p.numel() for p in params)}))
 
 

@@ -23,10 +23,11 @@ MARK=.rlora-root-ready
 # needs the CUDA toolkit (nvcc, headers) and NCCL's header, all in contrib/non-free.
 # (libgloo-cuda-dev conflicts with libgloo-dev; apt removes the cpu root's copy of the latter.)
 # (qemu-user, util-linux and bsdutils: tests that run on an emulated CPU, under taskset, in a terminal;
-# python3-pil and fonts-dejavu-core: the chart test measures labels in the PNG's font)
+# python3-pil and fonts-dejavu-core: the chart test measures labels in the PNG's font;
+# python3-setuptools: torch.compile's C++ builds, for the training benchmark's compiled baseline)
 COMMON=(cmake g++ make ninja-build git ca-certificates libopenblas0-pthread nodejs npm procps xz-utils qemu-user util-linux bsdutils mount bsdextrautils python3-pil fonts-dejavu-core)
 if [[ $FLAVOR == cpu ]]; then
-  PKGS=("${COMMON[@]}" libgloo-dev libtorch-dev python3-torch)
+  PKGS=("${COMMON[@]}" libgloo-dev libtorch-dev python3-torch python3-setuptools)
 else
   PKGS=("${COMMON[@]}" libgloo-cuda-dev libtorch-cuda-dev python3-torch-cuda nvidia-cuda-toolkit libnccl-dev)
 fi
