@@ -3,10 +3,65 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
 
 namespace rlora::binding {
 
 std::atomic<int> g_num_threads{1};
+
+namespace {
+// The job thread: a queue of jobs and the thread that runs them. Made on first use and never
+// destroyed (a static's destructor would join it at exit while a job may still run).
+class JobThread {
+ public:
+  static JobThread& instance() {
+    static JobThread* t = new JobThread();
+    return *t;
+  }
+  void run(const std::function<void()>& job) {
+    bool done = false;
+    std::exception_ptr error;
+    std::unique_lock<std::mutex> lock(mutex_);
+    queue_.push_back([&] {
+      try {
+        job();
+      } catch (...) {
+        error = std::current_exception();
+      }
+      std::lock_guard<std::mutex> l(mutex_);
+      done = true;
+      finished_.notify_all();
+    });
+    ready_.notify_one();
+    finished_.wait(lock, [&] { return done; });
+    if (error) std::rethrow_exception(error);
+  }
+
+ private:
+  JobThread() : thread_([this] { loop(); }) { thread_.detach(); }
+  void loop() {
+    for (;;) {
+      std::function<void()> job;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        ready_.wait(lock, [&] { return !queue_.empty(); });
+        job = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      job();  // never throws: run() wraps it
+    }
+  }
+  std::mutex mutex_;
+  std::condition_variable ready_, finished_;
+  std::deque<std::function<void()>> queue_;
+  std::thread thread_;
+};
+}  // namespace
+
+void run_on_job_thread(const std::function<void()>& job) { JobThread::instance().run(job); }
 
 // ---- Errors ----------------------------------------------------------------------------------
 

@@ -260,6 +260,16 @@ export function addressSpaceLimit(): number | null {
   }
 }
 
+/** The address space this process has mapped in bytes (VmSize), or null when unknown (not Linux). */
+export function mappedBytes(): number | null {
+  try {
+    const m = /^VmSize:\s+(\d+) kB/m.exec(fs.readFileSync('/proc/self/status', 'utf8'));
+    return m ? Number(m[1]) * 1024 : null;
+  } catch {
+    return null;
+  }
+}
+
 /** "1000 MB" for an address-space limit. */
 export function describeLimit(bytes: number): string {
   return `${Math.round(bytes / 2 ** 20)} MB`;

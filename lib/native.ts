@@ -1,7 +1,7 @@
 // Loads the native addon (native/ math + binding/ glue) and types what it exports.
 import * as os from 'os';
 
-import { addressSpaceLimit, describeLimit, loadAddon } from './loader';
+import { addressSpaceLimit, describeLimit, loadAddon, mappedBytes } from './loader';
 import { defaultThreads, ThreadPools } from './threads';
 
 // libgomp reads this when it loads: without it the first multi-threaded job stalled for 1 to 10 s
@@ -279,14 +279,18 @@ export interface NativeAddon {
 // error saying what to install or run (loader.ts).
 export const native: NativeAddon = loadAddon() as NativeAddon;
 
-// Under an address-space limit an out-of-memory error can leave OpenBLAS's allocator spinning in the
-// next product (seen after a failed allocation under ulimit -v): say so once, at load, where a user
-// can act on it. RLORA_QUIET_LIMITS=1 silences it.
+// Under an address-space limit OpenBLAS hangs when it cannot map a buffer (128 MB for each thread
+// that multiplies matrices). The native side keeps room for them (native/common/cpu_allocator.h:
+// tensors leave 512 MB of the limit free, a job starts only with 256 MB free, else each fails with
+// an out-of-memory error naming the limit). Say once, at load, what the limit leaves.
+// RLORA_QUIET_LIMITS=1 silences it.
 {
   const limit = addressSpaceLimit();
   if (limit !== null && process.env.RLORA_QUIET_LIMITS !== '1') {
+    const mapped = mappedBytes();
+    const left = mapped === null ? '' : ` Loading rlora mapped ${describeLimit(mapped)}, which leaves ${describeLimit(Math.max(0, limit - mapped))}, of which rlora keeps 512 MB free for OpenBLAS's buffers (OpenBLAS hangs when it cannot map them): tensors get the rest.`;
     process.stderr.write(
-      `rlora: this process may map at most ${describeLimit(limit)} (an address-space limit: ulimit -v or prlimit --as). A model or batch that needs more fails with an out-of-memory error, and after one the next call can hang inside OpenBLAS: raise or remove the limit (ulimit -v unlimited) rather than retrying in the same process.\n`,
+      `rlora: this process may map at most ${describeLimit(limit)} (an address-space limit: ulimit -v or prlimit --as).${left} A model or batch that needs more fails with an out-of-memory error: raise or remove the limit (ulimit -v unlimited) for more.\n`,
     );
   }
 }

@@ -343,6 +343,39 @@ describe('an address-space limit', () => {
     const free = spawnSync(process.execPath, ['-r', 'tsx/cjs', '-e', "require('./lib'); console.log('loaded')"], { cwd: path.join(__dirname, '..'), encoding: 'utf8', timeout: 60_000 });
     expect(free.stderr).not.toContain('address-space limit');
   });
+
+  // The process loads without a limit, then limits itself to what it has mapped plus `room`, runs
+  // a generate too large for that, then a small one. With 1,376 MB, OpenBLAS spun in the large
+  // call's products before; with 352 MB (a 2 GB limit here), in the small call after the error.
+  const underLimit = (room: number, rows: number) => {
+    const child = `
+      const { execFileSync } = require('child_process');
+      const fs = require('fs');
+      const { Model } = require('./lib');
+      const mapped = () => Number(/VmSize:\\s+(\\d+)/.exec(fs.readFileSync('/proc/self/status', 'utf8'))[1]) * 1024;
+      (async () => {
+        const m = await Model.fromPretrained('examples/demo/base');
+        await m.generate([[97, 98]], { maxNewTokens: 2 });
+        await new Promise((r) => setTimeout(r, 1000)); // tsx instantiates its WebAssembly lexer meanwhile (it cannot under the limit)
+        execFileSync(${JSON.stringify(prlimit)}, ['--pid', String(process.pid), '--as=' + (mapped() + ${room} * 2 ** 20)]);
+        const big = Array.from({ length: ${rows} }, () => Array.from({ length: 400 }, (_, i) => 97 + (i % 26)));
+        try { await m.generate(big, { maxNewTokens: 50 }); console.log('no error'); } catch (e) { console.log('large: ' + e.message); }
+        try { const out = await m.generate([[97, 98, 99]], { maxNewTokens: 5 }); console.log('small: ' + out[0].length + ' tokens'); } catch (e) { console.log('small: ' + e.message); }
+      })();`;
+    return spawnSync(process.execPath, ['-r', 'tsx/cjs', '-e', child], { cwd: path.join(__dirname, '..'), encoding: 'utf8', timeout: 90_000, env: { ...process.env, RLORA_QUIET_LIMITS: '1' } });
+  };
+  const limitMessage = /this process may map at most \d+ MB \(an address-space limit: ulimit -v or prlimit --as\), has mapped \d+ MB and needs \d+ MB more \(OpenBLAS hangs when it cannot map its 128 MB buffers, so rlora keeps 512 MB of the limit free for them\): use smaller batches, or raise or remove the limit$/m;
+  (prlimit ? it : it.skip)('an out-of-memory error leaves no hang: the large call fails naming the limit, a small one after it runs or fails the same way', () => {
+    const roomy = underLimit(1376, 1024);
+    expect([roomy.signal, roomy.stderr]).toEqual([null, '']); // before: killed by the timeout
+    expect(roomy.stdout).toMatch(/^large: rlora: out of CPU memory allocating \d+ bytes: /m);
+    expect(roomy.stdout).toMatch(limitMessage);
+    expect(roomy.stdout).toContain('small: 8 tokens');
+    const tight = underLimit(352, 256);
+    expect([tight.signal, tight.stderr]).toEqual([null, '']); // before: killed by the timeout
+    expect(tight.stdout).toMatch(/^large: rlora: out of CPU memory allocating \d+ bytes: /m);
+    expect(tight.stdout).toMatch(/^small: (8 tokens|rlora: out of CPU memory before a job: this process may map)/m);
+  }, 200_000);
 });
 
 // A new user's friction: a wrong data path was reported only after the model had loaded.

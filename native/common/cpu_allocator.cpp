@@ -2,14 +2,17 @@
 
 #include <c10/core/Allocator.h>
 #include <c10/util/Exception.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -19,11 +22,30 @@ namespace {
 
 constexpr size_t kMinCached = size_t(1) << 20;
 constexpr size_t kAlignment = 64;
+// The part of an address-space limit new large blocks leave free (check_address_room).
+constexpr size_t kAddressHeadroom = size_t(512) << 20;
 
 void* system_alloc(size_t n) {
   void* p = nullptr;
   if (posix_memalign(&p, kAlignment, n == 0 ? kAlignment : n) != 0) return nullptr;
   return p;
+}
+
+// The address-space limit of the process in bytes (ulimit -v, prlimit --as), 0 when none.
+size_t address_limit() {
+  rlimit r{};
+  if (getrlimit(RLIMIT_AS, &r) != 0 || r.rlim_cur == RLIM_INFINITY) return 0;
+  return static_cast<size_t>(r.rlim_cur);
+}
+
+// The process's mapped address space in bytes (the first field of /proc/self/statm, in pages).
+size_t mapped_bytes() {
+  FILE* f = std::fopen("/proc/self/statm", "r");
+  if (!f) return 0;
+  unsigned long pages = 0;
+  const int got = std::fscanf(f, "%lu", &pages);
+  std::fclose(f);
+  return got == 1 ? static_cast<size_t>(pages) * static_cast<size_t>(sysconf(_SC_PAGESIZE)) : 0;
 }
 
 class Cache {
@@ -51,6 +73,7 @@ class Cache {
       // Over the limit with this block: give the cache back first.
       if (cached_ > 0 && cached_ + allocated_ + sz > limit()) release_all_locked();
     }
+    check_address_room(sz);
     void* p = system_alloc(sz);
     if (p == nullptr) {
       empty();
@@ -60,6 +83,15 @@ class Cache {
     std::lock_guard<std::mutex> lock(mutex_);
     note_live(p, sz);
     return p;
+  }
+
+  // Under an address-space limit, a new block may not take the last kAddressHeadroom bytes of it:
+  // OpenBLAS maps a buffer of 128 MiB for each thread that first multiplies matrices, and when the
+  // mapping fails it retries for ever (measured: under prlimit --as, a generate after an
+  // out-of-memory error spun in blas_memory_alloc). So the tensor's allocation fails instead,
+  // with an error, and the products that follow still find their buffers.
+  void check_address_room(size_t sz) {
+    if (address_limit() != 0) cpu_allocator::check_address_room(sz + kAddressHeadroom, "allocating " + std::to_string(sz) + " bytes");
   }
 
   // Takes back a large block; returns false when p is not one (a small block: the caller frees it).
@@ -191,6 +223,19 @@ void empty_cache(bool trim_heap) {
   if (trim_heap) malloc_trim(0);
 #endif
 }
+void check_address_room(size_t bytes, const std::string& doing) {
+  const size_t limit = address_limit();
+  if (limit == 0) return;
+  size_t mapped = mapped_bytes();
+  if (mapped + bytes <= limit) return;
+  Cache::instance().empty();  // cached blocks count as mapped
+  mapped = mapped_bytes();
+  TORCH_CHECK(mapped + bytes <= limit, "rlora: out of CPU memory ", doing, ": this process may map at most ", limit >> 20,
+              " MB (an address-space limit: ulimit -v or prlimit --as), has mapped ", mapped >> 20, " MB and needs ", bytes >> 20,
+              " MB more (OpenBLAS hangs when it cannot map its 128 MB buffers, so rlora keeps ", kAddressHeadroom >> 20,
+              " MB of the limit free for them): use smaller batches, or raise or remove the limit");
+}
+
 void reset_peak() { Cache::instance().reset_peak(); }
 void set_cache_limit(size_t bytes) { Cache::instance().set_limit(bytes); }
 

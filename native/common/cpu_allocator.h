@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace rlora::cpu_allocator {
 
@@ -27,6 +28,14 @@ void set_enabled(bool on);
 // its heap (malloc_trim walks the whole heap: about 70 ms a call with a 0.5B model loaded, so a
 // loop over modules leaves it to its last call).
 void empty_cache(bool trim_heap = true);
+// Under an address-space limit (ulimit -v), throws an out-of-memory error naming the limit and what
+// is mapped when `bytes` more would not fit (after the cache is emptied): OpenBLAS retries for ever
+// when it cannot map a buffer, so a job or block that would leave it no room fails instead. Large
+// blocks of the caching allocator keep 512 MiB of the limit free; every job checks for 256 MiB
+// before it starts (binding/common.h). No limit: nothing is checked.
+void check_address_room(size_t bytes, const std::string& doing);
+// The room a job needs free under an address-space limit: two of OpenBLAS's buffers.
+constexpr size_t kJobAddressRoom = size_t(256) << 20;
 void reset_peak();
 // Largest total of cached blocks; default a quarter of physical memory.
 void set_cache_limit(size_t bytes);
