@@ -10,14 +10,16 @@
 //
 // So while a training step runs, nothing else runs on its model, the model's adapter layers or
 // its optimizer: a layer's forward waits for the step instead of drawing from its dropout
-// generator or reading weights half-way through an update. Jobs on other models, layers and
-// optimizers run beside it. Locks are taken in one order (the model, its layers by address, the
-// optimizer), so two jobs never wait on each other.
+// generator or reading weights half-way through an update. Every asynchronous job runs on one job
+// thread (common.h, run_on_job_thread: OpenBLAS's buffers), so jobs on other models wait their
+// turn too; the locks order jobs against the synchronous calls on the JS thread. Locks are taken
+// in one order (the model, its layers by address, the optimizer), so two callers never wait on
+// each other.
 //
 // The JS thread does not wait on a training step: lib/activity.ts refuses every call that would
 // touch a training model, its layers or a layer trained by fitStep before any native call starts,
 // with an error naming what is running (README "Calls during training"). The asynchronous jobs
-// take their locks on the libuv pool; a synchronous call (stateDict, setTraining, ...) takes them
+// take their locks on the job thread; a synchronous call (stateDict, setTraining, ...) takes them
 // on the JS thread, and may wait only for an inference job lib/ let run (a forward or generate).
 // Reads of values that no job changes (options, shapes, parameter counts) take no lock.
 #pragma once
