@@ -18,11 +18,15 @@ export const MEMORY_ENV = { ...DEFAULT_ENV, MALLOC_MMAP_THRESHOLD_: '131072', RL
 /** glibc keeping freed memory: no page faults for reused blocks (the fairest Python baseline). */
 export const KEPT_ENV = { ...DEFAULT_ENV, MALLOC_MMAP_MAX_: '0', MALLOC_TRIM_THRESHOLD_: String(2 ** 36) };
 
-/** Python torch's version as [major, minor] (1.13 on Debian 12, 2.6 in the Debian 13 root). */
+let torchVersion: [number, number] | undefined;
+/** Python torch's version as [major, minor] (1.13 on Debian 12, 2.6 in the Debian 13 root); asked once. */
 export function pythonTorchVersion(): [number, number] {
-  const v = execFileSync(PYTHON, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' }).trim();
-  const [major, minor] = v.split('.').map(Number);
-  return [major, minor];
+  if (!torchVersion) {
+    const v = execFileSync(PYTHON, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' }).trim();
+    const [major, minor] = v.split('.').map(Number);
+    torchVersion = [major, minor];
+  }
+  return torchVersion;
 }
 
 /** Runs a variant and parses the JSON document it prints last. */
